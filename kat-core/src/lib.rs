@@ -1,0 +1,3 @@
+//! # kat-core
+//!
+//! The domain and the contracts of kat-rs.

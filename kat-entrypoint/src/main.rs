@@ -1,0 +1,2 @@
+//! kat-entrypoint: placeholder until the entrypoint lands.
+fn main() {}

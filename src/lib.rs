@@ -1,0 +1,25 @@
+//! # kat
+//!
+//! The facade of kat-rs: one dependency that re-exports the engine's core and, behind features, its
+//! backends, so an application can assemble a deployment from one crate.
+//!
+//! - [`core`]: the domain, the traits and the engine (always present).
+//! - `store_sled` (feature `sled`): objects, files, tasks and schedules on sled.
+//! - `runtime_docker` (feature `docker`): plugin containers on a Docker engine.
+//! - `runtime_podman` (feature `podman`): plugin containers on Podman's libpod service.
+//! - `http` (feature `http`): the API that plugin containers call with their scoped token.
+//!
+//! ```
+//! use kat::core::object::ObjectType;
+//! assert_eq!("hostname".parse::<ObjectType>().unwrap(), ObjectType::Hostname);
+//! ```
+
+pub use kat_core as core;
+#[cfg(feature = "http")]
+pub use kat_http as http;
+#[cfg(feature = "docker")]
+pub use kat_runtime_docker as runtime_docker;
+#[cfg(feature = "podman")]
+pub use kat_runtime_podman as runtime_podman;
+#[cfg(feature = "sled")]
+pub use kat_store_sled as store_sled;
