@@ -1,3 +1,23 @@
 //! # kat-core
 //!
-//! The domain and the contracts of kat-rs.
+//! The domain and the contracts of kat-rs, an engine that runs security-scanning plugins as OCI
+//! containers over an inventory of network objects, the way OpenKAT v2's plugin system does.
+//!
+//! - [`object`]: object types, natural keys, validation, scan levels.
+//! - [`finding`]: the finding-type catalogue and risk scores.
+//! - [`plugin`]: plugin definitions loaded from JSON, validated, and synced into a catalogue.
+//! - [`template`] and [`plan`]: argument templating and the five execution modes, as pure functions.
+//! - [`permission`]: scoped, Django-style permissions and the check shared by the API and the runner.
+//! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
+//!   `ObjectStore`, `FileStore`, `TaskStore`, `TokenAuthority`).
+//! - [`memory`]: in-memory reference backends of the stores.
+//! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
+//!   functions each backend's tests call.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod finding;
+pub mod object;
+
+pub use error::{Error, Result};

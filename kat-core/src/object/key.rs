@@ -1,0 +1,207 @@
+//! Natural keys: the identity of every object, built from the values that make it what it is.
+//!
+//! A key is its parts joined by `|` (`internet|example.com`, `internet|192.0.2.1|TCP|80`), the original's
+//! format, so keys written by OpenKAT v2 plugins stay valid. Unlike the original, a part that itself
+//! contains `|` or `%` is escaped (`%7C`, `%25`) so that every value round-trips; a `/` needs no escaping
+//! in a key (HTTP paths percent-encode the whole key instead).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The natural key of an object: its parts joined by `|`, each part escaped.
+///
+/// ```
+/// use kat_core::object::NaturalKey;
+/// let k = NaturalKey::from_parts(["internet", "a|b"]);
+/// assert_eq!(k.as_str(), "internet|a%7Cb");
+/// assert_eq!(k.parts(), vec!["internet".to_string(), "a|b".to_string()]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NaturalKey(String);
+
+/// Escape one key part: `%` becomes `%25` and `|` becomes `%7C`.
+pub fn escape_part(part: &str) -> String {
+    if !part.contains(['%', '|']) {
+        return part.to_string();
+    }
+    let mut out = String::with_capacity(part.len() + 4);
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Undo [`escape_part`]. Other `%` sequences are kept as they are.
+pub fn unescape_part(part: &str) -> String {
+    if !part.contains('%') {
+        return part.to_string();
+    }
+    let mut out = String::with_capacity(part.len());
+    let mut rest = part;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.len() >= 3 && tail[..3].eq_ignore_ascii_case("%7C") {
+            out.push('|');
+            rest = &tail[3..];
+        } else if tail.starts_with("%25") {
+            out.push('%');
+            rest = &tail[3..];
+        } else {
+            out.push('%');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl NaturalKey {
+    /// Build a key from raw (unescaped) parts.
+    pub fn from_parts<I, S>(parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let v: Vec<String> = parts
+            .into_iter()
+            .map(|p| escape_part(p.as_ref()))
+            .collect();
+        NaturalKey(v.join("|"))
+    }
+
+    /// Build a key from components that are already escaped (a related object's key is one component).
+    pub fn from_escaped_components<I, S>(components: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = String::new();
+        for (i, c) in components.into_iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            out.push_str(c.as_ref());
+        }
+        NaturalKey(out)
+    }
+
+    /// Take a key string as given (for example from a URL). It is checked when it is resolved against a
+    /// type with [`crate::object::ObjectType::parse_key`].
+    ///
+    /// # Errors
+    /// An empty key, or one with control characters, is invalid.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.is_empty() {
+            return Err(Error::invalid("id", "a natural key cannot be empty"));
+        }
+        if s.len() > 4096 {
+            return Err(Error::invalid("id", "a natural key is at most 4096 bytes"));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(Error::invalid(
+                "id",
+                "a natural key cannot contain control characters",
+            ));
+        }
+        Ok(NaturalKey(s.to_string()))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key's parts, unescaped.
+    pub fn parts(&self) -> Vec<String> {
+        self.0.split('|').map(unescape_part).collect()
+    }
+
+    /// The key's parts, still escaped.
+    pub fn raw_parts(&self) -> Vec<&str> {
+        self.0.split('|').collect()
+    }
+
+    /// Consume the key, giving its string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for NaturalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NaturalKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_parts_are_unchanged() {
+        let k = NaturalKey::from_parts(["internet", "example.com"]);
+        assert_eq!(k.as_str(), "internet|example.com");
+    }
+
+    #[test]
+    fn pipes_and_percents_are_escaped() {
+        let k = NaturalKey::from_parts(["internet", "v=spf1 a|b 100%"]);
+        assert_eq!(k.as_str(), "internet|v=spf1 a%7Cb 100%25");
+        assert_eq!(k.parts()[1], "v=spf1 a|b 100%");
+    }
+
+    #[test]
+    fn slashes_stay_in_keys() {
+        let k = NaturalKey::from_parts(["internet", "x.com", "", "k=rsa; p=MII/+ab=="]);
+        assert_eq!(k.as_str(), "internet|x.com||k=rsa; p=MII/+ab==");
+        assert_eq!(k.parts()[3], "k=rsa; p=MII/+ab==");
+    }
+
+    #[test]
+    fn unknown_percent_sequences_survive() {
+        assert_eq!(unescape_part("50%off%2"), "50%off%2");
+        assert_eq!(unescape_part("%7c"), "|");
+    }
+
+    #[test]
+    fn parse_rejects_empty_and_control() {
+        assert!(NaturalKey::parse("").is_err());
+        assert!(NaturalKey::parse("a\nb").is_err());
+        assert!(NaturalKey::parse(&"x".repeat(5000)).is_err());
+        assert_eq!(
+            NaturalKey::parse("internet|a.com").unwrap().as_str(),
+            "internet|a.com"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parts_round_trip(parts in proptest::collection::vec(".*", 1..6)) {
+            let k = NaturalKey::from_parts(&parts);
+            prop_assert_eq!(k.parts(), parts.clone());
+            prop_assert_eq!(k.raw_parts().len(), parts.len());
+        }
+
+        #[test]
+        fn escape_round_trip(s in ".*") {
+            prop_assert_eq!(unescape_part(&escape_part(&s)), s.clone());
+            prop_assert!(!escape_part(&s).contains('|'));
+        }
+    }
+}
