@@ -16,8 +16,13 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod finding;
 pub mod object;
+pub mod org;
+pub mod runtime;
+pub mod task;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The `ContainerRuntime` conformance suite (filled in by the Docker runtime work).
