@@ -22,6 +22,7 @@ pub mod error;
 pub mod finding;
 pub mod object;
 pub mod org;
+pub mod permission;
 pub mod runtime;
 pub mod task;
 
