@@ -23,7 +23,10 @@ pub mod finding;
 pub mod object;
 pub mod org;
 pub mod permission;
+pub mod plugin;
 pub mod runtime;
+pub mod schedule;
 pub mod task;
+pub mod template;
 
 pub use error::{Error, Result};
