@@ -18,6 +18,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod clock;
 pub mod error;
 pub mod finding;
 pub mod object;
@@ -26,7 +27,9 @@ pub mod permission;
 pub mod plugin;
 pub mod runtime;
 pub mod schedule;
+pub mod store;
 pub mod task;
 pub mod template;
+pub mod token;
 
 pub use error::{Error, Result};

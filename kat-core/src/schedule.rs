@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use crate::clock::Timestamp;
 use crate::object::{NaturalKey, ObjectType};
 use crate::org::OrgCode;
 use crate::{Error, Result};
@@ -225,12 +226,12 @@ pub struct Schedule {
     pub interval: Interval,
     /// Whether it runs.
     pub enabled: bool,
-    /// When it is next due (unix seconds).
-    pub next_run_at: i64,
-    /// When it last ran (unix seconds).
-    pub last_run_at: Option<i64>,
-    /// When it was created (unix seconds).
-    pub created_at: i64,
+    /// When it is next due.
+    pub next_run_at: Timestamp,
+    /// When it last ran.
+    pub last_run_at: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -40,3 +40,206 @@ impl FromStr for TaskId {
             .map_err(|_| Error::invalid("task_id", format!("not a task id (a UUID): {s:?}")))
     }
 }
+
+/// Where a task is in its life. Every task reaches one of the final states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a worker.
+    Queued,
+    /// Its container is running.
+    Running,
+    /// Ended well.
+    Completed,
+    /// Ended badly (non-zero exit, refused, engine error, ...); `reason` says why.
+    Failed,
+    /// Cancelled by a person or the engine.
+    Cancelled,
+    /// Killed at its deadline.
+    TimedOut,
+}
+
+impl TaskState {
+    /// Every state.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::TimedOut,
+    ];
+
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Queued | TaskState::Running)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        TaskState::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::invalid("state", format!("unknown task state {s:?}")))
+    }
+}
+
+/// A reference to an object: its type and natural key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// The type.
+    pub object_type: crate::object::ObjectType,
+    /// The key.
+    pub key: crate::object::NaturalKey,
+}
+
+/// A task's input: objects (targets) or files, or nothing (standalone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInput {
+    /// Target objects.
+    #[serde(default)]
+    pub objects: Vec<ObjectRef>,
+    /// Input files.
+    #[serde(default)]
+    pub files: Vec<crate::store::FileId>,
+}
+
+impl TaskInput {
+    /// Whether there is no input at all.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.files.is_empty()
+    }
+}
+
+/// One run of one plugin over its input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Its organization.
+    pub org: crate::org::OrgCode,
+    /// The plugin.
+    pub plugin_id: String,
+    /// The input.
+    pub input: TaskInput,
+    /// Its state.
+    pub state: TaskState,
+    /// When it was queued.
+    pub created_at: crate::clock::Timestamp,
+    /// When its container started.
+    pub started_at: Option<crate::clock::Timestamp>,
+    /// When it ended.
+    pub ended_at: Option<crate::clock::Timestamp>,
+    /// The schedule that made it.
+    pub schedule: Option<crate::schedule::ScheduleId>,
+    /// The file whose arrival made it (normalizer chaining).
+    pub source_file: Option<crate::store::FileId>,
+    /// The container's exit code.
+    pub exit_code: Option<i64>,
+    /// Why it ended as it did, in words.
+    pub reason: Option<String>,
+    /// The last part of its stderr.
+    pub stderr_tail: Option<String>,
+    /// How many times it was started.
+    pub attempts: u32,
+}
+
+impl Task {
+    /// A queued task.
+    pub fn queued(org: crate::org::OrgCode, plugin_id: impl Into<String>, input: TaskInput) -> Self {
+        Task {
+            id: TaskId::new(),
+            org,
+            plugin_id: plugin_id.into(),
+            input,
+            state: TaskState::Queued,
+            created_at: crate::clock::Timestamp::now(),
+            started_at: None,
+            ended_at: None,
+            schedule: None,
+            source_file: None,
+            exit_code: None,
+            reason: None,
+            stderr_tail: None,
+            attempts: 0,
+        }
+    }
+}
+
+/// A change to a task, applied by [`crate::store::TaskStore::transition_task`] only when the task is
+/// in one of the expected states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPatch {
+    /// The new state.
+    pub state: TaskState,
+    /// Set `started_at`.
+    pub started_at: Option<crate::clock::Timestamp>,
+    /// Set `ended_at`.
+    pub ended_at: Option<crate::clock::Timestamp>,
+    /// Set the exit code.
+    pub exit_code: Option<i64>,
+    /// Set the reason.
+    pub reason: Option<String>,
+    /// Set the stderr tail.
+    pub stderr_tail: Option<String>,
+    /// Add one to `attempts`.
+    pub bump_attempts: bool,
+}
+
+impl TaskPatch {
+    /// A patch that only changes the state.
+    pub fn to(state: TaskState) -> Self {
+        TaskPatch {
+            state,
+            started_at: None,
+            ended_at: None,
+            exit_code: None,
+            reason: None,
+            stderr_tail: None,
+            bump_attempts: false,
+        }
+    }
+
+    /// Apply to a task (no state check).
+    pub fn apply(&self, t: &mut Task) {
+        t.state = self.state;
+        if let Some(v) = self.started_at {
+            t.started_at = Some(v);
+        }
+        if let Some(v) = self.ended_at {
+            t.ended_at = Some(v);
+        }
+        if let Some(v) = self.exit_code {
+            t.exit_code = Some(v);
+        }
+        if let Some(v) = &self.reason {
+            t.reason = Some(v.clone());
+        }
+        if let Some(v) = &self.stderr_tail {
+            t.stderr_tail = Some(v.clone());
+        }
+        if self.bump_attempts {
+            t.attempts += 1;
+        }
+    }
+}

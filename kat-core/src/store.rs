@@ -1,0 +1,546 @@
+//! The storage contracts: objects ([`ObjectStore`]), file contents ([`FileStore`]) and everything else
+//! that must survive a restart ([`TaskStore`]: tasks, schedules, object sets, organizations, the plugin
+//! catalogue, revoked tokens).
+//!
+//! Implementations: the in-memory reference backends in [`crate::memory`] and `kat-store-sled`. The
+//! conformance suites (feature `conformance`) hold every implementation to the same behaviour.
+
+use std::fmt;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::Timestamp;
+use crate::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
+use crate::org::{OrgCode, Organization};
+use crate::plugin::PluginRecord;
+use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
+use crate::task::{Task, TaskId, TaskPatch, TaskState};
+use crate::{Error, Result};
+
+/// A stream of bytes: file contents going in or out, never held whole in memory.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Default page size of lists (the original's `PAGE_SIZE`).
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// One page of a list and the total number of matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// How many items match in all.
+    pub count: u64,
+    /// The items of this page.
+    pub items: Vec<T>,
+}
+
+/// An ordering: a field, ascending or descending (`-name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordering {
+    /// The field.
+    pub field: String,
+    /// Highest first.
+    pub descending: bool,
+}
+
+impl Ordering {
+    /// Parse `name` or `-name`.
+    pub fn parse(s: &str) -> Self {
+        match s.strip_prefix('-') {
+            Some(f) => Ordering {
+                field: f.to_string(),
+                descending: true,
+            },
+            None => Ordering {
+                field: s.to_string(),
+                descending: false,
+            },
+        }
+    }
+}
+
+/// An object as stored: the object, its organization, scan profile and attribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// The organization it belongs to.
+    pub org: OrgCode,
+    /// Its natural key.
+    pub key: NaturalKey,
+    /// The object.
+    pub object: Object,
+    /// Its scan profile (networks, hostnames and addresses only).
+    pub scan: Option<ScanProfile>,
+    /// When it was first stored.
+    pub created_at: Timestamp,
+    /// When it was last written.
+    pub last_seen: Timestamp,
+    /// The task that first stored it.
+    pub created_by: Option<TaskId>,
+    /// The task that last wrote it.
+    pub last_seen_by: Option<TaskId>,
+}
+
+impl StoredObject {
+    /// Its type.
+    pub fn object_type(&self) -> ObjectType {
+        self.object.object_type()
+    }
+
+    /// The API's JSON form: `id` (the natural key), the object's fields, the scan level and dates.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), self.key.as_str().into());
+        m.extend(self.object.to_json());
+        if let Some(p) = &self.scan {
+            m.insert("scan_level".into(), p.level.map(ScanLevel::get).into());
+            m.insert("declared".into(), p.declared.into());
+        }
+        m.insert("created_at".into(), self.created_at.to_string().into());
+        m.insert("last_seen".into(), self.last_seen.to_string().into());
+        m
+    }
+
+    /// A field's value for filtering and ordering, including the stored ones (`id`, `scan_level`,
+    /// `created_at`, `last_seen`).
+    pub fn field(&self, name: &str) -> Option<crate::object::FieldValue> {
+        use crate::object::FieldValue;
+        match name {
+            "id" => Some(FieldValue::Text(self.key.as_str().to_string())),
+            "scan_level" => Some(
+                self.scan
+                    .and_then(|p| p.level)
+                    .map_or(FieldValue::Null, |l| FieldValue::Int(i64::from(l.get()))),
+            ),
+            "created_at" => Some(FieldValue::Int(self.created_at.as_millis())),
+            "last_seen" => Some(FieldValue::Int(self.last_seen.as_millis())),
+            other => self.object.field(other),
+        }
+    }
+}
+
+/// Fields every object query may order by besides the type's own.
+pub const COMMON_ORDER_FIELDS: [&str; 4] = ["id", "scan_level", "created_at", "last_seen"];
+
+/// A query over objects of one type in one organization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectQuery {
+    /// The organization.
+    pub org: OrgCode,
+    /// The type.
+    pub object_type: ObjectType,
+    /// Field filters: every listed field must equal one of its values (text form, relations by key).
+    pub filters: Vec<(String, Vec<String>)>,
+    /// Only these keys (the `id` filter, or a token's `pks`).
+    pub keys: Option<Vec<NaturalKey>>,
+    /// Case-insensitive substring of the natural key.
+    pub search: Option<String>,
+    /// Only objects whose scan level is at least this.
+    pub min_scan_level: Option<ScanLevel>,
+    /// The order; by key when `None`.
+    pub ordering: Option<Ordering>,
+    /// Page size.
+    pub limit: usize,
+    /// Items to skip.
+    pub offset: usize,
+}
+
+impl ObjectQuery {
+    /// All objects of a type, first page.
+    pub fn new(org: OrgCode, object_type: ObjectType) -> Self {
+        ObjectQuery {
+            org,
+            object_type,
+            filters: Vec::new(),
+            keys: None,
+            search: None,
+            min_scan_level: None,
+            ordering: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+
+    /// Add a filter (builder style).
+    pub fn filter(mut self, field: &str, values: &[&str]) -> Self {
+        self.filters
+            .push((field.to_string(), values.iter().map(|s| s.to_string()).collect()));
+        self
+    }
+
+    /// Check that every filter and the ordering name a field of the type.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the unknown field and listing the known ones.
+    pub fn validate(&self) -> Result<()> {
+        let fields = self.object_type.fields();
+        for (f, values) in &self.filters {
+            if !fields.contains(&f.as_str()) {
+                return Err(Error::invalid(
+                    f.as_str(),
+                    format!(
+                        "unknown filter {f:?} for {}; filters are {}, id, search, ordering, limit and offset",
+                        self.object_type,
+                        fields.join(", ")
+                    ),
+                ));
+            }
+            if values.is_empty() {
+                return Err(Error::invalid(f.as_str(), "a filter needs at least one value"));
+            }
+        }
+        if let Some(o) = &self.ordering
+            && !fields.contains(&o.field.as_str())
+            && !COMMON_ORDER_FIELDS.contains(&o.field.as_str())
+        {
+            return Err(Error::invalid(
+                "ordering",
+                format!(
+                    "cannot order {} by {:?}; use one of {}, {}",
+                    self.object_type,
+                    o.field,
+                    fields.join(", "),
+                    COMMON_ORDER_FIELDS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a stored object matches the filters, keys, search and scan level (not paging).
+    pub fn matches(&self, o: &StoredObject) -> bool {
+        if o.org != self.org || o.object_type() != self.object_type {
+            return false;
+        }
+        if let Some(keys) = &self.keys
+            && !keys.contains(&o.key)
+        {
+            return false;
+        }
+        if let Some(s) = &self.search
+            && !o.key.as_str().to_lowercase().contains(&s.to_lowercase())
+        {
+            return false;
+        }
+        if let Some(min) = self.min_scan_level
+            && !o.scan.is_some_and(|p| p.allows(min))
+        {
+            return false;
+        }
+        self.filters.iter().all(|(f, values)| {
+            o.object
+                .field(f)
+                .is_some_and(|v| values.iter().any(|want| *want == v.filter_text()))
+        })
+    }
+
+    /// Sort matches in this query's order (by key when none; ties by key).
+    pub fn sort(&self, items: &mut [StoredObject]) {
+        match &self.ordering {
+            None => items.sort_by(|a, b| a.key.cmp(&b.key)),
+            Some(o) => items.sort_by(|a, b| {
+                let va = a.field(&o.field).unwrap_or(crate::object::FieldValue::Null);
+                let vb = b.field(&o.field).unwrap_or(crate::object::FieldValue::Null);
+                let c = va.cmp_for_sort(&vb).then_with(|| a.key.cmp(&b.key));
+                if o.descending { c.reverse() } else { c }
+            }),
+        }
+    }
+}
+
+/// Stores objects by natural key, per organization.
+///
+/// Writes are upserts: writing an object whose key exists merges it into the stored one
+/// ([`Object::merge_from`]) and keeps its scan profile and creation data. Objects an object refers to
+/// (a record's hostname, a port's address, a finding's type) are created too when missing. A bulk
+/// write is atomic: all of it is stored or none.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Upsert `objects` into `org`, attributed to `by` (the writing task, from its token). Returns the
+    /// stored form of each input object, in input order.
+    async fn upsert(&self, org: &OrgCode, objects: Vec<Object>, by: Option<TaskId>) -> Result<Vec<StoredObject>>;
+
+    /// One object by type and key.
+    async fn get(&self, org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Result<Option<StoredObject>>;
+
+    /// A page of objects matching `query`, and the total count of matches.
+    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
+
+    /// Delete objects by key; returns how many existed.
+    async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64>;
+
+    /// Set the scan profile of a network, hostname or address.
+    async fn set_scan_profile(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+        profile: ScanProfile,
+    ) -> Result<StoredObject>;
+
+    /// The tasks that wrote an object (created it or saw it again), oldest first.
+    async fn tasks_of(&self, org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Result<Vec<TaskId>>;
+
+    /// The objects a task wrote.
+    async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<crate::task::ObjectRef>>;
+}
+
+/// A file's id: a number, as the original's `{file/<id>}` references need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileId(pub u64);
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for FileId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        s.parse::<u64>()
+            .map(FileId)
+            .map_err(|_| Error::invalid("id", format!("not a file id (a whole number): {s:?}")))
+    }
+}
+
+/// What a new file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    /// Its organization.
+    pub org: OrgCode,
+    /// Its type (usually the producing plugin's id, or `error`).
+    pub file_type: String,
+    /// Its name (`stdout`).
+    pub name: String,
+    /// The task that produced it, from the uploader's token.
+    pub task: Option<TaskId>,
+}
+
+/// A stored file's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Its id.
+    pub id: FileId,
+    /// Its organization.
+    pub org: OrgCode,
+    /// Its type.
+    pub file_type: String,
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The sha256 of its contents, hex.
+    pub sha256: String,
+    /// The task that produced it.
+    pub task: Option<TaskId>,
+    /// When it was stored.
+    pub created_at: Timestamp,
+}
+
+/// A query over files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileQuery {
+    /// The organization.
+    pub org: OrgCode,
+    /// Only this type.
+    pub file_type: Option<String>,
+    /// Only files produced by this task.
+    pub task: Option<TaskId>,
+    /// Only these ids (a token's `pks`).
+    pub ids: Option<Vec<FileId>>,
+    /// Case-insensitive substring of the type or name.
+    pub search: Option<String>,
+    /// `id`, `created_at`, `type`, `name`, `size`, optionally with `-`; by id when `None`.
+    pub ordering: Option<Ordering>,
+    /// Page size.
+    pub limit: usize,
+    /// Items to skip.
+    pub offset: usize,
+}
+
+impl FileQuery {
+    /// All files of an organization, first page.
+    pub fn new(org: OrgCode) -> Self {
+        FileQuery {
+            org,
+            file_type: None,
+            task: None,
+            ids: None,
+            search: None,
+            ordering: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+
+    /// Check the ordering field.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown ordering field.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(o) = &self.ordering
+            && !["id", "created_at", "type", "name", "size"].contains(&o.field.as_str())
+        {
+            return Err(Error::invalid(
+                "ordering",
+                format!("cannot order files by {:?}; use id, created_at, type, name or size", o.field),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a file matches (not paging).
+    pub fn matches(&self, f: &FileMeta) -> bool {
+        f.org == self.org
+            && self.file_type.as_ref().is_none_or(|t| *t == f.file_type)
+            && self.task.is_none_or(|t| f.task == Some(t))
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&f.id))
+            && self.search.as_ref().is_none_or(|s| {
+                let s = s.to_lowercase();
+                f.file_type.to_lowercase().contains(&s) || f.name.to_lowercase().contains(&s)
+            })
+    }
+
+    /// Sort in this query's order.
+    pub fn sort(&self, items: &mut [FileMeta]) {
+        let (field, desc) = self
+            .ordering
+            .as_ref()
+            .map_or(("id", false), |o| (o.field.as_str(), o.descending));
+        items.sort_by(|a, b| {
+            let c = match field {
+                "created_at" => a.created_at.cmp(&b.created_at),
+                "type" => a.file_type.cmp(&b.file_type),
+                "name" => a.name.cmp(&b.name),
+                "size" => a.size.cmp(&b.size),
+                _ => std::cmp::Ordering::Equal,
+            }
+            .then(a.id.cmp(&b.id));
+            if desc { c.reverse() } else { c }
+        });
+    }
+}
+
+/// Stores file contents and their metadata.
+#[async_trait]
+pub trait FileStore: Send + Sync + fmt::Debug {
+    /// Store a file from a stream (never collected whole in memory by backends that stream), and
+    /// return its metadata. A stream error stores nothing.
+    async fn put(&self, new: NewFile, body: ByteStream) -> Result<FileMeta>;
+
+    /// A file's metadata.
+    async fn meta(&self, id: FileId) -> Result<Option<FileMeta>>;
+
+    /// A file's contents as a stream; [`Error::NotFound`] when there is no such file.
+    async fn open(&self, id: FileId) -> Result<ByteStream>;
+
+    /// A page of files matching `query`.
+    async fn query(&self, query: &FileQuery) -> Result<Page<FileMeta>>;
+
+    /// Delete a file; returns whether it existed.
+    async fn delete(&self, id: FileId) -> Result<bool>;
+}
+
+/// A query over tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskQuery {
+    /// Only this organization (all when `None`).
+    pub org: Option<OrgCode>,
+    /// Only these states.
+    pub states: Option<Vec<TaskState>>,
+    /// Only this plugin.
+    pub plugin_id: Option<String>,
+    /// Only tasks of this schedule.
+    pub schedule: Option<ScheduleId>,
+    /// Page size (all when 0).
+    pub limit: usize,
+    /// Items to skip.
+    pub offset: usize,
+}
+
+impl TaskQuery {
+    /// Whether a task matches (not paging).
+    pub fn matches(&self, t: &Task) -> bool {
+        self.org.as_ref().is_none_or(|o| *o == t.org)
+            && self.states.as_ref().is_none_or(|s| s.contains(&t.state))
+            && self.plugin_id.as_ref().is_none_or(|p| *p == t.plugin_id)
+            && self.schedule.is_none_or(|s| t.schedule == Some(s))
+    }
+}
+
+/// Everything else the engine keeps: tasks, schedules, object sets, organizations, the plugin
+/// catalogue and the token denylist.
+#[async_trait]
+pub trait TaskStore: Send + Sync + fmt::Debug {
+    /// Store new tasks, all or none. An id that exists is a [`Error::Conflict`].
+    async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()>;
+
+    /// One task.
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>>;
+
+    /// Apply `patch` if the task is in one of the `from` states (atomically); [`Error::Conflict`]
+    /// otherwise, [`Error::NotFound`] when there is no such task.
+    async fn transition_task(&self, id: TaskId, from: &[TaskState], patch: TaskPatch) -> Result<Task>;
+
+    /// Tasks matching `query`, newest first.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>>;
+
+    /// Dedup for schedules: of `targets`, return those not claimed for `schedule` at or after `since`,
+    /// and claim them at `now`, atomically.
+    async fn claim_targets(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<Vec<NaturalKey>>;
+
+    /// Create or replace a schedule.
+    async fn put_schedule(&self, schedule: Schedule) -> Result<()>;
+    /// One schedule.
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>>;
+    /// Delete a schedule; returns whether it existed.
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool>;
+    /// Schedules of an organization (global ones have `org: None`); all when `org` is `None`.
+    async fn list_schedules(&self, org: Option<&OrgCode>) -> Result<Vec<Schedule>>;
+    /// Enabled schedules due at `now` (`next_run_at <= now`), soonest first, at most `limit`; the cost
+    /// is proportional to what is due, not to the number of schedules.
+    async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>>;
+
+    /// Create or replace an object set.
+    async fn put_object_set(&self, set: ObjectSet) -> Result<()>;
+    /// One object set.
+    async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>>;
+    /// Delete an object set; returns whether it existed.
+    async fn delete_object_set(&self, id: ObjectSetId) -> Result<bool>;
+    /// Object sets of an organization; all when `None`.
+    async fn list_object_sets(&self, org: Option<&OrgCode>) -> Result<Vec<ObjectSet>>;
+
+    /// Create or replace an organization.
+    async fn put_organization(&self, org: Organization) -> Result<()>;
+    /// One organization.
+    async fn get_organization(&self, code: &OrgCode) -> Result<Option<Organization>>;
+    /// All organizations, by code.
+    async fn list_organizations(&self) -> Result<Vec<Organization>>;
+    /// Delete an organization; returns whether it existed.
+    async fn delete_organization(&self, code: &OrgCode) -> Result<bool>;
+
+    /// Write plugin records (the output of [`crate::plugin::sync`], or an enable/disable).
+    async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()>;
+    /// One plugin record.
+    async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>>;
+    /// All plugin records, by id.
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>>;
+
+    /// Revoke a token id until `exp` (unix seconds).
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()>;
+    /// Whether a token id is revoked.
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
+    /// Forget revocations whose token expired before `now` (unix seconds); returns how many.
+    async fn purge_revoked(&self, now: i64) -> Result<u64>;
+}
