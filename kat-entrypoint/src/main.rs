@@ -24,6 +24,8 @@
 //! The crate depends on no workspace crate and uses no async runtime: std threads and a small HTTP/1.1 client
 //! keep the static binary small.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod http;
 mod log;

@@ -75,8 +75,14 @@ struct WorkDir {
 }
 
 impl WorkDir {
+    /// Creates `<spool>/kat-entrypoint.<pid>.<n>/`, and the spool directory itself if missing (a `FROM scratch`
+    /// image has no `/tmp`).
     fn create(spool: &Path) -> Result<WorkDir, Fatal> {
         let spool = std::path::absolute(spool).map_err(io_context("KAT_SPOOL_DIR"))?;
+        fs::create_dir_all(&spool).map_err(io_context(format!(
+            "cannot create the spool directory {} (set KAT_SPOOL_DIR to a writable directory)",
+            spool.display()
+        )))?;
         for n in 0..1000 {
             let path = spool.join(format!("kat-entrypoint.{}.{n}", std::process::id()));
             match fs::create_dir(&path) {
@@ -284,14 +290,22 @@ impl Runner {
                 self.config.ignored_argv
             );
         }
-        let work = WorkDir::create(&self.config.spool_dir)?;
-
         // Inputs first: nothing runs unless every input is here.
         let ids =
             placeholder::file_ids(self.config.commands.iter().flatten().map(|a| a.as_bytes()));
+        // Pass-through mode without inputs needs no disk at all (read-only root, no /tmp).
+        let needs_disk = !ids.is_empty()
+            || self.config.in_file.is_some()
+            || matches!(self.config.output, Output::Upload(_));
+        let work = if needs_disk {
+            Some(WorkDir::create(&self.config.spool_dir)?)
+        } else {
+            None
+        };
+        let work_path = work.as_ref().map(|w| w.path.clone()).unwrap_or_default();
         let mut paths: HashMap<String, PathBuf> = HashMap::new();
         if !ids.is_empty() {
-            let dir = work.path.join("files");
+            let dir = work_path.join("files");
             fs::create_dir(&dir).map_err(io_context(format!("cannot create {}", dir.display())))?;
             for id in ids {
                 let path = dir.join(&id);
@@ -303,7 +317,7 @@ impl Runner {
             Some(id) => Some(match paths.get(id) {
                 Some(path) => path.clone(),
                 None => {
-                    let path = work.path.join("stdin");
+                    let path = work_path.join("stdin");
                     self.download(id, &path)?;
                     path
                 }
@@ -318,8 +332,13 @@ impl Runner {
                 .iter()
                 .map(|a| OsString::from_vec(placeholder::substitute(a.as_bytes(), &paths)))
                 .collect();
-            let started =
-                self.run_one(&label, &argv, stdin_path.as_deref(), &work, &mut summary)?;
+            let started = self.run_one(
+                &label,
+                &argv,
+                stdin_path.as_deref(),
+                &work_path,
+                &mut summary,
+            )?;
             let skipped = total - index - usize::from(started);
             if let Some(sig) = self.supervisor.received()
                 && skipped > 0
@@ -356,7 +375,7 @@ impl Runner {
         label: &str,
         argv: &[OsString],
         stdin_path: Option<&Path>,
-        work: &WorkDir,
+        work: &Path,
         summary: &mut Summary,
     ) -> Result<bool, Fatal> {
         let upload = matches!(self.config.output, Output::Upload(_));
@@ -377,7 +396,7 @@ impl Runner {
         }
         let (out_file, err_file) = if upload {
             let open = |name: &str| {
-                let path = work.path.join(name);
+                let path = work.join(name);
                 OpenOptions::new()
                     .read(true)
                     .write(true)

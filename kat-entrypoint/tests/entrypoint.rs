@@ -781,3 +781,42 @@ fn pass_through_mode_writes_to_our_streams_and_keeps_the_code() {
     assert!(f.server.requests().is_empty());
     f.check_clean();
 }
+
+#[test]
+fn a_missing_spool_dir_is_created_and_an_unusable_one_exits_120() {
+    let f = Fixture::new();
+    let nested = f.scratch.path().join("no/tmp/yet");
+    let nested_str = nested.to_string_lossy().into_owned();
+    let out = run(
+        &["echo", "spooled"],
+        &f.env_with(&[("KAT_SPOOL_DIR", &nested_str)]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(f.server.accepted()[0].text(), "spooled\n");
+    assert_eq!(leftovers(&nested), Vec::<std::path::PathBuf>::new());
+
+    let marker = f.marker("ran");
+    let out = run(
+        &["touch", &marker],
+        &f.env_with(&[("KAT_SPOOL_DIR", "/dev/null/spool")]),
+    );
+    assert_eq!(out.code, 120, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("cannot create the spool directory /dev/null/spool"),
+        "{}",
+        out.stderr
+    );
+    assert!(!std::path::Path::new(&marker).exists());
+    // Pass-through without inputs needs no spool directory at all.
+    let env = vec![
+        ("UPLOAD_URL".to_owned(), OsString::from("/dev/null")),
+        (
+            "KAT_SPOOL_DIR".to_owned(),
+            OsString::from("/dev/null/spool"),
+        ),
+    ];
+    let out = run(&["true"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.check_clean();
+}
