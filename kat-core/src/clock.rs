@@ -20,7 +20,9 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// Now.
     pub fn now() -> Self {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -52,11 +54,24 @@ impl Timestamp {
     /// Parse `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b't') || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || (b[10] != b'T' && b[10] != b't')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return None;
         }
         let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        let (y, mo, d, h, mi, se) = (
+            num(0..4)?,
+            num(5..7)?,
+            num(8..10)?,
+            num(11..13)?,
+            num(14..16)?,
+            num(17..19)?,
+        );
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
             return None;
         }
@@ -76,7 +91,9 @@ impl Timestamp {
             return None;
         }
         let days = days_from_civil(y, mo, d);
-        Some(Timestamp(((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms))
+        Some(Timestamp(
+            ((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms,
+        ))
     }
 }
 
@@ -127,9 +144,23 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::from_secs(951_782_400).to_string(), "2000-02-29T00:00:00.000Z");
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-22T03:00:00Z").unwrap().as_secs(), 1_795_316_400);
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-22T03:00:00.5Z").unwrap().as_millis() % 1000, 500);
+        assert_eq!(
+            Timestamp::from_secs(951_782_400).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T03:00:00Z")
+                .unwrap()
+                .as_secs(),
+            1_795_316_400
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T03:00:00.5Z")
+                .unwrap()
+                .as_millis()
+                % 1000,
+            500
+        );
         assert!(Timestamp::parse_rfc3339("2026-11-22 03:00:00Z").is_none());
         assert!(Timestamp::parse_rfc3339("2026-13-22T03:00:00Z").is_none());
         assert!(Timestamp::parse_rfc3339("2026-11-22T03:00:00+02:00").is_none());

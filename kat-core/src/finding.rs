@@ -12,7 +12,9 @@ use crate::object::check_code;
 use crate::{Error, Result};
 
 /// How serious a finding type is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     /// Advice only (score 0.0).
@@ -74,7 +76,9 @@ impl FromStr for Risk {
             "critical" => Ok(Risk::Critical),
             _ => Err(Error::invalid(
                 "risk",
-                format!("unknown risk {s:?}; expected critical, high, medium, low or recommendation"),
+                format!(
+                    "unknown risk {s:?}; expected critical, high, medium, low or recommendation"
+                ),
             )),
         }
     }
@@ -127,8 +131,9 @@ impl FindingTypes {
     /// # Errors
     /// [`Error::Invalid`] naming the origin, the code and the field.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(origin, format!("not a JSON object of finding types: {e}")))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).map_err(|e| {
+            Error::invalid(origin, format!("not a JSON object of finding types: {e}"))
+        })?;
         let mut out = BTreeMap::new();
         for (code, v) in raw {
             check_code(&code).map_err(|e| e.within(&format!("{origin}: {code}")))?;

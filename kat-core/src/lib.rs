@@ -16,11 +16,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod clock;
 pub mod error;
 pub mod finding;
+pub mod memory;
 pub mod object;
 pub mod org;
 pub mod permission;

@@ -36,7 +36,9 @@ impl OrgCode {
         {
             return Err(Error::invalid(
                 "organization",
-                format!("organization code {code:?}: character {c:?} is not allowed (use a-z, 0-9, - and _)"),
+                format!(
+                    "organization code {code:?}: character {c:?} is not allowed (use a-z, 0-9, - and _)"
+                ),
             ));
         }
         Ok(OrgCode(code.to_string()))

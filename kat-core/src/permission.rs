@@ -110,7 +110,10 @@ impl PermissionName {
 
     /// Every valid permission name.
     pub fn all() -> Vec<PermissionName> {
-        let mut resources: Vec<Resource> = ObjectType::ALL.iter().map(|t| Resource::Object(*t)).collect();
+        let mut resources: Vec<Resource> = ObjectType::ALL
+            .iter()
+            .map(|t| Resource::Object(*t))
+            .collect();
         resources.extend([
             Resource::File,
             Resource::Task,
@@ -244,7 +247,11 @@ impl Scope {
                         set.insert(match it {
                             Value::String(s) => s.clone(),
                             Value::Number(n) => n.to_string(),
-                            other => return Err(format!("a pk must be a string or a number, got {other}")),
+                            other => {
+                                return Err(format!(
+                                    "a pk must be a string or a number, got {other}"
+                                ));
+                            }
                         });
                     }
                     scope.pks = Some(set);
@@ -270,7 +277,11 @@ impl Scope {
                     };
                     scope.limit = Some(n.ok_or("limit must be a whole number")?);
                 }
-                other => return Err(format!("unknown scope key {other:?}; expected pks, search or limit")),
+                other => {
+                    return Err(format!(
+                        "unknown scope key {other:?}; expected pks, search or limit"
+                    ));
+                }
             }
         }
         Ok(scope)
@@ -384,7 +395,9 @@ impl Permissions {
                     }
                     match &s.pks {
                         None => return Decision::Allow,
-                        Some(pks) => only.get_or_insert_with(BTreeSet::new).extend(pks.iter().cloned()),
+                        Some(pks) => only
+                            .get_or_insert_with(BTreeSet::new)
+                            .extend(pks.iter().cloned()),
                     }
                 }
                 match only {
@@ -411,7 +424,8 @@ impl Permissions {
                 other => vec![other],
             };
             for s in scopes {
-                let scope = Scope::from_json(s).map_err(|m| Error::invalid(format!("{at}.{k}"), m))?;
+                let scope =
+                    Scope::from_json(s).map_err(|m| Error::invalid(format!("{at}.{k}"), m))?;
                 out.grant(name, scope);
             }
         }
@@ -513,12 +527,21 @@ mod tests {
 
     #[test]
     fn unrestricted_allows_everything() {
-        let p = perms(json!({"files.view_file": {}, "objects.view_hostname": null, "objects.add_hostname": true}));
-        for n in ["files.view_file", "objects.view_hostname", "objects.add_hostname"] {
+        let p = perms(
+            json!({"files.view_file": {}, "objects.view_hostname": null, "objects.add_hostname": true}),
+        );
+        for n in [
+            "files.view_file",
+            "objects.view_hostname",
+            "objects.add_hostname",
+        ] {
             assert_eq!(p.check(&name(n), &Access::Object("x")), Decision::Allow);
             assert_eq!(p.check(&name(n), &list(None, None)), Decision::Allow);
         }
-        assert_eq!(p.check(&name("files.add_file"), &list(None, None)), Decision::Deny);
+        assert_eq!(
+            p.check(&name("files.add_file"), &list(None, None)),
+            Decision::Deny
+        );
     }
 
     #[test]
@@ -550,9 +573,14 @@ mod tests {
 
     #[test]
     fn search_without_pks_allows_listing_and_retrieval() {
-        let p = perms(json!({"files.view_file": {"search": ["bgp-download", "rpki-download"], "limit": 1}}));
+        let p = perms(
+            json!({"files.view_file": {"search": ["bgp-download", "rpki-download"], "limit": 1}}),
+        );
         let n = name("files.view_file");
-        assert_eq!(p.check(&n, &list(Some("bgp-download"), Some(1))), Decision::Allow);
+        assert_eq!(
+            p.check(&n, &list(Some("bgp-download"), Some(1))),
+            Decision::Allow
+        );
         assert_eq!(p.check(&n, &list(Some("other"), Some(1))), Decision::Deny);
         assert_eq!(p.check(&n, &Access::Object("99")), Decision::Allow);
     }
@@ -562,8 +590,14 @@ mod tests {
         let mut p = perms(json!({"files.view_file": {"search": ["bgp-download"], "limit": 1}}));
         p.grant(name("files.view_file"), Scope::pks(["7"]));
         let n = name("files.view_file");
-        assert_eq!(p.check(&n, &list(Some("bgp-download"), Some(1))), Decision::Allow);
-        assert_eq!(p.check(&n, &list(None, None)), Decision::AllowOnly(["7".to_string()].into()));
+        assert_eq!(
+            p.check(&n, &list(Some("bgp-download"), Some(1))),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.check(&n, &list(None, None)),
+            Decision::AllowOnly(["7".to_string()].into())
+        );
         assert_eq!(p.check(&n, &Access::Object("7")), Decision::Allow);
         // JSON round trip keeps both scopes.
         let again = Permissions::from_json(&p.to_json(), "x").unwrap();
@@ -583,7 +617,10 @@ mod tests {
     #[test]
     fn bad_scopes_are_named() {
         for (v, needle) in [
-            (json!({"files.view_file": {"pks": "1"}}), "pks must be a list"),
+            (
+                json!({"files.view_file": {"pks": "1"}}),
+                "pks must be a list",
+            ),
             (json!({"files.view_file": {"limit": "x"}}), "limit"),
             (json!({"files.view_file": {"search": [1]}}), "search"),
             (json!({"files.view_file": {"color": 1}}), "color"),
@@ -602,10 +639,22 @@ mod tests {
     #[test]
     fn required_permission_follows_the_method() {
         let h = Resource::Object(ObjectType::Hostname);
-        assert_eq!(required_for("GET", h).unwrap().to_string(), "objects.view_hostname");
-        assert_eq!(required_for("POST", h).unwrap().to_string(), "objects.add_hostname");
-        assert_eq!(required_for("PUT", h).unwrap().to_string(), "objects.change_hostname");
-        assert_eq!(required_for("DELETE", h).unwrap().to_string(), "objects.delete_hostname");
+        assert_eq!(
+            required_for("GET", h).unwrap().to_string(),
+            "objects.view_hostname"
+        );
+        assert_eq!(
+            required_for("POST", h).unwrap().to_string(),
+            "objects.add_hostname"
+        );
+        assert_eq!(
+            required_for("PUT", h).unwrap().to_string(),
+            "objects.change_hostname"
+        );
+        assert_eq!(
+            required_for("DELETE", h).unwrap().to_string(),
+            "objects.delete_hostname"
+        );
         assert!(required_for("TRACE", h).is_none());
     }
 

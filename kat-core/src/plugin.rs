@@ -44,9 +44,9 @@ impl FromStr for Consumes {
     /// (`"file:ipscan".lstrip("file:")` is `"pscan"`).
     fn from_str(s: &str) -> Result<Self> {
         if let Some(t) = s.strip_prefix("type:") {
-            let ty: ObjectType = t.parse().map_err(|_| {
-                Error::invalid("", format!("{s:?}: unknown object type {t:?}"))
-            })?;
+            let ty: ObjectType = t
+                .parse()
+                .map_err(|_| Error::invalid("", format!("{s:?}: unknown object type {t:?}")))?;
             if !matches!(ty, ObjectType::Hostname | ObjectType::IpAddress) {
                 return Err(Error::invalid(
                     "",
@@ -83,7 +83,9 @@ impl Serialize for Consumes {
 
 impl<'de> Deserialize<'de> for Consumes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -110,8 +112,14 @@ fn check_plugin_id(id: &str) -> std::result::Result<(), String> {
         return Err(format!("plugin_id {id:?} must be 1 to 64 characters"));
     }
     let mut chars = id.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !first_ok || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')) {
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(format!(
             "plugin_id {id:?} must be lower-case letters, digits, '-', '_' and '.', starting with a letter or digit"
         ));
@@ -189,7 +197,12 @@ impl PluginDef {
                 Consumes::File(_) => None,
             })
             .collect();
-        out.extend(self.command().placeholders().iter().filter_map(|p| p.object_type()));
+        out.extend(
+            self.command()
+                .placeholders()
+                .iter()
+                .filter_map(|p| p.object_type()),
+        );
         out
     }
 
@@ -224,8 +237,18 @@ impl PluginDef {
         };
         let id = match m.get("plugin_id") {
             Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(Error::invalid(format!("{at}: plugin_id"), "must be a string")),
-            None => return Err(Error::invalid(format!("{at}: plugin_id"), "this field is required")),
+            Some(_) => {
+                return Err(Error::invalid(
+                    format!("{at}: plugin_id"),
+                    "must be a string",
+                ));
+            }
+            None => {
+                return Err(Error::invalid(
+                    format!("{at}: plugin_id"),
+                    "this field is required",
+                ));
+            }
         };
         let at = format!("{at}: plugin {id:?}");
         let field_err = |field: &str, msg: String| Error::invalid(format!("{at}: {field}"), msg);
@@ -240,7 +263,9 @@ impl PluginDef {
         let name = f.opt_str("name")?.unwrap_or_else(|| id.clone());
         let description = f.opt_str("description")?.unwrap_or_default();
         let scan_level = match f.opt_u64("scan_level", 0, 4)? {
-            Some(l) => ScanLevel::new(l as u8).map_err(|e| field_err("scan_level", e.to_string()))?,
+            Some(l) => {
+                ScanLevel::new(l as u8).map_err(|e| field_err("scan_level", e.to_string()))?
+            }
             None => ScanLevel::new(1).map_err(|e| field_err("scan_level", e.to_string()))?,
         };
         let consumes_raw = f.opt_str_list("consumes")?.unwrap_or_default();
@@ -257,11 +282,16 @@ impl PluginDef {
             .opt_str("oci_image")?
             .ok_or_else(|| field_err("oci_image", "this field is required".into()))?;
         if oci_image.trim().is_empty() || oci_image.chars().any(char::is_whitespace) {
-            return Err(field_err("oci_image", format!("{oci_image:?} is not an image reference")));
+            return Err(field_err(
+                "oci_image",
+                format!("{oci_image:?} is not an image reference"),
+            ));
         }
         let oci_arguments = f.opt_str_list("oci_arguments")?.unwrap_or_default();
         let command = CommandTemplate::parse(&oci_arguments).map_err(|e| match e {
-            Error::Invalid { at: idx, message } => field_err(&format!("oci_arguments{idx}"), message),
+            Error::Invalid { at: idx, message } => {
+                field_err(&format!("oci_arguments{idx}"), message)
+            }
             other => other,
         })?;
         let permissions = match m.get("permissions") {
@@ -271,14 +301,20 @@ impl PluginDef {
         let batch_size = f.opt_u64("batch_size", 0, 100_000)?.map(|n| n as u32);
         let recurrences = f
             .opt_str("recurrences")?
-            .map(|s| s.parse::<Interval>().map_err(|e| field_err("recurrences", error_message(e))))
+            .map(|s| {
+                s.parse::<Interval>()
+                    .map_err(|e| field_err("recurrences", error_message(e)))
+            })
             .transpose()?;
         let user = f.opt_str("user")?;
         let cap_add = f.opt_str_list("cap_add")?.unwrap_or_default();
         for (i, c) in cap_add.iter().enumerate() {
             let bare = c.strip_prefix("CAP_").unwrap_or(c);
             if bare.is_empty() || !bare.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
-                return Err(field_err(&format!("cap_add[{i}]"), format!("{c:?} is not a capability name like NET_RAW")));
+                return Err(field_err(
+                    &format!("cap_add[{i}]"),
+                    format!("{c:?} is not a capability name like NET_RAW"),
+                ));
             }
         }
         let idempotent = f.opt_bool("idempotent")?.unwrap_or(false);
@@ -286,17 +322,25 @@ impl PluginDef {
 
         // Cross-field rules.
         let placeholders = command.placeholders();
-        if placeholders.contains(&Placeholder::File) && !consumes.iter().any(|c| matches!(c, Consumes::File(_))) {
+        if placeholders.contains(&Placeholder::File)
+            && !consumes.iter().any(|c| matches!(c, Consumes::File(_)))
+        {
             return Err(field_err(
                 "consumes",
                 "oci_arguments use {file} but the plugin consumes no \"file:<type>\", so it would never get a file".into(),
             ));
         }
-        let target_placeholders: Vec<_> = placeholders.iter().filter(|p| **p != Placeholder::File).collect();
+        let target_placeholders: Vec<_> = placeholders
+            .iter()
+            .filter(|p| **p != Placeholder::File)
+            .collect();
         if placeholders.contains(&Placeholder::File) && !target_placeholders.is_empty() {
             return Err(field_err(
                 "oci_arguments",
-                format!("{{file}} cannot be combined with {}: a task has either objects or a file as input", target_placeholders[0]),
+                format!(
+                    "{{file}} cannot be combined with {}: a task has either objects or a file as input",
+                    target_placeholders[0]
+                ),
             ));
         }
         Ok(PluginDef {
@@ -406,7 +450,10 @@ impl Reader<'_> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
-                _ => Err(self.err(field, &format!("must be a whole number from {lo} to {hi}, got {n}"))),
+                _ => Err(self.err(
+                    field,
+                    &format!("must be a whole number from {lo} to {hi}, got {n}"),
+                )),
             },
             Some(_) => Err(self.err(field, &format!("must be a whole number from {lo} to {hi}"))),
         }
@@ -466,10 +513,17 @@ pub struct SyncReport {
 /// assert!(again.is_empty());
 /// assert_eq!(report.unchanged, vec!["a"]);
 /// ```
-pub fn sync(existing: &[PluginRecord], loaded: &[PluginDef], enable_new: bool) -> (Vec<PluginRecord>, SyncReport) {
+pub fn sync(
+    existing: &[PluginRecord],
+    loaded: &[PluginDef],
+    enable_new: bool,
+) -> (Vec<PluginRecord>, SyncReport) {
     let mut writes = Vec::new();
     let mut report = SyncReport::default();
-    let by_id: BTreeMap<&str, &PluginRecord> = existing.iter().map(|r| (r.def.plugin_id.as_str(), r)).collect();
+    let by_id: BTreeMap<&str, &PluginRecord> = existing
+        .iter()
+        .map(|r| (r.def.plugin_id.as_str(), r))
+        .collect();
     let loaded_ids: BTreeSet<&str> = loaded.iter().map(|d| d.plugin_id.as_str()).collect();
     for def in loaded {
         match by_id.get(def.plugin_id.as_str()) {
@@ -481,7 +535,9 @@ pub fn sync(existing: &[PluginRecord], loaded: &[PluginDef], enable_new: bool) -
                     in_source: true,
                 });
             }
-            Some(old) if old.def == *def && old.in_source => report.unchanged.push(def.plugin_id.clone()),
+            Some(old) if old.def == *def && old.in_source => {
+                report.unchanged.push(def.plugin_id.clone())
+            }
             Some(old) => {
                 report.updated.push(def.plugin_id.clone());
                 writes.push(PluginRecord {

@@ -32,7 +32,10 @@ impl Interval {
     /// [`Error::Invalid`] for zero.
     pub fn from_secs(secs: u64) -> Result<Self> {
         if secs == 0 {
-            return Err(Error::invalid("interval", "an interval must be longer than zero"));
+            return Err(Error::invalid(
+                "interval",
+                "an interval must be longer than zero",
+            ));
         }
         Ok(Interval(secs))
     }
@@ -84,7 +87,9 @@ impl FromStr for Interval {
                         (true, 'H') => 3_600,
                         (true, 'M') => 60,
                         (true, 'S') => 1,
-                        (false, 'Y' | 'M') => return Err(bad("years and months have no fixed length")),
+                        (false, 'Y' | 'M') => {
+                            return Err(bad("years and months have no fixed length"));
+                        }
                         _ => return Err(bad(&format!("unexpected {c:?}"))),
                     };
                     total = n
@@ -251,7 +256,20 @@ mod tests {
         ] {
             assert_eq!(s.parse::<Interval>().unwrap().as_secs(), secs, "{s}");
         }
-        for bad in ["", "P", "PT", "24H", "P1M", "P1Y", "PT0S", "P1H", "PT1D", "PT5", "PTM", "P99999999999999999999D"] {
+        for bad in [
+            "",
+            "P",
+            "PT",
+            "24H",
+            "P1M",
+            "P1Y",
+            "PT0S",
+            "P1H",
+            "PT1D",
+            "PT5",
+            "PTM",
+            "P99999999999999999999D",
+        ] {
             assert!(bad.parse::<Interval>().is_err(), "{bad}");
         }
         let e = "P1M".parse::<Interval>().unwrap_err().to_string();
@@ -266,6 +284,9 @@ mod tests {
         }
         let j = serde_json::to_string(&Interval::from_secs(86_400).unwrap()).unwrap();
         assert_eq!(j, "\"PT24H\"");
-        assert_eq!(Interval::from_secs(90_061).unwrap().to_string(), "PT25H1M1S");
+        assert_eq!(
+            Interval::from_secs(90_061).unwrap().to_string(),
+            "PT25H1M1S"
+        );
     }
 }

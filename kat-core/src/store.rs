@@ -166,8 +166,10 @@ impl ObjectQuery {
 
     /// Add a filter (builder style).
     pub fn filter(mut self, field: &str, values: &[&str]) -> Self {
-        self.filters
-            .push((field.to_string(), values.iter().map(|s| s.to_string()).collect()));
+        self.filters.push((
+            field.to_string(),
+            values.iter().map(|s| s.to_string()).collect(),
+        ));
         self
     }
 
@@ -189,7 +191,10 @@ impl ObjectQuery {
                 ));
             }
             if values.is_empty() {
-                return Err(Error::invalid(f.as_str(), "a filter needs at least one value"));
+                return Err(Error::invalid(
+                    f.as_str(),
+                    "a filter needs at least one value",
+                ));
             }
         }
         if let Some(o) = &self.ordering
@@ -261,10 +266,20 @@ impl ObjectQuery {
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Upsert `objects` into `org`, attributed to `by` (the writing task, from its token). Returns the
     /// stored form of each input object, in input order.
-    async fn upsert(&self, org: &OrgCode, objects: Vec<Object>, by: Option<TaskId>) -> Result<Vec<StoredObject>>;
+    async fn upsert(
+        &self,
+        org: &OrgCode,
+        objects: Vec<Object>,
+        by: Option<TaskId>,
+    ) -> Result<Vec<StoredObject>>;
 
     /// One object by type and key.
-    async fn get(&self, org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Result<Option<StoredObject>>;
+    async fn get(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Option<StoredObject>>;
 
     /// A page of objects matching `query`, and the total count of matches.
     async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
@@ -282,7 +297,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ) -> Result<StoredObject>;
 
     /// The tasks that wrote an object (created it or saw it again), oldest first.
-    async fn tasks_of(&self, org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Result<Vec<TaskId>>;
+    async fn tasks_of(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Vec<TaskId>>;
 
     /// The objects a task wrote.
     async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<crate::task::ObjectRef>>;
@@ -388,7 +408,10 @@ impl FileQuery {
         {
             return Err(Error::invalid(
                 "ordering",
-                format!("cannot order files by {:?}; use id, created_at, type, name or size", o.field),
+                format!(
+                    "cannot order files by {:?}; use id, created_at, type, name or size",
+                    o.field
+                ),
             ));
         }
         Ok(())
@@ -485,7 +508,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
     /// Apply `patch` if the task is in one of the `from` states (atomically); [`Error::Conflict`]
     /// otherwise, [`Error::NotFound`] when there is no such task.
-    async fn transition_task(&self, id: TaskId, from: &[TaskState], patch: TaskPatch) -> Result<Task>;
+    async fn transition_task(
+        &self,
+        id: TaskId,
+        from: &[TaskState],
+        patch: TaskPatch,
+    ) -> Result<Task>;
 
     /// Tasks matching `query`, newest first.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>>;

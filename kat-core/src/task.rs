@@ -166,7 +166,11 @@ pub struct Task {
 
 impl Task {
     /// A queued task.
-    pub fn queued(org: crate::org::OrgCode, plugin_id: impl Into<String>, input: TaskInput) -> Self {
+    pub fn queued(
+        org: crate::org::OrgCode,
+        plugin_id: impl Into<String>,
+        input: TaskInput,
+    ) -> Self {
         Task {
             id: TaskId::new(),
             org,

@@ -130,7 +130,8 @@ impl ArgTemplate {
             let before = &rest[..open];
             lit.push_str(before);
             let after = &rest[open + 1..];
-            let preceded_by_dollar = before.ends_with('$') || (before.is_empty() && lit.ends_with('$'));
+            let preceded_by_dollar =
+                before.ends_with('$') || (before.is_empty() && lit.ends_with('$'));
             let Some(close) = after.find('}') else {
                 lit.push('{');
                 rest = after;
@@ -148,7 +149,9 @@ impl ArgTemplate {
                     _ => {
                         return Err(Error::invalid(
                             "",
-                            format!("{{{inner}}}: a file reference needs a numeric id, like {{file/123}}"),
+                            format!(
+                                "{{{inner}}}: a file reference needs a numeric id, like {{file/123}}"
+                            ),
                         ));
                     }
                 }
@@ -243,7 +246,8 @@ impl CommandTemplate {
 
     /// Whether any argument takes the target.
     pub fn has_placeholder(&self) -> bool {
-        self.segments().any(|s| matches!(s, Segment::Placeholder(_)))
+        self.segments()
+            .any(|s| matches!(s, Segment::Placeholder(_)))
     }
 
     /// Render every argument with `value` for every placeholder.
@@ -270,13 +274,19 @@ mod tests {
     #[test]
     fn original_test_arguments_table() {
         // {hostname} -> Hostname: same.
-        assert_eq!(parse(&["nslookup", "{hostname}"]).placeholders(), [Placeholder::Hostname].into());
+        assert_eq!(
+            parse(&["nslookup", "{hostname}"]).placeholders(),
+            [Placeholder::Hostname].into()
+        );
         // {HOSTNAME} -> Hostname: same detection; and here it is also substituted (original bug 7).
         let t = parse(&["nslookup", "{HOSTNAME}"]);
         assert_eq!(t.placeholders(), [Placeholder::Hostname].into());
         assert_eq!(t.render(Some("a.nl")), vec!["nslookup", "a.nl"]);
         // {ipaddress} -> IPAddress: same.
-        assert_eq!(parse(&["nmap", "{ipaddress}"]).placeholders(), [Placeholder::IpAddress].into());
+        assert_eq!(
+            parse(&["nmap", "{ipaddress}"]).placeholders(),
+            [Placeholder::IpAddress].into()
+        );
         // {ipport} -> IPPort in the original, never substituted (bug): refused at load time here.
         assert!(CommandTemplate::parse(&["x", "{ipport}"]).is_err());
         // {bla} -> "bla" in the original (brace false positive, bug 6): literal here.
@@ -292,7 +302,10 @@ mod tests {
         assert_eq!(t.file_refs(), [123].into());
         assert!(!t.has_placeholder());
         // {mail_server} -> the mail_server object set (hostnames): a hostname target here.
-        assert_eq!(Placeholder::MailServer.object_type(), Some(ObjectType::Hostname));
+        assert_eq!(
+            Placeholder::MailServer.object_type(),
+            Some(ObjectType::Hostname)
+        );
     }
 
     #[test]
@@ -336,9 +349,13 @@ mod tests {
 
     #[test]
     fn errors_say_which_argument() {
-        let e = CommandTemplate::parse(&["a", "b", "x{network}"]).unwrap_err().to_string();
+        let e = CommandTemplate::parse(&["a", "b", "x{network}"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[2]") && e.contains("{network}"), "{e}");
-        let e = CommandTemplate::parse(&["cat", "{file/abc}"]).unwrap_err().to_string();
+        let e = CommandTemplate::parse(&["cat", "{file/abc}"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[1]") && e.contains("numeric id"), "{e}");
         assert!(CommandTemplate::parse(&["{file/-1}"]).is_err());
         assert!(CommandTemplate::parse(&["{file/+1}"]).is_err());

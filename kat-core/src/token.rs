@@ -97,7 +97,13 @@ impl Claims {
     }
 
     /// Claims for a person or program (an operator's token), valid for `ttl_secs`.
-    pub fn for_user(user: &str, org: OrgCode, permissions: Permissions, now: Timestamp, ttl_secs: i64) -> Self {
+    pub fn for_user(
+        user: &str,
+        org: OrgCode,
+        permissions: Permissions,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> Self {
         Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),

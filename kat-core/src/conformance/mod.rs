@@ -7,4 +7,8 @@
 //! kat-core = { version = "0.1", features = ["conformance"] }
 //! ```
 
+pub mod files;
+pub mod objects;
 pub mod runtime;
+pub mod tasks;
+pub mod tokens;

@@ -52,9 +52,9 @@ pub fn unescape_part(part: &str) -> String {
         if tail.len() >= 3 && tail[..3].eq_ignore_ascii_case("%7C") {
             out.push('|');
             rest = &tail[3..];
-        } else if tail.starts_with("%25") {
+        } else if let Some(after) = tail.strip_prefix("%25") {
             out.push('%');
-            rest = &tail[3..];
+            rest = after;
         } else {
             out.push('%');
             rest = &tail[1..];
@@ -71,10 +71,7 @@ impl NaturalKey {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let v: Vec<String> = parts
-            .into_iter()
-            .map(|p| escape_part(p.as_ref()))
-            .collect();
+        let v: Vec<String> = parts.into_iter().map(|p| escape_part(p.as_ref())).collect();
         NaturalKey(v.join("|"))
     }
 
@@ -139,6 +136,13 @@ impl NaturalKey {
 impl fmt::Display for NaturalKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for NaturalKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        NaturalKey::parse(s)
     }
 }
 

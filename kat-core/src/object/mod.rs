@@ -222,7 +222,9 @@ impl ObjectType {
             ObjectType::IpPort => {
                 expect(4, 4)?;
                 IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
-                parts[2].parse::<Protocol>().map_err(|e| bad(e.to_string()))?;
+                parts[2]
+                    .parse::<Protocol>()
+                    .map_err(|e| bad(e.to_string()))?;
                 parse_port(&parts[3]).map_err(|e| bad(e.to_string()))?;
             }
             ObjectType::Software => expect(1, 2)?,
@@ -672,8 +674,8 @@ impl FieldValue {
 
     /// Total order for sorting: nulls first, then by value.
     pub fn cmp_for_sort(&self, other: &FieldValue) -> std::cmp::Ordering {
-        use std::cmp::Ordering::*;
         use FieldValue::*;
+        use std::cmp::Ordering::*;
         match (self, other) {
             (Null, Null) => Equal,
             (Null, _) => Less,
@@ -810,10 +812,9 @@ impl Object {
             (Object::Software(s), "version") => opt_text(&s.version),
             (Object::Software(s), "cpe") => opt_text(&s.cpe),
             (Object::FindingType(f), "code") => text(&f.code),
-            (Object::FindingType(f), "risk") => f
-                .def
-                .as_ref()
-                .map_or(Null, |d| text(d.risk.as_str())),
+            (Object::FindingType(f), "risk") => {
+                f.def.as_ref().map_or(Null, |d| text(d.risk.as_str()))
+            }
             (Object::FindingType(f), "score") => {
                 f.def.as_ref().map_or(Null, |d| Float(d.risk.score()))
             }
@@ -891,12 +892,8 @@ impl Object {
     pub fn merge_from(&mut self, newer: Object) {
         match (self, newer) {
             (Object::IpPort(old), Object::IpPort(new)) => {
-                if new.tls.is_some() {
-                    old.tls = new.tls;
-                }
-                if new.service.is_some() {
-                    old.service = new.service;
-                }
+                old.tls = new.tls.or(old.tls);
+                old.service = new.service.or(old.service.take());
                 for s in new.software {
                     if !old.software.contains(&s) {
                         old.software.push(s);
@@ -904,24 +901,16 @@ impl Object {
                 }
             }
             (Object::Software(old), Object::Software(new)) => {
-                if new.cpe.is_some() {
-                    old.cpe = new.cpe;
-                }
+                old.cpe = new.cpe.or(old.cpe.take());
             }
             (Object::FindingType(old), Object::FindingType(new)) => {
-                if new.def.is_some() {
-                    old.def = new.def;
-                }
+                old.def = new.def.or(old.def.take());
             }
             (Object::Finding(old), Object::Finding(new)) => {
-                if new.description.is_some() {
-                    old.description = new.description;
-                }
+                old.description = new.description.or(old.description.take());
             }
             (Object::Dns(old), Object::Dns(new)) => {
-                if new.ttl.is_some() {
-                    old.ttl = new.ttl;
-                }
+                old.ttl = new.ttl.or(old.ttl.take());
             }
             _ => {}
         }
@@ -938,7 +927,10 @@ impl Object {
         let Value::Object(map) = value else {
             return Err(Error::invalid(
                 "",
-                format!("expected a JSON object for a {ty}, got {}", json_kind(value)),
+                format!(
+                    "expected a JSON object for a {ty}, got {}",
+                    json_kind(value)
+                ),
             ));
         };
         let mut f = Fields::new(map);
@@ -1069,14 +1061,20 @@ impl Object {
                     ObjectType::DnsARecord => {
                         let a = ip(&mut f)?;
                         if !a.address.is_ipv4() {
-                            return Err(Error::invalid("ip_address", "an A record needs an IPv4 address"));
+                            return Err(Error::invalid(
+                                "ip_address",
+                                "an A record needs an IPv4 address",
+                            ));
                         }
                         DnsData::A(a)
                     }
                     ObjectType::DnsAaaaRecord => {
                         let a = ip(&mut f)?;
                         if !a.address.is_ipv6() {
-                            return Err(Error::invalid("ip_address", "an AAAA record needs an IPv6 address"));
+                            return Err(Error::invalid(
+                                "ip_address",
+                                "an AAAA record needs an IPv6 address",
+                            ));
                         }
                         DnsData::Aaaa(a)
                     }
@@ -1101,7 +1099,10 @@ impl Object {
                         if !CAA_TAGS.contains(&tag.as_str()) {
                             return Err(Error::invalid(
                                 "tag",
-                                format!("unknown CAA tag {tag:?}; known tags: {}", CAA_TAGS.join(", ")),
+                                format!(
+                                    "unknown CAA tag {tag:?}; known tags: {}",
+                                    CAA_TAGS.join(", ")
+                                ),
                             ));
                         }
                         DnsData::Caa {
@@ -1205,7 +1206,10 @@ impl Object {
                         mail_server,
                     } => {
                         put("preference", (*preference).into());
-                        put("mail_server", mail_server.as_ref().map(|m| key(m.key())).into());
+                        put(
+                            "mail_server",
+                            mail_server.as_ref().map(|m| key(m.key())).into(),
+                        );
                     }
                     DnsData::Txt { prefix, value } => {
                         put("prefix", prefix.clone().into());

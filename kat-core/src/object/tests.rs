@@ -19,7 +19,10 @@ fn type_names_round_trip() {
         let j = serde_json::to_value(t).unwrap();
         assert_eq!(j, json!(t.as_str()));
     }
-    assert_eq!("HostName".parse::<ObjectType>().unwrap(), ObjectType::Hostname);
+    assert_eq!(
+        "HostName".parse::<ObjectType>().unwrap(),
+        ObjectType::Hostname
+    );
     let e = "ipservice".parse::<ObjectType>().unwrap_err().to_string();
     assert!(e.contains("ipservice") && e.contains("hostname"), "{e}");
 }
@@ -99,7 +102,11 @@ fn natural_keys_match_the_original() {
             json!({"name": "nginx", "version": "1.2"}),
             "nginx|1.2",
         ),
-        (ObjectType::FindingType, json!({"code": "KAT-NO-SPF"}), "KAT-NO-SPF"),
+        (
+            ObjectType::FindingType,
+            json!({"code": "KAT-NO-SPF"}),
+            "KAT-NO-SPF",
+        ),
         (
             ObjectType::Finding,
             json!({"finding_type": "KAT-NO-DNSSEC", "hostname": "internet|example.com"}),
@@ -127,7 +134,10 @@ fn values_with_pipes_and_slashes_round_trip_through_keys() {
         json!({"hostname": "internet|x.com", "prefix": "sel._domainkey", "value": "k=rsa; p=MI/+G|x|"}),
     );
     let key = o.natural_key();
-    assert_eq!(key.as_str(), "internet|x.com|sel._domainkey|k=rsa; p=MI/+G%7Cx%7C");
+    assert_eq!(
+        key.as_str(),
+        "internet|x.com|sel._domainkey|k=rsa; p=MI/+G%7Cx%7C"
+    );
     assert_eq!(key.parts().last().unwrap(), "k=rsa; p=MI/+G|x|");
     // The original's strip("|") would have eaten the trailing pipe.
     let json = o.to_json();
@@ -146,7 +156,10 @@ fn to_json_round_trips_for_every_type() {
             ObjectType::IpPort,
             json!({"address": "internet|10.0.0.1", "protocol": "UDP", "port": 53, "tls": false, "service": "domain", "software": [{"name": "bind", "version": "9"}]}),
         ),
-        (ObjectType::Software, json!({"name": "nginx", "version": "1", "cpe": "cpe:/a:nginx"})),
+        (
+            ObjectType::Software,
+            json!({"name": "nginx", "version": "1", "cpe": "cpe:/a:nginx"}),
+        ),
         (
             ObjectType::FindingType,
             json!({"code": "KAT-X", "name": "X", "risk": "high"}),
@@ -155,15 +168,42 @@ fn to_json_round_trips_for_every_type() {
             ObjectType::Finding,
             json!({"finding_type": "KAT-X", "hostname": "a.com", "description": "d"}),
         ),
-        (ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 60})),
-        (ObjectType::DnsAaaaRecord, json!({"hostname": "a.com", "ip_address": "::2"})),
-        (ObjectType::DnsPtrRecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1"})),
-        (ObjectType::DnsCnameRecord, json!({"hostname": "a.com", "target": "b.com"})),
-        (ObjectType::DnsMxRecord, json!({"hostname": "a.com", "preference": 5, "mail_server": "mx.a.com"})),
-        (ObjectType::DnsMxRecord, json!({"hostname": "a.com", "preference": 0, "mail_server": "."})),
-        (ObjectType::DnsNsRecord, json!({"hostname": "a.com", "name_server": "ns.a.com"})),
-        (ObjectType::DnsTxtRecord, json!({"hostname": "a.com", "value": "hello world"})),
-        (ObjectType::DnsCaaRecord, json!({"hostname": "a.com", "flags": 128, "tag": "ISSUEWILD", "value": ";"})),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsAaaaRecord,
+            json!({"hostname": "a.com", "ip_address": "::2"}),
+        ),
+        (
+            ObjectType::DnsPtrRecord,
+            json!({"hostname": "a.com", "ip_address": "1.1.1.1"}),
+        ),
+        (
+            ObjectType::DnsCnameRecord,
+            json!({"hostname": "a.com", "target": "b.com"}),
+        ),
+        (
+            ObjectType::DnsMxRecord,
+            json!({"hostname": "a.com", "preference": 5, "mail_server": "mx.a.com"}),
+        ),
+        (
+            ObjectType::DnsMxRecord,
+            json!({"hostname": "a.com", "preference": 0, "mail_server": "."}),
+        ),
+        (
+            ObjectType::DnsNsRecord,
+            json!({"hostname": "a.com", "name_server": "ns.a.com"}),
+        ),
+        (
+            ObjectType::DnsTxtRecord,
+            json!({"hostname": "a.com", "value": "hello world"}),
+        ),
+        (
+            ObjectType::DnsCaaRecord,
+            json!({"hostname": "a.com", "flags": 128, "tag": "ISSUEWILD", "value": ";"}),
+        ),
         (
             ObjectType::DnsSrvRecord,
             json!({"hostname": "a.com", "proto": "_udp", "service": "_x", "priority": 0, "weight": 0, "port": 0}),
@@ -187,30 +227,145 @@ fn to_json_round_trips_for_every_type() {
 #[test]
 fn errors_name_the_field() {
     let cases = [
-        (ObjectType::Hostname, json!({"network": "internet"}), "name", "required"),
-        (ObjectType::Hostname, json!({"name": "bad_host.com"}), "name", "'_'"),
-        (ObjectType::Hostname, json!({"name": 42}), "name", "a number"),
-        (ObjectType::Hostname, json!({"name": "a.com", "colour": "red"}), "colour", "unknown"),
-        (ObjectType::IpAddress, json!({"address": "300.1.1.1"}), "address", "IP address"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 0}), "port", "1 to 65535"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 70000}), "port", "1 to 65535"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": "x"}), "port", "whole number"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 80, "protocol": "SCTP"}), "protocol", "TCP or UDP"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 80, "tls": "yes"}), "tls", "true or false"),
-        (ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 80, "software": [3]}), "software[0]", "software"),
-        (ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "::1"}), "ip_address", "IPv4"),
-        (ObjectType::DnsAaaaRecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1"}), "ip_address", "IPv6"),
-        (ObjectType::DnsARecord, json!({"hostname": "a..com", "ip_address": "1.1.1.1"}), "hostname", "empty label"),
-        (ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": -1}), "ttl", "whole number"),
-        (ObjectType::DnsCaaRecord, json!({"hostname": "a.com", "tag": "issuer", "value": "x"}), "tag", "unknown CAA tag"),
-        (ObjectType::DnsCaaRecord, json!({"hostname": "a.com", "flags": 256, "tag": "issue", "value": "x"}), "flags", "0 to 255"),
-        (ObjectType::DnsTxtRecord, json!({"hostname": "a.com", "value": "a\u{0}b"}), "value", "control"),
-        (ObjectType::Finding, json!({"finding_type": "KAT-X"}), "", "hostname or an address"),
-        (ObjectType::Finding, json!({"finding_type": "BAD CODE", "hostname": "a.com"}), "finding_type", "BAD CODE"),
-        (ObjectType::FindingType, json!({"code": "K", "risk": "severe"}), "risk", "severe"),
-        (ObjectType::Software, json!({"name": ""}), "name", "needs a name"),
+        (
+            ObjectType::Hostname,
+            json!({"network": "internet"}),
+            "name",
+            "required",
+        ),
+        (
+            ObjectType::Hostname,
+            json!({"name": "bad_host.com"}),
+            "name",
+            "'_'",
+        ),
+        (
+            ObjectType::Hostname,
+            json!({"name": 42}),
+            "name",
+            "a number",
+        ),
+        (
+            ObjectType::Hostname,
+            json!({"name": "a.com", "colour": "red"}),
+            "colour",
+            "unknown",
+        ),
+        (
+            ObjectType::IpAddress,
+            json!({"address": "300.1.1.1"}),
+            "address",
+            "IP address",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": 0}),
+            "port",
+            "1 to 65535",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": 70000}),
+            "port",
+            "1 to 65535",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": "x"}),
+            "port",
+            "whole number",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": 80, "protocol": "SCTP"}),
+            "protocol",
+            "TCP or UDP",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": 80, "tls": "yes"}),
+            "tls",
+            "true or false",
+        ),
+        (
+            ObjectType::IpPort,
+            json!({"address": "1.1.1.1", "port": 80, "software": [3]}),
+            "software[0]",
+            "software",
+        ),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "::1"}),
+            "ip_address",
+            "IPv4",
+        ),
+        (
+            ObjectType::DnsAaaaRecord,
+            json!({"hostname": "a.com", "ip_address": "1.1.1.1"}),
+            "ip_address",
+            "IPv6",
+        ),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a..com", "ip_address": "1.1.1.1"}),
+            "hostname",
+            "empty label",
+        ),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": -1}),
+            "ttl",
+            "whole number",
+        ),
+        (
+            ObjectType::DnsCaaRecord,
+            json!({"hostname": "a.com", "tag": "issuer", "value": "x"}),
+            "tag",
+            "unknown CAA tag",
+        ),
+        (
+            ObjectType::DnsCaaRecord,
+            json!({"hostname": "a.com", "flags": 256, "tag": "issue", "value": "x"}),
+            "flags",
+            "0 to 255",
+        ),
+        (
+            ObjectType::DnsTxtRecord,
+            json!({"hostname": "a.com", "value": "a\u{0}b"}),
+            "value",
+            "control",
+        ),
+        (
+            ObjectType::Finding,
+            json!({"finding_type": "KAT-X"}),
+            "",
+            "hostname or an address",
+        ),
+        (
+            ObjectType::Finding,
+            json!({"finding_type": "BAD CODE", "hostname": "a.com"}),
+            "finding_type",
+            "BAD CODE",
+        ),
+        (
+            ObjectType::FindingType,
+            json!({"code": "K", "risk": "severe"}),
+            "risk",
+            "severe",
+        ),
+        (
+            ObjectType::Software,
+            json!({"name": ""}),
+            "name",
+            "needs a name",
+        ),
         (ObjectType::Network, json!(["internet"]), "", "an array"),
-        (ObjectType::Hostname, json!({"name": "a.com", "id": "internet|b.com"}), "id", "does not match"),
+        (
+            ObjectType::Hostname,
+            json!({"name": "a.com", "id": "internet|b.com"}),
+            "id",
+            "does not match",
+        ),
     ];
     for (ty, v, at, needle) in cases {
         let e = Object::from_json(ty, &v).expect_err(&v.to_string());
@@ -224,7 +379,10 @@ fn errors_name_the_field() {
 
 #[test]
 fn null_optional_fields_are_absent() {
-    let o = obj(ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 22, "tls": null, "service": null}));
+    let o = obj(
+        ObjectType::IpPort,
+        json!({"address": "1.1.1.1", "port": 22, "tls": null, "service": null}),
+    );
     let Object::IpPort(p) = o else { panic!() };
     assert_eq!(p.protocol, Protocol::Tcp);
     assert_eq!(p.tls, None);
@@ -233,45 +391,86 @@ fn null_optional_fields_are_absent() {
 
 #[test]
 fn numbers_as_strings_are_accepted() {
-    let o = obj(ObjectType::IpPort, json!({"address": "1.1.1.1", "port": "443"}));
+    let o = obj(
+        ObjectType::IpPort,
+        json!({"address": "1.1.1.1", "port": "443"}),
+    );
     assert_eq!(o.natural_key().as_str(), "internet|1.1.1.1|TCP|443");
 }
 
 #[test]
 fn merge_keeps_known_attributes() {
-    let mut a = obj(ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 22, "service": "ssh", "software": ["openssh"]}));
-    let b = obj(ObjectType::IpPort, json!({"address": "1.1.1.1", "port": 22, "tls": false, "software": ["openssh", "dropbear"]}));
+    let mut a = obj(
+        ObjectType::IpPort,
+        json!({"address": "1.1.1.1", "port": 22, "service": "ssh", "software": ["openssh"]}),
+    );
+    let b = obj(
+        ObjectType::IpPort,
+        json!({"address": "1.1.1.1", "port": 22, "tls": false, "software": ["openssh", "dropbear"]}),
+    );
     a.merge_from(b);
     let Object::IpPort(p) = &a else { panic!() };
     assert_eq!(p.service.as_deref(), Some("ssh"));
     assert_eq!(p.tls, Some(false));
     assert_eq!(p.software.len(), 2);
 
-    let mut r = obj(ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 60}));
-    r.merge_from(obj(ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1"})));
+    let mut r = obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 60}),
+    );
+    r.merge_from(obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "a.com", "ip_address": "1.1.1.1"}),
+    ));
     assert_eq!(r.field("ttl"), Some(FieldValue::Int(60)));
-    r.merge_from(obj(ObjectType::DnsARecord, json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 5})));
+    r.merge_from(obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "a.com", "ip_address": "1.1.1.1", "ttl": 5}),
+    ));
     assert_eq!(r.field("ttl"), Some(FieldValue::Int(5)));
 }
 
 #[test]
 fn references_of_records_and_findings() {
-    let r = obj(ObjectType::DnsMxRecord, json!({"hostname": "a.com", "mail_server": "mx.a.com"}));
-    let refs: Vec<String> = r.references().iter().map(|o| o.natural_key().into_string()).collect();
+    let r = obj(
+        ObjectType::DnsMxRecord,
+        json!({"hostname": "a.com", "mail_server": "mx.a.com"}),
+    );
+    let refs: Vec<String> = r
+        .references()
+        .iter()
+        .map(|o| o.natural_key().into_string())
+        .collect();
     assert_eq!(refs, vec!["internet|a.com", "internet|mx.a.com"]);
-    let f = obj(ObjectType::Finding, json!({"finding_type": "KAT-X", "address": "1.1.1.1"}));
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "KAT-X", "address": "1.1.1.1"}),
+    );
     let types: Vec<ObjectType> = f.references().iter().map(Object::object_type).collect();
     assert_eq!(types, vec![ObjectType::FindingType, ObjectType::IpAddress]);
-    let h = obj(ObjectType::Hostname, json!({"name": "a.com", "network": "lab"}));
+    let h = obj(
+        ObjectType::Hostname,
+        json!({"name": "a.com", "network": "lab"}),
+    );
     assert_eq!(h.references()[0].natural_key().as_str(), "lab");
 }
 
 #[test]
 fn parse_key_checks_shape() {
-    assert!(ObjectType::IpPort.parse_key("internet|1.1.1.1|TCP|80").is_ok());
-    let e = ObjectType::IpPort.parse_key("internet|1.1.1.1|TCP|0").unwrap_err().to_string();
+    assert!(
+        ObjectType::IpPort
+            .parse_key("internet|1.1.1.1|TCP|80")
+            .is_ok()
+    );
+    let e = ObjectType::IpPort
+        .parse_key("internet|1.1.1.1|TCP|0")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("port"), "{e}");
-    let e = ObjectType::Hostname.parse_key("internet|a.com|x").unwrap_err().to_string();
+    let e = ObjectType::Hostname
+        .parse_key("internet|a.com|x")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected 2"), "{e}");
     assert!(ObjectType::FindingType.parse_key("a b").is_err());
     assert!(ObjectType::Network.parse_key("").is_err());
@@ -279,17 +478,36 @@ fn parse_key_checks_shape() {
 
 #[test]
 fn target_values() {
-    assert_eq!(obj(ObjectType::Hostname, json!({"name": "A.com"})).target_value().as_deref(), Some("a.com"));
-    assert_eq!(obj(ObjectType::IpAddress, json!({"address": "::1"})).target_value().as_deref(), Some("::1"));
-    assert_eq!(obj(ObjectType::Network, json!({"name": "x"})).target_value(), None);
+    assert_eq!(
+        obj(ObjectType::Hostname, json!({"name": "A.com"}))
+            .target_value()
+            .as_deref(),
+        Some("a.com")
+    );
+    assert_eq!(
+        obj(ObjectType::IpAddress, json!({"address": "::1"}))
+            .target_value()
+            .as_deref(),
+        Some("::1")
+    );
+    assert_eq!(
+        obj(ObjectType::Network, json!({"name": "x"})).target_value(),
+        None
+    );
 }
 
 #[test]
 fn field_values_sort_sensibly() {
     use std::cmp::Ordering::*;
-    assert_eq!(FieldValue::Int(80).cmp_for_sort(&FieldValue::Int(443)), Less);
+    assert_eq!(
+        FieldValue::Int(80).cmp_for_sort(&FieldValue::Int(443)),
+        Less
+    );
     assert_eq!(FieldValue::Null.cmp_for_sort(&FieldValue::Int(1)), Less);
-    assert_eq!(FieldValue::Text("b".into()).cmp_for_sort(&FieldValue::Text("a".into())), Greater);
+    assert_eq!(
+        FieldValue::Text("b".into()).cmp_for_sort(&FieldValue::Text("a".into())),
+        Greater
+    );
     assert_eq!(FieldValue::Bool(true).filter_text(), "true");
 }
 

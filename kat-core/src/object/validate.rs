@@ -18,7 +18,10 @@ use crate::{Error, Result};
 /// [`Error::Invalid`] saying which rule the name breaks.
 pub fn canonical_hostname(raw: &str) -> Result<String> {
     let trimmed = raw.trim();
-    let name = trimmed.strip_suffix('.').unwrap_or(trimmed).to_ascii_lowercase();
+    let name = trimmed
+        .strip_suffix('.')
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
     let bad = |why: &str| Error::invalid("", format!("not a valid hostname {raw:?}: {why}"));
     if name.is_empty() {
         return Err(bad("it is empty"));
@@ -47,7 +50,9 @@ pub fn canonical_hostname(raw: &str) -> Result<String> {
     if let Some(last) = labels.last()
         && last.chars().all(|c| c.is_ascii_digit())
     {
-        return Err(bad("the last label is all digits (an IP address is not a hostname)"));
+        return Err(bad(
+            "the last label is all digits (an IP address is not a hostname)",
+        ));
     }
     Ok(name)
 }
@@ -152,7 +157,10 @@ mod tests {
         assert_eq!(canonical_hostname("Example.COM").unwrap(), "example.com");
         assert_eq!(canonical_hostname("example.com.").unwrap(), "example.com");
         assert_eq!(canonical_hostname(" localhost ").unwrap(), "localhost");
-        assert_eq!(canonical_hostname("xn--bcher-kva.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            canonical_hostname("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(canonical_hostname("a-b.c1.io").unwrap(), "a-b.c1.io");
         for bad in [
             "",
@@ -167,7 +175,10 @@ mod tests {
             "a.123",
             "example.com..",
         ] {
-            assert!(canonical_hostname(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                canonical_hostname(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(canonical_hostname(&format!("{}.com", "a".repeat(64))).is_err());
         assert!(canonical_hostname(&format!("{}.com", "a".repeat(63))).is_ok());
@@ -186,10 +197,23 @@ mod tests {
     #[test]
     fn ips() {
         assert_eq!(canonical_ip("127.0.0.1").unwrap().to_string(), "127.0.0.1");
-        assert_eq!(canonical_ip("2001:0db8::0001").unwrap().to_string(), "2001:db8::1");
-        assert_eq!(canonical_ip("::ffff:10.0.0.1").unwrap().to_string(), "10.0.0.1");
+        assert_eq!(
+            canonical_ip("2001:0db8::0001").unwrap().to_string(),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            canonical_ip("::ffff:10.0.0.1").unwrap().to_string(),
+            "10.0.0.1"
+        );
         assert_eq!(canonical_ip("::1").unwrap().to_string(), "::1");
-        for bad in ["", "256.0.0.1", "1.2.3", "fe80::1%eth0", "example.com", "1.2.3.4/24"] {
+        for bad in [
+            "",
+            "256.0.0.1",
+            "1.2.3",
+            "fe80::1%eth0",
+            "example.com",
+            "1.2.3.4/24",
+        ] {
             assert!(canonical_ip(bad).is_err(), "{bad:?} should be refused");
         }
     }

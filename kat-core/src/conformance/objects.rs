@@ -1,0 +1,577 @@
+//! The [`ObjectStore`] conformance suite. Call [`run_all`] (or the single cases) from a backend's
+//! tests with a fresh, empty store.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::object::{FieldValue, NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
+use crate::org::OrgCode;
+use crate::store::{ObjectQuery, ObjectStore, Ordering};
+use crate::task::TaskId;
+use crate::{Error, Result};
+
+fn org(s: &str) -> OrgCode {
+    OrgCode::new(s).expect("valid org code")
+}
+
+fn obj(ty: ObjectType, v: serde_json::Value) -> Object {
+    Object::from_json(ty, &v).expect("valid object")
+}
+
+fn host(name: &str) -> Object {
+    obj(
+        ObjectType::Hostname,
+        json!({"network": "internet", "name": name}),
+    )
+}
+
+fn port(ip: &str, p: u16) -> Object {
+    obj(
+        ObjectType::IpPort,
+        json!({"address": ip, "protocol": "TCP", "port": p}),
+    )
+}
+
+fn key(s: &str) -> NaturalKey {
+    NaturalKey::parse(s).expect("valid key")
+}
+
+async fn count(store: &dyn ObjectStore, org: &OrgCode, ty: ObjectType) -> Result<u64> {
+    Ok(store.query(&ObjectQuery::new(org.clone(), ty)).await?.count)
+}
+
+/// Writing the same object twice stores one object, keeps its creation data and updates `last_seen`.
+pub async fn upsert_is_idempotent(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-idem");
+    let first = store.upsert(&o, vec![host("example.com")], None).await?;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].key.as_str(), "internet|example.com");
+    let again = store
+        .upsert(&o, vec![host("EXAMPLE.com."), host("example.com")], None)
+        .await?;
+    assert_eq!(again.len(), 2, "one stored object per input object");
+    assert_eq!(again[0].key, first[0].key);
+    assert_eq!(
+        again[0].created_at, first[0].created_at,
+        "created_at is kept"
+    );
+    assert!(again[0].last_seen >= first[0].last_seen);
+    assert_eq!(count(store, &o, ObjectType::Hostname).await?, 1);
+    assert_eq!(
+        count(store, &o, ObjectType::Network).await?,
+        1,
+        "the referenced network was created once"
+    );
+    Ok(())
+}
+
+/// Lookups by type and natural key, including keys whose values contain `|` and `/`.
+pub async fn natural_key_lookups(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-keys");
+    let txt = obj(
+        ObjectType::DnsTxtRecord,
+        json!({"hostname": "internet|x.com", "prefix": "s1._domainkey", "value": "k=rsa; p=MI/+G|end|"}),
+    );
+    let k = txt.natural_key();
+    store
+        .upsert(&o, vec![txt.clone(), host("a.com")], None)
+        .await?;
+    let got = store
+        .get(&o, ObjectType::DnsTxtRecord, &k)
+        .await?
+        .expect("the TXT record is there");
+    assert_eq!(got.object, txt);
+    assert_eq!(
+        got.object.field("value"),
+        Some(FieldValue::Text("k=rsa; p=MI/+G|end|".into()))
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::Hostname, &key("internet|a.com"))
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::Hostname, &key("internet|b.com"))
+            .await?
+            .is_none()
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::IpAddress, &key("internet|a.com"))
+            .await?
+            .is_none(),
+        "the type is part of the identity"
+    );
+    assert!(
+        store
+            .get(
+                &org("c-other"),
+                ObjectType::Hostname,
+                &key("internet|a.com")
+            )
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+/// Referenced objects are created with the referring one, and attributes merge instead of vanishing.
+pub async fn references_and_merging(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-refs");
+    let a = obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "www.a.com", "ip_address": "192.0.2.1", "ttl": 300}),
+    );
+    store.upsert(&o, vec![a.clone()], None).await?;
+    assert!(
+        store
+            .get(&o, ObjectType::Hostname, &key("internet|www.a.com"))
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::IpAddress, &key("internet|192.0.2.1"))
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::Network, &key("internet"))
+            .await?
+            .is_some()
+    );
+    // The same record without a TTL keeps the TTL; with one, it takes it.
+    let no_ttl = obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "www.a.com", "ip_address": "192.0.2.1"}),
+    );
+    let s = store.upsert(&o, vec![no_ttl], None).await?;
+    assert_eq!(s[0].object.field("ttl"), Some(FieldValue::Int(300)));
+    let ttl5 = obj(
+        ObjectType::DnsARecord,
+        json!({"hostname": "www.a.com", "ip_address": "192.0.2.1", "ttl": 5}),
+    );
+    store.upsert(&o, vec![ttl5], None).await?;
+    let got = store
+        .get(&o, ObjectType::DnsARecord, &a.natural_key())
+        .await?
+        .expect("record");
+    assert_eq!(got.object.field("ttl"), Some(FieldValue::Int(5)));
+    assert_eq!(count(store, &o, ObjectType::DnsARecord).await?, 1);
+    // A finding creates its finding type and subject.
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "KAT-OPEN-DATABASE-PORT", "address": "192.0.2.9"}),
+    );
+    store.upsert(&o, vec![f], None).await?;
+    assert!(
+        store
+            .get(&o, ObjectType::FindingType, &key("KAT-OPEN-DATABASE-PORT"))
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .get(&o, ObjectType::IpAddress, &key("internet|192.0.2.9"))
+            .await?
+            .is_some()
+    );
+    Ok(())
+}
+
+/// Scan profiles: new objects have none, re-writing keeps a declared one, and only networks,
+/// hostnames and addresses have one.
+pub async fn scan_profiles(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-scan");
+    let s = store
+        .upsert(&o, vec![host("a.com"), port("192.0.2.1", 80)], None)
+        .await?;
+    assert_eq!(s[0].scan, Some(ScanProfile::default()));
+    assert_eq!(s[1].scan, None);
+    let l2 = ScanProfile::declared(ScanLevel::new(2)?);
+    let set = store
+        .set_scan_profile(&o, ObjectType::Hostname, &key("internet|a.com"), l2)
+        .await?;
+    assert_eq!(set.scan, Some(l2));
+    let again = store.upsert(&o, vec![host("a.com")], None).await?;
+    assert_eq!(
+        again[0].scan,
+        Some(l2),
+        "re-posting keeps the scan level (\"still intact\")"
+    );
+    let e = store
+        .set_scan_profile(
+            &o,
+            ObjectType::IpPort,
+            &key("internet|192.0.2.1|TCP|80"),
+            l2,
+        )
+        .await
+        .expect_err("ports have no scan level");
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let e = store
+        .set_scan_profile(&o, ObjectType::Hostname, &key("internet|missing.com"), l2)
+        .await
+        .expect_err("missing object");
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    // min_scan_level filters.
+    store
+        .upsert(&o, vec![host("b.com"), host("c.com")], None)
+        .await?;
+    store
+        .set_scan_profile(
+            &o,
+            ObjectType::Hostname,
+            &key("internet|c.com"),
+            ScanProfile::declared(ScanLevel::new(1)?),
+        )
+        .await?;
+    let mut q = ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    q.min_scan_level = Some(ScanLevel::new(1)?);
+    let names: Vec<String> = store
+        .query(&q)
+        .await?
+        .items
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(names, vec!["internet|a.com", "internet|c.com"]);
+    q.min_scan_level = Some(ScanLevel::new(2)?);
+    assert_eq!(store.query(&q).await?.count, 1);
+    q.min_scan_level = Some(ScanLevel::new(0)?);
+    assert_eq!(
+        store.query(&q).await?.count,
+        2,
+        "no level means not even level 0"
+    );
+    Ok(())
+}
+
+/// Field filters (repeated values are an OR; relations by key), search, key restriction, and
+/// unknown filters refused.
+pub async fn filters_and_search(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-filter");
+    let mut batch = Vec::new();
+    for p in [22u16, 80, 443, 5432, 8080] {
+        batch.push(port("192.0.2.1", p));
+    }
+    batch.push(port("192.0.2.2", 80));
+    batch.push(obj(
+        ObjectType::IpPort,
+        json!({"address": "192.0.2.2", "port": 53, "protocol": "udp"}),
+    ));
+    store.upsert(&o, batch, None).await?;
+    let q = |f: &str, v: &[&str]| ObjectQuery::new(o.clone(), ObjectType::IpPort).filter(f, v);
+    assert_eq!(store.query(&q("port", &["80", "443"])).await?.count, 3);
+    assert_eq!(
+        store
+            .query(&q("address", &["internet|192.0.2.2"]))
+            .await?
+            .count,
+        2
+    );
+    assert_eq!(store.query(&q("protocol", &["UDP"])).await?.count, 1);
+    assert_eq!(
+        store
+            .query(&q("address", &["internet|192.0.2.1"]).filter("port", &["80", "53"]))
+            .await?
+            .count,
+        1,
+        "different fields are an AND"
+    );
+    assert_eq!(store.query(&q("port", &["9"])).await?.count, 0);
+    let e = store
+        .query(&q("pk", &["x"]))
+        .await
+        .expect_err("unknown filter");
+    assert!(e.to_string().contains("pk"), "{e}");
+    assert!(matches!(e, Error::Invalid { .. }));
+    let mut s = ObjectQuery::new(o.clone(), ObjectType::IpPort);
+    s.search = Some("192.0.2.2|udp".into());
+    assert_eq!(
+        store.query(&s).await?.count,
+        1,
+        "search is a case-insensitive substring of the key"
+    );
+    let mut k = ObjectQuery::new(o.clone(), ObjectType::IpPort);
+    k.keys = Some(vec![
+        key("internet|192.0.2.1|TCP|22"),
+        key("internet|192.0.2.1|TCP|23"),
+    ]);
+    assert_eq!(store.query(&k).await?.count, 1);
+    k.keys = Some(vec![]);
+    assert_eq!(
+        store.query(&k).await?.count,
+        0,
+        "an empty key list matches nothing"
+    );
+    Ok(())
+}
+
+/// Ordering (numbers as numbers), limit/offset and the total count.
+pub async fn ordering_and_paging(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-order");
+    let names = [
+        "delta.com",
+        "alpha.com",
+        "echo.com",
+        "charlie.com",
+        "bravo.com",
+    ];
+    store
+        .upsert(&o, names.iter().map(|n| host(n)).collect(), None)
+        .await?;
+    let mut q = ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    let all: Vec<String> = store
+        .query(&q)
+        .await?
+        .items
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(
+        all.first().map(String::as_str),
+        Some("internet|alpha.com"),
+        "by key by default"
+    );
+    q.ordering = Some(Ordering::parse("-name"));
+    q.limit = 2;
+    q.offset = 1;
+    let p = store.query(&q).await?;
+    assert_eq!(p.count, 5, "count is all matches, not the page");
+    let got: Vec<String> = p.items.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(got, vec!["internet|delta.com", "internet|charlie.com"]);
+    q.offset = 10;
+    assert!(store.query(&q).await?.items.is_empty());
+    // Ports order numerically.
+    store
+        .upsert(
+            &o,
+            vec![
+                port("192.0.2.1", 8080),
+                port("192.0.2.1", 443),
+                port("192.0.2.1", 80),
+            ],
+            None,
+        )
+        .await?;
+    let mut pq = ObjectQuery::new(o.clone(), ObjectType::IpPort);
+    pq.ordering = Some(Ordering::parse("port"));
+    let ports: Vec<Option<FieldValue>> = store
+        .query(&pq)
+        .await?
+        .items
+        .iter()
+        .map(|s| s.object.field("port"))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            Some(FieldValue::Int(80)),
+            Some(FieldValue::Int(443)),
+            Some(FieldValue::Int(8080))
+        ]
+    );
+    pq.ordering = Some(Ordering::parse("colour"));
+    assert!(store.query(&pq).await.is_err(), "unknown ordering field");
+    Ok(())
+}
+
+/// Organizations never see each other's objects.
+pub async fn organizations_are_isolated(store: &dyn ObjectStore) -> Result<()> {
+    let (a, b) = (org("c-iso-a"), org("c-iso-b"));
+    store
+        .upsert(&a, vec![host("shared.com"), host("only-a.com")], None)
+        .await?;
+    store.upsert(&b, vec![host("shared.com")], None).await?;
+    assert_eq!(count(store, &a, ObjectType::Hostname).await?, 2);
+    assert_eq!(count(store, &b, ObjectType::Hostname).await?, 1);
+    assert!(
+        store
+            .get(&b, ObjectType::Hostname, &key("internet|only-a.com"))
+            .await?
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .delete(&b, ObjectType::Hostname, &[key("internet|only-a.com")])
+            .await?,
+        0
+    );
+    assert!(
+        store
+            .get(&a, ObjectType::Hostname, &key("internet|only-a.com"))
+            .await?
+            .is_some()
+    );
+    Ok(())
+}
+
+/// Attribution: which tasks wrote an object, and which objects a task wrote.
+pub async fn attribution(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-attr");
+    let (t1, t2) = (TaskId::new(), TaskId::new());
+    let s = store.upsert(&o, vec![host("a.com")], Some(t1)).await?;
+    assert_eq!(s[0].created_by, Some(t1));
+    let s = store
+        .upsert(&o, vec![host("a.com"), host("b.com")], Some(t2))
+        .await?;
+    assert_eq!(s[0].created_by, Some(t1), "creator is kept");
+    assert_eq!(s[0].last_seen_by, Some(t2));
+    store.upsert(&o, vec![host("a.com")], None).await?;
+    assert_eq!(
+        store
+            .tasks_of(&o, ObjectType::Hostname, &key("internet|a.com"))
+            .await?,
+        vec![t1, t2]
+    );
+    assert_eq!(
+        store
+            .tasks_of(&o, ObjectType::Hostname, &key("internet|b.com"))
+            .await?,
+        vec![t2]
+    );
+    let of_t2: Vec<String> = store
+        .objects_of(&o, t2)
+        .await?
+        .iter()
+        .map(|r| format!("{}:{}", r.object_type, r.key))
+        .collect();
+    assert!(
+        of_t2.contains(&"hostname:internet|a.com".to_string()),
+        "{of_t2:?}"
+    );
+    assert!(
+        of_t2.contains(&"hostname:internet|b.com".to_string()),
+        "{of_t2:?}"
+    );
+    assert!(store.objects_of(&org("c-attr-other"), t2).await?.is_empty());
+    Ok(())
+}
+
+/// Delete by keys counts only what existed.
+pub async fn delete_by_keys(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-del");
+    store
+        .upsert(&o, vec![host("a.com"), host("b.com"), host("c.com")], None)
+        .await?;
+    let n = store
+        .delete(
+            &o,
+            ObjectType::Hostname,
+            &[
+                key("internet|a.com"),
+                key("internet|b.com"),
+                key("internet|zzz.com"),
+            ],
+        )
+        .await?;
+    assert_eq!(n, 2);
+    assert_eq!(count(store, &o, ObjectType::Hostname).await?, 1);
+    assert_eq!(
+        store.delete(&o, ObjectType::Hostname, &[]).await?,
+        0,
+        "no keys deletes nothing"
+    );
+    assert_eq!(count(store, &o, ObjectType::Hostname).await?, 1);
+    assert!(
+        store
+            .query(&ObjectQuery::new(o.clone(), ObjectType::Hostname).filter("name", &["a.com"]))
+            .await?
+            .items
+            .is_empty()
+    );
+    Ok(())
+}
+
+/// A bulk write of 1,000 objects is visible whole.
+pub async fn bulk_writes(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-bulk");
+    let batch: Vec<Object> = (0..1000)
+        .map(|i| host(&format!("h{i}.bulk.example")))
+        .collect();
+    let s = store.upsert(&o, batch, Some(TaskId::new())).await?;
+    assert_eq!(s.len(), 1000);
+    assert_eq!(count(store, &o, ObjectType::Hostname).await?, 1000);
+    let one = store
+        .query(
+            &ObjectQuery::new(o.clone(), ObjectType::Hostname)
+                .filter("name", &["h777.bulk.example"]),
+        )
+        .await?;
+    assert_eq!(one.count, 1);
+    Ok(())
+}
+
+/// Concurrent writers with overlapping keys: nothing is lost, nothing duplicated, every writer's
+/// attribution is complete.
+pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
+    let o = org("c-conc");
+    let writers = 8;
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let o = o.clone();
+        let t = TaskId::new();
+        tasks.push(t);
+        handles.push(tokio::spawn(async move {
+            for round in 0..20 {
+                // Half of the keys are shared by all writers, half are the writer's own.
+                let batch: Vec<Object> = (0..10)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            host(&format!("shared{}-{i}.example", round % 5))
+                        } else {
+                            host(&format!("w{w}-r{round}-{i}.example"))
+                        }
+                    })
+                    .collect();
+                store.upsert(&o, batch, Some(t)).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for h in handles {
+        h.await
+            .map_err(|e| Error::backend("test", e.to_string(), false))??;
+    }
+    let expected = 5 * 5 + writers * 20 * 5;
+    assert_eq!(
+        count(&*store, &o, ObjectType::Hostname).await?,
+        expected as u64
+    );
+    for t in tasks {
+        let of = store.objects_of(&o, t).await?;
+        let hostnames = of
+            .iter()
+            .filter(|r| r.object_type == ObjectType::Hostname)
+            .count();
+        assert_eq!(hostnames, 25 + 100, "writer attribution complete");
+    }
+    let shared = store
+        .tasks_of(&o, ObjectType::Hostname, &key("internet|shared0-0.example"))
+        .await?;
+    assert_eq!(shared.len(), writers);
+    Ok(())
+}
+
+/// Run every case against one store.
+pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
+    upsert_is_idempotent(&*store).await?;
+    natural_key_lookups(&*store).await?;
+    references_and_merging(&*store).await?;
+    scan_profiles(&*store).await?;
+    filters_and_search(&*store).await?;
+    ordering_and_paging(&*store).await?;
+    organizations_are_isolated(&*store).await?;
+    attribution(&*store).await?;
+    delete_by_keys(&*store).await?;
+    bulk_writes(&*store).await?;
+    concurrent_writers(store).await?;
+    Ok(())
+}

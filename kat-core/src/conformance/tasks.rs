@@ -1,0 +1,321 @@
+//! The [`TaskStore`] conformance suite.
+
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::object::{NaturalKey, ObjectType};
+use crate::org::{OrgCode, Organization};
+use crate::plugin::{PluginDef, PluginRecord};
+use crate::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
+use crate::store::{TaskQuery, TaskStore};
+use crate::task::{Task, TaskInput, TaskPatch, TaskState};
+use crate::{Error, Result};
+
+fn org(s: &str) -> OrgCode {
+    OrgCode::new(s).expect("valid org code")
+}
+
+fn task(o: &OrgCode, plugin: &str, created_ms: i64) -> Task {
+    let mut t = Task::queued(o.clone(), plugin, TaskInput::default());
+    t.created_at = Timestamp::from_millis(created_ms);
+    t
+}
+
+/// Tasks are created all-or-none, read back, and listed newest first with filters and paging.
+pub async fn create_get_list(store: &dyn TaskStore) -> Result<()> {
+    let o = org("t-list");
+    let ts: Vec<Task> = (0..5)
+        .map(|i| task(&o, if i % 2 == 0 { "dns" } else { "nmap" }, 1_000 + i))
+        .collect();
+    store.create_tasks(ts.clone()).await?;
+    assert_eq!(store.get_task(ts[2].id).await?, Some(ts[2].clone()));
+    assert!(store.get_task(crate::task::TaskId::new()).await?.is_none());
+    // A batch with an existing id stores nothing.
+    let fresh = task(&o, "dns", 9_999);
+    let e = store
+        .create_tasks(vec![fresh.clone(), ts[0].clone()])
+        .await
+        .expect_err("duplicate id");
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    assert!(store.get_task(fresh.id).await?.is_none(), "all or none");
+    let mut q = TaskQuery {
+        org: Some(o.clone()),
+        ..TaskQuery::default()
+    };
+    let all = store.list_tasks(&q).await?;
+    assert_eq!(all.count, 5);
+    let created: Vec<i64> = all.items.iter().map(|t| t.created_at.as_millis()).collect();
+    assert_eq!(created, vec![1004, 1003, 1002, 1001, 1000], "newest first");
+    q.plugin_id = Some("dns".into());
+    assert_eq!(store.list_tasks(&q).await?.count, 3);
+    q.limit = 2;
+    q.offset = 2;
+    let p = store.list_tasks(&q).await?;
+    assert_eq!((p.count, p.items.len()), (3, 1));
+    let other = TaskQuery {
+        org: Some(org("t-list-other")),
+        ..TaskQuery::default()
+    };
+    assert_eq!(store.list_tasks(&other).await?.count, 0);
+    Ok(())
+}
+
+/// State transitions only from the expected states; exactly one of many concurrent claims wins.
+pub async fn transitions(store: Arc<dyn TaskStore>) -> Result<()> {
+    let o = org("t-trans");
+    let t = task(&o, "dns", 1);
+    store.create_tasks(vec![t.clone()]).await?;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let id = t.id;
+        handles.push(tokio::spawn(async move {
+            let mut p = TaskPatch::to(TaskState::Running);
+            p.bump_attempts = true;
+            p.started_at = Some(Timestamp::now());
+            store.transition_task(id, &[TaskState::Queued], p).await
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        match h
+            .await
+            .map_err(|e| Error::backend("test", e.to_string(), false))?
+        {
+            Ok(t) => {
+                wins += 1;
+                assert_eq!(t.state, TaskState::Running);
+            }
+            Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one worker claims a queued task");
+    let got = store.get_task(t.id).await?.expect("task");
+    assert_eq!((got.state, got.attempts), (TaskState::Running, 1));
+    assert!(got.started_at.is_some());
+    let mut done = TaskPatch::to(TaskState::Completed);
+    done.exit_code = Some(0);
+    done.ended_at = Some(Timestamp::now());
+    done.reason = Some("exited 0".into());
+    let t2 = store
+        .transition_task(t.id, &[TaskState::Running], done)
+        .await?;
+    assert_eq!(
+        (t2.state, t2.exit_code, t2.reason.as_deref()),
+        (TaskState::Completed, Some(0), Some("exited 0"))
+    );
+    let e = store
+        .transition_task(
+            t.id,
+            &[TaskState::Queued, TaskState::Running],
+            TaskPatch::to(TaskState::Cancelled),
+        )
+        .await
+        .expect_err("a final state is final");
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    let e = store
+        .transition_task(
+            crate::task::TaskId::new(),
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await
+        .expect_err("no such task");
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let q = TaskQuery {
+        org: Some(o.clone()),
+        states: Some(vec![TaskState::Completed]),
+        ..TaskQuery::default()
+    };
+    assert_eq!(store.list_tasks(&q).await?.count, 1);
+    Ok(())
+}
+
+/// Schedule dedup: targets claimed within a window are not handed out again in it.
+pub async fn claim_targets(store: &dyn TaskStore) -> Result<()> {
+    let s = ScheduleId::new();
+    let keys: Vec<NaturalKey> = (0..100)
+        .map(|i| NaturalKey::from_parts(["internet", &format!("h{i}.example")]))
+        .collect();
+    let t0 = Timestamp::from_secs(1_000_000);
+    let first = store.claim_targets(s, t0, t0, keys.clone()).await?;
+    assert_eq!(first.len(), 100);
+    let t1 = t0.plus_secs(60);
+    let second = store.claim_targets(s, t0, t1, keys.clone()).await?;
+    assert!(second.is_empty(), "the same window hands out nothing twice");
+    let mut more = keys[..10].to_vec();
+    more.push(NaturalKey::from_parts(["internet", "new.example"]));
+    let third = store.claim_targets(s, t0, t1, more).await?;
+    assert_eq!(
+        third,
+        vec![NaturalKey::from_parts(["internet", "new.example"])]
+    );
+    // The next window starts after the claims: everything is due again.
+    let t2 = t0.plus_secs(86_400);
+    let next = store.claim_targets(s, t2, t2, keys.clone()).await?;
+    assert_eq!(next.len(), 100);
+    // Another schedule has its own claims.
+    assert_eq!(
+        store
+            .claim_targets(ScheduleId::new(), t0, t1, keys)
+            .await?
+            .len(),
+        100
+    );
+    Ok(())
+}
+
+fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedule> {
+    Ok(Schedule {
+        id: ScheduleId::new(),
+        org: o.cloned(),
+        plugin_id: "dns".into(),
+        object_set: None,
+        interval: Interval::from_secs(3600)?,
+        enabled,
+        next_run_at: Timestamp::from_secs(next_secs),
+        last_run_at: None,
+        created_at: Timestamp::from_secs(0),
+    })
+}
+
+/// Schedules: stored, listed per organization, and due ones found in due order.
+pub async fn schedules(store: &dyn TaskStore) -> Result<()> {
+    let o = org("t-sched");
+    let early = schedule(Some(&o), 100, true)?;
+    let later = schedule(Some(&o), 200, true)?;
+    let off = schedule(Some(&o), 50, false)?;
+    let global = schedule(None, 150, true)?;
+    let future = schedule(Some(&o), 10_000_000_000, true)?;
+    for s in [&later, &early, &off, &global, &future] {
+        store.put_schedule(s.clone()).await?;
+    }
+    assert_eq!(store.get_schedule(early.id).await?, Some(early.clone()));
+    let due = store.due_schedules(Timestamp::from_secs(1_000), 10).await?;
+    let due_ids: Vec<ScheduleId> = due.iter().map(|s| s.id).collect();
+    assert_eq!(
+        due_ids,
+        vec![early.id, global.id, later.id],
+        "enabled, due, soonest first"
+    );
+    assert_eq!(
+        store
+            .due_schedules(Timestamp::from_secs(1_000), 1)
+            .await?
+            .len(),
+        1
+    );
+    // Moving a schedule's next run takes it out of the due set.
+    let mut moved = early.clone();
+    moved.next_run_at = Timestamp::from_secs(5_000);
+    moved.last_run_at = Some(Timestamp::from_secs(1_000));
+    store.put_schedule(moved).await?;
+    let due: Vec<ScheduleId> = store
+        .due_schedules(Timestamp::from_secs(1_000), 10)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(due, vec![global.id, later.id]);
+    let mine = store.list_schedules(Some(&o)).await?;
+    assert_eq!(mine.len(), 4);
+    assert!(store.list_schedules(None).await?.len() >= 5);
+    assert!(store.delete_schedule(later.id).await?);
+    assert!(!store.delete_schedule(later.id).await?);
+    assert!(store.get_schedule(later.id).await?.is_none());
+    let due: Vec<ScheduleId> = store
+        .due_schedules(Timestamp::from_secs(1_000), 10)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(due, vec![global.id], "a deleted schedule is never due");
+    Ok(())
+}
+
+/// Object sets, organizations and plugin records round-trip.
+pub async fn catalogue(store: &dyn TaskStore) -> Result<()> {
+    let o = org("t-cat");
+    let set = ObjectSet {
+        id: ObjectSetId::new(),
+        name: "All hostnames".into(),
+        description: String::new(),
+        org: o.clone(),
+        object_type: ObjectType::Hostname,
+        all: true,
+        filters: vec![("network".into(), vec!["internet".into()])],
+        keys: vec![NaturalKey::from_parts(["internet", "a.com"])],
+    };
+    store.put_object_set(set.clone()).await?;
+    assert_eq!(store.get_object_set(set.id).await?, Some(set.clone()));
+    assert_eq!(store.list_object_sets(Some(&o)).await?, vec![set.clone()]);
+    assert!(
+        store
+            .list_object_sets(Some(&org("t-cat-other")))
+            .await?
+            .is_empty()
+    );
+    assert!(store.delete_object_set(set.id).await?);
+    assert!(store.get_object_set(set.id).await?.is_none());
+
+    let acme = Organization {
+        code: o.clone(),
+        name: "Acme".into(),
+    };
+    store.put_organization(acme.clone()).await?;
+    assert_eq!(store.get_organization(&o).await?, Some(acme.clone()));
+    assert!(store.list_organizations().await?.contains(&acme));
+    assert!(store.delete_organization(&o).await?);
+    assert!(store.get_organization(&o).await?.is_none());
+
+    let defs = PluginDef::parse_file(
+        r#"[{"plugin_id": "t-dns", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"], "permissions": {"objects.add_hostname": {}}},
+            {"plugin_id": "t-nmap", "oci_image": "img", "oci_arguments": ["nmap", "{ipaddress}"]}]"#,
+        "conformance.json",
+    )?;
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    store.put_plugins(writes).await?;
+    let got = store.get_plugin("t-dns").await?.expect("plugin");
+    assert_eq!(got.def, defs[0]);
+    let mut off: PluginRecord = got.clone();
+    off.enabled = false;
+    store.put_plugins(vec![off]).await?;
+    assert!(!store.get_plugin("t-dns").await?.expect("plugin").enabled);
+    let ids: Vec<String> = store
+        .list_plugins()
+        .await?
+        .into_iter()
+        .map(|r| r.def.plugin_id)
+        .collect();
+    assert!(ids.contains(&"t-dns".into()) && ids.contains(&"t-nmap".into()));
+    assert!(store.get_plugin("t-missing").await?.is_none());
+    Ok(())
+}
+
+/// The token denylist.
+pub async fn revoked_tokens(store: &dyn TaskStore) -> Result<()> {
+    store.revoke_token("jti-old", 100).await?;
+    store.revoke_token("jti-new", 10_000).await?;
+    assert!(store.is_token_revoked("jti-old").await?);
+    assert!(store.is_token_revoked("jti-new").await?);
+    assert!(!store.is_token_revoked("jti-never").await?);
+    assert_eq!(store.purge_revoked(1_000).await?, 1);
+    assert!(
+        !store.is_token_revoked("jti-old").await?,
+        "expired tokens need no denylist entry"
+    );
+    assert!(store.is_token_revoked("jti-new").await?);
+    Ok(())
+}
+
+/// Run every case.
+pub async fn run_all(store: Arc<dyn TaskStore>) -> Result<()> {
+    create_get_list(&*store).await?;
+    transitions(store.clone()).await?;
+    claim_targets(&*store).await?;
+    schedules(&*store).await?;
+    catalogue(&*store).await?;
+    revoked_tokens(&*store).await?;
+    Ok(())
+}

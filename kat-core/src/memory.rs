@@ -1,0 +1,554 @@
+//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and [`TaskStore`]: the executable
+//! meaning of the traits, for tests and for embedding without persistence. They pass the same
+//! conformance suites as the durable backends. File contents are held in memory here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::object::{NaturalKey, Object, ObjectType, ScanProfile};
+use crate::org::{OrgCode, Organization};
+use crate::plugin::{PluginRecord, check_file_type};
+use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
+use crate::store::{
+    ByteStream, FileId, FileMeta, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Page,
+    StoredObject, TaskQuery, TaskStore,
+};
+use crate::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
+use crate::{Error, Result};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every write is applied whole), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn page<T: Clone>(items: &[T], offset: usize, limit: usize) -> Vec<T> {
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    items.iter().skip(offset).take(limit).cloned().collect()
+}
+
+type ObjKey = (OrgCode, ObjectType, NaturalKey);
+
+#[derive(Debug, Default)]
+struct ObjectsInner {
+    objects: BTreeMap<ObjKey, StoredObject>,
+    tasks_of: HashMap<ObjKey, Vec<TaskId>>,
+    objects_of: HashMap<(OrgCode, TaskId), BTreeSet<ObjectRef>>,
+}
+
+/// The in-memory [`ObjectStore`].
+///
+/// ```
+/// # tokio_test_block(async {
+/// use kat_core::memory::MemoryObjectStore;
+/// use kat_core::object::{Object, ObjectType};
+/// use kat_core::org::OrgCode;
+/// use kat_core::store::ObjectStore;
+/// let store = MemoryObjectStore::default();
+/// let org = OrgCode::new("acme").unwrap();
+/// let h = Object::from_json(ObjectType::Hostname, &serde_json::json!({"name": "example.com"})).unwrap();
+/// store.upsert(&org, vec![h.clone(), h], None).await.unwrap();
+/// let got = store.get(&org, ObjectType::Hostname, &"internet|example.com".parse().unwrap()).await.unwrap();
+/// assert!(got.is_some());
+/// # });
+/// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryObjectStore {
+    inner: Mutex<ObjectsInner>,
+}
+
+/// Expand a batch with the objects it refers to (referenced ones first), deduplicated by key with
+/// later sightings merged into earlier ones. Shared by backends so that they agree.
+pub fn expand_batch(objects: Vec<Object>) -> Vec<Object> {
+    let mut order: Vec<(ObjectType, NaturalKey)> = Vec::new();
+    let mut by_key: HashMap<(ObjectType, NaturalKey), Object> = HashMap::new();
+    fn add(
+        o: Object,
+        order: &mut Vec<(ObjectType, NaturalKey)>,
+        by_key: &mut HashMap<(ObjectType, NaturalKey), Object>,
+    ) {
+        for r in o.references() {
+            add(r, order, by_key);
+        }
+        let k = (o.object_type(), o.natural_key());
+        match by_key.get_mut(&k) {
+            Some(existing) => existing.merge_from(o),
+            None => {
+                order.push(k.clone());
+                by_key.insert(k, o);
+            }
+        }
+    }
+    for o in objects {
+        add(o, &mut order, &mut by_key);
+    }
+    order
+        .into_iter()
+        .filter_map(|k| by_key.remove(&k))
+        .collect()
+}
+
+/// Merge a new sighting into what is stored (or make a new stored object). Shared by backends.
+pub fn merge_stored(
+    existing: Option<StoredObject>,
+    org: &OrgCode,
+    o: Object,
+    by: Option<TaskId>,
+    now: Timestamp,
+) -> StoredObject {
+    match existing {
+        Some(mut s) => {
+            s.object.merge_from(o);
+            s.last_seen = now;
+            if by.is_some() {
+                s.last_seen_by = by;
+            }
+            s
+        }
+        None => {
+            let ty = o.object_type();
+            StoredObject {
+                org: org.clone(),
+                key: o.natural_key(),
+                scan: ty.has_scan_level().then(ScanProfile::default),
+                object: o,
+                created_at: now,
+                last_seen: now,
+                created_by: by,
+                last_seen_by: by,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjectStore {
+    async fn upsert(
+        &self,
+        org: &OrgCode,
+        objects: Vec<Object>,
+        by: Option<TaskId>,
+    ) -> Result<Vec<StoredObject>> {
+        let wanted: Vec<(ObjectType, NaturalKey)> = objects
+            .iter()
+            .map(|o| (o.object_type(), o.natural_key()))
+            .collect();
+        let now = Timestamp::now();
+        let mut g = lock(&self.inner);
+        let inner = &mut *g;
+        for o in expand_batch(objects) {
+            let k = (org.clone(), o.object_type(), o.natural_key());
+            let stored = merge_stored(inner.objects.remove(&k), org, o, by, now);
+            inner.objects.insert(k.clone(), stored);
+            if let Some(t) = by {
+                let list = inner.tasks_of.entry(k.clone()).or_default();
+                if !list.contains(&t) {
+                    list.push(t);
+                }
+                inner
+                    .objects_of
+                    .entry((org.clone(), t))
+                    .or_default()
+                    .insert(ObjectRef {
+                        object_type: k.1,
+                        key: k.2.clone(),
+                    });
+            }
+        }
+        wanted
+            .into_iter()
+            .map(|(ty, key)| {
+                inner
+                    .objects
+                    .get(&(org.clone(), ty, key.clone()))
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("object", key.into_string()))
+            })
+            .collect()
+    }
+
+    async fn get(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Option<StoredObject>> {
+        Ok(lock(&self.inner)
+            .objects
+            .get(&(org.clone(), ty, key.clone()))
+            .cloned())
+    }
+
+    async fn query(&self, q: &ObjectQuery) -> Result<Page<StoredObject>> {
+        q.validate()?;
+        let mut items: Vec<StoredObject> = lock(&self.inner)
+            .objects
+            .values()
+            .filter(|o| q.matches(o))
+            .cloned()
+            .collect();
+        q.sort(&mut items);
+        Ok(Page {
+            count: items.len() as u64,
+            items: page(&items, q.offset, q.limit),
+        })
+    }
+
+    async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64> {
+        let mut g = lock(&self.inner);
+        let mut n = 0;
+        for k in keys {
+            let full = (org.clone(), ty, k.clone());
+            if g.objects.remove(&full).is_some() {
+                n += 1;
+                g.tasks_of.remove(&full);
+            }
+        }
+        Ok(n)
+    }
+
+    async fn set_scan_profile(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+        profile: ScanProfile,
+    ) -> Result<StoredObject> {
+        if !ty.has_scan_level() {
+            return Err(Error::invalid(
+                "scan_level",
+                format!("{ty} objects have no scan level"),
+            ));
+        }
+        let mut g = lock(&self.inner);
+        let o = g
+            .objects
+            .get_mut(&(org.clone(), ty, key.clone()))
+            .ok_or_else(|| Error::not_found("object", key.as_str()))?;
+        o.scan = Some(profile);
+        Ok(o.clone())
+    }
+
+    async fn tasks_of(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Vec<TaskId>> {
+        Ok(lock(&self.inner)
+            .tasks_of
+            .get(&(org.clone(), ty, key.clone()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<ObjectRef>> {
+        Ok(lock(&self.inner)
+            .objects_of
+            .get(&(org.clone(), task))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// The in-memory [`FileStore`]; contents live in memory.
+#[derive(Debug, Default)]
+pub struct MemoryFileStore {
+    next: AtomicU64,
+    files: Mutex<BTreeMap<FileId, (FileMeta, Bytes)>>,
+}
+
+/// Check a new file's type and name. Shared by backends.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the field.
+pub fn validate_new_file(new: &NewFile) -> Result<()> {
+    check_file_type(&new.file_type).map_err(|m| Error::invalid("type", m))?;
+    if new.name.is_empty() || new.name.len() > 255 || new.name.contains(['/', '\0']) {
+        return Err(Error::invalid(
+            "name",
+            "a file name is 1 to 255 characters without '/'",
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl FileStore for MemoryFileStore {
+    async fn put(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
+        validate_new_file(&new)?;
+        let mut buf = BytesMut::new();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            buf.extend_from_slice(&chunk);
+        }
+        let id = FileId(self.next.fetch_add(1, AtomicOrdering::SeqCst) + 1);
+        let meta = FileMeta {
+            id,
+            org: new.org,
+            file_type: new.file_type,
+            name: new.name,
+            size: buf.len() as u64,
+            sha256: hex::encode(hasher.finalize()),
+            task: new.task,
+            created_at: Timestamp::now(),
+        };
+        lock(&self.files).insert(id, (meta.clone(), buf.freeze()));
+        Ok(meta)
+    }
+
+    async fn meta(&self, id: FileId) -> Result<Option<FileMeta>> {
+        Ok(lock(&self.files).get(&id).map(|(m, _)| m.clone()))
+    }
+
+    async fn open(&self, id: FileId) -> Result<ByteStream> {
+        let data = lock(&self.files)
+            .get(&id)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| Error::not_found("file", id.to_string()))?;
+        let chunks: Vec<std::io::Result<Bytes>> = (0..data.len())
+            .step_by(64 * 1024)
+            .map(|i| Ok(data.slice(i..(i + 64 * 1024).min(data.len()))))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn query(&self, q: &FileQuery) -> Result<Page<FileMeta>> {
+        q.validate()?;
+        let mut items: Vec<FileMeta> = lock(&self.files)
+            .values()
+            .map(|(m, _)| m)
+            .filter(|m| q.matches(m))
+            .cloned()
+            .collect();
+        q.sort(&mut items);
+        Ok(Page {
+            count: items.len() as u64,
+            items: page(&items, q.offset, q.limit),
+        })
+    }
+
+    async fn delete(&self, id: FileId) -> Result<bool> {
+        Ok(lock(&self.files).remove(&id).is_some())
+    }
+}
+
+#[derive(Debug, Default)]
+struct TasksInner {
+    tasks: BTreeMap<TaskId, Task>,
+    claims: HashMap<(ScheduleId, NaturalKey), Timestamp>,
+    schedules: BTreeMap<ScheduleId, Schedule>,
+    sets: BTreeMap<ObjectSetId, ObjectSet>,
+    orgs: BTreeMap<OrgCode, Organization>,
+    plugins: BTreeMap<String, PluginRecord>,
+    revoked: HashMap<String, i64>,
+}
+
+/// The in-memory [`TaskStore`].
+#[derive(Debug, Default)]
+pub struct MemoryTaskStore {
+    inner: Mutex<TasksInner>,
+}
+
+#[async_trait]
+impl TaskStore for MemoryTaskStore {
+    async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()> {
+        let mut g = lock(&self.inner);
+        let mut seen = BTreeSet::new();
+        for t in &tasks {
+            if g.tasks.contains_key(&t.id) || !seen.insert(t.id) {
+                return Err(Error::Conflict(format!("task {} exists", t.id)));
+            }
+        }
+        for t in tasks {
+            g.tasks.insert(t.id, t);
+        }
+        Ok(())
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
+        Ok(lock(&self.inner).tasks.get(&id).cloned())
+    }
+
+    async fn transition_task(
+        &self,
+        id: TaskId,
+        from: &[TaskState],
+        patch: TaskPatch,
+    ) -> Result<Task> {
+        let mut g = lock(&self.inner);
+        let t = g
+            .tasks
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("task", id.to_string()))?;
+        if !from.contains(&t.state) {
+            return Err(Error::Conflict(format!(
+                "task {id} is {}, not {}",
+                t.state,
+                join_states(from)
+            )));
+        }
+        patch.apply(t);
+        Ok(t.clone())
+    }
+
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Page<Task>> {
+        let mut items: Vec<Task> = lock(&self.inner)
+            .tasks
+            .values()
+            .filter(|t| q.matches(t))
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(Page {
+            count: items.len() as u64,
+            items: page(&items, q.offset, q.limit),
+        })
+    }
+
+    async fn claim_targets(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<Vec<NaturalKey>> {
+        let mut g = lock(&self.inner);
+        let mut out = Vec::new();
+        for k in targets {
+            let slot = (schedule, k.clone());
+            if g.claims.get(&slot).is_some_and(|t| *t >= since) {
+                continue;
+            }
+            g.claims.insert(slot, now);
+            out.push(k);
+        }
+        Ok(out)
+    }
+
+    async fn put_schedule(&self, s: Schedule) -> Result<()> {
+        lock(&self.inner).schedules.insert(s.id, s);
+        Ok(())
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        Ok(lock(&self.inner).schedules.get(&id).cloned())
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool> {
+        Ok(lock(&self.inner).schedules.remove(&id).is_some())
+    }
+
+    async fn list_schedules(&self, org: Option<&OrgCode>) -> Result<Vec<Schedule>> {
+        Ok(lock(&self.inner)
+            .schedules
+            .values()
+            .filter(|s| org.is_none() || s.org.as_ref() == org)
+            .cloned()
+            .collect())
+    }
+
+    async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        let mut due: Vec<Schedule> = lock(&self.inner)
+            .schedules
+            .values()
+            .filter(|s| s.enabled && s.next_run_at <= now)
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| a.next_run_at.cmp(&b.next_run_at).then(a.id.cmp(&b.id)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn put_object_set(&self, set: ObjectSet) -> Result<()> {
+        lock(&self.inner).sets.insert(set.id, set);
+        Ok(())
+    }
+
+    async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>> {
+        Ok(lock(&self.inner).sets.get(&id).cloned())
+    }
+
+    async fn delete_object_set(&self, id: ObjectSetId) -> Result<bool> {
+        Ok(lock(&self.inner).sets.remove(&id).is_some())
+    }
+
+    async fn list_object_sets(&self, org: Option<&OrgCode>) -> Result<Vec<ObjectSet>> {
+        Ok(lock(&self.inner)
+            .sets
+            .values()
+            .filter(|s| org.is_none_or(|o| *o == s.org))
+            .cloned()
+            .collect())
+    }
+
+    async fn put_organization(&self, org: Organization) -> Result<()> {
+        lock(&self.inner).orgs.insert(org.code.clone(), org);
+        Ok(())
+    }
+
+    async fn get_organization(&self, code: &OrgCode) -> Result<Option<Organization>> {
+        Ok(lock(&self.inner).orgs.get(code).cloned())
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>> {
+        Ok(lock(&self.inner).orgs.values().cloned().collect())
+    }
+
+    async fn delete_organization(&self, code: &OrgCode) -> Result<bool> {
+        Ok(lock(&self.inner).orgs.remove(code).is_some())
+    }
+
+    async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()> {
+        let mut g = lock(&self.inner);
+        for r in records {
+            g.plugins.insert(r.def.plugin_id.clone(), r);
+        }
+        Ok(())
+    }
+
+    async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>> {
+        Ok(lock(&self.inner).plugins.get(plugin_id).cloned())
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
+        Ok(lock(&self.inner).plugins.values().cloned().collect())
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()> {
+        lock(&self.inner).revoked.insert(jti.to_string(), exp);
+        Ok(())
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(lock(&self.inner).revoked.contains_key(jti))
+    }
+
+    async fn purge_revoked(&self, now: i64) -> Result<u64> {
+        let mut g = lock(&self.inner);
+        let before = g.revoked.len();
+        g.revoked.retain(|_, exp| *exp >= now);
+        Ok((before - g.revoked.len()) as u64)
+    }
+}
+
+/// `queued or running`, for messages.
+pub fn join_states(states: &[TaskState]) -> String {
+    states
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
