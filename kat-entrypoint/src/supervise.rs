@@ -1,10 +1,10 @@
 //! The running command and the signals forwarded to it.
 //!
-//! SIGTERM and SIGINT are blocked in every thread of this process (the mask is set before any thread starts and
-//! threads inherit it) and taken synchronously by one thread with `sigwait`, so no signal handler runs and no
-//! `unsafe` code is needed. Blocked signals also reach us when we are PID 1 in a container (the kernel drops
-//! default-action signals to PID 1 only when they are not blocked or handled). `std::process::Command` resets the
-//! signal mask in the child, so the command sees the default dispositions.
+//! SIGTERM and SIGINT get a handler (through `signal-hook`, which writes to a self-pipe that one thread reads), so
+//! no `unsafe` code is needed here and the signals reach us even when we are PID 1 in a container (the kernel drops
+//! only default-action signals to PID 1). The signal mask is never touched: `std::process::Command` does not reset
+//! it in the child, so blocking the signals here (for `sigwait`) would leave them blocked in the command. Handled
+//! signals are reset to their default action by `exec`, so the command starts with default dispositions.
 //!
 //! Each command runs in its own process group; a forwarded signal goes to that group, so a shell's children get
 //! it too. The group id is registered under a mutex at spawn and cleared before the child is reaped, so a signal
@@ -15,9 +15,10 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
+use signal_hook::iterator::Signals;
 
 use crate::log::log;
 
@@ -47,28 +48,18 @@ pub(crate) enum Spawned {
 }
 
 impl Supervisor {
-    /// Blocks the forwarded signals in this thread (call it before any other thread starts) and starts the
-    /// forwarding thread.
+    /// Installs the handlers for the forwarded signals and starts the forwarding thread.
     pub(crate) fn install() -> io::Result<Arc<Supervisor>> {
-        let mut set = SigSet::empty();
-        for sig in FORWARDED {
-            set.add(sig);
-        }
-        set.thread_block().map_err(io::Error::from)?;
+        let mut signals = Signals::new(FORWARDED.map(|sig| sig as i32))?;
         let supervisor = Arc::new(Supervisor::default());
         let forwarder = Arc::clone(&supervisor);
         std::thread::Builder::new()
             .name("signals".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                loop {
-                    match set.wait() {
-                        Ok(sig) => forwarder.forward(sig),
-                        Err(Errno::EINTR) => {}
-                        Err(e) => {
-                            log!("signal forwarding stopped: sigwait failed: {e}");
-                            return;
-                        }
+                for raw in signals.forever() {
+                    if let Ok(sig) = Signal::try_from(raw) {
+                        forwarder.forward(sig);
                     }
                 }
             })?;

@@ -820,3 +820,33 @@ fn a_missing_spool_dir_is_created_and_an_unusable_one_exits_120() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     f.check_clean();
 }
+
+/// The command must start with no blocked signals: a shell that does not reset its mask (busybox ash) could
+/// otherwise never receive the forwarded SIGTERM.
+#[test]
+fn the_command_starts_with_an_empty_signal_mask() {
+    let f = Fixture::new();
+    let out = run(
+        &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+        &f.env(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = f.server.accepted()[0].text();
+    let field = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name)).expect(&text);
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(
+        field("SigBlk:"),
+        0,
+        "blocked signals in the command: {text}"
+    );
+    for sig in [2, 15] {
+        assert_eq!(
+            field("SigIgn:") & (1 << (sig - 1)),
+            0,
+            "signal {sig} ignored in the command: {text}"
+        );
+    }
+    f.check_clean();
+}
