@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod control;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
