@@ -443,37 +443,49 @@ impl Runner {
         let group = child.id();
 
         let (tx, rx) = mpsc::channel::<Done>();
-        let mut pending = 0;
-        if let (Some(path), Some(stdin)) = (stdin_path, child.stdin.take()) {
-            let tx = tx.clone();
-            let path = path.to_owned();
-            spawn_thread("stdin", move || {
-                let _ = tx.send(Done::Stdin(feed(&path, stdin)));
-            })?;
-            pending += 1;
-        }
         let limit = self.config.output_limit;
-        if let (Some(mut pipe), Some(mut file)) = (child.stdout.take(), out_file) {
-            let tx = tx.clone();
-            let supervisor = Arc::clone(&self.supervisor);
-            spawn_thread("stdout", move || {
-                let result = spool(&mut pipe, &mut file, limit, &supervisor);
-                drop(pipe);
-                let _ = tx.send(Done::Stdout(file, result));
-            })?;
-            pending += 1;
-        }
-        if let (Some(mut pipe), Some(mut file)) = (child.stderr.take(), err_file) {
-            let tx = tx.clone();
-            let supervisor = Arc::clone(&self.supervisor);
-            spawn_thread("stderr", move || {
-                let result = spool(&mut pipe, &mut file, limit, &supervisor);
-                drop(pipe);
-                let _ = tx.send(Done::Stderr(file, result));
-            })?;
-            pending += 1;
-        }
+        let helpers = (|| -> Result<usize, Fatal> {
+            let mut started = 0;
+            if let (Some(path), Some(stdin)) = (stdin_path, child.stdin.take()) {
+                let tx = tx.clone();
+                let path = path.to_owned();
+                spawn_thread("stdin", move || {
+                    let _ = tx.send(Done::Stdin(feed(&path, stdin)));
+                })?;
+                started += 1;
+            }
+            if let (Some(mut pipe), Some(mut file)) = (child.stdout.take(), out_file) {
+                let tx = tx.clone();
+                let supervisor = Arc::clone(&self.supervisor);
+                spawn_thread("stdout", move || {
+                    let result = spool(&mut pipe, &mut file, limit, &supervisor);
+                    drop(pipe);
+                    let _ = tx.send(Done::Stdout(file, result));
+                })?;
+                started += 1;
+            }
+            if let (Some(mut pipe), Some(mut file)) = (child.stderr.take(), err_file) {
+                let tx = tx.clone();
+                let supervisor = Arc::clone(&self.supervisor);
+                spawn_thread("stderr", move || {
+                    let result = spool(&mut pipe, &mut file, limit, &supervisor);
+                    drop(pipe);
+                    let _ = tx.send(Done::Stderr(file, result));
+                })?;
+                started += 1;
+            }
+            Ok(started)
+        })();
         drop(tx);
+        let mut pending = match helpers {
+            Ok(n) => n,
+            Err(fatal) => {
+                // Never leave the command running unattended.
+                self.supervisor.signal_command(Signal::SIGKILL);
+                let _ = self.supervisor.wait(&mut child);
+                return Err(fatal);
+            }
+        };
 
         let status = self
             .supervisor
