@@ -17,15 +17,16 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
-pub mod control;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod control;
 pub mod error;
 pub mod finding;
 pub mod memory;
 pub mod object;
 pub mod org;
 pub mod permission;
+pub mod plan;
 pub mod plugin;
 pub mod runtime;
 pub mod schedule;
