@@ -20,6 +20,7 @@ pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod control;
+pub mod engine;
 pub mod error;
 pub mod finding;
 pub mod memory;

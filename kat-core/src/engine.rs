@@ -1,0 +1,1159 @@
+//! The engine: turns plugin definitions, objects and schedules into tasks, runs each task as one
+//! container with a token scoped to it, and records how every task ended.
+//!
+//! - **Tasks** come from schedules ([`Engine::tick`]), from the API or the library ([`TaskControl::submit`])
+//!   and from new files ([`TaskControl::file_stored`], normalizer chaining). States: queued → running →
+//!   completed | failed | cancelled | timed_out; every task reaches a final state on every path.
+//! - **Scan levels** gate every path: a target object must have a scan level at least the plugin's; for a
+//!   file-triggered task, every object the producing task ran on must.
+//! - **Workers**: a bounded pool (`concurrency`) claims queued tasks (`queued → running` is a
+//!   compare-and-set, so a task runs once), plans it ([`crate::plan`]), stores mode 4's stdin as a
+//!   temporary file, mints a token scoped to the task that expires at the deadline plus a grace, runs the
+//!   container, records the outcome, then revokes the token and deletes the temporary file.
+//! - **Cancellation** kills the container, revokes the token and ends the task `cancelled`.
+//! - **Restart recovery** ([`Engine::start`]): tasks left running are failed with a reason, or requeued when
+//!   their plugin is idempotent, and containers of ours that no task owns are removed.
+//!
+//! The embedding application owns the tokio runtime; [`Engine::start`] spawns the workers and the
+//! scheduler on it and [`Engine::shutdown`] stops them.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clock::Timestamp;
+use crate::control::{TaskControl, TaskRequest};
+use crate::object::{HostnameRef, IpRef, NaturalKey, ObjectType};
+use crate::org::OrgCode;
+use crate::plan::{
+    self, ENV_API, ENV_IN_FILE, ENV_ORG, ENV_TASK_ID, ENV_TOKEN, PlanInput, Stdin, Target,
+};
+use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
+use crate::runtime::{
+    ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
+    LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
+};
+use crate::schedule::{ObjectSet, Schedule};
+use crate::store::{
+    FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore,
+};
+use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState};
+use crate::token::{Claims, TokenAuthority};
+use crate::{Error, Result};
+
+/// The file type of the temporary stdin files the engine stores for mode 4.
+pub const STDIN_FILE_TYPE: &str = "kat-stdin";
+/// The type of error output files; they never trigger normalizers.
+pub const ERROR_FILE_TYPE: &str = "error";
+
+/// How the engine runs tasks.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The API's base URL as containers reach it (`OPENKAT_API`), e.g. `http://127.0.0.1:8000/api/v1`.
+    pub api_url: String,
+    /// The named volume holding the entrypoint (`ENTRYPOINT_VOLUME`).
+    pub entrypoint_volume: String,
+    /// The static entrypoint binary to put in the volume at start; `None` to use a volume prepared
+    /// elsewhere (or to run images' own entrypoints when `use_entrypoint` is false).
+    pub entrypoint_binary: Option<EntrypointBinary>,
+    /// Whether containers run through the entrypoint (always, in a deployment).
+    pub use_entrypoint: bool,
+    /// The network plugin containers join (`DOCKER_NETWORK`).
+    pub network: NetworkMode,
+    /// A task's deadline (`PLUGIN_TIMEOUT`), unless its plugin sets `timeout_seconds`.
+    pub plugin_timeout: Duration,
+    /// How many tasks run at once.
+    pub concurrency: usize,
+    /// The batch size for plugins that set none.
+    pub default_batch_size: u32,
+    /// How often the scheduler looks for due schedules.
+    pub tick_interval: Duration,
+    /// Resource limits of plugin containers.
+    pub limits: Limits,
+    /// How much of a task's stderr to keep.
+    pub stderr_tail_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            api_url: "http://localhost:8000/api/v1".into(),
+            entrypoint_volume: crate::runtime::DEFAULT_ENTRYPOINT_VOLUME.into(),
+            entrypoint_binary: None,
+            use_entrypoint: true,
+            network: NetworkMode::Bridge,
+            plugin_timeout: Duration::from_secs(15 * 60),
+            concurrency: 4,
+            default_batch_size: DEFAULT_BATCH_SIZE,
+            tick_interval: Duration::from_secs(10),
+            limits: Limits::default(),
+            stderr_tail_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Read the seed's environment variables over the defaults: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST`
+    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming a variable with a bad value.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`EngineConfig::from_env`], reading variables through `lookup`.
+    ///
+    /// ```
+    /// use kat_core::engine::EngineConfig;
+    /// let c = EngineConfig::from_lookup(|k| (k == "PLUGIN_TIMEOUT").then(|| "2".to_string())).unwrap();
+    /// assert_eq!(c.plugin_timeout.as_secs(), 120);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming a variable with a bad value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut c = EngineConfig::default();
+        let var = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        if let Some(v) = var("ENTRYPOINT_VOLUME") {
+            c.entrypoint_volume = v;
+        }
+        if let Some(v) = var("OPENKAT_HOST") {
+            c.api_url = format!("{}/api/v1", v.trim_end_matches('/'));
+        }
+        if let Some(v) = var("DOCKER_NETWORK") {
+            c.network = NetworkMode::parse(&v);
+        }
+        if let Some(v) = var("PLUGIN_TIMEOUT") {
+            let minutes: f64 = v
+                .parse()
+                .ok()
+                .filter(|m: &f64| *m > 0.0 && m.is_finite())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "PLUGIN_TIMEOUT",
+                        format!("expected minutes (> 0), got {v:?}"),
+                    )
+                })?;
+            c.plugin_timeout = Duration::from_secs_f64(minutes * 60.0);
+        }
+        Ok(c)
+    }
+}
+
+/// Builds an [`Engine`] from its parts.
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    objects: Option<Arc<dyn ObjectStore>>,
+    files: Option<Arc<dyn FileStore>>,
+    tasks: Option<Arc<dyn TaskStore>>,
+    runtime: Option<Arc<dyn ContainerRuntime>>,
+    tokens: Option<Arc<dyn TokenAuthority>>,
+    config: EngineConfig,
+}
+
+impl EngineBuilder {
+    /// The object store.
+    pub fn objects(mut self, s: Arc<dyn ObjectStore>) -> Self {
+        self.objects = Some(s);
+        self
+    }
+    /// The file store.
+    pub fn files(mut self, s: Arc<dyn FileStore>) -> Self {
+        self.files = Some(s);
+        self
+    }
+    /// The task store.
+    pub fn tasks(mut self, s: Arc<dyn TaskStore>) -> Self {
+        self.tasks = Some(s);
+        self
+    }
+    /// The container runtime.
+    pub fn runtime(mut self, r: Arc<dyn ContainerRuntime>) -> Self {
+        self.runtime = Some(r);
+        self
+    }
+    /// The token authority.
+    pub fn tokens(mut self, t: Arc<dyn TokenAuthority>) -> Self {
+        self.tokens = Some(t);
+        self
+    }
+    /// The configuration.
+    pub fn config(mut self, c: EngineConfig) -> Self {
+        self.config = c;
+        self
+    }
+
+    /// Build the engine (nothing runs until [`Engine::start`]).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming a missing part.
+    pub fn build(self) -> Result<Engine> {
+        let missing = |what: &str| Error::invalid("engine", format!("the engine needs {what}"));
+        let config = self.config;
+        if config.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                objects: self.objects.ok_or_else(|| missing("an object store"))?,
+                files: self.files.ok_or_else(|| missing("a file store"))?,
+                tasks: self.tasks.ok_or_else(|| missing("a task store"))?,
+                runtime: self.runtime.ok_or_else(|| missing("a container runtime"))?,
+                tokens: self.tokens.ok_or_else(|| missing("a token authority"))?,
+                slots: Arc::new(Semaphore::new(config.concurrency)),
+                config,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                shutdown: CancellationToken::new(),
+                mount: tokio::sync::OnceCell::new(),
+                queue: Mutex::new(std::collections::VecDeque::new()),
+                queued_set: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+struct Running {
+    cancel: CancellationToken,
+    jti: Option<(String, i64)>,
+}
+
+struct Inner {
+    objects: Arc<dyn ObjectStore>,
+    files: Arc<dyn FileStore>,
+    tasks: Arc<dyn TaskStore>,
+    runtime: Arc<dyn ContainerRuntime>,
+    tokens: Arc<dyn TokenAuthority>,
+    config: EngineConfig,
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<TaskId, Running>>,
+    wake: Notify,
+    shutdown: CancellationToken,
+    mount: tokio::sync::OnceCell<Option<EntrypointMount>>,
+    queue: Mutex<std::collections::VecDeque<TaskId>>,
+    queued_set: Mutex<HashSet<TaskId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a scheduler tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Schedules that were due.
+    pub schedules: usize,
+    /// Tasks created.
+    pub tasks: usize,
+    /// Targets refused or skipped (already scheduled in this interval, or below the scan level).
+    pub skipped: usize,
+}
+
+/// What restart recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Tasks left running that were failed.
+    pub failed: Vec<TaskId>,
+    /// Tasks left running that were queued again (idempotent plugins).
+    pub requeued: Vec<TaskId>,
+    /// Orphan containers removed.
+    pub reaped: Vec<String>,
+    /// Queued tasks picked up again.
+    pub queued: usize,
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The task store.
+    pub fn task_store(&self) -> &Arc<dyn TaskStore> {
+        &self.inner.tasks
+    }
+
+    /// Recover from a previous run, prepare the entrypoint, and start the workers and the scheduler.
+    ///
+    /// # Errors
+    /// Store or runtime errors during recovery or entrypoint preparation.
+    pub async fn start(&self) -> Result<Recovery> {
+        let recovery = self.recover().await?;
+        self.prepare_entrypoint().await?;
+        let me = self.clone();
+        tokio::spawn(
+            async move { me.dispatch_loop().await }.instrument(info_span!("kat.dispatch")),
+        );
+        let me = self.clone();
+        tokio::spawn(
+            async move { me.schedule_loop().await }.instrument(info_span!("kat.scheduler")),
+        );
+        info!(
+            failed = recovery.failed.len(),
+            requeued = recovery.requeued.len(),
+            reaped = recovery.reaped.len(),
+            queued = recovery.queued,
+            "engine started"
+        );
+        Ok(recovery)
+    }
+
+    /// Stop taking new work, cancel running tasks and wait (up to `grace`) for them to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        let ids: Vec<TaskId> = lock(&self.inner.running).keys().copied().collect();
+        for id in ids {
+            if let Some(r) = lock(&self.inner.running).get(&id) {
+                r.cancel.cancel();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !lock(&self.inner.running).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn prepare_entrypoint(&self) -> Result<Option<EntrypointMount>> {
+        let inner = &self.inner;
+        let mount = inner
+            .mount
+            .get_or_try_init(|| async {
+                if !inner.config.use_entrypoint {
+                    return Ok::<_, Error>(None);
+                }
+                match &inner.config.entrypoint_binary {
+                    Some(bin) => Ok(Some(
+                        inner
+                            .runtime
+                            .prepare_entrypoint(bin, &inner.config.entrypoint_volume)
+                            .await?,
+                    )),
+                    None => Ok(Some(EntrypointMount {
+                        volume: inner.config.entrypoint_volume.clone(),
+                        sha256: String::new(),
+                    })),
+                }
+            })
+            .await?;
+        Ok(mount.clone())
+    }
+
+    /// End tasks left running by a previous process and remove orphan containers; queue what was queued.
+    ///
+    /// # Errors
+    /// Store or runtime errors.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let inner = &self.inner;
+        let mut rec = Recovery::default();
+        let q = TaskQuery {
+            states: Some(vec![TaskState::Running]),
+            ..TaskQuery::default()
+        };
+        let live: HashSet<TaskId> = lock(&inner.running).keys().copied().collect();
+        for t in inner.tasks.list_tasks(&q).await?.items {
+            if live.contains(&t.id) {
+                continue;
+            }
+            let idempotent = inner
+                .tasks
+                .get_plugin(&t.plugin_id)
+                .await?
+                .is_some_and(|p| p.def.idempotent);
+            if idempotent {
+                let mut p = TaskPatch::to(TaskState::Queued);
+                p.reason = Some("requeued: the engine restarted while it was running".into());
+                if inner
+                    .tasks
+                    .transition_task(t.id, &[TaskState::Running], p)
+                    .await
+                    .is_ok()
+                {
+                    rec.requeued.push(t.id);
+                }
+            } else {
+                let mut p = TaskPatch::to(TaskState::Failed);
+                p.ended_at = Some(Timestamp::now());
+                p.reason = Some("the engine restarted while the task was running".into());
+                if inner
+                    .tasks
+                    .transition_task(t.id, &[TaskState::Running], p)
+                    .await
+                    .is_ok()
+                {
+                    rec.failed.push(t.id);
+                }
+            }
+        }
+        rec.reaped = inner.runtime.reap_orphans(&live).await?;
+        let q = TaskQuery {
+            states: Some(vec![TaskState::Queued]),
+            ..TaskQuery::default()
+        };
+        let mut queued = inner.tasks.list_tasks(&q).await?.items;
+        queued.reverse(); // oldest first
+        rec.queued = queued.len();
+        for t in queued {
+            self.enqueue(t.id);
+        }
+        Ok(rec)
+    }
+
+    fn enqueue(&self, id: TaskId) {
+        if lock(&self.inner.queued_set).insert(id) {
+            lock(&self.inner.queue).push_back(id);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    async fn dispatch_loop(&self) {
+        loop {
+            let next = lock(&self.inner.queue).pop_front();
+            let Some(id) = next else {
+                tokio::select! {
+                    () = self.inner.wake.notified() => continue,
+                    () = self.inner.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            };
+            let permit = tokio::select! {
+                p = self.inner.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.inner.shutdown.cancelled() => return,
+            };
+            lock(&self.inner.queued_set).remove(&id);
+            let me = self.clone();
+            tokio::spawn(
+                async move {
+                    if let Err(e) = me.run_task(id).await {
+                        warn!(task = %id, error = %e, "task could not be run");
+                    }
+                    drop(permit);
+                }
+                .instrument(info_span!("kat.task", task = %id)),
+            );
+        }
+    }
+
+    async fn schedule_loop(&self) {
+        loop {
+            if let Err(e) = self.tick(Timestamp::now()).await {
+                warn!(error = %e, "scheduler tick failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.inner.config.tick_interval) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Wait until a task has ended, up to `timeout`; returns it as it is then.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or [`Error::Timeout`] with the task's state.
+    pub async fn wait_for(&self, id: TaskId, timeout: Duration) -> Result<Task> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let t = self
+                .inner
+                .tasks
+                .get_task(id)
+                .await?
+                .ok_or_else(|| Error::not_found("task", id.to_string()))?;
+            if t.state.is_final() {
+                return Ok(t);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("task {id} is still {}", t.state)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // ---- queueing ---------------------------------------------------------------------------
+
+    async fn enabled_plugin(&self, plugin_id: &str) -> Result<PluginDef> {
+        let rec: PluginRecord = self
+            .inner
+            .tasks
+            .get_plugin(plugin_id)
+            .await?
+            .ok_or_else(|| Error::not_found("plugin", plugin_id))?;
+        if !rec.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin {plugin_id} is disabled; enable it first"
+            )));
+        }
+        Ok(rec.def)
+    }
+
+    /// Resolve one `input_data` string to an object the plugin takes, checking its scan level.
+    async fn resolve_target(
+        &self,
+        org: &OrgCode,
+        plugin: &PluginDef,
+        raw: &str,
+    ) -> Result<ObjectRef> {
+        let types = plugin.consumed_types();
+        if types.is_empty() {
+            return Err(Error::invalid(
+                "input_data",
+                format!(
+                    "plugin {} takes no objects, but the task names {raw:?}",
+                    plugin.plugin_id
+                ),
+            ));
+        }
+        let mut tried = Vec::new();
+        for ty in &types {
+            let key = match ty {
+                ObjectType::Hostname => HostnameRef::parse(raw).map(|h| h.key()),
+                ObjectType::IpAddress => IpRef::parse(raw).map(|a| a.key()),
+                other => other.parse_key(raw),
+            };
+            let Ok(key) = key else { continue };
+            tried.push(format!("{ty} {key}"));
+            if let Some(obj) = self.inner.objects.get(org, *ty, &key).await? {
+                let profile = obj.scan.unwrap_or_default();
+                if !profile.allows(plugin.scan_level) {
+                    return Err(Error::PermissionDenied(format!(
+                        "plugin {} needs scan level {} but {ty} {key} has {}",
+                        plugin.plugin_id,
+                        plugin.scan_level,
+                        profile
+                            .level
+                            .map_or("no scan level".to_string(), |l| format!("scan level {l}"))
+                    )));
+                }
+                return Ok(ObjectRef {
+                    object_type: *ty,
+                    key,
+                });
+            }
+        }
+        Err(Error::not_found(
+            "object",
+            if tried.is_empty() {
+                format!(
+                    "{raw:?} is not a {} of plugin {}",
+                    join_types(&types),
+                    plugin.plugin_id
+                )
+            } else {
+                format!(
+                    "{} in organization {org} (declare it first)",
+                    tried.join(" or ")
+                )
+            },
+        ))
+    }
+
+    /// The scan-level gate of a file-triggered task: every object the producing task ran on must
+    /// allow the consumer's scan level. Files without a producing task (uploaded by a person) pass.
+    async fn gate_file(&self, plugin: &PluginDef, file: &FileMeta) -> Result<()> {
+        let Some(producer) = file.task else {
+            return Ok(());
+        };
+        let Some(task) = self.inner.tasks.get_task(producer).await? else {
+            return Ok(());
+        };
+        for r in &task.input.objects {
+            let obj = self
+                .inner
+                .objects
+                .get(&task.org, r.object_type, &r.key)
+                .await?;
+            let profile = obj.and_then(|o| o.scan).unwrap_or_default();
+            if !profile.allows(plugin.scan_level) {
+                return Err(Error::PermissionDenied(format!(
+                    "plugin {} needs scan level {} but {} {} (input of task {producer}, which produced file {}) has {}",
+                    plugin.plugin_id,
+                    plugin.scan_level,
+                    r.object_type,
+                    r.key,
+                    file.id,
+                    profile
+                        .level
+                        .map_or("no scan level".to_string(), |l| format!("scan level {l}"))
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn make_tasks(
+        &self,
+        org: &OrgCode,
+        plugin: &PluginDef,
+        input: Vec<ObjectRef>,
+        files: Vec<FileId>,
+    ) -> Vec<Task> {
+        let size = plugin.effective_batch_size(self.inner.config.default_batch_size);
+        if !files.is_empty() {
+            return vec![Task::queued(
+                org.clone(),
+                &plugin.plugin_id,
+                TaskInput {
+                    objects: Vec::new(),
+                    files,
+                },
+            )];
+        }
+        plan::batches(&input, size)
+            .into_iter()
+            .map(|objects| {
+                Task::queued(
+                    org.clone(),
+                    &plugin.plugin_id,
+                    TaskInput {
+                        objects,
+                        files: Vec::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn queue(&self, tasks: Vec<Task>) -> Result<Vec<Task>> {
+        for chunk in tasks.chunks(500) {
+            self.inner.tasks.create_tasks(chunk.to_vec()).await?;
+        }
+        for t in &tasks {
+            self.enqueue(t.id);
+        }
+        Ok(tasks)
+    }
+
+    // ---- scheduling -------------------------------------------------------------------------
+
+    /// Run the scheduler once at `now`: every due schedule creates tasks for the objects of its set
+    /// that pass the plugin's scan level and were not scheduled in the current interval, batched;
+    /// then it is due again one interval later. Costs what is due, not the number of schedules.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn tick(&self, now: Timestamp) -> Result<TickReport> {
+        let mut report = TickReport::default();
+        let due = self.inner.tasks.due_schedules(now, 1000).await?;
+        for schedule in due {
+            report.schedules += 1;
+            match self.run_schedule(&schedule, now).await {
+                Ok((created, skipped)) => {
+                    report.tasks += created;
+                    report.skipped += skipped;
+                }
+                Err(e) => warn!(schedule = %schedule.id, error = %e, "schedule could not run"),
+            }
+            let mut next = schedule.clone();
+            next.last_run_at = Some(now);
+            next.next_run_at = now.plus_secs(schedule.interval.as_secs() as i64);
+            self.inner.tasks.put_schedule(next).await?;
+        }
+        Ok(report)
+    }
+
+    async fn run_schedule(&self, schedule: &Schedule, now: Timestamp) -> Result<(usize, usize)> {
+        let plugin = match self.enabled_plugin(&schedule.plugin_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(schedule = %schedule.id, error = %e, "skipping schedule");
+                return Ok((0, 0));
+            }
+        };
+        let orgs: Vec<OrgCode> = match &schedule.org {
+            Some(o) => vec![o.clone()],
+            None => self
+                .inner
+                .tasks
+                .list_organizations()
+                .await?
+                .into_iter()
+                .map(|o| o.code)
+                .collect(),
+        };
+        let window_start = now
+            .plus_secs(-(schedule.interval.as_secs() as i64))
+            .plus_secs(1);
+        let (mut created, mut skipped) = (0, 0);
+        for org in orgs {
+            let set = match schedule.object_set {
+                Some(id) => Some(
+                    self.inner
+                        .tasks
+                        .get_object_set(id)
+                        .await?
+                        .ok_or_else(|| Error::not_found("object set", id.to_string()))?,
+                ),
+                None => None,
+            };
+            let targets: Vec<ObjectRef> = match &set {
+                Some(set) => self.objects_of_set(&org, set, &plugin).await?,
+                None => Vec::new(),
+            };
+            if set.is_some() && targets.is_empty() {
+                continue;
+            }
+            let keys: Vec<NaturalKey> = if targets.is_empty() {
+                vec![NaturalKey::from_parts(["standalone", org.as_str()])]
+            } else {
+                targets
+                    .iter()
+                    .map(|t| NaturalKey::from_parts([t.object_type.as_str(), t.key.as_str()]))
+                    .collect()
+            };
+            let mut fresh: HashSet<NaturalKey> = HashSet::new();
+            for chunk in keys.chunks(1000) {
+                fresh.extend(
+                    self.inner
+                        .tasks
+                        .claim_targets(schedule.id, window_start, now, chunk.to_vec())
+                        .await?,
+                );
+            }
+            skipped += keys.len() - fresh.len();
+            if fresh.is_empty() {
+                continue;
+            }
+            let chosen: Vec<ObjectRef> = targets
+                .into_iter()
+                .filter(|t| {
+                    fresh.contains(&NaturalKey::from_parts([
+                        t.object_type.as_str(),
+                        t.key.as_str(),
+                    ]))
+                })
+                .collect();
+            let mut tasks = self.make_tasks(&org, &plugin, chosen, Vec::new());
+            for t in &mut tasks {
+                t.schedule = Some(schedule.id);
+            }
+            created += tasks.len();
+            self.queue(tasks).await?;
+        }
+        Ok((created, skipped))
+    }
+
+    /// The objects of a set that the plugin may scan (scan level at least the plugin's), by key.
+    async fn objects_of_set(
+        &self,
+        org: &OrgCode,
+        set: &ObjectSet,
+        plugin: &PluginDef,
+    ) -> Result<Vec<ObjectRef>> {
+        if &set.org != org {
+            return Ok(Vec::new());
+        }
+        let mut out: BTreeSet<ObjectRef> = BTreeSet::new();
+        if set.all || !set.filters.is_empty() {
+            let mut q = ObjectQuery::new(org.clone(), set.object_type);
+            q.filters = set.filters.clone();
+            q.min_scan_level = Some(plugin.scan_level);
+            q.limit = 1000;
+            loop {
+                let page = self.inner.objects.query(&q).await?;
+                let n = page.items.len();
+                out.extend(page.items.into_iter().map(|o| ObjectRef {
+                    object_type: set.object_type,
+                    key: o.key,
+                }));
+                if n < q.limit {
+                    break;
+                }
+                q.offset += n;
+            }
+        }
+        for key in &set.keys {
+            if let Some(o) = self.inner.objects.get(org, set.object_type, key).await?
+                && o.scan.unwrap_or_default().allows(plugin.scan_level)
+            {
+                out.insert(ObjectRef {
+                    object_type: set.object_type,
+                    key: key.clone(),
+                });
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    // ---- running ----------------------------------------------------------------------------
+
+    async fn finish(&self, id: TaskId, patch: TaskPatch) -> Result<()> {
+        match self
+            .inner
+            .tasks
+            .transition_task(id, &[TaskState::Running], patch)
+            .await
+        {
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn run_task(&self, id: TaskId) -> Result<()> {
+        let inner = &self.inner;
+        let mut start = TaskPatch::to(TaskState::Running);
+        start.started_at = Some(Timestamp::now());
+        start.bump_attempts = true;
+        let task = match inner
+            .tasks
+            .transition_task(id, &[TaskState::Queued], start)
+            .await
+        {
+            Ok(t) => t,
+            Err(Error::Conflict(_)) => return Ok(()), // cancelled while queued, or claimed elsewhere
+            Err(e) => return Err(e),
+        };
+        let cancel = inner.shutdown.child_token();
+        lock(&inner.running).insert(
+            id,
+            Running {
+                cancel: cancel.clone(),
+                jti: None,
+            },
+        );
+        let mut temp_file: Option<FileId> = None;
+        let result = self.execute(&task, cancel, &mut temp_file).await;
+        let entry = lock(&inner.running).remove(&id);
+        if let Some((jti, exp)) = entry.and_then(|r| r.jti)
+            && let Err(e) = inner.tokens.revoke(&jti, exp).await
+        {
+            warn!(task = %id, error = %e, "could not revoke the task's token");
+        }
+        if let Some(f) = temp_file
+            && let Err(e) = inner.files.delete(f).await
+        {
+            warn!(task = %id, file = %f, error = %e, "could not delete the temporary stdin file");
+        }
+        let patch = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let mut p = TaskPatch::to(TaskState::Failed);
+                p.reason = Some(e.to_string());
+                p
+            }
+        };
+        let mut patch = patch;
+        patch.ended_at = Some(Timestamp::now());
+        info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
+        self.finish(id, patch).await
+    }
+
+    async fn execute(
+        &self,
+        task: &Task,
+        cancel: CancellationToken,
+        temp_file: &mut Option<FileId>,
+    ) -> Result<TaskPatch> {
+        let inner = &self.inner;
+        let plugin = inner
+            .tasks
+            .get_plugin(&task.plugin_id)
+            .await?
+            .ok_or_else(|| Error::not_found("plugin", &task.plugin_id))?;
+        if !plugin.enabled {
+            return Err(Error::Conflict(format!(
+                "plugin {} was disabled before the task started",
+                task.plugin_id
+            )));
+        }
+        let plugin = plugin.def;
+        let input = if !task.input.files.is_empty() {
+            PlanInput::Files(task.input.files.clone())
+        } else if !task.input.objects.is_empty() {
+            let mut targets = Vec::new();
+            for r in &task.input.objects {
+                let value = match r.object_type {
+                    ObjectType::Hostname => r.key.parts().get(1).cloned(),
+                    ObjectType::IpAddress => r.key.parts().get(1).cloned(),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "input",
+                        format!("{} {} cannot be a target", r.object_type, r.key),
+                    )
+                })?;
+                targets.push(Target {
+                    value,
+                    object: Some(r.clone()),
+                });
+            }
+            PlanInput::Objects(targets)
+        } else {
+            PlanInput::None
+        };
+        let plan = plan::plan(&plugin, &input)?;
+        let mut env = plan.env.clone();
+        let mut extra = Vec::new();
+        match &plan.stdin {
+            Stdin::None => {}
+            Stdin::File(f) => {
+                env.insert(ENV_IN_FILE.into(), f.to_string());
+            }
+            Stdin::Targets(content) => {
+                let body: crate::store::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
+                    Bytes::from(content.clone().into_bytes()),
+                )]));
+                let meta = inner
+                    .files
+                    .put(
+                        NewFile {
+                            org: task.org.clone(),
+                            file_type: STDIN_FILE_TYPE.into(),
+                            name: "stdin".into(),
+                            task: Some(task.id),
+                        },
+                        body,
+                    )
+                    .await?;
+                *temp_file = Some(meta.id);
+                extra.push(meta.id);
+                env.insert(ENV_IN_FILE.into(), meta.id.to_string());
+            }
+        }
+        let timeout = plugin
+            .timeout_seconds
+            .map_or(inner.config.plugin_timeout, Duration::from_secs);
+        let now = Timestamp::now();
+        let deadline = now.plus_secs(timeout.as_secs() as i64 + 1);
+        let claims = Claims::for_task(
+            task.id,
+            task.org.clone(),
+            &plugin.plugin_id,
+            plan.permissions(&plugin, &extra),
+            now,
+            deadline,
+        );
+        let token = inner.tokens.mint(&claims)?;
+        if let Some(r) = lock(&inner.running).get_mut(&task.id) {
+            r.jti = Some((claims.jti.clone(), claims.exp));
+        }
+        env.insert(ENV_API.into(), inner.config.api_url.clone());
+        env.insert(ENV_TOKEN.into(), token);
+        env.insert(ENV_TASK_ID.into(), task.id.to_string());
+        env.insert(ENV_ORG.into(), task.org.to_string());
+        let mount = self.prepare_entrypoint().await?;
+        let short = task.id.to_string();
+        let mut spec = ContainerSpec::new(
+            format!("kat-{}-{}-{}", plugin.plugin_id, &short[..8], task.attempts),
+            plugin.oci_image.clone(),
+            plan.argv().to_vec(),
+        );
+        spec.env = env;
+        spec.entrypoint = mount;
+        spec.network = inner.config.network.clone();
+        spec.timeout = timeout;
+        spec.limits = inner.config.limits.clone();
+        spec.hardening = Hardening {
+            cap_add: plugin.cap_add.clone(),
+            user: Some(
+                plugin
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| crate::runtime::DEFAULT_USER.into()),
+            ),
+            ..Hardening::default()
+        };
+        spec.output_tail_bytes = inner.config.stderr_tail_bytes;
+        spec.labels.insert(LABEL_TASK.into(), task.id.to_string());
+        spec.labels
+            .insert(LABEL_PLUGIN.into(), plugin.plugin_id.clone());
+        spec.labels.insert(LABEL_ORG.into(), task.org.to_string());
+        debug!(task = %task.id, mode = %plan.mode, commands = plan.commands.len(), "starting container");
+        let outcome = inner.runtime.run(spec, cancel).await?;
+        let tail = String::from_utf8_lossy(&outcome.stderr_tail).into_owned();
+        let mut patch = match outcome.reason {
+            EndReason::TimedOut => {
+                let mut p = TaskPatch::to(TaskState::TimedOut);
+                p.reason = Some(format!("killed at its deadline of {} s", timeout.as_secs()));
+                p
+            }
+            EndReason::Cancelled => {
+                let mut p = TaskPatch::to(TaskState::Cancelled);
+                p.reason = Some("cancelled".into());
+                p
+            }
+            EndReason::Exited if outcome.exit_code == Some(0) => {
+                let mut p = TaskPatch::to(TaskState::Completed);
+                p.reason = Some(format!("{} finished", plan.mode));
+                p
+            }
+            EndReason::Exited => {
+                let mut p = TaskPatch::to(TaskState::Failed);
+                p.reason = Some(exit_reason(outcome.exit_code));
+                p
+            }
+        };
+        patch.exit_code = outcome.exit_code;
+        if !tail.is_empty() {
+            patch.stderr_tail = Some(tail);
+        }
+        Ok(patch)
+    }
+}
+
+/// Words for an exit code, naming the entrypoint's own codes (docs/entrypoint-protocol.md §5).
+pub fn exit_reason(code: Option<i64>) -> String {
+    match code {
+        None => "the container ended without an exit code".into(),
+        Some(120) => "exit 120: the entrypoint hit a local I/O error".into(),
+        Some(121) => "exit 121: the entrypoint's configuration was invalid".into(),
+        Some(122) => "exit 122: an input file could not be downloaded".into(),
+        Some(123) => "exit 123: the output upload failed after retries".into(),
+        Some(124) => "exit 124: the output exceeded its limit".into(),
+        Some(126) => "exit 126: the command could not be executed".into(),
+        Some(127) => "exit 127: the command was not found in the image".into(),
+        Some(c) if c > 128 && c < 160 => format!("exit {c}: killed by signal {}", c - 128),
+        Some(c) => format!("exit {c}"),
+    }
+}
+
+fn join_types(types: &BTreeSet<ObjectType>) -> String {
+    types
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+#[async_trait]
+impl TaskControl for Engine {
+    async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
+        let plugin = self.enabled_plugin(&request.plugin_id).await?;
+        let takes_files = !plugin.consumed_files().is_empty();
+        let mut objects = Vec::new();
+        let mut files = Vec::new();
+        for (i, raw) in request.input.iter().enumerate() {
+            let at = format!("input_data[{i}]");
+            if takes_files && raw.chars().all(|c| c.is_ascii_digit()) && !raw.is_empty() {
+                let id: FileId = raw.parse().map_err(|e: Error| e.within(&at))?;
+                let meta = self
+                    .inner
+                    .files
+                    .meta(id)
+                    .await?
+                    .filter(|m| m.org == request.org)
+                    .ok_or_else(|| Error::not_found("file", raw.clone()))?;
+                self.gate_file(&plugin, &meta).await?;
+                files.push(id);
+            } else {
+                objects.push(self.resolve_target(&request.org, &plugin, raw).await?);
+            }
+        }
+        if !objects.is_empty() && !files.is_empty() {
+            return Err(Error::invalid(
+                "input_data",
+                "a task takes objects or files, not both",
+            ));
+        }
+        // Check the plan now so that a bad request is refused here rather than failing later.
+        let probe = if !files.is_empty() {
+            PlanInput::Files(files.clone())
+        } else if objects.is_empty() {
+            PlanInput::None
+        } else {
+            PlanInput::Objects(vec![Target::value("probe")])
+        };
+        plan::plan(&plugin, &probe)?;
+        let tasks = if files.len() > 1 {
+            files
+                .iter()
+                .flat_map(|f| self.make_tasks(&request.org, &plugin, Vec::new(), vec![*f]))
+                .collect()
+        } else {
+            self.make_tasks(&request.org, &plugin, objects, files)
+        };
+        self.queue(tasks).await
+    }
+
+    async fn cancel(&self, org: &OrgCode, id: TaskId) -> Result<Task> {
+        let t = self
+            .inner
+            .tasks
+            .get_task(id)
+            .await?
+            .filter(|t| &t.org == org)
+            .ok_or_else(|| Error::not_found("task", id.to_string()))?;
+        if t.state.is_final() {
+            return Err(Error::Conflict(format!(
+                "task {id} has already ended ({})",
+                t.state
+            )));
+        }
+        let mut p = TaskPatch::to(TaskState::Cancelled);
+        p.ended_at = Some(Timestamp::now());
+        p.reason = Some("cancelled".into());
+        let ended = self
+            .inner
+            .tasks
+            .transition_task(id, &[TaskState::Queued, TaskState::Running], p)
+            .await?;
+        let running = lock(&self.inner.running)
+            .get(&id)
+            .map(|r| (r.cancel.clone(), r.jti.clone()));
+        if let Some((cancel, jti)) = running {
+            cancel.cancel();
+            if let Some((jti, exp)) = jti {
+                self.inner.tokens.revoke(&jti, exp).await?;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn file_stored(&self, file: &FileMeta) -> Result<Vec<Task>> {
+        if file.file_type == ERROR_FILE_TYPE || file.file_type == STDIN_FILE_TYPE {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for rec in self.inner.tasks.list_plugins().await? {
+            if !rec.enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
+                continue;
+            }
+            if let Err(e) = self.gate_file(&rec.def, file).await {
+                info!(plugin = %rec.def.plugin_id, file = %file.id, error = %e, "not chaining");
+                continue;
+            }
+            let mut t = Task::queued(
+                file.org.clone(),
+                &rec.def.plugin_id,
+                TaskInput {
+                    objects: Vec::new(),
+                    files: vec![file.id],
+                },
+            );
+            t.source_file = Some(file.id);
+            out.push(t);
+        }
+        self.queue(out).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
