@@ -1,6 +1,358 @@
 //! # kat-store-sled
 //!
-//! Will hold the sled implementations of kat-core's `ObjectStore`, `FileStore` and `TaskStore`: objects by
-//! natural key with secondary indexes, atomic bulk upserts, attribution, file contents streamed to a
-//! content-addressed directory with the index in sled, tasks, schedules and the token denylist.
-//! Every implementation here must pass kat-core's conformance suites.
+//! Durable implementations of kat-core's [`ObjectStore`](kat_core::store::ObjectStore),
+//! [`FileStore`](kat_core::store::FileStore) and [`TaskStore`](kat_core::store::TaskStore) on the
+//! [sled](https://docs.rs/sled/0.34.7) embedded database (pinned at `=0.34.7`), with file contents in
+//! a content-addressed directory next to it.
+//!
+//! ```
+//! use kat_core::object::{Object, ObjectType};
+//! use kat_core::org::OrgCode;
+//! use kat_core::store::{ObjectQuery, ObjectStore};
+//! use kat_store_sled::{SledOptions, SledStore};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Runtime::new()?;
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let store = SledStore::open(dir.path(), SledOptions::default())?;
+//! let org = OrgCode::new("acme")?;
+//! let host = Object::from_json(ObjectType::Hostname, &serde_json::json!({"name": "example.com"}))?;
+//! store.upsert(&org, vec![host], None).await?;
+//! let found = store
+//!     .query(&ObjectQuery::new(org, ObjectType::Hostname).filter("name", &["example.com"]))
+//!     .await?;
+//! assert_eq!(found.count, 1);
+//! assert_eq!(found.items[0].key.as_str(), "internet|example.com");
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! `dir/db` holds the sled database, `dir/files/<aa>/<sha256>` the file contents (stored once per
+//! distinct content, reference-counted), `dir/files/tmp` uploads in progress. The database has four
+//! trees, each written with single atomic `apply_batch` calls (sled seals a batch in its log, so after
+//! a crash either all of a batch is there or none of it):
+//!
+//! - `kat_meta`: the format version ([`FORMAT_VERSION`]).
+//! - `objects`: objects, their field indexes and their attribution (see the `objects` module).
+//! - `files`: file metadata, its indexes, blob reference counts and the file id counter.
+//! - `state`: tasks (and a newest-first index), schedule claims, schedules (and a due-time index),
+//!   object sets, organizations, plugin records and the token denylist (and an expiry index).
+//!
+//! Keys are order-preserving and prefix-free: a one-byte tag, then components, text escaped and
+//! terminated so that `("a|b")` and `("a", "|b")` never collide.
+//!
+//! ## Consistency
+//!
+//! Writes that read before they write (an upsert merging into stored objects, a task transition,
+//! a claim) hold a per-tree writer lock from the read to the atomic batch, so concurrent writers
+//! serialize and never lose each other's updates; sled allows one process per database, so the lock
+//! covers every writer. Reads never wait for writers.
+//!
+//! ## Durability
+//!
+//! With [`Durability::FlushEachWrite`] (the default) every write method returns `Ok` only after sled
+//! has flushed and fsynced it. With [`Durability::Periodic`] sled flushes in the background every
+//! interval: writes are faster but a crash may lose the writes acknowledged during the last interval
+//! (never part of a batch: what survives is always whole batches).
+//!
+//! ## Limits
+//!
+//! One bulk upsert is one batch in memory; a request larger than
+//! [`SledStore::max_batch_objects`] (default [`DEFAULT_MAX_BATCH_OBJECTS`], referenced objects
+//! included) is refused with `Error::LimitExceeded` instead of being split, because a split write
+//! would no longer be atomic.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod files;
+mod keys;
+mod objects;
+mod tasks;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use error::SResult;
+pub use error::SledStoreError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The on-disk format this build writes and reads.
+///
+/// Stored in the `kat_meta` tree when a database is created; opening a database with another version
+/// fails with `Error::Corrupt` naming both versions. Version history: 1 is the first.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Default largest bulk upsert (objects, referenced ones included) accepted in one request.
+pub const DEFAULT_MAX_BATCH_OBJECTS: usize = 10_000;
+
+const META_TREE: &str = "kat_meta";
+const OBJECTS_TREE: &str = "objects";
+const FILES_TREE: &str = "files";
+const STATE_TREE: &str = "state";
+const VERSION_KEY: &[u8] = b"format_version";
+
+/// When a write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A write's `Ok` means it is on disk (sled flushes and fsyncs before the method returns).
+    #[default]
+    FlushEachWrite,
+    /// sled flushes in the background at this interval; a crash may lose the writes acknowledged
+    /// during the last interval (whole batches only, never part of one).
+    Periodic(Duration),
+}
+
+/// How to open a [`SledStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SledOptions {
+    /// When writes reach the disk.
+    pub durability: Durability,
+    /// sled's page cache size in bytes.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            durability: Durability::FlushEachWrite,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Objects, files, tasks and schedules on sled. Cheap to clone (the handles are shared).
+///
+/// Open it once per process (sled locks the database directory) and share clones.
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) objects: sled::Tree,
+    pub(crate) files: sled::Tree,
+    pub(crate) state: sled::Tree,
+    pub(crate) durability: Durability,
+    pub(crate) max_batch_objects: AtomicUsize,
+    pub(crate) object_lock: Mutex<()>,
+    pub(crate) file_lock: Mutex<()>,
+    pub(crate) state_lock: Mutex<()>,
+    pub(crate) blob_dir: PathBuf,
+    pub(crate) tmp_dir: PathBuf,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("dir", &self.inner.dir)
+            .field("durability", &self.inner.durability)
+            .field(
+                "max_batch_objects",
+                &self.inner.max_batch_objects.load(AtomicOrdering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// Lock a writer mutex; a panic while holding it leaves the database consistent (every write is one
+/// atomic batch), so a poisoned lock is still usable.
+pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn to_json<T: Serialize>(what: &'static str, v: &T) -> SResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| SledStoreError::Encode {
+        what,
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> SResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| SledStoreError::decode(what, e))
+}
+
+impl SledStore {
+    /// Open (or create) a store in `dir`: the sled database in `dir/db`, file contents in
+    /// `dir/files`.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` when the database was written by another format version (the message names
+    /// both) or is unreadable; `Error::Unavailable` when another process has it open; `Error::Io`
+    /// for file-system failures.
+    pub fn open(dir: &Path, options: SledOptions) -> Result<SledStore, kat_core::Error> {
+        Ok(Self::open_inner(dir, options)?)
+    }
+
+    fn open_inner(dir: &Path, options: SledOptions) -> SResult<SledStore> {
+        let db_dir = dir.join("db");
+        let blob_dir = dir.join("files");
+        let tmp_dir = blob_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| SledStoreError::io(format!("creating {}", tmp_dir.display()), e))?;
+        // Uploads interrupted by a crash leave temporary files; nothing refers to them.
+        clear_tmp(&tmp_dir);
+        let flush_ms = match options.durability {
+            Durability::FlushEachWrite => Some(1_000),
+            Durability::Periodic(d) => {
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+            }
+        };
+        let db = sled::Config::new()
+            .path(&db_dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(flush_ms)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    SledStoreError::Locked {
+                        path: db_dir.display().to_string(),
+                        source: io,
+                    }
+                }
+                other => SledStoreError::Sled(other),
+            })?;
+        check_format(&db)?;
+        let store = SledStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                objects: db.open_tree(OBJECTS_TREE)?,
+                files: db.open_tree(FILES_TREE)?,
+                state: db.open_tree(STATE_TREE)?,
+                db,
+                durability: options.durability,
+                max_batch_objects: AtomicUsize::new(DEFAULT_MAX_BATCH_OBJECTS),
+                object_lock: Mutex::new(()),
+                file_lock: Mutex::new(()),
+                state_lock: Mutex::new(()),
+                blob_dir,
+                tmp_dir,
+            }),
+        };
+        tracing::debug!(dir = %dir.display(), durability = ?options.durability, "opened sled store");
+        Ok(store)
+    }
+
+    /// Flush every write to disk (fsync). Needed only with [`Durability::Periodic`].
+    ///
+    /// # Errors
+    /// `Error::Io` when the flush fails.
+    pub async fn flush(&self) -> kat_core::Result<()> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(SledStoreError::from)?;
+        Ok(())
+    }
+
+    /// The largest bulk upsert accepted, in objects (referenced ones included).
+    pub fn max_batch_objects(&self) -> usize {
+        self.inner.max_batch_objects.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Change the largest bulk upsert accepted (at least 1). Larger requests fail with
+    /// `Error::LimitExceeded`; one request is one in-memory batch, so this bounds its memory.
+    pub fn set_max_batch_objects(&self, max: usize) {
+        self.inner
+            .max_batch_objects
+            .store(max.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Run blocking database work off the async threads (inline when there is no tokio runtime).
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> SResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> SResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => h
+                .spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| SledStoreError::Worker(e.to_string()))?,
+            Err(_) => f(&inner),
+        }
+    }
+
+    /// After a write: with [`Durability::FlushEachWrite`], wait until it is on disk.
+    pub(crate) async fn written(&self) -> SResult<()> {
+        if self.inner.durability == Durability::FlushEachWrite {
+            self.inner.db.flush_async().await?;
+        }
+        Ok(())
+    }
+}
+
+fn clear_tmp(tmp_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Err(err) = std::fs::remove_file(e.path()) {
+            tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale upload");
+        }
+    }
+}
+
+/// Check (or, for a new database, write) the format version.
+fn check_format(db: &sled::Db) -> SResult<()> {
+    let names = db.tree_names();
+    let has = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
+    let found = if has(META_TREE) {
+        db.open_tree(META_TREE)?.get(VERSION_KEY)?
+    } else {
+        None
+    };
+    let Some(raw) = found else {
+        let has_data = [OBJECTS_TREE, FILES_TREE, STATE_TREE]
+            .iter()
+            .any(|t| has(t))
+            || !db.is_empty();
+        if has_data {
+            return Err(SledStoreError::Format(format!(
+                "the database has data but no format version; this build reads format version {FORMAT_VERSION} \
+                 and will not guess what it is"
+            )));
+        }
+        let meta = db.open_tree(META_TREE)?;
+        meta.insert(VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())?;
+        db.flush()?;
+        tracing::info!(version = FORMAT_VERSION, "created a new kat sled database");
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let Ok(version) = text.trim().parse::<u32>() else {
+        return Err(SledStoreError::Format(format!(
+            "unreadable format version {text:?} in the database; this build reads format version {FORMAT_VERSION}"
+        )));
+    };
+    match version.cmp(&FORMAT_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(SledStoreError::Format(format!(
+            "the database has format version {version}, newer than version {FORMAT_VERSION} that this build \
+             reads; open it with a newer kat-store-sled"
+        ))),
+        // No older format exists yet; when one does, its migration goes here.
+        std::cmp::Ordering::Less => Err(SledStoreError::Format(format!(
+            "the database has format version {version}, older than version {FORMAT_VERSION} that this build \
+             reads, and there is no migration from it; open it with the kat-store-sled that wrote it and \
+             export its data"
+        ))),
+    }
+}

@@ -1,0 +1,223 @@
+//! Order-preserving, prefix-free key encoding.
+//!
+//! A key is a one-byte tag followed by components. A text component is its bytes with `0x00` escaped as
+//! `0x00 0xFF`, then the terminator `0x00 0x01`: no encoded component is a prefix of another, so
+//! `("a|b")` and `("a", "|b")` can never collide, and byte order of the encodings is the byte order of
+//! the strings (a shorter string sorts before its extensions because the terminator's `0x01` is below
+//! every escaped or plain continuation byte after `0x00`). Integers are fixed-width big-endian (signed
+//! ones with the sign bit flipped), ids are their 16 bytes.
+
+use sha2::{Digest, Sha256};
+
+/// Longest field value written into an index verbatim; longer values are indexed by a hash of their
+/// text (queries re-check every candidate, so a collision costs a lookup, never a wrong answer).
+pub(crate) const MAX_INDEXED_VALUE: usize = 256;
+
+/// A key under construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Key(Vec<u8>);
+
+impl Key {
+    /// A key starting with `tag`.
+    pub(crate) fn new(tag: u8) -> Self {
+        let mut v = Vec::with_capacity(64);
+        v.push(tag);
+        Key(v)
+    }
+
+    /// Append a text component.
+    pub(crate) fn str(mut self, s: &str) -> Self {
+        push_str(&mut self.0, s.as_bytes());
+        self
+    }
+
+    /// Append a field value as an index component: short values verbatim, long ones by hash.
+    pub(crate) fn index_value(mut self, value: &str) -> Self {
+        if value.len() <= MAX_INDEXED_VALUE {
+            self.0.push(1);
+            push_str(&mut self.0, value.as_bytes());
+        } else {
+            self.0.push(2);
+            let h = Sha256::digest(value.as_bytes());
+            self.0.extend_from_slice(&h[..16]);
+        }
+        self
+    }
+
+    /// Append an unsigned number (fixed width, big-endian).
+    pub(crate) fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// Append a signed number so that byte order is numeric order.
+    pub(crate) fn i64(self, v: i64) -> Self {
+        self.u64(i64_ord(v))
+    }
+
+    /// Append a signed number so that byte order is reverse numeric order (newest first).
+    pub(crate) fn i64_desc(self, v: i64) -> Self {
+        self.u64(!i64_ord(v))
+    }
+
+    /// Append 16 id bytes.
+    pub(crate) fn id(mut self, bytes: &[u8; 16]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// Append 16 id bytes inverted (reverse order).
+    pub(crate) fn id_desc(mut self, bytes: &[u8; 16]) -> Self {
+        self.0.extend(bytes.iter().map(|b| !b));
+        self
+    }
+
+    /// The encoded bytes.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The encoded bytes, borrowed.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
+    for &b in s {
+        if b == 0 {
+            out.extend_from_slice(&[0, 0xFF]);
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&[0, 1]);
+}
+
+/// Order-preserving unsigned form of a signed number.
+pub(crate) fn i64_ord(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+/// Undo [`i64_ord`].
+pub(crate) fn i64_from_ord(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+/// Decode one text component at the start of `bytes`; returns it and the rest, or `None` when the
+/// bytes are not a well-formed component.
+pub(crate) fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == 0 {
+            match bytes.get(i + 1)? {
+                0x01 => return Some((String::from_utf8(out).ok()?, &bytes[i + 2..])),
+                0xFF => {
+                    out.push(0);
+                    i += 2;
+                }
+                _ => return None,
+            }
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Read a big-endian `u64` at the start of `bytes`.
+pub(crate) fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let head: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(head), &bytes[8..]))
+}
+
+/// Read 16 id bytes at the start of `bytes`.
+pub(crate) fn take_id(bytes: &[u8]) -> Option<([u8; 16], &[u8])> {
+    let head: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    Some((head, &bytes[16..]))
+}
+
+/// Decode a `u64` value.
+pub(crate) fn u64_value(bytes: &[u8]) -> Option<u64> {
+    take_u64(bytes).and_then(|(v, rest)| rest.is_empty().then_some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_never_collide() {
+        let a = Key::new(b'x').str("a|b").into_vec();
+        let b = Key::new(b'x').str("a").str("|b").into_vec();
+        assert_ne!(a, b);
+        let c = Key::new(b'x').str("a\0").str("b").into_vec();
+        let d = Key::new(b'x').str("a").str("\0b").into_vec();
+        assert_ne!(c, d);
+        // A component's encoding is never a prefix of a longer component's encoding.
+        let short = Key::new(b'x').str("ab").into_vec();
+        let long = Key::new(b'x').str("abc").into_vec();
+        assert!(!long.starts_with(&short));
+    }
+
+    #[test]
+    fn order_is_preserved() {
+        let words = [
+            "", "\0", "\0\0", "a", "a\0", "a\0b", "ab", "b", "b\u{1}", "ba",
+        ];
+        let mut sorted = words.to_vec();
+        sorted.sort();
+        let enc: Vec<Vec<u8>> = sorted
+            .iter()
+            .map(|w| Key::new(0).str(w).str("tail").into_vec())
+            .collect();
+        let mut enc_sorted = enc.clone();
+        enc_sorted.sort();
+        assert_eq!(enc, enc_sorted);
+        let nums = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        let e: Vec<Vec<u8>> = nums
+            .iter()
+            .map(|n| Key::new(0).i64(*n).into_vec())
+            .collect();
+        let mut s = e.clone();
+        s.sort();
+        assert_eq!(e, s);
+        let d: Vec<Vec<u8>> = nums
+            .iter()
+            .map(|n| Key::new(0).i64_desc(*n).into_vec())
+            .collect();
+        let mut s = d.clone();
+        s.sort();
+        s.reverse();
+        assert_eq!(d, s);
+    }
+
+    #[test]
+    fn round_trips() {
+        for w in ["", "plain", "with\0nul", "\0", "ünïcode|%7C"] {
+            let k = Key::new(b'o').str(w).str("next").into_vec();
+            let (got, rest) = take_str(&k[1..]).expect("decodes");
+            assert_eq!(got, w);
+            let (next, rest) = take_str(rest).expect("decodes");
+            assert_eq!((next.as_str(), rest), ("next", &[][..]));
+        }
+        assert!(take_str(b"unterminated").is_none());
+        assert!(take_str(&[b'a', 0, 7]).is_none());
+        for n in [i64::MIN, -1, 0, 42, i64::MAX] {
+            assert_eq!(i64_from_ord(i64_ord(n)), n);
+        }
+        let long = "v".repeat(MAX_INDEXED_VALUE + 1);
+        let k = Key::new(b'i').index_value(&long).into_vec();
+        assert_eq!(k.len(), 1 + 1 + 16, "long values are hashed");
+    }
+}

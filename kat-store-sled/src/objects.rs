@@ -1,0 +1,483 @@
+//! [`ObjectStore`] on the `objects` tree.
+//!
+//! Key layout (each component encoded by [`crate::keys`]; `org`, `type`, `field`, `key` are text,
+//! `task` is 16 id bytes):
+//!
+//! | key | value | what |
+//! | --- | --- | --- |
+//! | `o` org type key | JSON [`StoredObject`] | the object (the `(org, type)` prefix lists a type in key order) |
+//! | `i` org type field value key | empty | one entry per field of [`ObjectType::fields`], value as [`FieldValue::filter_text`](kat_core::object::FieldValue::filter_text) |
+//! | `a` org type key task | `u64` sequence | the tasks that wrote an object; the sequence gives first-seen order |
+//! | `t` org task type key | empty | the objects a task wrote |
+//!
+//! An index entry ends with the object key encoded exactly as in its `o` key, so a hit becomes a point
+//! lookup without decoding.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use kat_core::clock::Timestamp;
+use kat_core::memory::{expand_batch, merge_stored};
+use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile};
+use kat_core::org::OrgCode;
+use kat_core::store::{ObjectQuery, ObjectStore, Page, StoredObject};
+use kat_core::task::{ObjectRef, TaskId};
+use kat_core::{Error, Result};
+use sled::IVec;
+
+use crate::error::{SResult, SledStoreError};
+use crate::keys::{Key, take_id, take_str, u64_value};
+use crate::{Inner, SledStore, from_json, lock, to_json};
+
+const T_OBJECT: u8 = b'o';
+const T_INDEX: u8 = b'i';
+const T_ATTR: u8 = b'a';
+const T_BY_TASK: u8 = b't';
+
+fn type_prefix(org: &OrgCode, ty: ObjectType) -> Key {
+    Key::new(T_OBJECT).str(org.as_str()).str(ty.as_str())
+}
+
+fn object_key(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key {
+    type_prefix(org, ty).str(key.as_str())
+}
+
+fn index_prefix(org: &OrgCode, ty: ObjectType, field: &str, value: &str) -> Key {
+    Key::new(T_INDEX)
+        .str(org.as_str())
+        .str(ty.as_str())
+        .str(field)
+        .index_value(value)
+}
+
+fn attr_prefix(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key {
+    Key::new(T_ATTR)
+        .str(org.as_str())
+        .str(ty.as_str())
+        .str(key.as_str())
+}
+
+fn by_task_prefix(org: &OrgCode, task: TaskId) -> Key {
+    Key::new(T_BY_TASK).str(org.as_str()).id(task.0.as_bytes())
+}
+
+fn by_task_key(org: &OrgCode, task: TaskId, ty: ObjectType, key: &NaturalKey) -> Key {
+    by_task_prefix(org, task).str(ty.as_str()).str(key.as_str())
+}
+
+/// The index keys of a stored object.
+fn index_keys(s: &StoredObject) -> Vec<Vec<u8>> {
+    let ty = s.object_type();
+    ty.fields()
+        .iter()
+        .filter_map(|f| {
+            s.object.field(f).map(|v| {
+                index_prefix(&s.org, ty, f, &v.filter_text())
+                    .str(s.key.as_str())
+                    .into_vec()
+            })
+        })
+        .collect()
+}
+
+/// A natural key read back from the database. It was valid when written; `NaturalKey::parse` is not
+/// used because it refuses keys longer than 4096 bytes that `Object::natural_key` can produce.
+fn stored_key(s: String) -> SResult<NaturalKey> {
+    serde_json::from_value(serde_json::Value::String(s))
+        .map_err(|e| SledStoreError::decode("natural key", e))
+}
+
+fn decode_object(bytes: &[u8]) -> SResult<StoredObject> {
+    from_json("object", bytes)
+}
+
+fn load(inner: &Inner, pk: &[u8]) -> SResult<Option<StoredObject>> {
+    inner
+        .objects
+        .get(pk)?
+        .map(|v| decode_object(&v))
+        .transpose()
+}
+
+fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    items.into_iter().skip(offset).take(limit).collect()
+}
+
+fn upsert_blocking(
+    inner: &Inner,
+    org: &OrgCode,
+    objects: Vec<Object>,
+    by: Option<TaskId>,
+) -> SResult<Vec<StoredObject>> {
+    let wanted: Vec<(ObjectType, NaturalKey)> = objects
+        .iter()
+        .map(|o| (o.object_type(), o.natural_key()))
+        .collect();
+    let expanded = expand_batch(objects);
+    let max = inner
+        .max_batch_objects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if expanded.len() > max {
+        return Err(SledStoreError::BatchTooLarge {
+            objects: expanded.len(),
+            max,
+        });
+    }
+    let now = Timestamp::now();
+    let mut batch = sled::Batch::default();
+    let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
+        HashMap::with_capacity(expanded.len());
+    let _writer = lock(&inner.object_lock);
+    let seq = match by {
+        Some(_) => inner.db.generate_id()?,
+        None => 0,
+    };
+    for o in expanded {
+        let ty = o.object_type();
+        let key = o.natural_key();
+        let pk = object_key(org, ty, &key);
+        let existing = load(inner, pk.as_slice())?;
+        let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
+        let new = merge_stored(existing, org, o, by, now);
+        let new_index = index_keys(&new);
+        for k in &old_index {
+            if !new_index.contains(k) {
+                batch.remove(k.as_slice());
+            }
+        }
+        for k in new_index {
+            if !old_index.contains(&k) {
+                batch.insert(k, IVec::default());
+            }
+        }
+        batch.insert(pk.into_vec(), to_json("object", &new)?);
+        if let Some(t) = by {
+            let ak = attr_prefix(org, ty, &key).id(t.0.as_bytes());
+            if !inner.objects.contains_key(ak.as_slice())? {
+                batch.insert(ak.into_vec(), &seq.to_be_bytes()[..]);
+                batch.insert(by_task_key(org, t, ty, &key).into_vec(), IVec::default());
+            }
+        }
+        stored.insert((ty, key), new);
+    }
+    inner.objects.apply_batch(batch)?;
+    drop(_writer);
+    wanted
+        .into_iter()
+        .map(|k| {
+            stored.get(&k).cloned().ok_or_else(|| {
+                SledStoreError::Worker(format!("upserted object {} went missing", k.1))
+            })
+        })
+        .collect()
+}
+
+/// Keys of the objects whose `field` is one of `values`, in key order, as encoded key tails.
+fn index_hits(
+    inner: &Inner,
+    org: &OrgCode,
+    ty: ObjectType,
+    field: &str,
+    values: &[String],
+) -> SResult<BTreeSet<Vec<u8>>> {
+    let mut out = BTreeSet::new();
+    for v in values {
+        let p = index_prefix(org, ty, field, v).into_vec();
+        for entry in inner.objects.scan_prefix(&p) {
+            let (k, _) = entry?;
+            out.insert(k[p.len()..].to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Of the query's filters, the one with the fewest index entries: every filter's entries are walked
+/// in turn, one step each, until one runs out, so the cost is (filters × the smallest count).
+fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
+    if q.filters.len() < 2 {
+        return Ok(0);
+    }
+    let mut iters: Vec<Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>> = q
+        .filters
+        .iter()
+        .map(|(f, values)| {
+            let tree = inner.objects.clone();
+            let prefixes: Vec<Vec<u8>> = values
+                .iter()
+                .map(|v| index_prefix(&q.org, q.object_type, f, v).into_vec())
+                .collect();
+            Box::new(prefixes.into_iter().flat_map(move |p| tree.scan_prefix(p)))
+                as Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>
+        })
+        .collect();
+    loop {
+        for (i, it) in iters.iter_mut().enumerate() {
+            match it.next() {
+                None => return Ok(i),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>> {
+    let prefix = type_prefix(&q.org, q.object_type).into_vec();
+    // Candidates from point lookups: a key restriction, or the most selective filter's index.
+    let candidates: Option<BTreeSet<Vec<u8>>> = if let Some(keys) = &q.keys {
+        Some(
+            keys.iter()
+                .map(|k| Key::new(0).str(k.as_str()).into_vec()[1..].to_vec())
+                .collect(),
+        )
+    } else if !q.filters.is_empty() {
+        let i = most_selective(inner, q)?;
+        let (field, values) = &q.filters[i];
+        Some(index_hits(inner, &q.org, q.object_type, field, values)?)
+    } else {
+        None
+    };
+    if let Some(tails) = candidates {
+        let mut items = Vec::new();
+        for tail in tails {
+            let mut pk = prefix.clone();
+            pk.extend_from_slice(&tail);
+            if let Some(s) = load(inner, &pk)?
+                && q.matches(&s)
+            {
+                items.push(s);
+            }
+        }
+        q.sort(&mut items);
+        return Ok(Page {
+            count: items.len() as u64,
+            items: page(items, q.offset, q.limit),
+        });
+    }
+    // A scan of the type: in key order it streams, decoding only what the page and the checks need.
+    let key_order = q.ordering.as_ref().is_none_or(|o| o.field == "id");
+    let search = q.search.as_ref().map(|s| s.to_lowercase());
+    if key_order {
+        let descending = q.ordering.as_ref().is_some_and(|o| o.descending);
+        let limit = if q.limit == 0 { usize::MAX } else { q.limit };
+        let iter = inner.objects.scan_prefix(&prefix);
+        let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = if descending {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
+        let mut count = 0u64;
+        let mut items = Vec::new();
+        for entry in iter {
+            let (k, v) = entry?;
+            if let Some(s) = &search {
+                let (key, _) = take_str(&k[prefix.len()..])
+                    .ok_or_else(|| SledStoreError::decode("object key", "malformed"))?;
+                if !key.to_lowercase().contains(s.as_str()) {
+                    continue;
+                }
+            }
+            let in_page = count >= q.offset as u64 && items.len() < limit;
+            if q.min_scan_level.is_some() {
+                let s = decode_object(&v)?;
+                if !q.matches(&s) {
+                    continue;
+                }
+                if in_page {
+                    items.push(s);
+                }
+            } else if in_page {
+                items.push(decode_object(&v)?);
+            }
+            count += 1;
+        }
+        return Ok(Page { count, items });
+    }
+    let mut items = Vec::new();
+    for entry in inner.objects.scan_prefix(&prefix) {
+        let (_, v) = entry?;
+        let s = decode_object(&v)?;
+        if q.matches(&s) {
+            items.push(s);
+        }
+    }
+    q.sort(&mut items);
+    Ok(Page {
+        count: items.len() as u64,
+        items: page(items, q.offset, q.limit),
+    })
+}
+
+fn delete_blocking(
+    inner: &Inner,
+    org: &OrgCode,
+    ty: ObjectType,
+    keys: &[NaturalKey],
+) -> SResult<u64> {
+    let keys: BTreeSet<&NaturalKey> = keys.iter().collect();
+    let _writer = lock(&inner.object_lock);
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for key in keys {
+        let pk = object_key(org, ty, key);
+        let Some(s) = load(inner, pk.as_slice())? else {
+            continue;
+        };
+        n += 1;
+        batch.remove(pk.into_vec());
+        for k in index_keys(&s) {
+            batch.remove(k);
+        }
+        let ap = attr_prefix(org, ty, key).into_vec();
+        for entry in inner.objects.scan_prefix(&ap) {
+            let (k, _) = entry?;
+            let (task, _) = take_id(&k[ap.len()..])
+                .ok_or_else(|| SledStoreError::decode("attribution key", "malformed"))?;
+            batch.remove(k);
+            batch
+                .remove(by_task_key(org, TaskId(uuid::Uuid::from_bytes(task)), ty, key).into_vec());
+        }
+    }
+    if n > 0 {
+        inner.objects.apply_batch(batch)?;
+    }
+    Ok(n)
+}
+
+#[async_trait]
+impl ObjectStore for SledStore {
+    async fn upsert(
+        &self,
+        org: &OrgCode,
+        objects: Vec<Object>,
+        by: Option<TaskId>,
+    ) -> Result<Vec<StoredObject>> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let org = org.clone();
+        let out = self
+            .blocking(move |inner| upsert_blocking(inner, &org, objects, by))
+            .await?;
+        self.written().await?;
+        Ok(out)
+    }
+
+    async fn get(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Option<StoredObject>> {
+        let pk = object_key(org, ty, key).into_vec();
+        Ok(self.blocking(move |inner| load(inner, &pk)).await?)
+    }
+
+    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
+        query.validate()?;
+        if query.keys.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
+        let q = query.clone();
+        Ok(self
+            .blocking(move |inner| query_blocking(inner, &q))
+            .await?)
+    }
+
+    async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let org = org.clone();
+        let keys = keys.to_vec();
+        let n = self
+            .blocking(move |inner| delete_blocking(inner, &org, ty, &keys))
+            .await?;
+        if n > 0 {
+            self.written().await?;
+        }
+        Ok(n)
+    }
+
+    async fn set_scan_profile(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+        profile: ScanProfile,
+    ) -> Result<StoredObject> {
+        if !ty.has_scan_level() {
+            return Err(Error::invalid(
+                "scan_level",
+                format!("{ty} objects have no scan level"),
+            ));
+        }
+        let pk = object_key(org, ty, key).into_vec();
+        let s = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.object_lock);
+                let Some(mut s) = load(inner, &pk)? else {
+                    return Ok(None);
+                };
+                s.scan = Some(profile);
+                inner.objects.insert(pk, to_json("object", &s)?)?;
+                Ok(Some(s))
+            })
+            .await?
+            .ok_or_else(|| Error::not_found("object", key.as_str()))?;
+        self.written().await?;
+        Ok(s)
+    }
+
+    async fn tasks_of(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+    ) -> Result<Vec<TaskId>> {
+        let ap = attr_prefix(org, ty, key).into_vec();
+        Ok(self
+            .blocking(move |inner| {
+                let mut seen = Vec::new();
+                for entry in inner.objects.scan_prefix(&ap) {
+                    let (k, v) = entry?;
+                    let (task, _) = take_id(&k[ap.len()..])
+                        .ok_or_else(|| SledStoreError::decode("attribution key", "malformed"))?;
+                    let seq = u64_value(&v)
+                        .ok_or_else(|| SledStoreError::decode("attribution", "not a sequence"))?;
+                    seen.push((seq, TaskId(uuid::Uuid::from_bytes(task))));
+                }
+                seen.sort();
+                Ok(seen.into_iter().map(|(_, t)| t).collect())
+            })
+            .await?)
+    }
+
+    async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<ObjectRef>> {
+        let p = by_task_prefix(org, task).into_vec();
+        Ok(self
+            .blocking(move |inner| {
+                let mut out = Vec::new();
+                for entry in inner.objects.scan_prefix(&p) {
+                    let (k, _) = entry?;
+                    let bad = || SledStoreError::decode("task attribution key", "malformed");
+                    let (ty, rest) = take_str(&k[p.len()..]).ok_or_else(bad)?;
+                    let (key, _) = take_str(rest).ok_or_else(bad)?;
+                    let object_type = ty
+                        .parse::<ObjectType>()
+                        .map_err(|e| SledStoreError::decode("object type", e))?;
+                    out.push(ObjectRef {
+                        object_type,
+                        key: stored_key(key)?,
+                    });
+                }
+                out.sort();
+                Ok(out)
+            })
+            .await?)
+    }
+}

@@ -1,0 +1,564 @@
+//! [`TaskStore`] on the `state` tree.
+//!
+//! Key layout (`id` components are 16 uuid bytes; `~` marks a component stored inverted so that an
+//! ascending scan is newest first; times are order-preserving `i64` milliseconds or seconds):
+//!
+//! | key | value | what |
+//! | --- | --- | --- |
+//! | `T` id | JSON [`Task`] | a task |
+//! | `O` org ~created_at ~id | task id | tasks of an organization, newest first |
+//! | `G` ~created_at ~id | task id | all tasks, newest first |
+//! | `L` schedule key | `i64` ms | when a schedule last claimed a target |
+//! | `S` id | JSON [`Schedule`] | a schedule |
+//! | `D` next_run_at id | empty | enabled schedules by due time, so finding the due ones costs what is due |
+//! | `E` id | JSON [`ObjectSet`] | an object set |
+//! | `R` code | JSON [`Organization`] | an organization |
+//! | `P` plugin_id | JSON [`PluginRecord`] | a plugin record |
+//! | `J` jti | `i64` exp | a revoked token |
+//! | `X` exp jti | empty | revoked tokens by expiry, so purging costs what expired |
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use kat_core::clock::Timestamp;
+use kat_core::memory::join_states;
+use kat_core::object::NaturalKey;
+use kat_core::org::{OrgCode, Organization};
+use kat_core::plugin::PluginRecord;
+use kat_core::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
+use kat_core::store::{Page, TaskQuery, TaskStore};
+use kat_core::task::{Task, TaskId, TaskPatch, TaskState};
+use kat_core::{Error, Result};
+use sled::IVec;
+
+use crate::error::{SResult, SledStoreError};
+use crate::keys::{Key, i64_from_ord, i64_ord, take_id, take_u64};
+use crate::{Inner, SledStore, from_json, lock, to_json};
+
+const T_TASK: u8 = b'T';
+const T_TASK_BY_ORG: u8 = b'O';
+const T_TASK_ALL: u8 = b'G';
+const T_CLAIM: u8 = b'L';
+const T_SCHEDULE: u8 = b'S';
+const T_DUE: u8 = b'D';
+const T_SET: u8 = b'E';
+const T_ORGANIZATION: u8 = b'R';
+const T_PLUGIN: u8 = b'P';
+const T_REVOKED: u8 = b'J';
+const T_EXPIRY: u8 = b'X';
+
+fn task_key(id: TaskId) -> Key {
+    Key::new(T_TASK).id(id.0.as_bytes())
+}
+
+fn task_index_keys(t: &Task) -> [Vec<u8>; 2] {
+    let ms = t.created_at.as_millis();
+    let id = t.id.0.as_bytes();
+    [
+        Key::new(T_TASK_BY_ORG)
+            .str(t.org.as_str())
+            .i64_desc(ms)
+            .id_desc(id)
+            .into_vec(),
+        Key::new(T_TASK_ALL).i64_desc(ms).id_desc(id).into_vec(),
+    ]
+}
+
+fn schedule_key(id: ScheduleId) -> Key {
+    Key::new(T_SCHEDULE).id(id.0.as_bytes())
+}
+
+fn due_key(s: &Schedule) -> Key {
+    Key::new(T_DUE)
+        .i64(s.next_run_at.as_millis())
+        .id(s.id.0.as_bytes())
+}
+
+fn set_key(id: ObjectSetId) -> Key {
+    Key::new(T_SET).id(id.0.as_bytes())
+}
+
+fn org_key(code: &OrgCode) -> Key {
+    Key::new(T_ORGANIZATION).str(code.as_str())
+}
+
+fn plugin_key(id: &str) -> Key {
+    Key::new(T_PLUGIN).str(id)
+}
+
+fn revoked_key(jti: &str) -> Key {
+    Key::new(T_REVOKED).str(jti)
+}
+
+fn expiry_key(exp: i64, jti: &str) -> Key {
+    Key::new(T_EXPIRY).i64(exp).str(jti)
+}
+
+fn i64_value(what: &'static str, v: &[u8]) -> SResult<i64> {
+    match take_u64(v) {
+        Some((n, rest)) if rest.is_empty() => Ok(i64_from_ord(n)),
+        _ => Err(SledStoreError::decode(what, "not an i64")),
+    }
+}
+
+fn i64_bytes(v: i64) -> [u8; 8] {
+    i64_ord(v).to_be_bytes()
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'static str,
+    key: &[u8],
+) -> SResult<Option<T>> {
+    tree.get(key)?.map(|v| from_json(what, &v)).transpose()
+}
+
+fn scan_json<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'static str,
+    tag: u8,
+) -> SResult<Vec<T>> {
+    tree.scan_prefix([tag])
+        .map(|e| {
+            let (_, v) = e?;
+            from_json(what, &v)
+        })
+        .collect()
+}
+
+enum Transition {
+    Done(Box<Task>),
+    Missing,
+    WrongState(TaskState),
+}
+
+fn list_tasks_blocking(inner: &Inner, q: &TaskQuery) -> SResult<Page<Task>> {
+    let prefix = match &q.org {
+        Some(o) => Key::new(T_TASK_BY_ORG).str(o.as_str()),
+        None => Key::new(T_TASK_ALL),
+    }
+    .into_vec();
+    // Only the organization (or nothing) narrows the query: count index entries, load the page.
+    let index_only = q.states.is_none() && q.plugin_id.is_none() && q.schedule.is_none();
+    let limit = if q.limit == 0 { usize::MAX } else { q.limit };
+    let mut count = 0u64;
+    let mut items = Vec::new();
+    for entry in inner.state.scan_prefix(&prefix) {
+        let (_, v) = entry?;
+        let in_page = count >= q.offset as u64 && items.len() < limit;
+        if index_only && !in_page {
+            count += 1;
+            continue;
+        }
+        let (id, _) =
+            take_id(&v).ok_or_else(|| SledStoreError::decode("task index", "not a task id"))?;
+        let Some(t) = get_json::<Task>(
+            &inner.state,
+            "task",
+            task_key(TaskId(uuid::Uuid::from_bytes(id))).as_slice(),
+        )?
+        else {
+            return Err(SledStoreError::decode(
+                "task index",
+                "names a task that does not exist",
+            ));
+        };
+        if !q.matches(&t) {
+            continue;
+        }
+        if in_page {
+            items.push(t);
+        }
+        count += 1;
+    }
+    Ok(Page { count, items })
+}
+
+#[async_trait]
+impl TaskStore for SledStore {
+    async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let conflict = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut seen = BTreeSet::new();
+                let mut batch = sled::Batch::default();
+                for t in &tasks {
+                    let k = task_key(t.id);
+                    if !seen.insert(t.id) || inner.state.contains_key(k.as_slice())? {
+                        return Ok(Some(t.id));
+                    }
+                    batch.insert(k.into_vec(), to_json("task", t)?);
+                    for ik in task_index_keys(t) {
+                        batch.insert(ik, &t.id.0.as_bytes()[..]);
+                    }
+                }
+                inner.state.apply_batch(batch)?;
+                Ok(None)
+            })
+            .await?;
+        if let Some(id) = conflict {
+            return Err(Error::Conflict(format!("task {id} exists")));
+        }
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
+        Ok(self
+            .blocking(move |inner| get_json(&inner.state, "task", task_key(id).as_slice()))
+            .await?)
+    }
+
+    async fn transition_task(
+        &self,
+        id: TaskId,
+        from: &[TaskState],
+        patch: TaskPatch,
+    ) -> Result<Task> {
+        let from_states = from.to_vec();
+        let outcome = self
+            .blocking(move |inner| {
+                let k = task_key(id).into_vec();
+                let _writer = lock(&inner.state_lock);
+                let Some(mut t) = get_json::<Task>(&inner.state, "task", &k)? else {
+                    return Ok(Transition::Missing);
+                };
+                if !from_states.contains(&t.state) {
+                    return Ok(Transition::WrongState(t.state));
+                }
+                patch.apply(&mut t);
+                // The patch never changes the organization or creation time, so the indexes stay.
+                inner.state.insert(k, to_json("task", &t)?)?;
+                Ok(Transition::Done(Box::new(t)))
+            })
+            .await?;
+        match outcome {
+            Transition::Done(t) => {
+                self.written().await?;
+                Ok(*t)
+            }
+            Transition::Missing => Err(Error::not_found("task", id.to_string())),
+            Transition::WrongState(s) => Err(Error::Conflict(format!(
+                "task {id} is {s}, not {}",
+                join_states(from)
+            ))),
+        }
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>> {
+        let q = query.clone();
+        Ok(self
+            .blocking(move |inner| list_tasks_blocking(inner, &q))
+            .await?)
+    }
+
+    async fn claim_targets(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<Vec<NaturalKey>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut pending: HashMap<Vec<u8>, Timestamp> = HashMap::new();
+                let mut out = Vec::new();
+                for k in targets {
+                    let ck = Key::new(T_CLAIM)
+                        .id(schedule.0.as_bytes())
+                        .str(k.as_str())
+                        .into_vec();
+                    let last = match pending.get(&ck) {
+                        Some(t) => Some(*t),
+                        None => inner
+                            .state
+                            .get(&ck)?
+                            .map(|v| i64_value("claim", &v).map(Timestamp::from_millis))
+                            .transpose()?,
+                    };
+                    if last.is_some_and(|t| t >= since) {
+                        continue;
+                    }
+                    batch.insert(ck.clone(), &i64_bytes(now.as_millis())[..]);
+                    pending.insert(ck, now);
+                    out.push(k);
+                }
+                if !out.is_empty() {
+                    inner.state.apply_batch(batch)?;
+                }
+                Ok(out)
+            })
+            .await?;
+        if !out.is_empty() {
+            self.written().await?;
+        }
+        Ok(out)
+    }
+
+    async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
+        self.blocking(move |inner| {
+            let k = schedule_key(schedule.id).into_vec();
+            let _writer = lock(&inner.state_lock);
+            let mut batch = sled::Batch::default();
+            if let Some(old) = get_json::<Schedule>(&inner.state, "schedule", &k)? {
+                batch.remove(due_key(&old).into_vec());
+            }
+            if schedule.enabled {
+                batch.insert(due_key(&schedule).into_vec(), IVec::default());
+            }
+            batch.insert(k, to_json("schedule", &schedule)?);
+            inner.state.apply_batch(batch)?;
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        Ok(self
+            .blocking(move |inner| get_json(&inner.state, "schedule", schedule_key(id).as_slice()))
+            .await?)
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<bool> {
+        let existed = self
+            .blocking(move |inner| {
+                let k = schedule_key(id).into_vec();
+                let _writer = lock(&inner.state_lock);
+                let Some(old) = get_json::<Schedule>(&inner.state, "schedule", &k)? else {
+                    return Ok(false);
+                };
+                let mut batch = sled::Batch::default();
+                batch.remove(due_key(&old).into_vec());
+                batch.remove(k);
+                inner.state.apply_batch(batch)?;
+                Ok(true)
+            })
+            .await?;
+        if existed {
+            self.written().await?;
+        }
+        Ok(existed)
+    }
+
+    async fn list_schedules(&self, org: Option<&OrgCode>) -> Result<Vec<Schedule>> {
+        let org = org.cloned();
+        Ok(self
+            .blocking(move |inner| {
+                let all: Vec<Schedule> = scan_json(&inner.state, "schedule", T_SCHEDULE)?;
+                Ok(all
+                    .into_iter()
+                    .filter(|s| org.is_none() || s.org == org)
+                    .collect())
+            })
+            .await?)
+    }
+
+    async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        Ok(self
+            .blocking(move |inner| {
+                let prefix = [T_DUE];
+                let mut out = Vec::new();
+                for entry in inner.state.scan_prefix(prefix) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, _) = entry?;
+                    let bad = || SledStoreError::decode("due index", "malformed key");
+                    let (at, rest) = take_u64(&k[1..]).ok_or_else(bad)?;
+                    if i64_from_ord(at) > now.as_millis() {
+                        break;
+                    }
+                    let (id, _) = take_id(rest).ok_or_else(bad)?;
+                    let sk = schedule_key(ScheduleId(uuid::Uuid::from_bytes(id)));
+                    match get_json::<Schedule>(&inner.state, "schedule", sk.as_slice())? {
+                        Some(s) if s.enabled => out.push(s),
+                        _ => {
+                            return Err(SledStoreError::decode(
+                                "due index",
+                                "names a schedule that is missing or disabled",
+                            ));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    async fn put_object_set(&self, set: ObjectSet) -> Result<()> {
+        self.blocking(move |inner| {
+            inner
+                .state
+                .insert(set_key(set.id).into_vec(), to_json("object set", &set)?)?;
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>> {
+        Ok(self
+            .blocking(move |inner| get_json(&inner.state, "object set", set_key(id).as_slice()))
+            .await?)
+    }
+
+    async fn delete_object_set(&self, id: ObjectSetId) -> Result<bool> {
+        let existed = self
+            .blocking(move |inner| Ok(inner.state.remove(set_key(id).into_vec())?.is_some()))
+            .await?;
+        if existed {
+            self.written().await?;
+        }
+        Ok(existed)
+    }
+
+    async fn list_object_sets(&self, org: Option<&OrgCode>) -> Result<Vec<ObjectSet>> {
+        let org = org.cloned();
+        Ok(self
+            .blocking(move |inner| {
+                let all: Vec<ObjectSet> = scan_json(&inner.state, "object set", T_SET)?;
+                Ok(all
+                    .into_iter()
+                    .filter(|s| org.as_ref().is_none_or(|o| *o == s.org))
+                    .collect())
+            })
+            .await?)
+    }
+
+    async fn put_organization(&self, org: Organization) -> Result<()> {
+        self.blocking(move |inner| {
+            inner.state.insert(
+                org_key(&org.code).into_vec(),
+                to_json("organization", &org)?,
+            )?;
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn get_organization(&self, code: &OrgCode) -> Result<Option<Organization>> {
+        let k = org_key(code).into_vec();
+        Ok(self
+            .blocking(move |inner| get_json(&inner.state, "organization", &k))
+            .await?)
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>> {
+        Ok(self
+            .blocking(|inner| scan_json(&inner.state, "organization", T_ORGANIZATION))
+            .await?)
+    }
+
+    async fn delete_organization(&self, code: &OrgCode) -> Result<bool> {
+        let k = org_key(code).into_vec();
+        let existed = self
+            .blocking(move |inner| Ok(inner.state.remove(k)?.is_some()))
+            .await?;
+        if existed {
+            self.written().await?;
+        }
+        Ok(existed)
+    }
+
+    async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            let mut batch = sled::Batch::default();
+            for r in &records {
+                batch.insert(
+                    plugin_key(&r.def.plugin_id).into_vec(),
+                    to_json("plugin record", r)?,
+                );
+            }
+            inner.state.apply_batch(batch)?;
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>> {
+        let k = plugin_key(plugin_id).into_vec();
+        Ok(self
+            .blocking(move |inner| get_json(&inner.state, "plugin record", &k))
+            .await?)
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
+        Ok(self
+            .blocking(|inner| scan_json(&inner.state, "plugin record", T_PLUGIN))
+            .await?)
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()> {
+        let jti = jti.to_string();
+        self.blocking(move |inner| {
+            let k = revoked_key(&jti).into_vec();
+            let _writer = lock(&inner.state_lock);
+            let mut batch = sled::Batch::default();
+            if let Some(v) = inner.state.get(&k)? {
+                batch.remove(expiry_key(i64_value("revocation", &v)?, &jti).into_vec());
+            }
+            batch.insert(k, &i64_bytes(exp)[..]);
+            batch.insert(expiry_key(exp, &jti).into_vec(), IVec::default());
+            inner.state.apply_batch(batch)?;
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        let k = revoked_key(jti).into_vec();
+        Ok(self
+            .blocking(move |inner| Ok(inner.state.contains_key(k)?))
+            .await?)
+    }
+
+    async fn purge_revoked(&self, now: i64) -> Result<u64> {
+        let n = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut n = 0u64;
+                for entry in inner.state.scan_prefix([T_EXPIRY]) {
+                    let (k, _) = entry?;
+                    let bad = || SledStoreError::decode("revocation expiry key", "malformed");
+                    let (exp, rest) = take_u64(&k[1..]).ok_or_else(bad)?;
+                    if i64_from_ord(exp) >= now {
+                        break;
+                    }
+                    let (jti, _) = crate::keys::take_str(rest).ok_or_else(bad)?;
+                    batch.remove(revoked_key(&jti).into_vec());
+                    batch.remove(k);
+                    n += 1;
+                }
+                if n > 0 {
+                    inner.state.apply_batch(batch)?;
+                }
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            self.written().await?;
+        }
+        Ok(n)
+    }
+}
