@@ -1,5 +1,342 @@
 //! # kat-runtime-docker
 //!
-//! Will hold kat-core's `ContainerRuntime` on a Docker engine through bollard: the entrypoint volume,
-//! hardened plugin containers with deadlines and cancellation, removal on every path and orphan reaping.
-//! It must pass kat-core's runtime conformance suite against a real dockerd.
+//! kat-core's [`ContainerRuntime`] on a Docker engine, through [bollard]: the entrypoint volume, hardened plugin
+//! containers with deadlines and cancellation, removal on every path, and orphan reaping. It passes kat-core's
+//! runtime conformance suite against a real dockerd (`tests/conformance.rs`).
+//!
+//! ```no_run
+//! use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
+//! use kat_runtime_docker::DockerRuntime;
+//!
+//! # async fn demo() -> kat_core::Result<()> {
+//! let rt = DockerRuntime::connect().await?;
+//! let spec = ContainerSpec::new("hello", "kat-busybox:latest", ["echo", "hello"]);
+//! let outcome = rt.run(spec, CancellationToken::new()).await?;
+//! assert!(outcome.success());
+//! assert_eq!(outcome.stdout_tail, b"hello\n");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! How a run goes: create (a missing image is pulled once), attach (stdout and stderr separately, keeping only
+//! the last `output_tail_bytes` of each), start, then wait for the exit, the spec's timeout or the cancellation
+//! token, whichever comes first (the last two SIGKILL the container), and remove it (force) on every path.
+//! The life of a container runs in a spawned task, so a caller that drops its future still gets the container
+//! killed and removed. See `docs/runtime-docker.md` for the details and the measurements.
+//!
+//! [bollard]: https://docs.rs/bollard
+
+#![forbid(unsafe_code)]
+
+mod entrypoint;
+mod error;
+mod run;
+mod spec;
+mod tail;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::{API_DEFAULT_VERSION, Docker};
+use kat_core::runtime::{
+    CancellationToken, Capabilities, ContainerRuntime, ContainerSpec, EntrypointBinary,
+    EntrypointMount, LABEL_MANAGED, LABEL_TASK, ManagedContainer, Outcome,
+};
+use kat_core::task::TaskId;
+use tracing::{info, warn};
+
+pub use entrypoint::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
+pub use error::DockerError;
+
+/// The socket used when `DOCKER_HOST` is not set.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// How long bollard waits for the response headers of one API call (the task deadline is enforced
+/// separately, by the runtime itself).
+const CLIENT_TIMEOUT_SECS: u64 = 120;
+
+/// A [`ContainerRuntime`] on a Docker engine. Cheap to clone; clones share the connection settings.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    ctx: run::Ctx,
+    /// Serializes `prepare_entrypoint` calls of this process.
+    prepare_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl DockerRuntime {
+    /// Connect to the engine named by `DOCKER_HOST` (a unix socket: `unix:///path` or a bare path), else to
+    /// [`DEFAULT_SOCKET`], and negotiate the API version down to what the engine speaks (dockerd 20.10 refuses
+    /// bollard's default 1.53 and agrees on 1.41).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), kat_runtime_docker::DockerError> {
+    /// let rt = kat_runtime_docker::DockerRuntime::connect().await?;
+    /// println!("connected to {}", rt.socket());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`DockerError::Unreachable`] when the socket is missing or nothing answers (start dockerd, or run
+    /// `scripts/engines.sh docker`), [`DockerError::PermissionDenied`] when this user may not use the socket,
+    /// [`DockerError::UnsupportedHost`] for a `DOCKER_HOST` that is not a unix socket.
+    pub async fn connect() -> Result<Self, DockerError> {
+        let socket = socket_from_env(std::env::var("DOCKER_HOST").ok().as_deref())?;
+        Self::connect_with_socket(&socket).await
+    }
+
+    /// Connect to the engine on the unix socket at `path` (see [`DockerRuntime::connect`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), kat_runtime_docker::DockerError> {
+    /// let rt = kat_runtime_docker::DockerRuntime::connect_with_socket("/var/run/docker.sock").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`DockerRuntime::connect`].
+    pub async fn connect_with_socket(path: &str) -> Result<Self, DockerError> {
+        let path = path.strip_prefix("unix://").unwrap_or(path);
+        let docker = Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(|e| DockerError::from_bollard("connect", path, e))?
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::from_bollard("version negotiation", path, e))?;
+        let version = docker.client_version();
+        info!(socket = path, api = %version, "connected to the Docker engine");
+        Ok(Self::from_docker(docker, path))
+    }
+
+    /// Wrap an existing bollard client (already negotiated); `socket` is only used in messages.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bollard::{API_DEFAULT_VERSION, Docker};
+    /// let docker = Docker::connect_with_unix("/var/run/docker.sock", 120, API_DEFAULT_VERSION)?
+    ///     .negotiate_version()
+    ///     .await?;
+    /// let rt = kat_runtime_docker::DockerRuntime::from_docker(docker, "/var/run/docker.sock");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_docker(docker: Docker, socket: &str) -> Self {
+        DockerRuntime {
+            ctx: run::Ctx {
+                docker,
+                socket: Arc::from(socket),
+            },
+            prepare_lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The bollard client, for what the trait does not cover.
+    ///
+    /// ```no_run
+    /// # async fn demo(rt: kat_runtime_docker::DockerRuntime) -> Result<(), bollard::errors::Error> {
+    /// let version = rt.docker().version().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn docker(&self) -> &Docker {
+        &self.ctx.docker
+    }
+
+    /// The socket this runtime talks to.
+    ///
+    /// ```no_run
+    /// # async fn demo(rt: kat_runtime_docker::DockerRuntime) {
+    /// assert_eq!(rt.socket(), "/var/run/docker.sock");
+    /// # }
+    /// ```
+    pub fn socket(&self) -> &str {
+        &self.ctx.socket
+    }
+
+    fn err(&self, op: &'static str, e: bollard::errors::Error) -> DockerError {
+        DockerError::from_bollard(op, &self.ctx.socket, e)
+    }
+
+    async fn managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+        let list = self
+            .ctx
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| self.err("list", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                let task = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_TASK))
+                    .and_then(|t| t.parse::<TaskId>().ok());
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                Some(ManagedContainer {
+                    id,
+                    name,
+                    task,
+                    state,
+                })
+            })
+            .collect())
+    }
+
+    async fn capabilities_inner(&self) -> Result<Capabilities, DockerError> {
+        let (version, info) = tokio::join!(self.ctx.docker.version(), self.ctx.docker.info());
+        let version = version.map_err(|e| self.err("version", e))?;
+        let info = info.map_err(|e| self.err("info", e))?;
+        let security = info.security_options.unwrap_or_default();
+        let has = |name: &str| {
+            security
+                .iter()
+                .any(|o| o.split(',').any(|kv| kv == format!("name={name}")))
+        };
+        let rootless = has("rootless");
+        Ok(Capabilities {
+            name: "docker".to_string(),
+            engine_version: version
+                .version
+                .or(info.server_version)
+                .unwrap_or_else(|| "unknown".to_string()),
+            rootless,
+            user_namespaces: has("userns"),
+            pids_limit: info.pids_limit.unwrap_or(false),
+            named_volumes: true,
+            // Rootless dockerd's "host" network is the network namespace of its rootlesskit, not the host's.
+            host_network: !rootless,
+        })
+    }
+
+    async fn reap(&self, live: &HashSet<TaskId>) -> Result<Vec<String>, DockerError> {
+        let mut removed = Vec::new();
+        let mut failed = Vec::new();
+        for c in self.managed().await? {
+            if c.task.is_some_and(|t| live.contains(&t)) {
+                continue;
+            }
+            match run::remove_now(&self.ctx.docker, &c.id).await {
+                Ok(()) => {
+                    info!(container = %c.id, name = %c.name, task = ?c.task, state = %c.state, "reaped an orphaned container");
+                    removed.push(c.id);
+                }
+                Err(e) => {
+                    warn!(container = %c.id, error = %e, "could not reap a container");
+                    failed.push(format!("{}: {e}", c.id));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(removed)
+        } else {
+            Err(DockerError::Unexpected {
+                op: "reap",
+                message: format!(
+                    "removed {} container(s) but could not remove {}",
+                    removed.len(),
+                    failed.join("; ")
+                ),
+            })
+        }
+    }
+}
+
+/// The socket path named by a `DOCKER_HOST` value.
+fn socket_from_env(docker_host: Option<&str>) -> Result<String, DockerError> {
+    match docker_host.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_SOCKET.to_string()),
+        Some(h) if h.starts_with("unix://") => Ok(h["unix://".len()..].to_string()),
+        Some(h) if h.starts_with('/') => Ok(h.to_string()),
+        Some(h) => Err(DockerError::UnsupportedHost(h.to_string())),
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn capabilities(&self) -> kat_core::Result<Capabilities> {
+        Ok(self.capabilities_inner().await?)
+    }
+
+    async fn prepare_entrypoint(
+        &self,
+        binary: &EntrypointBinary,
+        volume: &str,
+    ) -> kat_core::Result<EntrypointMount> {
+        let _serial = self.prepare_lock.lock().await;
+        Ok(entrypoint::prepare(&self.ctx.docker, &self.ctx.socket, binary, volume).await?)
+    }
+
+    async fn run(
+        &self,
+        spec: ContainerSpec,
+        cancel: CancellationToken,
+    ) -> kat_core::Result<Outcome> {
+        Ok(run::run(self.ctx.clone(), spec, cancel).await?)
+    }
+
+    async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
+        Ok(self.managed().await?)
+    }
+
+    async fn reap_orphans(&self, live: &HashSet<TaskId>) -> kat_core::Result<Vec<String>> {
+        Ok(self.reap(live).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_host_parsing() {
+        assert_eq!(socket_from_env(None).ok().as_deref(), Some(DEFAULT_SOCKET));
+        assert_eq!(
+            socket_from_env(Some("")).ok().as_deref(),
+            Some(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            socket_from_env(Some("unix:///run/user/1000/docker.sock"))
+                .ok()
+                .as_deref(),
+            Some("/run/user/1000/docker.sock")
+        );
+        assert_eq!(
+            socket_from_env(Some("/tmp/d.sock")).ok().as_deref(),
+            Some("/tmp/d.sock")
+        );
+        let e = socket_from_env(Some("tcp://127.0.0.1:2375")).expect_err("tcp is not supported");
+        assert!(e.to_string().contains("tcp://127.0.0.1:2375"));
+        assert!(matches!(
+            kat_core::Error::from(e),
+            kat_core::Error::Invalid { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_unavailable_with_advice() {
+        let e = DockerRuntime::connect_with_socket("/nonexistent/kat/docker.sock")
+            .await
+            .expect_err("no socket there");
+        assert!(matches!(e, DockerError::Unreachable { .. }), "{e:?}");
+        let core = kat_core::Error::from(e);
+        assert!(core.is_retryable());
+        let s = core.to_string();
+        assert!(s.contains("/nonexistent/kat/docker.sock"), "{s}");
+        assert!(s.contains("scripts/engines.sh docker"), "{s}");
+    }
+}
