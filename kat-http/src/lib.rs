@@ -1,5 +1,246 @@
 //! # kat-http
 //!
-//! Will hold the API that plugin containers call (hyper 1.x): objects, files, tasks, schedules, plugins
-//! and organizations under `/api/v1/`, authenticated with short-lived JWTs whose permissions are scoped
-//! to one task, and `JwtAuthority`, the `TokenAuthority` on jsonwebtoken.
+//! The API that plugin containers (and people, with an operator token) call: objects, files, tasks,
+//! schedules, object sets, plugins and organizations under `/api/v1/`, wire-compatible with OpenKAT
+//! v2's, on hyper 1.x. Every request carries a short-lived JWT (`Authorization: Token <jwt>` or
+//! `Bearer <jwt>`) whose permissions are scoped to one task and one organization; [`JwtAuthority`]
+//! mints and verifies them.
+//!
+//! - [`Api`]: the request handler over the kat-core stores; [`Api::serve`] runs it on a listener with
+//!   graceful shutdown.
+//! - [`JwtAuthority`]: the [`TokenAuthority`] on jsonwebtoken (HS256 or EdDSA, algorithm fixed by the
+//!   verifier, every claim required, revocation through the [`TaskStore`]).
+//! - [`mint_operator_token`]: a token for a person, for `katd token`.
+//!
+//! Errors are always `{"type": "client_error"|"validation_error"|"server_error", "errors":
+//! [{"code", "detail", "attr"}]}`: 401 for a missing or bad token, 403 for a missing permission, 400
+//! for bad input (with `attr` naming the field, such as `hostname[2].name`), 404, 405, 413, 503.
+//! The full route list is served as OpenAPI 3 at `/api/v1/schema/` and described in
+//! `docs/http-api.md`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kat_core::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
+//! use kat_core::org::OrgCode;
+//! use kat_http::{all_permissions, mint_operator_token, Api, ApiConfig, JwtAuthority};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let tasks = Arc::new(MemoryTaskStore::default());
+//! let tokens = Arc::new(JwtAuthority::hs256(&[42u8; 32], tasks.clone())?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let api = Api::new(
+//!     Arc::new(MemoryObjectStore::default()),
+//!     Arc::new(MemoryFileStore::default()),
+//!     tasks,
+//!     tokens.clone(),
+//!     None, // no engine: task submission answers 503
+//!     ApiConfig::new(format!("http://{addr}")),
+//! );
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(api.serve(listener, async { let _ = stopped.await; }));
+//!
+//! // What `katd token` prints, for curl:
+//! let token = mint_operator_token(tokens.as_ref(), "alice", OrgCode::new("acme")?, all_permissions(), Duration::from_secs(600))?;
+//! assert!(!token.is_empty());
+//! // curl -H "Authorization: Token $TOKEN" http://ADDR/api/v1/objects/hostname/
+//!
+//! let _ = stop.send(());
+//! server.await.expect("server task")?;
+//! # Ok::<(), kat_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod auth;
+mod body;
+mod error;
+mod jwt;
+mod multipart;
+mod query;
+mod router;
+mod routes;
+mod server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt as _;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+
+use kat_core::control::TaskControl;
+use kat_core::store::{FileStore, ObjectStore, TaskStore};
+use kat_core::token::TokenAuthority;
+
+pub use body::{ApiBody, BoxError};
+pub use jwt::{
+    JwtAuthority, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
+    all_permissions, mint_operator_token,
+};
+
+use crate::error::ApiError;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The URL clients reach the API at (`http://kat:8000`), without the `/api/v1` prefix: the base of
+    /// the absolute `next`/`previous` links and of each file's `file` download URL. Empty: taken from
+    /// the request's `Host` header.
+    pub public_base_url: String,
+    /// Largest JSON request body, in bytes (default 4 MiB); larger is a 413.
+    pub max_json_body: usize,
+    /// Largest uploaded file, in bytes (default 4 GiB); larger is a 413.
+    pub max_upload: u64,
+    /// Page size of lists when the request gives no `limit` (default 100).
+    pub default_limit: usize,
+    /// Largest page size; a larger `limit` is capped to it (default 1000).
+    pub max_limit: usize,
+    /// Largest request head (request line and headers), in bytes (default 32 KiB); larger gets hyper's
+    /// 431. Tokens are capped separately at [`MAX_TOKEN_BYTES`].
+    pub max_header_bytes: usize,
+    /// Where an upload whose `type` field comes after its file part is spooled until the type is
+    /// known (default: the system's temporary directory).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// How long [`Api::serve`] waits for requests in flight after shutdown is asked (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl ApiConfig {
+    /// The defaults with this public base URL.
+    pub fn new(public_base_url: impl Into<String>) -> Self {
+        ApiConfig {
+            public_base_url: public_base_url.into(),
+            ..ApiConfig::default()
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_base_url: String::new(),
+            max_json_body: 4 * 1024 * 1024,
+            max_upload: 4 * 1024 * 1024 * 1024,
+            default_limit: kat_core::store::DEFAULT_LIMIT,
+            max_limit: 1000,
+            max_header_bytes: 32 * 1024,
+            spool_dir: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) files: Arc<dyn FileStore>,
+    pub(crate) tasks: Arc<dyn TaskStore>,
+    pub(crate) tokens: Arc<dyn TokenAuthority>,
+    pub(crate) control: Option<Arc<dyn TaskControl>>,
+    pub(crate) config: ApiConfig,
+}
+
+/// The API: routes requests to the stores, the engine's [`TaskControl`] and the token authority.
+/// Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("config", &self.inner.config)
+            .field("engine", &self.inner.control.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// An API over these stores. `control` is the engine; without one, routes that need it
+    /// (`POST /tasks/`, cancel) answer 503 and stored files trigger nothing.
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        files: Arc<dyn FileStore>,
+        tasks: Arc<dyn TaskStore>,
+        tokens: Arc<dyn TokenAuthority>,
+        control: Option<Arc<dyn TaskControl>>,
+        config: ApiConfig,
+    ) -> Self {
+        let mut config = config;
+        while config.public_base_url.ends_with('/') {
+            config.public_base_url.pop();
+        }
+        config.max_limit = config.max_limit.max(1);
+        config.default_limit = config.default_limit.clamp(1, config.max_limit);
+        Api {
+            inner: Arc::new(Inner {
+                objects,
+                files,
+                tasks,
+                tokens,
+                control,
+                config,
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// Serve HTTP/1.1 on `listener` until `shutdown` completes, then stop accepting, let requests in
+    /// flight finish (at most [`ApiConfig::shutdown_grace`]) and return.
+    ///
+    /// # Errors
+    /// Only if the listener itself fails for good; a failing connection is logged and dropped.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), kat_core::Error> {
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// Handle one request: route it, authenticate it, check its permission, run it. Never fails and
+    /// never panics outward: every problem is a response in the standard error shape.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ApiBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            method = %method,
+            route = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_us = tracing::field::Empty,
+        );
+        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        let fut = routes::dispatch(&self.inner, req, &span);
+        let response = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(parent: &span, "a request handler panicked");
+                body::error(&ApiError::internal())
+            }
+        };
+        let status = response.status().as_u16();
+        let latency = start.elapsed();
+        span.record("status", status);
+        span.record("latency_us", latency.as_micros() as u64);
+        if status >= 500 {
+            tracing::warn!(parent: &span, "request failed");
+        } else {
+            tracing::info!(parent: &span, "request");
+        }
+        response
+    }
+}

@@ -1,0 +1,156 @@
+//! Who is calling, and what they may do: the `Authorization` header, the token's claims and the
+//! shared permission check of kat-core ([`Permissions::check`]).
+
+use std::collections::BTreeSet;
+
+use http::HeaderMap;
+
+use kat_core::Error;
+use kat_core::org::OrgCode;
+use kat_core::permission::{Access, Decision, PermissionName, Permissions, Resource, required_for};
+use kat_core::task::TaskId;
+use kat_core::token::{Claims, TokenAuthority};
+
+use crate::error::{ApiError, ApiResult};
+use crate::jwt::MAX_TOKEN_BYTES;
+
+/// The token from `Authorization: Token <jwt>` or `Bearer <jwt>`.
+pub(crate) fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::not_authenticated());
+    };
+    if values.next().is_some() {
+        return Err(ApiError::authentication_failed(
+            "Invalid token header. Several Authorization headers.",
+        ));
+    }
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(ApiError::authentication_failed("Invalid token."));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::authentication_failed("Invalid token header."))?;
+    let mut words = value.split_ascii_whitespace();
+    let (Some(scheme), Some(token), None) = (words.next(), words.next(), words.next()) else {
+        return Err(ApiError::authentication_failed(
+            "Invalid token header. Expected \"Token <jwt>\" or \"Bearer <jwt>\".",
+        ));
+    };
+    if !(scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")) {
+        return Err(ApiError::authentication_failed(
+            "Invalid token header. Expected \"Token <jwt>\" or \"Bearer <jwt>\".",
+        ));
+    }
+    Ok(token)
+}
+
+/// Verify the request's token.
+pub(crate) async fn authenticate(
+    tokens: &dyn TokenAuthority,
+    headers: &HeaderMap,
+) -> ApiResult<Caller> {
+    let token = bearer(headers)?;
+    match tokens.verify(token).await {
+        Ok(claims) => Ok(Caller { claims }),
+        Err(Error::Unauthenticated(why)) => {
+            tracing::debug!(%why, "token refused");
+            Err(ApiError::authentication_failed("Invalid token."))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    pub(crate) claims: Claims,
+}
+
+fn denied(name: &PermissionName, what: Option<&str>) -> ApiError {
+    match what {
+        Some(pk) => ApiError::permission_denied(format!(
+            "You do not have permission to perform this action ({name} on {pk:?})."
+        )),
+        None => ApiError::permission_denied(format!(
+            "You do not have permission to perform this action ({name})."
+        )),
+    }
+}
+
+/// What a list may contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListScope {
+    /// Everything (of the caller's organization).
+    All,
+    /// Only these pks.
+    Only(BTreeSet<String>),
+}
+
+impl Caller {
+    pub(crate) fn org(&self) -> &OrgCode {
+        &self.claims.org
+    }
+
+    /// The task the caller's writes are attributed to (from the token, never from the request).
+    pub(crate) fn task(&self) -> Option<TaskId> {
+        self.claims.task_id
+    }
+
+    fn perms(&self) -> &Permissions {
+        &self.claims.permissions
+    }
+
+    fn name(method: &str, resource: Resource) -> ApiResult<PermissionName> {
+        required_for(method, resource)
+            .ok_or_else(|| ApiError::permission_denied("no permission covers this method"))
+    }
+
+    /// Whether the caller holds a permission at all (any scope).
+    pub(crate) fn has(&self, name: &PermissionName) -> bool {
+        self.perms().has(name)
+    }
+
+    /// One object or file by pk.
+    pub(crate) fn require_pk(&self, name: PermissionName, pk: &str) -> ApiResult<()> {
+        match self.perms().check(&name, &Access::Object(pk)) {
+            Decision::Deny => Err(denied(&name, Some(pk))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A list with the request's `search` and `limit`.
+    pub(crate) fn require_list(
+        &self,
+        name: PermissionName,
+        search: Option<&str>,
+        limit: Option<u64>,
+    ) -> ApiResult<ListScope> {
+        match self.perms().check(&name, &Access::List { search, limit }) {
+            Decision::Allow => Ok(ListScope::All),
+            Decision::AllowOnly(pks) => Ok(ListScope::Only(pks)),
+            Decision::Deny => Err(denied(&name, None)),
+        }
+    }
+
+    /// [`Caller::require_list`] with the permission named by method and resource.
+    pub(crate) fn require_list_for(
+        &self,
+        method: &str,
+        resource: Resource,
+        search: Option<&str>,
+        limit: Option<u64>,
+    ) -> ApiResult<ListScope> {
+        self.require_list(Self::name(method, resource)?, search, limit)
+    }
+
+    /// Creating something whose pk is not known yet (a file, a task, a schedule): allowed only by a
+    /// scope without `pks` that admits the request's `search` and `limit` (none on these routes).
+    pub(crate) fn require_create(&self, resource: Resource) -> ApiResult<()> {
+        let name = Self::name("POST", resource)?;
+        match self.require_list(name, None, None)? {
+            ListScope::All => Ok(()),
+            ListScope::Only(_) => Err(denied(&name, None)),
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `/file/` (and `/files/`): streamed multipart uploads, lists, metadata, authenticated streamed
+//! downloads, deletes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{HeaderValue, Response, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use kat_core::permission::{Action, PermissionName, Resource};
+use kat_core::store::{ByteStream, FileId, FileMeta, FileQuery, NewFile, Ordering};
+use kat_core::task::TaskId;
+
+use super::{Ctx, created, ok};
+use crate::auth::ListScope;
+use crate::body::{self, ApiBody, ReqBody};
+use crate::error::{ApiError, ApiResult};
+use crate::multipart::{self, MultipartReader};
+
+const VIEW: PermissionName = PermissionName {
+    action: Action::View,
+    resource: Resource::File,
+};
+const DELETE: PermissionName = PermissionName {
+    action: Action::Delete,
+    resource: Resource::File,
+};
+
+/// A file's JSON: `file` is the absolute URL of its authenticated download route.
+pub(crate) fn file_json(base: &str, m: &FileMeta) -> Value {
+    json!({
+        "id": m.id.0,
+        "file": format!("{base}/api/v1/file/{}/download/", m.id),
+        "type": m.file_type,
+        "name": m.name,
+        "size": m.size,
+        "sha256": m.sha256,
+        "task_id": m.task.map(|t| t.to_string()),
+        "organization": m.org.as_str(),
+        "created_at": m.created_at.to_string(),
+    })
+}
+
+fn parse_id(raw: &str) -> ApiResult<FileId> {
+    raw.parse::<FileId>().map_err(ApiError::from)
+}
+
+/// The file, if it exists in the caller's organization (another organization's is "not found").
+async fn load(ctx: &Ctx<'_>, id: FileId) -> ApiResult<FileMeta> {
+    match ctx.inner.files.meta(id).await? {
+        Some(m) if m.org == *ctx.caller.org() => Ok(m),
+        _ => Err(ApiError::not_found(format!("No file {id}."))),
+    }
+}
+
+/// `GET /file/`.
+pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[
+        "type", "task_id", "id", "search", "ordering", "limit", "offset",
+    ])?;
+    let p = ctx.list_params()?;
+    let scope = ctx.list_scope(Resource::File, &p)?;
+    let mut q = FileQuery::new(ctx.caller.org().clone());
+    q.file_type = ctx.query.one("type")?.map(str::to_string);
+    q.task = ctx
+        .query
+        .one("task_id")?
+        .map(|t| t.parse::<TaskId>().map_err(ApiError::from))
+        .transpose()?;
+    let ids = ctx.query.all("id");
+    let mut ids: Option<Vec<FileId>> = if ids.is_empty() {
+        None
+    } else {
+        Some(ids.iter().map(|s| parse_id(s)).collect::<ApiResult<_>>()?)
+    };
+    if let ListScope::Only(pks) = scope {
+        ids = Some(match ids {
+            Some(v) => v
+                .into_iter()
+                .filter(|i| pks.contains(&i.to_string()))
+                .collect(),
+            None => pks.iter().filter_map(|s| s.parse().ok()).collect(),
+        });
+    }
+    q.ids = ids;
+    q.search = p.search.clone();
+    q.ordering = p.ordering.as_deref().map(Ordering::parse);
+    q.limit = p.limit;
+    q.offset = p.offset;
+    q.validate()?;
+    let page = ctx.inner.files.query(&q).await?;
+    let base = ctx.base_url();
+    let results = page.items.iter().map(|m| file_json(&base, m)).collect();
+    Ok(ctx.page(&p, page.count, results))
+}
+
+/// `GET /file/<id>/`.
+pub(super) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let id = parse_id(raw)?;
+    ctx.caller.require_pk(VIEW, &id.to_string())?;
+    let m = load(ctx, id).await?;
+    Ok(ok(&file_json(&ctx.base_url(), &m)))
+}
+
+/// `GET /file/<id>/download/`: the contents, streamed, with `Content-Length`.
+pub(super) async fn download(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let id = parse_id(raw)?;
+    ctx.caller.require_pk(VIEW, &id.to_string())?;
+    let m = load(ctx, id).await?;
+    let stream = ctx.inner.files.open(id).await?;
+    let body = StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync();
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.size));
+    let safe_name: String = m
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe_name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"sha256:{}\"", m.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
+/// `DELETE /file/<id>/`.
+pub(super) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let id = parse_id(raw)?;
+    ctx.caller.require_pk(DELETE, &id.to_string())?;
+    load(ctx, id).await?;
+    if !ctx.inner.files.delete(id).await? {
+        return Err(ApiError::not_found(format!("No file {id}.")));
+    }
+    Ok(body::no_content())
+}
+
+/// Why an upload stream stopped early, for the response (the store only sees an I/O error).
+type StopReason = Arc<std::sync::Mutex<Option<ApiError>>>;
+
+fn record(reason: &StopReason, e: ApiError) -> std::io::Error {
+    let msg = e.detail.clone();
+    if let Ok(mut g) = reason.lock() {
+        g.get_or_insert(e);
+    }
+    std::io::Error::other(msg)
+}
+
+fn taken(reason: &StopReason) -> Option<ApiError> {
+    reason.lock().ok().and_then(|mut g| g.take())
+}
+
+/// The current part's data as a [`ByteStream`], counting bytes against the upload limit.
+fn part_stream(reader: Arc<Mutex<MultipartReader>>, limit: u64, reason: StopReason) -> ByteStream {
+    let s = futures::stream::unfold(
+        (reader, 0u64, reason, false),
+        move |(reader, seen, reason, done)| async move {
+            if done {
+                return None;
+            }
+            let next = reader.lock().await.next_chunk().await;
+            match next {
+                Ok(Some(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > limit {
+                        let e = record(&reason, too_large(limit));
+                        return Some((Err(e), (reader, seen, reason, true)));
+                    }
+                    Some((Ok(chunk), (reader, seen, reason, false)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    let e = record(&reason, e);
+                    Some((Err(e), (reader, seen, reason, true)))
+                }
+            }
+        },
+    );
+    Box::pin(s)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::too_large(format!("the file is larger than {limit} bytes"))
+}
+
+/// A spooled upload on disk, removed when dropped.
+struct Spool {
+    path: std::path::PathBuf,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn default_type(name: &str) -> String {
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|e| kat_core::plugin::check_file_type(e).is_ok())
+        .unwrap_or("file")
+        .to_string()
+}
+
+fn file_name(filename: Option<&str>) -> String {
+    let raw = filename.unwrap_or("");
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    if base.is_empty() {
+        "file".to_string()
+    } else {
+        base.to_string()
+    }
+}
+
+/// `POST /file/`: multipart with a `file` part and an optional `type` field (before or after it).
+/// The file is streamed into the store frame by frame; org and task come from the token.
+pub(super) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    if ctx.query.pairs().iter().any(|(k, _)| k == "task_id") {
+        return Err(ApiError::invalid(
+            "task_id",
+            "the task of an upload comes from the token, not from a query parameter",
+        ));
+    }
+    ctx.query.only(&[])?;
+    ctx.caller.require_create(Resource::File)?;
+    let boundary = multipart::boundary(ctx.headers.get(header::CONTENT_TYPE))?;
+    let limit = ctx.inner.config.max_upload;
+    if let Some(n) = body::content_length(&ctx.headers)?
+        && n > limit.saturating_add(64 * 1024)
+    {
+        return Err(too_large(limit));
+    }
+    let req_body: ReqBody = ctx.take_body();
+    let reader = Arc::new(Mutex::new(MultipartReader::new(req_body, &boundary)));
+    let org = ctx.caller.org().clone();
+    let task = ctx.caller.task();
+    let mut file_type: Option<String> = None;
+    let mut stored: Option<FileMeta> = None;
+    let mut spooled: Option<(Spool, String)> = None;
+    loop {
+        let part = reader.lock().await.next_part().await?;
+        let Some(part) = part else { break };
+        match part.name.as_str() {
+            "type" => {
+                if file_type.is_some() {
+                    return Err(ApiError::invalid("type", "type may be given once"));
+                }
+                let t = reader.lock().await.read_text("type", 256).await?;
+                let t = t.trim().to_string();
+                kat_core::plugin::check_file_type(&t).map_err(|m| ApiError::invalid("type", m))?;
+                file_type = Some(t);
+            }
+            "file" => {
+                if stored.is_some() || spooled.is_some() {
+                    return Err(ApiError::invalid("file", "one file per upload"));
+                }
+                let name = file_name(part.filename.as_deref());
+                match &file_type {
+                    Some(t) => {
+                        let new = NewFile {
+                            org: org.clone(),
+                            file_type: t.clone(),
+                            name,
+                            task,
+                        };
+                        stored = Some(put_streaming(ctx, new, reader.clone(), limit).await?);
+                    }
+                    None => {
+                        let spool = spool_part(ctx, &reader, limit).await?;
+                        spooled = Some((spool, name));
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown form field {other:?}; send \"file\" and optionally \"type\""),
+                ));
+            }
+        }
+    }
+    reader.lock().await.finish().await?;
+    let meta = match (stored, spooled) {
+        (Some(m), _) => m,
+        (None, Some((spool, name))) => {
+            let file_type = file_type.unwrap_or_else(|| default_type(&name));
+            let new = NewFile {
+                org,
+                file_type,
+                name,
+                task,
+            };
+            let f = tokio::fs::File::open(&spool.path).await?;
+            let stream: ByteStream =
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024));
+            let m = ctx.inner.files.put(new, stream).await?;
+            drop(spool);
+            m
+        }
+        (None, None) => {
+            return Err(ApiError::invalid("file", "the \"file\" part is required"));
+        }
+    };
+    // The file is stored; a retried upload would store it twice. Report a chaining failure, do
+    // not fail the upload.
+    if let Some(control) = &ctx.inner.control
+        && let Err(e) = control.file_stored(&meta).await
+    {
+        tracing::error!(file = %meta.id, error = %e, "chaining after a stored file failed");
+    }
+    Ok(created(&file_json(&ctx.base_url(), &meta)))
+}
+
+async fn put_streaming(
+    ctx: &Ctx<'_>,
+    new: NewFile,
+    reader: Arc<Mutex<MultipartReader>>,
+    limit: u64,
+) -> ApiResult<FileMeta> {
+    let reason: StopReason = Arc::default();
+    let stream = part_stream(reader, limit, reason.clone());
+    match ctx.inner.files.put(new, stream).await {
+        Ok(m) => Ok(m),
+        Err(e) => Err(taken(&reason).unwrap_or_else(|| ApiError::from(e))),
+    }
+}
+
+async fn spool_part(
+    ctx: &Ctx<'_>,
+    reader: &Arc<Mutex<MultipartReader>>,
+    limit: u64,
+) -> ApiResult<Spool> {
+    let dir = ctx
+        .inner
+        .config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let spool = Spool {
+        path: dir.join(format!("kat-upload-{}", uuid::Uuid::new_v4())),
+    };
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&spool.path)
+        .await?;
+    let mut seen = 0u64;
+    loop {
+        let chunk: Option<Bytes> = reader.lock().await.next_chunk().await?;
+        let Some(chunk) = chunk else { break };
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(too_large(limit));
+        }
+        f.write_all(&chunk).await?;
+    }
+    f.flush().await?;
+    Ok(spool)
+}

@@ -1,0 +1,431 @@
+//! `/objects/`: bulk writes, per-type lists, details, deletes and a hostname's DNS records.
+
+use std::collections::BTreeSet;
+
+use http::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
+use kat_core::permission::{Action, PermissionName, Resource};
+use kat_core::store::{ObjectQuery, Ordering, StoredObject};
+
+use super::{Ctx, created, object_body, ok};
+use crate::auth::ListScope;
+use crate::body::{self, ApiBody};
+use crate::error::{ApiError, ApiResult};
+
+fn perm(action: Action, ty: ObjectType) -> PermissionName {
+    PermissionName::new(action, Resource::Object(ty))
+}
+
+fn to_json(o: &StoredObject) -> Value {
+    Value::Object(o.to_json())
+}
+
+fn parse_key(ty: ObjectType, raw: &str) -> ApiResult<NaturalKey> {
+    ty.parse_key(raw).map_err(ApiError::from)
+}
+
+/// Validate a list of objects of one type; errors at `<prefix>[i].<field>`.
+fn validate_all(ty: ObjectType, items: &[Value], prefix: &str) -> ApiResult<Vec<Object>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Object::from_json(ty, v)
+                .map_err(|e| ApiError::from(e.within(&format!("{prefix}[{i}]"))))
+        })
+        .collect()
+}
+
+/// The caller may create each of these objects (its `add_<type>` scope admits each key).
+fn check_create(ctx: &Ctx<'_>, ty: ObjectType, objects: &[Object]) -> ApiResult<()> {
+    let name = perm(Action::Add, ty);
+    if !ctx.caller.has(&name) {
+        return Err(ApiError::permission_denied(format!(
+            "You do not have permission to perform this action ({name})."
+        )));
+    }
+    for o in objects {
+        ctx.caller.require_pk(name, o.natural_key().as_str())?;
+    }
+    Ok(())
+}
+
+/// `POST /objects/`: `{"<type>": [...], ...}`, all or nothing.
+pub(super) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let body = object_body(ctx.read_json().await?, "keyed by object type")?;
+    let mut groups: Vec<(String, ObjectType, Vec<Value>)> = Vec::with_capacity(body.len());
+    for (k, v) in body {
+        let ty: ObjectType = k.parse().map_err(|_| {
+            ApiError::invalid(
+                k.as_str(),
+                format!(
+                    "unknown object type {k:?}; known types: {}",
+                    ObjectType::ALL.map(ObjectType::as_str).join(", ")
+                ),
+            )
+        })?;
+        let items = match v {
+            Value::Array(items) => items,
+            _ => {
+                return Err(ApiError::invalid(
+                    k.as_str(),
+                    format!("expected a list of {ty} objects"),
+                ));
+            }
+        };
+        let name = perm(Action::Add, ty);
+        if !ctx.caller.has(&name) {
+            return Err(ApiError::permission_denied(format!(
+                "You do not have permission to perform this action ({name})."
+            )));
+        }
+        groups.push((k, ty, items));
+    }
+    let mut all = Vec::new();
+    let mut sizes = Vec::with_capacity(groups.len());
+    for (k, ty, items) in &groups {
+        let objects = validate_all(*ty, items, k)?;
+        check_create(ctx, *ty, &objects)?;
+        sizes.push(objects.len());
+        all.extend(objects);
+    }
+    let stored = if all.is_empty() {
+        Vec::new()
+    } else {
+        ctx.inner
+            .objects
+            .upsert(ctx.caller.org(), all, ctx.caller.task())
+            .await?
+    };
+    let mut out = Map::new();
+    let mut it = stored.iter();
+    for ((k, _, _), n) in groups.iter().zip(sizes) {
+        let items: Vec<Value> = it.by_ref().take(n).map(to_json).collect();
+        out.insert(k.clone(), Value::Array(items));
+    }
+    Ok(created(&Value::Object(out)))
+}
+
+/// `POST /objects/<type>/`: one object or a list, answered in the same shape.
+pub(super) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let name = perm(Action::Add, ty);
+    if !ctx.caller.has(&name) {
+        return Err(ApiError::permission_denied(format!(
+            "You do not have permission to perform this action ({name})."
+        )));
+    }
+    let v = ctx.read_json().await?;
+    let (items, single) = match v {
+        Value::Array(items) => (items, false),
+        Value::Object(_) => (vec![v], true),
+        _ => {
+            return Err(ApiError::invalid(
+                "",
+                format!("expected a {ty} object or a list of them"),
+            ));
+        }
+    };
+    let objects = if single {
+        vec![Object::from_json(ty, &items[0])?]
+    } else {
+        validate_all(ty, &items, "")?
+    };
+    check_create(ctx, ty, &objects)?;
+    let stored = if objects.is_empty() {
+        Vec::new()
+    } else {
+        ctx.inner
+            .objects
+            .upsert(ctx.caller.org(), objects, ctx.caller.task())
+            .await?
+    };
+    if single {
+        let first = stored.first().map(to_json).unwrap_or(Value::Null);
+        Ok(created(&first))
+    } else {
+        Ok(created(&Value::Array(stored.iter().map(to_json).collect())))
+    }
+}
+
+/// `GET /objects/<type>/`.
+pub(super) async fn list(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+    let mut known: Vec<&str> = ty.fields().to_vec();
+    known.extend(["id", "search", "ordering", "limit", "offset"]);
+    ctx.query.only(&known)?;
+    let p = ctx.list_params()?;
+    let scope = ctx.list_scope(Resource::Object(ty), &p)?;
+    let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
+    for f in ty.fields() {
+        let values = ctx.query.all(f);
+        if !values.is_empty() {
+            q.filters.push((
+                (*f).to_string(),
+                values.iter().map(|s| s.to_string()).collect(),
+            ));
+        }
+    }
+    let ids = ctx.query.all("id");
+    let mut keys: Option<Vec<NaturalKey>> = if ids.is_empty() {
+        None
+    } else {
+        Some(
+            ids.iter()
+                .map(|s| parse_key(ty, s).map_err(|e| e.with_attr("id")))
+                .collect::<ApiResult<_>>()?,
+        )
+    };
+    if let ListScope::Only(pks) = scope {
+        keys = Some(match keys {
+            Some(k) => k.into_iter().filter(|k| pks.contains(k.as_str())).collect(),
+            None => pks
+                .iter()
+                .filter_map(|s| NaturalKey::parse(s).ok())
+                .collect(),
+        });
+    }
+    q.keys = keys;
+    q.search = p.search.clone();
+    q.ordering = p.ordering.as_deref().map(Ordering::parse);
+    q.limit = p.limit;
+    q.offset = p.offset;
+    q.validate()?;
+    let page = ctx.inner.objects.query(&q).await?;
+    let results = page.items.iter().map(to_json).collect();
+    Ok(ctx.page(&p, page.count, results))
+}
+
+async fn load(ctx: &Ctx<'_>, ty: ObjectType, key: &NaturalKey) -> ApiResult<StoredObject> {
+    ctx.inner
+        .objects
+        .get(ctx.caller.org(), ty, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No {ty} {:?}.", key.as_str())))
+}
+
+/// `GET /objects/<type>/<key>/`.
+pub(super) async fn retrieve(
+    ctx: &mut Ctx<'_>,
+    ty: ObjectType,
+    raw: &str,
+) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let key = parse_key(ty, raw)?;
+    ctx.caller
+        .require_pk(perm(Action::View, ty), key.as_str())?;
+    let o = load(ctx, ty, &key).await?;
+    Ok(ok(&to_json(&o)))
+}
+
+fn scan_profile(v: &Value) -> ApiResult<ScanProfile> {
+    match v {
+        Value::Null => Ok(ScanProfile {
+            level: None,
+            declared: false,
+        }),
+        Value::Number(n) => {
+            let level = n
+                .as_u64()
+                .and_then(|l| u8::try_from(l).ok())
+                .ok_or_else(|| ApiError::invalid("scan_level", "scan_level must be 0 to 4 or null"))
+                .and_then(|l| ScanLevel::new(l).map_err(ApiError::from))?;
+            Ok(ScanProfile::declared(level))
+        }
+        _ => Err(ApiError::invalid(
+            "scan_level",
+            "scan_level must be 0 to 4 or null",
+        )),
+    }
+}
+
+/// `PATCH /objects/<type>/<key>/`: `scan_level` (declared, or `null` for inherited) and non-key
+/// attributes. Absent values never erase known ones (the store merges).
+pub(super) async fn update(
+    ctx: &mut Ctx<'_>,
+    ty: ObjectType,
+    raw: &str,
+) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let key = parse_key(ty, raw)?;
+    ctx.caller
+        .require_pk(perm(Action::Change, ty), key.as_str())?;
+    let mut patch = object_body(ctx.read_json().await?, "the fields to change")?;
+    let stored = load(ctx, ty, &key).await?;
+    let scan = match patch.remove("scan_level") {
+        None => None,
+        Some(_) if !ty.has_scan_level() => {
+            return Err(ApiError::invalid(
+                "scan_level",
+                format!("{ty} objects have no scan level"),
+            ));
+        }
+        Some(v) => Some(scan_profile(&v)?),
+    };
+    patch.remove("declared");
+    let changed = if patch.is_empty() {
+        None
+    } else {
+        let mut merged = stored.object.to_json();
+        let keys: Vec<String> = patch.keys().cloned().collect();
+        merged.extend(patch);
+        let o = Object::from_json(ty, &Value::Object(merged))?;
+        if o.natural_key() != stored.key {
+            return Err(ApiError::invalid(
+                keys.first().map(String::as_str).unwrap_or(""),
+                "the fields of an object's natural key cannot change; create a new object instead",
+            ));
+        }
+        Some(o)
+    };
+    if let Some(o) = changed {
+        ctx.inner
+            .objects
+            .upsert(ctx.caller.org(), vec![o], ctx.caller.task())
+            .await?;
+    }
+    if let Some(profile) = scan {
+        ctx.inner
+            .objects
+            .set_scan_profile(ctx.caller.org(), ty, &key, profile)
+            .await?;
+    }
+    let o = load(ctx, ty, &key).await?;
+    Ok(ok(&to_json(&o)))
+}
+
+/// `DELETE /objects/<type>/<key>/`.
+pub(super) async fn destroy(
+    ctx: &mut Ctx<'_>,
+    ty: ObjectType,
+    raw: &str,
+) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let key = parse_key(ty, raw)?;
+    ctx.caller
+        .require_pk(perm(Action::Delete, ty), key.as_str())?;
+    let n = ctx
+        .inner
+        .objects
+        .delete(ctx.caller.org(), ty, std::slice::from_ref(&key))
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("No {ty} {:?}.", key.as_str())));
+    }
+    Ok(body::no_content())
+}
+
+/// `DELETE /objects/<type>/?id=a&id=b`: only the listed objects; no ids is a 400, never "all".
+pub(super) async fn delete_many(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&["id"])?;
+    let ids = ctx.query.all("id");
+    if ids.is_empty() {
+        return Err(ApiError::invalid(
+            "id",
+            "name the objects to delete with ?id=<key>&id=<key>; deleting every object is not supported",
+        ));
+    }
+    let keys: Vec<NaturalKey> = ids
+        .iter()
+        .map(|s| parse_key(ty, s).map_err(|e| e.with_attr("id")))
+        .collect::<ApiResult<_>>()?;
+    let name = perm(Action::Delete, ty);
+    for k in &keys {
+        ctx.caller.require_pk(name, k.as_str())?;
+    }
+    let n = ctx
+        .inner
+        .objects
+        .delete(ctx.caller.org(), ty, &keys)
+        .await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &serde_json::json!({"deleted": n}),
+    ))
+}
+
+async fn find_records(
+    ctx: &Ctx<'_>,
+    host: &NaturalKey,
+    candidates: &BTreeSet<NaturalKey>,
+) -> ApiResult<Vec<(ObjectType, NaturalKey)>> {
+    let mut found = Vec::new();
+    if candidates.is_empty() {
+        return Ok(found);
+    }
+    for ty in ObjectType::DNS_RECORDS {
+        let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
+        q.filters
+            .push(("hostname".into(), vec![host.as_str().to_string()]));
+        q.keys = Some(candidates.iter().cloned().collect());
+        q.limit = candidates.len();
+        let page = ctx.inner.objects.query(&q).await?;
+        found.extend(page.items.into_iter().map(|o| (ty, o.key)));
+    }
+    Ok(found)
+}
+
+/// `DELETE /objects/hostname/<key>/dnsrecord/?record_id=a&record_id=b,c`: that hostname's records
+/// only, each needing `objects.delete_<its record type>`.
+pub(super) async fn delete_dns_records(
+    ctx: &mut Ctx<'_>,
+    raw: &str,
+) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&["record_id"])?;
+    let host = parse_key(ObjectType::Hostname, raw)?;
+    let values = ctx.query.all("record_id");
+    if values.is_empty() {
+        return Err(ApiError::invalid(
+            "record_id",
+            "record_ids should be a non-empty list: ?record_id=<key>&record_id=<key>",
+        ));
+    }
+    let delete_perms: Vec<PermissionName> = ObjectType::DNS_RECORDS
+        .iter()
+        .map(|t| perm(Action::Delete, *t))
+        .collect();
+    if !delete_perms.iter().any(|p| ctx.caller.has(p)) {
+        return Err(ApiError::permission_denied(
+            "You do not have permission to perform this action (objects.delete_<dns record type>).",
+        ));
+    }
+    // A value is a key as it is; when no record has it and it holds commas, it is a comma list.
+    let whole: BTreeSet<NaturalKey> = values
+        .iter()
+        .filter_map(|v| NaturalKey::parse(v).ok())
+        .collect();
+    let mut found = find_records(ctx, &host, &whole).await?;
+    let parts: BTreeSet<NaturalKey> = values
+        .iter()
+        .filter(|v| v.contains(',') && !found.iter().any(|(_, k)| k.as_str() == **v))
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| NaturalKey::parse(p.trim()).ok())
+        .filter(|k| !found.iter().any(|(_, f)| f == k))
+        .collect();
+    found.extend(find_records(ctx, &host, &parts).await?);
+    for (ty, k) in &found {
+        ctx.caller
+            .require_pk(perm(Action::Delete, *ty), k.as_str())?;
+    }
+    let mut deleted = 0;
+    for ty in ObjectType::DNS_RECORDS {
+        let keys: Vec<NaturalKey> = found
+            .iter()
+            .filter(|(t, _)| *t == ty)
+            .map(|(_, k)| k.clone())
+            .collect();
+        if !keys.is_empty() {
+            deleted += ctx
+                .inner
+                .objects
+                .delete(ctx.caller.org(), ty, &keys)
+                .await?;
+        }
+    }
+    Ok(body::json(
+        StatusCode::OK,
+        &serde_json::json!({"deleted": deleted}),
+    ))
+}

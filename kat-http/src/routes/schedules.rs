@@ -1,0 +1,475 @@
+//! `/schedules/` and `/object-sets/`: CRUD, scoped to the caller's organization.
+
+use std::collections::BTreeSet;
+
+use http::Response;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use kat_core::clock::Timestamp;
+use kat_core::object::{NaturalKey, ObjectType};
+use kat_core::permission::{Action, PermissionName, Resource};
+use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
+
+use super::{Ctx, created, object_body, ok, only_fields, page_of};
+use crate::auth::ListScope;
+use crate::body::{self, ApiBody};
+use crate::error::{ApiError, ApiResult};
+
+fn perm(action: Action, r: Resource) -> PermissionName {
+    PermissionName::new(action, r)
+}
+
+fn parse_uuid(raw: &str, what: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::invalid("id", format!("not a {what} id (a UUID): {raw:?}")))
+}
+
+fn scoped<T>(items: Vec<T>, scope: &ListScope, id: impl Fn(&T) -> String) -> Vec<T> {
+    match scope {
+        ListScope::All => items,
+        ListScope::Only(pks) => items.into_iter().filter(|t| pks.contains(&id(t))).collect(),
+    }
+}
+
+// ---------------------------------------------------------------- schedules
+
+fn schedule_json(s: &Schedule) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "organization": s.org.as_ref().map(|o| o.as_str()),
+        "plugin_id": s.plugin_id,
+        "object_set_id": s.object_set.map(|o| o.to_string()),
+        "interval": s.interval.to_string(),
+        "enabled": s.enabled,
+        "next_run_at": s.next_run_at.to_string(),
+        "last_run_at": s.last_run_at.map(|t| t.to_string()),
+        "created_at": s.created_at.to_string(),
+    })
+}
+
+const SCHEDULE_FIELDS: [&str; 4] = ["plugin_id", "object_set_id", "interval", "enabled"];
+
+/// Apply the fields of a schedule body to `s`, validating each against the stores.
+async fn apply_schedule(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut Schedule) -> ApiResult<()> {
+    only_fields(m, &SCHEDULE_FIELDS)?;
+    if let Some(v) = m.get("plugin_id") {
+        let Value::String(id) = v else {
+            return Err(ApiError::invalid("plugin_id", "plugin_id must be a string"));
+        };
+        let Some(rec) = ctx.inner.tasks.get_plugin(id).await? else {
+            return Err(ApiError::invalid(
+                "plugin_id",
+                format!("unknown plugin {id:?}"),
+            ));
+        };
+        s.plugin_id = id.clone();
+        if !m.contains_key("interval")
+            && let Some(r) = rec.def.recurrences
+        {
+            s.interval = r;
+        }
+    }
+    if let Some(v) = m.get("object_set_id") {
+        s.object_set = match v {
+            Value::Null => None,
+            Value::String(raw) => {
+                let id = ObjectSetId(Uuid::parse_str(raw).map_err(|_| {
+                    ApiError::invalid("object_set_id", format!("not an object set id: {raw:?}"))
+                })?);
+                match ctx.inner.tasks.get_object_set(id).await? {
+                    Some(set) if set.org == *ctx.caller.org() => Some(id),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "object_set_id",
+                            format!("no object set {raw} in this organization"),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "object_set_id",
+                    "object_set_id must be a string or null",
+                ));
+            }
+        };
+    }
+    if let Some(v) = m.get("interval") {
+        let Value::String(raw) = v else {
+            return Err(ApiError::invalid(
+                "interval",
+                "interval must be an ISO 8601 duration such as PT24H",
+            ));
+        };
+        s.interval = raw.parse::<Interval>().map_err(ApiError::from)?;
+    }
+    if let Some(v) = m.get("enabled") {
+        let Value::Bool(b) = v else {
+            return Err(ApiError::invalid(
+                "enabled",
+                "enabled must be true or false",
+            ));
+        };
+        s.enabled = *b;
+    }
+    Ok(())
+}
+
+/// `POST /schedules/`.
+pub(super) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    ctx.caller.require_create(Resource::Schedule)?;
+    let m = object_body(ctx.read_json().await?, "a schedule")?;
+    if !m.contains_key("plugin_id") {
+        return Err(ApiError::invalid("plugin_id", "this field is required"));
+    }
+    let now = Timestamp::now();
+    let mut s = Schedule {
+        id: ScheduleId::new(),
+        org: Some(ctx.caller.org().clone()),
+        plugin_id: String::new(),
+        object_set: None,
+        interval: Interval::from_secs(86_400)?,
+        enabled: true,
+        next_run_at: now,
+        last_run_at: None,
+        created_at: now,
+    };
+    apply_schedule(ctx, &m, &mut s).await?;
+    ctx.inner.tasks.put_schedule(s.clone()).await?;
+    Ok(created(&schedule_json(&s)))
+}
+
+/// `GET /schedules/`.
+pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query
+        .only(&["plugin_id", "enabled", "limit", "offset"])?;
+    let p = ctx.list_params()?;
+    let scope = ctx.list_scope(Resource::Schedule, &p)?;
+    let plugin = ctx.query.one("plugin_id")?.map(str::to_string);
+    let enabled = match ctx.query.one("enabled")? {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::invalid("enabled", "enabled is true or false")),
+    };
+    let mut all = ctx
+        .inner
+        .tasks
+        .list_schedules(Some(ctx.caller.org()))
+        .await?;
+    all.retain(|s| {
+        s.org.as_ref() == Some(ctx.caller.org())
+            && plugin.as_ref().is_none_or(|p| *p == s.plugin_id)
+            && enabled.is_none_or(|e| e == s.enabled)
+    });
+    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let all = scoped(all, &scope, |s| s.id.to_string());
+    let (count, items) = page_of(all, &p);
+    Ok(ctx.page(&p, count, items.iter().map(schedule_json).collect()))
+}
+
+async fn load_schedule(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<Schedule> {
+    let id = ScheduleId(parse_uuid(raw, "schedule")?);
+    ctx.caller
+        .require_pk(perm(action, Resource::Schedule), &id.to_string())?;
+    match ctx.inner.tasks.get_schedule(id).await? {
+        Some(s) if s.org.as_ref() == Some(ctx.caller.org()) => Ok(s),
+        _ => Err(ApiError::not_found(format!("No schedule {id}."))),
+    }
+}
+
+/// `GET /schedules/<id>/`.
+pub(super) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let s = load_schedule(ctx, raw, Action::View).await?;
+    Ok(ok(&schedule_json(&s)))
+}
+
+/// `PATCH /schedules/<id>/`.
+pub(super) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let mut s = load_schedule(ctx, raw, Action::Change).await?;
+    let m = object_body(ctx.read_json().await?, "the fields to change")?;
+    apply_schedule(ctx, &m, &mut s).await?;
+    ctx.inner.tasks.put_schedule(s.clone()).await?;
+    Ok(ok(&schedule_json(&s)))
+}
+
+/// `DELETE /schedules/<id>/`.
+pub(super) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let s = load_schedule(ctx, raw, Action::Delete).await?;
+    ctx.inner.tasks.delete_schedule(s.id).await?;
+    Ok(body::no_content())
+}
+
+// ---------------------------------------------------------------- object sets
+
+fn set_json(s: &ObjectSet) -> Value {
+    let filters: Map<String, Value> = s
+        .filters
+        .iter()
+        .map(|(f, v)| (f.clone(), json!(v)))
+        .collect();
+    json!({
+        "id": s.id.to_string(),
+        "organization": s.org.as_str(),
+        "name": s.name,
+        "description": s.description,
+        "object_type": s.object_type.as_str(),
+        "all": s.all,
+        "filters": filters,
+        "keys": s.keys.iter().map(NaturalKey::as_str).collect::<Vec<_>>(),
+    })
+}
+
+const SET_FIELDS: [&str; 6] = [
+    "name",
+    "description",
+    "object_type",
+    "all",
+    "filters",
+    "keys",
+];
+
+fn text_field(m: &Map<String, Value>, name: &str, max: usize) -> ApiResult<Option<String>> {
+    match m.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.len() <= max && !s.chars().any(char::is_control) => {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be a string of at most {max} characters"),
+        )),
+    }
+}
+
+async fn apply_set(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut ObjectSet) -> ApiResult<()> {
+    only_fields(m, &SET_FIELDS)?;
+    if let Some(name) = text_field(m, "name", 128)? {
+        if name.trim().is_empty() {
+            return Err(ApiError::invalid("name", "name cannot be empty"));
+        }
+        s.name = name;
+    }
+    if let Some(d) = text_field(m, "description", 4096)? {
+        s.description = d;
+    }
+    if let Some(v) = m.get("object_type") {
+        let Value::String(t) = v else {
+            return Err(ApiError::invalid(
+                "object_type",
+                "object_type must be a string",
+            ));
+        };
+        s.object_type = t
+            .parse::<ObjectType>()
+            .map_err(|e| ApiError::from(e).with_attr("object_type"))?;
+    }
+    if let Some(v) = m.get("all") {
+        let Value::Bool(b) = v else {
+            return Err(ApiError::invalid("all", "all must be true or false"));
+        };
+        s.all = *b;
+    }
+    if let Some(v) = m.get("filters") {
+        let Value::Object(f) = v else {
+            return Err(ApiError::invalid(
+                "filters",
+                "filters must be an object: {\"field\": [\"value\", ...]}",
+            ));
+        };
+        let mut out = Vec::new();
+        for (field, values) in f {
+            let at = format!("filters.{field}");
+            let values: Vec<String> = match values {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s.clone()),
+                        Value::Number(n) => Ok(n.to_string()),
+                        Value::Bool(b) => Ok(b.to_string()),
+                        _ => Err(ApiError::invalid(at.as_str(), "filter values are strings")),
+                    })
+                    .collect::<ApiResult<_>>()?,
+                _ => {
+                    return Err(ApiError::invalid(
+                        at.as_str(),
+                        "a filter is a value or a list of values",
+                    ));
+                }
+            };
+            if values.is_empty() {
+                return Err(ApiError::invalid(
+                    at.as_str(),
+                    "a filter needs at least one value",
+                ));
+            }
+            out.push((field.clone(), values));
+        }
+        s.filters = out;
+    }
+    // Filters must name fields of the (possibly new) type.
+    for (field, _) in &s.filters {
+        if !s.object_type.fields().contains(&field.as_str()) {
+            return Err(ApiError::invalid(
+                format!("filters.{field}"),
+                format!(
+                    "{} has no field {field:?}; fields: {}",
+                    s.object_type,
+                    s.object_type.fields().join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(v) = m.get("keys") {
+        let Value::Array(items) = v else {
+            return Err(ApiError::invalid(
+                "keys",
+                "keys must be a list of natural keys",
+            ));
+        };
+        let mut keys = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, k) in items.iter().enumerate() {
+            let Value::String(k) = k else {
+                return Err(ApiError::invalid(format!("keys[{i}]"), "a key is a string"));
+            };
+            let key = s
+                .object_type
+                .parse_key(k)
+                .map_err(|e| ApiError::from(e).with_attr(format!("keys[{i}]")))?;
+            if seen.insert(key.clone()) {
+                keys.push(key);
+            }
+        }
+        s.keys = keys;
+    } else {
+        for (i, k) in s.keys.iter().enumerate() {
+            s.object_type
+                .parse_key(k.as_str())
+                .map_err(|e| ApiError::from(e).with_attr(format!("keys[{i}]")))?;
+        }
+    }
+    // Names are unique within an organization.
+    let others = ctx
+        .inner
+        .tasks
+        .list_object_sets(Some(ctx.caller.org()))
+        .await?;
+    if others.iter().any(|o| o.id != s.id && o.name == s.name) {
+        return Err(ApiError::new(
+            http::StatusCode::CONFLICT,
+            crate::error::ErrorType::Client,
+            "conflict",
+            format!("an object set named {:?} exists", s.name),
+        )
+        .with_attr("name"));
+    }
+    Ok(())
+}
+
+/// `POST /object-sets/`.
+pub(super) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    ctx.caller.require_create(Resource::ObjectSet)?;
+    let m = object_body(ctx.read_json().await?, "an object set")?;
+    for required in ["name", "object_type"] {
+        if !m.contains_key(required) {
+            return Err(ApiError::invalid(required, "this field is required"));
+        }
+    }
+    let mut s = ObjectSet {
+        id: ObjectSetId::new(),
+        name: String::new(),
+        description: String::new(),
+        org: ctx.caller.org().clone(),
+        object_type: ObjectType::Hostname,
+        all: false,
+        filters: Vec::new(),
+        keys: Vec::new(),
+    };
+    apply_set(ctx, &m, &mut s).await?;
+    ctx.inner.tasks.put_object_set(s.clone()).await?;
+    Ok(created(&set_json(&s)))
+}
+
+/// `GET /object-sets/`.
+pub(super) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&["object_type", "limit", "offset"])?;
+    let p = ctx.list_params()?;
+    let scope = ctx.list_scope(Resource::ObjectSet, &p)?;
+    let ty = ctx
+        .query
+        .one("object_type")?
+        .map(|t| {
+            t.parse::<ObjectType>()
+                .map_err(|e| ApiError::from(e).with_attr("object_type"))
+        })
+        .transpose()?;
+    let mut all = ctx
+        .inner
+        .tasks
+        .list_object_sets(Some(ctx.caller.org()))
+        .await?;
+    all.retain(|s| s.org == *ctx.caller.org() && ty.is_none_or(|t| t == s.object_type));
+    all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    let all = scoped(all, &scope, |s| s.id.to_string());
+    let (count, items) = page_of(all, &p);
+    Ok(ctx.page(&p, count, items.iter().map(set_json).collect()))
+}
+
+async fn load_set(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<ObjectSet> {
+    let id = ObjectSetId(parse_uuid(raw, "object set")?);
+    ctx.caller
+        .require_pk(perm(action, Resource::ObjectSet), &id.to_string())?;
+    match ctx.inner.tasks.get_object_set(id).await? {
+        Some(s) if s.org == *ctx.caller.org() => Ok(s),
+        _ => Err(ApiError::not_found(format!("No object set {id}."))),
+    }
+}
+
+/// `GET /object-sets/<id>/`.
+pub(super) async fn retrieve_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let s = load_set(ctx, raw, Action::View).await?;
+    Ok(ok(&set_json(&s)))
+}
+
+/// `PATCH /object-sets/<id>/`.
+pub(super) async fn update_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let mut s = load_set(ctx, raw, Action::Change).await?;
+    let m = object_body(ctx.read_json().await?, "the fields to change")?;
+    apply_set(ctx, &m, &mut s).await?;
+    ctx.inner.tasks.put_object_set(s.clone()).await?;
+    Ok(ok(&set_json(&s)))
+}
+
+/// `DELETE /object-sets/<id>/`: refused (409) while a schedule uses the set.
+pub(super) async fn destroy_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    let s = load_set(ctx, raw, Action::Delete).await?;
+    let schedules = ctx
+        .inner
+        .tasks
+        .list_schedules(Some(ctx.caller.org()))
+        .await?;
+    if let Some(used) = schedules.iter().find(|x| x.object_set == Some(s.id)) {
+        return Err(ApiError::new(
+            http::StatusCode::CONFLICT,
+            crate::error::ErrorType::Client,
+            "conflict",
+            format!(
+                "schedule {} uses this object set; delete or change it first",
+                used.id
+            ),
+        ));
+    }
+    ctx.inner.tasks.delete_object_set(s.id).await?;
+    Ok(body::no_content())
+}

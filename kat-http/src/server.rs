@@ -1,0 +1,69 @@
+//! The accept loop: HTTP/1.1 connections on hyper, bounded request heads, graceful shutdown.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+
+use crate::Api;
+
+pub(crate) async fn serve(
+    api: Api,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), kat_core::Error> {
+    let mut builder = http1::Builder::new();
+    let cfg = api.config().clone();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_header_size(cfg.max_header_bytes.max(1024))
+        .max_buf_size(cfg.max_header_bytes.max(64 * 1024).max(8192))
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "kat-http listening");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let api = api.clone();
+                let service = service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(api.handle(req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("kat-http shutting down");
+    match tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("kat-http stopped"),
+        Err(_) => tracing::warn!(
+            "kat-http stopped with requests still in flight after {:?}",
+            cfg.shutdown_grace
+        ),
+    }
+    Ok(())
+}

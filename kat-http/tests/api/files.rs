@@ -1,0 +1,309 @@
+//! `/file/`: multipart uploads (type before, after or absent), metadata with absolute download URLs,
+//! authenticated byte-exact downloads, scopes, deletes, limits.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use kat_core::store::FileId;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn upload_list_get_download_delete() {
+    let s = start(Options::default()).await;
+    let (t, task) = s.token_with_task(
+        "acme",
+        json!({"files.add_file": {}, "files.view_file": {}, "files.delete_file": {}}),
+    );
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/",
+            &[("type", None, b"dns"), ("file", Some("stdout"), &data)],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
+    let m = r.json();
+    let id = m["id"].as_u64().unwrap();
+    assert_eq!(m["type"], "dns");
+    assert_eq!(m["name"], "stdout");
+    assert_eq!(m["size"], data.len() as u64);
+    assert_eq!(m["sha256"], hex::encode(Sha256::digest(&data)));
+    assert_eq!(m["organization"], "acme");
+    assert_eq!(m["task_id"], task.to_string(), "attributed from the token");
+    assert!(m["created_at"].is_string());
+    assert_eq!(m["file"], format!("{}/api/v1/file/{id}/download/", s.base));
+    // The engine hears about it (chaining).
+    assert!(
+        s.calls()
+            .iter()
+            .any(|c| c == &format!("file_stored {id} dns"))
+    );
+
+    // cat.py: GET /file/<id>/, then fetch meta["file"] with the same token.
+    let meta = s.get(&format!("/api/v1/file/{id}/"), &t).await.json();
+    assert_eq!(meta, m);
+    let url = meta["file"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&s.base)
+        .unwrap()
+        .to_string();
+    let d = s.get(&url, &t).await;
+    assert_eq!(d.status, 200);
+    assert_eq!(d.headers["content-length"], data.len().to_string().as_str());
+    assert_eq!(&d.bytes[..], &data[..], "byte-exact");
+    // The download is authenticated.
+    let r = s.call("GET", &url, None, None).await;
+    assert_eq!(r.status, 401);
+    // /files/ is an alias; lists carry the same shape.
+    let v = s.get("/api/v1/files/?type=dns", &t).await.json();
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["results"][0], m);
+    assert_eq!(
+        s.get("/api/v1/file/?type=other", &t).await.json()["count"],
+        0
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/file/?task_id={task}"), &t)
+            .await
+            .json()["count"],
+        1
+    );
+    assert_eq!(s.get("/api/v1/file/?colour=red", &t).await.status, 400);
+    assert_eq!(s.get("/api/v1/file/abc/", &t).await.status, 400);
+    assert_eq!(s.get("/api/v1/file/999/", &t).await.status, 404);
+    // Delete.
+    assert_eq!(
+        s.delete(&format!("/api/v1/file/{id}/"), &t).await.status,
+        204
+    );
+    assert_eq!(s.get(&format!("/api/v1/file/{id}/"), &t).await.status, 404);
+    assert_eq!(s.get(&url, &t).await.status, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn type_after_the_file_or_absent_and_bad_forms() {
+    let s = start(Options::default()).await;
+    let t = s.token("acme", all());
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/",
+            &[
+                ("file", Some("out.json"), b"{\"a\":1}"),
+                ("type", None, b"nmap"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(r.json()["type"], "nmap");
+    assert_eq!(r.json()["size"], 7);
+    let id = r.json()["id"].as_u64().unwrap();
+    let d = s.get(&format!("/api/v1/file/{id}/download/"), &t).await;
+    assert_eq!(&d.bytes[..], b"{\"a\":1}");
+    // No type: the name's suffix, else "file".
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/",
+            &[("file", Some("report.xml"), b"<x/>")],
+        )
+        .await;
+    assert_eq!(r.json()["type"], "xml");
+    let r = s
+        .upload(&t, "/api/v1/file/", &[("file", Some("stdout"), b"x")])
+        .await;
+    assert_eq!(r.json()["type"], "file");
+    // Empty files are files.
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/",
+            &[("type", None, b"dns"), ("file", Some("stdout"), b"")],
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["size"].as_u64()),
+        (201, Some(0))
+    );
+    let before = s
+        .files
+        .query(&kat_core::store::FileQuery::new(org("acme")))
+        .await
+        .unwrap()
+        .count;
+    // Bad forms are 400s (or 415) and store nothing.
+    for (parts, status, attr) in [
+        (vec![("type", None, &b"dns"[..])], 400, Some("file")),
+        (
+            vec![
+                ("type", None, &b"bad type!"[..]),
+                ("file", Some("x"), &b"1"[..]),
+            ],
+            400,
+            Some("type"),
+        ),
+        (
+            vec![
+                ("organizations", None, &b"1"[..]),
+                ("file", Some("x"), &b"1"[..]),
+            ],
+            400,
+            Some("organizations"),
+        ),
+        (
+            vec![
+                ("file", Some("x"), &b"1"[..]),
+                ("file", Some("y"), &b"2"[..]),
+            ],
+            400,
+            Some("file"),
+        ),
+    ] {
+        let r = s.upload(&t, "/api/v1/file/", &parts).await;
+        assert_eq!(r.status, status, "{parts:?}");
+        assert_eq!(r.attr().as_deref(), attr, "{parts:?}");
+    }
+    // The task comes from the token: ?task_id= is refused.
+    let r = s
+        .upload(
+            &t,
+            &format!("/api/v1/file/?task_id={}", uuid::Uuid::new_v4()),
+            &[("file", Some("x"), b"1")],
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.attr().as_deref()),
+        (400, Some("task_id"))
+    );
+    // Not multipart, truncated multipart.
+    let r = s.post("/api/v1/file/", &t, json!({"file": "x"})).await;
+    assert_eq!(r.status, 415);
+    r.error_code();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(s.url("/api/v1/file/"))
+        .header("authorization", format!("Token {t}"))
+        .header("content-type", "multipart/form-data; boundary=zz")
+        .body(full_body("--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nunterminated"))
+        .unwrap();
+    let r = s.send(req).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "parse_error");
+    let after = s
+        .files
+        .query(&kat_core::store::FileQuery::new(org("acme")))
+        .await
+        .unwrap()
+        .count;
+    assert_eq!(before, after);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn file_scopes_and_upload_limit() {
+    let config = kat_http::ApiConfig {
+        max_upload: 1000,
+        ..Default::default()
+    };
+    let s = start(Options {
+        config,
+        ..Options::default()
+    })
+    .await;
+    let admin = s.token("acme", all());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = s
+            .upload(
+                &admin,
+                "/api/v1/file/",
+                &[
+                    ("type", None, b"raw"),
+                    ("file", Some("stdout"), format!("file {i}").as_bytes()),
+                ],
+            )
+            .await;
+        ids.push(r.json()["id"].as_u64().unwrap());
+    }
+    // The original let a pks token list every file; here the list is restricted too.
+    let t = s.token("acme", json!({"files.view_file": {"pks": [ids[0]]}}));
+    let v = s.get("/api/v1/file/", &t).await.json();
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["results"][0]["id"], ids[0]);
+    assert_eq!(
+        s.get(&format!("/api/v1/file/{}/", ids[0]), &t).await.status,
+        200
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/file/{}/", ids[1]), &t).await.status,
+        403
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/file/{}/download/", ids[1]), &t)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/file/?id={}", ids[1]), &t)
+            .await
+            .json()["count"],
+        0
+    );
+    // Uploading needs add_file; a pks-scoped add_file cannot name the new file, so it is refused.
+    let r = s
+        .upload(&t, "/api/v1/file/", &[("file", Some("x"), b"1")])
+        .await;
+    assert_eq!(r.status, 403);
+    let scoped = s.token("acme", json!({"files.add_file": {"pks": ["99"]}}));
+    assert_eq!(
+        s.upload(&scoped, "/api/v1/file/", &[("file", Some("x"), b"1")])
+            .await
+            .status,
+        403
+    );
+    // Upload limit: 413, nothing stored (streamed and spooled paths).
+    let big = vec![b'x'; 1001];
+    let r = s
+        .upload(
+            &admin,
+            "/api/v1/file/",
+            &[("type", None, b"raw"), ("file", Some("x"), &big)],
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error_code(), "too_large");
+    let r = s
+        .upload(
+            &admin,
+            "/api/v1/file/",
+            &[("file", Some("x"), &big), ("type", None, b"raw")],
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    let exact = vec![b'x'; 1000];
+    assert_eq!(
+        s.upload(
+            &admin,
+            "/api/v1/file/",
+            &[("type", None, b"raw"), ("file", Some("x"), &exact)]
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        s.files
+            .query(&kat_core::store::FileQuery::new(org("acme")))
+            .await
+            .unwrap()
+            .count,
+        4
+    );
+    assert!(s.files.meta(FileId(ids[2])).await.unwrap().is_some());
+    s.stop().await;
+}

@@ -1,0 +1,13 @@
+//! The API over real sockets with real JWTs.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod files;
+mod limits;
+mod objects;
+mod permissions;
+mod tasks;
+mod tokens;
