@@ -372,3 +372,41 @@ impl FileStore for SledStore {
         Ok(existed)
     }
 }
+
+pub(crate) fn verify_files(inner: &Inner, r: &mut crate::VerifyReport) -> SResult<()> {
+    let mut problems = Vec::new();
+    for entry in inner.files.scan_prefix([T_META]) {
+        let (_, v) = entry?;
+        r.files += 1;
+        let m: FileMeta = match from_json("file metadata", &v) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let blob = blob_path(&inner.blob_dir, &m.sha256);
+        if !std::fs::metadata(&blob).is_ok_and(|b| b.len() == m.size) {
+            problems.push(format!(
+                "file {}: contents missing or truncated at {}",
+                m.id,
+                blob.display()
+            ));
+        }
+        if !inner.files.contains_key(refs_key(&m.sha256))? {
+            problems.push(format!(
+                "file {}: no reference count for its contents",
+                m.id
+            ));
+        }
+        for k in index_keys(&m) {
+            if !inner.files.contains_key(&k)? {
+                problems.push(format!("file {}: an index entry is missing", m.id));
+            }
+        }
+    }
+    for p in problems {
+        r.problem(p);
+    }
+    Ok(())
+}

@@ -82,6 +82,7 @@ use std::time::Duration;
 
 use error::SResult;
 pub use error::SledStoreError;
+pub use objects::VerifyReport;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -481,3 +481,138 @@ impl ObjectStore for SledStore {
             .await?)
     }
 }
+
+/// What [`SledStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Stored objects.
+    pub objects: u64,
+    /// Field index entries.
+    pub index_entries: u64,
+    /// Attribution entries (object, task) pairs.
+    pub attributions: u64,
+    /// Stored files.
+    pub files: u64,
+    /// Inconsistencies found (at most [`VerifyReport::MAX_PROBLEMS`] are listed).
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// How many problems are listed at most.
+    pub const MAX_PROBLEMS: usize = 100;
+
+    /// Whether nothing is wrong.
+    pub fn is_consistent(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub(crate) fn problem(&mut self, p: String) {
+        if self.problems.len() < Self::MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+}
+
+fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
+    let show = |k: &[u8]| String::from_utf8_lossy(k).replace('\0', "/");
+    for entry in inner.objects.scan_prefix([T_OBJECT]) {
+        let (k, v) = entry?;
+        r.objects += 1;
+        let s = match decode_object(&v) {
+            Ok(s) => s,
+            Err(e) => {
+                r.problem(format!("object {}: {e}", show(&k)));
+                continue;
+            }
+        };
+        if object_key(&s.org, s.object_type(), &s.key).as_slice() != &k[..] {
+            r.problem(format!("object {} is stored under another key", show(&k)));
+        }
+        for ik in index_keys(&s) {
+            if !inner.objects.contains_key(&ik)? {
+                r.problem(format!("object {} lacks index entry {}", s.key, show(&ik)));
+            }
+        }
+    }
+    for entry in inner.objects.scan_prefix([T_INDEX]) {
+        let (k, _) = entry?;
+        r.index_entries += 1;
+        let parsed = (|| {
+            let (org, rest) = take_str(&k[1..])?;
+            let (ty, rest) = take_str(rest)?;
+            let (_field, rest) = take_str(rest)?;
+            let rest = match rest.first()? {
+                1 => take_str(&rest[1..])?.1,
+                2 => rest.get(17..)?,
+                _ => return None,
+            };
+            let (key, tail) = take_str(rest)?;
+            tail.is_empty().then_some((org, ty, key))
+        })();
+        let Some((org, ty, key)) = parsed else {
+            r.problem(format!("malformed index entry {}", show(&k)));
+            continue;
+        };
+        let pk = Key::new(T_OBJECT).str(&org).str(&ty).str(&key).into_vec();
+        match load(inner, &pk)? {
+            Some(s) if index_keys(&s).iter().any(|ik| ik[..] == k[..]) => {}
+            Some(_) => r.problem(format!("stale index entry {}", show(&k))),
+            None => r.problem(format!("index entry {} names no object", show(&k))),
+        }
+    }
+    for entry in inner.objects.scan_prefix([T_ATTR]) {
+        let (k, _) = entry?;
+        r.attributions += 1;
+        let parsed = (|| {
+            let (org, rest) = take_str(&k[1..])?;
+            let (ty, rest) = take_str(rest)?;
+            let (key, rest) = take_str(rest)?;
+            let (task, tail) = take_id(rest)?;
+            tail.is_empty().then_some((org, ty, key, task))
+        })();
+        let Some((org, ty, key, task)) = parsed else {
+            r.problem(format!("malformed attribution {}", show(&k)));
+            continue;
+        };
+        let pk = Key::new(T_OBJECT).str(&org).str(&ty).str(&key).into_vec();
+        if !inner.objects.contains_key(&pk)? {
+            r.problem(format!("attribution {} names no object", show(&k)));
+        }
+        let tk = Key::new(T_BY_TASK)
+            .str(&org)
+            .id(&task)
+            .str(&ty)
+            .str(&key)
+            .into_vec();
+        if !inner.objects.contains_key(&tk)? {
+            r.problem(format!("attribution {} has no by-task entry", show(&k)));
+        }
+    }
+    let by_task = inner.objects.scan_prefix([T_BY_TASK]).count() as u64;
+    if by_task != r.attributions {
+        r.problem(format!(
+            "{} attributions but {by_task} by-task entries",
+            r.attributions
+        ));
+    }
+    Ok(())
+}
+
+impl SledStore {
+    /// Check that indexes and attribution agree with the stored objects and that every file's
+    /// contents are there: a full scan, for tests and for an operator after an incident.
+    ///
+    /// # Errors
+    /// `Error::Io` or `Error::Corrupt` when the database cannot be read.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        Ok(self
+            .blocking(|inner| {
+                let mut r = VerifyReport::default();
+                verify_objects(inner, &mut r)?;
+                crate::files::verify_files(inner, &mut r)?;
+                Ok(r)
+            })
+            .await?)
+    }
+}

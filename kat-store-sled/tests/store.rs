@@ -1,0 +1,492 @@
+//! SledStore beyond the conformance suites: reopening, format versions, locking, index upkeep and the
+//! key encoding's edge cases, each on a real database in a temporary directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kat_core::Error;
+use kat_core::clock::Timestamp;
+use kat_core::conformance::files::read_all;
+use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
+use kat_core::org::{OrgCode, Organization};
+use kat_core::plugin::PluginDef;
+use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
+use kat_core::store::{
+    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, TaskQuery,
+    TaskStore,
+};
+use kat_core::task::{Task, TaskId, TaskInput, TaskPatch, TaskState};
+use kat_store_sled::{Durability, FORMAT_VERSION, SledOptions, SledStore};
+use serde_json::json;
+
+fn org(s: &str) -> OrgCode {
+    OrgCode::new(s).expect("org")
+}
+
+fn host(name: &str) -> Object {
+    Object::from_json(ObjectType::Hostname, &json!({ "name": name })).expect("hostname")
+}
+
+fn key(s: &str) -> NaturalKey {
+    NaturalKey::parse(s).expect("key")
+}
+
+fn body(data: &'static [u8]) -> ByteStream {
+    Box::pin(futures::stream::iter(vec![Ok(Bytes::from_static(data))]))
+}
+
+fn open(dir: &std::path::Path) -> SledStore {
+    SledStore::open(dir, SledOptions::default()).expect("open")
+}
+
+fn by_name(o: &OrgCode, name: &str) -> ObjectQuery {
+    ObjectQuery::new(o.clone(), ObjectType::Hostname).filter("name", &[name])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("reopen");
+    let t1 = TaskId::new();
+    let t2 = TaskId::new();
+    let task = Task::queued(o.clone(), "dns", TaskInput::default());
+    let due = Schedule {
+        id: ScheduleId::new(),
+        org: Some(o.clone()),
+        plugin_id: "dns".into(),
+        object_set: None,
+        interval: Interval::from_secs(3600).expect("interval"),
+        enabled: true,
+        next_run_at: Timestamp::from_secs(100),
+        last_run_at: None,
+        created_at: Timestamp::from_secs(0),
+    };
+    let set = ObjectSet {
+        id: ObjectSetId::new(),
+        name: "all".into(),
+        description: String::new(),
+        org: o.clone(),
+        object_type: ObjectType::Hostname,
+        all: true,
+        filters: vec![],
+        keys: vec![],
+    };
+    let file_id;
+    {
+        let s = open(dir.path());
+        s.upsert(&o, vec![host("a.example"), host("b.example")], Some(t1))
+            .await
+            .expect("upsert");
+        s.upsert(&o, vec![host("a.example")], Some(t2))
+            .await
+            .expect("upsert");
+        s.set_scan_profile(
+            &o,
+            ObjectType::Hostname,
+            &key("internet|a.example"),
+            ScanProfile::declared(ScanLevel::new(3).expect("level")),
+        )
+        .await
+        .expect("scan profile");
+        file_id = FileStore::put(
+            &s,
+            NewFile {
+                org: o.clone(),
+                file_type: "dns".into(),
+                name: "stdout".into(),
+                task: Some(t1),
+            },
+            body(b"file contents"),
+        )
+        .await
+        .expect("put")
+        .id;
+        s.create_tasks(vec![task.clone()]).await.expect("task");
+        s.transition_task(
+            task.id,
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await
+        .expect("transition");
+        s.put_schedule(due.clone()).await.expect("schedule");
+        s.put_object_set(set.clone()).await.expect("set");
+        s.put_organization(Organization {
+            code: o.clone(),
+            name: "Reopen".into(),
+        })
+        .await
+        .expect("org");
+        let defs = PluginDef::parse_file(
+            r#"[{"plugin_id": "dns", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"]}]"#,
+            "t.json",
+        )
+        .expect("plugins");
+        let (writes, _) = kat_core::plugin::sync(&[], &defs, true);
+        s.put_plugins(writes).await.expect("plugins");
+        s.revoke_token("jti-1", 5_000).await.expect("revoke");
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(10),
+            vec![key("internet|a.example")],
+        )
+        .await
+        .expect("claim");
+    }
+    // The first handle is gone: sled's lock is released and a new one reads what is on disk.
+    let s = open(dir.path());
+    let a = s
+        .get(&o, ObjectType::Hostname, &key("internet|a.example"))
+        .await
+        .expect("get")
+        .expect("a is there");
+    assert_eq!(a.created_by, Some(t1));
+    assert_eq!(a.last_seen_by, Some(t2));
+    assert_eq!(a.scan.and_then(|p| p.level).map(ScanLevel::get), Some(3));
+    assert_eq!(
+        ObjectStore::query(&s, &by_name(&o, "b.example"))
+            .await
+            .expect("query")
+            .count,
+        1,
+        "the name index survived"
+    );
+    assert_eq!(
+        s.tasks_of(&o, ObjectType::Hostname, &key("internet|a.example"))
+            .await
+            .expect("tasks_of"),
+        vec![t1, t2]
+    );
+    assert_eq!(s.objects_of(&o, t1).await.expect("objects_of").len(), 3);
+    assert_eq!(read_all(&s, file_id).await.expect("file"), b"file contents");
+    let mut fq = FileQuery::new(o.clone());
+    fq.task = Some(t1);
+    assert_eq!(FileStore::query(&s, &fq).await.expect("files").count, 1);
+    let t = s.get_task(task.id).await.expect("get").expect("task");
+    assert_eq!(t.state, TaskState::Running);
+    let listed = s
+        .list_tasks(&TaskQuery {
+            org: Some(o.clone()),
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.count, 1);
+    let due_now = s
+        .due_schedules(Timestamp::from_secs(1_000), 10)
+        .await
+        .expect("due");
+    assert_eq!(
+        due_now.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![due.id]
+    );
+    assert_eq!(s.get_object_set(set.id).await.expect("set"), Some(set));
+    assert!(s.get_organization(&o).await.expect("org").is_some());
+    assert!(s.get_plugin("dns").await.expect("plugin").is_some());
+    assert!(s.is_token_revoked("jti-1").await.expect("revoked"));
+    assert!(
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(20),
+            vec![key("internet|a.example")],
+        )
+        .await
+        .expect("claim")
+        .is_empty(),
+        "claims survived"
+    );
+    assert_eq!(s.purge_revoked(10_000).await.expect("purge"), 1);
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    assert_eq!((report.objects, report.files), (3, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_durability_keeps_flushed_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("periodic");
+    let opts = SledOptions {
+        durability: Durability::Periodic(Duration::from_secs(3600)),
+        ..SledOptions::default()
+    };
+    {
+        let s = SledStore::open(dir.path(), opts.clone()).expect("open");
+        s.upsert(&o, vec![host("p.example")], None)
+            .await
+            .expect("upsert");
+        s.flush().await.expect("flush");
+    }
+    let s = SledStore::open(dir.path(), opts).expect("reopen");
+    assert_eq!(
+        ObjectStore::query(&s, &by_name(&o, "p.example"))
+            .await
+            .expect("q")
+            .count,
+        1
+    );
+}
+
+fn set_raw_version(dir: &std::path::Path, value: Option<&[u8]>) {
+    let db = sled::open(dir.join("db")).expect("raw sled");
+    let meta = db.open_tree("kat_meta").expect("meta");
+    match value {
+        Some(v) => meta.insert("format_version", v).map(|_| ()),
+        None => meta.remove("format_version").map(|_| ()),
+    }
+    .expect("write");
+    db.flush().expect("flush");
+}
+
+fn corrupt_message(r: Result<SledStore, Error>) -> String {
+    match r {
+        Err(Error::Corrupt(m)) => m,
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, the store opened"),
+    }
+}
+
+#[test]
+fn format_version_mismatch_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    // A newer format.
+    set_raw_version(dir.path(), Some(b"99"));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    assert!(
+        m.contains("99") && m.contains(&FORMAT_VERSION.to_string()),
+        "{m}"
+    );
+    assert!(m.contains("newer"), "{m}");
+    // An older one with no migration.
+    set_raw_version(dir.path(), Some(b"0"));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    assert!(m.contains("format version 0") && m.contains("older"), "{m}");
+    // Garbage.
+    set_raw_version(dir.path(), Some(b"v-one"));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    assert!(m.contains("v-one"), "{m}");
+    // Data without any version is not guessed at.
+    set_raw_version(dir.path(), None);
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    assert!(m.contains("no format version"), "{m}");
+    // The right version opens again.
+    set_raw_version(dir.path(), Some(FORMAT_VERSION.to_string().as_bytes()));
+    open(dir.path());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = open(dir.path());
+    match SledStore::open(dir.path(), SledOptions::default()) {
+        Err(e @ Error::Unavailable { .. }) => assert!(e.to_string().contains("locked"), "{e}"),
+        Err(e) => panic!("expected Unavailable, got {e}"),
+        Ok(_) => panic!("two handles on one database"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_follow_merges_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let o = org("idx");
+    let rec = |ttl: Option<u32>| {
+        let mut v = json!({"hostname": "www.idx.example", "ip_address": "192.0.2.7"});
+        if let Some(t) = ttl {
+            v["ttl"] = json!(t);
+        }
+        Object::from_json(ObjectType::DnsARecord, &v).expect("record")
+    };
+    let ttl_q = |t: &str| ObjectQuery::new(o.clone(), ObjectType::DnsARecord).filter("ttl", &[t]);
+    s.upsert(&o, vec![rec(None)], None).await.expect("upsert");
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("null"))
+            .await
+            .expect("q")
+            .count,
+        1
+    );
+    s.upsert(&o, vec![rec(Some(300))], None)
+        .await
+        .expect("upsert");
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("null"))
+            .await
+            .expect("q")
+            .count,
+        0,
+        "old entry gone"
+    );
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("300"))
+            .await
+            .expect("q")
+            .count,
+        1
+    );
+    let t = TaskId::new();
+    s.upsert(&o, vec![rec(Some(60))], Some(t))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("300"))
+            .await
+            .expect("q")
+            .count,
+        0
+    );
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("60")).await.expect("q").count,
+        1
+    );
+    assert!(s.verify().await.expect("verify").is_consistent());
+    let k = rec(None).natural_key();
+    assert_eq!(
+        ObjectStore::delete(&s, &o, ObjectType::DnsARecord, &[k.clone(), k.clone()])
+            .await
+            .expect("del"),
+        1
+    );
+    assert_eq!(
+        ObjectStore::query(&s, &ttl_q("60")).await.expect("q").count,
+        0
+    );
+    assert!(
+        s.tasks_of(&o, ObjectType::DnsARecord, &k)
+            .await
+            .expect("tasks")
+            .is_empty(),
+        "attribution goes with the object"
+    );
+    assert!(
+        !s.objects_of(&o, t)
+            .await
+            .expect("objects_of")
+            .iter()
+            .any(|r| r.object_type == ObjectType::DnsARecord),
+        "and the task's side of it"
+    );
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    assert!(report.index_entries > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_values_round_trip_and_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let o = org("awkward");
+    // A long TXT value is indexed by hash; its filter still finds exactly it.
+    let long = format!("v=spf1 {}", "include:x.example ".repeat(3_000));
+    let other = format!("{long}!");
+    let txt = |v: &str| {
+        Object::from_json(
+            ObjectType::DnsTxtRecord,
+            &json!({"hostname": "t.example", "prefix": "a|b", "value": v}),
+        )
+        .expect("txt")
+    };
+    let stored = s
+        .upsert(&o, vec![txt(&long), txt(&other)], None)
+        .await
+        .expect("upsert");
+    assert!(
+        stored[0].key.as_str().len() > 4096,
+        "a key longer than NaturalKey::parse allows"
+    );
+    let q = ObjectQuery::new(o.clone(), ObjectType::DnsTxtRecord).filter("value", &[long.as_str()]);
+    let got = ObjectStore::query(&s, &q).await.expect("query");
+    assert_eq!(got.count, 1);
+    assert_eq!(got.items[0].object, txt(&long));
+    // `|` inside a part cannot be confused with a separator.
+    let q = ObjectQuery::new(o.clone(), ObjectType::DnsTxtRecord).filter("prefix", &["a|b"]);
+    assert_eq!(ObjectStore::query(&s, &q).await.expect("query").count, 2);
+    let q = ObjectQuery::new(o.clone(), ObjectType::DnsTxtRecord).filter("prefix", &["a"]);
+    assert_eq!(ObjectStore::query(&s, &q).await.expect("query").count, 0);
+    let t = TaskId::new();
+    s.upsert(&o, vec![txt(&long)], Some(t))
+        .await
+        .expect("upsert");
+    assert!(
+        s.objects_of(&o, t)
+            .await
+            .expect("objects_of")
+            .iter()
+            .any(|r| r.key == stored[0].key)
+    );
+    // Organizations whose codes are prefixes of each other stay apart.
+    s.upsert(&org("ab"), vec![host("x.example")], None)
+        .await
+        .expect("upsert");
+    s.upsert(&org("abc"), vec![host("y.example")], None)
+        .await
+        .expect("upsert");
+    let all = ObjectQuery::new(org("ab"), ObjectType::Hostname);
+    let page = ObjectStore::query(&s, &all).await.expect("query");
+    assert_eq!(page.count, 1);
+    assert_eq!(page.items[0].key.as_str(), "internet|x.example");
+    assert!(s.verify().await.expect("verify").is_consistent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_page_and_order_like_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let m = Arc::new(kat_core::memory::MemoryObjectStore::default());
+    let o = org("paging");
+    let mut batch = Vec::new();
+    for i in 0..60u16 {
+        let ip = format!("192.0.2.{}", i % 7);
+        batch.push(
+            Object::from_json(
+                ObjectType::IpPort,
+                &json!({"address": ip, "protocol": if i % 3 == 0 { "UDP" } else { "TCP" }, "port": 1000 + i * 37 % 50}),
+            )
+            .expect("port"),
+        );
+    }
+    s.upsert(&o, batch.clone(), None)
+        .await
+        .expect("sled upsert");
+    m.upsert(&o, batch, None).await.expect("memory upsert");
+    let mut queries = Vec::new();
+    for ordering in [None, Some("id"), Some("-id"), Some("port"), Some("-port")] {
+        for (offset, limit) in [(0, 100), (5, 10), (50, 0), (200, 5)] {
+            let mut q = ObjectQuery::new(o.clone(), ObjectType::IpPort);
+            q.ordering = ordering.map(Ordering::parse);
+            q.offset = offset;
+            q.limit = limit;
+            queries.push(q.clone());
+            queries.push(q.clone().filter("protocol", &["TCP"]));
+            queries.push(
+                q.clone()
+                    .filter("protocol", &["UDP", "TCP"])
+                    .filter("address", &["internet|192.0.2.3", "internet|192.0.2.4"]),
+            );
+            let mut sq = q.clone();
+            sq.search = Some("192.0.2.5|tcp".into());
+            queries.push(sq);
+            let mut kq = q.clone();
+            kq.keys = Some(vec![
+                key("internet|192.0.2.1|TCP|1037"),
+                key("internet|192.0.2.0|UDP|1000"),
+                key("internet|192.0.2.0|UDP|9"),
+            ]);
+            queries.push(kq);
+        }
+    }
+    for q in queries {
+        let a = ObjectStore::query(&s, &q).await.expect("sled query");
+        let b = m.query(&q).await.expect("memory query");
+        let keys = |p: &kat_core::store::Page<kat_core::store::StoredObject>| {
+            p.items
+                .iter()
+                .map(|x| x.key.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((a.count, keys(&a)), (b.count, keys(&b)), "{q:?}");
+    }
+}
