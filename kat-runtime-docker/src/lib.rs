@@ -328,6 +328,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_socket_nobody_listens_on_is_unavailable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        let e = DockerRuntime::connect_with_socket(&format!("unix://{}", path.display()))
+            .await
+            .expect_err("nothing listens there");
+        assert!(matches!(e, DockerError::Unreachable { .. }), "{e:?}");
+        assert!(kat_core::Error::from(e).is_retryable());
+    }
+
+    #[tokio::test]
     async fn a_missing_socket_is_unavailable_with_advice() {
         let e = DockerRuntime::connect_with_socket("/nonexistent/kat/docker.sock")
             .await

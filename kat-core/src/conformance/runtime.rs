@@ -837,7 +837,9 @@ async fn hardening_from_inside_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture
 /// keeps the live ones, and the runs of the removed containers end.
 ///
 /// Every managed container this case did not create counts as live, so other users of the engine are left
-/// alone; other containers with an unparsable task label would be reaped, as the contract says.
+/// alone; other containers with an unparsable task label would be reaped, as the contract says. The container
+/// without a task is found by name: the runtime's container name must contain the spec's `name` (a suffix
+/// that makes it unique is fine).
 pub async fn reap_orphans_removes_only_orphans(rt: &dyn ContainerRuntime, fx: &RuntimeFixture) {
     let t = Tracker::default();
     reap_orphans_in(rt, fx, &t).await;
