@@ -34,14 +34,21 @@ ensure_docker() {
         return 0
     fi
     docker_ok && return 0
+    local started=""
     if ! dockerd_running; then
         # A fresh log per start, so that the tail shown on failure is about this start.
         : >"$KAT_DOCKERD_LOG"
         as_root setsid nohup dockerd >>"$KAT_DOCKERD_LOG" 2>&1 </dev/null &
+        started=1
     fi
-    if ! wait_until 30 docker info; then
-        tail -n 40 "$KAT_DOCKERD_LOG" >&2 || true
-        die "dockerd did not answer 'docker info' within 30 s (log: $KAT_DOCKERD_LOG)"
+    if ! wait_until "$KAT_ENGINE_TIMEOUT" docker info; then
+        docker info 2>&1 | tail -n 5 >&2 || true
+        if [ -n "$started" ]; then
+            log "last lines of $KAT_DOCKERD_LOG:"
+            tail -n 40 "$KAT_DOCKERD_LOG" >&2 || true
+            die "dockerd did not answer 'docker info' within $KAT_ENGINE_TIMEOUT s (log: $KAT_DOCKERD_LOG)"
+        fi
+        die "a dockerd is running (pid $(cat /var/run/docker.pid 2>/dev/null || echo '?')) but 'docker info' fails after $KAT_ENGINE_TIMEOUT s; check or restart it"
     fi
 }
 
@@ -68,9 +75,10 @@ ensure_podman() {
         : >"$KAT_PODMAN_LOG"
         as_root env CONTAINERS_CONF="$KAT_CONTAINERS_CONF" setsid nohup \
             podman system service --time=0 "unix://$KAT_PODMAN_SOCK" >>"$KAT_PODMAN_LOG" 2>&1 </dev/null &
-        if ! wait_until 30 podman_socket_ok; then
+        if ! wait_until "$KAT_ENGINE_TIMEOUT" podman_socket_ok; then
+            log "last lines of $KAT_PODMAN_LOG:"
             tail -n 40 "$KAT_PODMAN_LOG" >&2 || true
-            die "the Podman service did not answer on $KAT_PODMAN_SOCK within 30 s (log: $KAT_PODMAN_LOG)"
+            die "the Podman service did not answer on $KAT_PODMAN_SOCK within $KAT_ENGINE_TIMEOUT s (log: $KAT_PODMAN_LOG)"
         fi
     fi
     printf 'export CONTAINERS_CONF=%q\n' "$KAT_CONTAINERS_CONF"

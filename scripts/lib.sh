@@ -10,6 +10,8 @@ KAT_CONTAINERS_CONF="$KAT_PODMAN_DIR/containers.conf"
 KAT_PODMAN_LOG="${KAT_PODMAN_LOG:-/tmp/kat-podman.log}"
 KAT_DOCKERD_LOG="${KAT_DOCKERD_LOG:-/tmp/kat-dockerd.log}"
 KAT_APT_LOG="${KAT_APT_LOG:-/tmp/kat-apt.log}"
+# How long to wait for an engine to answer after starting it, in seconds.
+KAT_ENGINE_TIMEOUT="${KAT_ENGINE_TIMEOUT:-30}"
 
 # The local test image, and the label carrying the sha256 of the busybox binary it was built from.
 KAT_TEST_IMAGE="${KAT_TEST_IMAGE:-kat-busybox:latest}"
