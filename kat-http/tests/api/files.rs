@@ -307,3 +307,167 @@ async fn file_scopes_and_upload_limit() {
     assert!(s.files.meta(FileId(ids[2])).await.unwrap().is_some());
     s.stop().await;
 }
+
+/// A FileStore wrapper that sees each chunk as the store receives it.
+#[derive(Debug)]
+struct Probe {
+    inner: std::sync::Arc<dyn kat_core::store::FileStore>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    chunks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl kat_core::store::FileStore for Probe {
+    async fn put(
+        &self,
+        new: kat_core::store::NewFile,
+        body: kat_core::store::ByteStream,
+    ) -> kat_core::Result<kat_core::store::FileMeta> {
+        use futures::StreamExt;
+        let (received, chunks) = (self.received.clone(), self.chunks.clone());
+        let body = body.inspect(move |c| {
+            if let Ok(c) = c {
+                received.fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                chunks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        self.inner.put(new, Box::pin(body)).await
+    }
+    async fn meta(&self, id: FileId) -> kat_core::Result<Option<kat_core::store::FileMeta>> {
+        self.inner.meta(id).await
+    }
+    async fn open(&self, id: FileId) -> kat_core::Result<kat_core::store::ByteStream> {
+        self.inner.open(id).await
+    }
+    async fn query(
+        &self,
+        q: &kat_core::store::FileQuery,
+    ) -> kat_core::Result<kat_core::store::Page<kat_core::store::FileMeta>> {
+        self.inner.query(q).await
+    }
+    async fn delete(&self, id: FileId) -> kat_core::Result<bool> {
+        self.inner.delete(id).await
+    }
+}
+
+/// The store receives the file while the client is still sending it: the client holds back the
+/// rest of the body until the store has seen the first megabytes.
+#[tokio::test]
+async fn uploads_reach_the_store_while_the_client_is_still_sending() {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let chunks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let sled = std::sync::Arc::new(
+        kat_store_sled::SledStore::open(dir.path(), kat_store_sled::SledOptions::default())
+            .unwrap(),
+    );
+    let probe = Probe {
+        inner: sled,
+        received: received.clone(),
+        chunks: chunks.clone(),
+    };
+    let s = start(Options {
+        files: Some(std::sync::Arc::new(probe)),
+        ..Options::default()
+    })
+    .await;
+    let t = s.token("acme", all());
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let frames = tokio_stream_from(rx);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(s.url("/api/v1/file/"))
+        .header("authorization", format!("Token {t}"))
+        .header("content-type", "multipart/form-data; boundary=xx")
+        .body(http_body_util::StreamBody::new(frames).boxed_unsync())
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        tx.send(bytes::Bytes::from_static(
+            b"--xx\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nraw\r\n--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n",
+        ))
+        .await
+        .unwrap();
+        let mb = bytes::Bytes::from(vec![b'z'; 1 << 20]);
+        for _ in 0..4 {
+            tx.send(mb.clone()).await.unwrap();
+        }
+        // Hold the rest until the store has seen data: proof that nothing waits for the whole body.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while received.load(Ordering::SeqCst) < (2 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store saw nothing while the body was incomplete"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for _ in 0..4 {
+            tx.send(mb.clone()).await.unwrap();
+        }
+        tx.send(bytes::Bytes::from_static(b"\r\n--xx--\r\n"))
+            .await
+            .unwrap();
+    });
+    let r = s.send(req).await;
+    sender.await.unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
+    assert_eq!(r.json()["size"], 8 << 20);
+    assert!(
+        chunks.load(Ordering::SeqCst) >= 8,
+        "delivered in many chunks, not one buffer"
+    );
+    s.stop().await;
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> impl futures::Stream<Item = Result<hyper::body::Frame<bytes::Bytes>, BoxError>> {
+    futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    })
+}
+
+/// The same flows on kat-core's in-memory reference stores (a smoke run; the suite runs on sled).
+#[tokio::test]
+async fn smoke_on_memory_stores() {
+    let s = start(Options {
+        backend: Backend::Memory,
+        ..Options::default()
+    })
+    .await;
+    let t = s.token("acme", all());
+    assert_eq!(
+        s.post("/api/v1/objects/", &t, hostnames(&["m.example"]))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        s.get("/api/v1/objects/hostname/", &t).await.json()["count"],
+        1
+    );
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/",
+            &[("type", None, b"raw"), ("file", Some("stdout"), b"hello")],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let url = r.json()["file"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&s.base)
+        .unwrap()
+        .to_string();
+    assert_eq!(&s.get(&url, &t).await.bytes[..], b"hello");
+    assert_eq!(
+        s.delete("/api/v1/objects/hostname/?id=internet|m.example", &t)
+            .await
+            .json(),
+        json!({"deleted": 1})
+    );
+    s.stop().await;
+}

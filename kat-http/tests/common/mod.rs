@@ -44,7 +44,10 @@ pub const ED2_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAPEDmeQ
 /// Which stores the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// kat-core's in-memory reference stores.
     Memory,
+    /// The real sled store (objects, files and tasks in one `SledStore`) in a temporary directory.
+    Sled,
 }
 
 /// Which signing algorithm the server's authority uses.
@@ -65,7 +68,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            backend: Backend::Memory,
+            backend: Backend::Sled,
             alg: Alg::Hs256,
             with_control: true,
             config: ApiConfig::default(),
@@ -165,6 +168,14 @@ pub async fn start(opts: Options) -> Server {
             Arc::new(MemoryTaskStore::default()),
             None,
         ),
+        Backend::Sled => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(
+                kat_store_sled::SledStore::open(dir.path(), kat_store_sled::SledOptions::default())
+                    .unwrap(),
+            );
+            (store.clone(), store.clone(), store, Some(dir))
+        }
     };
     let files = opts.files.unwrap_or(files);
     let auth = Arc::new(authority(opts.alg, tasks.clone()));
