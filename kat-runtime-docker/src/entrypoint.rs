@@ -23,10 +23,24 @@ use crate::spec::valid_volume_name;
 
 /// The local image the volume helper containers are created from: one text file, built `FROM scratch` by
 /// import, so that no registry and no test image is needed. The tag is its recipe version.
+///
+/// ```
+/// assert_eq!(kat_runtime_docker::HELPER_IMAGE, "kat-volume-helper:1");
+/// ```
 pub const HELPER_IMAGE: &str = "kat-volume-helper:1";
-/// Label on helper containers (they are not plugin containers and carry no `kat.managed`).
+/// Label on helper containers and on the entrypoint volume (helpers are not plugin containers and carry no
+/// `kat.managed`, so the reaper leaves them alone).
+///
+/// ```
+/// assert_ne!(kat_runtime_docker::LABEL_HELPER, kat_core::runtime::LABEL_MANAGED);
+/// ```
 pub const LABEL_HELPER: &str = "kat.helper";
 /// The file next to the entrypoint in the volume holding its sha256 (hex, newline-terminated).
+///
+/// ```
+/// // In a container with the volume mounted: /plugin/entrypoint and /plugin/entrypoint.sha256.
+/// assert_eq!(kat_runtime_docker::MARKER_FILE, "entrypoint.sha256");
+/// ```
 pub const MARKER_FILE: &str = "entrypoint.sha256";
 /// The entrypoint's file name in the volume.
 const BINARY_FILE: &str = "entrypoint";

@@ -51,6 +51,10 @@ pub use entrypoint::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 pub use error::DockerError;
 
 /// The socket used when `DOCKER_HOST` is not set.
+///
+/// ```
+/// assert_eq!(kat_runtime_docker::DEFAULT_SOCKET, "/var/run/docker.sock");
+/// ```
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// How long bollard waits for the response headers of one API call (the task deadline is enforced
@@ -58,6 +62,23 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const CLIENT_TIMEOUT_SECS: u64 = 120;
 
 /// A [`ContainerRuntime`] on a Docker engine. Cheap to clone; clones share the connection settings.
+///
+/// ```no_run
+/// use std::collections::HashSet;
+/// use std::sync::Arc;
+/// use kat_core::runtime::{ContainerRuntime, DEFAULT_ENTRYPOINT_VOLUME, EntrypointBinary};
+/// use kat_runtime_docker::DockerRuntime;
+///
+/// # async fn demo() -> kat_core::Result<()> {
+/// let rt: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect().await?);
+/// // At start-up: remove what a previous process left, then make the entrypoint available.
+/// rt.reap_orphans(&HashSet::new()).await?;
+/// let binary = EntrypointBinary { path: "target/x86_64-unknown-linux-gnu/entrypoint/kat-entrypoint".into() };
+/// let mount = rt.prepare_entrypoint(&binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
+/// println!("entrypoint {} in volume {}", mount.sha256, mount.volume);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     ctx: run::Ctx,
