@@ -15,6 +15,8 @@
 //! ```
 
 pub use kat_core as core;
+#[cfg(all(feature = "sled", feature = "http", feature = "docker"))]
+pub mod deploy;
 #[cfg(feature = "http")]
 pub use kat_http as http;
 #[cfg(feature = "docker")]

@@ -1,23 +1,47 @@
-//! `katd`: the kat-rs daemon and operator tool.
+//! `katd`: the kat-rs daemon and operator tool, assembled from sled, Docker and the HTTP API.
 //!
 //! ```text
-//! katd plan   --plugins plugins/plugins.json --target example.com --target 192.0.2.1
+//! katd serve   --data /var/lib/kat --plugins plugins/plugins.json --org acme
+//! katd token   --data /var/lib/kat --org acme --admin            # prints a token for curl
+//! katd declare --type hostname example.com --scan-level 2        # KAT_API and KAT_TOKEN from the environment
+//! katd run     dns example.com                                   # queue a task and follow it
+//! katd tasks | katd objects hostname | katd files
+//! katd sync    --data /var/lib/kat --plugins plugins/plugins.json   (while katd is not running)
+//! katd plan    --plugins plugins/plugins.json --target example.com  (no engine needed)
 //! ```
 //!
-//! `plan` loads and validates plugin files and prints, for each plugin and the example targets, the
-//! execution mode, the exact argv of every command, what goes to stdin and what the task's token may do.
+//! `serve` reads the seed's variables: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST` (the API as containers reach
+//! it), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a
+//! secret is generated once into `<data>/jwt.secret`).
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+mod client;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kat::core::Error;
+use kat::core::engine::EngineConfig;
 use kat::core::finding::FindingTypes;
+use kat::core::memory::MemoryTaskStore;
 use kat::core::object::{ObjectType, canonical_hostname, canonical_ip};
+use kat::core::org::{OrgCode, Organization};
+use kat::core::permission::Permissions;
 use kat::core::plan::{PlanInput, Stdin, Target, plan};
-use kat::core::plugin::{DEFAULT_BATCH_SIZE, PluginDef};
-use kat::core::store::FileId;
+use kat::core::plugin::{DEFAULT_BATCH_SIZE, PluginDef, sync};
+use kat::core::runtime::{EntrypointBinary, NetworkMode};
+use kat::core::store::{FileId, TaskStore};
+use kat::deploy::{DeployConfig, Deployment};
+use kat::http::JwtAuthority;
+use kat::store_sled::{SledOptions, SledStore};
+
+use client::Client;
 
 /// The kat-rs daemon and operator tool.
 #[derive(Debug, Parser)]
@@ -27,8 +51,142 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// The API's base URL.
+    #[arg(long, env = "KAT_API", default_value = "http://127.0.0.1:8000/api/v1")]
+    api: String,
+    /// An operator token (see `katd token`).
+    #[arg(long, env = "KAT_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the API and run plugins: sled + Docker + the HTTP API, until Ctrl-C or SIGTERM.
+    Serve {
+        /// Data directory (sled database and file contents).
+        #[arg(long, env = "KAT_DATA")]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Plugin definition files, synced at start.
+        #[arg(long = "plugins")]
+        plugins: Vec<PathBuf>,
+        /// Start plugins that are new to the catalogue disabled.
+        #[arg(long)]
+        new_plugins_disabled: bool,
+        /// A finding_types.json to store in every organization.
+        #[arg(long = "finding-types")]
+        finding_types: Option<PathBuf>,
+        /// Organizations to create if missing (`code` or `code:Name`).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// The static entrypoint binary to put into the entrypoint volume at start.
+        #[arg(long, env = "KAT_ENTRYPOINT_BIN")]
+        entrypoint: Option<PathBuf>,
+        /// How many tasks run at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds between scheduler ticks.
+        #[arg(long, default_value_t = 10)]
+        tick: u64,
+        /// Write an operator token for the first --org here (mode 0600).
+        #[arg(long)]
+        token_out: Option<PathBuf>,
+    },
+    /// Mint a token for a person or program, to use the API with curl.
+    Token {
+        /// Data directory (for its jwt.secret, unless KAT_JWT_SECRET(_FILE) is set).
+        #[arg(long, env = "KAT_DATA")]
+        data: Option<PathBuf>,
+        /// The organization the token may see.
+        #[arg(long)]
+        org: String,
+        /// Every permission, unrestricted.
+        #[arg(long, conflicts_with = "permissions")]
+        admin: bool,
+        /// Permissions as JSON, e.g. '{"objects.view_hostname": {}}'.
+        #[arg(long)]
+        permissions: Option<String>,
+        /// The token's subject name.
+        #[arg(long, default_value = "operator")]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Declare objects (hostnames or IP addresses), optionally with a scan level.
+    Declare {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// hostname or ipaddress.
+        #[arg(long = "type", default_value = "hostname")]
+        object_type: String,
+        /// The values.
+        #[arg(required = true)]
+        values: Vec<String>,
+        /// The scan level to declare (0 to 4).
+        #[arg(long)]
+        scan_level: Option<u8>,
+    },
+    /// Queue a plugin now over targets (natural keys, names, addresses or file ids) and follow it.
+    Run {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The plugin.
+        plugin: String,
+        /// The targets (none for a standalone plugin).
+        targets: Vec<String>,
+        /// Seconds to follow the tasks before giving up waiting (they keep running).
+        #[arg(long, default_value_t = 900)]
+        wait: u64,
+    },
+    /// List tasks.
+    Tasks {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// List objects of a type.
+    Objects {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The type (hostname, ipaddress, ipport, finding, dnsarecord, ...).
+        object_type: String,
+        /// Filters `field=value`.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List files.
+    Files {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Sync plugin files into a store directly (katd serve must not be running on it).
+    Sync {
+        /// Data directory.
+        #[arg(long, env = "KAT_DATA")]
+        data: PathBuf,
+        /// Plugin definition files.
+        #[arg(long = "plugins", required = true)]
+        plugins: Vec<PathBuf>,
+        /// Start new plugins disabled.
+        #[arg(long)]
+        new_plugins_disabled: bool,
+    },
     /// Validate plugin files and print how each plugin would run over example targets.
     Plan {
         /// Plugin definition files (JSON lists), loaded together.
@@ -48,7 +206,285 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,katd=info,kat=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("katd: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("katd: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> Result<(), Error> {
+    match cmd {
+        Command::Serve {
+            data,
+            listen,
+            plugins,
+            new_plugins_disabled,
+            finding_types,
+            orgs,
+            entrypoint,
+            concurrency,
+            tick,
+            token_out,
+        } => {
+            let secret = load_or_create_secret(Some(&data))?;
+            let mut cfg = DeployConfig::new(&data, listen, secret);
+            let mut engine = EngineConfig::from_env()?;
+            if std::env::var("OPENKAT_HOST")
+                .map(|v| v.is_empty())
+                .unwrap_or(true)
+            {
+                engine.api_url = String::new(); // derived from the listening address
+            }
+            engine.entrypoint_binary = entrypoint.map(|path| EntrypointBinary { path });
+            engine.concurrency = concurrency;
+            engine.tick_interval = Duration::from_secs(tick.max(1));
+            if std::env::var("DOCKER_NETWORK").is_err() && listen.ip().is_loopback() {
+                // An API on loopback is only reachable from containers on the host's network.
+                engine.network = NetworkMode::Host;
+            }
+            cfg.engine = engine;
+            cfg.plugin_files = plugins;
+            cfg.enable_new_plugins = !new_plugins_disabled;
+            cfg.finding_types = finding_types;
+            cfg.organizations = orgs
+                .iter()
+                .map(|o| parse_org(o))
+                .collect::<Result<_, _>>()?;
+            let first_org = cfg.organizations.first().map(|o| o.code.clone());
+            let d = Deployment::start(cfg).await?;
+            let s = d.sync_report();
+            let r = d.recovery();
+            println!(
+                "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed; recovery: {} failed, {} requeued, {} containers reaped)",
+                d.api_url(),
+                s.added.len(),
+                s.updated.len(),
+                s.unchanged.len(),
+                s.removed.len(),
+                r.failed.len(),
+                r.requeued.len(),
+                r.reaped.len()
+            );
+            if let (Some(path), Some(org)) = (token_out, first_org) {
+                let token = d.operator_token(&org, Duration::from_secs(7 * 86_400))?;
+                write_private(&path, token.as_bytes())?;
+                println!(
+                    "katd: operator token for {org} written to {}",
+                    path.display()
+                );
+            }
+            wait_for_signal().await;
+            println!("katd: stopping");
+            d.shutdown().await;
+            Ok(())
+        }
+        Command::Token {
+            data,
+            org,
+            admin,
+            permissions,
+            user,
+            ttl,
+        } => {
+            let secret = load_or_create_secret(data.as_deref())?;
+            let auth = JwtAuthority::hs256(&secret, Arc::new(MemoryTaskStore::default()))?;
+            let perms = match (admin, permissions) {
+                (true, _) => kat::http::all_permissions(),
+                (false, Some(json)) => {
+                    let v: serde_json::Value = serde_json::from_str(&json)
+                        .map_err(|e| Error::invalid("--permissions", format!("not JSON: {e}")))?;
+                    Permissions::from_json(&v, "--permissions")?
+                }
+                (false, None) => {
+                    return Err(Error::invalid(
+                        "--permissions",
+                        "give --admin or --permissions '{...}'",
+                    ));
+                }
+            };
+            let token = kat::http::mint_operator_token(
+                &auth,
+                &user,
+                OrgCode::new(&org)?,
+                perms,
+                Duration::from_secs(ttl),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Declare {
+            api,
+            object_type,
+            values,
+            scan_level,
+        } => {
+            let c = Client::new(&api.api, &api.token)?;
+            let ty: ObjectType = object_type.parse()?;
+            let field = match ty {
+                ObjectType::Hostname => "name",
+                ObjectType::IpAddress => "address",
+                other => {
+                    return Err(Error::invalid(
+                        "--type",
+                        format!("declare takes hostname or ipaddress, not {other}"),
+                    ));
+                }
+            };
+            let list: Vec<serde_json::Value> = values
+                .iter()
+                .map(|v| serde_json::json!({ field: v }))
+                .collect();
+            let out = c
+                .post(&format!("/objects/{ty}/"), &serde_json::Value::Array(list))
+                .await?;
+            for o in out.as_array().cloned().unwrap_or_default() {
+                let id = o["id"].as_str().unwrap_or_default().to_string();
+                if let Some(level) = scan_level {
+                    c.patch(
+                        &format!("/objects/{ty}/{}/", client::encode(&id)),
+                        &serde_json::json!({ "scan_level": level }),
+                    )
+                    .await?;
+                }
+                println!(
+                    "{ty} {id}{}",
+                    scan_level
+                        .map(|l| format!(" (scan level {l})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Run {
+            api,
+            plugin,
+            targets,
+            wait,
+        } => {
+            let c = Client::new(&api.api, &api.token)?;
+            let body = serde_json::json!({"type": "plugin", "data": {"plugin_id": plugin, "input_data": targets}});
+            let created = c.post("/tasks/", &body).await?;
+            let ids: Vec<String> = match &created {
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .filter_map(|t| t["id"].as_str().map(String::from))
+                    .collect(),
+                one => one["id"].as_str().map(String::from).into_iter().collect(),
+            };
+            follow(&c, &ids, Duration::from_secs(wait)).await
+        }
+        Command::Tasks { api, state, limit } => {
+            let c = Client::new(&api.api, &api.token)?;
+            let mut q = vec![("limit".to_string(), limit.to_string())];
+            if let Some(s) = state {
+                q.push(("state".into(), s));
+            }
+            let page = c.get("/tasks/", &q).await?;
+            println!(
+                "{:<36}  {:<16}  {:<10}  {:>4}  reason",
+                "task", "plugin", "state", "exit"
+            );
+            for t in page["results"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<36}  {:<16}  {:<10}  {:>4}  {}",
+                    t["id"].as_str().unwrap_or("?"),
+                    t["plugin_id"]
+                        .as_str()
+                        .or(t["data"]["plugin_id"].as_str())
+                        .unwrap_or("?"),
+                    t["state"].as_str().or(t["status"].as_str()).unwrap_or("?"),
+                    t["exit_code"]
+                        .as_i64()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                    t["reason"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Objects {
+            api,
+            object_type,
+            filters,
+            limit,
+        } => {
+            let c = Client::new(&api.api, &api.token)?;
+            let ty: ObjectType = object_type.parse()?;
+            let mut q = vec![("limit".to_string(), limit.to_string())];
+            for f in filters {
+                let (k, v) = f.split_once('=').ok_or_else(|| {
+                    Error::invalid("--filter", format!("expected field=value, got {f:?}"))
+                })?;
+                q.push((k.into(), v.into()));
+            }
+            let page = c.get(&format!("/objects/{ty}/"), &q).await?;
+            println!("{} {ty} object(s)", page["count"]);
+            for o in page["results"].as_array().cloned().unwrap_or_default() {
+                println!("{}", serde_json::to_string(&o).unwrap_or_default());
+            }
+            Ok(())
+        }
+        Command::Files { api, limit } => {
+            let c = Client::new(&api.api, &api.token)?;
+            let page = c
+                .get("/file/", &[("limit".to_string(), limit.to_string())])
+                .await?;
+            println!(
+                "{:>6}  {:<20}  {:>10}  {:<36}  created",
+                "id", "type", "size", "task"
+            );
+            for f in page["results"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:>6}  {:<20}  {:>10}  {:<36}  {}",
+                    f["id"],
+                    f["type"].as_str().unwrap_or("?"),
+                    f["size"],
+                    f["task_id"].as_str().unwrap_or("-"),
+                    f["created_at"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Sync {
+            data,
+            plugins,
+            new_plugins_disabled,
+        } => {
+            let store = SledStore::open(&data, SledOptions::default())?;
+            let defs = PluginDef::load_files(&plugins)?;
+            let existing = store.list_plugins().await?;
+            let (writes, report) = sync(&existing, &defs, !new_plugins_disabled);
+            store.put_plugins(writes).await?;
+            store.flush().await?;
+            println!(
+                "synced: added {:?}, updated {:?}, unchanged {}, disabled as removed {:?}",
+                report.added,
+                report.updated,
+                report.unchanged.len(),
+                report.removed
+            );
+            Ok(())
+        }
         Command::Plan {
             plugins,
             finding_types,
@@ -60,22 +496,174 @@ fn main() -> ExitCode {
             &targets,
             FileId(file_id),
         ),
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("katd: error: {e}");
-            ExitCode::FAILURE
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+fn parse_org(s: &str) -> Result<Organization, Error> {
+    let (code, name) = s.split_once(':').unwrap_or((s, s));
+    Ok(Organization {
+        code: OrgCode::new(code)?,
+        name: name.to_string(),
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// The JWT secret: `KAT_JWT_SECRET`, else the file `KAT_JWT_SECRET_FILE`, else `<data>/jwt.secret`
+/// (created with 32 random bytes, mode 0600, on first use).
+fn load_or_create_secret(data: Option<&Path>) -> Result<Vec<u8>, Error> {
+    if let Ok(s) = std::env::var("KAT_JWT_SECRET")
+        && !s.is_empty()
+    {
+        return Ok(s.into_bytes());
+    }
+    if let Ok(p) = std::env::var("KAT_JWT_SECRET_FILE")
+        && !p.is_empty()
+    {
+        return std::fs::read(&p)
+            .map_err(|e| Error::invalid("KAT_JWT_SECRET_FILE", format!("cannot read {p}: {e}")));
+    }
+    let data = data.ok_or_else(|| {
+        Error::invalid(
+            "--data",
+            "give --data (for its jwt.secret) or set KAT_JWT_SECRET",
+        )
+    })?;
+    let path = data.join("jwt.secret");
+    match std::fs::read(&path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data)?;
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+            .into_bytes();
+            write_private(&path, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(Error::invalid(
+            "--data",
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Follow tasks until they end, with a progress bar on a terminal; print each task's end.
+async fn follow(c: &Client, ids: &[String], wait: Duration) -> Result<(), Error> {
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(ids.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} tasks ended {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pending: Vec<String> = ids.to_vec();
+    let mut failed = 0;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in &pending {
+            let t = c.get(&format!("/tasks/{id}/"), &[]).await?;
+            let state = t["state"]
+                .as_str()
+                .or(t["status"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            if ["queued", "running"].contains(&state.as_str()) {
+                still.push(id.clone());
+                if let Some(b) = &bar {
+                    b.set_message(format!("({id}: {state})"));
+                }
+                continue;
+            }
+            if state != "completed" {
+                failed += 1;
+            }
+            let line = format!(
+                "task {id}: {state}{}{}",
+                t["exit_code"]
+                    .as_i64()
+                    .map(|c| format!(", exit {c}"))
+                    .unwrap_or_default(),
+                t["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            match &bar {
+                Some(b) => {
+                    b.inc(1);
+                    b.println(line);
+                }
+                None => println!("{line}"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(Error::Timeout(format!(
+                    "{} task(s) still running: {}",
+                    pending.len(),
+                    pending.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if failed > 0 {
+        return Err(Error::backend(
+            "katd",
+            format!("{failed} of {} task(s) did not complete", ids.len()),
+            false,
+        ));
+    }
+    Ok(())
 }
 
 fn cmd_plan(
     files: &[PathBuf],
-    finding_types: Option<&std::path::Path>,
+    finding_types: Option<&Path>,
     targets: &[String],
     file_id: FileId,
-) -> Result<(), kat::core::Error> {
+) -> Result<(), Error> {
     let defs = PluginDef::load_files(files)?;
     println!(
         "loaded {} plugins from {}",
@@ -145,8 +733,7 @@ fn cmd_plan(
                     ),
                     Stdin::File(f) => println!("  stdin (IN_FILE): the content of file {f}"),
                 }
-                let perms = p.permissions(def, &[]);
-                println!("  token permissions: {}", perms.to_json());
+                println!("  token permissions: {}", p.permissions(def, &[]).to_json());
             }
         }
     }
