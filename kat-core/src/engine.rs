@@ -78,6 +78,10 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// How much of a task's stderr to keep.
     pub stderr_tail_bytes: usize,
+    /// Whether [`Engine::start`] removes containers of ours whose task is not running here. Reaping
+    /// removes every container labelled `kat.managed` whose task this engine is not running, so
+    /// deployments that share one container engine must turn it off (or use separate engines).
+    pub reap_at_start: bool,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             tick_interval: Duration::from_secs(10),
             limits: Limits::default(),
             stderr_tail_bytes: 8 * 1024,
+            reap_at_start: true,
         }
     }
 }
@@ -410,7 +415,9 @@ impl Engine {
                 }
             }
         }
-        rec.reaped = inner.runtime.reap_orphans(&live).await?;
+        if inner.config.reap_at_start {
+            rec.reaped = inner.runtime.reap_orphans(&live).await?;
+        }
         let q = TaskQuery {
             states: Some(vec![TaskState::Queued]),
             ..TaskQuery::default()

@@ -1,0 +1,206 @@
+//! Normalizer chaining: a scanner's output triggers a normalizer that posts objects with its own
+//! token; the objects are attributed to the normalizer's task. Scan levels gate every path.
+
+use serde_json::json;
+
+use crate::harness::{plugin, post_json, start};
+
+fn normalizer(id: &str, level: u8, consumes: &str, post_type: &str) -> serde_json::Value {
+    let fetch = "host=$(wget -q -O - --header \"Authorization: Token $OPENKAT_TOKEN\" \"$OPENKAT_API/file/{file}/download/\")";
+    let body = format!("{{\\\"{post_type}\\\": [{{\\\"name\\\": \\\"www.$host\\\"}}]}}");
+    let mut p = plugin(
+        id,
+        level,
+        json!([format!("file:{consumes}")]),
+        json!([
+            "sh",
+            "-c",
+            format!("{fetch} && {}", post_json("/objects/", &body))
+        ]),
+    );
+    p["permissions"] = json!({"objects.add_hostname": {}});
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanner_output_triggers_a_normalizer_that_posts_objects_with_its_token() {
+    let Some(k) = start(json!([
+        plugin(
+            "scan",
+            1,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", "printf %s {hostname}"])
+        ),
+        normalizer("norm", 1, "scan", "hostname"),
+    ]))
+    .await
+    else {
+        return;
+    };
+    k.declare("hostname", &["a.example"], Some(1)).await;
+    let scan = k.submit("scan", &["a.example"]).await[0];
+    assert_eq!(k.wait(scan).await["state"], "completed");
+    let norms = k.tasks_of("norm").await;
+    assert_eq!(norms.len(), 1, "the scanner's file queued the normalizer");
+    let norm_id = norms[0]["id"].as_str().unwrap().parse().unwrap();
+    let t = k.wait(norm_id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["source_file"], k.files_of(scan).await[0]["id"]);
+    // The object exists and is attributed to the normalizer's task, from its token.
+    let org = k.org.clone();
+    let key = "internet|www.a.example".parse().unwrap();
+    let stored = kat::core::store::ObjectStore::get(
+        k.d.store(),
+        &org,
+        kat::core::object::ObjectType::Hostname,
+        &key,
+    )
+    .await
+    .unwrap()
+    .expect("the normalizer's hostname");
+    assert_eq!(stored.created_by, Some(norm_id));
+    let tasks = kat::core::store::ObjectStore::tasks_of(
+        k.d.store(),
+        &org,
+        kat::core::object::ObjectType::Hostname,
+        &key,
+    )
+    .await
+    .unwrap();
+    assert_eq!(tasks, vec![norm_id]);
+    // The normalizer's own output (the API's answer) is a file of its type, which chains nothing.
+    assert_eq!(k.files_of(norm_id).await[0]["type"], "norm");
+    assert_eq!(k.tasks_of("norm").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normalizer_writing_a_type_it_may_not_gets_403_and_fails() {
+    // Allowed to add hostnames only, but posts an IP address.
+    let mut bad = plugin(
+        "bad-norm",
+        0,
+        json!(["file:scan"]),
+        json!([
+            "sh",
+            "-c",
+            post_json(
+                "/objects/",
+                "{\\\"ipaddress\\\": [{\\\"address\\\": \\\"192.0.2.77\\\"}]}"
+            )
+        ]),
+    );
+    bad["permissions"] = json!({"objects.add_hostname": {}});
+    let Some(k) = start(json!([
+        plugin(
+            "scan",
+            0,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", "printf %s {hostname}"])
+        ),
+        bad
+    ]))
+    .await
+    else {
+        return;
+    };
+    k.declare("hostname", &["a.example"], Some(0)).await;
+    let scan = k.submit("scan", &["a.example"]).await[0];
+    k.wait(scan).await;
+    let norms = k.tasks_of("bad-norm").await;
+    assert_eq!(norms.len(), 1);
+    let t = k
+        .wait(norms[0]["id"].as_str().unwrap().parse().unwrap())
+        .await;
+    assert_eq!(t["state"], "failed", "{t}");
+    let id = t["id"].as_str().unwrap().parse().unwrap();
+    let files = k.files_of(id).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        files[0]["type"], "error",
+        "its stderr is stored as an error file"
+    );
+    let stderr = k.content(&files[0]).await;
+    assert!(
+        stderr.contains("403"),
+        "the 403 shows in its stderr: {stderr}"
+    );
+    let ips = k.get("/objects/ipaddress/").await;
+    assert_eq!(ips["count"], 0, "nothing was written: {ips}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_below_the_objects_scan_level_is_refused_on_every_path() {
+    let Some(k) = start(json!([
+        plugin(
+            "scan",
+            1,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", "printf %s {hostname}"])
+        ),
+        plugin(
+            "deep",
+            3,
+            json!(["type:hostname"]),
+            json!(["echo", "{hostname}"])
+        ),
+        normalizer("norm3", 3, "scan", "hostname"),
+    ]))
+    .await
+    else {
+        return;
+    };
+    k.declare("hostname", &["low.example"], Some(1)).await;
+    k.declare("hostname", &["unset.example"], None).await;
+    // Manual: refused with a reason.
+    for target in ["low.example", "unset.example"] {
+        let (s, v) = k
+            .post(
+                "/tasks/",
+                json!({"type": "plugin", "data": {"plugin_id": "deep", "input_data": target}}),
+            )
+            .await;
+        assert_eq!(s, 403, "{v}");
+        assert!(v.to_string().contains("scan level"), "{v}");
+    }
+    // Schedule over all hostnames: nothing is created for objects below level 3.
+    let (s, set) = k
+        .post(
+            "/object-sets/",
+            json!({"name": "all hosts", "object_type": "hostname", "all": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{set}");
+    let (s, sched) = k
+        .post("/schedules/", json!({"plugin_id": "deep", "object_set_id": set["id"], "interval": "PT24H", "enabled": true}))
+        .await;
+    assert_eq!(s, 201, "{sched}");
+    let report =
+        k.d.engine()
+            .tick(kat::core::clock::Timestamp::now().plus_secs(1))
+            .await
+            .unwrap();
+    assert_eq!(report.tasks, 0, "{report:?}");
+    // File-triggered: the scanner (level 1) runs, its output would chain to a level-3 normalizer.
+    let scan = k.submit("scan", &["low.example"]).await[0];
+    assert_eq!(k.wait(scan).await["state"], "completed");
+    assert!(
+        k.tasks_of("norm3").await.is_empty(),
+        "no chained task below the scan level"
+    );
+    assert!(k.tasks_of("deep").await.is_empty());
+    // Raising the level lets the schedule through.
+    let (s, _) = k
+        .call(
+            reqwest::Method::PATCH,
+            "/objects/hostname/internet%7Clow.example/",
+            Some(json!({"scan_level": 3})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let report =
+        k.d.engine()
+            .tick(kat::core::clock::Timestamp::now().plus_secs(90_000))
+            .await
+            .unwrap();
+    assert_eq!(report.tasks, 1, "{report:?}");
+}

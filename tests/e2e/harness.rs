@@ -1,0 +1,293 @@
+//! A whole deployment per test: sled in a temp dir, the real Docker engine, the API on a loopback
+//! port, plugin containers on the host network pointing at 127.0.0.1, and a real operator token.
+
+use std::path::PathBuf;
+
+use std::time::Duration;
+
+use kat::core::engine::EngineConfig;
+use kat::core::org::{OrgCode, Organization};
+use kat::core::runtime::{ContainerRuntime, EntrypointBinary, NetworkMode};
+use kat::core::task::TaskId;
+use kat::deploy::{DeployConfig, Deployment};
+use serde_json::{Value, json};
+
+pub(crate) const IMAGE: &str = "kat-busybox:latest";
+
+/// The entrypoint volume these tests use (not the default one an operator's katd uses).
+pub(crate) const VOLUME: &str = "kat-e2e-entrypoint";
+
+static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Whether the engine, the image and the entrypoint are there; in CI their absence is a failure.
+pub(crate) async fn ready() -> Option<PathBuf> {
+    let why = match kat::runtime_docker::DockerRuntime::connect().await {
+        Err(e) => Some(format!("Docker is not reachable: {e}")),
+        Ok(rt) => match rt.docker().inspect_image(IMAGE).await {
+            Err(_) => Some(format!("the image {IMAGE} is missing")),
+            Ok(_) => None,
+        },
+    };
+    let bin = std::env::var("KAT_ENTRYPOINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-gnu/entrypoint/kat-entrypoint")
+        });
+    let why = why.or_else(|| {
+        (!bin.is_file()).then(|| format!("the static entrypoint {} is missing", bin.display()))
+    });
+    match why {
+        None => Some(bin),
+        Some(why) => {
+            let msg = format!(
+                "{why}; run scripts/engines.sh docker, scripts/test-images.sh and scripts/build-entrypoint.sh (scripts/test.sh does all)"
+            );
+            if in_ci() {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED (not in CI): {msg}");
+            None
+        }
+    }
+}
+
+pub(crate) struct Kat {
+    pub(crate) d: Deployment,
+    pub(crate) org: OrgCode,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
+    /// Kept so the deployment's files live as long as it does.
+    _dir: tempfile::TempDir,
+}
+
+/// Start a deployment with these plugin definitions (a JSON list).
+pub(crate) async fn start(plugins: Value) -> Option<Kat> {
+    start_with(plugins, |_| {}).await
+}
+
+pub(crate) async fn start_with(
+    plugins: Value,
+    tweak: impl FnOnce(&mut DeployConfig),
+) -> Option<Kat> {
+    let bin = ready().await?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pfile = dir.path().join("plugins.json");
+    std::fs::write(&pfile, plugins.to_string()).expect("write plugins");
+    let org = OrgCode::new("acme").expect("org");
+    let mut cfg = DeployConfig::new(
+        dir.path().join("data"),
+        "127.0.0.1:0".parse().expect("addr"),
+        b"e2e-secret-e2e-secret-e2e-secret-!".to_vec(),
+    );
+    cfg.engine = EngineConfig {
+        api_url: String::new(),
+        entrypoint_volume: VOLUME.into(),
+        entrypoint_binary: Some(EntrypointBinary { path: bin }),
+        network: NetworkMode::Host,
+        concurrency: 4,
+        tick_interval: Duration::from_secs(3600),
+        plugin_timeout: Duration::from_secs(60),
+        // Tests run deployments side by side on one Docker engine: none may reap another's containers.
+        reap_at_start: false,
+        ..EngineConfig::default()
+    };
+    cfg.plugin_files = vec![pfile];
+    cfg.organizations = vec![Organization {
+        code: org.clone(),
+        name: "Acme".into(),
+    }];
+    tweak(&mut cfg);
+    let d = {
+        let _one_at_a_time = START.lock().await;
+        Deployment::start(cfg).await.expect("deployment starts")
+    };
+    let token = d
+        .operator_token(&org, Duration::from_secs(3600))
+        .expect("token");
+    Some(Kat {
+        d,
+        org,
+        token,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    })
+}
+
+impl Kat {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.d.api_url())
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, self.url(path))
+            .header("Authorization", format!("Token {}", self.token));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Declare objects with a scan level (None: no level).
+    pub(crate) async fn declare(&self, ty: &str, values: &[&str], level: Option<u8>) {
+        let field = if ty == "hostname" { "name" } else { "address" };
+        let list: Vec<Value> = values.iter().map(|v| json!({ field: v })).collect();
+        let (s, out) = self
+            .post(&format!("/objects/{ty}/"), Value::Array(list))
+            .await;
+        assert_eq!(s, 201, "{out}");
+        if let Some(l) = level {
+            for o in out.as_array().expect("list") {
+                let id = o["id"].as_str().expect("id");
+                let (s, v) = self
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/objects/{ty}/{}/", encode(id)),
+                        Some(json!({"scan_level": l})),
+                    )
+                    .await;
+                assert_eq!(s, 200, "{v}");
+            }
+        }
+    }
+
+    /// Queue a plugin through the API; returns the created tasks' ids.
+    pub(crate) async fn submit(&self, plugin: &str, input: &[&str]) -> Vec<TaskId> {
+        let (s, v) = self
+            .post(
+                "/tasks/",
+                json!({"type": "plugin", "data": {"plugin_id": plugin, "input_data": input}}),
+            )
+            .await;
+        assert_eq!(s, 201, "submit {plugin}: {v}");
+        let items = match v {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        items
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").parse().expect("task id"))
+            .collect()
+    }
+
+    pub(crate) async fn wait(&self, id: TaskId) -> Value {
+        self.d
+            .engine()
+            .wait_for(id, Duration::from_secs(90))
+            .await
+            .expect("task ends");
+        self.get(&format!("/tasks/{id}/")).await
+    }
+
+    pub(crate) async fn wait_state(&self, id: TaskId, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = self.get(&format!("/tasks/{id}/")).await;
+            if t["state"] == state {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} never reached {state}: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every task of a plugin.
+    pub(crate) async fn tasks_of(&self, plugin: &str) -> Vec<Value> {
+        let v = self
+            .get(&format!("/tasks/?plugin_id={plugin}&limit=1000"))
+            .await;
+        v["results"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The files a task produced, oldest first.
+    pub(crate) async fn files_of(&self, task: TaskId) -> Vec<Value> {
+        let v = self.get("/file/?limit=1000&ordering=id").await;
+        v["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f["task_id"] == task.to_string())
+            .collect()
+    }
+
+    pub(crate) async fn content(&self, file: &Value) -> String {
+        let url = file["file"].as_str().expect("download url");
+        let resp = self
+            .http
+            .get(url)
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.expect("text")
+    }
+
+    /// Containers of ours for a task that still exist.
+    pub(crate) async fn containers_of(&self, task: TaskId) -> usize {
+        let rt = kat::runtime_docker::DockerRuntime::connect()
+            .await
+            .expect("docker");
+        rt.list_managed()
+            .await
+            .expect("list")
+            .iter()
+            .filter(|c| c.task == Some(task))
+            .count()
+    }
+}
+
+pub(crate) fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A plugin definition on the busybox image.
+pub(crate) fn plugin(id: &str, level: u8, consumes: Value, args: Value) -> Value {
+    json!({"plugin_id": id, "scan_level": level, "consumes": consumes, "oci_image": IMAGE, "oci_arguments": args})
+}
+
+/// A shell snippet that sends `data` (JSON) to an API path with the task's token, with busybox wget.
+pub(crate) fn post_json(path: &str, data: &str) -> String {
+    format!(
+        "wget -q -O - --header 'Content-Type: application/json' --header \"Authorization: Token $OPENKAT_TOKEN\" --post-data \"{data}\" \"$OPENKAT_API{path}\""
+    )
+}

@@ -1,0 +1,82 @@
+//! Deadlines and cancellation: every task reaches a final state and its container is gone.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{plugin, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_past_its_deadline_ends_timed_out_and_is_gone() {
+    let mut slow = plugin("slow", 0, json!([]), json!(["sleep", "60"]));
+    slow["timeout_seconds"] = json!(2);
+    let Some(k) = start(json!([slow])).await else {
+        return;
+    };
+    let id = k.submit("slow", &[]).await[0];
+    let started = std::time::Instant::now();
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "timed_out", "{t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "killed at the deadline, not at the end of sleep"
+    );
+    assert!(
+        t["reason"].as_str().unwrap_or("").contains("deadline"),
+        "{t}"
+    );
+    assert_eq!(k.containers_of(id).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_kills_its_container_and_ends_it_cancelled() {
+    let Some(k) = start(json!([plugin(
+        "slow",
+        0,
+        json!([]),
+        json!(["sleep", "60"])
+    )]))
+    .await
+    else {
+        return;
+    };
+    let id = k.submit("slow", &[]).await[0];
+    k.wait_state(id, "running").await;
+    // Give the container a moment to exist, then cancel.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while k.containers_of(id).await == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(k.containers_of(id).await, 1, "the task's container runs");
+    let (s, v) = k.post(&format!("/tasks/{id}/cancel/"), json!({})).await;
+    assert!(s == 200 || s == 202, "{s} {v}");
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "cancelled", "cancelled, not failed: {t}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while k.containers_of(id).await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(k.containers_of(id).await, 0, "the container is gone");
+    // Cancelling again is a conflict, not a change.
+    let (s, _) = k.post(&format!("/tasks/{id}/cancel/"), json!({})).await;
+    assert_eq!(s, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_the_task_with_a_clear_reason() {
+    let mut p = plugin("ghost", 0, json!([]), json!(["true"]));
+    p["oci_image"] = json!("kat-no-such-image:never");
+    let Some(k) = start(json!([p])).await else {
+        return;
+    };
+    let id = k.submit("ghost", &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "failed", "{t}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kat-no-such-image:never"),
+        "{t}"
+    );
+}

@@ -1,0 +1,194 @@
+//! The five execution modes, each producing the expected files attributed to its task.
+
+use serde_json::json;
+
+use crate::harness::{Kat, plugin, start};
+
+async fn kat() -> Option<Kat> {
+    start(json!([
+        plugin("echo-host", 1, json!(["type:hostname"]), json!(["echo", "{hostname}"])),
+        plugin("standalone", 0, json!([]), json!(["sh", "-c", "echo standalone $PLUGIN_ID; echo to-stderr >&2"])),
+        plugin("stdin-cat", 0, json!(["type:hostname", "type:ipaddress"]), json!(["cat"])),
+        plugin("count", 0, json!(["file:upload"]), json!(["wc", "-c"])),
+        plugin(
+            "shout",
+            0,
+            json!(["file:upload"]),
+            json!(["sh", "-c", "wget -q -O - --header \"Authorization: Token $OPENKAT_TOKEN\" \"$OPENKAT_API/file/{file}/download/\" | tr a-z A-Z"])
+        ),
+    ]))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode1_direct_one_target() {
+    let Some(k) = kat().await else { return };
+    k.declare("hostname", &["a.example"], Some(1)).await;
+    let ids = k.submit("echo-host", &["a.example"]).await;
+    assert_eq!(ids.len(), 1);
+    let t = k.wait(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["exit_code"], 0);
+    assert!(t["reason"].as_str().unwrap_or("").contains("mode 1"), "{t}");
+    let files = k.files_of(ids[0]).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["type"], "echo-host");
+    assert_eq!(k.content(&files[0]).await, "a.example\n");
+    assert_eq!(k.containers_of(ids[0]).await, 0, "the container is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode2_standalone() {
+    let Some(k) = kat().await else { return };
+    let ids = k.submit("standalone", &[]).await;
+    let t = k.wait(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let files = k.files_of(ids[0]).await;
+    assert_eq!(
+        files.len(),
+        1,
+        "stdout only: stderr of a successful run is not uploaded"
+    );
+    assert_eq!(k.content(&files[0]).await, "standalone standalone\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode3_sequential_targets_in_one_task_each_with_its_file() {
+    let Some(k) = kat().await else { return };
+    k.declare(
+        "hostname",
+        &["a.example", "b.example", "c.example"],
+        Some(2),
+    )
+    .await;
+    let ids = k
+        .submit(
+            "echo-host",
+            &["a.example", "b.example", "internet|c.example"],
+        )
+        .await;
+    assert_eq!(ids.len(), 1, "one task (batch size 50)");
+    let t = k.wait(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert!(t["reason"].as_str().unwrap_or("").contains("mode 3"), "{t}");
+    let files = k.files_of(ids[0]).await;
+    let mut contents = Vec::new();
+    for f in &files {
+        contents.push(k.content(f).await);
+    }
+    assert_eq!(
+        contents,
+        vec!["a.example\n", "b.example\n", "c.example\n"],
+        "one output file per target, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode4_bulk_stdin_and_the_temporary_file_is_removed() {
+    let Some(k) = kat().await else { return };
+    k.declare("hostname", &["a.example", "b.example"], Some(0))
+        .await;
+    k.declare("ipaddress", &["127.0.0.1"], Some(0)).await;
+    let ids = k
+        .submit("stdin-cat", &["a.example", "b.example", "127.0.0.1"])
+        .await;
+    let t = k.wait(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let files = k.files_of(ids[0]).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        k.content(&files[0]).await,
+        "a.example\nb.example\n127.0.0.1",
+        "targets joined by newlines, no trailing one"
+    );
+    let tmp = k.get("/file/?type=kat-stdin").await;
+    assert_eq!(
+        tmp["count"], 0,
+        "the stdin file is deleted when the task ends: {tmp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode5_files_on_stdin_and_by_id() {
+    let Some(k) = kat().await else { return };
+    // An upload of type "upload" chains to both file consumers.
+    let form = reqwest::multipart::Form::new().text("type", "upload").part(
+        "file",
+        reqwest::multipart::Part::bytes(b"hello kat".to_vec()).file_name("in.txt"),
+    );
+    let resp = k
+        .http
+        .post(k.url("/file/"))
+        .header("Authorization", format!("Token {}", k.token))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status().as_u16(), 201);
+    let meta: serde_json::Value = resp.json().await.expect("json");
+    let fid = meta["id"].as_u64().expect("id");
+    let count = k.tasks_of("count").await;
+    let shout = k.tasks_of("shout").await;
+    assert_eq!(
+        (count.len(), shout.len()),
+        (1, 1),
+        "each consumer queued once"
+    );
+    for (t, want) in [(&count[0], "9\n"), (&shout[0], "HELLO KAT")] {
+        assert_eq!(t["input"]["files"], json!([fid]), "{t}");
+        let id = t["id"].as_str().unwrap().parse().unwrap();
+        let done = k.wait(id).await;
+        assert_eq!(done["state"], "completed", "{done}");
+        let files = k.files_of(id).await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(k.content(&files[0]).await.trim_start(), want);
+    }
+    // A manual run on the same file works too.
+    let ids = k.submit("shout", &[&fid.to_string()]).await;
+    assert_eq!(k.wait(ids[0]).await["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode5_static_file_reference_is_downloaded_by_the_entrypoint() {
+    let Some(k) = kat().await else { return };
+    let form = reqwest::multipart::Form::new().text("type", "data").part(
+        "file",
+        reqwest::multipart::Part::bytes(b"static input\n".to_vec()).file_name("x"),
+    );
+    let meta: serde_json::Value = k
+        .http
+        .post(k.url("/file/"))
+        .header("Authorization", format!("Token {}", k.token))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    let fid = meta["id"].as_u64().expect("id");
+    // Add a plugin that names the file statically, then run it with no input.
+    let def = kat::core::plugin::PluginDef::parse_file(
+        &json!([plugin(
+            "cat-static",
+            0,
+            json!([]),
+            json!(["cat", format!("{{file/{fid}}}")])
+        )])
+        .to_string(),
+        "test",
+    )
+    .expect("plugin");
+    let (writes, _) = kat::core::plugin::sync(&[], &def, true);
+    kat::core::store::TaskStore::put_plugins(k.d.store(), writes)
+        .await
+        .expect("put");
+    let ids = k.submit("cat-static", &[]).await;
+    let t = k.wait(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert!(t["reason"].as_str().unwrap_or("").contains("mode 5"), "{t}");
+    assert_eq!(
+        k.content(&k.files_of(ids[0]).await[0]).await,
+        "static input\n"
+    );
+}
