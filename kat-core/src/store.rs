@@ -142,7 +142,7 @@ pub struct ObjectQuery {
     pub min_scan_level: Option<ScanLevel>,
     /// The order; by key when `None`.
     pub ordering: Option<Ordering>,
-    /// Page size.
+    /// Page size; 0 means no limit (every match).
     pub limit: usize,
     /// Items to skip.
     pub offset: usize,

@@ -32,11 +32,13 @@ pub struct Claims {
     pub aud: String,
     /// Subject: `task:<uuid>` or `user:<name>`.
     pub sub: String,
-    /// The task the token belongs to.
+    /// The task the token belongs to (present, `null` for an operator).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub task_id: Option<TaskId>,
     /// The organization it may see.
     pub org: OrgCode,
-    /// The plugin the task runs.
+    /// The plugin the task runs (present, `null` for an operator).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub plugin_id: Option<String>,
     /// What it may do.
     pub permissions: Permissions,
@@ -132,4 +134,68 @@ pub trait TokenAuthority: Send + Sync + fmt::Debug {
 
     /// Revoke a token id until `exp` (unix seconds).
     async fn revoke(&self, jti: &str, exp: i64) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        let c = Claims::for_user(
+            "alice",
+            OrgCode::new("acme").unwrap(),
+            Permissions::new(),
+            Timestamp::from_secs(1000),
+            60,
+        );
+        serde_json::to_value(&c).unwrap()
+    }
+
+    #[test]
+    fn every_claim_is_required() {
+        let full = sample();
+        assert!(serde_json::from_value::<Claims>(full.clone()).is_ok());
+        for key in [
+            "iss",
+            "aud",
+            "sub",
+            "task_id",
+            "org",
+            "plugin_id",
+            "permissions",
+            "iat",
+            "nbf",
+            "exp",
+            "jti",
+        ] {
+            let mut v = full.clone();
+            v.as_object_mut().unwrap().remove(key);
+            let e = serde_json::from_value::<Claims>(v)
+                .expect_err(key)
+                .to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let mut v = full.clone();
+        v["exp"] = serde_json::json!("1060");
+        assert!(
+            serde_json::from_value::<Claims>(v).is_err(),
+            "a string exp is refused"
+        );
+        let mut v = full;
+        v["extra"] = serde_json::json!(1);
+        assert!(
+            serde_json::from_value::<Claims>(v).is_err(),
+            "unknown claims are refused"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_permissions_or_secrets() {
+        let c: Claims = serde_json::from_value(sample()).unwrap();
+        let d = format!("{c:?}");
+        assert!(
+            d.contains("user:alice") && !d.contains("permissions"),
+            "{d}"
+        );
+    }
 }

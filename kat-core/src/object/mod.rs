@@ -178,11 +178,14 @@ impl ObjectType {
         }
     }
 
-    /// Check a natural key against this type's shape (number of parts and their values).
+    /// Check a natural key against this type's shape (number of parts and their values) and return
+    /// it in canonical form: hostnames lowercased, addresses in RFC 5952 form, protocols upper-case, so
+    /// that `internet|Example.COM` finds `internet|example.com`.
     ///
     /// ```
     /// use kat_core::object::ObjectType;
-    /// assert!(ObjectType::Hostname.parse_key("internet|example.com").is_ok());
+    /// assert_eq!(ObjectType::Hostname.parse_key("internet|Example.COM.").unwrap().as_str(), "internet|example.com");
+    /// assert_eq!(ObjectType::IpPort.parse_key("internet|2001:DB8::1|tcp|80").unwrap().as_str(), "internet|2001:db8::1|TCP|80");
     /// assert!(ObjectType::Hostname.parse_key("internet|-bad").is_err());
     /// assert!(ObjectType::IpAddress.parse_key("internet").is_err());
     /// ```
@@ -209,23 +212,31 @@ impl ObjectType {
         match self {
             ObjectType::Network => {
                 expect(1, 1)?;
-                canonical_network(&parts[0]).map_err(|e| bad(e.to_string()))?;
+                let n = canonical_network(&parts[0]).map_err(|e| bad(e.to_string()))?;
+                return Ok(NaturalKey::from_parts([n]));
             }
             ObjectType::Hostname => {
                 expect(2, 2)?;
-                HostnameRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                let h = HostnameRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                return Ok(h.key());
             }
             ObjectType::IpAddress => {
                 expect(2, 2)?;
-                IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                let a = IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                return Ok(a.key());
             }
             ObjectType::IpPort => {
                 expect(4, 4)?;
-                IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
-                parts[2]
+                let a = IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                let proto = parts[2]
                     .parse::<Protocol>()
                     .map_err(|e| bad(e.to_string()))?;
-                parse_port(&parts[3]).map_err(|e| bad(e.to_string()))?;
+                let port = parse_port(&parts[3]).map_err(|e| bad(e.to_string()))?;
+                return Ok(NaturalKey::from_escaped_components([
+                    a.key().into_string(),
+                    proto.as_str().to_string(),
+                    port.to_string(),
+                ]));
             }
             ObjectType::Software => expect(1, 2)?,
             ObjectType::FindingType => {
