@@ -31,6 +31,14 @@ impl Key {
         self
     }
 
+    /// Append the encoding of a text component's beginning (no terminator): every component starting
+    /// with `s` starts with these bytes.
+    pub(crate) fn str_start(mut self, s: &str) -> Self {
+        push_str(&mut self.0, s.as_bytes());
+        self.0.truncate(self.0.len() - 2);
+        self
+    }
+
     /// Append a field value as an index component: short values verbatim, long ones by hash.
     pub(crate) fn index_value(mut self, value: &str) -> Self {
         if value.len() <= MAX_INDEXED_VALUE {

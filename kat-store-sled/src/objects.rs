@@ -6,19 +6,27 @@
 //! | key | value | what |
 //! | --- | --- | --- |
 //! | `o` org type key | JSON [`StoredObject`] | the object (the `(org, type)` prefix lists a type in key order) |
-//! | `i` org type field value key | empty | one entry per field of [`ObjectType::fields`], value as [`FieldValue::filter_text`](kat_core::object::FieldValue::filter_text) |
-//! | `a` org type key task | `u64` sequence | the tasks that wrote an object; the sequence gives first-seen order |
-//! | `t` org task type key | empty | the objects a task wrote |
+//! | `i` org type field value key | empty | one entry per field of [`ObjectType::fields`], value as [`FieldValue::filter_text`](kat_core::object::FieldValue::filter_text), except the key-leading fields below |
+//! | `a` org type key task | `u64` sequence | the tasks that wrote an object; the sequence (one per upsert) gives first-seen order |
+//! | `t` org task sequence | JSON list of (type, key) | the objects one upsert attributed to a task for the first time |
 //!
 //! An index entry ends with the object key encoded exactly as in its `o` key, so a hit becomes a point
 //! lookup without decoding.
+//!
+//! Key-leading fields (a hostname's or address's `network`, a port's `address`, a record's
+//! `hostname`, a finding's `finding_type`, software's `name`, a network's `name`, a finding type's
+//! `code`) are the first part of the natural key: the `o` prefix already orders objects by them, so
+//! filtering on them scans that prefix and they get no `i` entries (fewer writes per object).
+//!
+//! The `t` lists are written once per upsert instead of once per object; reading them skips objects
+//! that were deleted since (their `a` entry is gone).
 
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
 use kat_core::memory::{expand_batch, merge_stored};
-use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile};
+use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile, escape_part};
 use kat_core::org::OrgCode;
 use kat_core::store::{ObjectQuery, ObjectStore, Page, StoredObject};
 use kat_core::task::{ObjectRef, TaskId};
@@ -61,8 +69,30 @@ fn by_task_prefix(org: &OrgCode, task: TaskId) -> Key {
     Key::new(T_BY_TASK).str(org.as_str()).id(task.0.as_bytes())
 }
 
-fn by_task_key(org: &OrgCode, task: TaskId, ty: ObjectType, key: &NaturalKey) -> Key {
-    by_task_prefix(org, task).str(ty.as_str()).str(key.as_str())
+fn is_key_leading(ty: ObjectType, field: &str) -> bool {
+    key_prefix(ty, field, "").is_some()
+}
+
+/// What a `t` entry lists.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Attributed(Vec<(ObjectType, NaturalKey)>);
+
+/// For a key-leading field, the natural-key prefix that objects whose `field` is `value` have: their
+/// key is that prefix or starts with it followed by `|`.
+fn key_prefix(ty: ObjectType, field: &str, value: &str) -> Option<String> {
+    use ObjectType as T;
+    match (ty, field) {
+        (T::Network, "name")
+        | (T::FindingType, "code")
+        | (T::Software, "name")
+        | (T::Finding, "finding_type")
+        | (T::Hostname, "network")
+        | (T::IpAddress, "network") => Some(escape_part(value)),
+        // These values are natural keys already (escaped parts joined by `|`).
+        (T::IpPort, "address") => Some(value.to_string()),
+        (t, "hostname") if t.is_dns_record() => Some(value.to_string()),
+        _ => None,
+    }
 }
 
 /// The index keys of a stored object.
@@ -70,6 +100,7 @@ fn index_keys(s: &StoredObject) -> Vec<Vec<u8>> {
     let ty = s.object_type();
     ty.fields()
         .iter()
+        .filter(|f| !is_key_leading(ty, f))
         .filter_map(|f| {
             s.object.field(f).map(|v| {
                 index_prefix(&s.org, ty, f, &v.filter_text())
@@ -87,16 +118,57 @@ fn stored_key(s: String) -> SResult<NaturalKey> {
         .map_err(|e| SledStoreError::decode("natural key", e))
 }
 
-fn decode_object(bytes: &[u8]) -> SResult<StoredObject> {
+/// How many writing tasks an object's record lists itself; later ones get `a` entries.
+pub(crate) const INLINE_TASKS: usize = 4;
+
+/// The value of an `o` entry: the object and its first writing tasks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    /// The object.
+    o: StoredObject,
+    /// The first [`INLINE_TASKS`] tasks that wrote it, first seen first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    t: Vec<TaskId>,
+}
+
+fn decode_record(bytes: &[u8]) -> SResult<Record> {
     from_json("object", bytes)
 }
 
-fn load(inner: &Inner, pk: &[u8]) -> SResult<Option<StoredObject>> {
+fn decode_object(bytes: &[u8]) -> SResult<StoredObject> {
+    decode_record(bytes).map(|r| r.o)
+}
+
+fn load_record(inner: &Inner, pk: &[u8]) -> SResult<Option<Record>> {
     inner
         .objects
         .get(pk)?
-        .map(|v| decode_object(&v))
+        .map(|v| decode_record(&v))
         .transpose()
+}
+
+fn load(inner: &Inner, pk: &[u8]) -> SResult<Option<StoredObject>> {
+    Ok(load_record(inner, pk)?.map(|r| r.o))
+}
+
+/// Whether `task` wrote the object of `record` (stored under `org`, `ty`, `key`).
+fn attributed(
+    inner: &Inner,
+    record: &Record,
+    org: &OrgCode,
+    ty: ObjectType,
+    key: &NaturalKey,
+    task: TaskId,
+) -> SResult<bool> {
+    if record.t.contains(&task) {
+        return Ok(true);
+    }
+    if record.t.len() < INLINE_TASKS {
+        return Ok(false);
+    }
+    Ok(inner
+        .objects
+        .contains_key(attr_prefix(org, ty, key).id(task.0.as_bytes()))?)
 }
 
 fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
@@ -128,6 +200,7 @@ fn upsert_blocking(
     let mut batch = sled::Batch::default();
     let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
         HashMap::with_capacity(expanded.len());
+    let mut first_seen = Vec::new();
     let _writer = lock(&inner.object_lock);
     let seq = match by {
         Some(_) => inner.db.generate_id()?,
@@ -137,7 +210,11 @@ fn upsert_blocking(
         let ty = o.object_type();
         let key = o.natural_key();
         let pk = object_key(org, ty, &key);
-        let existing = load(inner, pk.as_slice())?;
+        let (existing, mut tasks) = match load_record(inner, pk.as_slice())? {
+            Some(r) => (Some(r.o), r.t),
+            None => (None, Vec::new()),
+        };
+        let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
         let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
         let new = merge_stored(existing, org, o, by, now);
         let new_index = index_keys(&new);
@@ -151,15 +228,34 @@ fn upsert_blocking(
                 batch.insert(k, IVec::default());
             }
         }
-        batch.insert(pk.into_vec(), to_json("object", &new)?);
-        if let Some(t) = by {
-            let ak = attr_prefix(org, ty, &key).id(t.0.as_bytes());
-            if !inner.objects.contains_key(ak.as_slice())? {
-                batch.insert(ak.into_vec(), &seq.to_be_bytes()[..]);
-                batch.insert(by_task_key(org, t, ty, &key).into_vec(), IVec::default());
+        // The last writer is attributed already. Otherwise the record's own list says, and only
+        // when that list is full does an `a` entry need a look.
+        if let Some(t) = by
+            && last_writer != by
+            && !tasks.contains(&t)
+        {
+            if tasks.len() < INLINE_TASKS {
+                tasks.push(t);
+                first_seen.push((ty, key.clone()));
+            } else {
+                let ak = attr_prefix(org, ty, &key).id(t.0.as_bytes());
+                if !inner.objects.contains_key(ak.as_slice())? {
+                    batch.insert(ak.into_vec(), &seq.to_be_bytes()[..]);
+                    first_seen.push((ty, key.clone()));
+                }
             }
         }
-        stored.insert((ty, key), new);
+        let record = Record { o: new, t: tasks };
+        batch.insert(pk.into_vec(), to_json("object", &record)?);
+        stored.insert((ty, key), record.o);
+    }
+    if let Some(t) = by
+        && !first_seen.is_empty()
+    {
+        batch.insert(
+            by_task_prefix(org, t).u64(seq).into_vec(),
+            to_json("task attribution", &Attributed(first_seen))?,
+        );
     }
     inner.objects.apply_batch(batch)?;
     drop(_writer);
@@ -173,49 +269,66 @@ fn upsert_blocking(
         .collect()
 }
 
-/// Keys of the objects whose `field` is one of `values`, in key order, as encoded key tails.
-fn index_hits(
+type Entries = Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>;
+
+/// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
+/// prefix in an `o` key), from the field's index or, for a key-leading field, the `o` prefix.
+fn candidates(
     inner: &Inner,
     org: &OrgCode,
     ty: ObjectType,
     field: &str,
     values: &[String],
-) -> SResult<BTreeSet<Vec<u8>>> {
-    let mut out = BTreeSet::new();
-    for v in values {
-        let p = index_prefix(org, ty, field, v).into_vec();
-        for entry in inner.objects.scan_prefix(&p) {
-            let (k, _) = entry?;
-            out.insert(k[p.len()..].to_vec());
-        }
+) -> Box<dyn Iterator<Item = SResult<Vec<u8>>>> {
+    let tree = inner.objects.clone();
+    if is_key_leading(ty, field) {
+        let type_len = type_prefix(org, ty).as_slice().len();
+        let scans: Vec<(Vec<u8>, String)> = values
+            .iter()
+            .filter_map(|v| key_prefix(ty, field, v))
+            .map(|p| (type_prefix(org, ty).str_start(&p).into_vec(), p))
+            .collect();
+        Box::new(scans.into_iter().flat_map(move |(scan, p)| {
+            let entries: Entries = Box::new(tree.scan_prefix(scan));
+            entries.filter_map(move |e| match e {
+                Err(e) => Some(Err(e.into())),
+                Ok((k, _)) => {
+                    let tail = &k[type_len..];
+                    let key = take_str(tail)?.0;
+                    let whole_part = key.len() == p.len() || key[p.len()..].starts_with('|');
+                    whole_part.then(|| Ok(tail.to_vec()))
+                }
+            })
+        }))
+    } else {
+        let prefixes: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| index_prefix(org, ty, field, v).into_vec())
+            .collect();
+        Box::new(prefixes.into_iter().flat_map(move |p| {
+            let n = p.len();
+            let entries: Entries = Box::new(tree.scan_prefix(p));
+            entries.map(move |e| e.map(|(k, _)| k[n..].to_vec()).map_err(Into::into))
+        }))
     }
-    Ok(out)
 }
 
-/// Of the query's filters, the one with the fewest index entries: every filter's entries are walked
+/// Of the query's filters, the one with the fewest candidates: every filter's candidates are walked
 /// in turn, one step each, until one runs out, so the cost is (filters × the smallest count).
 fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
     if q.filters.len() < 2 {
         return Ok(0);
     }
-    let mut iters: Vec<Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>> = q
+    let mut iters: Vec<_> = q
         .filters
         .iter()
-        .map(|(f, values)| {
-            let tree = inner.objects.clone();
-            let prefixes: Vec<Vec<u8>> = values
-                .iter()
-                .map(|v| index_prefix(&q.org, q.object_type, f, v).into_vec())
-                .collect();
-            Box::new(prefixes.into_iter().flat_map(move |p| tree.scan_prefix(p)))
-                as Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>
-        })
+        .map(|(f, values)| candidates(inner, &q.org, q.object_type, f, values))
         .collect();
     loop {
         for (i, it) in iters.iter_mut().enumerate() {
             match it.next() {
                 None => return Ok(i),
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => return Err(e),
                 Some(Ok(_)) => {}
             }
         }
@@ -234,7 +347,7 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
     } else if !q.filters.is_empty() {
         let i = most_selective(inner, q)?;
         let (field, values) = &q.filters[i];
-        Some(index_hits(inner, &q.org, q.object_type, field, values)?)
+        Some(candidates(inner, &q.org, q.object_type, field, values).collect::<SResult<_>>()?)
     } else {
         None
     };
@@ -329,14 +442,9 @@ fn delete_blocking(
         for k in index_keys(&s) {
             batch.remove(k);
         }
-        let ap = attr_prefix(org, ty, key).into_vec();
-        for entry in inner.objects.scan_prefix(&ap) {
-            let (k, _) = entry?;
-            let (task, _) = take_id(&k[ap.len()..])
-                .ok_or_else(|| SledStoreError::decode("attribution key", "malformed"))?;
-            batch.remove(k);
-            batch
-                .remove(by_task_key(org, TaskId(uuid::Uuid::from_bytes(task)), ty, key).into_vec());
+        // The tasks' `t` lists keep naming it; readers skip objects without an `a` entry.
+        for entry in inner.objects.scan_prefix(attr_prefix(org, ty, key)) {
+            batch.remove(entry?.0);
         }
     }
     if n > 0 {
@@ -420,12 +528,12 @@ impl ObjectStore for SledStore {
         let s = self
             .blocking(move |inner| {
                 let _writer = lock(&inner.object_lock);
-                let Some(mut s) = load(inner, &pk)? else {
+                let Some(mut r) = load_record(inner, &pk)? else {
                     return Ok(None);
                 };
-                s.scan = Some(profile);
-                inner.objects.insert(pk, to_json("object", &s)?)?;
-                Ok(Some(s))
+                r.o.scan = Some(profile);
+                inner.objects.insert(pk, to_json("object", &r)?)?;
+                Ok(Some(r.o))
             })
             .await?
             .ok_or_else(|| Error::not_found("object", key.as_str()))?;
@@ -440,8 +548,12 @@ impl ObjectStore for SledStore {
         key: &NaturalKey,
     ) -> Result<Vec<TaskId>> {
         let ap = attr_prefix(org, ty, key).into_vec();
+        let pk = object_key(org, ty, key).into_vec();
         Ok(self
             .blocking(move |inner| {
+                let Some(record) = load_record(inner, &pk)? else {
+                    return Ok(Vec::new());
+                };
                 let mut seen = Vec::new();
                 for entry in inner.objects.scan_prefix(&ap) {
                     let (k, v) = entry?;
@@ -452,31 +564,32 @@ impl ObjectStore for SledStore {
                     seen.push((seq, TaskId(uuid::Uuid::from_bytes(task))));
                 }
                 seen.sort();
-                Ok(seen.into_iter().map(|(_, t)| t).collect())
+                let mut out = record.t;
+                out.extend(seen.into_iter().map(|(_, t)| t));
+                Ok(out)
             })
             .await?)
     }
 
     async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<ObjectRef>> {
-        let p = by_task_prefix(org, task).into_vec();
+        let org = org.clone();
         Ok(self
             .blocking(move |inner| {
-                let mut out = Vec::new();
-                for entry in inner.objects.scan_prefix(&p) {
-                    let (k, _) = entry?;
-                    let bad = || SledStoreError::decode("task attribution key", "malformed");
-                    let (ty, rest) = take_str(&k[p.len()..]).ok_or_else(bad)?;
-                    let (key, _) = take_str(rest).ok_or_else(bad)?;
-                    let object_type = ty
-                        .parse::<ObjectType>()
-                        .map_err(|e| SledStoreError::decode("object type", e))?;
-                    out.push(ObjectRef {
-                        object_type,
-                        key: stored_key(key)?,
-                    });
+                let mut out = BTreeSet::new();
+                for entry in inner.objects.scan_prefix(by_task_prefix(&org, task)) {
+                    let (_, v) = entry?;
+                    let Attributed(list) = from_json("task attribution", &v)?;
+                    for (object_type, key) in list {
+                        // Skip objects deleted since (and not written by this task again).
+                        let pk = object_key(&org, object_type, &key);
+                        if let Some(r) = load_record(inner, pk.as_slice())?
+                            && attributed(inner, &r, &org, object_type, &key, task)?
+                        {
+                            out.insert(ObjectRef { object_type, key });
+                        }
+                    }
                 }
-                out.sort();
-                Ok(out)
+                Ok(out.into_iter().collect())
             })
             .await?)
     }
@@ -516,16 +629,56 @@ impl VerifyReport {
 
 fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
     let show = |k: &[u8]| String::from_utf8_lossy(k).replace('\0', "/");
+    // Every `a` entry must name a stored object and appear in one of its task's `t` lists.
+    let mut listed: BTreeSet<(String, [u8; 16], ObjectType, NaturalKey)> = BTreeSet::new();
+    for entry in inner.objects.scan_prefix([T_BY_TASK]) {
+        let (k, v) = entry?;
+        let parsed = (|| {
+            let (org, rest) = take_str(&k[1..])?;
+            let (task, rest) = take_id(rest)?;
+            (rest.len() == 8).then_some((org, task))
+        })();
+        let Some((org, task)) = parsed else {
+            r.problem(format!("malformed task attribution key {}", show(&k)));
+            continue;
+        };
+        match from_json::<Attributed>("task attribution", &v) {
+            Ok(Attributed(list)) => {
+                for (ty, key) in list {
+                    listed.insert((org.clone(), task, ty, key));
+                }
+            }
+            Err(e) => r.problem(format!("task attribution {}: {e}", show(&k))),
+        }
+    }
     for entry in inner.objects.scan_prefix([T_OBJECT]) {
         let (k, v) = entry?;
         r.objects += 1;
-        let s = match decode_object(&v) {
-            Ok(s) => s,
+        let (s, inline) = match decode_record(&v) {
+            Ok(rec) => (rec.o, rec.t),
             Err(e) => {
                 r.problem(format!("object {}: {e}", show(&k)));
                 continue;
             }
         };
+        r.attributions += inline.len() as u64;
+        if inline.len() > INLINE_TASKS {
+            r.problem(format!("object {} lists too many tasks", s.key));
+        }
+        for t in inline {
+            let entry = (
+                s.org.as_str().to_string(),
+                *t.0.as_bytes(),
+                s.object_type(),
+                s.key.clone(),
+            );
+            if !listed.contains(&entry) {
+                r.problem(format!(
+                    "object {} names task {t} but is in none of its lists",
+                    s.key
+                ));
+            }
+        }
         if object_key(&s.org, s.object_type(), &s.key).as_slice() != &k[..] {
             r.problem(format!("object {} is stored under another key", show(&k)));
         }
@@ -576,25 +729,29 @@ fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
             continue;
         };
         let pk = Key::new(T_OBJECT).str(&org).str(&ty).str(&key).into_vec();
-        if !inner.objects.contains_key(&pk)? {
-            r.problem(format!("attribution {} names no object", show(&k)));
+        match inner
+            .objects
+            .get(&pk)?
+            .map(|v| decode_record(&v))
+            .transpose()
+        {
+            Ok(Some(rec))
+                if rec.t.len() == INLINE_TASKS
+                    && !rec.t.iter().any(|t| t.0.as_bytes() == &task) => {}
+            Ok(Some(_)) => r.problem(format!(
+                "attribution {} overflows a list that is not full or repeats it",
+                show(&k)
+            )),
+            Ok(None) => r.problem(format!("attribution {} names no object", show(&k))),
+            Err(e) => r.problem(format!("attribution {}: {e}", show(&k))),
         }
-        let tk = Key::new(T_BY_TASK)
-            .str(&org)
-            .id(&task)
-            .str(&ty)
-            .str(&key)
-            .into_vec();
-        if !inner.objects.contains_key(&tk)? {
-            r.problem(format!("attribution {} has no by-task entry", show(&k)));
+        let in_list = match (ty.parse::<ObjectType>(), stored_key(key)) {
+            (Ok(t), Ok(nk)) => listed.contains(&(org, task, t, nk)),
+            _ => false,
+        };
+        if !in_list {
+            r.problem(format!("attribution {} is in no task list", show(&k)));
         }
-    }
-    let by_task = inner.objects.scan_prefix([T_BY_TASK]).count() as u64;
-    if by_task != r.attributions {
-        r.problem(format!(
-            "{} attributions but {by_task} by-task entries",
-            r.attributions
-        ));
     }
     Ok(())
 }

@@ -490,3 +490,83 @@ async fn queries_page_and_order_like_the_reference() {
         assert_eq!((a.count, keys(&a)), (b.count, keys(&b)), "{q:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_beyond_the_inline_list_keeps_first_seen_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let o = org("many-tasks");
+    let k = key("internet|hot.example");
+    let tasks: Vec<TaskId> = (0..7).map(|_| TaskId::new()).collect();
+    for t in &tasks {
+        s.upsert(&o, vec![host("hot.example")], Some(*t))
+            .await
+            .expect("upsert");
+        // Seeing it again changes nothing.
+        s.upsert(&o, vec![host("hot.example")], Some(*t))
+            .await
+            .expect("upsert");
+    }
+    s.upsert(&o, vec![host("hot.example")], Some(tasks[1]))
+        .await
+        .expect("upsert");
+    s.upsert(&o, vec![host("hot.example")], Some(tasks[5]))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        s.tasks_of(&o, ObjectType::Hostname, &k)
+            .await
+            .expect("tasks_of"),
+        tasks
+    );
+    for t in &tasks {
+        let of = s.objects_of(&o, *t).await.expect("objects_of");
+        assert!(of.iter().any(|r| r.key == k), "{t} wrote it");
+    }
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    assert_eq!(
+        report.attributions,
+        7 + 7,
+        "seven on the hostname, seven on its network"
+    );
+    // Deleted, then written again by one of them: only that one is attributed now.
+    assert_eq!(
+        ObjectStore::delete(&s, &o, ObjectType::Hostname, &[k.clone()])
+            .await
+            .expect("delete"),
+        1
+    );
+    assert!(
+        s.objects_of(&o, tasks[6])
+            .await
+            .expect("objects_of")
+            .iter()
+            .all(|r| r.key != k)
+    );
+    s.upsert(&o, vec![host("hot.example")], Some(tasks[6]))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        s.tasks_of(&o, ObjectType::Hostname, &k)
+            .await
+            .expect("tasks_of"),
+        vec![tasks[6]]
+    );
+    assert!(
+        s.objects_of(&o, tasks[0])
+            .await
+            .expect("objects_of")
+            .iter()
+            .all(|r| r.key != k)
+    );
+    assert!(
+        s.objects_of(&o, tasks[6])
+            .await
+            .expect("objects_of")
+            .iter()
+            .any(|r| r.key == k)
+    );
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
