@@ -782,19 +782,13 @@ impl Engine {
             let mut q = ObjectQuery::new(org.clone(), set.object_type);
             q.filters = set.filters.clone();
             q.min_scan_level = Some(plugin.scan_level);
-            q.limit = 1000;
-            loop {
-                let page = self.inner.objects.query(&q).await?;
-                let n = page.items.len();
-                out.extend(page.items.into_iter().map(|o| ObjectRef {
-                    object_type: set.object_type,
-                    key: o.key,
-                }));
-                if n < q.limit {
-                    break;
-                }
-                q.offset += n;
-            }
+            // One pass over every match: paging with offsets would rescan the skipped matches.
+            q.limit = 0;
+            let page = self.inner.objects.query(&q).await?;
+            out.extend(page.items.into_iter().map(|o| ObjectRef {
+                object_type: set.object_type,
+                key: o.key,
+            }));
         }
         for key in &set.keys {
             if let Some(o) = self.inner.objects.get(org, set.object_type, key).await?
