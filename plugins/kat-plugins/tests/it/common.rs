@@ -395,6 +395,11 @@ pub fn strict() -> bool {
 /// script when missing. Returns false (after saying why) when it cannot be had and the run is not
 /// strict; panics when strict.
 pub fn ensure_tool(tool: &str) -> bool {
+    // One installation at a time: concurrent apt-get runs fight over dpkg's lock.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let have = || {
         Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

@@ -6,6 +6,7 @@
 
 mod catalogue;
 mod common;
+mod container;
 mod dns;
 mod errors;
 mod golden;
