@@ -6,7 +6,9 @@
 //! - `lookup_by_name/{10k,1M}`: a query by the `name` filter (the API's `?name=`) in a store holding
 //!   10,000 and 1,000,000 hostnames: the time must not grow with the number of objects.
 //!
-//! `KAT_SLED_BENCH_BIG` overrides the large dataset's size (default 1,000,000).
+//! `KAT_SLED_BENCH_BIG` overrides the large dataset's size (default 1,000,000) and
+//! `KAT_SLED_BENCH_CACHE_MB` the lookup stores' sled cache (default 1024 MiB, which holds the 1M
+//! dataset; with less, lookups that miss the cache read pages back from disk).
 
 use std::time::{Duration, Instant};
 
@@ -87,11 +89,15 @@ fn bulk_upsert(c: &mut Criterion) {
 
 /// A store holding `n` hostnames (`h{i}.example`), built in bulk upserts of 1,000.
 async fn dataset(dir: &std::path::Path, n: usize) -> SledStore {
+    let cache_mb: u64 = std::env::var("KAT_SLED_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
     let store = SledStore::open(
         dir,
         SledOptions {
             durability: Durability::Periodic(Duration::from_secs(1)),
-            ..SledOptions::default()
+            cache_capacity_bytes: cache_mb << 20,
         },
     )
     .expect("open");
@@ -103,6 +109,8 @@ async fn dataset(dir: &std::path::Path, n: usize) -> SledStore {
         store.upsert(&org(), batch, None).await.expect("upsert");
     }
     store.flush().await.expect("flush");
+    // Let sled's background flusher settle before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!(
         "built {n} hostnames in {:.1} s ({:.0} objects/s, periodic flush)",
         start.elapsed().as_secs_f64(),
@@ -111,29 +119,65 @@ async fn dataset(dir: &std::path::Path, n: usize) -> SledStore {
     store
 }
 
+async fn lookup(store: &SledStore, n: usize, i: &mut usize) {
+    // A different name each time, spread over the whole key space.
+    *i = (*i + 7_919) % n;
+    let q = ObjectQuery::new(org(), ObjectType::Hostname)
+        .filter("name", &[format!("h{i}.example").as_str()]);
+    let page = store.query(&q).await.expect("query");
+    assert_eq!(page.count, 1);
+}
+
 fn lookup_by_name(c: &mut Criterion) {
     let rt = runtime();
     let big: usize = std::env::var("KAT_SLED_BENCH_BIG")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let big_label = if big == 1_000_000 { "1M" } else { "big" };
+    let small_dir = tempfile::tempdir().expect("tempdir");
+    let big_dir = tempfile::tempdir().expect("tempdir");
+    let stores = [
+        (
+            "10k",
+            10_000usize,
+            rt.block_on(dataset(small_dir.path(), 10_000)),
+        ),
+        (big_label, big, rt.block_on(dataset(big_dir.path(), big))),
+    ];
+    // Interleaved rounds, so that both sizes see the same machine load; medians per lookup.
+    let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    rt.block_on(async {
+        let mut i = 0;
+        for _round in 0..30 {
+            for (s, (_, n, store)) in stores.iter().enumerate() {
+                let start = Instant::now();
+                for _ in 0..200 {
+                    lookup(store, *n, &mut i).await;
+                }
+                samples[s].push(start.elapsed().as_secs_f64() / 200.0 * 1e6);
+            }
+        }
+    });
+    for (s, (label, n, _)) in stores.iter().enumerate() {
+        let v = &mut samples[s];
+        v.sort_by(f64::total_cmp);
+        eprintln!(
+            "lookup by name among {n} ({label}): median {:.1} us, fastest round {:.1} us (interleaved)",
+            v[v.len() / 2],
+            v[0]
+        );
+    }
     let mut g = c.benchmark_group("lookup_by_name");
     g.sample_size(50);
     g.measurement_time(Duration::from_secs(5));
-    for (label, n) in [
-        ("10k", 10_000usize),
-        (if big == 1_000_000 { "1M" } else { "big" }, big),
-    ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = rt.block_on(dataset(dir.path(), n));
+    for (label, n, store) in &stores {
         let mut i: usize = 0;
-        g.bench_with_input(BenchmarkId::from_parameter(label), &n, |b, &n| {
+        g.bench_with_input(BenchmarkId::from_parameter(label), n, |b, &n| {
             b.to_async(&rt).iter(|| {
-                // A different name each time, spread over the whole key space.
                 i = (i + 7_919) % n;
                 let q = ObjectQuery::new(org(), ObjectType::Hostname)
                     .filter("name", &[format!("h{i}.example").as_str()]);
-                let store = &store;
                 async move {
                     let page = store.query(&q).await.expect("query");
                     assert_eq!(page.count, 1);
@@ -141,7 +185,6 @@ fn lookup_by_name(c: &mut Criterion) {
                 }
             });
         });
-        drop(store);
     }
     g.finish();
 }

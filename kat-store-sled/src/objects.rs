@@ -206,10 +206,15 @@ fn upsert_blocking(
         Some(_) => inner.db.generate_id()?,
         None => 0,
     };
-    for o in expanded {
+    // In key order: neighbouring lookups then touch the same tree nodes.
+    let mut work: Vec<(Key, Object)> = expanded
+        .into_iter()
+        .map(|o| (object_key(org, o.object_type(), &o.natural_key()), o))
+        .collect();
+    work.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+    for (pk, o) in work {
         let ty = o.object_type();
         let key = o.natural_key();
-        let pk = object_key(org, ty, &key);
         let (existing, mut tasks) = match load_record(inner, pk.as_slice())? {
             Some(r) => (Some(r.o), r.t),
             None => (None, Vec::new()),

@@ -96,7 +96,7 @@ fn expiry_key(exp: i64, jti: &str) -> Key {
 
 fn i64_value(what: &'static str, v: &[u8]) -> SResult<i64> {
     match take_u64(v) {
-        Some((n, rest)) if rest.is_empty() => Ok(i64_from_ord(n)),
+        Some((n, [])) => Ok(i64_from_ord(n)),
         _ => Err(SledStoreError::decode(what, "not an i64")),
     }
 }

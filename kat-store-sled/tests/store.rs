@@ -532,7 +532,7 @@ async fn attribution_beyond_the_inline_list_keeps_first_seen_order() {
     );
     // Deleted, then written again by one of them: only that one is attributed now.
     assert_eq!(
-        ObjectStore::delete(&s, &o, ObjectType::Hostname, &[k.clone()])
+        ObjectStore::delete(&s, &o, ObjectType::Hostname, std::slice::from_ref(&k))
             .await
             .expect("delete"),
         1
