@@ -570,3 +570,118 @@ async fn attribution_beyond_the_inline_list_keeps_first_seen_order() {
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bulk_writes_are_refused_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let o = org("limit");
+    s.set_max_batch_objects(10);
+    assert_eq!(s.max_batch_objects(), 10);
+    // Ten hostnames plus their network are eleven objects.
+    let batch: Vec<Object> = (0..10).map(|i| host(&format!("l{i}.example"))).collect();
+    match s.upsert(&o, batch.clone(), None).await {
+        Err(Error::LimitExceeded(m)) => assert!(m.contains("11") && m.contains("10"), "{m}"),
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+    let all = ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    assert_eq!(
+        ObjectStore::query(&s, &all).await.expect("q").count,
+        0,
+        "nothing stored"
+    );
+    s.set_max_batch_objects(11);
+    assert_eq!(s.upsert(&o, batch, None).await.expect("upsert").len(), 10);
+}
+
+/// Filters on key-leading fields (answered from the primary key order, not an index) agree with the
+/// reference store, including values that are prefixes of other values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_leading_filters_agree_with_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let m = kat_core::memory::MemoryObjectStore::default();
+    let o = org("leading");
+    let mk = |ty: ObjectType, v: serde_json::Value| Object::from_json(ty, &v).expect("object");
+    let mut batch = Vec::new();
+    for h in ["a.example", "a.example.org", "ab.example", "b.example"] {
+        batch.push(mk(
+            ObjectType::DnsARecord,
+            json!({"hostname": h, "ip_address": "192.0.2.1"}),
+        ));
+        batch.push(mk(
+            ObjectType::DnsTxtRecord,
+            json!({"hostname": h, "prefix": "p", "value": "v"}),
+        ));
+        batch.push(mk(
+            ObjectType::Finding,
+            json!({"finding_type": "KAT-X", "hostname": h}),
+        ));
+    }
+    for (net, name) in [
+        ("internet", "x.example"),
+        ("intern", "x.example"),
+        ("a-b", "y.example"),
+    ] {
+        batch.push(mk(
+            ObjectType::Hostname,
+            json!({"network": net, "name": name}),
+        ));
+    }
+    for (name, version) in [
+        ("nginx", Some("1.2")),
+        ("nginx", None),
+        ("nginx-extra", Some("1")),
+    ] {
+        let mut v = json!({"name": name});
+        if let Some(ver) = version {
+            v["version"] = json!(ver);
+        }
+        batch.push(mk(ObjectType::Software, v));
+    }
+    batch.push(mk(
+        ObjectType::Finding,
+        json!({"finding_type": "KAT-XY", "address": "192.0.2.1"}),
+    ));
+    s.upsert(&o, batch.clone(), None).await.expect("sled");
+    m.upsert(&o, batch, None).await.expect("memory");
+    let q = |ty, f: &str, v: &[&str]| ObjectQuery::new(o.clone(), ty).filter(f, v);
+    let queries = vec![
+        q(ObjectType::DnsARecord, "hostname", &["internet|a.example"]),
+        q(
+            ObjectType::DnsARecord,
+            "hostname",
+            &["internet|a.example", "internet|b.example"],
+        ),
+        q(
+            ObjectType::DnsTxtRecord,
+            "hostname",
+            &["internet|ab.example"],
+        ),
+        q(ObjectType::DnsTxtRecord, "hostname", &["internet|a"]),
+        q(ObjectType::Finding, "finding_type", &["KAT-X"]),
+        q(ObjectType::Finding, "finding_type", &["KAT-XY"]),
+        q(ObjectType::Finding, "hostname", &["internet|a.example"]),
+        q(ObjectType::Hostname, "network", &["intern"]),
+        q(ObjectType::Hostname, "network", &["a-b"]),
+        q(ObjectType::Hostname, "network", &["internet"]).filter("name", &["x.example"]),
+        q(ObjectType::Network, "name", &["a-b", "internet"]),
+        q(ObjectType::Software, "name", &["ng|inx"]),
+        q(ObjectType::Software, "name", &["ng"]),
+        q(ObjectType::Software, "name", &["nginx"]),
+        q(ObjectType::Software, "name", &["nginx"]).filter("version", &["null"]),
+        q(ObjectType::IpPort, "address", &["internet|192.0.2.1"]),
+        q(ObjectType::FindingType, "code", &["KAT-X"]),
+    ];
+    for q in queries {
+        let a = ObjectStore::query(&s, &q).await.expect("sled query");
+        let b = m.query(&q).await.expect("memory query");
+        let keys = |p: &kat_core::store::Page<kat_core::store::StoredObject>| {
+            p.items
+                .iter()
+                .map(|x| x.key.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((a.count, keys(&a)), (b.count, keys(&b)), "{q:?}");
+    }
+}
