@@ -1,13 +1,136 @@
 #!/usr/bin/env bash
-# The main job. Until the engine lands (issue 8) it runs what exists for real: it builds katd, loads and validates
-# the shipped plugin catalogue and finding types, and prints for a few example targets the execution mode and the
-# exact argv each plugin would run with, and the permissions its task token would carry.
+# The main job: a real scan, end to end, on this machine only (loopback).
 #
-#   scripts/quickstart.sh
+#   scripts/quickstart.sh          start (or restart) the demo and print what it found
+#   scripts/quickstart.sh stop     stop katd and the demo services
+#
+# It installs and starts Docker when needed, builds the static entrypoint, the first-party plugin image
+# (FROM scratch, nothing pulled) and katd, starts two small local services to find things in (a TLS server with a
+# self-signed, soon-expiring certificate that still accepts TLS 1.0/1.1, and a listener on the PostgreSQL port),
+# starts katd (sled + Docker + the API on 127.0.0.1), declares 127.0.0.1 and localhost with scan level 2, runs the
+# dns, portscan, tls and http-headers plugins (portscan's output chains to parse-nmap), waits for every task and
+# prints the findings and objects with the plugin and task that found each. Running it again restarts the demo on
+# the same data; katd keeps serving afterwards so that the API can be explored.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/lib.sh
+
+Q="$(pwd)/.kat/quickstart"
+PORT="${KAT_QUICKSTART_PORT:-8000}"
+API="http://127.0.0.1:$PORT/api/v1"
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+stop_all() {
+    local f pid
+    for f in "$Q"/*.pid; do
+        [ -e "$f" ] || continue
+        pid="$(cat "$f")"
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+        rm -f "$f"
+    done
+}
+
+if [ "${1:-}" = stop ]; then
+    stop_all
+    echo "stopped katd and the demo services (data kept in $Q/data)"
+    exit 0
+fi
+
+mkdir -p "$Q"
+stop_all
+
+step "container engine (Docker)"
+scripts/engines.sh docker
+ensure_packages openssl python3 curl
+step "static entrypoint and the first-party plugin image"
+ep="$(pwd)/$(scripts/build-entrypoint.sh)"
+scripts/plugin-image.sh >/dev/null
+step "katd"
 cargo build --quiet --example katd
-exec target/debug/examples/katd plan \
-    --plugins plugins/plugins.json --plugins plugins/examples.json \
-    --finding-types plugins/finding_types.json \
-    --target example.com --target localhost --target 127.0.0.1
+katd="$(pwd)/target/debug/examples/katd"
+
+step "demo services on loopback: TLS on 443, a PostgreSQL-port listener on 5432"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in 443 5432 "$PORT"; do
+    port_free "$p" || die "port $p on 127.0.0.1 is in use by another program; stop it (or set KAT_QUICKSTART_PORT for katd's port)"
+done
+if [ ! -s "$Q/cert.pem" ] || ! openssl x509 -in "$Q/cert.pem" -noout -checkend 86400 >/dev/null 2>&1; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$Q/key.pem" -out "$Q/cert.pem" -days 10 \
+        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1
+fi
+cat >"$Q/openssl.cnf" <<'CNF'
+openssl_conf = default_conf
+[default_conf]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1
+CipherString = DEFAULT@SECLEVEL=0
+CNF
+OPENSSL_CONF="$Q/openssl.cnf" setsid nohup openssl s_server -accept 443 -www -quiet \
+    -cert "$Q/cert.pem" -key "$Q/key.pem" >"$Q/tls.log" 2>&1 </dev/null &
+echo $! >"$Q/tls.pid"
+setsid nohup python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 5432)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.close()
+' >"$Q/db.log" 2>&1 </dev/null &
+echo $! >"$Q/db.pid"
+wait_until 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/443' || die "the TLS demo server did not start ($Q/tls.log)"
+
+step "katd serve on $API"
+rm -f "$Q/token"
+setsid nohup "$katd" serve --data "$Q/data" --listen "127.0.0.1:$PORT" \
+    --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
+    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 >"$Q/katd.log" 2>&1 </dev/null &
+echo $! >"$Q/katd.pid"
+if ! wait_until 60 test -s "$Q/token"; then
+    tail -n 20 "$Q/katd.log" >&2
+    die "katd did not start (log: $Q/katd.log)"
+fi
+export KAT_API="$API" KAT_TOKEN="$(cat "$Q/token")"
+
+step "declare the targets (scan level 2)"
+"$katd" declare --type ipaddress 127.0.0.1 --scan-level 2
+"$katd" declare --type hostname localhost --scan-level 2
+
+step "run the plugins (portscan chains to parse-nmap)"
+"$katd" run dns localhost
+"$katd" run portscan 127.0.0.1
+"$katd" run tls localhost
+"$katd" run http-headers localhost
+pending() {
+    curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/tasks/?state=queued&state=running&limit=1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])'
+}
+no_pending() { [ "$(pending)" = 0 ]; }
+wait_until 300 no_pending || die "tasks still running after 5 minutes (see: $katd tasks)"
+
+step "tasks"
+"$katd" tasks --limit 20
+failed="$(curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/tasks/?state=failed&state=timed_out&limit=1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
+
+step "what was found"
+"$katd" report
+
+cat <<TXT
+
+katd is still serving on $API (log: $Q/katd.log).
+Query it with the operator token in $Q/token, for example:
+
+  export KAT_API=$API KAT_TOKEN=\$(cat $Q/token)
+  curl -H "Authorization: Token \$KAT_TOKEN" "$API/objects/finding/"
+  curl -H "Authorization: Token \$KAT_TOKEN" "$API/objects/ipport/?port=443"
+  $katd objects ipport          # or: tasks, files, report, run <plugin> <target>
+
+Stop everything with:  scripts/quickstart.sh stop
+TXT
+[ "$failed" = 0 ] || die "$failed task(s) failed; see '$katd tasks' and $Q/katd.log"

@@ -15,8 +15,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "container engines (docker, podman)"
 eval "$(scripts/engines.sh all)"
-step "local test images"
+step "local test images and the first-party plugin image"
 scripts/test-images.sh
+scripts/plugin-image.sh
+step "tools the plugin tests compare against (nmap, openssl)"
+bash plugins/kat-plugins/scripts/test-tools.sh
 step "static entrypoint"
 KAT_ENTRYPOINT_BIN="$(pwd)/$(scripts/build-entrypoint.sh)"
 export KAT_ENTRYPOINT_BIN

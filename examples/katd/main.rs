@@ -167,6 +167,12 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Print what was found: findings with their risk, and the objects plugins wrote, each with the
+    /// plugin and task that found it.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List files.
     Files {
         #[command(flatten)]
@@ -444,6 +450,10 @@ async fn run(cmd: Command) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Report { api } => {
+            let c = Client::new(&api.api, &api.token)?;
+            report(&c).await
+        }
         Command::Files { api, limit } => {
             let c = Client::new(&api.api, &api.token)?;
             let page = c
@@ -574,6 +584,100 @@ fn load_or_create_secret(data: Option<&Path>) -> Result<Vec<u8>, Error> {
             format!("cannot read {}: {e}", path.display()),
         )),
     }
+}
+
+/// The report of `katd report`.
+async fn report(c: &Client) -> Result<(), Error> {
+    let mut plugin_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut found_by = async |task: &serde_json::Value| -> String {
+        let Some(id) = task.as_str() else {
+            return "declared".into();
+        };
+        if !plugin_of.contains_key(id) {
+            let p = match c.get(&format!("/tasks/{id}/"), &[]).await {
+                Ok(t) => t["plugin_id"].as_str().unwrap_or("?").to_string(),
+                Err(_) => "?".into(),
+            };
+            plugin_of.insert(id.to_string(), p);
+        }
+        format!("{} (task {})", plugin_of[id], &id[..8.min(id.len())])
+    };
+    let all = [("limit".to_string(), "1000".to_string())];
+    let findings = c.get("/objects/finding/", &all).await?;
+    let types = c.get("/objects/findingtype/", &all).await?;
+    let risk_of = |code: &str| -> String {
+        types["results"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["code"] == code))
+            .and_then(|t| t["risk"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let list = findings["results"].as_array().cloned().unwrap_or_default();
+    println!("Findings ({}):", list.len());
+    println!(
+        "  {:<14}  {:<32}  {:<28}  found by",
+        "risk", "finding type", "about"
+    );
+    let mut rows = Vec::new();
+    for f in &list {
+        let code = f["finding_type"].as_str().unwrap_or("?");
+        let about = f["hostname"]
+            .as_str()
+            .or(f["address"].as_str())
+            .unwrap_or("?");
+        rows.push((
+            risk_of(code),
+            code.to_string(),
+            about.to_string(),
+            found_by(&f["last_seen_by"]).await,
+        ));
+    }
+    let rank = |r: &str| {
+        ["critical", "high", "medium", "low", "recommendation"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap_or(9)
+    };
+    rows.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.1.cmp(&b.1)));
+    for (risk, code, about, by) in rows {
+        println!("  {risk:<14}  {code:<32}  {about:<28}  {by}");
+    }
+    println!();
+    println!("Objects written by plugins:");
+    for ty in [
+        "hostname",
+        "ipaddress",
+        "ipport",
+        "software",
+        "dnsarecord",
+        "dnsaaaarecord",
+        "dnscnamerecord",
+        "dnsmxrecord",
+        "dnsnsrecord",
+        "dnstxtrecord",
+    ] {
+        let page = c.get(&format!("/objects/{ty}/"), &all).await?;
+        for o in page["results"].as_array().cloned().unwrap_or_default() {
+            if o["created_by"].is_null() && o["last_seen_by"].is_null() {
+                continue;
+            }
+            let mut extra = String::new();
+            if ty == "ipport" {
+                extra = format!(
+                    " service={} software={}",
+                    o["service"].as_str().unwrap_or("-"),
+                    o["software"]
+                );
+            }
+            println!(
+                "  {ty:<14}  {:<44}  {}{extra}",
+                o["id"].as_str().unwrap_or("?"),
+                found_by(&o["last_seen_by"]).await
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Follow tasks until they end, with a progress bar on a terminal; print each task's end.

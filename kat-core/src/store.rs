@@ -90,7 +90,8 @@ impl StoredObject {
         self.object.object_type()
     }
 
-    /// The API's JSON form: `id` (the natural key), the object's fields, the scan level and dates.
+    /// The API's JSON form: `id` (the natural key), the object's fields, the scan level, dates and the
+    /// tasks that created it and last wrote it (`created_by`, `last_seen_by`).
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("id".into(), self.key.as_str().into());
@@ -101,6 +102,14 @@ impl StoredObject {
         }
         m.insert("created_at".into(), self.created_at.to_string().into());
         m.insert("last_seen".into(), self.last_seen.to_string().into());
+        m.insert(
+            "created_by".into(),
+            self.created_by.map(|t| t.to_string()).into(),
+        );
+        m.insert(
+            "last_seen_by".into(),
+            self.last_seen_by.map(|t| t.to_string()).into(),
+        );
         m
     }
 

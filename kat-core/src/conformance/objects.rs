@@ -422,6 +422,13 @@ pub async fn attribution(store: &dyn ObjectStore) -> Result<()> {
         .await?;
     assert_eq!(s[0].created_by, Some(t1), "creator is kept");
     assert_eq!(s[0].last_seen_by, Some(t2));
+    let j = s[0].to_json();
+    assert_eq!(
+        j["created_by"],
+        serde_json::json!(t1.to_string()),
+        "the API shows attribution"
+    );
+    assert_eq!(j["last_seen_by"], serde_json::json!(t2.to_string()));
     store.upsert(&o, vec![host("a.com")], None).await?;
     assert_eq!(
         store

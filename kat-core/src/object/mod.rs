@@ -1285,13 +1285,15 @@ struct Fields<'a> {
 }
 
 /// Response-only fields accepted (and ignored) on input.
-const READ_ONLY: [&str; 8] = [
+const READ_ONLY: [&str; 10] = [
     "scan_level",
     "declared",
     "object_type",
     "organizations",
     "last_seen",
     "created_at",
+    "created_by",
+    "last_seen_by",
     "dns_records",
     "root",
 ];
