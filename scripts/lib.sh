@@ -3,7 +3,8 @@
 #
 #   . "$(dirname "$0")/lib.sh"
 
-# Where the Podman side keeps its configuration, socket and log (a later Podman runtime uses them too).
+# Where the Podman side keeps its configuration, socket and log. The socket is kat-runtime-podman's
+# DEFAULT_SOCKET, tried first when CONTAINER_HOST is not set.
 KAT_PODMAN_DIR="${KAT_PODMAN_DIR:-/run/kat-podman}"
 KAT_PODMAN_SOCK="$KAT_PODMAN_DIR/podman.sock"
 KAT_CONTAINERS_CONF="$KAT_PODMAN_DIR/containers.conf"

@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+use kat_core::runtime::support::{
+    LoadError, SpecError, TaskFailed, error_chain, io_error_kind, is_unreachable_kind,
+};
+
 /// The backend name used in [`kat_core::Error`] values.
 pub(crate) const BACKEND: &str = "docker";
 
@@ -119,19 +123,11 @@ impl DockerError {
                     Some(std::io::ErrorKind::PermissionDenied) => DockerError::PermissionDenied {
                         socket: socket.to_string(),
                     },
-                    Some(
-                        std::io::ErrorKind::NotFound
-                        | std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::UnexpectedEof,
-                    )
-                    | None => DockerError::Unreachable {
+                    Some(kind) if !is_unreachable_kind(kind) => DockerError::Api { op, source },
+                    _ => DockerError::Unreachable {
                         socket: socket.to_string(),
-                        reason: format!("{op}: {}", chain(&source)),
+                        reason: format!("{op}: {}", error_chain(&source)),
                     },
-                    Some(_) => DockerError::Api { op, source },
                 }
             }
             _ => DockerError::Api { op, source },
@@ -171,29 +167,31 @@ fn io_kind(e: &bollard::errors::Error) -> Option<std::io::ErrorKind> {
     if let bollard::errors::Error::IOError { err } = e {
         return Some(err.kind());
     }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
+    io_error_kind(e)
 }
 
-/// The error and its sources, joined with `: `.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
+impl From<SpecError> for DockerError {
+    fn from(e: SpecError) -> Self {
+        DockerError::Spec {
+            field: e.field,
+            message: e.message,
         }
-        cur = err.source();
     }
-    out
+}
+
+impl From<LoadError> for DockerError {
+    fn from(e: LoadError) -> Self {
+        DockerError::ReadBinary {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl From<TaskFailed> for DockerError {
+    fn from(e: TaskFailed) -> Self {
+        DockerError::Task(e.0)
+    }
 }
 
 impl From<DockerError> for kat_core::Error {

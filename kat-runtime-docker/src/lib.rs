@@ -22,7 +22,10 @@
 //! the last `output_tail_bytes` of each), start, then wait for the exit, the spec's timeout or the cancellation
 //! token, whichever comes first (the last two SIGKILL the container), and remove it (force) on every path.
 //! The life of a container runs in a spawned task, so a caller that drops its future still gets the container
-//! killed and removed. See `docs/runtime-docker.md` for the details and the measurements.
+//! killed and removed. That life, the entrypoint volume and reaping are kat-core's, shared with the Podman
+//! runtime ([`kat_core::runtime::support::run_container`] and its siblings, on this crate's
+//! [`EngineCalls`](kat_core::runtime::support::EngineCalls)). See `docs/runtime-docker.md` for the details
+//! and the measurements.
 //!
 //! [bollard]: https://docs.rs/bollard
 
@@ -32,23 +35,22 @@ mod entrypoint;
 mod error;
 mod run;
 mod spec;
-mod tail;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{API_DEFAULT_VERSION, Docker};
+use kat_core::runtime::support::{self, EngineCalls, unix_socket_from_host};
 use kat_core::runtime::{
     CancellationToken, Capabilities, ContainerRuntime, ContainerSpec, EntrypointBinary,
-    EntrypointMount, LABEL_MANAGED, LABEL_TASK, ManagedContainer, Outcome,
+    EntrypointMount, ManagedContainer, Outcome,
 };
 use kat_core::task::TaskId;
-use tracing::{info, warn};
+use tracing::info;
 
-pub use entrypoint::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 pub use error::DockerError;
+pub use kat_core::runtime::support::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 
 /// The socket used when `DOCKER_HOST` is not set.
 ///
@@ -180,44 +182,6 @@ impl DockerRuntime {
         DockerError::from_bollard(op, &self.ctx.socket, e)
     }
 
-    async fn managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
-        let list = self
-            .ctx
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| self.err("list", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let id = c.id?;
-                let name = c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default();
-                let task = c
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_TASK))
-                    .and_then(|t| t.parse::<TaskId>().ok());
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-                Some(ManagedContainer {
-                    id,
-                    name,
-                    task,
-                    state,
-                })
-            })
-            .collect())
-    }
-
     async fn capabilities_inner(&self) -> Result<Capabilities, DockerError> {
         let (version, info) = tokio::join!(self.ctx.docker.version(), self.ctx.docker.info());
         let version = version.map_err(|e| self.err("version", e))?;
@@ -243,47 +207,13 @@ impl DockerRuntime {
             host_network: !rootless,
         })
     }
-
-    async fn reap(&self, live: &HashSet<TaskId>) -> Result<Vec<String>, DockerError> {
-        let mut removed = Vec::new();
-        let mut failed = Vec::new();
-        for c in self.managed().await? {
-            if c.task.is_some_and(|t| live.contains(&t)) {
-                continue;
-            }
-            match run::remove_now(&self.ctx.docker, &c.id).await {
-                Ok(()) => {
-                    info!(container = %c.id, name = %c.name, task = ?c.task, state = %c.state, "reaped an orphaned container");
-                    removed.push(c.id);
-                }
-                Err(e) => {
-                    warn!(container = %c.id, error = %e, "could not reap a container");
-                    failed.push(format!("{}: {e}", c.id));
-                }
-            }
-        }
-        if failed.is_empty() {
-            Ok(removed)
-        } else {
-            Err(DockerError::Unexpected {
-                op: "reap",
-                message: format!(
-                    "removed {} container(s) but could not remove {}",
-                    removed.len(),
-                    failed.join("; ")
-                ),
-            })
-        }
-    }
 }
 
 /// The socket path named by a `DOCKER_HOST` value.
 fn socket_from_env(docker_host: Option<&str>) -> Result<String, DockerError> {
-    match docker_host.map(str::trim) {
-        None | Some("") => Ok(DEFAULT_SOCKET.to_string()),
-        Some(h) if h.starts_with("unix://") => Ok(h["unix://".len()..].to_string()),
-        Some(h) if h.starts_with('/') => Ok(h.to_string()),
-        Some(h) => Err(DockerError::UnsupportedHost(h.to_string())),
+    match unix_socket_from_host(docker_host) {
+        Ok(socket) => Ok(socket.unwrap_or_else(|| DEFAULT_SOCKET.to_string())),
+        Err(h) => Err(DockerError::UnsupportedHost(h)),
     }
 }
 
@@ -299,7 +229,7 @@ impl ContainerRuntime for DockerRuntime {
         volume: &str,
     ) -> kat_core::Result<EntrypointMount> {
         let _serial = self.prepare_lock.lock().await;
-        Ok(entrypoint::prepare(&self.ctx.docker, &self.ctx.socket, binary, volume).await?)
+        Ok(support::prepare_entrypoint(&self.ctx, binary, volume).await?)
     }
 
     async fn run(
@@ -307,15 +237,15 @@ impl ContainerRuntime for DockerRuntime {
         spec: ContainerSpec,
         cancel: CancellationToken,
     ) -> kat_core::Result<Outcome> {
-        Ok(run::run(self.ctx.clone(), spec, cancel).await?)
+        Ok(support::run_container(self.ctx.clone(), spec, cancel).await?)
     }
 
     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
-        Ok(self.managed().await?)
+        Ok(self.ctx.list_managed().await?)
     }
 
     async fn reap_orphans(&self, live: &HashSet<TaskId>) -> kat_core::Result<Vec<String>> {
-        Ok(self.reap(live).await?)
+        Ok(support::reap_orphans(&self.ctx, live).await?)
     }
 }
 

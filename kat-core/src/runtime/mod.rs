@@ -3,7 +3,7 @@
 //!
 //! Implementations: `kat-runtime-docker` (bollard) and `kat-runtime-podman` (podman-api). The
 //! conformance suite (`conformance::runtime`, feature `conformance`) holds every implementation to the
-//! same behaviour against a real engine.
+//! same behaviour against a real engine, and [`support`] holds the engine-independent parts they share.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -16,6 +16,10 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::task::TaskId;
+
+pub mod support;
+#[cfg(feature = "conformance")]
+pub mod testing;
 
 /// Label on every container kat-rs creates; its value is always `true`.
 pub const LABEL_MANAGED: &str = "kat.managed";

@@ -1,0 +1,10 @@
+//! kat-core's `ContainerRuntime` conformance suite against the real Podman service, one test per case (the
+//! same cases the Docker runtime runs), the real static entrypoint in pass-through mode, and `run_all`.
+//!
+//! Needs `eval "$(scripts/engines.sh podman)" && scripts/test-images.sh` (CI runs them first; with `CI` set a
+//! missing service or image fails the tests, elsewhere they are skipped with a message). The entrypoint case
+//! also needs `scripts/build-entrypoint.sh` (or `KAT_ENTRYPOINT_BIN`).
+
+mod common;
+
+kat_core::runtime_conformance_tests!(common::runtime, common::fixture);
