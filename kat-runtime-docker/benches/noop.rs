@@ -8,38 +8,17 @@
 //! Needs `scripts/engines.sh docker && scripts/test-images.sh`; without an engine it says so and does nothing.
 //! Sample counts are small so that it finishes in a minute or two: `cargo bench -p kat-runtime-docker`.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use futures::StreamExt;
+use kat_core::runtime::testing::{Samples, print_medians, rotate};
 use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
 use kat_runtime_docker::DockerRuntime;
 
 const IMAGE: &str = "kat-busybox:latest";
-
-type Samples = Arc<Mutex<Vec<Duration>>>;
-
-fn record(samples: &Samples, d: Duration) {
-    samples
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push(d);
-}
-
-fn median(samples: &Samples) -> Option<Duration> {
-    let mut v = samples
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    Some(v[v.len() / 2])
-}
 
 async fn kat_run(rt: &DockerRuntime) {
     let spec = ContainerSpec::new("kat-bench-noop", IMAGE, ["true"]);
@@ -122,39 +101,25 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(25);
-    let (kat, raw, cli): (Samples, Samples, Samples) = Default::default();
-    let mut overheads: Vec<f64> = Vec::with_capacity(rounds);
+    let samples = [Samples::default(), Samples::default(), Samples::default()];
     tokio_rt.block_on(async {
         // Warm-up: image layers, the helper connections, the first container of each kind.
         kat_run(&rt).await;
         bollard_raw(&rt, 0).await;
         docker_cli().await;
-        for round in 0..rounds {
-            let mut k = Duration::ZERO;
-            let mut r = Duration::ZERO;
-            for step in 0..3 {
-                let t = Instant::now();
-                match (round + step) % 3 {
-                    0 => {
-                        kat_run(&rt).await;
-                        k = t.elapsed();
-                        record(&kat, k);
-                    }
-                    1 => {
-                        bollard_raw(&rt, round as u64 + 1).await;
-                        r = t.elapsed();
-                        record(&raw, r);
-                    }
-                    _ => {
-                        docker_cli().await;
-                        record(&cli, t.elapsed());
-                    }
+        rotate(rounds, &samples, |variant, round| {
+            let rt = &rt;
+            async move {
+                match variant {
+                    0 => kat_run(rt).await,
+                    1 => bollard_raw(rt, round as u64 + 1).await,
+                    _ => docker_cli().await,
                 }
             }
-            overheads.push(k.as_secs_f64() - r.as_secs_f64());
-        }
+        })
+        .await;
     });
-    overheads.sort_by(f64::total_cmp);
+    let [kat, raw, cli] = &samples;
 
     // 2. Criterion's own statistics, one variant after the other (small samples).
     let mut group = c.benchmark_group("noop_container");
@@ -178,30 +143,18 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    let show = |d: Option<Duration>| {
-        d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
-            .unwrap_or_else(|| "n/a".into())
-    };
-    println!(
-        "\nmedian create-to-removed time of a no-op container ({IMAGE}, `true`), {rounds} interleaved rounds:"
+    print_medians(
+        &format!(
+            "median create-to-removed time of a no-op container ({IMAGE}, `true`), {rounds} rounds in rotation"
+        ),
+        &[
+            ("kat_run (DockerRuntime::run)", kat),
+            ("bollard_raw (create/start/wait/rm)", raw),
+            ("docker_cli (docker run --rm)", cli),
+        ],
     );
-    println!(
-        "  kat_run (DockerRuntime::run)        {:>9}",
-        show(median(&kat))
-    );
-    println!(
-        "  bollard_raw (create/start/wait/rm)  {:>9}",
-        show(median(&raw))
-    );
-    println!(
-        "  docker_cli (docker run --rm)        {:>9}",
-        show(median(&cli))
-    );
-    if !overheads.is_empty() {
-        println!(
-            "  kat_run - bollard_raw, paired per round: median {:+.1} ms (target < 15 ms)",
-            overheads[overheads.len() / 2] * 1e3
-        );
+    if let Some(ms) = kat.paired_median_difference_ms(raw) {
+        println!("  kat_run - bollard_raw, paired per round: median {ms:+.1} ms (target < 15 ms)");
     }
 }
 
