@@ -192,7 +192,7 @@ async fn main() {
     let mut m3 = Vec::new();
     let mut single = Vec::new();
     let mut fifty = Vec::new();
-    let r2 = rounds.min(7).max(3);
+    let r2 = rounds.clamp(3, 7);
     for _ in 0..r2 {
         let t = run_plugin(&d, &org, "echo-multi", hosts.clone()).await;
         assert_eq!(t.len(), 1);

@@ -21,11 +21,14 @@ use kat::core::task::TaskId;
 use kat::core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Running children by name, with their task and pid.
+type Children = Arc<Mutex<BTreeMap<String, (Option<TaskId>, u32)>>>;
+
 /// Runs each "container" as a child process of this one.
 #[derive(Debug, Default, Clone)]
 struct ProcessRuntime {
-    /// Running children by name, with their task, so that they can be listed and reaped.
-    running: Arc<Mutex<BTreeMap<String, (Option<TaskId>, u32)>>>,
+    /// Running children, so that they can be listed and reaped.
+    running: Children,
 }
 
 /// Keep the last `max` bytes of a stream, never more.
