@@ -143,6 +143,13 @@ impl Fixture {
         }
     }
 
+    async fn refused(&self, plugin: &str, input: &[&str]) -> Error {
+        self.engine
+            .submit(self.req(plugin, input))
+            .await
+            .expect_err("the request should be refused")
+    }
+
     fn req(&self, plugin: &str, input: &[&str]) -> TaskRequest {
         TaskRequest {
             org: self.org.clone(),
@@ -202,29 +209,15 @@ async fn manual_tasks_are_gated_by_scan_level() {
     f.host("none.example", None).await;
     f.host("zero.example", Some(0)).await;
     f.ip("192.0.2.1", Some(1)).await;
-    let e = f
-        .engine
-        .submit(f.req("dns", &["none.example"]))
-        .await
-        .unwrap_err();
+    let e = f.refused("dns", &["none.example"]).await;
     assert!(matches!(e, Error::PermissionDenied(_)), "{e}");
     assert!(e.to_string().contains("no scan level"), "{e}");
-    let e = f
-        .engine
-        .submit(f.req("dns", &["zero.example"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = f.refused("dns", &["zero.example"]).await.to_string();
     assert!(
         e.contains("needs scan level L1") && e.contains("scan level L0"),
         "{e}"
     );
-    let e = f
-        .engine
-        .submit(f.req("nmap", &["192.0.2.1"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = f.refused("nmap", &["192.0.2.1"]).await.to_string();
     assert!(e.contains("L2"), "{e}");
     assert!(
         f.all_tasks().await.is_empty(),
@@ -235,43 +228,20 @@ async fn manual_tasks_are_gated_by_scan_level() {
 #[tokio::test]
 async fn unknown_disabled_and_missing_things_are_refused() {
     let f = fixture().await;
-    let e = f.engine.submit(f.req("nope", &[])).await.unwrap_err();
+    let e = f.refused("nope", &[]).await;
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
-    let e = f
-        .engine
-        .submit(f.req("parse-nmap-off", &["1"]))
-        .await
-        .unwrap_err();
+    let e = f.refused("parse-nmap-off", &["1"]).await;
     assert!(e.to_string().contains("disabled"), "{e}");
-    let e = f
-        .engine
-        .submit(f.req("dns", &["missing.example"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = f.refused("dns", &["missing.example"]).await.to_string();
     assert!(
         e.contains("internet|missing.example") && e.contains("declare it first"),
         "{e}"
     );
-    let e = f
-        .engine
-        .submit(f.req("dns", &["not a hostname!"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = f.refused("dns", &["not a hostname!"]).await.to_string();
     assert!(e.contains("not a hostname"), "{e}");
-    let e = f
-        .engine
-        .submit(f.req("dns", &[]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = f.refused("dns", &[]).await.to_string();
     assert!(e.contains("needs a target") || e.contains("none"), "{e}");
-    let e = f
-        .engine
-        .submit(f.req("parse-nmap", &["999"]))
-        .await
-        .unwrap_err();
+    let e = f.refused("parse-nmap", &["999"]).await;
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(f.all_tasks().await.is_empty());
 }
