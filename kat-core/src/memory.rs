@@ -211,7 +211,15 @@ impl ObjectStore for MemoryObjectStore {
             let full = (org.clone(), ty, k.clone());
             if g.objects.remove(&full).is_some() {
                 n += 1;
-                g.tasks_of.remove(&full);
+                let r = ObjectRef {
+                    object_type: ty,
+                    key: k.clone(),
+                };
+                for t in g.tasks_of.remove(&full).unwrap_or_default() {
+                    if let Some(set) = g.objects_of.get_mut(&(org.clone(), t)) {
+                        set.remove(&r);
+                    }
+                }
             }
         }
         Ok(n)

@@ -457,6 +457,27 @@ pub async fn attribution(store: &dyn ObjectStore) -> Result<()> {
         "{of_t2:?}"
     );
     assert!(store.objects_of(&org("c-attr-other"), t2).await?.is_empty());
+    // A deleted object is no longer attributed to anyone.
+    assert_eq!(
+        store
+            .delete(&o, ObjectType::Hostname, &[key("internet|b.com")])
+            .await?,
+        1
+    );
+    assert!(
+        store
+            .tasks_of(&o, ObjectType::Hostname, &key("internet|b.com"))
+            .await?
+            .is_empty()
+    );
+    let of_t2: Vec<String> = store
+        .objects_of(&o, t2)
+        .await?
+        .iter()
+        .map(|r| r.key.to_string())
+        .collect();
+    assert!(!of_t2.contains(&"internet|b.com".to_string()), "{of_t2:?}");
+    assert!(of_t2.contains(&"internet|a.com".to_string()), "{of_t2:?}");
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use key::{NaturalKey, escape_part, unescape_part};
+pub use key::{MAX_KEY_BYTES, NaturalKey, escape_part, unescape_part};
 pub use validate::{canonical_hostname, canonical_ip, canonical_network, check_code, check_text};
 
 use crate::{Error, Result};
