@@ -389,7 +389,7 @@ fn file_placeholders_are_downloaded_once_and_substituted() {
             "-c",
             "printf '%s\\n' \"$1\"; IFS=,; for p in $2; do cat \"$p\"; done",
             "sh",
-            "a{file/11}b{file/11}c",
+            "a{file/11}|{file/11}c",
             "{file/11},{file/22}",
         ],
         &f.env(),
@@ -408,12 +408,13 @@ fn file_placeholders_are_downloaded_once_and_substituted() {
     let body = &uploads[0].head;
     let newline = body.iter().position(|b| *b == b'\n').unwrap();
     let first = String::from_utf8(body[..newline].to_vec()).unwrap();
-    // "a<path>b<path>c" with the same absolute path twice, inside the spool directory.
+    // "a<path>|<path>c" with the same absolute path twice, inside the spool directory (the separator is one
+    // that a temporary directory's random name cannot contain).
     let inner = first
         .strip_prefix('a')
         .and_then(|s| s.strip_suffix('c'))
         .unwrap();
-    let (p1, p2) = inner.split_once('b').unwrap();
+    let (p1, p2) = inner.split_once('|').unwrap();
     assert_eq!(p1, p2);
     assert!(p1.starts_with(f.spool.path().to_str().unwrap()), "{p1}");
     assert!(!first.contains('{'), "{first}");
