@@ -106,26 +106,18 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn host(&self, name: &str, level: Option<u8>) {
-        let o = Object::from_json(ObjectType::Hostname, &json!({"name": name})).unwrap();
-        self.objects
-            .upsert(&self.org, vec![o.clone()], None)
-            .await
-            .unwrap();
-        if let Some(l) = level {
-            self.objects
-                .set_scan_profile(
-                    &self.org,
-                    ObjectType::Hostname,
-                    &o.natural_key(),
-                    ScanProfile::declared(ScanLevel::new(l).unwrap()),
-                )
-                .await
-                .unwrap();
-        }
+        self.declare(ObjectType::Hostname, json!({ "name": name }), level)
+            .await;
     }
 
     async fn ip(&self, addr: &str, level: Option<u8>) {
-        let o = Object::from_json(ObjectType::IpAddress, &json!({"address": addr})).unwrap();
+        self.declare(ObjectType::IpAddress, json!({ "address": addr }), level)
+            .await;
+    }
+
+    /// Store an object and, when given, declare its scan level.
+    async fn declare(&self, ty: ObjectType, v: serde_json::Value, level: Option<u8>) {
+        let o = Object::from_json(ty, &v).unwrap();
         self.objects
             .upsert(&self.org, vec![o.clone()], None)
             .await
@@ -134,7 +126,7 @@ impl Fixture {
             self.objects
                 .set_scan_profile(
                     &self.org,
-                    ObjectType::IpAddress,
+                    ty,
                     &o.natural_key(),
                     ScanProfile::declared(ScanLevel::new(l).unwrap()),
                 )

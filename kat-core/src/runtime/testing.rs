@@ -332,11 +332,11 @@ async fn run_ok(rt: &dyn ContainerRuntime, spec: ContainerSpec, task: TaskId) ->
 /// # pub struct MyRuntime;
 /// # #[async_trait::async_trait]
 /// # impl ContainerRuntime for MyRuntime {
-/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { todo!() }
-/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { todo!() }
-/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { todo!() }
-/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { todo!() }
-/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { todo!() }
+/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
+/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
+/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
+/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
+/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
 /// # }
 /// // tests/common/mod.rs of a runtime crate:
 /// mod common {
@@ -614,11 +614,11 @@ pub async fn whole_output_arrives(rt: &dyn ContainerRuntime, image: &str) {
 /// # pub struct MyRuntime;
 /// # #[async_trait::async_trait]
 /// # impl ContainerRuntime for MyRuntime {
-/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { todo!() }
-/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { todo!() }
-/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { todo!() }
-/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { todo!() }
-/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { todo!() }
+/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
+/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
+/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
+/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
+/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
 /// # }
 /// // tests/common/mod.rs of a runtime crate:
 /// mod common {

@@ -56,7 +56,7 @@ pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 ///     kat_core::Error: From<E::Error>,
 /// {
 ///     async fn capabilities(&self) -> kat_core::Result<Capabilities> {
-///         todo!("ask the engine")
+///         Err(kat_core::Error::backend("my-engine", "ask the engine here", false))
 ///     }
 ///     async fn prepare_entrypoint(
 ///         &self,
