@@ -55,6 +55,11 @@ async fn mode2_standalone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode3_sequential_targets_in_one_task_each_with_its_file() {
     let Some(k) = kat().await else { return };
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
     k.declare(
         "hostname",
         &["a.example", "b.example", "c.example"],
@@ -76,6 +81,42 @@ async fn mode3_sequential_targets_in_one_task_each_with_its_file() {
     for f in &files {
         contents.push(k.content(f).await);
     }
+    // All three targets ran in ONE container (the original starts one per target). `--until` is in whole
+    // seconds, so it is set past the current second (docker events then waits until that time).
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let events = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--format",
+            "{{.ID}}",
+        ])
+        .args([
+            "--filter",
+            "event=create",
+            "--filter",
+            &format!("label=kat.task={}", ids[0]),
+        ])
+        .output()
+        .expect("docker events");
+    let created = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(
+        created,
+        1,
+        "containers created for the mode-3 task since {since}: {} {}",
+        String::from_utf8_lossy(&events.stdout),
+        String::from_utf8_lossy(&events.stderr)
+    );
     assert_eq!(
         contents,
         vec!["a.example\n", "b.example\n", "c.example\n"],
