@@ -37,6 +37,10 @@ fn key(s: &str) -> NaturalKey {
     NaturalKey::parse(s).expect("valid key")
 }
 
+async fn exists(store: &dyn ObjectStore, org: &OrgCode, ty: ObjectType, k: &str) -> Result<bool> {
+    Ok(store.get(org, ty, &key(k)).await?.is_some())
+}
+
 async fn count(store: &dyn ObjectStore, org: &OrgCode, ty: ObjectType) -> Result<u64> {
     Ok(store.query(&ObjectQuery::new(org.clone(), ty)).await?.count)
 }
@@ -86,23 +90,10 @@ pub async fn natural_key_lookups(store: &dyn ObjectStore) -> Result<()> {
         got.object.field("value"),
         Some(FieldValue::Text("k=rsa; p=MI/+G|end|".into()))
     );
+    assert!(exists(store, &o, ObjectType::Hostname, "internet|a.com").await?);
+    assert!(!exists(store, &o, ObjectType::Hostname, "internet|b.com").await?);
     assert!(
-        store
-            .get(&o, ObjectType::Hostname, &key("internet|a.com"))
-            .await?
-            .is_some()
-    );
-    assert!(
-        store
-            .get(&o, ObjectType::Hostname, &key("internet|b.com"))
-            .await?
-            .is_none()
-    );
-    assert!(
-        store
-            .get(&o, ObjectType::IpAddress, &key("internet|a.com"))
-            .await?
-            .is_none(),
+        !exists(store, &o, ObjectType::IpAddress, "internet|a.com").await?,
         "the type is part of the identity"
     );
     assert!(
@@ -126,24 +117,9 @@ pub async fn references_and_merging(store: &dyn ObjectStore) -> Result<()> {
         json!({"hostname": "www.a.com", "ip_address": "192.0.2.1", "ttl": 300}),
     );
     store.upsert(&o, vec![a.clone()], None).await?;
-    assert!(
-        store
-            .get(&o, ObjectType::Hostname, &key("internet|www.a.com"))
-            .await?
-            .is_some()
-    );
-    assert!(
-        store
-            .get(&o, ObjectType::IpAddress, &key("internet|192.0.2.1"))
-            .await?
-            .is_some()
-    );
-    assert!(
-        store
-            .get(&o, ObjectType::Network, &key("internet"))
-            .await?
-            .is_some()
-    );
+    assert!(exists(store, &o, ObjectType::Hostname, "internet|www.a.com").await?);
+    assert!(exists(store, &o, ObjectType::IpAddress, "internet|192.0.2.1").await?);
+    assert!(exists(store, &o, ObjectType::Network, "internet").await?);
     // The same record without a TTL keeps the TTL; with one, it takes it.
     let no_ttl = obj(
         ObjectType::DnsARecord,
@@ -168,18 +144,8 @@ pub async fn references_and_merging(store: &dyn ObjectStore) -> Result<()> {
         json!({"finding_type": "KAT-OPEN-DATABASE-PORT", "address": "192.0.2.9"}),
     );
     store.upsert(&o, vec![f], None).await?;
-    assert!(
-        store
-            .get(&o, ObjectType::FindingType, &key("KAT-OPEN-DATABASE-PORT"))
-            .await?
-            .is_some()
-    );
-    assert!(
-        store
-            .get(&o, ObjectType::IpAddress, &key("internet|192.0.2.9"))
-            .await?
-            .is_some()
-    );
+    assert!(exists(store, &o, ObjectType::FindingType, "KAT-OPEN-DATABASE-PORT").await?);
+    assert!(exists(store, &o, ObjectType::IpAddress, "internet|192.0.2.9").await?);
     Ok(())
 }
 
@@ -390,24 +356,14 @@ pub async fn organizations_are_isolated(store: &dyn ObjectStore) -> Result<()> {
     store.upsert(&b, vec![host("shared.com")], None).await?;
     assert_eq!(count(store, &a, ObjectType::Hostname).await?, 2);
     assert_eq!(count(store, &b, ObjectType::Hostname).await?, 1);
-    assert!(
-        store
-            .get(&b, ObjectType::Hostname, &key("internet|only-a.com"))
-            .await?
-            .is_none()
-    );
+    assert!(!exists(store, &b, ObjectType::Hostname, "internet|only-a.com").await?);
     assert_eq!(
         store
             .delete(&b, ObjectType::Hostname, &[key("internet|only-a.com")])
             .await?,
         0
     );
-    assert!(
-        store
-            .get(&a, ObjectType::Hostname, &key("internet|only-a.com"))
-            .await?
-            .is_some()
-    );
+    assert!(exists(store, &a, ObjectType::Hostname, "internet|only-a.com").await?);
     Ok(())
 }
 

@@ -135,6 +135,14 @@ impl Fixture {
         }
     }
 
+    async fn submit_one(&self, plugin: &str, input: &[&str]) -> Task {
+        self.engine
+            .submit(self.req(plugin, input))
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
     async fn refused(&self, plugin: &str, input: &[&str]) -> Error {
         self.engine
             .submit(self.req(plugin, input))
@@ -426,12 +434,7 @@ async fn nmap_file(f: &Fixture, producer: Option<TaskId>, ty: &str) -> FileMeta 
 async fn files_chain_to_enabled_consumers_only_and_never_for_errors() {
     let f = fixture().await;
     f.ip("192.0.2.1", Some(2)).await;
-    let producer = f
-        .engine
-        .submit(f.req("nmap", &["192.0.2.1"]))
-        .await
-        .unwrap()
-        .remove(0);
+    let producer = f.submit_one("nmap", &["192.0.2.1"]).await;
     let file = nmap_file(&f, Some(producer.id), "nmap").await;
     let chained = f.engine.file_stored(&file).await.unwrap();
     assert_eq!(chained.len(), 1, "parse-nmap-off is disabled");
@@ -452,12 +455,7 @@ async fn files_chain_to_enabled_consumers_only_and_never_for_errors() {
 async fn file_triggered_tasks_are_gated_by_the_producers_objects() {
     let f = fixture().await;
     f.ip("192.0.2.1", Some(2)).await;
-    let producer = f
-        .engine
-        .submit(f.req("nmap", &["192.0.2.1"]))
-        .await
-        .unwrap()
-        .remove(0);
+    let producer = f.submit_one("nmap", &["192.0.2.1"]).await;
     // The address's level is lowered after the scan: parse-nmap (level 2) must not run on its output.
     f.objects
         .set_scan_profile(
@@ -490,12 +488,7 @@ async fn file_triggered_tasks_are_gated_by_the_producers_objects() {
 #[tokio::test]
 async fn cancelling_a_queued_task_means_it_never_starts() {
     let f = fixture().await;
-    let t = f
-        .engine
-        .submit(f.req("download", &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let t = f.submit_one("download", &[]).await;
     let c = f.engine.cancel(&f.org, t.id).await.unwrap();
     assert_eq!(c.state, TaskState::Cancelled);
     // The worker's claim (queued -> running) now fails, so run_task does nothing.
@@ -515,12 +508,7 @@ async fn cancelling_a_queued_task_means_it_never_starts() {
 #[tokio::test]
 async fn a_runtime_error_fails_the_task_with_its_reason() {
     let f = fixture().await;
-    let t = f
-        .engine
-        .submit(f.req("download", &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let t = f.submit_one("download", &[]).await;
     f.engine.run_task(t.id).await.unwrap();
     let got = f.tasks.get_task(t.id).await.unwrap().unwrap();
     assert_eq!(got.state, TaskState::Failed);
@@ -533,24 +521,9 @@ async fn a_runtime_error_fails_the_task_with_its_reason() {
 async fn recovery_fails_or_requeues_tasks_left_running() {
     let f = fixture().await;
     f.host("a.example", Some(1)).await;
-    let a = f
-        .engine
-        .submit(f.req("dns", &["a.example"]))
-        .await
-        .unwrap()
-        .remove(0);
-    let b = f
-        .engine
-        .submit(f.req("download", &[]))
-        .await
-        .unwrap()
-        .remove(0);
-    let c = f
-        .engine
-        .submit(f.req("download", &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let a = f.submit_one("dns", &["a.example"]).await;
+    let b = f.submit_one("download", &[]).await;
+    let c = f.submit_one("download", &[]).await;
     for t in [&a, &b] {
         f.tasks
             .transition_task(
