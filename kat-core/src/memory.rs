@@ -67,16 +67,36 @@ pub struct MemoryObjectStore {
     inner: Mutex<ObjectsInner>,
 }
 
+/// A bulk upsert expanded with the objects it refers to: what [`expand_batch`] returns.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ExpandedBatch {
+    /// The requested objects' keys in request order, duplicates kept: the order `upsert` answers in.
+    pub requested: Vec<(ObjectType, NaturalKey)>,
+    /// Every distinct object to write with its key, referenced ones before the objects that refer
+    /// to them, later sightings merged into earlier ones.
+    pub objects: Vec<(NaturalKey, Object)>,
+}
+
 /// Expand a batch with the objects it refers to (referenced ones first), deduplicated by key with
-/// later sightings merged into earlier ones. Shared by backends so that they agree.
-pub fn expand_batch(objects: Vec<Object>) -> Vec<Object> {
-    let mut order: Vec<(ObjectType, NaturalKey)> = Vec::new();
-    let mut by_key: HashMap<(ObjectType, NaturalKey), Object> = HashMap::new();
-    fn add(
-        o: Object,
-        order: &mut Vec<(ObjectType, NaturalKey)>,
-        by_key: &mut HashMap<(ObjectType, NaturalKey), Object>,
-    ) {
+/// later sightings merged into earlier ones. Shared by backends so that they agree; each natural key
+/// is computed once.
+///
+/// ```
+/// use kat_core::memory::expand_batch;
+/// use kat_core::object::{Object, ObjectType};
+/// let h = Object::from_json(ObjectType::Hostname, &serde_json::json!({"name": "example.com"})).unwrap();
+/// let batch = expand_batch(vec![h.clone(), h]);
+/// assert_eq!(batch.requested.len(), 2);
+/// let keys: Vec<&str> = batch.objects.iter().map(|(k, _)| k.as_str()).collect();
+/// assert_eq!(keys, ["internet", "internet|example.com"]);
+/// ```
+pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
+    type Slot = (ObjectType, NaturalKey);
+    let mut requested = Vec::with_capacity(objects.len());
+    let mut order: Vec<Slot> = Vec::with_capacity(objects.len());
+    let mut by_key: HashMap<Slot, Object> = HashMap::with_capacity(objects.len());
+    fn add(o: Object, order: &mut Vec<Slot>, by_key: &mut HashMap<Slot, Object>) -> Slot {
         for r in o.references() {
             add(r, order, by_key);
         }
@@ -85,17 +105,19 @@ pub fn expand_batch(objects: Vec<Object>) -> Vec<Object> {
             Some(existing) => existing.merge_from(o),
             None => {
                 order.push(k.clone());
-                by_key.insert(k, o);
+                by_key.insert(k.clone(), o);
             }
         }
+        k
     }
     for o in objects {
-        add(o, &mut order, &mut by_key);
+        requested.push(add(o, &mut order, &mut by_key));
     }
-    order
+    let objects = order
         .into_iter()
-        .filter_map(|k| by_key.remove(&k))
-        .collect()
+        .filter_map(|k| by_key.remove(&k).map(|o| (k.1, o)))
+        .collect();
+    ExpandedBatch { requested, objects }
 }
 
 /// Merge a new sighting into what is stored (or make a new stored object). Shared by backends.
@@ -139,15 +161,13 @@ impl ObjectStore for MemoryObjectStore {
         objects: Vec<Object>,
         by: Option<TaskId>,
     ) -> Result<Vec<StoredObject>> {
-        let wanted: Vec<(ObjectType, NaturalKey)> = objects
-            .iter()
-            .map(|o| (o.object_type(), o.natural_key()))
-            .collect();
+        let batch = expand_batch(objects);
+        let wanted = batch.requested;
         let now = Timestamp::now();
         let mut g = lock(&self.inner);
         let inner = &mut *g;
-        for o in expand_batch(objects) {
-            let k = (org.clone(), o.object_type(), o.natural_key());
+        for (key, o) in batch.objects {
+            let k = (org.clone(), o.object_type(), key);
             let stored = merge_stored(inner.objects.remove(&k), org, o, by, now);
             inner.objects.insert(k.clone(), stored);
             if let Some(t) = by {

@@ -12,6 +12,10 @@
 
 use std::time::{Duration, Instant};
 
+// As in katd: glibc's malloc halves sled's write throughput on this machine (docs/store-sled.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };

@@ -87,6 +87,7 @@ mod error;
 mod files;
 mod keys;
 mod objects;
+mod record;
 mod tasks;
 
 use std::fmt;
@@ -103,9 +104,15 @@ use serde::de::DeserializeOwned;
 
 /// The on-disk format this build writes and reads.
 ///
-/// Stored in the `kat_meta` tree when a database is created; opening a database with another version
-/// fails with `Error::Corrupt` naming both versions. Version history: 1 is the first.
-pub const FORMAT_VERSION: u32 = 1;
+/// Stored in the `kat_meta` tree when a database is created. Opening a database of an older version
+/// migrates it in place (each step idempotent, so a crash during a migration is finished by the next
+/// open); a newer or unknown version fails with `Error::Corrupt` naming both versions.
+///
+/// Version history:
+/// - 1: the first; object records as JSON, hostname names and address addresses indexed.
+/// - 2: compact object records (the key is not repeated in the value); a hostname's `name` and an
+///   address's `address` are found from the key order, without index entries. Migrated from 1.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Default largest bulk upsert (objects, referenced ones included) accepted in one request.
 pub const DEFAULT_MAX_BATCH_OBJECTS: usize = 10_000;
@@ -358,13 +365,29 @@ fn check_format(db: &sled::Db) -> SResult<()> {
             "unreadable format version {text:?} in the database; this build reads format version {FORMAT_VERSION}"
         )));
     };
+    if version == 1 {
+        let started = std::time::Instant::now();
+        let changed = objects::migrate_v1(&db.open_tree(OBJECTS_TREE)?)?;
+        db.flush()?;
+        db.open_tree(META_TREE)?
+            .insert(VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())?;
+        db.flush()?;
+        tracing::info!(
+            from = 1,
+            to = FORMAT_VERSION,
+            changed,
+            ms = started.elapsed().as_millis() as u64,
+            "migrated the kat sled database"
+        );
+        return Ok(());
+    }
     match version.cmp(&FORMAT_VERSION) {
         std::cmp::Ordering::Equal => Ok(()),
         std::cmp::Ordering::Greater => Err(SledStoreError::Format(format!(
             "the database has format version {version}, newer than version {FORMAT_VERSION} that this build \
              reads; open it with a newer kat-store-sled"
         ))),
-        // No older format exists yet; when one does, its migration goes here.
+        // Versions before 1 never existed.
         std::cmp::Ordering::Less => Err(SledStoreError::Format(format!(
             "the database has format version {version}, older than version {FORMAT_VERSION} that this build \
              reads, and there is no migration from it; open it with the kat-store-sled that wrote it and \

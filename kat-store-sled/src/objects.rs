@@ -35,6 +35,7 @@ use sled::IVec;
 
 use crate::error::{SResult, SledStoreError};
 use crate::keys::{Key, take_id, take_str, u64_value};
+use crate::record::{INLINE_TASKS, Record};
 use crate::{Inner, SledStore, from_json, lock, to_json};
 
 const T_OBJECT: u8 = b'o';
@@ -73,6 +74,22 @@ fn is_key_leading(ty: ObjectType, field: &str) -> bool {
     key_prefix(ty, field, "").is_some()
 }
 
+/// Whether `field` is the rest of `ty`'s natural key after its network (`network|value`: a hostname's
+/// `name`, an address's `address`). A filter on it is answered by one point lookup per network the
+/// type's objects are in (the networks are found by skipping through the key order, one seek each),
+/// so these fields need no index entries either: a new hostname is one insert.
+pub(crate) fn is_network_led(ty: ObjectType, field: &str) -> bool {
+    matches!(
+        (ty, field),
+        (ObjectType::Hostname, "name") | (ObjectType::IpAddress, "address")
+    )
+}
+
+/// Whether values of `field` get `i` index entries.
+fn is_indexed(ty: ObjectType, field: &str) -> bool {
+    !is_key_leading(ty, field) && !is_network_led(ty, field)
+}
+
 /// What a `t` entry lists.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Attributed(Vec<(ObjectType, NaturalKey)>);
@@ -100,7 +117,7 @@ fn index_keys(s: &StoredObject) -> Vec<Vec<u8>> {
     let ty = s.object_type();
     ty.fields()
         .iter()
-        .filter(|f| !is_key_leading(ty, f))
+        .filter(|f| is_indexed(ty, f))
         .filter_map(|f| {
             s.object.field(f).map(|v| {
                 index_prefix(&s.org, ty, f, &v.filter_text())
@@ -111,39 +128,34 @@ fn index_keys(s: &StoredObject) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A natural key read back from the database. It was valid when written; `NaturalKey::parse` is not
-/// used because it refuses keys longer than 4096 bytes that `Object::natural_key` can produce.
-fn stored_key(s: String) -> SResult<NaturalKey> {
-    serde_json::from_value(serde_json::Value::String(s))
-        .map_err(|e| SledStoreError::decode("natural key", e))
+/// A natural key read back from the database, as it was written (it was valid then;
+/// `NaturalKey::parse` is not used because it refuses keys longer than 4096 bytes that
+/// `Object::natural_key` can produce).
+fn stored_key(s: String) -> NaturalKey {
+    NaturalKey::from_escaped_components([s])
 }
 
-/// How many writing tasks an object's record lists itself; later ones get `a` entries.
-pub(crate) const INLINE_TASKS: usize = 4;
-
-/// The value of an `o` entry: the object and its first writing tasks.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Record {
-    /// The object.
-    o: StoredObject,
-    /// The first [`INLINE_TASKS`] tasks that wrote it, first seen first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    t: Vec<TaskId>,
+/// The organization and natural key an `o` entry's key names.
+fn pk_parts(pk: &[u8]) -> SResult<(OrgCode, NaturalKey)> {
+    let malformed = || SledStoreError::decode("object key", "malformed");
+    let (org, rest) = take_str(pk.get(1..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+    let (_ty, rest) = take_str(rest).ok_or_else(malformed)?;
+    let (key, _) = take_str(rest).ok_or_else(malformed)?;
+    let org = OrgCode::new(&org).map_err(|e| SledStoreError::decode("object key", e))?;
+    Ok((org, stored_key(key)))
 }
 
-fn decode_record(bytes: &[u8]) -> SResult<Record> {
-    from_json("object", bytes)
-}
-
-fn decode_object(bytes: &[u8]) -> SResult<StoredObject> {
-    decode_record(bytes).map(|r| r.o)
+/// Decode the record stored under `pk`.
+fn decode_at(pk: &[u8], v: &[u8]) -> SResult<Record> {
+    let (org, key) = pk_parts(pk)?;
+    Record::decode(&org, key, v)
 }
 
 fn load_record(inner: &Inner, pk: &[u8]) -> SResult<Option<Record>> {
     inner
         .objects
         .get(pk)?
-        .map(|v| decode_record(&v))
+        .map(|v| decode_at(pk, &v))
         .transpose()
 }
 
@@ -176,83 +188,192 @@ fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> Vec<T> {
     items.into_iter().skip(offset).take(limit).collect()
 }
 
+/// One object of an upsert, read and merged, ready to be written.
+struct Planned {
+    pk: Key,
+    ty: ObjectType,
+    key: NaturalKey,
+    /// The encoded record.
+    value: Vec<u8>,
+    object: StoredObject,
+    index_remove: Vec<Vec<u8>>,
+    index_insert: Vec<Vec<u8>>,
+    /// An `a` entry to write (the record's inline list is full).
+    overflow: Option<Vec<u8>>,
+    /// Whether the writing task is attributed to the object for the first time.
+    first_seen: bool,
+}
+
+/// Read what is stored under `pk`, merge `o` into it and encode the result. Only reads.
+fn plan_one(
+    inner: &Inner,
+    org: &OrgCode,
+    (pk, key, o): (Key, NaturalKey, Object),
+    by: Option<TaskId>,
+    now: Timestamp,
+) -> SResult<Planned> {
+    let ty = o.object_type();
+    let found = inner.objects.get(pk.as_slice())?;
+    let (existing, mut tasks) = match found
+        .map(|v| Record::decode(org, key.clone(), &v))
+        .transpose()?
+    {
+        Some(r) => (Some(r.o), r.t),
+        None => (None, Vec::new()),
+    };
+    let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
+    let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
+    let new = merge_stored(existing, org, o, by, now);
+    let new_index = index_keys(&new);
+    let index_remove = old_index
+        .iter()
+        .filter(|k| !new_index.contains(k))
+        .cloned()
+        .collect();
+    let index_insert = new_index
+        .into_iter()
+        .filter(|k| !old_index.contains(k))
+        .collect();
+    // The last writer is attributed already. Otherwise the record's own list says, and only when
+    // that list is full does an `a` entry need a look.
+    let mut overflow = None;
+    let mut first_seen = false;
+    if let Some(t) = by
+        && last_writer != by
+        && !tasks.contains(&t)
+    {
+        if tasks.len() < INLINE_TASKS {
+            tasks.push(t);
+            first_seen = true;
+        } else {
+            let ak = attr_prefix(org, ty, &key).id(t.0.as_bytes());
+            if !inner.objects.contains_key(ak.as_slice())? {
+                overflow = Some(ak.into_vec());
+                first_seen = true;
+            }
+        }
+    }
+    let record = Record { o: new, t: tasks };
+    Ok(Planned {
+        value: record.encode()?,
+        pk,
+        ty,
+        key,
+        object: record.o,
+        index_remove,
+        index_insert,
+        overflow,
+        first_seen,
+    })
+}
+
+/// Below this many objects an upsert is planned on the calling thread alone.
+const PARALLEL_PLAN_MIN: usize = 256;
+
+/// `plan_one` over `work`, in order; large batches are split over the available cores (the reads
+/// are point lookups that need no lock of their own: the caller holds the writer lock).
+fn plan_all(
+    inner: &Inner,
+    org: &OrgCode,
+    work: Vec<(Key, NaturalKey, Object)>,
+    by: Option<TaskId>,
+    now: Timestamp,
+) -> SResult<Vec<Planned>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    if threads < 2 || work.len() < PARALLEL_PLAN_MIN {
+        return work
+            .into_iter()
+            .map(|w| plan_one(inner, org, w, by, now))
+            .collect();
+    }
+    let per = work.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<(Key, NaturalKey, Object)>> = Vec::with_capacity(threads);
+    let mut rest = work;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        chunks.push(rest);
+        rest = tail;
+    }
+    chunks.push(rest);
+    let mut first = chunks.remove(0);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|w| plan_one(inner, org, w, by, now))
+                        .collect::<SResult<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = std::mem::take(&mut first)
+            .into_iter()
+            .map(|w| plan_one(inner, org, w, by, now))
+            .collect::<SResult<Vec<_>>>()?;
+        for h in handles {
+            let part = h.join().map_err(|_| {
+                SledStoreError::Worker("an upsert planning thread panicked".into())
+            })??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
 fn upsert_blocking(
     inner: &Inner,
     org: &OrgCode,
     objects: Vec<Object>,
     by: Option<TaskId>,
 ) -> SResult<Vec<StoredObject>> {
-    let wanted: Vec<(ObjectType, NaturalKey)> = objects
-        .iter()
-        .map(|o| (o.object_type(), o.natural_key()))
-        .collect();
     let expanded = expand_batch(objects);
     let max = inner
         .max_batch_objects
         .load(std::sync::atomic::Ordering::Relaxed);
-    if expanded.len() > max {
+    if expanded.objects.len() > max {
         return Err(SledStoreError::BatchTooLarge {
-            objects: expanded.len(),
+            objects: expanded.objects.len(),
             max,
         });
     }
     let now = Timestamp::now();
-    let mut batch = sled::Batch::default();
-    let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
-        HashMap::with_capacity(expanded.len());
-    let mut first_seen = Vec::new();
+    // In key order: neighbouring lookups then touch the same tree nodes.
+    let mut work: Vec<(Key, NaturalKey, Object)> = expanded
+        .objects
+        .into_iter()
+        .map(|(key, o)| (object_key(org, o.object_type(), &key), key, o))
+        .collect();
+    work.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
     let _writer = lock(&inner.object_lock);
     let seq = match by {
         Some(_) => inner.db.generate_id()?,
         None => 0,
     };
-    // In key order: neighbouring lookups then touch the same tree nodes.
-    let mut work: Vec<(Key, Object)> = expanded
-        .into_iter()
-        .map(|o| (object_key(org, o.object_type(), &o.natural_key()), o))
-        .collect();
-    work.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-    for (pk, o) in work {
-        let ty = o.object_type();
-        let key = o.natural_key();
-        let (existing, mut tasks) = match load_record(inner, pk.as_slice())? {
-            Some(r) => (Some(r.o), r.t),
-            None => (None, Vec::new()),
-        };
-        let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
-        let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
-        let new = merge_stored(existing, org, o, by, now);
-        let new_index = index_keys(&new);
-        for k in &old_index {
-            if !new_index.contains(k) {
-                batch.remove(k.as_slice());
-            }
+    let planned = plan_all(inner, org, work, by, now)?;
+    let mut batch = sled::Batch::default();
+    let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
+        HashMap::with_capacity(planned.len());
+    let mut first_seen = Vec::new();
+    for p in planned {
+        for k in p.index_remove {
+            batch.remove(k);
         }
-        for k in new_index {
-            if !old_index.contains(&k) {
-                batch.insert(k, IVec::default());
-            }
+        for k in p.index_insert {
+            batch.insert(k, IVec::default());
         }
-        // The last writer is attributed already. Otherwise the record's own list says, and only
-        // when that list is full does an `a` entry need a look.
-        if let Some(t) = by
-            && last_writer != by
-            && !tasks.contains(&t)
-        {
-            if tasks.len() < INLINE_TASKS {
-                tasks.push(t);
-                first_seen.push((ty, key.clone()));
-            } else {
-                let ak = attr_prefix(org, ty, &key).id(t.0.as_bytes());
-                if !inner.objects.contains_key(ak.as_slice())? {
-                    batch.insert(ak.into_vec(), &seq.to_be_bytes()[..]);
-                    first_seen.push((ty, key.clone()));
-                }
-            }
+        if let Some(ak) = p.overflow {
+            batch.insert(ak, &seq.to_be_bytes()[..]);
         }
-        let record = Record { o: new, t: tasks };
-        batch.insert(pk.into_vec(), to_json("object", &record)?);
-        stored.insert((ty, key), record.o);
+        if p.first_seen {
+            first_seen.push((p.ty, p.key.clone()));
+        }
+        batch.insert(p.pk.into_vec(), p.value);
+        stored.insert((p.ty, p.key), p.object);
     }
     if let Some(t) = by
         && !first_seen.is_empty()
@@ -264,7 +385,8 @@ fn upsert_blocking(
     }
     inner.objects.apply_batch(batch)?;
     drop(_writer);
-    wanted
+    expanded
+        .requested
         .into_iter()
         .map(|k| {
             stored.get(&k).cloned().ok_or_else(|| {
@@ -286,6 +408,19 @@ fn candidates(
     values: &[String],
 ) -> Box<dyn Iterator<Item = SResult<Vec<u8>>>> {
     let tree = inner.objects.clone();
+    if is_network_led(ty, field) {
+        let networks = match leading_parts(&tree, type_prefix(org, ty).as_slice()) {
+            Ok(n) => n,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let values: Vec<String> = values.iter().map(|v| escape_part(v)).collect();
+        return Box::new(networks.into_iter().flat_map(move |n| {
+            values
+                .iter()
+                .map(|v| Ok(Key::new(0).str(&format!("{n}|{v}")).into_vec()[1..].to_vec()))
+                .collect::<Vec<_>>()
+        }));
+    }
     if is_key_leading(ty, field) {
         let type_len = type_prefix(org, ty).as_slice().len();
         let scans: Vec<(Vec<u8>, String)> = values
@@ -316,6 +451,28 @@ fn candidates(
             entries.map(move |e| e.map(|(k, _)| k[n..].to_vec()).map_err(Into::into))
         }))
     }
+}
+
+/// The distinct first parts (escaped, as in the keys) of the natural keys stored under `prefix`, by
+/// skipping: after the first key with first part `p`, the next seek starts at `p}`, past every key
+/// that is `p` or starts with `p|` (`}` follows `|`, and parts never hold an unescaped `|`). One seek
+/// per distinct part, however many objects share it.
+fn leading_parts(tree: &sled::Tree, prefix: &[u8]) -> SResult<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut from = prefix.to_vec();
+    while let Some(entry) = tree.range(from.as_slice()..).next() {
+        let (k, _) = entry?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        let (key, _) = take_str(&k[prefix.len()..])
+            .ok_or_else(|| SledStoreError::decode("object key", "malformed"))?;
+        let first = key.split('|').next().unwrap_or_default().to_string();
+        from = prefix.to_vec();
+        from.extend_from_slice(&Key::new(0).str_start(&format!("{first}}}")).as_slice()[1..]);
+        parts.push(first);
+    }
+    Ok(parts)
 }
 
 /// Of the query's filters, the one with the fewest candidates: every filter's candidates are walked
@@ -398,7 +555,7 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
             }
             let in_page = count >= q.offset as u64 && items.len() < limit;
             if q.min_scan_level.is_some() {
-                let s = decode_object(&v)?;
+                let s = decode_at(&k, &v)?.o;
                 if !q.matches(&s) {
                     continue;
                 }
@@ -406,7 +563,7 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
                     items.push(s);
                 }
             } else if in_page {
-                items.push(decode_object(&v)?);
+                items.push(decode_at(&k, &v)?.o);
             }
             count += 1;
         }
@@ -414,8 +571,8 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
     }
     let mut items = Vec::new();
     for entry in inner.objects.scan_prefix(&prefix) {
-        let (_, v) = entry?;
-        let s = decode_object(&v)?;
+        let (k, v) = entry?;
+        let s = decode_at(&k, &v)?.o;
         if q.matches(&s) {
             items.push(s);
         }
@@ -537,7 +694,7 @@ impl ObjectStore for SledStore {
                     return Ok(None);
                 };
                 r.o.scan = Some(profile);
-                inner.objects.insert(pk, to_json("object", &r)?)?;
+                inner.objects.insert(pk, r.encode()?)?;
                 Ok(Some(r.o))
             })
             .await?
@@ -600,6 +757,57 @@ impl ObjectStore for SledStore {
     }
 }
 
+/// Bring the `objects` tree from format version 1 to 2: records become the compact encoding and the
+/// `i` entries of network-led fields (answered from the key order since version 2) go. Idempotent (a
+/// crash half-way leaves records of both encodings, which both decode, and the next open finishes
+/// it); written in batches of [`MIGRATION_BATCH`]. Returns how many entries changed.
+pub(crate) fn migrate_v1(tree: &sled::Tree) -> SResult<u64> {
+    let mut changed = 0u64;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut flush = |batch: &mut sled::Batch, pending: &mut usize| -> SResult<()> {
+        if *pending > 0 {
+            tree.apply_batch(std::mem::take(batch))?;
+            changed += *pending as u64;
+            *pending = 0;
+        }
+        Ok(())
+    };
+    for entry in tree.scan_prefix([T_OBJECT]) {
+        let (k, v) = entry?;
+        if v.first() == Some(&b'{') {
+            batch.insert(k.to_vec(), decode_at(&k, &v)?.encode()?);
+            pending += 1;
+        }
+        if pending >= MIGRATION_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    for entry in tree.scan_prefix([T_INDEX]) {
+        let (k, _) = entry?;
+        let parsed = (|| {
+            let (_org, rest) = take_str(&k[1..])?;
+            let (ty, rest) = take_str(rest)?;
+            let (field, _) = take_str(rest)?;
+            Some((ty.parse::<ObjectType>().ok()?, field))
+        })();
+        if let Some((ty, field)) = parsed
+            && is_network_led(ty, &field)
+        {
+            batch.remove(k);
+            pending += 1;
+        }
+        if pending >= MIGRATION_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    flush(&mut batch, &mut pending)?;
+    Ok(changed)
+}
+
+/// Entries rewritten per batch by [`migrate_v1`].
+const MIGRATION_BATCH: usize = 1_000;
+
 /// What [`SledStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -659,7 +867,7 @@ fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
     for entry in inner.objects.scan_prefix([T_OBJECT]) {
         let (k, v) = entry?;
         r.objects += 1;
-        let (s, inline) = match decode_record(&v) {
+        let (s, inline) = match decode_at(&k, &v) {
             Ok(rec) => (rec.o, rec.t),
             Err(e) => {
                 r.problem(format!("object {}: {e}", show(&k)));
@@ -737,7 +945,7 @@ fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
         match inner
             .objects
             .get(&pk)?
-            .map(|v| decode_record(&v))
+            .map(|v| decode_at(&pk, &v))
             .transpose()
         {
             Ok(Some(rec))
@@ -750,9 +958,9 @@ fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
             Ok(None) => r.problem(format!("attribution {} names no object", show(&k))),
             Err(e) => r.problem(format!("attribution {}: {e}", show(&k))),
         }
-        let in_list = match (ty.parse::<ObjectType>(), stored_key(key)) {
-            (Ok(t), Ok(nk)) => listed.contains(&(org, task, t, nk)),
-            _ => false,
+        let in_list = match ty.parse::<ObjectType>() {
+            Ok(t) => listed.contains(&(org, task, t, stored_key(key))),
+            Err(_) => false,
         };
         if !in_list {
             r.problem(format!("attribution {} is in no task list", show(&k)));

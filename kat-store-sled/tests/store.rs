@@ -229,8 +229,19 @@ async fn periodic_durability_keeps_flushed_writes() {
     );
 }
 
+/// Raw sled on the store's database, waiting out a just-dropped handle's lock as [`reopen`] does.
+fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    sled::open(dir.join("db")).expect("raw sled")
+}
+
 fn set_raw_version(dir: &std::path::Path, value: Option<&[u8]>) {
-    let db = sled::open(dir.join("db")).expect("raw sled");
+    let db = raw_sled(dir);
     let meta = db.open_tree("kat_meta").expect("meta");
     match value {
         Some(v) => meta.insert("format_version", v).map(|_| ()),
@@ -238,6 +249,18 @@ fn set_raw_version(dir: &std::path::Path, value: Option<&[u8]>) {
     }
     .expect("write");
     db.flush().expect("flush");
+}
+
+/// Open, waiting out the lock of a handle this process dropped a moment ago (sled's background
+/// threads release it shortly after the drop).
+fn reopen(dir: &std::path::Path) -> Result<SledStore, Error> {
+    for _ in 0..100 {
+        match SledStore::open(dir, SledOptions::default()) {
+            Err(Error::Unavailable { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+    SledStore::open(dir, SledOptions::default())
 }
 
 fn corrupt_message(r: Result<SledStore, Error>) -> String {
@@ -254,7 +277,7 @@ fn format_version_mismatch_is_refused_clearly() {
     drop(open(dir.path()));
     // A newer format.
     set_raw_version(dir.path(), Some(b"99"));
-    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    let m = corrupt_message(reopen(dir.path()));
     assert!(
         m.contains("99") && m.contains(&FORMAT_VERSION.to_string()),
         "{m}"
@@ -262,19 +285,149 @@ fn format_version_mismatch_is_refused_clearly() {
     assert!(m.contains("newer"), "{m}");
     // An older one with no migration.
     set_raw_version(dir.path(), Some(b"0"));
-    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    let m = corrupt_message(reopen(dir.path()));
     assert!(m.contains("format version 0") && m.contains("older"), "{m}");
     // Garbage.
     set_raw_version(dir.path(), Some(b"v-one"));
-    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    let m = corrupt_message(reopen(dir.path()));
     assert!(m.contains("v-one"), "{m}");
     // Data without any version is not guessed at.
     set_raw_version(dir.path(), None);
-    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
+    let m = corrupt_message(reopen(dir.path()));
     assert!(m.contains("no format version"), "{m}");
     // The right version opens again.
     set_raw_version(dir.path(), Some(FORMAT_VERSION.to_string().as_bytes()));
-    open(dir.path());
+    reopen(dir.path()).expect("open");
+}
+
+/// The key encoding of one text component (the crate's `keys` module; no NUL bytes here).
+fn component(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.extend_from_slice(&[0, 1]);
+    v
+}
+
+/// A database that format version 1 wrote (JSON records holding org and key, `name` and `address`
+/// index entries) is migrated when opened and answers exactly as before; the migration is idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("v-one");
+    let t = TaskId::new();
+    // 1,500 hostnames: more than one migration batch.
+    let mut batch: Vec<Object> = (0..1_500)
+        .map(|i| host(&format!("h{i}.v1.example")))
+        .collect();
+    batch.push(
+        Object::from_json(
+            ObjectType::IpAddress,
+            &json!({"network": "lab", "address": "192.0.2.44"}),
+        )
+        .expect("address"),
+    );
+    let written = {
+        let s = open(dir.path());
+        s.upsert(&o, batch, Some(t)).await.expect("upsert")
+    };
+    // Rewrite every record as version 1 stored it and add its index entries.
+    let written_by_key: std::collections::HashMap<String, &kat_core::store::StoredObject> = written
+        .iter()
+        .map(|s| (s.key.as_str().to_string(), s))
+        .collect();
+    {
+        let db = raw_sled(dir.path());
+        let tree = db.open_tree("objects").expect("tree");
+        let mut rewritten = 0;
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix(b"o")
+            .map(|e| e.expect("entry").0)
+            .collect();
+        for k in keys {
+            let parts: Vec<&[u8]> = k[1..].split(|b| *b == 0).collect();
+            let text = |i: usize| {
+                String::from_utf8(
+                    parts[i]
+                        .strip_prefix(&[1u8][..])
+                        .unwrap_or(parts[i])
+                        .to_vec(),
+                )
+                .expect("utf-8")
+            };
+            let (ty, nk) = (text(1), text(2));
+            let Some(stored) = written_by_key.get(&nk) else {
+                continue;
+            };
+            let v1 = json!({"o": serde_json::to_value(stored).expect("json"), "t": [t]});
+            tree.insert(&k, serde_json::to_vec(&v1).expect("json"))
+                .expect("insert");
+            let field = match ty.parse::<ObjectType>().expect("type") {
+                ObjectType::Hostname => "name",
+                ObjectType::IpAddress => "address",
+                _ => continue,
+            };
+            let value = nk.split('|').nth(1).expect("second part").to_string();
+            let mut ik = b"i".to_vec();
+            for c in [o.as_str(), ty.as_str(), field] {
+                ik.extend(component(c));
+            }
+            ik.push(1);
+            ik.extend(component(&value));
+            ik.extend(component(&nk));
+            tree.insert(ik, &[][..]).expect("index");
+            rewritten += 1;
+        }
+        assert_eq!(
+            rewritten, 1_501,
+            "every hostname and the address was rewritten"
+        );
+        db.open_tree("kat_meta")
+            .expect("meta")
+            .insert("format_version", &b"1"[..])
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    for _round in 0..2 {
+        let s = reopen(dir.path()).expect("open");
+        let report = s.verify().await.expect("verify");
+        assert!(report.is_consistent(), "{:?}", report.problems);
+        assert_eq!(
+            report.index_entries, 0,
+            "the v1 name/address entries are gone"
+        );
+        assert_eq!(
+            report.objects, 1_503,
+            "1,500 hostnames, an address, two networks"
+        );
+        for w in &written {
+            let got = s
+                .get(&o, w.object_type(), &w.key)
+                .await
+                .expect("get")
+                .expect("still there");
+            assert_eq!(&got, w);
+        }
+        let q =
+            ObjectQuery::new(o.clone(), ObjectType::Hostname).filter("name", &["h7.v1.example"]);
+        assert_eq!(ObjectStore::query(&s, &q).await.expect("query").count, 1);
+        let q =
+            ObjectQuery::new(o.clone(), ObjectType::IpAddress).filter("address", &["192.0.2.44"]);
+        assert_eq!(ObjectStore::query(&s, &q).await.expect("query").count, 1);
+        assert_eq!(
+            s.tasks_of(&o, ObjectType::Hostname, &key("internet|h7.v1.example"))
+                .await
+                .expect("tasks"),
+            vec![t]
+        );
+        assert_eq!(s.objects_of(&o, t).await.expect("objects").len(), 1_503);
+    }
+    let db = raw_sled(dir.path());
+    let v = db
+        .open_tree("kat_meta")
+        .expect("meta")
+        .get("format_version")
+        .expect("read")
+        .expect("a version");
+    assert_eq!(&v[..], FORMAT_VERSION.to_string().as_bytes());
 }
 
 #[test]
@@ -342,7 +495,9 @@ async fn indexes_follow_merges_and_deletes() {
         ObjectStore::query(&s, &ttl_q("60")).await.expect("q").count,
         1
     );
-    assert!(s.verify().await.expect("verify").is_consistent());
+    let before = s.verify().await.expect("verify");
+    assert!(before.is_consistent(), "{:?}", before.problems);
+    assert!(before.index_entries > 0, "the record's fields are indexed");
     let k = rec(None).natural_key();
     assert_eq!(
         ObjectStore::delete(&s, &o, ObjectType::DnsARecord, &[k.clone(), k.clone()])
@@ -371,7 +526,10 @@ async fn indexes_follow_merges_and_deletes() {
     );
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
-    assert!(report.index_entries > 0);
+    assert_eq!(
+        report.index_entries, 0,
+        "the record's entries went with it; its hostname and network need none"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

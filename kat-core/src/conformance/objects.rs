@@ -278,6 +278,92 @@ pub async fn filters_and_search(store: &dyn ObjectStore) -> Result<()> {
     Ok(())
 }
 
+/// A hostname's `name` and an address's `address` filter find the objects in every network, networks
+/// whose names are prefixes of one another or sort between each other's keys included.
+pub async fn filters_across_networks(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-networks");
+    let networks = [
+        "internet",
+        "inter",
+        "internet2",
+        "a",
+        "a-b",
+        "a.b",
+        "a_b",
+        "z",
+        "0",
+    ];
+    let mut batch = Vec::new();
+    for n in networks {
+        for name in ["www.example.com", "mail.example.com"] {
+            batch.push(obj(
+                ObjectType::Hostname,
+                json!({"network": n, "name": name}),
+            ));
+        }
+        batch.push(obj(
+            ObjectType::IpAddress,
+            json!({"network": n, "address": "192.0.2.9"}),
+        ));
+    }
+    batch.push(obj(
+        ObjectType::Hostname,
+        json!({"network": "internet", "name": "only.example.com"}),
+    ));
+    store.upsert(&o, batch, None).await?;
+    let hosts =
+        |f: &str, v: &[&str]| ObjectQuery::new(o.clone(), ObjectType::Hostname).filter(f, v);
+    assert_eq!(
+        store
+            .query(&hosts("name", &["www.example.com"]))
+            .await?
+            .count,
+        9
+    );
+    assert_eq!(
+        store
+            .query(&hosts("name", &["www.example.com", "only.example.com"]))
+            .await?
+            .count,
+        10
+    );
+    assert_eq!(
+        store
+            .query(&hosts("name", &["www.example.com"]).filter("network", &["a-b"]))
+            .await?
+            .count,
+        1
+    );
+    assert_eq!(
+        store.query(&hosts("name", &["example.com"])).await?.count,
+        0
+    );
+    assert_eq!(
+        store.query(&hosts("name", &["www.example"])).await?.count,
+        0
+    );
+    let page = store
+        .query(&hosts("name", &["only.example.com"]).filter("network", &["inter"]))
+        .await?;
+    assert_eq!(page.count, 0, "filters on one object are an AND");
+    let ips = ObjectQuery::new(o.clone(), ObjectType::IpAddress).filter("address", &["192.0.2.9"]);
+    let found = store.query(&ips).await?;
+    assert_eq!(found.count, 9);
+    let mut nets: Vec<String> = found
+        .items
+        .iter()
+        .map(|s| s.key.parts()[0].clone())
+        .collect();
+    nets.sort();
+    let mut want: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(nets, want);
+    let other =
+        ObjectQuery::new(o.clone(), ObjectType::IpAddress).filter("address", &["192.0.2.10"]);
+    assert_eq!(store.query(&other).await?.count, 0);
+    Ok(())
+}
+
 /// Ordering (numbers as numbers), limit/offset and the total count.
 pub async fn ordering_and_paging(store: &dyn ObjectStore) -> Result<()> {
     let o = org("c-order");
@@ -551,6 +637,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     references_and_merging(&*store).await?;
     scan_profiles(&*store).await?;
     filters_and_search(&*store).await?;
+    filters_across_networks(&*store).await?;
     ordering_and_paging(&*store).await?;
     organizations_are_isolated(&*store).await?;
     attribution(&*store).await?;
