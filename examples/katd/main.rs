@@ -18,6 +18,10 @@
 
 mod client;
 
+// sled allocates on every write; glibc's malloc halves its throughput here (docs/store-sled.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

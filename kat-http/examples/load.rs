@@ -2,18 +2,29 @@
 //!
 //! ```text
 //! cargo run --release -p kat-http --example load -- [--connections 16] [--seconds 10] [--batch 100]
-//!     [--store sled|memory|null] [--durability flush|periodic]
+//!     [--store sled|memory|null] [--durability flush|periodic] [--rate OBJECTS_PER_SECOND]
+//!     [--warmup SECONDS]
 //! ```
 //!
 //! The parent starts a copy of itself as the server (`load serve ...`, a separate process with its own
 //! runtime), then drives it over `--connections` keep-alive HTTP/1.1 connections on 127.0.0.1 with real
 //! JWTs (HS256, verified and checked against the revocation list on every request):
-//! 1. writes: `POST /api/v1/objects/` with `--batch` new hostnames per request;
+//! 1. writes: `POST /api/v1/objects/` with `--batch` new hostnames per request, each connection sending
+//!    its next request as soon as the last one is answered; with `--rate`, instead, on a fixed
+//!    schedule that offers that many objects per second in all, and each latency counts from the
+//!    request's scheduled time (a late answer delays the next request, and that wait counts too: no
+//!    coordinated omission);
 //! 2. reads: `GET /api/v1/objects/hostname/<key>/` of hostnames written in phase 1.
 //!
-//! It prints requests/s, objects/s and latency percentiles for each phase.
+//! Writes run `--warmup` seconds (default 1) before they are measured: a new database's first
+//! batches grow sled's files and the allocator's arenas. It prints requests/s, objects/s and latency
+//! percentiles for each phase.
 
 #![allow(clippy::unwrap_used)]
+
+// As in katd: glibc's malloc halves sled's write throughput here (docs/store-sled.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +48,8 @@ struct Args {
     batch: usize,
     store: String,
     durability: String,
+    rate: Option<f64>,
+    warmup: f64,
 }
 
 fn parse_args(args: &[String]) -> Args {
@@ -46,6 +59,8 @@ fn parse_args(args: &[String]) -> Args {
         batch: 100,
         store: "sled".into(),
         durability: "flush".into(),
+        rate: None,
+        warmup: 1.0,
     };
     let mut i = 0;
     while i < args.len() {
@@ -56,6 +71,8 @@ fn parse_args(args: &[String]) -> Args {
             "--batch" => a.batch = v.parse().unwrap(),
             "--store" => a.store = v,
             "--durability" => a.durability = v,
+            "--rate" => a.rate = Some(v.parse().unwrap()),
+            "--warmup" => a.warmup = v.parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -280,13 +297,17 @@ fn client(args: Args) {
     .unwrap();
     let addr = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
     println!(
-        "server pid {} on {addr}: store {} (durability {}), {} connections, {} s per phase, {} hostnames per write",
+        "server pid {} on {addr}: store {} (durability {}), {} connections, {} s per phase, {} hostnames per write{}",
         child.id(),
         args.store,
         args.durability,
         args.connections,
         args.seconds,
-        args.batch
+        args.batch,
+        match args.rate {
+            Some(r) => format!(", writes offered at {r:.0} objects/s"),
+            None => String::new(),
+        }
     );
     // The client runs on one thread, leaving the other core to the server.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -314,18 +335,28 @@ fn client(args: Args) {
         let auth = Arc::new(format!("Token {token}"));
         let addr = Arc::new(addr);
 
-        // Phase 1: bulk writes.
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        // Phase 1: bulk writes, measured after the warm-up.
         let start = Instant::now();
+        let measured_from = start + Duration::from_secs_f64(args.warmup);
+        let deadline = measured_from + Duration::from_secs(args.seconds);
         let mut workers = Vec::new();
+        // With --rate: each connection's requests are `interval` apart, the connections staggered.
+        let interval = args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.connections as f64 * args.batch as f64 / r));
         for c in 0..args.connections {
             let (auth, addr, batch) = (auth.clone(), addr.clone(), args.batch);
+            let mut next =
+                interval.map(|i| tokio::time::Instant::from_std(start) + i * c as u32 / args.connections as u32);
             workers.push(tokio::spawn(async move {
                 let mut sender = connect(&addr).await;
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
                 let mut seq = 0u64;
                 while Instant::now() < deadline {
+                    if let Some(at) = next {
+                        tokio::time::sleep_until(at).await;
+                    }
                     let names: Vec<serde_json::Value> = (0..batch)
                         .map(|i| serde_json::json!({"network": "internet", "name": format!("h{i}-{seq}-c{c}.load.example")}))
                         .collect();
@@ -338,13 +369,18 @@ fn client(args: Args) {
                         .header("content-type", "application/json")
                         .body(Full::new(Bytes::from(body)))
                         .unwrap();
-                    let t = Instant::now();
+                    let t = next.map_or_else(Instant::now, |at| at.into_std());
                     let (status, _) = send(&mut sender, req).await;
-                    lat.push(t.elapsed().as_micros() as u32);
-                    if status != 201 {
-                        errors += 1;
+                    if t >= measured_from {
+                        lat.push(t.elapsed().as_micros() as u32);
+                        if status != 201 {
+                            errors += 1;
+                        }
                     }
                     seq += 1;
+                    if let (Some(at), Some(i)) = (next.as_mut(), interval) {
+                        *at += i;
+                    }
                 }
                 (lat, errors, seq)
             }));
@@ -358,7 +394,13 @@ fn client(args: Args) {
             errors += e;
             seqs.push(s);
         }
-        report("writes (POST /objects/)", &mut lat, start.elapsed(), args.batch, errors);
+        report(
+            "writes (POST /objects/)",
+            &mut lat,
+            measured_from.elapsed(),
+            args.batch,
+            errors,
+        );
 
         // Phase 2: authenticated detail reads of written hostnames.
         let deadline = Instant::now() + Duration::from_secs(args.seconds);

@@ -37,9 +37,10 @@
 //! a crash either all of a batch is there or none of it):
 //!
 //! - `kat_meta`: the format version ([`FORMAT_VERSION`]).
-//! - `objects`: objects (with their first writing tasks), one index entry per field value (fields that
-//!   lead the natural key are answered from the key order instead), later writing tasks, and per-upsert
-//!   lists of what each task wrote.
+//! - `objects`: objects (compact records with their first writing tasks), one index entry per field
+//!   value (fields that lead the natural key, and a hostname's name or an address's address after
+//!   its network, are answered from the key order instead), later writing tasks, and per-upsert lists
+//!   of what each task wrote.
 //! - `files`: file metadata, its indexes, blob reference counts and the file id counter.
 //! - `state`: tasks (and a newest-first index), schedule claims, schedules (and a due-time index),
 //!   object sets, organizations, plugin records and the token denylist (and an expiry index).
@@ -53,8 +54,15 @@
 //! A key restriction is answered by point lookups; field filters by the most selective filter's index
 //! entries (found by walking all filters' entries in turn until one runs out), each candidate checked
 //! with `ObjectQuery::matches`; otherwise the type's objects stream in key order, and only the page is
-//! decoded. Ordering by another field sorts the matches. Finding an object by name costs a B-tree
-//! lookup, whatever the number of objects.
+//! decoded. Ordering by another field sorts the matches. Finding a hostname by name costs one seek
+//! and one B-tree lookup per network, whatever the number of objects.
+//!
+//! ## Allocator
+//!
+//! sled allocates on every write; under glibc's malloc its threads contend for the allocator and
+//! bulk upserts run at about half the speed they reach with mimalloc (measured in the repository's
+//! `docs/store-sled.md`). Binaries embedding the store should set a global allocator such as
+//! mimalloc, as `katd` and the benchmarks do.
 //!
 //! [`SledStore::verify`] scans everything and reports any disagreement between objects, indexes,
 //! attribution and file contents.
