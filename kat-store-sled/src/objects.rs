@@ -267,64 +267,6 @@ fn plan_one(
     })
 }
 
-/// Below this many objects an upsert is planned on the calling thread alone.
-const PARALLEL_PLAN_MIN: usize = 256;
-
-/// `plan_one` over `work`, in order; large batches are split over the available cores (the reads
-/// are point lookups that need no lock of their own: the caller holds the writer lock).
-fn plan_all(
-    inner: &Inner,
-    org: &OrgCode,
-    work: Vec<(Key, NaturalKey, Object)>,
-    by: Option<TaskId>,
-    now: Timestamp,
-) -> SResult<Vec<Planned>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4);
-    if threads < 2 || work.len() < PARALLEL_PLAN_MIN {
-        return work
-            .into_iter()
-            .map(|w| plan_one(inner, org, w, by, now))
-            .collect();
-    }
-    let per = work.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<(Key, NaturalKey, Object)>> = Vec::with_capacity(threads);
-    let mut rest = work;
-    while rest.len() > per {
-        let tail = rest.split_off(per);
-        chunks.push(rest);
-        rest = tail;
-    }
-    chunks.push(rest);
-    let mut first = chunks.remove(0);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .into_iter()
-                        .map(|w| plan_one(inner, org, w, by, now))
-                        .collect::<SResult<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut out = std::mem::take(&mut first)
-            .into_iter()
-            .map(|w| plan_one(inner, org, w, by, now))
-            .collect::<SResult<Vec<_>>>()?;
-        for h in handles {
-            let part = h.join().map_err(|_| {
-                SledStoreError::Worker("an upsert planning thread panicked".into())
-            })??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
-}
-
 fn upsert_blocking(
     inner: &Inner,
     org: &OrgCode,
@@ -354,7 +296,12 @@ fn upsert_blocking(
         Some(_) => inner.db.generate_id()?,
         None => 0,
     };
-    let planned = plan_all(inner, org, work, by, now)?;
+    // Reading on several threads was measured and made no difference: a read completes the node
+    // splits the previous batch left, and that work serialises inside sled.
+    let planned = work
+        .into_iter()
+        .map(|w| plan_one(inner, org, w, by, now))
+        .collect::<SResult<Vec<_>>>()?;
     let mut batch = sled::Batch::default();
     let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
         HashMap::with_capacity(planned.len());
