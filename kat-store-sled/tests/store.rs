@@ -843,3 +843,45 @@ async fn key_leading_filters_agree_with_the_reference() {
         assert_eq!((a.count, keys(&a)), (b.count, keys(&b)), "{q:?}");
     }
 }
+
+/// Upserts read before they take the writer lock; writers that overlap in time on the same objects
+/// must still never lose each other's attribution (each re-reads what another changed under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_upserts_lose_no_attribution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Arc::new(open(dir.path()));
+    let o = org("overlap");
+    let writers = 6;
+    let names: Vec<String> = (0..400).map(|i| format!("h{i}.overlap.example")).collect();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let t = TaskId::new();
+        tasks.push(t);
+        let (s, o, names) = (s.clone(), o.clone(), names.clone());
+        handles.push(tokio::spawn(async move {
+            for _round in 0..3 {
+                let batch: Vec<Object> = names.iter().map(|n| host(n)).collect();
+                s.upsert(&o, batch, Some(t)).await.expect("upsert");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("writer");
+    }
+    for n in names.iter().step_by(37) {
+        let mut got = s
+            .tasks_of(&o, ObjectType::Hostname, &key(&format!("internet|{n}")))
+            .await
+            .expect("tasks");
+        got.sort();
+        let mut want = tasks.clone();
+        want.sort();
+        assert_eq!(got, want, "{n} lost a writer");
+    }
+    for t in &tasks {
+        assert_eq!(s.objects_of(&o, *t).await.expect("objects").len(), 401);
+    }
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
