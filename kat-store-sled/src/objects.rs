@@ -78,7 +78,7 @@ fn is_key_leading(ty: ObjectType, field: &str) -> bool {
 /// `name`, an address's `address`). A filter on it is answered by one point lookup per network the
 /// type's objects are in (the networks are found by skipping through the key order, one seek each),
 /// so these fields need no index entries either: a new hostname is one insert.
-pub(crate) fn is_network_led(ty: ObjectType, field: &str) -> bool {
+fn is_network_led(ty: ObjectType, field: &str) -> bool {
     matches!(
         (ty, field),
         (ObjectType::Hostname, "name") | (ObjectType::IpAddress, "address")
@@ -296,17 +296,14 @@ fn upsert_blocking(
         Some(_) => inner.db.generate_id()?,
         None => 0,
     };
-    // Reading on several threads was measured and made no difference: a read completes the node
-    // splits the previous batch left, and that work serialises inside sled.
-    let planned = work
-        .into_iter()
-        .map(|w| plan_one(inner, org, w, by, now))
-        .collect::<SResult<Vec<_>>>()?;
     let mut batch = sled::Batch::default();
     let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
-        HashMap::with_capacity(planned.len());
+        HashMap::with_capacity(work.len());
     let mut first_seen = Vec::new();
-    for p in planned {
+    // One thread: reading on several was measured and made no difference (a read completes the node
+    // splits the previous batch left, and that work serialises inside sled).
+    for w in work {
+        let p = plan_one(inner, org, w, by, now)?;
         for k in p.index_remove {
             batch.remove(k);
         }
