@@ -102,6 +102,7 @@ async fn run_plugin(d: &Deployment, org: &OrgCode, plugin: &str, input: Vec<Stri
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    kat::store_sled::disable_transparent_huge_pages().expect("turn off transparent huge pages");
     let entrypoint = PathBuf::from(arg("--entrypoint").expect("--entrypoint PATH"));
     let out = PathBuf::from(arg("--out").unwrap_or_else(|| "docs/bench-report.md".into()));
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(15);

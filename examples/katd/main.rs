@@ -19,6 +19,7 @@
 mod client;
 
 // sled allocates on every write; glibc's malloc halves its throughput here (docs/store-sled.md).
+// `main` also turns off transparent huge pages, which mimalloc would otherwise use.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -223,6 +224,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Huge-page faults inside sled's writes were the API's write p99 (docs/store-sled.md).
+    if let Err(e) = kat::store_sled::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "cannot turn off transparent huge pages; write latency may spike");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -81,6 +81,8 @@ fn parse_args(args: &[String]) -> Args {
 }
 
 fn main() {
+    // As in katd: huge-page faults inside sled's writes were the write p99 (docs/store-sled.md).
+    kat_store_sled::disable_transparent_huge_pages().unwrap();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
         serve(&args[1..]);

@@ -35,7 +35,9 @@ fn host(name: &str) -> Object {
     Object::from_json(ObjectType::Hostname, &serde_json::json!({ "name": name })).expect("hostname")
 }
 
+/// The runtime for a group, in a process set up as katd sets itself up (no transparent huge pages).
 fn runtime() -> tokio::runtime::Runtime {
+    kat_store_sled::disable_transparent_huge_pages().expect("turn off transparent huge pages");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
