@@ -122,6 +122,9 @@ use serde::de::DeserializeOwned;
 ///   address's `address` are found from the key order, without index entries. Migrated from 1.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// How long [`SledStore::open`] waits for a locked database before it fails.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Default largest bulk upsert (objects, referenced ones included) accepted in one request.
 pub const DEFAULT_MAX_BATCH_OBJECTS: usize = 10_000;
 
@@ -242,10 +245,13 @@ impl SledStore {
     /// Open (or create) a store in `dir`: the sled database in `dir/db`, file contents in
     /// `dir/files`.
     ///
+    /// Blocks. When the database is locked it waits up to [`LOCK_WAIT`] for the lock: a store this
+    /// process dropped a moment ago releases it only once sled's background threads have finished.
+    ///
     /// # Errors
     /// `Error::Corrupt` when the database was written by another format version (the message names
-    /// both) or is unreadable; `Error::Unavailable` when another process has it open; `Error::Io`
-    /// for file-system failures.
+    /// both) or is unreadable; `Error::Unavailable` when another process has it open (after
+    /// [`LOCK_WAIT`]); `Error::Io` for file-system failures.
     pub fn open(dir: &Path, options: SledOptions) -> Result<SledStore, kat_core::Error> {
         Ok(Self::open_inner(dir, options)?)
     }
@@ -264,20 +270,26 @@ impl SledStore {
                 Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
             }
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&db_dir)
             .cache_capacity(options.cache_capacity_bytes)
-            .flush_every_ms(flush_ms)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    SledStoreError::Locked {
-                        path: db_dir.display().to_string(),
-                        source: io,
+            .flush_every_ms(flush_ms);
+        let waited = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    if waited.elapsed() >= LOCK_WAIT {
+                        return Err(SledStoreError::Locked {
+                            path: db_dir.display().to_string(),
+                            source: io,
+                        });
                     }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                other => SledStoreError::Sled(other),
-            })?;
+                Err(other) => return Err(SledStoreError::Sled(other)),
+            }
+        };
         check_format(&db)?;
         let store = SledStore {
             inner: Arc::new(Inner {

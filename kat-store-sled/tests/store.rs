@@ -229,7 +229,8 @@ async fn periodic_durability_keeps_flushed_writes() {
     );
 }
 
-/// Raw sled on the store's database, waiting out a just-dropped handle's lock as [`reopen`] does.
+/// Raw sled on the store's database, waiting out a just-dropped handle's lock as `SledStore::open`
+/// does.
 fn raw_sled(dir: &std::path::Path) -> sled::Db {
     for _ in 0..100 {
         match sled::open(dir.join("db")) {
@@ -238,6 +239,14 @@ fn raw_sled(dir: &std::path::Path) -> sled::Db {
         }
     }
     sled::open(dir.join("db")).expect("raw sled")
+}
+
+fn corrupt_message(r: Result<SledStore, Error>) -> String {
+    match r {
+        Err(Error::Corrupt(m)) => m,
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, the store opened"),
+    }
 }
 
 fn set_raw_version(dir: &std::path::Path, value: Option<&[u8]>) {
@@ -251,33 +260,13 @@ fn set_raw_version(dir: &std::path::Path, value: Option<&[u8]>) {
     db.flush().expect("flush");
 }
 
-/// Open, waiting out the lock of a handle this process dropped a moment ago (sled's background
-/// threads release it shortly after the drop).
-fn reopen(dir: &std::path::Path) -> Result<SledStore, Error> {
-    for _ in 0..100 {
-        match SledStore::open(dir, SledOptions::default()) {
-            Err(Error::Unavailable { .. }) => std::thread::sleep(Duration::from_millis(20)),
-            other => return other,
-        }
-    }
-    SledStore::open(dir, SledOptions::default())
-}
-
-fn corrupt_message(r: Result<SledStore, Error>) -> String {
-    match r {
-        Err(Error::Corrupt(m)) => m,
-        Err(e) => panic!("expected Corrupt, got {e}"),
-        Ok(_) => panic!("expected Corrupt, the store opened"),
-    }
-}
-
 #[test]
 fn format_version_mismatch_is_refused_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
     // A newer format.
     set_raw_version(dir.path(), Some(b"99"));
-    let m = corrupt_message(reopen(dir.path()));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
     assert!(
         m.contains("99") && m.contains(&FORMAT_VERSION.to_string()),
         "{m}"
@@ -285,19 +274,19 @@ fn format_version_mismatch_is_refused_clearly() {
     assert!(m.contains("newer"), "{m}");
     // An older one with no migration.
     set_raw_version(dir.path(), Some(b"0"));
-    let m = corrupt_message(reopen(dir.path()));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
     assert!(m.contains("format version 0") && m.contains("older"), "{m}");
     // Garbage.
     set_raw_version(dir.path(), Some(b"v-one"));
-    let m = corrupt_message(reopen(dir.path()));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
     assert!(m.contains("v-one"), "{m}");
     // Data without any version is not guessed at.
     set_raw_version(dir.path(), None);
-    let m = corrupt_message(reopen(dir.path()));
+    let m = corrupt_message(SledStore::open(dir.path(), SledOptions::default()));
     assert!(m.contains("no format version"), "{m}");
     // The right version opens again.
     set_raw_version(dir.path(), Some(FORMAT_VERSION.to_string().as_bytes()));
-    reopen(dir.path()).expect("open");
+    SledStore::open(dir.path(), SledOptions::default()).expect("open");
 }
 
 /// The key encoding of one text component (the crate's `keys` module; no NUL bytes here).
@@ -387,7 +376,7 @@ async fn a_version_1_database_is_migrated_on_open() {
         db.flush().expect("flush");
     }
     for _round in 0..2 {
-        let s = reopen(dir.path()).expect("open");
+        let s = SledStore::open(dir.path(), SledOptions::default()).expect("open");
         let report = s.verify().await.expect("verify");
         assert!(report.is_consistent(), "{:?}", report.problems);
         assert_eq!(
@@ -428,6 +417,34 @@ async fn a_version_1_database_is_migrated_on_open() {
         .expect("read")
         .expect("a version");
     assert_eq!(&v[..], FORMAT_VERSION.to_string().as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_dropped_a_moment_ago_reopens_at_once() {
+    // sled's background threads release the lock shortly after the last handle is dropped; open
+    // waits for that instead of failing (this failed now and then before it did).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("drop-reopen");
+    for i in 0..30 {
+        let s = SledStore::open(dir.path(), SledOptions::default())
+            .unwrap_or_else(|e| panic!("open number {i}: {e}"));
+        for b in 0..4 {
+            let batch = (0..100)
+                .map(|n| host(&format!("h{n}.b{b}.r{i}.example")))
+                .collect();
+            s.upsert(&o, batch, Some(TaskId::new()))
+                .await
+                .expect("upsert");
+        }
+        let found = ObjectStore::query(&s, &ObjectQuery::new(o.clone(), ObjectType::Hostname))
+            .await
+            .expect("query");
+        assert_eq!(
+            found.count,
+            (i + 1) * 400,
+            "open number {i} sees every earlier write"
+        );
+    }
 }
 
 #[test]
