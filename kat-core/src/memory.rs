@@ -2,6 +2,7 @@
 //! meaning of the traits, for tests and for embedding without persistence. They pass the same
 //! conformance suites as the durable backends. File contents are held in memory here.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -71,8 +72,9 @@ pub struct MemoryObjectStore {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ExpandedBatch {
-    /// The requested objects' keys in request order, duplicates kept: the order `upsert` answers in.
-    pub requested: Vec<(ObjectType, NaturalKey)>,
+    /// For each requested object, in request order with duplicates kept (the order `upsert`
+    /// answers in), its index in `objects`.
+    pub requested: Vec<usize>,
     /// Every distinct object to write with its key, referenced ones before the objects that refer
     /// to them, later sightings merged into earlier ones.
     pub objects: Vec<(NaturalKey, Object)>,
@@ -87,43 +89,49 @@ pub struct ExpandedBatch {
 /// use kat_core::object::{Object, ObjectType};
 /// let h = Object::from_json(ObjectType::Hostname, &serde_json::json!({"name": "example.com"})).unwrap();
 /// let batch = expand_batch(vec![h.clone(), h]);
-/// assert_eq!(batch.requested.len(), 2);
+/// assert_eq!(batch.requested, [1, 1]);
 /// let keys: Vec<&str> = batch.objects.iter().map(|(k, _)| k.as_str()).collect();
 /// assert_eq!(keys, ["internet", "internet|example.com"]);
 /// ```
 pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
-    type Slot = (ObjectType, NaturalKey);
-    let mut requested = Vec::with_capacity(objects.len());
-    let mut order: Vec<Slot> = Vec::with_capacity(objects.len());
-    let mut by_key: HashMap<Slot, Object> = HashMap::with_capacity(objects.len());
-    fn add(o: Object, order: &mut Vec<Slot>, by_key: &mut HashMap<Slot, Object>) -> Slot {
+    type At = HashMap<(ObjectType, NaturalKey), usize>;
+    fn add(o: Object, out: &mut Vec<(NaturalKey, Object)>, at: &mut At) -> usize {
         for r in o.references() {
-            add(r, order, by_key);
+            add(r, out, at);
         }
-        let k = (o.object_type(), o.natural_key());
-        match by_key.get_mut(&k) {
-            Some(existing) => existing.merge_from(o),
-            None => {
-                order.push(k.clone());
-                by_key.insert(k.clone(), o);
+        match at.entry((o.object_type(), o.natural_key())) {
+            Entry::Occupied(e) => {
+                let i = *e.get();
+                out[i].1.merge_from(o);
+                i
+            }
+            Entry::Vacant(e) => {
+                let i = out.len();
+                out.push((e.key().1.clone(), o));
+                e.insert(i);
+                i
             }
         }
-        k
     }
+    let mut requested = Vec::with_capacity(objects.len());
+    // Most objects refer to one shared network: one slot more is the usual size.
+    let mut out = Vec::with_capacity(objects.len() + 1);
+    let mut at = At::with_capacity(objects.len() + 1);
     for o in objects {
-        requested.push(add(o, &mut order, &mut by_key));
+        requested.push(add(o, &mut out, &mut at));
     }
-    let objects = order
-        .into_iter()
-        .filter_map(|k| by_key.remove(&k).map(|o| (k.1, o)))
-        .collect();
-    ExpandedBatch { requested, objects }
+    ExpandedBatch {
+        requested,
+        objects: out,
+    }
 }
 
-/// Merge a new sighting into what is stored (or make a new stored object). Shared by backends.
+/// Merge a new sighting into what is stored (or make a new stored object under `key`, the
+/// object's natural key). Shared by backends.
 pub fn merge_stored(
     existing: Option<StoredObject>,
     org: &OrgCode,
+    key: NaturalKey,
     o: Object,
     by: Option<TaskId>,
     now: Timestamp,
@@ -141,7 +149,7 @@ pub fn merge_stored(
             let ty = o.object_type();
             StoredObject {
                 org: org.clone(),
-                key: o.natural_key(),
+                key,
                 scan: ty.has_scan_level().then(ScanProfile::default),
                 object: o,
                 created_at: now,
@@ -162,13 +170,14 @@ impl ObjectStore for MemoryObjectStore {
         by: Option<TaskId>,
     ) -> Result<Vec<StoredObject>> {
         let batch = expand_batch(objects);
-        let wanted = batch.requested;
         let now = Timestamp::now();
         let mut g = lock(&self.inner);
         let inner = &mut *g;
+        let mut written = Vec::with_capacity(batch.objects.len());
         for (key, o) in batch.objects {
             let k = (org.clone(), o.object_type(), key);
-            let stored = merge_stored(inner.objects.remove(&k), org, o, by, now);
+            let stored = merge_stored(inner.objects.remove(&k), org, k.2.clone(), o, by, now);
+            written.push(stored.clone());
             inner.objects.insert(k.clone(), stored);
             if let Some(t) = by {
                 let list = inner.tasks_of.entry(k.clone()).or_default();
@@ -185,16 +194,11 @@ impl ObjectStore for MemoryObjectStore {
                     });
             }
         }
-        wanted
-            .into_iter()
-            .map(|(ty, key)| {
-                inner
-                    .objects
-                    .get(&(org.clone(), ty, key.clone()))
-                    .cloned()
-                    .ok_or_else(|| Error::not_found("object", key.into_string()))
-            })
-            .collect()
+        Ok(batch
+            .requested
+            .iter()
+            .map(|&i| written[i].clone())
+            .collect())
     }
 
     async fn get(

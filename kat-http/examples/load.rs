@@ -162,7 +162,7 @@ impl ObjectStore for NullObjects {
         let now = Timestamp::now();
         Ok(objects
             .into_iter()
-            .map(|o| kat_core::memory::merge_stored(None, org, o, by, now))
+            .map(|o| kat_core::memory::merge_stored(None, org, o.natural_key(), o, by, now))
             .collect())
     }
     async fn get(
@@ -179,6 +179,7 @@ impl ObjectStore for NullObjects {
         Ok(Some(kat_core::memory::merge_stored(
             None,
             org,
+            key.clone(),
             o,
             None,
             Timestamp::now(),

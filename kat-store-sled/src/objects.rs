@@ -21,7 +21,7 @@
 //! The `t` lists are written once per upsert instead of once per object; reading them skips objects
 //! that were deleted since (their `a` entry is gone).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -223,7 +223,7 @@ fn plan_one(
     };
     let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
     let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
-    let new = merge_stored(existing, org, o, by, now);
+    let new = merge_stored(existing, org, key.clone(), o, by, now);
     let new_index = index_keys(&new);
     let index_remove = old_index
         .iter()
@@ -284,25 +284,26 @@ fn upsert_blocking(
         });
     }
     let now = Timestamp::now();
-    // In key order: neighbouring lookups then touch the same tree nodes.
-    let mut work: Vec<(Key, NaturalKey, Object)> = expanded
+    // In key order: neighbouring lookups then touch the same tree nodes. Each keeps its index in
+    // `expanded.objects`, which `expanded.requested` refers to.
+    let mut work: Vec<(usize, (Key, NaturalKey, Object))> = expanded
         .objects
         .into_iter()
         .map(|(key, o)| (object_key(org, o.object_type(), &key), key, o))
+        .enumerate()
         .collect();
-    work.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+    work.sort_by(|a, b| a.1.0.as_slice().cmp(b.1.0.as_slice()));
     let _writer = lock(&inner.object_lock);
     let seq = match by {
         Some(_) => inner.db.generate_id()?,
         None => 0,
     };
     let mut batch = sled::Batch::default();
-    let mut stored: HashMap<(ObjectType, NaturalKey), StoredObject> =
-        HashMap::with_capacity(work.len());
+    let mut stored: Vec<Option<StoredObject>> = vec![None; work.len()];
     let mut first_seen = Vec::new();
     // One thread: reading on several was measured and made no difference (a read completes the node
     // splits the previous batch left, and that work serialises inside sled).
-    for w in work {
+    for (i, w) in work {
         let p = plan_one(inner, org, w, by, now)?;
         for k in p.index_remove {
             batch.remove(k);
@@ -314,10 +315,10 @@ fn upsert_blocking(
             batch.insert(ak, &seq.to_be_bytes()[..]);
         }
         if p.first_seen {
-            first_seen.push((p.ty, p.key.clone()));
+            first_seen.push((p.ty, p.key));
         }
         batch.insert(p.pk.into_vec(), p.value);
-        stored.insert((p.ty, p.key), p.object);
+        stored[i] = Some(p.object);
     }
     if let Some(t) = by
         && !first_seen.is_empty()
@@ -331,10 +332,10 @@ fn upsert_blocking(
     drop(_writer);
     expanded
         .requested
-        .into_iter()
-        .map(|k| {
-            stored.get(&k).cloned().ok_or_else(|| {
-                SledStoreError::Worker(format!("upserted object {} went missing", k.1))
+        .iter()
+        .map(|&i| {
+            stored.get(i).cloned().flatten().ok_or_else(|| {
+                SledStoreError::Worker(format!("upserted object number {i} went missing"))
             })
         })
         .collect()

@@ -29,18 +29,24 @@ pub struct NaturalKey(String);
 
 /// Escape one key part: `%` becomes `%25` and `|` becomes `%7C`.
 pub fn escape_part(part: &str) -> String {
-    if !part.contains(['%', '|']) {
-        return part.to_string();
-    }
-    let mut out = String::with_capacity(part.len() + 4);
-    for c in part.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '|' => out.push_str("%7C"),
-            c => out.push(c),
-        }
-    }
+    let mut out = String::with_capacity(part.len());
+    push_escaped(&mut out, part);
     out
+}
+
+/// Append `part` escaped as [`escape_part`] does.
+fn push_escaped(out: &mut String, part: &str) {
+    let mut rest = part;
+    while let Some(at) = rest.find(['%', '|']) {
+        out.push_str(&rest[..at]);
+        out.push_str(if rest.as_bytes()[at] == b'%' {
+            "%25"
+        } else {
+            "%7C"
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 /// Undo [`escape_part`]. Other `%` sequences are kept as they are.
@@ -75,8 +81,14 @@ impl NaturalKey {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let v: Vec<String> = parts.into_iter().map(|p| escape_part(p.as_ref())).collect();
-        NaturalKey(v.join("|"))
+        let mut out = String::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            push_escaped(&mut out, p.as_ref());
+        }
+        NaturalKey(out)
     }
 
     /// Build a key from components that are already escaped (a related object's key is one component).
