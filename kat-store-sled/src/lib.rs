@@ -62,7 +62,9 @@
 //! sled allocates on every write; under glibc's malloc its threads contend for the allocator and
 //! bulk upserts run at about half the speed they reach with mimalloc (measured in the repository's
 //! `docs/store-sled.md`). Binaries embedding the store should set a global allocator such as
-//! mimalloc, as `katd` and the benchmarks do.
+//! mimalloc, as `katd` and the benchmarks do, and call [`disable_transparent_huge_pages`] at the
+//! start of `main`: with huge pages, the kernel zeroing fresh 2 MiB pages inside sled's writes was
+//! the API's write p99.
 //!
 //! [`SledStore::verify`] scans everything and reports any disagreement between objects, indexes,
 //! attribution and file contents.
