@@ -144,11 +144,16 @@ impl ContainerRuntime for ProcessRuntime {
                 name: name.clone(),
                 task: *task,
                 state: "running".into(),
+                deployment: None,
             })
             .collect())
     }
 
-    async fn reap_orphans(&self, _live: &HashSet<TaskId>) -> Result<Vec<String>> {
+    async fn reap_orphans(
+        &self,
+        _deployment: &str,
+        _live: &HashSet<TaskId>,
+    ) -> Result<Vec<String>> {
         // Children die with this process (kill_on_drop), so a new process has no orphans to reap.
         Ok(Vec::new())
     }

@@ -16,7 +16,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,17 +68,40 @@ pub struct DeployConfig {
     pub sled: SledOptions,
 }
 
+/// The deployment name (`EngineConfig::deployment`) of a deployment whose data lives in `data_dir`:
+/// `kat-` and 12 hex digits of the sha256 of the absolute path. Two deployments on one container
+/// engine with different data directories then never reap each other's containers, and a restarted
+/// one finds its own.
+///
+/// ```
+/// use std::path::Path;
+/// let a = kat::deploy::deployment_name(Path::new("/var/lib/kat"));
+/// assert_eq!(a, kat::deploy::deployment_name(Path::new("/var/lib/kat")));
+/// assert_ne!(a, kat::deploy::deployment_name(Path::new("/var/lib/kat2")));
+/// assert!(a.starts_with("kat-") && a.len() == 16);
+/// assert!(kat::core::runtime::check_deployment(&a).is_ok());
+/// ```
+pub fn deployment_name(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    format!("kat-{}", &hex::encode(digest)[..12])
+}
+
 impl DeployConfig {
-    /// A configuration with defaults for everything but the data directory, address and secret.
+    /// A configuration with defaults for everything but the data directory, address and secret; the
+    /// engine's deployment name is [`deployment_name`] of the data directory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr, jwt_secret: Vec<u8>) -> Self {
+        let data_dir = data_dir.into();
         DeployConfig {
-            data_dir: data_dir.into(),
             listen,
             runtime: RuntimeKind::Docker,
             engine: EngineConfig {
                 api_url: String::new(),
+                deployment: deployment_name(&data_dir),
                 ..EngineConfig::default()
             },
+            data_dir,
             plugin_files: Vec::new(),
             enable_new_plugins: true,
             finding_types: None,

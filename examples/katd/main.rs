@@ -12,7 +12,8 @@
 //!
 //! `serve` reads the seed's variables: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST` (the API as containers reach
 //! it), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a
-//! secret is generated once into `<data>/jwt.secret`).
+//! secret is generated once into `<data>/jwt.secret`), and `KAT_DEPLOYMENT` (its containers' deployment
+//! label; default: named after the data directory, so katds sharing an engine reap only their own).
 
 #![forbid(unsafe_code)]
 
@@ -264,6 +265,10 @@ async fn run(cmd: Command) -> Result<(), Error> {
             let secret = load_or_create_secret(Some(&data))?;
             let mut cfg = DeployConfig::new(&data, listen, secret);
             let mut engine = EngineConfig::from_env()?;
+            if std::env::var("KAT_DEPLOYMENT").is_err() {
+                // Named after the data directory: katds sharing an engine leave each other's containers alone.
+                engine.deployment = kat::deploy::deployment_name(&data);
+            }
             if std::env::var("OPENKAT_HOST")
                 .map(|v| v.is_empty())
                 .unwrap_or(true)

@@ -37,7 +37,7 @@ use crate::plan::{
 use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
-    LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
+    LABEL_DEPLOYMENT, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
 };
 use crate::schedule::{ObjectSet, Schedule};
 use crate::store::{
@@ -78,9 +78,15 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// How much of a task's stderr to keep.
     pub stderr_tail_bytes: usize,
-    /// Whether [`Engine::start`] removes containers of ours whose task is not running here. Reaping
-    /// removes every container labelled `kat.managed` whose task this engine is not running, so
-    /// deployments that share one container engine must turn it off (or use separate engines).
+    /// The deployment this engine belongs to (`KAT_DEPLOYMENT`; see
+    /// [`check_deployment`](crate::runtime::check_deployment)). Every container it starts carries it
+    /// as the `kat.deployment` label, and reaping only touches that deployment's containers, so
+    /// deployments sharing one container engine must have different names. Containers without the
+    /// label (made by versions before it existed) belong to
+    /// [`DEFAULT_DEPLOYMENT`](crate::runtime::DEFAULT_DEPLOYMENT), the default.
+    pub deployment: String,
+    /// Whether [`Engine::start`] removes this deployment's containers whose task is not running
+    /// here (left behind by a crash).
     pub reap_at_start: bool,
 }
 
@@ -98,6 +104,7 @@ impl Default for EngineConfig {
             tick_interval: Duration::from_secs(10),
             limits: Limits::default(),
             stderr_tail_bytes: 8 * 1024,
+            deployment: crate::runtime::DEFAULT_DEPLOYMENT.into(),
             reap_at_start: true,
         }
     }
@@ -105,7 +112,8 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// Read the seed's environment variables over the defaults: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST`
-    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes).
+    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes), and ours:
+    /// `KAT_DEPLOYMENT`.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming a variable with a bad value.
@@ -147,6 +155,11 @@ impl EngineConfig {
                     )
                 })?;
             c.plugin_timeout = Duration::from_secs_f64(minutes * 60.0);
+        }
+        if let Some(v) = var("KAT_DEPLOYMENT") {
+            crate::runtime::check_deployment(&v)
+                .map_err(|e| Error::invalid("KAT_DEPLOYMENT", e.to_string()))?;
+            c.deployment = v;
         }
         Ok(c)
     }
@@ -205,6 +218,7 @@ impl EngineBuilder {
         if config.concurrency == 0 {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }
+        crate::runtime::check_deployment(&config.deployment)?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 objects: self.objects.ok_or_else(|| missing("an object store"))?,
@@ -416,7 +430,10 @@ impl Engine {
             }
         }
         if inner.config.reap_at_start {
-            rec.reaped = inner.runtime.reap_orphans(&live).await?;
+            rec.reaped = inner
+                .runtime
+                .reap_orphans(&inner.config.deployment, &live)
+                .await?;
         }
         let q = TaskQuery {
             states: Some(vec![TaskState::Queued]),
@@ -987,6 +1004,8 @@ impl Engine {
         spec.labels
             .insert(LABEL_PLUGIN.into(), plugin.plugin_id.clone());
         spec.labels.insert(LABEL_ORG.into(), task.org.to_string());
+        spec.labels
+            .insert(LABEL_DEPLOYMENT.into(), inner.config.deployment.clone());
         debug!(task = %task.id, mode = %plan.mode, commands = plan.commands.len(), "starting container");
         let outcome = inner.runtime.run(spec, cancel).await?;
         let tail = String::from_utf8_lossy(&outcome.stderr_tail).into_owned();

@@ -21,7 +21,7 @@ use kat_core::runtime::support::{
     Bounded, EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, bounded,
     managed_container, pull_reference, remove_until_gone,
 };
-use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, LABEL_TASK, ManagedContainer};
+use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use tracing::{debug, info, warn};
 
 use crate::entrypoint::{is_no_such_image, remove_options};
@@ -221,10 +221,7 @@ impl EngineCalls for Ctx {
                     c.names
                         .and_then(|n| n.into_iter().next())
                         .unwrap_or_default(),
-                    c.labels
-                        .as_ref()
-                        .and_then(|l| l.get(LABEL_TASK))
-                        .map(String::as_str),
+                    c.labels.as_ref(),
                     c.state.map(|s| s.to_string()).unwrap_or_default(),
                 ))
             })

@@ -162,7 +162,7 @@ pub struct HostInfo {
 /// # async fn demo() -> kat_core::Result<()> {
 /// let rt: Arc<dyn ContainerRuntime> = Arc::new(PodmanRuntime::connect().await?);
 /// // At start-up: remove what a previous process left, then make the entrypoint available.
-/// rt.reap_orphans(&HashSet::new()).await?;
+/// rt.reap_orphans("default", &HashSet::new()).await?;
 /// let binary = EntrypointBinary { path: "target/x86_64-unknown-linux-gnu/entrypoint/kat-entrypoint".into() };
 /// let mount = rt.prepare_entrypoint(&binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
 /// println!("entrypoint {} in volume {}", mount.sha256, mount.volume);
@@ -413,8 +413,12 @@ impl ContainerRuntime for PodmanRuntime {
         Ok(self.ctx.list_managed().await?)
     }
 
-    async fn reap_orphans(&self, live: &HashSet<TaskId>) -> kat_core::Result<Vec<String>> {
-        Ok(support::reap_orphans(&self.ctx, live).await?)
+    async fn reap_orphans(
+        &self,
+        deployment: &str,
+        live: &HashSet<TaskId>,
+    ) -> kat_core::Result<Vec<String>> {
+        Ok(support::reap_orphans(&self.ctx, deployment, live).await?)
     }
 }
 

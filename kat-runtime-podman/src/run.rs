@@ -19,7 +19,7 @@ use kat_core::runtime::support::{
     Bounded, EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, bounded,
     managed_container, remove_until_gone,
 };
-use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, LABEL_TASK, ManagedContainer};
+use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
 use podman_api::opts::{
@@ -241,10 +241,7 @@ impl EngineCalls for Ctx {
                     c.names
                         .and_then(|n| n.into_iter().next())
                         .unwrap_or_default(),
-                    c.labels
-                        .as_ref()
-                        .and_then(|l| l.get(LABEL_TASK))
-                        .map(String::as_str),
+                    c.labels.as_ref(),
                     c.state.unwrap_or_default(),
                 ))
             })

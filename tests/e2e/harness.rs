@@ -92,8 +92,10 @@ pub(crate) async fn start_with(
         concurrency: 4,
         tick_interval: Duration::from_secs(3600),
         plugin_timeout: Duration::from_secs(60),
-        // Tests run deployments side by side on one Docker engine: none may reap another's containers.
-        reap_at_start: false,
+        // Tests run deployments side by side on one Docker engine, each with the deployment name of
+        // its own data directory: each reaps at start, and only its own containers.
+        deployment: kat::deploy::deployment_name(&dir.path().join("data")),
+        reap_at_start: true,
         ..EngineConfig::default()
     };
     cfg.plugin_files = vec![pfile];

@@ -80,3 +80,42 @@ async fn a_missing_image_fails_the_task_with_a_clear_reason() {
         "{t}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_starting_on_the_same_engine_leaves_another_ones_containers_alone() {
+    let slow = plugin("slow", 0, json!([]), json!(["sleep", "60"]));
+    let Some(first) = start(json!([slow.clone()])).await else {
+        return;
+    };
+    let id = first.submit("slow", &[]).await[0];
+    first.wait_state(id, "running").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while first.containers_of(id).await == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        first.containers_of(id).await,
+        1,
+        "the task's container runs"
+    );
+    // A second deployment on the same Docker engine reaps its orphans at start: the first one's
+    // running container is not one of them.
+    let Some(second) = start(json!([slow])).await else {
+        return;
+    };
+    assert!(
+        second.d.recovery().reaped.is_empty(),
+        "the new deployment reaped {:?}",
+        second.d.recovery().reaped
+    );
+    assert_eq!(
+        first.containers_of(id).await,
+        1,
+        "the first deployment's container survived the second one's start"
+    );
+    let t = first.get(&format!("/tasks/{id}/")).await;
+    assert_eq!(t["state"], "running", "{t}");
+    let (s, v) = first.post(&format!("/tasks/{id}/cancel/"), json!({})).await;
+    assert!(s == 200 || s == 202, "{s} {v}");
+    assert_eq!(first.wait(id).await["state"], "cancelled");
+}

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::runtime::{
     CancellationToken, ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary,
-    EntrypointMount, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, ManagedContainer, Outcome,
+    EntrypointMount, LABEL_DEPLOYMENT, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, ManagedContainer,
+    Outcome,
 };
 use crate::task::TaskId;
 
@@ -833,13 +834,14 @@ async fn hardening_from_inside_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture
     assert_gone(rt, task, case).await;
 }
 
-/// `reap_orphans` removes managed containers whose task is not live (or whose task label does not parse),
-/// keeps the live ones, and the runs of the removed containers end.
+/// `reap_orphans` removes the deployment's managed containers whose task is not live (or whose task label
+/// does not parse), keeps the live ones and every other deployment's, and the runs of the removed
+/// containers end.
 ///
-/// Every managed container this case did not create counts as live, so other users of the engine are left
-/// alone; other containers with an unparsable task label would be reaped, as the contract says. The container
-/// without a task is found by name: the runtime's container name must contain the spec's `name` (a suffix
-/// that makes it unique is fine).
+/// The case's containers carry a deployment name of their own, so other users of the engine are left
+/// alone; one container carries a second name and must survive although its task is not live. The
+/// container without a task is found by name: the runtime's container name must contain the spec's `name`
+/// (a suffix that makes it unique is fine).
 pub async fn reap_orphans_removes_only_orphans(rt: &dyn ContainerRuntime, fx: &RuntimeFixture) {
     let t = Tracker::default();
     reap_orphans_in(rt, fx, &t).await;
@@ -849,24 +851,41 @@ pub async fn reap_orphans_removes_only_orphans(rt: &dyn ContainerRuntime, fx: &R
 
 async fn reap_orphans_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture, t: &Tracker) {
     let case = "reap_orphans";
-    let (orphan_spec, orphan) = t.spec(fx, "reap-orphan", &["sleep", "60"]);
-    let (live_spec, live) = t.spec(fx, "reap-live", &["sleep", "60"]);
-    let (mut garbage_spec, _) = t.spec(fx, "reap-garbage", &["sleep", "60"]);
-    let garbage_label = format!("not-a-task-{}", uuid::Uuid::new_v4().simple());
+    let run_id = uuid::Uuid::new_v4().simple();
+    let mine = format!("conformance-{run_id}");
+    let other = format!("conformance-other-{run_id}");
+    let in_deployment = |(mut spec, task): (ContainerSpec, TaskId), d: &str| {
+        spec.labels.insert(LABEL_DEPLOYMENT.into(), d.to_string());
+        (spec, task)
+    };
+    let (orphan_spec, orphan) = in_deployment(t.spec(fx, "reap-orphan", &["sleep", "60"]), &mine);
+    let (live_spec, live) = in_deployment(t.spec(fx, "reap-live", &["sleep", "60"]), &mine);
+    let (mut garbage_spec, _) = in_deployment(t.spec(fx, "reap-garbage", &["sleep", "60"]), &mine);
+    let (foreign_spec, foreign) =
+        in_deployment(t.spec(fx, "reap-foreign", &["sleep", "60"]), &other);
+    let garbage_label = format!("not-a-task-{run_id}");
     garbage_spec
         .labels
         .insert(LABEL_TASK.into(), garbage_label.clone());
 
     let live_cancel = CancellationToken::new();
+    let foreign_cancel = CancellationToken::new();
     let garbage_name = garbage_spec.name.clone();
-    let (orphan_run, live_run, garbage_run) = (
+    let (orphan_run, live_run, garbage_run, foreign_run) = (
         rt.run(orphan_spec, CancellationToken::new()),
         rt.run(live_spec, live_cancel.clone()),
         rt.run(garbage_spec, CancellationToken::new()),
+        rt.run(foreign_spec, foreign_cancel.clone()),
     );
     let checks = async {
         let orphan_c = wait_running(rt, orphan, case, SLACK).await;
         let live_c = wait_running(rt, live, case, SLACK).await;
+        let foreign_c = wait_running(rt, foreign, case, SLACK).await;
+        assert_eq!(
+            foreign_c.deployment.as_deref(),
+            Some(other.as_str()),
+            "{case}: list_managed must report the {LABEL_DEPLOYMENT} label"
+        );
         // The garbage container has no task; find it by name.
         let deadline = Instant::now() + SLACK;
         let garbage_c = loop {
@@ -883,15 +902,8 @@ async fn reap_orphans_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture, t: &Tra
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
 
-        let live_set: HashSet<TaskId> = list(rt)
-            .await
-            .into_iter()
-            .filter_map(|c| c.task)
-            .filter(|t| *t != orphan)
-            .chain([live])
-            .collect();
         let removed = rt
-            .reap_orphans(&live_set)
+            .reap_orphans(&mine, &HashSet::from([live]))
             .await
             .unwrap_or_else(|e| panic!("{case}: reap_orphans failed: {e}"));
         assert!(
@@ -908,14 +920,20 @@ async fn reap_orphans_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture, t: &Tra
             "{case}: the live container was reaped"
         );
         assert!(
+            !removed.contains(&foreign_c.id),
+            "{case}: another deployment's container was reaped"
+        );
+        assert!(
             container_of(rt, orphan).await.is_none(),
             "{case}: the orphan is still listed"
         );
-        let still = container_of(rt, live).await;
-        assert!(
-            still.as_ref().is_some_and(|c| c.state == "running"),
-            "{case}: the live container must keep running, got {still:?}"
-        );
+        for (what, task) in [("live", live), ("other deployment's", foreign)] {
+            let still = container_of(rt, task).await;
+            assert!(
+                still.as_ref().is_some_and(|c| c.state == "running"),
+                "{case}: the {what} container must keep running, got {still:?}"
+            );
+        }
     };
 
     let orphan_run = async {
@@ -932,14 +950,20 @@ async fn reap_orphans_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture, t: &Tra
         let r = live_run.await;
         r.unwrap_or_else(|e| panic!("{case}: the live run failed: {e}"))
     };
-    let ((), (orphan_r, orphan_took), (garbage_r, garbage_took), live_o) = tokio::join!(
+    let foreign_run = async {
+        let r = foreign_run.await;
+        r.unwrap_or_else(|e| panic!("{case}: the other deployment's run failed: {e}"))
+    };
+    let ((), (orphan_r, orphan_took), (garbage_r, garbage_took), live_o, foreign_o) = tokio::join!(
         async {
             checks.await;
             live_cancel.cancel();
+            foreign_cancel.cancel();
         },
         orphan_run,
         garbage_run,
-        live_run
+        live_run,
+        foreign_run
     );
     // A reaped container's run ends (with an outcome or an error: either is acceptable), well before its
     // `sleep 60` would have.
@@ -957,7 +981,13 @@ async fn reap_orphans_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture, t: &Tra
         EndReason::Cancelled,
         "{case}: the live container ran until it was cancelled"
     );
+    assert_eq!(
+        foreign_o.reason,
+        EndReason::Cancelled,
+        "{case}: the other deployment's container ran until it was cancelled"
+    );
     assert_gone(rt, live, case).await;
+    assert_gone(rt, foreign, case).await;
 }
 
 /// A caller that drops its `run` future mid-run (a timeout around it, a panic, a dropped task) still gets the

@@ -31,7 +31,7 @@ impl ContainerRuntime for NotStarted {
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
         Ok(vec![])
     }
-    async fn reap_orphans(&self, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
         Ok(vec![])
     }
 }
@@ -604,4 +604,77 @@ fn config_reads_the_seed_variables() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("PLUGIN_TIMEOUT"), "{e}");
+}
+
+#[test]
+fn the_deployment_name_comes_from_kat_deployment_and_is_checked() {
+    assert_eq!(EngineConfig::default().deployment, "default");
+    let c = EngineConfig::from_lookup(|k| (k == "KAT_DEPLOYMENT").then(|| "blue-1".to_string()))
+        .unwrap();
+    assert_eq!(c.deployment, "blue-1");
+    for bad in ["has space", "x/y", &"a".repeat(65)] {
+        let e = EngineConfig::from_lookup(|k| (k == "KAT_DEPLOYMENT").then(|| bad.to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KAT_DEPLOYMENT"), "{bad:?}: {e}");
+    }
+    let built = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(Arc::new(MemoryFileStore::default()))
+        .tasks(Arc::new(MemoryTaskStore::default()))
+        .runtime(Arc::new(NotStarted))
+        .tokens(Arc::new(NotStarted))
+        .config(EngineConfig {
+            deployment: String::new(),
+            ..EngineConfig::default()
+        })
+        .build();
+    assert!(
+        matches!(built, Err(Error::Invalid { ref at, .. }) if at == "deployment"),
+        "{built:?}"
+    );
+}
+
+/// Records the deployment it is asked to reap.
+#[derive(Debug, Default)]
+struct Reaper(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl ContainerRuntime for Reaper {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(&self, b: &EntrypointBinary, v: &str) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v).await
+    }
+    async fn run(&self, s: ContainerSpec, c: CancellationToken) -> Result<Outcome> {
+        NotStarted.run(s, c).await
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, deployment: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        self.0.lock().unwrap().push(deployment.to_string());
+        Ok(vec![format!("reaped-in-{deployment}")])
+    }
+}
+
+#[tokio::test]
+async fn recovery_reaps_only_the_engines_own_deployment() {
+    let reaper = Arc::new(Reaper::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(Arc::new(MemoryFileStore::default()))
+        .tasks(Arc::new(MemoryTaskStore::default()))
+        .runtime(reaper.clone())
+        .tokens(Arc::new(NotStarted))
+        .config(EngineConfig {
+            deployment: "green".into(),
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let rec = engine.recover().await.unwrap();
+    assert_eq!(*reaper.0.lock().unwrap(), ["green"]);
+    assert_eq!(rec.reaped, ["reaped-in-green"]);
 }

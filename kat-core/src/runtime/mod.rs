@@ -29,6 +29,38 @@ pub const LABEL_TASK: &str = "kat.task";
 pub const LABEL_PLUGIN: &str = "kat.plugin";
 /// Label holding the organization code.
 pub const LABEL_ORG: &str = "kat.org";
+/// Label holding the deployment a container belongs to: reaping touches only its own deployment's.
+pub const LABEL_DEPLOYMENT: &str = "kat.deployment";
+/// The deployment of containers without a [`LABEL_DEPLOYMENT`] (made before deployments were
+/// labelled), and the engine's default deployment.
+pub const DEFAULT_DEPLOYMENT: &str = "default";
+
+/// Check a deployment name (the value of [`LABEL_DEPLOYMENT`]): 1 to 64 ASCII letters, digits,
+/// `.`, `_` or `-`.
+///
+/// ```
+/// use kat_core::runtime::check_deployment;
+/// assert!(check_deployment("katd-3f2a9c").is_ok());
+/// assert!(check_deployment("").is_err());
+/// assert!(check_deployment("a b").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Invalid`](crate::Error::Invalid) naming the bad name.
+pub fn check_deployment(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(
+            "deployment",
+            format!("{name:?}: use 1 to 64 ASCII letters, digits, '.', '_' or '-'"),
+        ))
+    }
+}
 
 /// Where the entrypoint volume is mounted inside plugin containers.
 pub const ENTRYPOINT_DIR: &str = "/plugin";
@@ -269,6 +301,26 @@ pub struct ManagedContainer {
     pub task: Option<TaskId>,
     /// The engine's state (`running`, `exited`, `created`, ...).
     pub state: String,
+    /// Its [`LABEL_DEPLOYMENT`], when it has one.
+    pub deployment: Option<String>,
+}
+
+impl ManagedContainer {
+    /// Whether it belongs to `deployment` (one without a deployment label belongs to
+    /// [`DEFAULT_DEPLOYMENT`]).
+    ///
+    /// ```
+    /// use kat_core::runtime::ManagedContainer;
+    /// let mut c = ManagedContainer {
+    ///     id: "c1".into(), name: "dns".into(), task: None, state: "running".into(), deployment: None,
+    /// };
+    /// assert!(c.belongs_to("default"));
+    /// c.deployment = Some("blue".into());
+    /// assert!(c.belongs_to("blue") && !c.belongs_to("default"));
+    /// ```
+    pub fn belongs_to(&self, deployment: &str) -> bool {
+        self.deployment.as_deref().unwrap_or(DEFAULT_DEPLOYMENT) == deployment
+    }
 }
 
 /// Runs plugin containers on some engine.
@@ -297,7 +349,8 @@ pub trait ContainerRuntime: Send + Sync + Debug {
     /// List the containers that carry [`LABEL_MANAGED`].
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>>;
 
-    /// Remove (killing first if needed) every managed container whose task is not in `live`; returns
-    /// the removed containers' ids.
-    async fn reap_orphans(&self, live: &HashSet<TaskId>) -> Result<Vec<String>>;
+    /// Remove (killing first if needed) every managed container of `deployment` (see
+    /// [`ManagedContainer::belongs_to`]) whose task is not in `live`; returns the removed containers'
+    /// ids. Containers of other deployments are left alone.
+    async fn reap_orphans(&self, deployment: &str, live: &HashSet<TaskId>) -> Result<Vec<String>>;
 }

@@ -336,7 +336,7 @@ async fn run_ok(rt: &dyn ContainerRuntime, spec: ContainerSpec, task: TaskId) ->
 /// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
 /// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
 /// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
-/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
+/// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
 /// # }
 /// // tests/common/mod.rs of a runtime crate:
 /// mod common {
@@ -618,7 +618,7 @@ pub async fn whole_output_arrives(rt: &dyn ContainerRuntime, image: &str) {
 /// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
 /// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
 /// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
-/// #     async fn reap_orphans(&self, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
+/// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
 /// # }
 /// // tests/common/mod.rs of a runtime crate:
 /// mod common {

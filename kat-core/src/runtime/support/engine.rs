@@ -72,8 +72,12 @@ pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 ///     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
 ///         Ok(self.engine.list_managed().await?)
 ///     }
-///     async fn reap_orphans(&self, live: &HashSet<TaskId>) -> kat_core::Result<Vec<String>> {
-///         Ok(support::reap_orphans(&self.engine, live).await?)
+///     async fn reap_orphans(
+///         &self,
+///         deployment: &str,
+///         live: &HashSet<TaskId>,
+///     ) -> kat_core::Result<Vec<String>> {
+///         Ok(support::reap_orphans(&self.engine, deployment, live).await?)
 ///     }
 /// }
 /// ```
@@ -333,12 +337,13 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
 }
 
 /// [`ContainerRuntime::reap_orphans`](crate::runtime::ContainerRuntime::reap_orphans) on `engine`: remove
-/// every managed container whose task is not in `live` (or does not parse), trying all of them.
+/// every managed container of `deployment` whose task is not in `live` (or does not parse), trying all
+/// of them.
 ///
 /// ```no_run
 /// # async fn demo<E: kat_core::runtime::support::EngineCalls>(engine: E) -> Result<(), E::Error> {
 /// // At start-up, before any task runs: nothing is live.
-/// let removed = kat_core::runtime::support::reap_orphans(&engine, &Default::default()).await?;
+/// let removed = kat_core::runtime::support::reap_orphans(&engine, "default", &Default::default()).await?;
 /// println!("reaped {}", removed.len());
 /// # Ok(())
 /// # }
@@ -348,11 +353,15 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
 /// The listing's error, or [`EngineCalls::unexpected`] naming the containers that could not be removed.
 pub async fn reap_orphans<E: EngineCalls>(
     engine: &E,
+    deployment: &str,
     live: &HashSet<TaskId>,
 ) -> Result<Vec<String>, E::Error> {
-    let reaped = reap_each(engine.list_managed().await?, live, |id| async move {
-        engine.remove(&id).await
-    })
+    let reaped = reap_each(
+        engine.list_managed().await?,
+        deployment,
+        live,
+        |id| async move { engine.remove(&id).await },
+    )
     .await;
     match reaped.failure() {
         None => Ok(reaped.removed),
@@ -515,6 +524,7 @@ mod tests {
                     name: id.clone(),
                     task: None,
                     state: "running".into(),
+                    deployment: None,
                 })
                 .collect())
         }
@@ -712,7 +722,9 @@ mod tests {
         let fake = Fake::new(Script::default());
         fake.state().containers.insert("a".into(), false);
         fake.state().containers.insert("b".into(), false);
-        let removed = reap_orphans(&fake, &HashSet::new()).await.expect("reap");
+        let removed = reap_orphans(&fake, "default", &HashSet::new())
+            .await
+            .expect("reap");
         assert_eq!(removed, ["a", "b"]);
         assert_eq!(fake.live_containers(), 0);
     }

@@ -1,8 +1,10 @@
 //! Engine-independent checks and conversions of a [`ContainerSpec`]: names, labels, validation, limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::runtime::{ContainerSpec, LABEL_MANAGED, ManagedContainer};
+use crate::runtime::{
+    ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_TASK, ManagedContainer,
+};
 use crate::task::TaskId;
 
 /// The longest container name [`container_name`] returns (its random suffix included).
@@ -192,26 +194,35 @@ pub fn container_labels(spec: &ContainerSpec) -> BTreeMap<String, String> {
     labels
 }
 
-/// A listed container as a [`ManagedContainer`]: `task` is its [`LABEL_TASK`](crate::runtime::LABEL_TASK)
-/// label parsed (or `None`), a leading `/` of the name is dropped.
+/// A listed container as a [`ManagedContainer`] from its labels: `task` is its
+/// [`LABEL_TASK`](crate::runtime::LABEL_TASK) parsed (or `None`), `deployment` its
+/// [`LABEL_DEPLOYMENT`](crate::runtime::LABEL_DEPLOYMENT); a leading `/` of the name is dropped.
 ///
 /// ```
+/// use std::collections::HashMap;
 /// use kat_core::runtime::support::managed_container;
-/// let c = managed_container("abc".into(), "/dns-1".into(), Some("not-a-task"), "running".into());
+/// let labels = HashMap::from([
+///     ("kat.task".to_string(), "not-a-task".to_string()),
+///     ("kat.deployment".to_string(), "blue".to_string()),
+/// ]);
+/// let c = managed_container("abc".into(), "/dns-1".into(), Some(&labels), "running".into());
 /// assert_eq!(c.name, "dns-1");
 /// assert!(c.task.is_none());
+/// assert_eq!(c.deployment.as_deref(), Some("blue"));
 /// ```
 pub fn managed_container(
     id: String,
     name: String,
-    task_label: Option<&str>,
+    labels: Option<&HashMap<String, String>>,
     state: String,
 ) -> ManagedContainer {
+    let label = |k: &str| labels.and_then(|l| l.get(k));
     ManagedContainer {
         id,
         name: name.trim_start_matches('/').to_string(),
-        task: task_label.and_then(|t| t.parse::<TaskId>().ok()),
+        task: label(LABEL_TASK).and_then(|t| t.parse::<TaskId>().ok()),
         state,
+        deployment: label(LABEL_DEPLOYMENT).cloned(),
     }
 }
 
@@ -443,14 +454,12 @@ mod tests {
     #[test]
     fn managed_containers_parse_their_task() {
         let task = TaskId::new();
-        let c = managed_container(
-            "id".into(),
-            "/n".into(),
-            Some(&task.to_string()),
-            "exited".into(),
-        );
+        let labels = HashMap::from([(LABEL_TASK.to_string(), task.to_string())]);
+        let c = managed_container("id".into(), "/n".into(), Some(&labels), "exited".into());
         assert_eq!(c.task, Some(task));
         assert_eq!(c.name, "n");
+        assert_eq!(c.deployment, None);
+        assert!(c.belongs_to(crate::runtime::DEFAULT_DEPLOYMENT));
         let c = managed_container("id".into(), "n".into(), None, "running".into());
         assert_eq!(c.task, None);
     }

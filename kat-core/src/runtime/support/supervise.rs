@@ -610,8 +610,9 @@ impl Reaped {
     }
 }
 
-/// Remove each of `containers` whose task is not in `live` (or has no parsable task) with `remove(id)`,
-/// trying all of them; logs each removal.
+/// Remove each of `containers` that belongs to `deployment` (see
+/// [`ManagedContainer::belongs_to`]) and whose task is not in `live` (or has no parsable task) with
+/// `remove(id)`, trying all of them; logs each removal. Other deployments' containers are left alone.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -621,14 +622,22 @@ impl Reaped {
 /// use kat_core::runtime::support::reap_each;
 /// use kat_core::task::TaskId;
 /// let live = TaskId::new();
-/// let c = |id: &str, task| ManagedContainer { id: id.into(), name: id.into(), task, state: "running".into() };
-/// let all = vec![c("orphan", Some(TaskId::new())), c("live", Some(live)), c("garbage", None)];
-/// let r = reap_each(all, &HashSet::from([live]), |_id| async { Ok::<_, String>(()) }).await;
+/// let c = |id: &str, task, deployment: &str| ManagedContainer {
+///     id: id.into(), name: id.into(), task, state: "running".into(), deployment: Some(deployment.into()),
+/// };
+/// let all = vec![
+///     c("orphan", Some(TaskId::new()), "blue"),
+///     c("live", Some(live), "blue"),
+///     c("garbage", None, "blue"),
+///     c("green's", Some(TaskId::new()), "green"),
+/// ];
+/// let r = reap_each(all, "blue", &HashSet::from([live]), |_id| async { Ok::<_, String>(()) }).await;
 /// assert_eq!(r.removed, vec!["orphan".to_string(), "garbage".to_string()]);
 /// # }
 /// ```
 pub async fn reap_each<E, F, Fut>(
     containers: Vec<ManagedContainer>,
+    deployment: &str,
     live: &HashSet<TaskId>,
     mut remove: F,
 ) -> Reaped
@@ -639,7 +648,7 @@ where
 {
     let mut reaped = Reaped::default();
     for c in containers {
-        if c.task.is_some_and(|t| live.contains(&t)) {
+        if !c.belongs_to(deployment) || c.task.is_some_and(|t| live.contains(&t)) {
             continue;
         }
         match remove(c.id.clone()).await {
@@ -843,22 +852,26 @@ mod tests {
     #[tokio::test]
     async fn reaping_tries_everything_and_reports_failures() {
         let live = TaskId::new();
-        let c = |id: &str, task| ManagedContainer {
+        let c = |id: &str, task, deployment: Option<&str>| ManagedContainer {
             id: id.into(),
             name: id.into(),
             task,
             state: "exited".into(),
+            deployment: deployment.map(str::to_string),
         };
         let r = reap_each(
             vec![
-                c("a", Some(TaskId::new())),
-                c("b", None),
-                c("c", Some(live)),
+                c("a", Some(TaskId::new()), None),
+                c("b", None, Some("default")),
+                c("c", Some(live), None),
+                c("d", Some(TaskId::new()), Some("other")),
             ],
+            "default",
             &HashSet::from([live]),
             |id| async move { if id == "a" { Err("busy") } else { Ok(()) } },
         )
         .await;
+        // "a" (unlabelled: the default deployment's) failed, "d" is another deployment's.
         assert_eq!(r.removed, vec!["b".to_string()]);
         assert_eq!(r.failed, vec!["a: busy".to_string()]);
         assert!(r.failure().is_some_and(|m| m.contains("a: busy")));
