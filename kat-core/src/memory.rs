@@ -126,6 +126,38 @@ pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
     }
 }
 
+/// Replace what is stored with a new version of the object (see [`ObjectStore::replace`]). Shared by
+/// backends.
+///
+/// ```
+/// use kat_core::clock::Timestamp;
+/// use kat_core::memory::{merge_stored, replace_stored};
+/// use kat_core::object::{Object, ObjectType};
+/// use kat_core::org::OrgCode;
+/// let port = |v| Object::from_json(ObjectType::IpPort, &v).unwrap();
+/// let full = port(serde_json::json!({"address": "192.0.2.1", "port": 443, "service": "https"}));
+/// let bare = port(serde_json::json!({"address": "192.0.2.1", "port": 443}));
+/// let org = OrgCode::new("acme").unwrap();
+/// let stored = merge_stored(None, &org, full.natural_key(), full, None, Timestamp::now());
+/// let merged = merge_stored(Some(stored.clone()), &org, bare.natural_key(), bare.clone(), None, Timestamp::now());
+/// assert_eq!(merged.object.to_json()["service"], "https");
+/// let replaced = replace_stored(stored, bare, None, Timestamp::now());
+/// assert!(replaced.object.to_json()["service"].is_null());
+/// ```
+pub fn replace_stored(
+    mut existing: StoredObject,
+    o: Object,
+    by: Option<TaskId>,
+    now: Timestamp,
+) -> StoredObject {
+    existing.object = o;
+    existing.last_seen = now;
+    if by.is_some() {
+        existing.last_seen_by = by;
+    }
+    existing
+}
+
 /// Merge a new sighting into what is stored (or make a new stored object under `key`, the
 /// object's natural key). Shared by backends.
 pub fn merge_stored(
@@ -161,22 +193,35 @@ pub fn merge_stored(
     }
 }
 
-#[async_trait]
-impl ObjectStore for MemoryObjectStore {
-    async fn upsert(
+impl MemoryObjectStore {
+    /// Upsert `objects`; with `replace`, the first requested object replaces its stored version
+    /// (which must exist) instead of merging into it.
+    fn write(
         &self,
         org: &OrgCode,
         objects: Vec<Object>,
         by: Option<TaskId>,
+        replace: bool,
     ) -> Result<Vec<StoredObject>> {
         let batch = expand_batch(objects);
         let now = Timestamp::now();
         let mut g = lock(&self.inner);
         let inner = &mut *g;
+        let target = replace.then(|| batch.requested.first().copied()).flatten();
+        if let Some((key, o)) = target.and_then(|i| batch.objects.get(i)) {
+            let k = (org.clone(), o.object_type(), key.clone());
+            if !inner.objects.contains_key(&k) {
+                return Err(Error::not_found("object", key.as_str()));
+            }
+        }
         let mut written = Vec::with_capacity(batch.objects.len());
-        for (key, o) in batch.objects {
+        for (i, (key, o)) in batch.objects.into_iter().enumerate() {
             let k = (org.clone(), o.object_type(), key);
-            let stored = merge_stored(inner.objects.remove(&k), org, k.2.clone(), o, by, now);
+            let existing = inner.objects.remove(&k);
+            let stored = match existing {
+                Some(s) if target == Some(i) => replace_stored(s, o, by, now),
+                existing => merge_stored(existing, org, k.2.clone(), o, by, now),
+            };
             written.push(stored.clone());
             inner.objects.insert(k.clone(), stored);
             if let Some(t) = by {
@@ -199,6 +244,29 @@ impl ObjectStore for MemoryObjectStore {
             .iter()
             .map(|&i| written[i].clone())
             .collect())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjectStore {
+    async fn upsert(
+        &self,
+        org: &OrgCode,
+        objects: Vec<Object>,
+        by: Option<TaskId>,
+    ) -> Result<Vec<StoredObject>> {
+        self.write(org, objects, by, false)
+    }
+
+    async fn replace(
+        &self,
+        org: &OrgCode,
+        object: Object,
+        by: Option<TaskId>,
+    ) -> Result<StoredObject> {
+        self.write(org, vec![object], by, true)?
+            .pop()
+            .ok_or_else(|| Error::backend("memory", "a replace returned nothing", false))
     }
 
     async fn get(

@@ -282,6 +282,21 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         by: Option<TaskId>,
     ) -> Result<Vec<StoredObject>>;
 
+    /// Replace a stored object's non-key fields with `object`'s: a field `object` lacks is cleared and
+    /// a list is replaced, not merged (what an explicit `null` in a PATCH asks for). Its dates,
+    /// attribution and scan profile are kept, `last_seen` and `last_seen_by` updated, and the writing
+    /// task attributed as by [`ObjectStore::upsert`]; the objects it refers to are upserted as usual.
+    /// Returns the stored object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no object of `org` has `object`'s type and key (nothing is written).
+    async fn replace(
+        &self,
+        org: &OrgCode,
+        object: Object,
+        by: Option<TaskId>,
+    ) -> Result<StoredObject>;
+
     /// One object by type and key.
     async fn get(
         &self,

@@ -165,6 +165,22 @@ impl ObjectStore for NullObjects {
             .map(|o| kat_core::memory::merge_stored(None, org, o.natural_key(), o, by, now))
             .collect())
     }
+    async fn replace(
+        &self,
+        org: &OrgCode,
+        object: kat_core::object::Object,
+        by: Option<TaskId>,
+    ) -> kat_core::Result<kat_core::store::StoredObject> {
+        let key = object.natural_key();
+        Ok(kat_core::memory::merge_stored(
+            None,
+            org,
+            key,
+            object,
+            by,
+            Timestamp::now(),
+        ))
+    }
     async fn get(
         &self,
         org: &OrgCode,

@@ -73,6 +73,9 @@ pub enum SledStoreError {
     /// A blocking worker panicked or was cancelled.
     #[error("a storage worker failed: {0}")]
     Worker(String),
+    /// The object to replace does not exist (its natural key).
+    #[error("no object {0:?}")]
+    ObjectNotFound(String),
 }
 
 impl SledStoreError {
@@ -131,6 +134,7 @@ impl From<SledStoreError> for kat_core::Error {
             e @ SledStoreError::Encode { .. } => K::backend("sled", e.to_string(), false),
             e @ SledStoreError::BatchTooLarge { .. } => K::LimitExceeded(e.to_string()),
             e @ SledStoreError::Worker(_) => K::backend("sled", e.to_string(), true),
+            SledStoreError::ObjectNotFound(key) => K::not_found("object", key),
         }
     }
 }

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
-use kat_core::memory::{expand_batch, merge_stored};
+use kat_core::memory::{expand_batch, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile, escape_part};
 use kat_core::org::OrgCode;
 use kat_core::store::{ObjectQuery, ObjectStore, Page, StoredObject};
@@ -204,13 +204,15 @@ struct Planned {
     first_seen: bool,
 }
 
-/// Read what is stored under `pk`, merge `o` into it and encode the result. Only reads.
+/// Read what is stored under `pk`, merge `o` into it (or, with `replace`, replace it: it must exist)
+/// and encode the result. Only reads.
 fn plan_one(
     inner: &Inner,
     org: &OrgCode,
     (pk, key, o): (Key, NaturalKey, Object),
     by: Option<TaskId>,
     now: Timestamp,
+    replace: bool,
 ) -> SResult<Planned> {
     let ty = o.object_type();
     let found = inner.objects.get(pk.as_slice())?;
@@ -223,7 +225,11 @@ fn plan_one(
     };
     let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
     let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
-    let new = merge_stored(existing, org, key.clone(), o, by, now);
+    let new = match existing {
+        Some(s) if replace => replace_stored(s, o, by, now),
+        None if replace => return Err(SledStoreError::ObjectNotFound(key.into_string())),
+        existing => merge_stored(existing, org, key.clone(), o, by, now),
+    };
     let new_index = index_keys(&new);
     let index_remove = old_index
         .iter()
@@ -267,13 +273,19 @@ fn plan_one(
     })
 }
 
+/// Upsert `objects` in one atomic batch; with `replace`, the first requested object replaces its
+/// stored version (which must exist, else nothing is written) instead of merging into it.
 fn upsert_blocking(
     inner: &Inner,
     org: &OrgCode,
     objects: Vec<Object>,
     by: Option<TaskId>,
+    replace: bool,
 ) -> SResult<Vec<StoredObject>> {
     let expanded = expand_batch(objects);
+    let target = replace
+        .then(|| expanded.requested.first().copied())
+        .flatten();
     let max = inner
         .max_batch_objects
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -304,7 +316,7 @@ fn upsert_blocking(
     // One thread: reading on several was measured and made no difference (a read completes the node
     // splits the previous batch left, and that work serialises inside sled).
     for (i, w) in work {
-        let p = plan_one(inner, org, w, by, now)?;
+        let p = plan_one(inner, org, w, by, now, target == Some(i))?;
         for k in p.index_remove {
             batch.remove(k);
         }
@@ -573,10 +585,26 @@ impl ObjectStore for SledStore {
         }
         let org = org.clone();
         let out = self
-            .blocking(move |inner| upsert_blocking(inner, &org, objects, by))
+            .blocking(move |inner| upsert_blocking(inner, &org, objects, by, false))
             .await?;
         self.written().await?;
         Ok(out)
+    }
+
+    async fn replace(
+        &self,
+        org: &OrgCode,
+        object: Object,
+        by: Option<TaskId>,
+    ) -> Result<StoredObject> {
+        let org = org.clone();
+        let mut out = self
+            .blocking(move |inner| upsert_blocking(inner, &org, vec![object], by, true))
+            .await?;
+        self.written().await?;
+        Ok(out
+            .pop()
+            .ok_or_else(|| SledStoreError::Worker("a replace returned nothing".into()))?)
     }
 
     async fn get(

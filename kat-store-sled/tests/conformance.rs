@@ -20,9 +20,14 @@ fn open(dir: &tempfile::TempDir) -> SledStore {
 async fn sled_objects_conformance() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    objects::run_all(Arc::new(open(&dir)))
+    let store = open(&dir);
+    objects::run_all(Arc::new(store.clone()))
         .await
         .expect("object suite");
+    // After everything the suite wrote, merged, replaced and deleted, the indexes and attribution
+    // agree with the objects.
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

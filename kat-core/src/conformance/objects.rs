@@ -149,6 +149,104 @@ pub async fn references_and_merging(store: &dyn ObjectStore) -> Result<()> {
     Ok(())
 }
 
+/// `replace` clears what the new version lacks and replaces lists (where `upsert` merges), keeps
+/// dates, attribution and the scan profile, updates the indexes, and refuses a missing object
+/// without writing anything.
+pub async fn replace_clears_fields(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-replace");
+    let (t1, t2) = (TaskId::new(), TaskId::new());
+    let full = obj(
+        ObjectType::IpPort,
+        json!({"address": "192.0.2.7", "protocol": "TCP", "port": 443, "tls": true,
+               "service": "https", "software": ["nginx", "openssl"]}),
+    );
+    let k = full.natural_key();
+    let first = store.upsert(&o, vec![full], Some(t1)).await?.remove(0);
+    // upsert merges: a version without the service keeps it, software lists are joined.
+    let sparse = obj(
+        ObjectType::IpPort,
+        json!({"address": "192.0.2.7", "protocol": "TCP", "port": 443, "software": ["nginx"]}),
+    );
+    let merged = store
+        .upsert(&o, vec![sparse.clone()], None)
+        .await?
+        .remove(0);
+    assert_eq!(
+        merged.object.field("service"),
+        Some(FieldValue::Text("https".into()))
+    );
+    // replace: the same sparse version clears the service and tls and keeps only its software.
+    let replaced = store.replace(&o, sparse, Some(t2)).await?;
+    assert_eq!(
+        replaced.object.field("service"),
+        Some(FieldValue::Null),
+        "service cleared"
+    );
+    assert_eq!(
+        replaced.object.field("tls"),
+        Some(FieldValue::Null),
+        "tls cleared"
+    );
+    assert_eq!(
+        replaced.object.to_json()["software"],
+        json!(["nginx"]),
+        "the list is replaced"
+    );
+    assert_eq!(replaced.created_at, first.created_at);
+    assert_eq!(replaced.created_by, Some(t1));
+    assert_eq!(replaced.last_seen_by, Some(t2));
+    let got = store
+        .get(&o, ObjectType::IpPort, &k)
+        .await?
+        .expect("the object is still there");
+    assert_eq!(
+        got.object, replaced.object,
+        "what get returns is what replace returned"
+    );
+    assert_eq!(
+        store.tasks_of(&o, ObjectType::IpPort, &k).await?,
+        vec![t1, t2],
+        "the replacing task is attributed"
+    );
+    assert!(
+        store
+            .objects_of(&o, t2)
+            .await?
+            .iter()
+            .any(|r| r.object_type == ObjectType::IpPort && r.key == k)
+    );
+    // The index follows: the old service no longer matches.
+    let by_service =
+        |v: &str| ObjectQuery::new(o.clone(), ObjectType::IpPort).filter("service", &[v]);
+    assert_eq!(store.query(&by_service("https")).await?.count, 0);
+    // The scan profile is kept.
+    let h = host("replace.example");
+    let hk = h.natural_key();
+    store.upsert(&o, vec![h.clone()], None).await?;
+    let level = ScanProfile::declared(ScanLevel::new(2).expect("level"));
+    store
+        .set_scan_profile(&o, ObjectType::Hostname, &hk, level)
+        .await?;
+    let h2 = store.replace(&o, h, None).await?;
+    assert_eq!(
+        h2.scan,
+        Some(level),
+        "replace keeps the declared scan level"
+    );
+    // A missing object: NotFound, and nothing is written, not even what it refers to.
+    let ghost = obj(
+        ObjectType::IpPort,
+        json!({"address": "198.51.100.77", "protocol": "TCP", "port": 22}),
+    );
+    match store.replace(&o, ghost.clone(), Some(t1)).await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("replacing a missing object: expected NotFound, got {other:?}"),
+    }
+    assert!(!exists(store, &o, ObjectType::IpPort, ghost.natural_key().as_str()).await?);
+    assert!(!exists(store, &o, ObjectType::IpAddress, "internet|198.51.100.77").await?);
+    Ok(())
+}
+
 /// Scan profiles: new objects have none, re-writing keeps a declared one, and only networks,
 /// hostnames and addresses have one.
 pub async fn scan_profiles(store: &dyn ObjectStore) -> Result<()> {
@@ -635,6 +733,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     upsert_is_idempotent(&*store).await?;
     natural_key_lookups(&*store).await?;
     references_and_merging(&*store).await?;
+    replace_clears_fields(&*store).await?;
     scan_profiles(&*store).await?;
     filters_and_search(&*store).await?;
     filters_across_networks(&*store).await?;

@@ -242,7 +242,8 @@ fn scan_profile(v: &Value) -> ApiResult<ScanProfile> {
 }
 
 /// `PATCH /objects/<type>/<key>/`: `scan_level` (declared, or `null` for inherited) and non-key
-/// attributes. Absent values never erase known ones (the store merges).
+/// attributes: a field the body does not name keeps its value, one set to `null` is cleared, a list
+/// replaces the stored list (the store's `replace`).
 pub(super) async fn update(
     ctx: &mut Ctx<'_>,
     ty: ObjectType,
@@ -283,7 +284,7 @@ pub(super) async fn update(
     if let Some(o) = changed {
         ctx.inner
             .objects
-            .upsert(ctx.caller.org(), vec![o], ctx.caller.task())
+            .replace(ctx.caller.org(), o, ctx.caller.task())
             .await?;
     }
     if let Some(profile) = scan {

@@ -319,6 +319,21 @@ async fn detail_patch_and_keys_with_slashes() {
     assert_eq!(r.status, 200, "{}", r.json());
     assert_eq!(r.json()["tls"], true);
     assert_eq!(r.json()["service"], "https");
+    // null clears a field (the original's PATCH semantics); fields not named keep their values.
+    let r = s.patch(p, &t, json!({"service": null})).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["service"], Value::Null);
+    assert_eq!(r.json()["tls"], true);
+    let got = s.get(p, &t).await.json();
+    assert_eq!(
+        (got["service"].clone(), got["tls"].clone()),
+        (Value::Null, json!(true))
+    );
+    let r = s.patch(p, &t, json!({"tls": null})).await;
+    assert_eq!(r.json()["tls"], Value::Null);
+    // A key field cannot be cleared either.
+    let r = s.patch(p, &t, json!({"port": null})).await;
+    assert_eq!(r.status, 400, "{}", r.json());
     let r = s.patch(p, &t, json!({"scan_level": 1})).await;
     assert_eq!(
         (r.status.as_u16(), r.attr().as_deref()),
