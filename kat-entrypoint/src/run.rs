@@ -142,6 +142,125 @@ impl Summary {
     }
 }
 
+/// One output to upload.
+struct UploadJob {
+    /// `command i/n: upload of stdout`, for the log.
+    what: String,
+    label: String,
+    file: File,
+    /// The spool file, removed once uploaded.
+    path: PathBuf,
+    len: u64,
+    filename: &'static str,
+    file_type: String,
+}
+
+/// Uploads outputs on [`UPLOADERS`] threads of its own, so that the next command runs while the
+/// last one's output is on its way (with `KAT_COMMANDS`, one upload per command). At most
+/// [`UPLOAD_QUEUE`] outputs wait on disk. Dropping it waits for every queued upload.
+struct Uploader {
+    queue: Option<mpsc::SyncSender<UploadJob>>,
+    threads: Vec<std::thread::JoinHandle<bool>>,
+}
+
+/// Uploads in flight at once: the server's fsyncs of one overlap with the next.
+const UPLOADERS: usize = 2;
+
+/// An upload thread: take jobs until the queue closes; `true` when every upload succeeded.
+fn upload_jobs(
+    client: &Client,
+    url: &Url,
+    jobs: &std::sync::Mutex<mpsc::Receiver<UploadJob>>,
+) -> bool {
+    let mut all_ok = true;
+    loop {
+        let next = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return false,
+        };
+        let Ok(UploadJob {
+            what,
+            label,
+            mut file,
+            path,
+            len,
+            filename,
+            file_type,
+        }) = next
+        else {
+            return all_ok;
+        };
+        match client.upload(url, &mut file, len, filename, &file_type, &what) {
+            Ok(done) => {
+                let secs = done.elapsed.as_secs_f64();
+                log!(
+                    "{label}: uploaded {filename} ({len} bytes, type={file_type}) -> {} in {secs:.2} s ({:.1} MB/s)",
+                    done.status,
+                    len as f64 / 1e6 / secs.max(1e-6)
+                );
+            }
+            Err(e) => {
+                log!("{label}: upload of {filename} ({len} bytes) failed: {e}");
+                all_ok = false;
+            }
+        }
+        drop(file);
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Outputs waiting for the uploader before the next command has to wait.
+const UPLOAD_QUEUE: usize = 2;
+
+impl Uploader {
+    fn start(client: Client, url: Url) -> Result<Uploader, Fatal> {
+        let (queue, jobs) = mpsc::sync_channel::<UploadJob>(UPLOAD_QUEUE);
+        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        let mut threads = Vec::with_capacity(UPLOADERS);
+        for n in 0..UPLOADERS {
+            let (client, url, jobs) = (client.clone(), url.clone(), Arc::clone(&jobs));
+            let thread = std::thread::Builder::new()
+                .name(format!("upload-{n}"))
+                .stack_size(STACK)
+                .spawn(move || upload_jobs(&client, &url, &jobs))
+                .map_err(io_context("cannot start an upload thread".to_owned()))?;
+            threads.push(thread);
+        }
+        Ok(Uploader {
+            queue: Some(queue),
+            threads,
+        })
+    }
+
+    /// Queue an upload; waits while [`UPLOAD_QUEUE`] are already waiting. `false` if the uploader
+    /// is gone (it never stops early, so only after a panic).
+    fn send(&self, job: UploadJob) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.send(job).is_ok())
+    }
+
+    /// Wait for every queued upload; `true` when all succeeded.
+    fn finish(mut self) -> bool {
+        self.join()
+    }
+
+    fn join(&mut self) -> bool {
+        drop(self.queue.take());
+        // Join every thread before answering (`all` alone would stop at the first failure).
+        let joined: Vec<bool> = self
+            .threads
+            .drain(..)
+            .map(|t| t.join().unwrap_or(false))
+            .collect();
+        joined.into_iter().all(|ok| ok)
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
 /// The configured run.
 pub(crate) struct Runner {
     config: Config,
@@ -325,6 +444,11 @@ impl Runner {
             None => None,
         };
 
+        // Declared after `work`, so dropped (every upload finished) before the work directory goes.
+        let uploader = match &self.config.output {
+            Output::Upload(url) => Some(Uploader::start(self.client()?.clone(), url.clone())?),
+            Output::PassThrough => None,
+        };
         let mut summary = Summary::default();
         for (index, argv) in self.config.commands.iter().enumerate() {
             let label = format!("command {}/{total}", index + 1);
@@ -337,6 +461,8 @@ impl Runner {
                 &argv,
                 stdin_path.as_deref(),
                 &work_path,
+                index,
+                uploader.as_ref(),
                 &mut summary,
             )?;
             let skipped = total - index - usize::from(started);
@@ -347,6 +473,11 @@ impl Runner {
                 summary.stopped = Some((sig, skipped));
                 break;
             }
+        }
+        if let Some(uploader) = uploader
+            && !uploader.finish()
+        {
+            summary.upload_failed = true;
         }
         drop(work);
         Ok(summary.exit_code())
@@ -370,12 +501,15 @@ impl Runner {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_one(
         &self,
         label: &str,
         argv: &[OsString],
         stdin_path: Option<&Path>,
         work: &Path,
+        index: usize,
+        uploader: Option<&Uploader>,
         summary: &mut Summary,
     ) -> Result<bool, Fatal> {
         let upload = matches!(self.config.output, Output::Upload(_));
@@ -394,21 +528,23 @@ impl Runner {
         } else {
             command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         }
+        // Each command's own spool files: the last one's may still be uploading.
+        let out_path = work.join(format!("stdout.{index}"));
+        let err_path = work.join(format!("stderr.{index}"));
         let (out_file, err_file) = if upload {
-            let open = |name: &str| {
-                let path = work.join(name);
+            let open = |path: &Path| {
                 OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(&path)
+                    .open(path)
                     .map_err(io_context(format!(
                         "cannot create spool file {}",
                         path.display()
                     )))
             };
-            (Some(open("stdout")?), Some(open("stderr")?))
+            (Some(open(&out_path)?), Some(open(&err_path)?))
         } else {
             (None, None)
         };
@@ -584,48 +720,50 @@ impl Runner {
         if code != 0 {
             summary.failed(code);
         }
-        let Output::Upload(url) = &self.config.output else {
+        let Some(uploader) = uploader else {
             return Ok(true);
         };
-
-        let (file, len, filename, file_type) = if code == 0 {
-            if out_len == 0 {
-                log!("{label}: no stdout, nothing to upload");
-                return Ok(true);
-            }
+        // stdout goes up after a success, stderr after a failure; the other spool file goes now.
+        let (file, len, filename, file_type, path, other) = if code == 0 {
             (
                 stdout.map(|(f, _)| f),
                 out_len,
                 "stdout",
                 self.config.plugin_id.as_deref().unwrap_or_default(),
+                out_path,
+                err_path,
             )
         } else {
-            if err_len == 0 {
-                log!("{label}: no stderr, nothing to upload");
+            (
+                stderr.map(|(f, _)| f),
+                err_len,
+                "stderr",
+                "error",
+                err_path,
+                out_path,
+            )
+        };
+        let _ = fs::remove_file(&other);
+        let file = match file {
+            Some(file) if len > 0 => file,
+            _ => {
+                log!("{label}: no {filename}, nothing to upload");
+                let _ = fs::remove_file(&path);
                 return Ok(true);
             }
-            (stderr.map(|(f, _)| f), err_len, "stderr", "error")
         };
-        let Some(mut file) = file else {
-            return Ok(true);
+        let job = UploadJob {
+            what: format!("{label}: upload of {filename}"),
+            label: label.to_owned(),
+            file,
+            path,
+            len,
+            filename,
+            file_type: file_type.to_owned(),
         };
-        let what = format!("{label}: upload of {filename}");
-        match self
-            .client()?
-            .upload(url, &mut file, len, filename, file_type, &what)
-        {
-            Ok(done) => {
-                let secs = done.elapsed.as_secs_f64();
-                log!(
-                    "{label}: uploaded {filename} ({len} bytes, type={file_type}) -> {} in {secs:.2} s ({:.1} MB/s)",
-                    done.status,
-                    len as f64 / 1e6 / secs.max(1e-6)
-                );
-            }
-            Err(e) => {
-                log!("{label}: upload of {filename} ({len} bytes) failed: {e}");
-                summary.upload_failed = true;
-            }
+        if !uploader.send(job) {
+            log!("{label}: the upload thread is gone: {filename} not uploaded");
+            summary.upload_failed = true;
         }
         Ok(true)
     }

@@ -186,6 +186,7 @@ pub(crate) fn copy(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<
 }
 
 /// Authenticated transfers against the API.
+#[derive(Clone)]
 pub(crate) struct Client {
     auth: String,
 }

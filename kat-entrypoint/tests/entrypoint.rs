@@ -548,24 +548,61 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
             out.stderr
         );
     }
-    let uploads: Vec<_> = f
+    // Uploads overlap the next commands (two at a time), so they may arrive in any order.
+    let mut uploads: Vec<(String, String, String)> = f
         .server
         .accepted()
         .iter()
         .map(|u| (u.type_field.clone(), u.filename.clone(), u.text()))
         .collect();
-    assert_eq!(
-        uploads,
-        vec![
-            (PLUGIN.into(), "stdout".into(), "one\n".into()),
-            ("error".into(), "stderr".into(), "two-err\n".into()),
-            (
-                PLUGIN.into(),
-                "stdout".into(),
-                "third output from file 44\n".into()
-            ),
-        ]
-    );
+    uploads.sort();
+    let mut expected: Vec<(String, String, String)> = vec![
+        (PLUGIN.into(), "stdout".into(), "one\n".into()),
+        ("error".into(), "stderr".into(), "two-err\n".into()),
+        (
+            PLUGIN.into(),
+            "stdout".into(),
+            "third output from file 44\n".into(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(uploads, expected);
+    f.check_clean();
+}
+
+#[test]
+fn kat_commands_upload_while_the_next_command_runs_and_wait_for_every_upload() {
+    let f = Fixture::new();
+    // Eight commands of 0.2 s each: their uploads overlap the later commands; every one arrives
+    // before the entrypoint exits, and the spool directory is clean afterwards.
+    let commands: Vec<Vec<String>> = (0..8)
+        .map(|i| vec!["sh".into(), "-c".into(), format!("sleep 0.2; echo out-{i}")])
+        .collect();
+    let commands = serde_json::to_string(&commands).expect("json");
+    let out = run(&["ignored"], &f.env_with(&[("KAT_COMMANDS", &commands)]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
+    got.sort();
+    let want: Vec<String> = (0..8).map(|i| format!("out-{i}\n")).collect();
+    assert_eq!(got, want);
+    f.check_clean();
+}
+
+#[test]
+fn kat_commands_with_failing_uploads_run_every_command_and_exit_123() {
+    let f = Fixture::new();
+    f.server.set_upload_default(400);
+    let commands = r#"[["echo","a"],["echo","b"],["echo","c"]]"#;
+    let out = run(&["ignored"], &f.env_with(&[("KAT_COMMANDS", commands)]));
+    assert_eq!(out.code, UPLOAD, "{}", out.stderr);
+    for n in 1..=3 {
+        assert!(
+            out.stderr
+                .contains(&format!("command {n}/3: upload of stdout")),
+            "{}",
+            out.stderr
+        );
+    }
     f.check_clean();
 }
 
