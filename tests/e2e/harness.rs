@@ -268,6 +268,16 @@ impl Kat {
             .filter(|c| c.task == Some(task))
             .count()
     }
+
+    /// Wait until a running task's container exists (up to 20 s); returns how many it has.
+    pub(crate) async fn wait_container(&self, task: TaskId) -> usize {
+        self.wait_state(task, "running").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.containers_of(task).await == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.containers_of(task).await
+    }
 }
 
 pub(crate) fn encode(s: &str) -> String {

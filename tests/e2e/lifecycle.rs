@@ -41,13 +41,8 @@ async fn cancelling_a_running_task_kills_its_container_and_ends_it_cancelled() {
         return;
     };
     let id = k.submit("slow", &[]).await[0];
-    k.wait_state(id, "running").await;
     // Give the container a moment to exist, then cancel.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while k.containers_of(id).await == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(k.containers_of(id).await, 1, "the task's container runs");
+    assert_eq!(k.wait_container(id).await, 1, "the task's container runs");
     let (s, v) = k.post(&format!("/tasks/{id}/cancel/"), json!({})).await;
     assert!(s == 200 || s == 202, "{s} {v}");
     let t = k.wait(id).await;
@@ -88,13 +83,8 @@ async fn a_deployment_starting_on_the_same_engine_leaves_another_ones_containers
         return;
     };
     let id = first.submit("slow", &[]).await[0];
-    first.wait_state(id, "running").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while first.containers_of(id).await == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        first.containers_of(id).await,
+        first.wait_container(id).await,
         1,
         "the task's container runs"
     );
