@@ -144,8 +144,7 @@ impl Summary {
 
 /// One output to upload.
 struct UploadJob {
-    /// `command i/n: upload of stdout`, for the log.
-    what: String,
+    /// `command i/n`, for the log.
     label: String,
     file: File,
     /// The spool file, removed once uploaded.
@@ -179,7 +178,6 @@ fn upload_jobs(
             Err(_) => return false,
         };
         let Ok(UploadJob {
-            what,
             label,
             mut file,
             path,
@@ -190,6 +188,7 @@ fn upload_jobs(
         else {
             return all_ok;
         };
+        let what = format!("{label}: upload of {filename}");
         match client.upload(url, &mut file, len, filename, &file_type, &what) {
             Ok(done) => {
                 let secs = done.elapsed.as_secs_f64();
@@ -512,7 +511,7 @@ impl Runner {
         uploader: Option<&Uploader>,
         summary: &mut Summary,
     ) -> Result<bool, Fatal> {
-        let upload = matches!(self.config.output, Output::Upload(_));
+        let upload = uploader.is_some();
         let (mut command, rest) = match argv.split_first() {
             Some((program, rest)) => (Command::new(program), rest),
             None => return Ok(false),
@@ -753,7 +752,6 @@ impl Runner {
             }
         };
         let job = UploadJob {
-            what: format!("{label}: upload of {filename}"),
             label: label.to_owned(),
             file,
             path,
