@@ -548,15 +548,15 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
             out.stderr
         );
     }
-    // Uploads overlap the next commands (two at a time), so they may arrive in any order.
-    let mut uploads: Vec<(String, String, String)> = f
+    // Uploads overlap the next commands but keep command order: the order is how a reader of the
+    // task's files tells which output belongs to which target.
+    let uploads: Vec<(String, String, String)> = f
         .server
         .accepted()
         .iter()
         .map(|u| (u.type_field.clone(), u.filename.clone(), u.text()))
         .collect();
-    uploads.sort();
-    let mut expected: Vec<(String, String, String)> = vec![
+    let expected: Vec<(String, String, String)> = vec![
         (PLUGIN.into(), "stdout".into(), "one\n".into()),
         ("error".into(), "stderr".into(), "two-err\n".into()),
         (
@@ -565,7 +565,6 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
             "third output from file 44\n".into(),
         ),
     ];
-    expected.sort();
     assert_eq!(uploads, expected);
     f.check_clean();
 }
@@ -581,9 +580,52 @@ fn kat_commands_upload_while_the_next_command_runs_and_wait_for_every_upload() {
     let commands = serde_json::to_string(&commands).expect("json");
     let out = run(&["ignored"], &f.env_with(&[("KAT_COMMANDS", &commands)]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let mut got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
-    got.sort();
+    let got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
     let want: Vec<String> = (0..8).map(|i| format!("out-{i}\n")).collect();
+    assert_eq!(got, want);
+    f.check_clean();
+}
+
+#[test]
+fn kat_commands_uploads_arrive_in_command_order_even_when_a_large_one_is_followed_by_small_ones() {
+    let f = Fixture::new();
+    // A 3 MB output, then small ones: a small upload must not overtake the large one before it.
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for i in 0..4 {
+        commands.push(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("head -c 3000000 /dev/zero | tr '\\0' '{i}'"),
+        ]);
+        for j in 0..3 {
+            commands.push(vec!["echo".into(), format!("small-{i}-{j}")]);
+        }
+    }
+    let commands_json = serde_json::to_string(&commands).expect("json");
+    let out = run(
+        &["ignored"],
+        &f.env_with(&[("KAT_COMMANDS", &commands_json)]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let got: Vec<String> = f
+        .server
+        .accepted()
+        .iter()
+        .map(|u| {
+            let text = u.text();
+            if text.len() > 100 {
+                format!("large-{}", &text[..1])
+            } else {
+                text.trim_end().to_owned()
+            }
+        })
+        .collect();
+    let want: Vec<String> = (0..4)
+        .flat_map(|i| {
+            std::iter::once(format!("large-{i}"))
+                .chain((0..3).map(move |j| format!("small-{i}-{j}")))
+        })
+        .collect();
     assert_eq!(got, want);
     f.check_clean();
 }
