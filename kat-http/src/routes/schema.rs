@@ -36,8 +36,8 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
 
 /// One query parameter of an operation.
 #[derive(Debug)]
-pub(crate) struct QueryParam {
-    pub(crate) name: &'static str,
+struct QueryParam {
+    name: &'static str,
     description: &'static str,
     /// Takes repeated values (`?id=a&id=b`).
     repeated: bool,
@@ -75,7 +75,7 @@ pub(crate) struct Details {
     /// Appended to the permission in the operation's description.
     permission_note: &'static str,
     /// Query parameters.
-    pub(crate) query: &'static [QueryParam],
+    query: &'static [QueryParam],
     body: RequestBody,
     /// Status, description and response schema (a component name) on success; `None`: 200 `OK` for
     /// GET and PATCH, 201 `Created` for POST, 204 `Deleted` for DELETE.
@@ -400,7 +400,7 @@ pub(crate) static PATH_PARAMS: &[(&str, &[(&str, &str)])] = &[
 ];
 
 /// The details of `route`.
-pub(crate) fn details(route: &Route) -> &'static Details {
+fn details(route: &Route) -> &'static Details {
     DETAILS
         .iter()
         .find(|(m, p, _)| *m == route.method && *p == route.pattern)
