@@ -7,7 +7,7 @@ use http::HeaderMap;
 
 use kat_core::Error;
 use kat_core::org::OrgCode;
-use kat_core::permission::{Access, Decision, PermissionName, Permissions, Resource, required_for};
+use kat_core::permission::{Access, Decision, PermissionName, Permissions};
 use kat_core::task::TaskId;
 use kat_core::token::{Claims, TokenAuthority};
 
@@ -101,11 +101,6 @@ impl Caller {
         &self.claims.permissions
     }
 
-    fn name(method: &str, resource: Resource) -> ApiResult<PermissionName> {
-        required_for(method, resource)
-            .ok_or_else(|| ApiError::permission_denied("no permission covers this method"))
-    }
-
     /// Whether the caller holds a permission at all (any scope).
     pub(crate) fn has(&self, name: &PermissionName) -> bool {
         self.perms().has(name)
@@ -133,21 +128,9 @@ impl Caller {
         }
     }
 
-    /// [`Caller::require_list`] with the permission named by method and resource.
-    pub(crate) fn require_list_for(
-        &self,
-        method: &str,
-        resource: Resource,
-        search: Option<&str>,
-        limit: Option<u64>,
-    ) -> ApiResult<ListScope> {
-        self.require_list(Self::name(method, resource)?, search, limit)
-    }
-
     /// Creating something whose pk is not known yet (a file, a task, a schedule): allowed only by a
     /// scope without `pks` that admits the request's `search` and `limit` (none on these routes).
-    pub(crate) fn require_create(&self, resource: Resource) -> ApiResult<()> {
-        let name = Self::name("POST", resource)?;
+    pub(crate) fn require_create(&self, name: PermissionName) -> ApiResult<()> {
         match self.require_list(name, None, None)? {
             ListScope::All => Ok(()),
             ListScope::Only(_) => Err(denied(&name, None)),

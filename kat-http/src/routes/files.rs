@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use kat_core::permission::{Action, PermissionName, Resource};
 use kat_core::store::{ByteStream, FileId, FileMeta, FileQuery, NewFile, Ordering};
 use kat_core::task::TaskId;
 
@@ -21,15 +20,6 @@ use crate::auth::ListScope;
 use crate::body::{self, ApiBody, ReqBody};
 use crate::error::{ApiError, ApiResult};
 use crate::multipart::{self, MultipartReader};
-
-const VIEW: PermissionName = PermissionName {
-    action: Action::View,
-    resource: Resource::File,
-};
-const DELETE: PermissionName = PermissionName {
-    action: Action::Delete,
-    resource: Resource::File,
-};
 
 /// A file's JSON: `file` is the absolute URL of its authenticated download route.
 pub(crate) fn file_json(base: &str, m: &FileMeta) -> Value {
@@ -59,12 +49,12 @@ async fn load(ctx: &Ctx<'_>, id: FileId) -> ApiResult<FileMeta> {
 }
 
 /// `GET /file/`.
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[
         "type", "task_id", "id", "search", "ordering", "limit", "offset",
     ])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::File, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let mut q = FileQuery::new(ctx.caller.org().clone());
     q.file_type = ctx.query.one("type")?.map(str::to_string);
     q.task = ctx
@@ -100,19 +90,19 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
 }
 
 /// `GET /file/<id>/`.
-pub(super) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let id = parse_id(raw)?;
-    ctx.caller.require_pk(VIEW, &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     let m = load(ctx, id).await?;
     Ok(ok(&file_json(&ctx.base_url(), &m)))
 }
 
 /// `GET /file/<id>/download/`: the contents, streamed, with `Content-Length`.
-pub(super) async fn download(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn download(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let id = parse_id(raw)?;
-    ctx.caller.require_pk(VIEW, &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     let m = load(ctx, id).await?;
     let stream = ctx.inner.files.open(id).await?;
     let body = StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync();
@@ -144,10 +134,10 @@ pub(super) async fn download(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response
 }
 
 /// `DELETE /file/<id>/`.
-pub(super) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let id = parse_id(raw)?;
-    ctx.caller.require_pk(DELETE, &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     load(ctx, id).await?;
     if !ctx.inner.files.delete(id).await? {
         return Err(ApiError::not_found(format!("No file {id}.")));
@@ -234,7 +224,7 @@ fn file_name(filename: Option<&str>) -> String {
 
 /// `POST /file/`: multipart with a `file` part and an optional `type` field (before or after it).
 /// The file is streamed into the store frame by frame; org and task come from the token.
-pub(super) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     if ctx.query.pairs().iter().any(|(k, _)| k == "task_id") {
         return Err(ApiError::invalid(
             "task_id",
@@ -242,7 +232,7 @@ pub(super) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
         ));
     }
     ctx.query.only(&[])?;
-    ctx.caller.require_create(Resource::File)?;
+    ctx.require_create()?;
     let boundary = multipart::boundary(ctx.headers.get(header::CONTENT_TYPE))?;
     let limit = ctx.inner.config.max_upload;
     if let Some(n) = body::content_length(&ctx.headers)?

@@ -1,16 +1,20 @@
-//! The handlers, one module per API area, and the request context they share.
+//! The handlers, one module per API area, and the request context they share. Which handler
+//! answers which path and method, and with which permission, is the route table's
+//! ([`crate::router::ROUTES`]).
 
-mod files;
-mod objects;
-mod orgs;
-mod plugins;
-mod schedules;
-mod tasks;
+pub(crate) mod files;
+pub(crate) mod objects;
+pub(crate) mod orgs;
+pub(crate) mod plugins;
+pub(crate) mod schedules;
+pub(crate) mod schema;
+pub(crate) mod tasks;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use kat_core::permission::Resource;
+use kat_core::object::ObjectType;
+use kat_core::permission::PermissionName;
 
 use crate::Inner;
 use crate::auth::{self, Caller};
@@ -19,15 +23,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{ListParams, Query, page_links};
 use crate::router::{self, Route};
 
-/// The OpenAPI document served at `/api/v1/schema/`.
-pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
-
 /// One authenticated request on its way through a handler.
 pub(crate) struct Ctx<'a> {
     pub(crate) inner: &'a Inner,
     pub(crate) caller: Caller,
-    /// `GET` for `HEAD` (hyper drops the body of a HEAD response).
-    pub(crate) method: Method,
+    /// The route table's entry that matched.
+    pub(crate) route: &'static Route,
+    /// The path's `{type}`, when the pattern has one.
+    pub(crate) path_type: Option<ObjectType>,
     pub(crate) path: String,
     pub(crate) query: Query,
     pub(crate) headers: HeaderMap,
@@ -92,14 +95,47 @@ impl Ctx<'_> {
         )
     }
 
-    /// The list permission for `resource` with this request's `search` and `limit`.
-    pub(crate) fn list_scope(
-        &self,
-        resource: Resource,
-        p: &ListParams,
-    ) -> ApiResult<auth::ListScope> {
+    /// The permission the route table names for this request (for the path's `{type}` where the
+    /// rule derives it from the object type).
+    pub(crate) fn permission(&self) -> ApiResult<PermissionName> {
+        self.route
+            .permission
+            .name(self.path_type)
+            .ok_or_else(|| self.no_permission())
+    }
+
+    /// The permission the route table's rule gives for objects of type `ty` (routes whose
+    /// permission depends on the types the request names: a bulk body's keys, DNS record types).
+    pub(crate) fn permission_for(&self, ty: ObjectType) -> ApiResult<PermissionName> {
+        self.route
+            .permission
+            .name(Some(ty))
+            .ok_or_else(|| self.no_permission())
+    }
+
+    fn no_permission(&self) -> ApiError {
+        tracing::error!(
+            route = self.route.pattern,
+            method = %self.route.method,
+            "route table: the handler checks a permission its entry does not name"
+        );
+        ApiError::internal()
+    }
+
+    /// The route's permission for one object or file, by pk.
+    pub(crate) fn require_pk(&self, pk: &str) -> ApiResult<()> {
+        self.caller.require_pk(self.permission()?, pk)
+    }
+
+    /// The route's permission for a list with this request's `search` and `limit`.
+    pub(crate) fn list_scope(&self, p: &ListParams) -> ApiResult<auth::ListScope> {
         self.caller
-            .require_list_for("GET", resource, p.search.as_deref(), p.raw_limit)
+            .require_list(self.permission()?, p.search.as_deref(), p.raw_limit)
+    }
+
+    /// The route's permission for creating something whose pk is not known yet.
+    pub(crate) fn require_create(&self) -> ApiResult<()> {
+        self.caller.require_create(self.permission()?)
     }
 }
 
@@ -158,70 +194,20 @@ async fn run(
     span: &tracing::Span,
 ) -> ApiResult<Response<ApiBody>> {
     let (parts, body) = req.into_parts();
-    let route = router::match_path(parts.uri.path())?;
-    span.record("route", route.pattern());
-    route.check_method(&parts.method)?;
+    let matched = router::match_path(parts.uri.path())?;
+    span.record("route", matched.pattern.text);
+    let route = matched.route(&parts.method)?;
     let query = Query::parse(parts.uri.query())?;
     let caller = auth::authenticate(inner.tokens.as_ref(), &parts.headers).await?;
-    let method = if parts.method == Method::HEAD {
-        Method::GET
-    } else {
-        parts.method
-    };
     let mut ctx = Ctx {
         inner,
         caller,
-        method,
+        route,
+        path_type: matched.params.path_type(),
         path: parts.uri.path().to_string(),
         query,
         headers: parts.headers,
         body: std::sync::Mutex::new(Some(body)),
     };
-    let get = ctx.method == Method::GET;
-    let post = ctx.method == Method::POST;
-    let patch = ctx.method == Method::PATCH;
-    match route {
-        Route::Schema => {
-            ctx.query.only(&[])?;
-            let mut r = Response::new(body::full(OPENAPI));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/vnd.oai.openapi+json"),
-            );
-            Ok(r)
-        }
-        Route::ObjectsBulk => objects::bulk_create(&mut ctx).await,
-        Route::ObjectList(ty) if get => objects::list(&mut ctx, ty).await,
-        Route::ObjectList(ty) if post => objects::create(&mut ctx, ty).await,
-        Route::ObjectList(ty) => objects::delete_many(&mut ctx, ty).await,
-        Route::ObjectDetail(ty, key) if get => objects::retrieve(&mut ctx, ty, &key).await,
-        Route::ObjectDetail(ty, key) if patch => objects::update(&mut ctx, ty, &key).await,
-        Route::ObjectDetail(ty, key) => objects::destroy(&mut ctx, ty, &key).await,
-        Route::HostnameDnsRecords(key) => objects::delete_dns_records(&mut ctx, &key).await,
-        Route::FileList if get => files::list(&mut ctx).await,
-        Route::FileList => files::upload(&mut ctx).await,
-        Route::FileDetail(id) if get => files::retrieve(&mut ctx, &id).await,
-        Route::FileDetail(id) => files::destroy(&mut ctx, &id).await,
-        Route::FileDownload(id) => files::download(&mut ctx, &id).await,
-        Route::TaskList if get => tasks::list(&mut ctx).await,
-        Route::TaskList => tasks::create(&mut ctx).await,
-        Route::TaskDetail(id) => tasks::retrieve(&mut ctx, &id).await,
-        Route::TaskCancel(id) => tasks::cancel(&mut ctx, &id).await,
-        Route::ScheduleList if get => schedules::list(&mut ctx).await,
-        Route::ScheduleList => schedules::create(&mut ctx).await,
-        Route::ScheduleDetail(id) if get => schedules::retrieve(&mut ctx, &id).await,
-        Route::ScheduleDetail(id) if patch => schedules::update(&mut ctx, &id).await,
-        Route::ScheduleDetail(id) => schedules::destroy(&mut ctx, &id).await,
-        Route::ObjectSetList if get => schedules::list_sets(&mut ctx).await,
-        Route::ObjectSetList => schedules::create_set(&mut ctx).await,
-        Route::ObjectSetDetail(id) if get => schedules::retrieve_set(&mut ctx, &id).await,
-        Route::ObjectSetDetail(id) if patch => schedules::update_set(&mut ctx, &id).await,
-        Route::ObjectSetDetail(id) => schedules::destroy_set(&mut ctx, &id).await,
-        Route::PluginList => plugins::list(&mut ctx).await,
-        Route::PluginDetail(id) => plugins::retrieve(&mut ctx, &id).await,
-        Route::PluginEnable(id) => plugins::set_enabled(&mut ctx, &id, true).await,
-        Route::PluginDisable(id) => plugins::set_enabled(&mut ctx, &id, false).await,
-        Route::OrgList => orgs::list(&mut ctx).await,
-        Route::OrgDetail(code) => orgs::retrieve(&mut ctx, &code).await,
-    }
+    (route.handler)(&mut ctx, &matched.params).await
 }

@@ -6,17 +6,13 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
-use kat_core::permission::{Action, PermissionName, Resource};
+use kat_core::permission::PermissionName;
 use kat_core::store::{ObjectQuery, Ordering, StoredObject};
 
 use super::{Ctx, created, object_body, ok};
 use crate::auth::ListScope;
 use crate::body::{self, ApiBody};
 use crate::error::{ApiError, ApiResult};
-
-fn perm(action: Action, ty: ObjectType) -> PermissionName {
-    PermissionName::new(action, Resource::Object(ty))
-}
 
 fn to_json(o: &StoredObject) -> Value {
     Value::Object(o.to_json())
@@ -40,7 +36,7 @@ fn validate_all(ty: ObjectType, items: &[Value], prefix: &str) -> ApiResult<Vec<
 
 /// The caller may create each of these objects (its `add_<type>` scope admits each key).
 fn check_create(ctx: &Ctx<'_>, ty: ObjectType, objects: &[Object]) -> ApiResult<()> {
-    let name = perm(Action::Add, ty);
+    let name = ctx.permission_for(ty)?;
     if !ctx.caller.has(&name) {
         return Err(ApiError::permission_denied(format!(
             "You do not have permission to perform this action ({name})."
@@ -53,7 +49,7 @@ fn check_create(ctx: &Ctx<'_>, ty: ObjectType, objects: &[Object]) -> ApiResult<
 }
 
 /// `POST /objects/`: `{"<type>": [...], ...}`, all or nothing.
-pub(super) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let body = object_body(ctx.read_json().await?, "keyed by object type")?;
     let mut groups: Vec<(String, ObjectType, Vec<Value>)> = Vec::with_capacity(body.len());
@@ -76,7 +72,7 @@ pub(super) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
                 ));
             }
         };
-        let name = perm(Action::Add, ty);
+        let name = ctx.permission_for(ty)?;
         if !ctx.caller.has(&name) {
             return Err(ApiError::permission_denied(format!(
                 "You do not have permission to perform this action ({name})."
@@ -110,9 +106,9 @@ pub(super) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
 }
 
 /// `POST /objects/<type>/`: one object or a list, answered in the same shape.
-pub(super) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let name = perm(Action::Add, ty);
+    let name = ctx.permission()?;
     if !ctx.caller.has(&name) {
         return Err(ApiError::permission_denied(format!(
             "You do not have permission to perform this action ({name})."
@@ -152,12 +148,12 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
 }
 
 /// `GET /objects/<type>/`.
-pub(super) async fn list(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
     let mut known: Vec<&str> = ty.fields().to_vec();
     known.extend(["id", "search", "ordering", "limit", "offset"]);
     ctx.query.only(&known)?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::Object(ty), &p)?;
+    let scope = ctx.list_scope(&p)?;
     let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
     for f in ty.fields() {
         let values = ctx.query.all(f);
@@ -207,15 +203,14 @@ async fn load(ctx: &Ctx<'_>, ty: ObjectType, key: &NaturalKey) -> ApiResult<Stor
 }
 
 /// `GET /objects/<type>/<key>/`.
-pub(super) async fn retrieve(
+pub(crate) async fn retrieve(
     ctx: &mut Ctx<'_>,
     ty: ObjectType,
     raw: &str,
 ) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let key = parse_key(ty, raw)?;
-    ctx.caller
-        .require_pk(perm(Action::View, ty), key.as_str())?;
+    ctx.require_pk(key.as_str())?;
     let o = load(ctx, ty, &key).await?;
     Ok(ok(&to_json(&o)))
 }
@@ -244,15 +239,14 @@ fn scan_profile(v: &Value) -> ApiResult<ScanProfile> {
 /// `PATCH /objects/<type>/<key>/`: `scan_level` (declared, or `null` for inherited) and non-key
 /// attributes: a field the body does not name keeps its value, one set to `null` is cleared, a list
 /// replaces the stored list (the store's `replace`).
-pub(super) async fn update(
+pub(crate) async fn update(
     ctx: &mut Ctx<'_>,
     ty: ObjectType,
     raw: &str,
 ) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let key = parse_key(ty, raw)?;
-    ctx.caller
-        .require_pk(perm(Action::Change, ty), key.as_str())?;
+    ctx.require_pk(key.as_str())?;
     let mut patch = object_body(ctx.read_json().await?, "the fields to change")?;
     let stored = load(ctx, ty, &key).await?;
     let scan = match patch.remove("scan_level") {
@@ -298,15 +292,14 @@ pub(super) async fn update(
 }
 
 /// `DELETE /objects/<type>/<key>/`.
-pub(super) async fn destroy(
+pub(crate) async fn destroy(
     ctx: &mut Ctx<'_>,
     ty: ObjectType,
     raw: &str,
 ) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let key = parse_key(ty, raw)?;
-    ctx.caller
-        .require_pk(perm(Action::Delete, ty), key.as_str())?;
+    ctx.require_pk(key.as_str())?;
     let n = ctx
         .inner
         .objects
@@ -319,7 +312,7 @@ pub(super) async fn destroy(
 }
 
 /// `DELETE /objects/<type>/?id=a&id=b`: only the listed objects; no ids is a 400, never "all".
-pub(super) async fn delete_many(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn delete_many(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["id"])?;
     let ids = ctx.query.all("id");
     if ids.is_empty() {
@@ -332,9 +325,8 @@ pub(super) async fn delete_many(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<
         .iter()
         .map(|s| parse_key(ty, s).map_err(|e| e.with_attr("id")))
         .collect::<ApiResult<_>>()?;
-    let name = perm(Action::Delete, ty);
     for k in &keys {
-        ctx.caller.require_pk(name, k.as_str())?;
+        ctx.require_pk(k.as_str())?;
     }
     let n = ctx
         .inner
@@ -370,7 +362,7 @@ async fn find_records(
 
 /// `DELETE /objects/hostname/<key>/dnsrecord/?record_id=a&record_id=b,c`: that hostname's records
 /// only, each needing `objects.delete_<its record type>`.
-pub(super) async fn delete_dns_records(
+pub(crate) async fn delete_dns_records(
     ctx: &mut Ctx<'_>,
     raw: &str,
 ) -> ApiResult<Response<ApiBody>> {
@@ -385,8 +377,8 @@ pub(super) async fn delete_dns_records(
     }
     let delete_perms: Vec<PermissionName> = ObjectType::DNS_RECORDS
         .iter()
-        .map(|t| perm(Action::Delete, *t))
-        .collect();
+        .map(|t| ctx.permission_for(*t))
+        .collect::<ApiResult<_>>()?;
     if !delete_perms.iter().any(|p| ctx.caller.has(p)) {
         return Err(ApiError::permission_denied(
             "You do not have permission to perform this action (objects.delete_<dns record type>).",
@@ -408,7 +400,7 @@ pub(super) async fn delete_dns_records(
     found.extend(find_records(ctx, &host, &parts).await?);
     for (ty, k) in &found {
         ctx.caller
-            .require_pk(perm(Action::Delete, *ty), k.as_str())?;
+            .require_pk(ctx.permission_for(*ty)?, k.as_str())?;
     }
     let mut deleted = 0;
     for ty in ObjectType::DNS_RECORDS {

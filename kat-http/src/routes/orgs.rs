@@ -4,7 +4,6 @@ use http::Response;
 use serde_json::{Value, json};
 
 use kat_core::org::Organization;
-use kat_core::permission::{Action, PermissionName, Resource};
 
 use super::{Ctx, ok, page_of};
 use crate::auth::ListScope;
@@ -30,10 +29,10 @@ async fn own(ctx: &Ctx<'_>) -> ApiResult<Organization> {
 }
 
 /// `GET /organizations/`.
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["limit", "offset"])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::Organization, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let o = own(ctx).await?;
     let visible = match &scope {
         ListScope::All => true,
@@ -45,12 +44,9 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
 }
 
 /// `GET /organizations/<code>/`.
-pub(super) async fn retrieve(ctx: &mut Ctx<'_>, code: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, code: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller.require_pk(
-        PermissionName::new(Action::View, Resource::Organization),
-        code,
-    )?;
+    ctx.require_pk(code)?;
     if code != ctx.caller.org().as_str() {
         return Err(ApiError::not_found(format!("No organization {code:?}.")));
     }

@@ -3,7 +3,6 @@
 use http::Response;
 use serde_json::{Value, json};
 
-use kat_core::permission::{Action, PermissionName, Resource};
 use kat_core::plugin::PluginRecord;
 
 use super::{Ctx, ok, page_of};
@@ -22,10 +21,10 @@ fn plugin_json(r: &PluginRecord) -> Value {
 }
 
 /// `GET /plugins/` (filters `enabled`, `search` on id and name).
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["enabled", "search", "limit", "offset"])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::Plugin, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let enabled = match ctx.query.one("enabled")? {
         None => None,
         Some("true") => Some(true),
@@ -58,22 +57,20 @@ async fn load(ctx: &Ctx<'_>, id: &str) -> ApiResult<PluginRecord> {
 }
 
 /// `GET /plugins/<id>/`.
-pub(super) async fn retrieve(ctx: &mut Ctx<'_>, id: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, id: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller
-        .require_pk(PermissionName::new(Action::View, Resource::Plugin), id)?;
+    ctx.require_pk(id)?;
     Ok(ok(&plugin_json(&load(ctx, id).await?)))
 }
 
 /// `POST /plugins/<id>/enable/` and `/disable/` (permission `plugins.change_plugin`).
-pub(super) async fn set_enabled(
+pub(crate) async fn set_enabled(
     ctx: &mut Ctx<'_>,
     id: &str,
     enabled: bool,
 ) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller
-        .require_pk(PermissionName::new(Action::Change, Resource::Plugin), id)?;
+    ctx.require_pk(id)?;
     let mut r = load(ctx, id).await?;
     if enabled && !r.in_source {
         return Err(ApiError::new(

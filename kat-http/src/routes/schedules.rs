@@ -8,17 +8,12 @@ use uuid::Uuid;
 
 use kat_core::clock::Timestamp;
 use kat_core::object::{NaturalKey, ObjectType};
-use kat_core::permission::{Action, PermissionName, Resource};
 use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
 
 use super::{Ctx, created, object_body, ok, only_fields, page_of};
 use crate::auth::ListScope;
 use crate::body::{self, ApiBody};
 use crate::error::{ApiError, ApiResult};
-
-fn perm(action: Action, r: Resource) -> PermissionName {
-    PermissionName::new(action, r)
-}
 
 fn parse_uuid(raw: &str, what: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw)
@@ -117,9 +112,9 @@ async fn apply_schedule(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut Schedule)
 }
 
 /// `POST /schedules/`.
-pub(super) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller.require_create(Resource::Schedule)?;
+    ctx.require_create()?;
     let m = object_body(ctx.read_json().await?, "a schedule")?;
     if !m.contains_key("plugin_id") {
         return Err(ApiError::invalid("plugin_id", "this field is required"));
@@ -142,11 +137,11 @@ pub(super) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
 }
 
 /// `GET /schedules/`.
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query
         .only(&["plugin_id", "enabled", "limit", "offset"])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::Schedule, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let plugin = ctx.query.one("plugin_id")?.map(str::to_string);
     let enabled = match ctx.query.one("enabled")? {
         None => None,
@@ -170,10 +165,10 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     Ok(ctx.page(&p, count, items.iter().map(schedule_json).collect()))
 }
 
-async fn load_schedule(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<Schedule> {
+/// The caller's schedule `raw`, checked against the route's permission.
+async fn load_schedule(ctx: &Ctx<'_>, raw: &str) -> ApiResult<Schedule> {
     let id = ScheduleId(parse_uuid(raw, "schedule")?);
-    ctx.caller
-        .require_pk(perm(action, Resource::Schedule), &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     match ctx.inner.tasks.get_schedule(id).await? {
         Some(s) if s.org.as_ref() == Some(ctx.caller.org()) => Ok(s),
         _ => Err(ApiError::not_found(format!("No schedule {id}."))),
@@ -181,16 +176,16 @@ async fn load_schedule(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<Sc
 }
 
 /// `GET /schedules/<id>/`.
-pub(super) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let s = load_schedule(ctx, raw, Action::View).await?;
+    let s = load_schedule(ctx, raw).await?;
     Ok(ok(&schedule_json(&s)))
 }
 
 /// `PATCH /schedules/<id>/`.
-pub(super) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let mut s = load_schedule(ctx, raw, Action::Change).await?;
+    let mut s = load_schedule(ctx, raw).await?;
     let m = object_body(ctx.read_json().await?, "the fields to change")?;
     apply_schedule(ctx, &m, &mut s).await?;
     ctx.inner.tasks.put_schedule(s.clone()).await?;
@@ -198,9 +193,9 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<A
 }
 
 /// `DELETE /schedules/<id>/`.
-pub(super) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn destroy(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let s = load_schedule(ctx, raw, Action::Delete).await?;
+    let s = load_schedule(ctx, raw).await?;
     ctx.inner.tasks.delete_schedule(s.id).await?;
     Ok(body::no_content())
 }
@@ -374,9 +369,9 @@ async fn apply_set(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut ObjectSet) -> 
 }
 
 /// `POST /object-sets/`.
-pub(super) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller.require_create(Resource::ObjectSet)?;
+    ctx.require_create()?;
     let m = object_body(ctx.read_json().await?, "an object set")?;
     for required in ["name", "object_type"] {
         if !m.contains_key(required) {
@@ -399,10 +394,10 @@ pub(super) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>
 }
 
 /// `GET /object-sets/`.
-pub(super) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["object_type", "limit", "offset"])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::ObjectSet, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let ty = ctx
         .query
         .one("object_type")?
@@ -423,10 +418,10 @@ pub(super) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>>
     Ok(ctx.page(&p, count, items.iter().map(set_json).collect()))
 }
 
-async fn load_set(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<ObjectSet> {
+/// The caller's object set `raw`, checked against the route's permission.
+async fn load_set(ctx: &Ctx<'_>, raw: &str) -> ApiResult<ObjectSet> {
     let id = ObjectSetId(parse_uuid(raw, "object set")?);
-    ctx.caller
-        .require_pk(perm(action, Resource::ObjectSet), &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     match ctx.inner.tasks.get_object_set(id).await? {
         Some(s) if s.org == *ctx.caller.org() => Ok(s),
         _ => Err(ApiError::not_found(format!("No object set {id}."))),
@@ -434,16 +429,16 @@ async fn load_set(ctx: &Ctx<'_>, raw: &str, action: Action) -> ApiResult<ObjectS
 }
 
 /// `GET /object-sets/<id>/`.
-pub(super) async fn retrieve_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let s = load_set(ctx, raw, Action::View).await?;
+    let s = load_set(ctx, raw).await?;
     Ok(ok(&set_json(&s)))
 }
 
 /// `PATCH /object-sets/<id>/`.
-pub(super) async fn update_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn update_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let mut s = load_set(ctx, raw, Action::Change).await?;
+    let mut s = load_set(ctx, raw).await?;
     let m = object_body(ctx.read_json().await?, "the fields to change")?;
     apply_set(ctx, &m, &mut s).await?;
     ctx.inner.tasks.put_object_set(s.clone()).await?;
@@ -451,9 +446,9 @@ pub(super) async fn update_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Respon
 }
 
 /// `DELETE /object-sets/<id>/`: refused (409) while a schedule uses the set.
-pub(super) async fn destroy_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn destroy_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    let s = load_set(ctx, raw, Action::Delete).await?;
+    let s = load_set(ctx, raw).await?;
     let schedules = ctx
         .inner
         .tasks

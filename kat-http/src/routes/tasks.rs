@@ -4,7 +4,6 @@ use http::Response;
 use serde_json::{Map, Value, json};
 
 use kat_core::control::{TaskControl, TaskRequest};
-use kat_core::permission::{Action, PermissionName, Resource};
 use kat_core::store::TaskQuery;
 use kat_core::task::{Task, TaskId, TaskState};
 
@@ -12,15 +11,6 @@ use super::{Ctx, created, ok, page_of};
 use crate::auth::ListScope;
 use crate::body::ApiBody;
 use crate::error::{ApiError, ApiResult};
-
-const VIEW: PermissionName = PermissionName {
-    action: Action::View,
-    resource: Resource::Task,
-};
-const CHANGE: PermissionName = PermissionName {
-    action: Action::Change,
-    resource: Resource::Task,
-};
 
 /// A task's JSON: kat-rs's fields plus the original's `type`, `data` and `status`.
 pub(crate) fn task_json(t: &Task) -> Value {
@@ -153,9 +143,9 @@ fn parse_request(ctx: &Ctx<'_>, v: Value, at: &str) -> ApiResult<TaskRequest> {
 
 /// `POST /tasks/`: one request or a list. One request answers with its task (a list when the engine
 /// split it into several batches); a list answers with every created task.
-pub(super) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
-    ctx.caller.require_create(Resource::Task)?;
+    ctx.require_create()?;
     let v = ctx.read_json().await?;
     let (requests, single) = match v {
         Value::Array(items) => {
@@ -183,10 +173,10 @@ pub(super) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
 }
 
 /// `GET /tasks/` (filters `state`, repeated, and `plugin_id`).
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["state", "plugin_id", "limit", "offset"])?;
     let p = ctx.list_params()?;
-    let scope = ctx.list_scope(Resource::Task, &p)?;
+    let scope = ctx.list_scope(&p)?;
     let states = ctx.query.all("state");
     let states = if states.is_empty() {
         None
@@ -236,19 +226,19 @@ async fn load(ctx: &Ctx<'_>, id: TaskId) -> ApiResult<Task> {
 }
 
 /// `GET /tasks/<id>/`.
-pub(super) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let id = parse_id(raw)?;
-    ctx.caller.require_pk(VIEW, &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     let t = load(ctx, id).await?;
     Ok(ok(&task_json(&t)))
 }
 
 /// `POST /tasks/<id>/cancel/` (permission `tasks.change_task`).
-pub(super) async fn cancel(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
+pub(crate) async fn cancel(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let id = parse_id(raw)?;
-    ctx.caller.require_pk(CHANGE, &id.to_string())?;
+    ctx.require_pk(&id.to_string())?;
     load(ctx, id).await?;
     let control = control(ctx)?;
     let t = control.cancel(ctx.caller.org(), id).await?;
