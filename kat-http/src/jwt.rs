@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use kat_core::clock::Timestamp;
 use kat_core::org::OrgCode;
 use kat_core::permission::{PermissionName, Permissions, Scope};
-use kat_core::store::TaskStore;
+use kat_core::store::RevocationList;
 use kat_core::token::{AUDIENCE, Claims, ISSUER, TokenAuthority};
 use kat_core::{Error, Result};
 
@@ -56,7 +56,8 @@ const CLAIM_NAMES: [&str; 11] = [
 const REFUSED_HEADER_PARAMS: [&str; 5] = ["crit", "jku", "jwk", "x5u", "x5c"];
 
 /// A [`TokenAuthority`] signing and verifying JWTs with one fixed algorithm, HS256 (a shared secret)
-/// or EdDSA (an Ed25519 key pair), and a denylist of revoked token ids kept in a [`TaskStore`].
+/// or EdDSA (an Ed25519 key pair), and a denylist of revoked token ids kept in a [`RevocationList`]
+/// (any [`TaskStore`](kat_core::store::TaskStore) is one).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -80,7 +81,7 @@ pub struct JwtAuthority {
     decoding: DecodingKey,
     validation: Validation,
     issuer: String,
-    denylist: Arc<dyn TaskStore>,
+    denylist: Arc<dyn RevocationList>,
 }
 
 impl fmt::Debug for JwtAuthority {
@@ -102,7 +103,7 @@ impl JwtAuthority {
         alg_name: &'static str,
         encoding: EncodingKey,
         decoding: DecodingKey,
-        denylist: Arc<dyn TaskStore>,
+        denylist: Arc<dyn RevocationList>,
     ) -> Result<Self> {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
@@ -147,7 +148,7 @@ impl JwtAuthority {
     ///
     /// # Errors
     /// [`Error::Invalid`] for a short secret.
-    pub fn hs256(secret: &[u8], denylist: Arc<dyn TaskStore>) -> Result<Self> {
+    pub fn hs256(secret: &[u8], denylist: Arc<dyn RevocationList>) -> Result<Self> {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(config_error(format!(
                 "an HS256 secret needs at least {MIN_SECRET_BYTES} bytes, got {}",
@@ -171,7 +172,7 @@ impl JwtAuthority {
     pub fn ed25519(
         private_pem: &[u8],
         public_pem: &[u8],
-        denylist: Arc<dyn TaskStore>,
+        denylist: Arc<dyn RevocationList>,
     ) -> Result<Self> {
         let encoding = EncodingKey::from_ed_pem(private_pem)
             .map_err(|e| config_error(format!("unreadable Ed25519 private key: {e}")))?;
@@ -189,7 +190,7 @@ impl JwtAuthority {
     ///
     /// # Errors
     /// [`Error::Invalid`] when none or several are set, a file is unreadable or a key is unusable.
-    pub fn from_env(denylist: Arc<dyn TaskStore>) -> Result<Self> {
+    pub fn from_env(denylist: Arc<dyn RevocationList>) -> Result<Self> {
         let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
         let secret = var("KAT_JWT_SECRET");
         let secret_file = var("KAT_JWT_SECRET_FILE");

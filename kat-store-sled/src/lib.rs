@@ -1,7 +1,8 @@
 //! # kat-store-sled
 //!
 //! Durable implementations of kat-core's [`ObjectStore`](kat_core::store::ObjectStore),
-//! [`FileStore`](kat_core::store::FileStore) and [`TaskStore`](kat_core::store::TaskStore) on the
+//! [`FileStore`](kat_core::store::FileStore) and [`TaskStore`](kat_core::store::TaskStore) (its five
+//! traits, in `tasks.rs`) on the
 //! [sled](https://docs.rs/sled/0.34.7) embedded database (pinned at `=0.34.7`), with file contents in
 //! a content-addressed directory next to it.
 //!

@@ -617,8 +617,7 @@ impl ObjectStore for SledStore {
         Ok(self.blocking(move |inner| load(inner, &pk)).await?)
     }
 
-    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
-        query.validate()?;
+    async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
         if query.keys.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Page {
                 count: 0,
@@ -646,19 +645,13 @@ impl ObjectStore for SledStore {
         Ok(n)
     }
 
-    async fn set_scan_profile(
+    async fn set_scan_profile_valid(
         &self,
         org: &OrgCode,
         ty: ObjectType,
         key: &NaturalKey,
         profile: ScanProfile,
     ) -> Result<StoredObject> {
-        if !ty.has_scan_level() {
-            return Err(Error::invalid(
-                "scan_level",
-                format!("{ty} objects have no scan level"),
-            ));
-        }
         let pk = object_key(org, ty, key).into_vec();
         let s = self
             .blocking(move |inner| {

@@ -13,8 +13,8 @@ use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginDef;
 use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, TaskQuery,
-    TaskStore,
+    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, OrgStore,
+    PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue,
 };
 use kat_core::task::{Task, TaskId, TaskInput, TaskPatch, TaskState};
 use kat_store_sled::{Durability, FORMAT_VERSION, SledOptions, SledStore};
