@@ -743,3 +743,116 @@ impl<T> TaskStore for T where
     T: TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList + ?Sized
 {
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that must never be reached: the provided methods refuse invalid input first.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait]
+    impl ObjectStore for Unreachable {
+        async fn upsert(
+            &self,
+            _: &OrgCode,
+            _: Vec<Object>,
+            _: Option<TaskId>,
+        ) -> Result<Vec<StoredObject>> {
+            unreachable!()
+        }
+        async fn replace(&self, _: &OrgCode, _: Object, _: Option<TaskId>) -> Result<StoredObject> {
+            unreachable!()
+        }
+        async fn get(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+        ) -> Result<Option<StoredObject>> {
+            unreachable!()
+        }
+        async fn query_valid(&self, _: &ObjectQuery) -> Result<Page<StoredObject>> {
+            panic!("an invalid object query reached the backend")
+        }
+        async fn delete(&self, _: &OrgCode, _: ObjectType, _: &[NaturalKey]) -> Result<u64> {
+            unreachable!()
+        }
+        async fn set_scan_profile_valid(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+            _: ScanProfile,
+        ) -> Result<StoredObject> {
+            panic!("a scan profile for a type without scan levels reached the backend")
+        }
+        async fn tasks_of(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+        ) -> Result<Vec<TaskId>> {
+            unreachable!()
+        }
+        async fn objects_of(&self, _: &OrgCode, _: TaskId) -> Result<Vec<crate::task::ObjectRef>> {
+            unreachable!()
+        }
+    }
+
+    #[async_trait]
+    impl FileStore for Unreachable {
+        async fn put_valid(&self, _: NewFile, _: ByteStream) -> Result<FileMeta> {
+            panic!("an invalid new file reached the backend")
+        }
+        async fn meta(&self, _: FileId) -> Result<Option<FileMeta>> {
+            unreachable!()
+        }
+        async fn open(&self, _: FileId) -> Result<ByteStream> {
+            unreachable!()
+        }
+        async fn query_valid(&self, _: &FileQuery) -> Result<Page<FileMeta>> {
+            panic!("an invalid file query reached the backend")
+        }
+        async fn delete(&self, _: FileId) -> Result<bool> {
+            unreachable!()
+        }
+    }
+
+    fn invalid<T: fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::Invalid { at, .. }) => at,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn provided_methods_check_before_the_backend() {
+        let org = OrgCode::new("acme").unwrap();
+        let objects: &dyn ObjectStore = &Unreachable;
+        let q = ObjectQuery::new(org.clone(), ObjectType::Hostname).filter("colour", &["red"]);
+        assert_eq!(invalid(objects.query(&q).await), "colour");
+        let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+        q.ordering = Some(Ordering::parse("-colour"));
+        assert_eq!(invalid(objects.query(&q).await), "ordering");
+        let key = NaturalKey::from_parts(["CVE-1"]);
+        let e = objects
+            .set_scan_profile(&org, ObjectType::FindingType, &key, ScanProfile::default())
+            .await;
+        assert_eq!(invalid(e), "scan_level");
+
+        let files: &dyn FileStore = &Unreachable;
+        let mut q = FileQuery::new(org.clone());
+        q.ordering = Some(Ordering::parse("colour"));
+        assert_eq!(invalid(files.query(&q).await), "ordering");
+        let new = NewFile {
+            org,
+            file_type: "dns".into(),
+            name: "a/b".into(),
+            task: None,
+        };
+        let body: ByteStream = Box::pin(futures::stream::empty());
+        assert_eq!(invalid(files.put(new, body).await), "name");
+    }
+}

@@ -23,6 +23,16 @@ use kat_core::store::RevocationList;
 use kat_core::token::{AUDIENCE, Claims, ISSUER, TokenAuthority};
 use kat_core::{Error, Result};
 
+/// What the JWT authority's own operations report, kept as the source of the [`Error`] they
+/// become.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// jsonwebtoken could not sign a token.
+    #[error("cannot sign a token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
 /// Tokens longer than this (in bytes) are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -329,7 +339,7 @@ impl JwtAuthority {
 impl TokenAuthority for JwtAuthority {
     fn mint(&self, claims: &Claims) -> Result<String> {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.encoding)
-            .map_err(|e| Error::backend("jwt", format!("cannot sign a token: {e}"), false))
+            .map_err(|e| Error::backend_source("jwt", JwtError::Sign(e), false))
     }
 
     async fn verify(&self, token: &str) -> Result<Claims> {
@@ -400,4 +410,36 @@ pub fn mint_operator_token(
     let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let claims = Claims::for_user(user, org, permissions, Timestamp::now(), ttl);
     authority.mint(&claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key jsonwebtoken cannot sign with fails start-up with a backend error whose source chain
+    /// reaches jsonwebtoken's error.
+    #[test]
+    fn a_signing_failure_keeps_its_cause() {
+        use std::error::Error as _;
+        let e = JwtAuthority::build(
+            Algorithm::EdDSA,
+            "EdDSA",
+            EncodingKey::from_ed_der(&[0u8; 3]),
+            DecodingKey::from_ed_der(&[0u8; 3]),
+            Arc::new(kat_core::memory::MemoryTaskStore::default()),
+        )
+        .expect_err("a three-byte key cannot sign");
+        assert!(
+            e.to_string().starts_with("jwt: cannot sign a token: "),
+            "{e}"
+        );
+        let sign = e
+            .source()
+            .and_then(|s| s.downcast_ref::<JwtError>())
+            .expect("the JwtError");
+        assert!(
+            sign.source()
+                .is_some_and(|s| s.is::<jsonwebtoken::errors::Error>())
+        );
+    }
 }

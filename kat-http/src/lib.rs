@@ -79,7 +79,7 @@ use kat_core::token::TokenAuthority;
 
 pub use body::{ApiBody, BoxError};
 pub use jwt::{
-    JwtAuthority, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
+    JwtAuthority, JwtError, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
     all_permissions, mint_operator_token,
 };
 

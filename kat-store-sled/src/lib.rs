@@ -234,10 +234,7 @@ pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 }
 
 pub(crate) fn to_json<T: Serialize>(what: &'static str, v: &T) -> SResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| SledStoreError::Encode {
-        what,
-        message: e.to_string(),
-    })
+    serde_json::to_vec(v).map_err(|source| SledStoreError::Encode { what, source })
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> SResult<T> {
@@ -356,7 +353,7 @@ impl SledStore {
             Ok(h) => h
                 .spawn_blocking(move || f(&inner))
                 .await
-                .map_err(|e| SledStoreError::Worker(e.to_string()))?,
+                .map_err(|e| SledStoreError::Worker(Box::new(e)))?,
             Err(_) => f(&inner),
         }
     }

@@ -347,7 +347,7 @@ fn upsert_blocking(
         .iter()
         .map(|&i| {
             stored.get(i).cloned().flatten().ok_or_else(|| {
-                SledStoreError::Worker(format!("upserted object number {i} went missing"))
+                SledStoreError::Worker(format!("upserted object number {i} went missing").into())
             })
         })
         .collect()

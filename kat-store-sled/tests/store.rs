@@ -243,7 +243,7 @@ fn raw_sled(dir: &std::path::Path) -> sled::Db {
 
 fn corrupt_message(r: Result<SledStore, Error>) -> String {
     match r {
-        Err(Error::Corrupt(m)) => m,
+        Err(Error::Corrupt { message, .. }) => message,
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("expected Corrupt, the store opened"),
     }

@@ -96,7 +96,7 @@ pub async fn transitions(store: Arc<dyn TaskQueue>) -> Result<()> {
     for h in handles {
         match h
             .await
-            .map_err(|e| Error::backend("test", e.to_string(), false))?
+            .map_err(|e| Error::backend_source("test", e, false))?
         {
             Ok(t) => {
                 wins += 1;
