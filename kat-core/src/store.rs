@@ -4,8 +4,8 @@
 //! ([`PluginCatalog`]) and revoked tokens ([`RevocationList`]). [`TaskStore`] is all five at once,
 //! implemented for every type that implements them.
 //!
-//! Checks every backend needs (query validation, the scan-level check, file names and types) are made
-//! here, in provided methods ([`ObjectStore::query`], [`ObjectStore::set_scan_profile`],
+//! Checks every backend needs (query validation, empty key lists, the scan-level check, file names and
+//! types) are made here, in provided methods ([`ObjectStore::query`], [`ObjectStore::set_scan_profile`],
 //! [`FileStore::put`], [`FileStore::query`]) that call the method a backend implements
 //! (`query_valid`, `set_scan_profile_valid`, `put_valid`) only with valid input.
 //!
@@ -315,19 +315,27 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// A page of objects matching `query`, and the total count of matches.
     ///
-    /// Provided: checks the query with [`ObjectQuery::validate`], then asks
-    /// [`ObjectStore::query_valid`], so that no backend answers a query with an unknown field.
+    /// Provided: checks the query with [`ObjectQuery::validate`], answers an empty key
+    /// restriction (`keys: Some(vec![])`) with an empty page, and otherwise asks
+    /// [`ObjectStore::query_valid`]; so no backend answers a query with an unknown field or has to
+    /// handle an empty key list.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an unknown filter or ordering field, or a filter without values.
     async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
         query.validate()?;
+        if query.keys.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
         self.query_valid(query).await
     }
 
     /// What a backend implements for [`ObjectStore::query`]: a page of objects matching `query`,
-    /// which [`ObjectQuery::validate`] accepted, and the total count of matches. Callers use
-    /// [`ObjectStore::query`].
+    /// which [`ObjectQuery::validate`] accepted and whose key restriction, if any, is not empty,
+    /// and the total count of matches. Callers use [`ObjectStore::query`].
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
 
     /// Delete objects by key; returns how many existed.
@@ -566,18 +574,25 @@ pub trait FileStore: Send + Sync + fmt::Debug {
 
     /// A page of files matching `query`.
     ///
-    /// Provided: checks the query with [`FileQuery::validate`], then asks
-    /// [`FileStore::query_valid`].
+    /// Provided: checks the query with [`FileQuery::validate`], answers an empty id restriction
+    /// (`ids: Some(vec![])`) with an empty page, and otherwise asks [`FileStore::query_valid`].
     ///
     /// # Errors
     /// [`Error::Invalid`] for an unknown ordering field.
     async fn query(&self, query: &FileQuery) -> Result<Page<FileMeta>> {
         query.validate()?;
+        if query.ids.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
         self.query_valid(query).await
     }
 
     /// What a backend implements for [`FileStore::query`]: a page of files matching `query`, which
-    /// [`FileQuery::validate`] accepted. Callers use [`FileStore::query`].
+    /// [`FileQuery::validate`] accepted and whose id restriction, if any, is not empty. Callers use
+    /// [`FileStore::query`].
     async fn query_valid(&self, query: &FileQuery) -> Result<Page<FileMeta>>;
 
     /// Delete a file; returns whether it existed.
@@ -836,6 +851,13 @@ mod tests {
         let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
         q.ordering = Some(Ordering::parse("-colour"));
         assert_eq!(invalid(objects.query(&q).await), "ordering");
+        let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+        q.keys = Some(Vec::new());
+        assert_eq!(
+            objects.query(&q).await.unwrap().count,
+            0,
+            "no keys, no matches"
+        );
         let key = NaturalKey::from_parts(["CVE-1"]);
         let e = objects
             .set_scan_profile(&org, ObjectType::FindingType, &key, ScanProfile::default())
@@ -846,6 +868,13 @@ mod tests {
         let mut q = FileQuery::new(org.clone());
         q.ordering = Some(Ordering::parse("colour"));
         assert_eq!(invalid(files.query(&q).await), "ordering");
+        let mut q = FileQuery::new(org.clone());
+        q.ids = Some(Vec::new());
+        assert_eq!(
+            files.query(&q).await.unwrap().count,
+            0,
+            "no ids, no matches"
+        );
         let new = NewFile {
             org,
             file_type: "dns".into(),

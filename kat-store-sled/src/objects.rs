@@ -618,12 +618,6 @@ impl ObjectStore for SledStore {
     }
 
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
-        if query.keys.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(Page {
-                count: 0,
-                items: Vec::new(),
-            });
-        }
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_blocking(inner, &q))
