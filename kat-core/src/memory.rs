@@ -1,6 +1,7 @@
-//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and the [`TaskStore`] traits: the executable
-//! meaning of the traits, for tests and for embedding without persistence. They pass the same
-//! conformance suites as the durable backends. File contents are held in memory here.
+//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and the five traits of
+//! [`TaskStore`](crate::store::TaskStore): the executable meaning of the traits, for tests and for
+//! embedding without persistence. They pass the same conformance suites as the durable backends.
+//! File contents are held in memory here.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -435,8 +436,8 @@ struct TasksInner {
     revoked: HashMap<String, i64>,
 }
 
-/// The in-memory [`TaskStore`]: every one of its traits ([`TaskQueue`], [`ScheduleStore`],
-/// [`OrgStore`], [`PluginCatalog`], [`RevocationList`]) on one lock.
+/// The in-memory [`TaskStore`](crate::store::TaskStore): every one of its traits ([`TaskQueue`],
+/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`]) on one lock.
 #[derive(Debug, Default)]
 pub struct MemoryTaskStore {
     inner: Mutex<TasksInner>,
