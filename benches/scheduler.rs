@@ -15,7 +15,7 @@ use kat::core::object::{Object, ObjectType, ScanLevel, ScanProfile};
 use kat::core::org::{OrgCode, Organization};
 use kat::core::plugin::{PluginDef, sync};
 use kat::core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
-use kat::core::store::{ObjectStore, TaskStore};
+use kat::core::store::{ObjectStore, OrgStore, PluginCatalog, ScheduleStore, TaskStore};
 use kat::store_sled::{SledOptions, SledStore};
 
 struct Setup {

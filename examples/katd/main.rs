@@ -42,7 +42,7 @@ use kat::core::permission::Permissions;
 use kat::core::plan::{PlanInput, Stdin, Target, plan};
 use kat::core::plugin::{DEFAULT_BATCH_SIZE, PluginDef, sync};
 use kat::core::runtime::{EntrypointBinary, NetworkMode};
-use kat::core::store::{FileId, TaskStore};
+use kat::core::store::{FileId, PluginCatalog};
 use kat::deploy::{DeployConfig, Deployment};
 use kat::http::JwtAuthority;
 use kat::store_sled::{SledOptions, SledStore};

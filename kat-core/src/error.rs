@@ -58,22 +58,34 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
     /// The store's on-disk data is unreadable or was written by an incompatible version.
-    #[error("corrupt or incompatible data: {0}")]
-    Corrupt(String),
+    #[error("corrupt or incompatible data: {message}")]
+    Corrupt {
+        /// What is wrong, and where.
+        message: String,
+        /// The error that found it (a decoder's), when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// An I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// Anything else a backend reports; `retryable` says whether trying again can help.
-    #[error("{backend}: {message}")]
+    /// Anything else a backend reports; `retryable` says whether trying again can help. The backend's
+    /// own error is kept as the [`source`](std::error::Error::source), the way object_store's
+    /// `Generic { store, source }` keeps it; [`Error::backend`] makes one from a message alone.
+    #[error("{backend}: {source}")]
     Backend {
         /// Which backend.
         backend: &'static str,
-        /// What it said.
-        message: String,
         /// Whether a retry can help.
         retryable: bool,
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
     },
 }
+
+/// Any error, as [`Error::Backend`] and [`Error::Corrupt`] keep their cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     /// An [`Error::Invalid`] at `at`.
@@ -92,12 +104,60 @@ impl Error {
         }
     }
 
-    /// A [`Error::Backend`] error.
+    /// An [`Error::Backend`] error from a message alone (the message becomes its source).
+    ///
+    /// ```
+    /// use kat_core::Error;
+    /// let e = Error::backend("sled", "busy", true);
+    /// assert_eq!(e.to_string(), "sled: busy");
+    /// assert!(e.is_retryable());
+    /// ```
     pub fn backend(backend: &'static str, message: impl Into<String>, retryable: bool) -> Self {
         Error::Backend {
             backend,
-            message: message.into(),
             retryable,
+            source: message.into().into(),
+        }
+    }
+
+    /// An [`Error::Backend`] error keeping the backend's own error as its source; the message is
+    /// the source's.
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// use kat_core::Error;
+    /// let io = std::io::Error::other("disk on fire");
+    /// let e = Error::backend_source("sled", io, false);
+    /// assert_eq!(e.to_string(), "sled: disk on fire");
+    /// assert!(e.source().is_some_and(|s| s.is::<std::io::Error>()));
+    /// ```
+    pub fn backend_source(
+        backend: &'static str,
+        source: impl Into<BoxError>,
+        retryable: bool,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            retryable,
+            source: source.into(),
+        }
+    }
+
+    /// An [`Error::Corrupt`] error from a message alone.
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Error::Corrupt {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Corrupt`] error keeping the error that found the problem as its source; the
+    /// message is the source's.
+    pub fn corrupt_source(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Error::Corrupt {
+            message: source.to_string(),
+            source: Some(source),
         }
     }
 
@@ -162,6 +222,34 @@ mod tests {
             Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).is_retryable()
         );
         assert!(!Error::Io(std::io::Error::from(std::io::ErrorKind::NotFound)).is_retryable());
+    }
+
+    #[test]
+    fn backend_errors_keep_their_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no access to /db");
+        let e = Error::backend_source("sled", io, false);
+        assert_eq!(e.to_string(), "sled: no access to /db");
+        let source = e.source().expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the original io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        // A message-only error has its message as its source.
+        let e = Error::backend("sled", "busy", true);
+        assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("busy"));
+        let json = serde_json::from_str::<serde_json::Value>("{").expect_err("bad JSON");
+        let e = Error::corrupt_source(json);
+        assert!(
+            e.to_string()
+                .starts_with("corrupt or incompatible data: EOF"),
+            "{e}"
+        );
+        assert!(
+            e.source()
+                .is_some_and(|s| s.downcast_ref::<serde_json::Error>().is_some())
+        );
+        assert!(Error::corrupt("bad").source().is_none());
     }
 
     #[test]

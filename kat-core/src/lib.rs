@@ -9,7 +9,8 @@
 //! - [`template`] and [`plan`]: argument templating and the five execution modes, as pure functions.
 //! - [`permission`]: scoped, Django-style permissions and the check shared by the API and the runner.
 //! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
-//!   `ObjectStore`, `FileStore`, `TaskStore`, `TokenAuthority`).
+//!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
+//!   `OrgStore`, `PluginCatalog`, `RevocationList`, and `TokenAuthority`).
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.

@@ -1,6 +1,7 @@
-//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and [`TaskStore`]: the executable
-//! meaning of the traits, for tests and for embedding without persistence. They pass the same
-//! conformance suites as the durable backends. File contents are held in memory here.
+//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and the five traits of
+//! [`TaskStore`](crate::store::TaskStore): the executable meaning of the traits, for tests and for
+//! embedding without persistence. They pass the same conformance suites as the durable backends.
+//! File contents are held in memory here.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,11 +16,12 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::object::{NaturalKey, Object, ObjectType, ScanProfile};
 use crate::org::{OrgCode, Organization};
-use crate::plugin::{PluginRecord, check_file_type};
+use crate::plugin::PluginRecord;
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use crate::store::{
-    ByteStream, FileId, FileMeta, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Page,
-    StoredObject, TaskQuery, TaskStore,
+    ByteStream, FileId, FileMeta, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore,
+    OrgStore, Page, PluginCatalog, RevocationList, ScheduleStore, StoredObject, TaskQuery,
+    TaskQueue, wrong_state,
 };
 use crate::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
 use crate::{Error, Result};
@@ -283,8 +285,7 @@ impl ObjectStore for MemoryObjectStore {
             .cloned())
     }
 
-    async fn query(&self, q: &ObjectQuery) -> Result<Page<StoredObject>> {
-        q.validate()?;
+    async fn query_valid(&self, q: &ObjectQuery) -> Result<Page<StoredObject>> {
         let mut items: Vec<StoredObject> = lock(&self.inner)
             .objects
             .values()
@@ -319,19 +320,13 @@ impl ObjectStore for MemoryObjectStore {
         Ok(n)
     }
 
-    async fn set_scan_profile(
+    async fn set_scan_profile_valid(
         &self,
         org: &OrgCode,
         ty: ObjectType,
         key: &NaturalKey,
         profile: ScanProfile,
     ) -> Result<StoredObject> {
-        if !ty.has_scan_level() {
-            return Err(Error::invalid(
-                "scan_level",
-                format!("{ty} objects have no scan level"),
-            ));
-        }
         let mut g = lock(&self.inner);
         let o = g
             .objects
@@ -370,25 +365,9 @@ pub struct MemoryFileStore {
     files: Mutex<BTreeMap<FileId, (FileMeta, Bytes)>>,
 }
 
-/// Check a new file's type and name. Shared by backends.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the field.
-pub fn validate_new_file(new: &NewFile) -> Result<()> {
-    check_file_type(&new.file_type).map_err(|m| Error::invalid("type", m))?;
-    if new.name.is_empty() || new.name.len() > 255 || new.name.contains(['/', '\0']) {
-        return Err(Error::invalid(
-            "name",
-            "a file name is 1 to 255 characters without '/'",
-        ));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl FileStore for MemoryFileStore {
-    async fn put(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
-        validate_new_file(&new)?;
+    async fn put_valid(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
         let mut buf = BytesMut::new();
         let mut hasher = Sha256::new();
         while let Some(chunk) = body.next().await {
@@ -427,8 +406,7 @@ impl FileStore for MemoryFileStore {
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
 
-    async fn query(&self, q: &FileQuery) -> Result<Page<FileMeta>> {
-        q.validate()?;
+    async fn query_valid(&self, q: &FileQuery) -> Result<Page<FileMeta>> {
         let mut items: Vec<FileMeta> = lock(&self.files)
             .values()
             .map(|(m, _)| m)
@@ -458,14 +436,15 @@ struct TasksInner {
     revoked: HashMap<String, i64>,
 }
 
-/// The in-memory [`TaskStore`].
+/// The in-memory [`TaskStore`](crate::store::TaskStore): every one of its traits ([`TaskQueue`],
+/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`]) on one lock.
 #[derive(Debug, Default)]
 pub struct MemoryTaskStore {
     inner: Mutex<TasksInner>,
 }
 
 #[async_trait]
-impl TaskStore for MemoryTaskStore {
+impl TaskQueue for MemoryTaskStore {
     async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()> {
         let mut g = lock(&self.inner);
         let mut seen = BTreeSet::new();
@@ -496,11 +475,7 @@ impl TaskStore for MemoryTaskStore {
             .get_mut(&id)
             .ok_or_else(|| Error::not_found("task", id.to_string()))?;
         if !from.contains(&t.state) {
-            return Err(Error::Conflict(format!(
-                "task {id} is {}, not {}",
-                t.state,
-                join_states(from)
-            )));
+            return Err(wrong_state(id, t.state, from));
         }
         patch.apply(t);
         Ok(t.clone())
@@ -539,7 +514,10 @@ impl TaskStore for MemoryTaskStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl ScheduleStore for MemoryTaskStore {
     async fn put_schedule(&self, s: Schedule) -> Result<()> {
         lock(&self.inner).schedules.insert(s.id, s);
         Ok(())
@@ -595,7 +573,10 @@ impl TaskStore for MemoryTaskStore {
             .cloned()
             .collect())
     }
+}
 
+#[async_trait]
+impl OrgStore for MemoryTaskStore {
     async fn put_organization(&self, org: Organization) -> Result<()> {
         lock(&self.inner).orgs.insert(org.code.clone(), org);
         Ok(())
@@ -612,7 +593,10 @@ impl TaskStore for MemoryTaskStore {
     async fn delete_organization(&self, code: &OrgCode) -> Result<bool> {
         Ok(lock(&self.inner).orgs.remove(code).is_some())
     }
+}
 
+#[async_trait]
+impl PluginCatalog for MemoryTaskStore {
     async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()> {
         let mut g = lock(&self.inner);
         for r in records {
@@ -628,7 +612,10 @@ impl TaskStore for MemoryTaskStore {
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
         Ok(lock(&self.inner).plugins.values().cloned().collect())
     }
+}
 
+#[async_trait]
+impl RevocationList for MemoryTaskStore {
     async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()> {
         lock(&self.inner).revoked.insert(jti.to_string(), exp);
         Ok(())
@@ -644,13 +631,4 @@ impl TaskStore for MemoryTaskStore {
         g.revoked.retain(|_, exp| *exp >= now);
         Ok((before - g.revoked.len()) as u64)
     }
-}
-
-/// `queued or running`, for messages.
-pub fn join_states(states: &[TaskState]) -> String {
-    states
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" or ")
 }

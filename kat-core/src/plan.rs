@@ -303,7 +303,7 @@ pub fn plan(plugin: &PluginDef, input: &PlanInput) -> Result<ExecutionPlan> {
         env.insert(
             ENV_COMMANDS.to_string(),
             serde_json::to_string(&commands)
-                .map_err(|e| Error::backend("plan", e.to_string(), false))?,
+                .map_err(|e| Error::backend_source("plan", e, false))?,
         );
     }
     Ok(ExecutionPlan {

@@ -1,9 +1,17 @@
 //! The storage contracts: objects ([`ObjectStore`]), file contents ([`FileStore`]) and everything else
-//! that must survive a restart ([`TaskStore`]: tasks, schedules, object sets, organizations, the plugin
-//! catalogue, revoked tokens).
+//! that must survive a restart, one trait per concern: tasks and schedule claims ([`TaskQueue`]),
+//! schedules and object sets ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue
+//! ([`PluginCatalog`]) and revoked tokens ([`RevocationList`]). [`TaskStore`] is all five at once,
+//! implemented for every type that implements them.
+//!
+//! Checks every backend needs (query validation, empty key lists, the scan-level check, file names and
+//! types) are made here, in provided methods ([`ObjectStore::query`], [`ObjectStore::set_scan_profile`],
+//! [`FileStore::put`], [`FileStore::query`]) that call the method a backend implements
+//! (`query_valid`, `set_scan_profile_valid`, `put_valid`) only with valid input.
 //!
 //! Implementations: the in-memory reference backends in [`crate::memory`] and `kat-store-sled`. The
-//! conformance suites (feature `conformance`) hold every implementation to the same behaviour.
+//! conformance suites (feature `conformance`) hold every implementation to the same behaviour, one
+//! suite per trait.
 
 use std::fmt;
 use std::pin::Pin;
@@ -18,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::clock::Timestamp;
 use crate::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use crate::org::{OrgCode, Organization};
-use crate::plugin::PluginRecord;
+use crate::plugin::{PluginRecord, check_file_type};
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use crate::task::{Task, TaskId, TaskPatch, TaskState};
 use crate::{Error, Result};
@@ -306,13 +314,61 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ) -> Result<Option<StoredObject>>;
 
     /// A page of objects matching `query`, and the total count of matches.
-    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
+    ///
+    /// Provided: checks the query with [`ObjectQuery::validate`], answers an empty key
+    /// restriction (`keys: Some(vec![])`) with an empty page, and otherwise asks
+    /// [`ObjectStore::query_valid`]; so no backend answers a query with an unknown field or has to
+    /// handle an empty key list.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown filter or ordering field, or a filter without values.
+    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
+        query.validate()?;
+        if query.keys.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
+        self.query_valid(query).await
+    }
+
+    /// What a backend implements for [`ObjectStore::query`]: a page of objects matching `query`,
+    /// which [`ObjectQuery::validate`] accepted and whose key restriction, if any, is not empty,
+    /// and the total count of matches. Callers use [`ObjectStore::query`].
+    async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
 
     /// Delete objects by key; returns how many existed.
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64>;
 
     /// Set the scan profile of a network, hostname or address.
+    ///
+    /// Provided: checks that `ty` has a scan level, then asks
+    /// [`ObjectStore::set_scan_profile_valid`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] at `scan_level` for a type without scan levels; [`Error::NotFound`] when
+    /// there is no such object.
     async fn set_scan_profile(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        key: &NaturalKey,
+        profile: ScanProfile,
+    ) -> Result<StoredObject> {
+        if !ty.has_scan_level() {
+            return Err(Error::invalid(
+                "scan_level",
+                format!("{ty} objects have no scan level"),
+            ));
+        }
+        self.set_scan_profile_valid(org, ty, key, profile).await
+    }
+
+    /// What a backend implements for [`ObjectStore::set_scan_profile`]: set the scan profile of an
+    /// object whose type has scan levels ([`ObjectType::has_scan_level`]); [`Error::NotFound`] when
+    /// there is no such object. Callers use [`ObjectStore::set_scan_profile`].
+    async fn set_scan_profile_valid(
         &self,
         org: &OrgCode,
         ty: ObjectType,
@@ -363,6 +419,24 @@ pub struct NewFile {
     pub name: String,
     /// The task that produced it, from the uploader's token.
     pub task: Option<TaskId>,
+}
+
+impl NewFile {
+    /// Check the type (as [`crate::plugin::check_file_type`]) and the name (1 to 255 bytes, no `/`
+    /// or NUL). [`FileStore::put`] calls it before any backend sees the file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the field (`type` or `name`).
+    pub fn validate(&self) -> Result<()> {
+        check_file_type(&self.file_type).map_err(|m| Error::invalid("type", m))?;
+        if self.name.is_empty() || self.name.len() > 255 || self.name.contains(['/', '\0']) {
+            return Err(Error::invalid(
+                "name",
+                "a file name is 1 to 255 characters without '/'",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A stored file's metadata.
@@ -478,7 +552,19 @@ impl FileQuery {
 pub trait FileStore: Send + Sync + fmt::Debug {
     /// Store a file from a stream (never collected whole in memory by backends that stream), and
     /// return its metadata. A stream error stores nothing.
-    async fn put(&self, new: NewFile, body: ByteStream) -> Result<FileMeta>;
+    ///
+    /// Provided: checks `new` with [`NewFile::validate`], then asks [`FileStore::put_valid`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad type or name (nothing is read from `body`).
+    async fn put(&self, new: NewFile, body: ByteStream) -> Result<FileMeta> {
+        new.validate()?;
+        self.put_valid(new, body).await
+    }
+
+    /// What a backend implements for [`FileStore::put`]: store a file that [`NewFile::validate`]
+    /// accepted. Callers use [`FileStore::put`].
+    async fn put_valid(&self, new: NewFile, body: ByteStream) -> Result<FileMeta>;
 
     /// A file's metadata.
     async fn meta(&self, id: FileId) -> Result<Option<FileMeta>>;
@@ -487,7 +573,27 @@ pub trait FileStore: Send + Sync + fmt::Debug {
     async fn open(&self, id: FileId) -> Result<ByteStream>;
 
     /// A page of files matching `query`.
-    async fn query(&self, query: &FileQuery) -> Result<Page<FileMeta>>;
+    ///
+    /// Provided: checks the query with [`FileQuery::validate`], answers an empty id restriction
+    /// (`ids: Some(vec![])`) with an empty page, and otherwise asks [`FileStore::query_valid`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown ordering field.
+    async fn query(&self, query: &FileQuery) -> Result<Page<FileMeta>> {
+        query.validate()?;
+        if query.ids.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
+        self.query_valid(query).await
+    }
+
+    /// What a backend implements for [`FileStore::query`]: a page of files matching `query`, which
+    /// [`FileQuery::validate`] accepted and whose id restriction, if any, is not empty. Callers use
+    /// [`FileStore::query`].
+    async fn query_valid(&self, query: &FileQuery) -> Result<Page<FileMeta>>;
 
     /// Delete a file; returns whether it existed.
     async fn delete(&self, id: FileId) -> Result<bool>;
@@ -520,10 +626,9 @@ impl TaskQuery {
     }
 }
 
-/// Everything else the engine keeps: tasks, schedules, object sets, organizations, the plugin
-/// catalogue and the token denylist.
+/// Tasks and the schedules' dedup claims: the queue the engine's workers take tasks from.
 #[async_trait]
-pub trait TaskStore: Send + Sync + fmt::Debug {
+pub trait TaskQueue: Send + Sync + fmt::Debug {
     /// Store new tasks, all or none. An id that exists is a [`Error::Conflict`].
     async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()>;
 
@@ -531,7 +636,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>>;
 
     /// Apply `patch` if the task is in one of the `from` states (atomically); [`Error::Conflict`]
-    /// otherwise, [`Error::NotFound`] when there is no such task.
+    /// (made by [`wrong_state`]) otherwise, [`Error::NotFound`] when there is no such task.
     async fn transition_task(
         &self,
         id: TaskId,
@@ -551,7 +656,29 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         now: Timestamp,
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>>;
+}
 
+/// The [`Error::Conflict`] of [`TaskQueue::transition_task`] for a task in state `state`, not in one
+/// of `from`. Shared by backends, so that the message is the same everywhere.
+///
+/// ```
+/// use kat_core::store::wrong_state;
+/// use kat_core::task::{TaskId, TaskState};
+/// let e = wrong_state(TaskId::new(), TaskState::Completed, &[TaskState::Queued, TaskState::Running]);
+/// assert!(e.to_string().ends_with("is completed, not queued or running"));
+/// ```
+pub fn wrong_state(id: TaskId, state: TaskState, from: &[TaskState]) -> Error {
+    let from = from
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Error::Conflict(format!("task {id} is {state}, not {from}"))
+}
+
+/// Schedules and the object sets they run over.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + fmt::Debug {
     /// Create or replace a schedule.
     async fn put_schedule(&self, schedule: Schedule) -> Result<()>;
     /// One schedule.
@@ -572,7 +699,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn delete_object_set(&self, id: ObjectSetId) -> Result<bool>;
     /// Object sets of an organization; all when `None`.
     async fn list_object_sets(&self, org: Option<&OrgCode>) -> Result<Vec<ObjectSet>>;
+}
 
+/// Organizations.
+#[async_trait]
+pub trait OrgStore: Send + Sync + fmt::Debug {
     /// Create or replace an organization.
     async fn put_organization(&self, org: Organization) -> Result<()>;
     /// One organization.
@@ -581,18 +712,176 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn list_organizations(&self) -> Result<Vec<Organization>>;
     /// Delete an organization; returns whether it existed.
     async fn delete_organization(&self, code: &OrgCode) -> Result<bool>;
+}
 
+/// The plugin catalogue: the stored plugin records with their enabled flags.
+#[async_trait]
+pub trait PluginCatalog: Send + Sync + fmt::Debug {
     /// Write plugin records (the output of [`crate::plugin::sync`], or an enable/disable).
     async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()>;
     /// One plugin record.
     async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>>;
     /// All plugin records, by id.
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>>;
+}
 
+/// The token denylist: revoked token ids (`jti`) until their tokens expire.
+#[async_trait]
+pub trait RevocationList: Send + Sync + fmt::Debug {
     /// Revoke a token id until `exp` (unix seconds).
     async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()>;
     /// Whether a token id is revoked.
     async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
     /// Forget revocations whose token expired before `now` (unix seconds); returns how many.
     async fn purge_revoked(&self, now: i64) -> Result<u64>;
+}
+
+/// Everything else the engine keeps: tasks ([`TaskQueue`]), schedules and object sets
+/// ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue ([`PluginCatalog`]) and
+/// the token denylist ([`RevocationList`]).
+///
+/// A backend implements the five traits (and can be tested against each one's conformance suite on
+/// its own); this one follows from them. The engine and kat-http take an `Arc<dyn TaskStore>`; a
+/// part that needs one concern takes its trait, and an `Arc<dyn TaskStore>` converts into it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use kat_core::memory::MemoryTaskStore;
+/// use kat_core::store::{RevocationList, TaskStore};
+/// let store: Arc<dyn TaskStore> = Arc::new(MemoryTaskStore::default());
+/// let denylist: Arc<dyn RevocationList> = store;
+/// # let _ = denylist;
+/// ```
+pub trait TaskStore: TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList {}
+
+impl<T> TaskStore for T where
+    T: TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList + ?Sized
+{
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that must never be reached: the provided methods refuse invalid input first.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait]
+    impl ObjectStore for Unreachable {
+        async fn upsert(
+            &self,
+            _: &OrgCode,
+            _: Vec<Object>,
+            _: Option<TaskId>,
+        ) -> Result<Vec<StoredObject>> {
+            unreachable!()
+        }
+        async fn replace(&self, _: &OrgCode, _: Object, _: Option<TaskId>) -> Result<StoredObject> {
+            unreachable!()
+        }
+        async fn get(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+        ) -> Result<Option<StoredObject>> {
+            unreachable!()
+        }
+        async fn query_valid(&self, _: &ObjectQuery) -> Result<Page<StoredObject>> {
+            panic!("an invalid object query reached the backend")
+        }
+        async fn delete(&self, _: &OrgCode, _: ObjectType, _: &[NaturalKey]) -> Result<u64> {
+            unreachable!()
+        }
+        async fn set_scan_profile_valid(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+            _: ScanProfile,
+        ) -> Result<StoredObject> {
+            panic!("a scan profile for a type without scan levels reached the backend")
+        }
+        async fn tasks_of(
+            &self,
+            _: &OrgCode,
+            _: ObjectType,
+            _: &NaturalKey,
+        ) -> Result<Vec<TaskId>> {
+            unreachable!()
+        }
+        async fn objects_of(&self, _: &OrgCode, _: TaskId) -> Result<Vec<crate::task::ObjectRef>> {
+            unreachable!()
+        }
+    }
+
+    #[async_trait]
+    impl FileStore for Unreachable {
+        async fn put_valid(&self, _: NewFile, _: ByteStream) -> Result<FileMeta> {
+            panic!("an invalid new file reached the backend")
+        }
+        async fn meta(&self, _: FileId) -> Result<Option<FileMeta>> {
+            unreachable!()
+        }
+        async fn open(&self, _: FileId) -> Result<ByteStream> {
+            unreachable!()
+        }
+        async fn query_valid(&self, _: &FileQuery) -> Result<Page<FileMeta>> {
+            panic!("an invalid file query reached the backend")
+        }
+        async fn delete(&self, _: FileId) -> Result<bool> {
+            unreachable!()
+        }
+    }
+
+    fn invalid<T: fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::Invalid { at, .. }) => at,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn provided_methods_check_before_the_backend() {
+        let org = OrgCode::new("acme").unwrap();
+        let objects: &dyn ObjectStore = &Unreachable;
+        let q = ObjectQuery::new(org.clone(), ObjectType::Hostname).filter("colour", &["red"]);
+        assert_eq!(invalid(objects.query(&q).await), "colour");
+        let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+        q.ordering = Some(Ordering::parse("-colour"));
+        assert_eq!(invalid(objects.query(&q).await), "ordering");
+        let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+        q.keys = Some(Vec::new());
+        assert_eq!(
+            objects.query(&q).await.unwrap().count,
+            0,
+            "no keys, no matches"
+        );
+        let key = NaturalKey::from_parts(["CVE-1"]);
+        let e = objects
+            .set_scan_profile(&org, ObjectType::FindingType, &key, ScanProfile::default())
+            .await;
+        assert_eq!(invalid(e), "scan_level");
+
+        let files: &dyn FileStore = &Unreachable;
+        let mut q = FileQuery::new(org.clone());
+        q.ordering = Some(Ordering::parse("colour"));
+        assert_eq!(invalid(files.query(&q).await), "ordering");
+        let mut q = FileQuery::new(org.clone());
+        q.ids = Some(Vec::new());
+        assert_eq!(
+            files.query(&q).await.unwrap().count,
+            0,
+            "no ids, no matches"
+        );
+        let new = NewFile {
+            org,
+            file_type: "dns".into(),
+            name: "a/b".into(),
+            task: None,
+        };
+        let body: ByteStream = Box::pin(futures::stream::empty());
+        assert_eq!(invalid(files.put(new, body).await), "name");
+    }
 }

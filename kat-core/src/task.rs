@@ -190,7 +190,7 @@ impl Task {
     }
 }
 
-/// A change to a task, applied by [`crate::store::TaskStore::transition_task`] only when the task is
+/// A change to a task, applied by [`crate::store::TaskQueue::transition_task`] only when the task is
 /// in one of the expected states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskPatch {

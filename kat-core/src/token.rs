@@ -1,7 +1,9 @@
 //! Tokens: short-lived credentials scoped to one task, verified by the API on every request.
 //!
-//! The claims are those of DESIGN §6. Implementations (`kat-http`'s `JwtAuthority`) fix the algorithm
-//! in the verifier, require every claim, and consult a denylist for revoked `jti`s.
+//! The claims and how the API checks them are in `docs/http-api.md` (section "Tokens"); how a plugin's
+//! container receives its token, in `docs/entrypoint-protocol.md` (section "Environment").
+//! Implementations (`kat-http`'s `JwtAuthority`) fix the algorithm in the verifier, require every
+//! claim, and consult a denylist for revoked `jti`s.
 
 use std::fmt;
 

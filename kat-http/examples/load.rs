@@ -201,7 +201,7 @@ impl ObjectStore for NullObjects {
             Timestamp::now(),
         )))
     }
-    async fn query(
+    async fn query_valid(
         &self,
         _q: &kat_core::store::ObjectQuery,
     ) -> kat_core::Result<kat_core::store::Page<kat_core::store::StoredObject>> {
@@ -218,7 +218,7 @@ impl ObjectStore for NullObjects {
     ) -> kat_core::Result<u64> {
         Ok(0)
     }
-    async fn set_scan_profile(
+    async fn set_scan_profile_valid(
         &self,
         _org: &OrgCode,
         _ty: kat_core::object::ObjectType,

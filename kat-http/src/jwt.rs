@@ -19,9 +19,19 @@ use serde_json::{Map, Value};
 use kat_core::clock::Timestamp;
 use kat_core::org::OrgCode;
 use kat_core::permission::{PermissionName, Permissions, Scope};
-use kat_core::store::TaskStore;
+use kat_core::store::RevocationList;
 use kat_core::token::{AUDIENCE, Claims, ISSUER, TokenAuthority};
 use kat_core::{Error, Result};
+
+/// What the JWT authority's own operations report, kept as the source of the [`Error`] they
+/// become.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// jsonwebtoken could not sign a token.
+    #[error("cannot sign a token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
 
 /// Tokens longer than this (in bytes) are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -56,7 +66,8 @@ const CLAIM_NAMES: [&str; 11] = [
 const REFUSED_HEADER_PARAMS: [&str; 5] = ["crit", "jku", "jwk", "x5u", "x5c"];
 
 /// A [`TokenAuthority`] signing and verifying JWTs with one fixed algorithm, HS256 (a shared secret)
-/// or EdDSA (an Ed25519 key pair), and a denylist of revoked token ids kept in a [`TaskStore`].
+/// or EdDSA (an Ed25519 key pair), and a denylist of revoked token ids kept in a [`RevocationList`]
+/// (any [`TaskStore`](kat_core::store::TaskStore) is one).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -80,7 +91,7 @@ pub struct JwtAuthority {
     decoding: DecodingKey,
     validation: Validation,
     issuer: String,
-    denylist: Arc<dyn TaskStore>,
+    denylist: Arc<dyn RevocationList>,
 }
 
 impl fmt::Debug for JwtAuthority {
@@ -102,7 +113,7 @@ impl JwtAuthority {
         alg_name: &'static str,
         encoding: EncodingKey,
         decoding: DecodingKey,
-        denylist: Arc<dyn TaskStore>,
+        denylist: Arc<dyn RevocationList>,
     ) -> Result<Self> {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
@@ -147,7 +158,7 @@ impl JwtAuthority {
     ///
     /// # Errors
     /// [`Error::Invalid`] for a short secret.
-    pub fn hs256(secret: &[u8], denylist: Arc<dyn TaskStore>) -> Result<Self> {
+    pub fn hs256(secret: &[u8], denylist: Arc<dyn RevocationList>) -> Result<Self> {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(config_error(format!(
                 "an HS256 secret needs at least {MIN_SECRET_BYTES} bytes, got {}",
@@ -171,7 +182,7 @@ impl JwtAuthority {
     pub fn ed25519(
         private_pem: &[u8],
         public_pem: &[u8],
-        denylist: Arc<dyn TaskStore>,
+        denylist: Arc<dyn RevocationList>,
     ) -> Result<Self> {
         let encoding = EncodingKey::from_ed_pem(private_pem)
             .map_err(|e| config_error(format!("unreadable Ed25519 private key: {e}")))?;
@@ -189,7 +200,7 @@ impl JwtAuthority {
     ///
     /// # Errors
     /// [`Error::Invalid`] when none or several are set, a file is unreadable or a key is unusable.
-    pub fn from_env(denylist: Arc<dyn TaskStore>) -> Result<Self> {
+    pub fn from_env(denylist: Arc<dyn RevocationList>) -> Result<Self> {
         let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
         let secret = var("KAT_JWT_SECRET");
         let secret_file = var("KAT_JWT_SECRET_FILE");
@@ -328,7 +339,7 @@ impl JwtAuthority {
 impl TokenAuthority for JwtAuthority {
     fn mint(&self, claims: &Claims) -> Result<String> {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.encoding)
-            .map_err(|e| Error::backend("jwt", format!("cannot sign a token: {e}"), false))
+            .map_err(|e| Error::backend_source("jwt", JwtError::Sign(e), false))
     }
 
     async fn verify(&self, token: &str) -> Result<Claims> {
@@ -399,4 +410,36 @@ pub fn mint_operator_token(
     let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let claims = Claims::for_user(user, org, permissions, Timestamp::now(), ttl);
     authority.mint(&claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key jsonwebtoken cannot sign with fails start-up with a backend error whose source chain
+    /// reaches jsonwebtoken's error.
+    #[test]
+    fn a_signing_failure_keeps_its_cause() {
+        use std::error::Error as _;
+        let e = JwtAuthority::build(
+            Algorithm::EdDSA,
+            "EdDSA",
+            EncodingKey::from_ed_der(&[0u8; 3]),
+            DecodingKey::from_ed_der(&[0u8; 3]),
+            Arc::new(kat_core::memory::MemoryTaskStore::default()),
+        )
+        .expect_err("a three-byte key cannot sign");
+        assert!(
+            e.to_string().starts_with("jwt: cannot sign a token: "),
+            "{e}"
+        );
+        let sign = e
+            .source()
+            .and_then(|s| s.downcast_ref::<JwtError>())
+            .expect("the JwtError");
+        assert!(
+            sign.source()
+                .is_some_and(|s| s.is::<jsonwebtoken::errors::Error>())
+        );
+    }
 }

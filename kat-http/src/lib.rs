@@ -9,7 +9,7 @@
 //! - [`Api`]: the request handler over the kat-core stores; [`Api::serve`] runs it on a listener with
 //!   graceful shutdown.
 //! - [`JwtAuthority`]: the [`TokenAuthority`] on jsonwebtoken (HS256 or EdDSA, algorithm fixed by the
-//!   verifier, every claim required, revocation through the [`TaskStore`]).
+//!   verifier, every claim required, revocation through a [`RevocationList`](kat_core::store::RevocationList)).
 //! - [`mint_operator_token`]: a token for a person, for `katd token`.
 //!
 //! Errors are always `{"type": "client_error"|"validation_error"|"server_error", "errors":
@@ -79,7 +79,7 @@ use kat_core::token::TokenAuthority;
 
 pub use body::{ApiBody, BoxError};
 pub use jwt::{
-    JwtAuthority, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
+    JwtAuthority, JwtError, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
     all_permissions, mint_operator_token,
 };
 

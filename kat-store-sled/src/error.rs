@@ -2,11 +2,14 @@
 
 use std::io;
 
+use kat_core::error::BoxError;
+
 /// What can go wrong inside the sled store.
 ///
 /// Every trait method converts this into [`kat_core::Error`]: database I/O becomes `Io` (or
 /// `Unavailable` when another process holds the database), unreadable data becomes `Corrupt`, and
-/// internal failures become `Backend` with `retryable` saying whether trying again can help.
+/// internal failures become `Backend` with `retryable` saying whether trying again can help. `Io`,
+/// `Corrupt` and `Backend` keep this error (and so what it wraps) as their source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SledStoreError {
@@ -32,20 +35,22 @@ pub enum SledStoreError {
         source: io::Error,
     },
     /// A stored value could not be decoded.
-    #[error("undecodable {what} in the database: {message}")]
+    #[error("undecodable {what} in the database: {source}")]
     Decode {
         /// What kind of record.
         what: &'static str,
         /// What the decoder said.
-        message: String,
+        #[source]
+        source: BoxError,
     },
     /// A value could not be encoded (should not happen for kat-core's types).
-    #[error("cannot encode {what}: {message}")]
+    #[error("cannot encode {what}: {source}")]
     Encode {
         /// What kind of record.
         what: &'static str,
         /// What the encoder said.
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The database was written by an incompatible format version.
     #[error("{0}")]
@@ -70,9 +75,9 @@ pub enum SledStoreError {
         /// The configured maximum.
         max: usize,
     },
-    /// A blocking worker panicked or was cancelled.
+    /// A blocking worker panicked or was cancelled (the source is the join error), or lost a result.
     #[error("a storage worker failed: {0}")]
-    Worker(String),
+    Worker(#[source] BoxError),
     /// The object to replace does not exist (its natural key).
     #[error("no object {0:?}")]
     ObjectNotFound(String),
@@ -86,10 +91,11 @@ impl SledStoreError {
         }
     }
 
-    pub(crate) fn decode(what: &'static str, e: impl std::fmt::Display) -> Self {
+    /// A [`SledStoreError::Decode`]; `e` is the decoder's error, or a message.
+    pub(crate) fn decode(what: &'static str, e: impl Into<BoxError>) -> Self {
         SledStoreError::Decode {
             what,
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 }
@@ -115,25 +121,35 @@ impl From<SledStoreError> for kat_core::Error {
                     K::Io(io)
                 }
             }
-            SledStoreError::Sled(sled::Error::Corruption { at, .. }) => K::Corrupt(format!(
-                "sled detected corruption{}",
-                at.map(|p| format!(" at {p:?}")).unwrap_or_default()
-            )),
-            SledStoreError::Sled(other) => K::backend("sled", other.to_string(), false),
-            SledStoreError::Io { context, source } => K::Io(io::Error::new(
-                source.kind(),
-                format!("{context}: {source}"),
-            )),
+            SledStoreError::Sled(e @ sled::Error::Corruption { .. }) => {
+                let at = match &e {
+                    sled::Error::Corruption { at, .. } => at.map(|p| format!(" at {p:?}")),
+                    _ => None,
+                };
+                K::Corrupt {
+                    message: format!("sled detected corruption{}", at.unwrap_or_default()),
+                    source: Some(Box::new(e)),
+                }
+            }
+            SledStoreError::Sled(other) => K::backend_source("sled", other, false),
+            // The io::Error's message stays "context: cause"; its source is the original error.
+            e @ SledStoreError::Io { .. } => {
+                let kind = match &e {
+                    SledStoreError::Io { source, .. } => source.kind(),
+                    _ => io::ErrorKind::Other,
+                };
+                K::Io(io::Error::new(kind, e))
+            }
             e @ SledStoreError::Locked { .. } => K::Unavailable {
                 backend: "sled",
                 message: e.to_string(),
             },
             e @ (SledStoreError::Decode { .. }
             | SledStoreError::Format(_)
-            | SledStoreError::MissingBlob { .. }) => K::Corrupt(e.to_string()),
-            e @ SledStoreError::Encode { .. } => K::backend("sled", e.to_string(), false),
+            | SledStoreError::MissingBlob { .. }) => K::corrupt_source(e),
+            e @ SledStoreError::Encode { .. } => K::backend_source("sled", e, false),
             e @ SledStoreError::BatchTooLarge { .. } => K::LimitExceeded(e.to_string()),
-            e @ SledStoreError::Worker(_) => K::backend("sled", e.to_string(), true),
+            e @ SledStoreError::Worker(_) => K::backend_source("sled", e, true),
             SledStoreError::ObjectNotFound(key) => K::not_found("object", key),
         }
     }
@@ -149,7 +165,9 @@ mod tests {
     #[test]
     fn maps_onto_kat_core_errors() {
         let e: kat_core::Error = SledStoreError::Format("written by version 9".into()).into();
-        assert!(matches!(e, kat_core::Error::Corrupt(ref m) if m.contains("version 9")));
+        assert!(
+            matches!(e, kat_core::Error::Corrupt { ref message, .. } if message.contains("version 9"))
+        );
         let e: kat_core::Error = SledStoreError::BatchTooLarge {
             objects: 20_000,
             max: 10_000,
@@ -178,5 +196,55 @@ mod tests {
         }
         .into();
         assert!(matches!(e, kat_core::Error::Unavailable { .. }));
+    }
+
+    /// The converted errors keep what went wrong as their source, down to the original error.
+    #[test]
+    fn conversions_keep_the_source_chain() {
+        use std::error::Error as _;
+        // Backend: the sled error itself.
+        let e: kat_core::Error =
+            SledStoreError::Sled(sled::Error::ReportableBug("x".into())).into();
+        assert_eq!(
+            e.to_string(),
+            format!("sled: {}", sled::Error::ReportableBug("x".into()))
+        );
+        let source = e.source().expect("a source");
+        assert!(source.downcast_ref::<sled::Error>().is_some(), "{source:?}");
+        // Corrupt: the decode error, then the JSON parser's.
+        let json = serde_json::from_slice::<serde_json::Value>(b"{").expect_err("bad JSON");
+        let e: kat_core::Error = SledStoreError::decode("task", json).into();
+        assert!(
+            e.to_string()
+                .starts_with("corrupt or incompatible data: undecodable task")
+        );
+        let decode = e.source().expect("a source");
+        assert!(matches!(
+            decode.downcast_ref::<SledStoreError>(),
+            Some(SledStoreError::Decode { what: "task", .. })
+        ));
+        let parser = decode.source().expect("the parser's error");
+        assert!(parser.downcast_ref::<serde_json::Error>().is_some());
+        // Io: the same text as before; the chain reaches the file system's error.
+        let e: kat_core::Error = SledStoreError::io(
+            "creating /x/files",
+            io::Error::new(io::ErrorKind::PermissionDenied, "denied"),
+        )
+        .into();
+        assert_eq!(e.to_string(), "I/O error: creating /x/files: denied");
+        let io_err = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .expect("an io::Error");
+        assert_eq!(io_err.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            io_err.source().map(ToString::to_string).as_deref(),
+            Some("denied")
+        );
+        // Worker: the join error.
+        let e: kat_core::Error = SledStoreError::Worker("lost".into()).into();
+        assert!(e.is_retryable());
+        assert_eq!(e.to_string(), "sled: a storage worker failed: lost");
+        assert!(e.source().and_then(|s| s.source()).is_some());
     }
 }

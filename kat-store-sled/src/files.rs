@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use kat_core::Result;
 use kat_core::clock::Timestamp;
-use kat_core::memory::validate_new_file;
 use kat_core::org::OrgCode;
 use kat_core::store::{ByteStream, FileId, FileMeta, FileQuery, FileStore, NewFile, Page};
 use kat_core::task::TaskId;
@@ -287,8 +286,7 @@ fn query_blocking(inner: &Inner, q: &FileQuery) -> SResult<Page<FileMeta>> {
 
 #[async_trait]
 impl FileStore for SledStore {
-    async fn put(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
-        validate_new_file(&new)?;
+    async fn put_valid(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
         let n = self.inner.db.generate_id().map_err(SledStoreError::from)?;
         let path = self.inner.tmp_dir.join(format!("{n}.tmp"));
         let temp = TempFile(Some(path.clone()));
@@ -354,8 +352,7 @@ impl FileStore for SledStore {
         )))
     }
 
-    async fn query(&self, query: &FileQuery) -> Result<Page<FileMeta>> {
-        query.validate()?;
+    async fn query_valid(&self, query: &FileQuery) -> Result<Page<FileMeta>> {
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_blocking(inner, &q))

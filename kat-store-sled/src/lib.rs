@@ -1,7 +1,8 @@
 //! # kat-store-sled
 //!
 //! Durable implementations of kat-core's [`ObjectStore`](kat_core::store::ObjectStore),
-//! [`FileStore`](kat_core::store::FileStore) and [`TaskStore`](kat_core::store::TaskStore) on the
+//! [`FileStore`](kat_core::store::FileStore) and [`TaskStore`](kat_core::store::TaskStore) (its five
+//! traits, in `tasks.rs`) on the
 //! [sled](https://docs.rs/sled/0.34.7) embedded database (pinned at `=0.34.7`), with file contents in
 //! a content-addressed directory next to it.
 //!
@@ -233,10 +234,7 @@ pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 }
 
 pub(crate) fn to_json<T: Serialize>(what: &'static str, v: &T) -> SResult<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| SledStoreError::Encode {
-        what,
-        message: e.to_string(),
-    })
+    serde_json::to_vec(v).map_err(|source| SledStoreError::Encode { what, source })
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> SResult<T> {
@@ -355,7 +353,7 @@ impl SledStore {
             Ok(h) => h
                 .spawn_blocking(move || f(&inner))
                 .await
-                .map_err(|e| SledStoreError::Worker(e.to_string()))?,
+                .map_err(|e| SledStoreError::Worker(Box::new(e)))?,
             Err(_) => f(&inner),
         }
     }

@@ -347,7 +347,7 @@ fn upsert_blocking(
         .iter()
         .map(|&i| {
             stored.get(i).cloned().flatten().ok_or_else(|| {
-                SledStoreError::Worker(format!("upserted object number {i} went missing"))
+                SledStoreError::Worker(format!("upserted object number {i} went missing").into())
             })
         })
         .collect()
@@ -617,14 +617,7 @@ impl ObjectStore for SledStore {
         Ok(self.blocking(move |inner| load(inner, &pk)).await?)
     }
 
-    async fn query(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
-        query.validate()?;
-        if query.keys.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(Page {
-                count: 0,
-                items: Vec::new(),
-            });
-        }
+    async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_blocking(inner, &q))
@@ -646,19 +639,13 @@ impl ObjectStore for SledStore {
         Ok(n)
     }
 
-    async fn set_scan_profile(
+    async fn set_scan_profile_valid(
         &self,
         org: &OrgCode,
         ty: ObjectType,
         key: &NaturalKey,
         profile: ScanProfile,
     ) -> Result<StoredObject> {
-        if !ty.has_scan_level() {
-            return Err(Error::invalid(
-                "scan_level",
-                format!("{ty} objects have no scan level"),
-            ));
-        }
         let pk = object_key(org, ty, key).into_vec();
         let s = self
             .blocking(move |inner| {

@@ -83,9 +83,9 @@ impl Record {
         for t in &self.t[..tasks] {
             out.extend_from_slice(t.0.as_bytes());
         }
-        serde_json::to_writer(&mut out, &s.object).map_err(|e| SledStoreError::Encode {
+        serde_json::to_writer(&mut out, &s.object).map_err(|source| SledStoreError::Encode {
             what: "object",
-            message: e.to_string(),
+            source,
         })?;
         Ok(out)
     }

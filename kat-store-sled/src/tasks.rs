@@ -1,4 +1,5 @@
-//! [`TaskStore`] on the `state` tree.
+//! The [`TaskStore`](kat_core::store::TaskStore) traits on the `state` tree: [`TaskQueue`],
+//! [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`] and [`RevocationList`], one `impl` each.
 //!
 //! Key layout (`id` components are 16 uuid bytes; `~` marks a component stored inverted so that an
 //! ascending scan is newest first; times are order-preserving `i64` milliseconds or seconds):
@@ -21,12 +22,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
-use kat_core::memory::join_states;
 use kat_core::object::NaturalKey;
 use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginRecord;
 use kat_core::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
-use kat_core::store::{Page, TaskQuery, TaskStore};
+use kat_core::store::{
+    OrgStore, Page, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue, wrong_state,
+};
 use kat_core::task::{Task, TaskId, TaskPatch, TaskState};
 use kat_core::{Error, Result};
 use sled::IVec;
@@ -175,7 +177,7 @@ fn list_tasks_blocking(inner: &Inner, q: &TaskQuery) -> SResult<Page<Task>> {
 }
 
 #[async_trait]
-impl TaskStore for SledStore {
+impl TaskQueue for SledStore {
     async fn create_tasks(&self, tasks: Vec<Task>) -> Result<()> {
         if tasks.is_empty() {
             return Ok(());
@@ -241,10 +243,7 @@ impl TaskStore for SledStore {
                 Ok(*t)
             }
             Transition::Missing => Err(Error::not_found("task", id.to_string())),
-            Transition::WrongState(s) => Err(Error::Conflict(format!(
-                "task {id} is {s}, not {}",
-                join_states(from)
-            ))),
+            Transition::WrongState(s) => Err(wrong_state(id, s, from)),
         }
     }
 
@@ -302,7 +301,10 @@ impl TaskStore for SledStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl ScheduleStore for SledStore {
     async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
         self.blocking(move |inner| {
             let k = schedule_key(schedule.id).into_vec();
@@ -435,7 +437,10 @@ impl TaskStore for SledStore {
             })
             .await?)
     }
+}
 
+#[async_trait]
+impl OrgStore for SledStore {
     async fn put_organization(&self, org: Organization) -> Result<()> {
         self.blocking(move |inner| {
             inner.state.insert(
@@ -472,7 +477,10 @@ impl TaskStore for SledStore {
         }
         Ok(existed)
     }
+}
 
+#[async_trait]
+impl PluginCatalog for SledStore {
     async fn put_plugins(&self, records: Vec<PluginRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -505,7 +513,10 @@ impl TaskStore for SledStore {
             .blocking(|inner| scan_json(&inner.state, "plugin record", T_PLUGIN))
             .await?)
     }
+}
 
+#[async_trait]
+impl RevocationList for SledStore {
     async fn revoke_token(&self, jti: &str, exp: i64) -> Result<()> {
         let jti = jti.to_string();
         self.blocking(move |inner| {

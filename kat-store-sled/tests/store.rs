@@ -13,8 +13,8 @@ use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginDef;
 use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, TaskQuery,
-    TaskStore,
+    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, OrgStore,
+    PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue,
 };
 use kat_core::task::{Task, TaskId, TaskInput, TaskPatch, TaskState};
 use kat_store_sled::{Durability, FORMAT_VERSION, SledOptions, SledStore};
@@ -243,7 +243,7 @@ fn raw_sled(dir: &std::path::Path) -> sled::Db {
 
 fn corrupt_message(r: Result<SledStore, Error>) -> String {
     match r {
-        Err(Error::Corrupt(m)) => m,
+        Err(Error::Corrupt { message, .. }) => message,
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("expected Corrupt, the store opened"),
     }

@@ -168,7 +168,7 @@ pub async fn concurrent_puts(store: Arc<dyn FileStore>) -> Result<()> {
     for h in handles {
         let (id, data) = h
             .await
-            .map_err(|e| Error::backend("test", e.to_string(), false))??;
+            .map_err(|e| Error::backend_source("test", e, false))??;
         assert!(seen.insert(id), "duplicate id {id}");
         assert_eq!(read_all(&*store, id).await?, data);
     }

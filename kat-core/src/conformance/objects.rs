@@ -706,7 +706,7 @@ pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
     }
     for h in handles {
         h.await
-            .map_err(|e| Error::backend("test", e.to_string(), false))??;
+            .map_err(|e| Error::backend_source("test", e, false))??;
     }
     let expected = 5 * 5 + writers * 20 * 5;
     assert_eq!(

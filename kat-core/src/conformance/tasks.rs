@@ -1,4 +1,18 @@
-//! The [`TaskStore`] conformance suite.
+//! The [`TaskStore`] conformance suite, one group of cases per trait: [`TaskQueue`]
+//! ([`run_task_queue`]), [`ScheduleStore`] ([`run_schedule_store`]), [`OrgStore`]
+//! ([`run_org_store`]), [`PluginCatalog`] ([`run_plugin_catalog`]) and [`RevocationList`]
+//! ([`run_revocation_list`]). A backend written one concern at a time runs the group of each trait
+//! it implements; a whole [`TaskStore`] runs [`run_all`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use kat_core::conformance::tasks;
+//! use kat_core::memory::MemoryTaskStore;
+//! tasks::run_revocation_list(&MemoryTaskStore::default()).await.unwrap();
+//! tasks::run_all(Arc::new(MemoryTaskStore::default())).await.unwrap();
+//! # });
+//! ```
 
 use std::sync::Arc;
 
@@ -7,7 +21,9 @@ use crate::object::{NaturalKey, ObjectType};
 use crate::org::{OrgCode, Organization};
 use crate::plugin::{PluginDef, PluginRecord};
 use crate::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
-use crate::store::{TaskQuery, TaskStore};
+use crate::store::{
+    OrgStore, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue, TaskStore,
+};
 use crate::task::{Task, TaskInput, TaskPatch, TaskState};
 use crate::{Error, Result};
 
@@ -22,7 +38,7 @@ fn task(o: &OrgCode, plugin: &str, created_ms: i64) -> Task {
 }
 
 /// Tasks are created all-or-none, read back, and listed newest first with filters and paging.
-pub async fn create_get_list(store: &dyn TaskStore) -> Result<()> {
+pub async fn create_get_list(store: &dyn TaskQueue) -> Result<()> {
     let o = org("t-list");
     let ts: Vec<Task> = (0..5)
         .map(|i| task(&o, if i % 2 == 0 { "dns" } else { "nmap" }, 1_000 + i))
@@ -61,7 +77,7 @@ pub async fn create_get_list(store: &dyn TaskStore) -> Result<()> {
 }
 
 /// State transitions only from the expected states; exactly one of many concurrent claims wins.
-pub async fn transitions(store: Arc<dyn TaskStore>) -> Result<()> {
+pub async fn transitions(store: Arc<dyn TaskQueue>) -> Result<()> {
     let o = org("t-trans");
     let t = task(&o, "dns", 1);
     store.create_tasks(vec![t.clone()]).await?;
@@ -80,7 +96,7 @@ pub async fn transitions(store: Arc<dyn TaskStore>) -> Result<()> {
     for h in handles {
         match h
             .await
-            .map_err(|e| Error::backend("test", e.to_string(), false))?
+            .map_err(|e| Error::backend_source("test", e, false))?
         {
             Ok(t) => {
                 wins += 1;
@@ -133,7 +149,7 @@ pub async fn transitions(store: Arc<dyn TaskStore>) -> Result<()> {
 }
 
 /// Schedule dedup: targets claimed within a window are not handed out again in it.
-pub async fn claim_targets(store: &dyn TaskStore) -> Result<()> {
+pub async fn claim_targets(store: &dyn TaskQueue) -> Result<()> {
     let s = ScheduleId::new();
     let keys: Vec<NaturalKey> = (0..100)
         .map(|i| NaturalKey::from_parts(["internet", &format!("h{i}.example")]))
@@ -181,7 +197,7 @@ fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedu
 }
 
 /// Schedules: stored, listed per organization, and due ones found in due order.
-pub async fn schedules(store: &dyn TaskStore) -> Result<()> {
+pub async fn schedules(store: &dyn ScheduleStore) -> Result<()> {
     let o = org("t-sched");
     let early = schedule(Some(&o), 100, true)?;
     let later = schedule(Some(&o), 200, true)?;
@@ -234,8 +250,8 @@ pub async fn schedules(store: &dyn TaskStore) -> Result<()> {
     Ok(())
 }
 
-/// Object sets, organizations and plugin records round-trip.
-pub async fn catalogue(store: &dyn TaskStore) -> Result<()> {
+/// Object sets round-trip and are listed per organization.
+pub async fn object_sets(store: &dyn ScheduleStore) -> Result<()> {
     let o = org("t-cat");
     let set = ObjectSet {
         id: ObjectSetId::new(),
@@ -258,7 +274,12 @@ pub async fn catalogue(store: &dyn TaskStore) -> Result<()> {
     );
     assert!(store.delete_object_set(set.id).await?);
     assert!(store.get_object_set(set.id).await?.is_none());
+    Ok(())
+}
 
+/// Organizations round-trip.
+pub async fn organizations(store: &dyn OrgStore) -> Result<()> {
+    let o = org("t-cat");
     let acme = Organization {
         code: o.clone(),
         name: "Acme".into(),
@@ -268,7 +289,11 @@ pub async fn catalogue(store: &dyn TaskStore) -> Result<()> {
     assert!(store.list_organizations().await?.contains(&acme));
     assert!(store.delete_organization(&o).await?);
     assert!(store.get_organization(&o).await?.is_none());
+    Ok(())
+}
 
+/// Plugin records round-trip; a later write replaces a record (an enable or disable).
+pub async fn plugins(store: &dyn PluginCatalog) -> Result<()> {
     let defs = PluginDef::parse_file(
         r#"[{"plugin_id": "t-dns", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"], "permissions": {"objects.add_hostname": {}}},
             {"plugin_id": "t-nmap", "oci_image": "img", "oci_arguments": ["nmap", "{ipaddress}"]}]"#,
@@ -294,7 +319,7 @@ pub async fn catalogue(store: &dyn TaskStore) -> Result<()> {
 }
 
 /// The token denylist.
-pub async fn revoked_tokens(store: &dyn TaskStore) -> Result<()> {
+pub async fn revoked_tokens(store: &dyn RevocationList) -> Result<()> {
     store.revoke_token("jti-old", 100).await?;
     store.revoke_token("jti-new", 10_000).await?;
     assert!(store.is_token_revoked("jti-old").await?);
@@ -309,13 +334,42 @@ pub async fn revoked_tokens(store: &dyn TaskStore) -> Result<()> {
     Ok(())
 }
 
-/// Run every case.
-pub async fn run_all(store: Arc<dyn TaskStore>) -> Result<()> {
+/// Every [`TaskQueue`] case.
+pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
-    schedules(&*store).await?;
-    catalogue(&*store).await?;
-    revoked_tokens(&*store).await?;
+    Ok(())
+}
+
+/// Every [`ScheduleStore`] case.
+pub async fn run_schedule_store(store: &dyn ScheduleStore) -> Result<()> {
+    schedules(store).await?;
+    object_sets(store).await?;
+    Ok(())
+}
+
+/// Every [`OrgStore`] case.
+pub async fn run_org_store(store: &dyn OrgStore) -> Result<()> {
+    organizations(store).await
+}
+
+/// Every [`PluginCatalog`] case.
+pub async fn run_plugin_catalog(store: &dyn PluginCatalog) -> Result<()> {
+    plugins(store).await
+}
+
+/// Every [`RevocationList`] case.
+pub async fn run_revocation_list(store: &dyn RevocationList) -> Result<()> {
+    revoked_tokens(store).await
+}
+
+/// Run every case of every trait, in the order the suite always ran them.
+pub async fn run_all(store: Arc<dyn TaskStore>) -> Result<()> {
+    run_task_queue(store.clone()).await?;
+    run_schedule_store(&*store).await?;
+    run_org_store(&*store).await?;
+    run_plugin_catalog(&*store).await?;
+    run_revocation_list(&*store).await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::object::{Object, ScanLevel, ScanProfile};
 use crate::org::Organization;
 use crate::runtime::{Capabilities, ManagedContainer, Outcome};
 use crate::schedule::{Interval, ObjectSetId, ScheduleId};
+use crate::store::{OrgStore, PluginCatalog, ScheduleStore, TaskQueue};
 
 #[derive(Debug)]
 struct NotStarted;

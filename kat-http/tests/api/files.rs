@@ -318,7 +318,7 @@ struct Probe {
 
 #[async_trait::async_trait]
 impl kat_core::store::FileStore for Probe {
-    async fn put(
+    async fn put_valid(
         &self,
         new: kat_core::store::NewFile,
         body: kat_core::store::ByteStream,
@@ -331,7 +331,7 @@ impl kat_core::store::FileStore for Probe {
                 chunks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        self.inner.put(new, Box::pin(body)).await
+        self.inner.put_valid(new, Box::pin(body)).await
     }
     async fn meta(&self, id: FileId) -> kat_core::Result<Option<kat_core::store::FileMeta>> {
         self.inner.meta(id).await
@@ -339,11 +339,11 @@ impl kat_core::store::FileStore for Probe {
     async fn open(&self, id: FileId) -> kat_core::Result<kat_core::store::ByteStream> {
         self.inner.open(id).await
     }
-    async fn query(
+    async fn query_valid(
         &self,
         q: &kat_core::store::FileQuery,
     ) -> kat_core::Result<kat_core::store::Page<kat_core::store::FileMeta>> {
-        self.inner.query(q).await
+        self.inner.query_valid(q).await
     }
     async fn delete(&self, id: FileId) -> kat_core::Result<bool> {
         self.inner.delete(id).await
