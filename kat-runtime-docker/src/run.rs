@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -19,7 +18,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
-    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, managed_container,
+    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
     pull_image, pull_reference, remove_until_gone,
 };
 use tracing::{debug, warn};
@@ -40,13 +39,9 @@ impl DockerCalls {
         classify(op, &self.socket, e)
     }
 
-    /// Pull `image` once, bounded by `timeout` and the stop signal.
-    async fn pull(
-        &self,
-        image: &str,
-        timeout: Duration,
-        stop: &StopSignal,
-    ) -> Result<(), DockerError> {
+    /// Pull the spec's image once, bounded by its timeout and the stop signal.
+    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), DockerError> {
+        let image = spec.image.as_str();
         let (from, tag) = pull_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from);
         if let Some(tag) = &tag {
@@ -59,7 +54,7 @@ impl DockerCalls {
             }
             Ok(None)
         };
-        pull_image(image, timeout, stop, pulled, |e| self.err("pull", e)).await
+        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
     }
 }
 
@@ -104,7 +99,7 @@ impl EngineCalls for DockerCalls {
         let created = match self.docker.create_container(options(), body.clone()).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(&spec.image, spec.timeout, stop).await?;
+                self.pull(spec, stop).await?;
                 self.docker
                     .create_container(options(), body)
                     .await
@@ -219,14 +214,8 @@ impl EngineCalls for DockerCalls {
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                Some(managed_container(
-                    c.id?,
-                    c.names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default(),
-                    c.labels.as_ref(),
-                    c.state.map(|s| s.to_string()).unwrap_or_default(),
-                ))
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                listed_container(c.id, c.names, c.labels.as_ref(), state)
             })
             .collect())
     }

@@ -68,8 +68,8 @@ pub use pull::pull_image;
 pub use runtime::EngineRuntime;
 pub use spec::{
     EngineLimits, MAX_CONTAINER_NAME, SpecError, check_spec, check_volume_name, container_labels,
-    container_name, managed_container, pull_reference, tmpfs_options, valid_capability,
-    valid_volume_name,
+    container_name, listed_container, managed_container, pull_reference, tmpfs_options,
+    valid_capability, valid_volume_name,
 };
 pub use supervise::{
     Bounded, CleanupGuard, DRAIN_GRACE, KILL_GRACE, Output, REMOVAL_WAIT, Reaped, RemoveAttempt,

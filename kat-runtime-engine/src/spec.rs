@@ -226,6 +226,25 @@ pub fn managed_container(
     }
 }
 
+/// [`managed_container`] for an entry of an engine's container listing: `None` without an id; the name is
+/// the first of `names` (empty without any).
+///
+/// ```
+/// use kat_runtime_engine::listed_container;
+/// let c = listed_container(Some("abc".into()), Some(vec!["/dns-1".into()]), None, "exited".into());
+/// assert_eq!(c.map(|c| (c.id, c.name)), Some(("abc".into(), "dns-1".into())));
+/// assert!(listed_container(None, None, None, "running".into()).is_none());
+/// ```
+pub fn listed_container(
+    id: Option<String>,
+    names: Option<Vec<String>>,
+    labels: Option<&HashMap<String, String>>,
+    state: String,
+) -> Option<ManagedContainer> {
+    let name = names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+    Some(managed_container(id?, name, labels, state))
+}
+
 /// The spec's limits in the signed types the engines' APIs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineLimits {

@@ -10,14 +10,13 @@
 //! once, not SIGTERM and 10 s).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
-    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, managed_container,
+    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
     pull_image, remove_until_gone,
 };
 use podman_api::Podman;
@@ -57,14 +56,10 @@ impl PodmanCalls {
         classify(op, &self.socket, e)
     }
 
-    /// Pull `image` once, bounded by `timeout` and the stop signal. libpod answers a failed pull with 200
+    /// Pull the spec's image once, bounded by its timeout and the stop signal. libpod answers a failed pull with 200
     /// and an `error` in the streamed report.
-    async fn pull(
-        &self,
-        image: &str,
-        timeout: Duration,
-        stop: &StopSignal,
-    ) -> Result<(), PodmanError> {
+    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), PodmanError> {
+        let image = spec.image.as_str();
         let images = self.podman.images();
         let opts = PullOpts::builder().reference(image).quiet(true).build();
         let pulled = async {
@@ -76,7 +71,7 @@ impl PodmanCalls {
             }
             Ok(None)
         };
-        pull_image(image, timeout, stop, pulled, |e| self.err("pull", e)).await
+        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
     }
 
     /// What the service reports about its host (see [`HostInfo`](crate::HostInfo)).
@@ -144,7 +139,7 @@ impl EngineCalls for PodmanCalls {
         let created = match self.raw.create_container(&body).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(&spec.image, spec.timeout, stop).await?;
+                self.pull(spec, stop).await?;
                 self.raw
                     .create_container(&body)
                     .await
@@ -261,19 +256,15 @@ impl EngineCalls for PodmanCalls {
             .list(&opts)
             .await
             .map_err(|e| self.err("list", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                Some(managed_container(
-                    c.id?,
-                    c.names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default(),
-                    c.labels.as_ref(),
-                    c.state.unwrap_or_default(),
-                ))
-            })
-            .collect())
+        let containers = list.into_iter().filter_map(|c| {
+            listed_container(
+                c.id,
+                c.names,
+                c.labels.as_ref(),
+                c.state.unwrap_or_default(),
+            )
+        });
+        Ok(containers.collect())
     }
 
     async fn ensure_volume(&self, volume: &str) -> Result<(), PodmanError> {
