@@ -1,8 +1,9 @@
 //! # kat-runtime-docker
 //!
-//! kat-core's [`ContainerRuntime`] on a Docker engine, through [bollard]: the entrypoint volume, hardened plugin
-//! containers with deadlines and cancellation, removal on every path, and orphan reaping. It passes kat-core's
-//! runtime conformance suite against a real dockerd (`tests/conformance.rs`).
+//! kat-core's [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Docker engine, through
+//! [bollard]: the entrypoint volume, hardened plugin containers with deadlines and cancellation, removal on
+//! every path, and orphan reaping. It passes kat-core's runtime conformance suite against a real dockerd
+//! (`tests/conformance.rs`).
 //!
 //! ```no_run
 //! use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
@@ -62,7 +63,8 @@ pub struct DockerEngine;
 /// separately, by the runtime itself).
 const CLIENT_TIMEOUT_SECS: u64 = 120;
 
-/// A [`ContainerRuntime`] on a Docker engine. Cheap to clone; clones share the connection settings.
+/// A [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Docker engine. Cheap to clone; clones
+/// share the connection settings.
 ///
 /// ```no_run
 /// use std::collections::HashSet;

@@ -299,7 +299,8 @@ impl<E: EngineCalls> VolumeAccess for Helper<'_, E> {
 /// ```
 ///
 /// # Errors
-/// An invalid volume name ([`SpecError`]), an unreadable binary ([`LoadError`]), the engine's errors.
+/// An invalid volume name ([`SpecError`](crate::SpecError)), an unreadable binary
+/// ([`LoadError`](crate::LoadError)), the engine's errors.
 pub async fn prepare_entrypoint<E: EngineCalls>(
     engine: &E,
     binary: &EntrypointBinary,

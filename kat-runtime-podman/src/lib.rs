@@ -1,8 +1,8 @@
 //! # kat-runtime-podman
 //!
-//! kat-core's [`ContainerRuntime`] on Podman's libpod REST service, through [podman-api]: the entrypoint
-//! volume, hardened plugin containers with deadlines and cancellation, removal on every path, and orphan
-//! reaping. It passes kat-core's runtime conformance suite against a real Podman 4.3 service
+//! kat-core's [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on Podman's libpod REST service,
+//! through [podman-api]: the entrypoint volume, hardened plugin containers with deadlines and cancellation,
+//! removal on every path, and orphan reaping. It passes kat-core's runtime conformance suite against a real Podman 4.3 service
 //! (`tests/conformance.rs`), like the Docker runtime, with which it shares everything that is not
 //! engine-specific ([`kat_runtime_engine`]).
 //!
@@ -125,7 +125,8 @@ fn resolve_socket(
     }
 }
 
-/// What the service reports about its host, beyond [`Capabilities`].
+/// What the service reports about its host, beyond
+/// [`Capabilities`](kat_core::runtime::Capabilities).
 ///
 /// ```no_run
 /// # async fn demo(rt: kat_runtime_podman::PodmanRuntime) -> Result<(), kat_runtime_podman::PodmanError> {
@@ -154,7 +155,8 @@ pub struct HostInfo {
     pub oci_runtime: String,
 }
 
-/// A [`ContainerRuntime`] on a Podman service. Cheap to clone; clones share the connection settings.
+/// A [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Podman service. Cheap to clone; clones
+/// share the connection settings.
 ///
 /// ```no_run
 /// use std::collections::HashSet;
