@@ -14,9 +14,9 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use futures::StreamExt;
-use kat_core::runtime::testing::{Samples, print_medians, rotate};
 use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
 use kat_runtime_docker::DockerRuntime;
+use kat_runtime_engine::testing::{Samples, print_medians, rotate};
 
 const IMAGE: &str = "kat-busybox:latest";
 

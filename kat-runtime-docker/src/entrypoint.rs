@@ -1,6 +1,6 @@
 //! The entrypoint volume's engine calls: the volume, a helper container that is created (never started) from
-//! a tiny local image, and the archive API on it. What to write when (once per binary content) is kat-core's
-//! [`prepare_entrypoint`](kat_core::runtime::support::prepare_entrypoint).
+//! a tiny local image, and the archive API on it. What to write when (once per binary content) is kat-runtime-engine's
+//! [`prepare_entrypoint`](kat_runtime_engine::prepare_entrypoint).
 
 use std::collections::HashMap;
 
@@ -14,16 +14,16 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use kat_core::runtime::ENTRYPOINT_DIR;
-use kat_core::runtime::support::{
+use kat_runtime_engine::{
     HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
 };
 use tracing::info;
 
 use crate::error::{DockerError, server_status};
-use crate::run::Ctx;
+use crate::run::DockerCalls;
 
 /// Import [`HELPER_IMAGE`] into the engine.
-async fn import_helper_image(ctx: &Ctx) -> Result<(), DockerError> {
+async fn import_helper_image(ctx: &DockerCalls) -> Result<(), DockerError> {
     let (repo, tag) = HELPER_IMAGE
         .split_once(':')
         .unwrap_or((HELPER_IMAGE, "latest"));
@@ -46,7 +46,7 @@ async fn import_helper_image(ctx: &Ctx) -> Result<(), DockerError> {
 }
 
 /// Create the volume (idempotent in the engine), labelled like the helpers.
-pub(crate) async fn ensure_volume(ctx: &Ctx, volume: &str) -> Result<(), DockerError> {
+pub(crate) async fn ensure_volume(ctx: &DockerCalls, volume: &str) -> Result<(), DockerError> {
     ctx.docker
         .create_volume(VolumeCreateRequest {
             name: Some(volume.to_string()),
@@ -62,7 +62,7 @@ pub(crate) async fn ensure_volume(ctx: &Ctx, volume: &str) -> Result<(), DockerE
 }
 
 /// A created (never started) helper container with `volume` mounted read-write at [`ENTRYPOINT_DIR`].
-pub(crate) async fn create_helper(ctx: &Ctx, volume: &str) -> Result<String, DockerError> {
+pub(crate) async fn create_helper(ctx: &DockerCalls, volume: &str) -> Result<String, DockerError> {
     let name = container_name("kat-volume-helper");
     let body = ContainerCreateBody {
         image: Some(HELPER_IMAGE.to_string()),
@@ -106,7 +106,7 @@ pub(crate) async fn create_helper(ctx: &Ctx, volume: &str) -> Result<String, Doc
 
 /// The size and mode of `path` in `container`.
 pub(crate) async fn stat(
-    ctx: &Ctx,
+    ctx: &DockerCalls,
     container: &str,
     path: &str,
 ) -> Result<Option<(u64, u32)>, DockerError> {
@@ -126,7 +126,7 @@ pub(crate) async fn stat(
 
 /// A tar of `path` in `container`, at most `limit` bytes.
 pub(crate) async fn read_archive(
-    ctx: &Ctx,
+    ctx: &DockerCalls,
     container: &str,
     path: &str,
     limit: usize,
@@ -149,7 +149,7 @@ pub(crate) async fn read_archive(
 
 /// Extract `tar` into `dir` of `container`.
 pub(crate) async fn upload(
-    ctx: &Ctx,
+    ctx: &DockerCalls,
     container: &str,
     dir: &str,
     tar: Vec<u8>,

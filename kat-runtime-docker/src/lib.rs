@@ -1,8 +1,9 @@
 //! # kat-runtime-docker
 //!
-//! kat-core's [`ContainerRuntime`] on a Docker engine, through [bollard]: the entrypoint volume, hardened plugin
-//! containers with deadlines and cancellation, removal on every path, and orphan reaping. It passes kat-core's
-//! runtime conformance suite against a real dockerd (`tests/conformance.rs`).
+//! kat-core's [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Docker engine, through
+//! [bollard]: the entrypoint volume, hardened plugin containers with deadlines and cancellation, removal on
+//! every path, and orphan reaping. It passes kat-core's runtime conformance suite against a real dockerd
+//! (`tests/conformance.rs`).
 //!
 //! ```no_run
 //! use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
@@ -22,10 +23,11 @@
 //! the last `output_tail_bytes` of each), start, then wait for the exit, the spec's timeout or the cancellation
 //! token, whichever comes first (the last two SIGKILL the container), and remove it (force) on every path.
 //! The life of a container runs in a spawned task, so a caller that drops its future still gets the container
-//! killed and removed. That life, the entrypoint volume and reaping are kat-core's, shared with the Podman
-//! runtime ([`kat_core::runtime::support::run_container`] and its siblings, on this crate's
-//! [`EngineCalls`](kat_core::runtime::support::EngineCalls)). See `docs/runtime-docker.md` for the details
-//! and the measurements.
+//! killed and removed. That life, the entrypoint volume, reaping and the error type are kat-runtime-engine's,
+//! shared with the Podman runtime ([`EngineRuntime`] on this crate's
+//! [`EngineCalls`](kat_runtime_engine::EngineCalls), and [`RuntimeError`](kat_runtime_engine::RuntimeError)
+//! for [`DockerEngine`]); this crate holds the engine's calls, connecting, the capabilities and the reading of
+//! bollard's errors. See `docs/runtime-docker.md` for the details and the measurements.
 //!
 //! [bollard]: https://docs.rs/bollard
 
@@ -36,21 +38,14 @@ mod error;
 mod run;
 mod spec;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bollard::{API_DEFAULT_VERSION, Docker};
-use kat_core::runtime::support::{self, EngineCalls, unix_socket_from_host};
-use kat_core::runtime::{
-    CancellationToken, Capabilities, ContainerRuntime, ContainerSpec, EntrypointBinary,
-    EntrypointMount, ManagedContainer, Outcome,
-};
-use kat_core::task::TaskId;
+use kat_runtime_engine::{EngineRuntime, unix_socket_from_host};
 use tracing::info;
 
 pub use error::DockerError;
-pub use kat_core::runtime::support::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
+pub use kat_runtime_engine::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 
 /// The socket used when `DOCKER_HOST` is not set.
 ///
@@ -59,11 +54,17 @@ pub use kat_core::runtime::support::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 /// ```
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
+/// The Docker engine, as [`DockerError`] names it and reads bollard's errors: backend `docker`, socket
+/// named by `DOCKER_HOST`, an HTTP status for the engine's answers, bollard's own timeout as a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DockerEngine;
+
 /// How long bollard waits for the response headers of one API call (the task deadline is enforced
 /// separately, by the runtime itself).
 const CLIENT_TIMEOUT_SECS: u64 = 120;
 
-/// A [`ContainerRuntime`] on a Docker engine. Cheap to clone; clones share the connection settings.
+/// A [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Docker engine. Cheap to clone; clones
+/// share the connection settings.
 ///
 /// ```no_run
 /// use std::collections::HashSet;
@@ -82,11 +83,9 @@ const CLIENT_TIMEOUT_SECS: u64 = 120;
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct DockerRuntime {
-    ctx: run::Ctx,
-    /// Serializes `prepare_entrypoint` calls of this process.
-    prepare_lock: Arc<tokio::sync::Mutex<()>>,
-}
+pub struct DockerRuntime(EngineRuntime<run::DockerCalls>);
+
+kat_runtime_engine::delegate_container_runtime!(DockerRuntime, 0);
 
 impl DockerRuntime {
     /// Connect to the engine named by `DOCKER_HOST` (a unix socket: `unix:///path` or a bare path), else to
@@ -124,10 +123,10 @@ impl DockerRuntime {
     pub async fn connect_with_socket(path: &str) -> Result<Self, DockerError> {
         let path = path.strip_prefix("unix://").unwrap_or(path);
         let docker = Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| DockerError::from_bollard("connect", path, e))?
+            .map_err(|e| error::classify("connect", path, e))?
             .negotiate_version()
             .await
-            .map_err(|e| DockerError::from_bollard("version negotiation", path, e))?;
+            .map_err(|e| error::classify("version negotiation", path, e))?;
         let version = docker.client_version();
         info!(socket = path, api = %version, "connected to the Docker engine");
         Ok(Self::from_docker(docker, path))
@@ -146,13 +145,10 @@ impl DockerRuntime {
     /// # }
     /// ```
     pub fn from_docker(docker: Docker, socket: &str) -> Self {
-        DockerRuntime {
-            ctx: run::Ctx {
-                docker,
-                socket: Arc::from(socket),
-            },
-            prepare_lock: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        DockerRuntime(EngineRuntime::new(run::DockerCalls {
+            docker,
+            socket: Arc::from(socket),
+        }))
     }
 
     /// The bollard client, for what the trait does not cover.
@@ -164,7 +160,7 @@ impl DockerRuntime {
     /// # }
     /// ```
     pub fn docker(&self) -> &Docker {
-        &self.ctx.docker
+        &self.0.engine().docker
     }
 
     /// The socket this runtime talks to.
@@ -175,37 +171,7 @@ impl DockerRuntime {
     /// # }
     /// ```
     pub fn socket(&self) -> &str {
-        &self.ctx.socket
-    }
-
-    fn err(&self, op: &'static str, e: bollard::errors::Error) -> DockerError {
-        DockerError::from_bollard(op, &self.ctx.socket, e)
-    }
-
-    async fn capabilities_inner(&self) -> Result<Capabilities, DockerError> {
-        let (version, info) = tokio::join!(self.ctx.docker.version(), self.ctx.docker.info());
-        let version = version.map_err(|e| self.err("version", e))?;
-        let info = info.map_err(|e| self.err("info", e))?;
-        let security = info.security_options.unwrap_or_default();
-        let has = |name: &str| {
-            security
-                .iter()
-                .any(|o| o.split(',').any(|kv| kv == format!("name={name}")))
-        };
-        let rootless = has("rootless");
-        Ok(Capabilities {
-            name: "docker".to_string(),
-            engine_version: version
-                .version
-                .or(info.server_version)
-                .unwrap_or_else(|| "unknown".to_string()),
-            rootless,
-            user_namespaces: has("userns"),
-            pids_limit: info.pids_limit.unwrap_or(false),
-            named_volumes: true,
-            // Rootless dockerd's "host" network is the network namespace of its rootlesskit, not the host's.
-            host_network: !rootless,
-        })
+        &self.0.engine().socket
     }
 }
 
@@ -213,43 +179,10 @@ impl DockerRuntime {
 fn socket_from_env(docker_host: Option<&str>) -> Result<String, DockerError> {
     match unix_socket_from_host(docker_host) {
         Ok(socket) => Ok(socket.unwrap_or_else(|| DEFAULT_SOCKET.to_string())),
-        Err(h) => Err(DockerError::UnsupportedHost(h)),
-    }
-}
-
-#[async_trait]
-impl ContainerRuntime for DockerRuntime {
-    async fn capabilities(&self) -> kat_core::Result<Capabilities> {
-        Ok(self.capabilities_inner().await?)
-    }
-
-    async fn prepare_entrypoint(
-        &self,
-        binary: &EntrypointBinary,
-        volume: &str,
-    ) -> kat_core::Result<EntrypointMount> {
-        let _serial = self.prepare_lock.lock().await;
-        Ok(support::prepare_entrypoint(&self.ctx, binary, volume).await?)
-    }
-
-    async fn run(
-        &self,
-        spec: ContainerSpec,
-        cancel: CancellationToken,
-    ) -> kat_core::Result<Outcome> {
-        Ok(support::run_container(self.ctx.clone(), spec, cancel).await?)
-    }
-
-    async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
-        Ok(self.ctx.list_managed().await?)
-    }
-
-    async fn reap_orphans(
-        &self,
-        deployment: &str,
-        live: &HashSet<TaskId>,
-    ) -> kat_core::Result<Vec<String>> {
-        Ok(support::reap_orphans(&self.ctx, deployment, live).await?)
+        Err(value) => Err(DockerError::UnsupportedHost {
+            var: "DOCKER_HOST",
+            value,
+        }),
     }
 }
 

@@ -1,13 +1,12 @@
-//! The Docker engine's calls for kat-core's runtime written once ([`EngineCalls`]): create (pulling a missing
-//! image once), attach, start, wait, kill and remove a container, list ours, and the volume helper's archive
-//! calls (in `entrypoint.rs`).
+//! The Docker engine's calls for the runtime written once ([`EngineCalls`]): the capabilities, create
+//! (pulling a missing image once), attach, start, wait, kill and remove a container, list ours, and the volume
+//! helper's archive calls (in `entrypoint.rs`).
 //!
 //! The life of a run around these calls (attach before start, the deadline and the cancellation, removal on
-//! every path, a dropped caller included) is [`kat_core::runtime::support::run_container`].
+//! every path, a dropped caller included) is [`kat_runtime_engine::run_container`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -17,37 +16,32 @@ use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
 };
 use futures::StreamExt;
-use kat_core::runtime::support::{
-    Bounded, EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, bounded,
-    managed_container, pull_reference, remove_until_gone,
+use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
+use kat_runtime_engine::{
+    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
+    pull_image, pull_reference, remove_until_gone,
 };
-use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, ManagedContainer};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::entrypoint::{is_no_such_image, remove_options};
-use crate::error::{DockerError, server_status};
+use crate::error::{DockerError, classify, server_status};
 use crate::spec::create_body;
 
 /// The engine's calls: the client, and the socket for messages.
 #[derive(Debug, Clone)]
-pub(crate) struct Ctx {
+pub(crate) struct DockerCalls {
     pub(crate) docker: Docker,
     pub(crate) socket: Arc<str>,
 }
 
-impl Ctx {
+impl DockerCalls {
     pub(crate) fn err(&self, op: &'static str, e: bollard::errors::Error) -> DockerError {
-        DockerError::from_bollard(op, &self.socket, e)
+        classify(op, &self.socket, e)
     }
 
-    /// Pull `image` once, bounded by `timeout` and the stop signal.
-    async fn pull(
-        &self,
-        image: &str,
-        timeout: Duration,
-        stop: &StopSignal,
-    ) -> Result<(), DockerError> {
-        info!(image, "image not present locally; pulling it");
+    /// Pull the spec's image once, bounded by its timeout and the stop signal.
+    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), DockerError> {
+        let image = spec.image.as_str();
         let (from, tag) = pull_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from);
         if let Some(tag) = &tag {
@@ -58,36 +52,40 @@ impl Ctx {
             while let Some(item) = stream.next().await {
                 item?;
             }
-            Ok::<(), bollard::errors::Error>(())
+            Ok(None)
         };
-        let unavailable = |reason: String| DockerError::ImageUnavailable {
-            image: image.to_string(),
-            reason,
-        };
-        match bounded(pulled, timeout, stop).await {
-            Bounded::Done(Ok(())) => Ok(()),
-            Bounded::Done(Err(e)) => match self.err("pull", e) {
-                DockerError::Api { source, .. } => Err(unavailable(source.to_string())),
-                other => Err(other),
-            },
-            Bounded::TimedOut => Err(unavailable(format!(
-                "the pull did not finish within {timeout:?}"
-            ))),
-            Bounded::Stopped => Err(DockerError::Cancelled),
-        }
+        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
     }
 }
 
 #[async_trait]
-impl EngineCalls for Ctx {
+impl EngineCalls for DockerCalls {
     type Error = DockerError;
 
-    fn cancelled(&self) -> DockerError {
-        DockerError::Cancelled
-    }
-
-    fn unexpected(&self, op: &'static str, message: String) -> DockerError {
-        DockerError::Unexpected { op, message }
+    async fn capabilities(&self) -> Result<Capabilities, DockerError> {
+        let (version, info) = tokio::join!(self.docker.version(), self.docker.info());
+        let version = version.map_err(|e| self.err("version", e))?;
+        let info = info.map_err(|e| self.err("info", e))?;
+        let security = info.security_options.unwrap_or_default();
+        let has = |name: &str| {
+            security
+                .iter()
+                .any(|o| o.split(',').any(|kv| kv == format!("name={name}")))
+        };
+        let rootless = has("rootless");
+        Ok(Capabilities {
+            name: "docker".to_string(),
+            engine_version: version
+                .version
+                .or(info.server_version)
+                .unwrap_or_else(|| "unknown".to_string()),
+            rootless,
+            user_namespaces: has("userns"),
+            pids_limit: info.pids_limit.unwrap_or(false),
+            named_volumes: true,
+            // Rootless dockerd's "host" network is the network namespace of its rootlesskit, not the host's.
+            host_network: !rootless,
+        })
     }
 
     async fn create(
@@ -101,7 +99,7 @@ impl EngineCalls for Ctx {
         let created = match self.docker.create_container(options(), body.clone()).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(&spec.image, spec.timeout, stop).await?;
+                self.pull(spec, stop).await?;
                 self.docker
                     .create_container(options(), body)
                     .await
@@ -216,14 +214,8 @@ impl EngineCalls for Ctx {
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                Some(managed_container(
-                    c.id?,
-                    c.names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default(),
-                    c.labels.as_ref(),
-                    c.state.map(|s| s.to_string()).unwrap_or_default(),
-                ))
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                listed_container(c.id, c.names, c.labels.as_ref(), state)
             })
             .collect())
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
 };
-use kat_core::runtime::support::{check_spec, container_labels, tmpfs_options};
 use kat_core::runtime::{ContainerSpec, ENTRYPOINT_DIR, ENTRYPOINT_PATH};
+use kat_runtime_engine::{check_spec, container_labels, tmpfs_options};
 
 use crate::error::DockerError;
 
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn hardened_defaults_reach_the_host_config() {
-        let spec = kat_core::runtime::testing::sample_spec();
+        let spec = kat_runtime_engine::testing::sample_spec();
         let body = create_body(&spec).expect("valid spec");
         assert_eq!(body.cmd, Some(vec!["echo".into(), "hi".into()]));
         assert_eq!(body.entrypoint, Some(vec![ENTRYPOINT_PATH.to_string()]));

@@ -1,6 +1,6 @@
 //! Docker-specific behaviour beyond the shared conformance suite, against the real dockerd: what the engine
 //! itself records about our containers (inspect) and the reported capabilities against `docker info`, plus
-//! the engine-agnostic cases of `kat_core::runtime::testing` (names, start failures, bad inputs,
+//! the engine-agnostic cases of `kat_runtime_engine::testing` (names, start failures, bad inputs,
 //! pre-cancelled runs, 8 MB per stream drained, a few MB per stream arriving whole).
 //!
 //! Needs `scripts/engines.sh docker && scripts/test-images.sh` (see `tests/common`).
@@ -9,10 +9,10 @@ mod common;
 
 use bollard::query_parameters::InspectContainerOptions;
 use common::{IMAGE, runtime};
-use kat_core::runtime::testing::InspectCase;
 use kat_core::runtime::{ContainerRuntime, LABEL_MANAGED, LABEL_TASK};
+use kat_runtime_engine::testing::InspectCase;
 
-kat_core::runtime_extra_tests!(common::runtime, common::IMAGE);
+kat_runtime_engine::runtime_extra_tests!(common::runtime, common::IMAGE);
 
 /// The engine records the hardened host config, our labels and the read-only entrypoint mount.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

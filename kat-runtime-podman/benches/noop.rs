@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use kat_core::runtime::testing::{Samples, print_medians, rotate};
 use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
+use kat_runtime_engine::testing::{Samples, print_medians, rotate};
 use kat_runtime_podman::PodmanRuntime;
 use podman_api::models::Namespace;
 use podman_api::opts::{ContainerCreateOpts, ContainerDeleteOpts, ContainerWaitOpts};

@@ -1,10 +1,10 @@
 //! The entrypoint volume's service calls: the volume, a helper container that is created (never started)
 //! from a tiny local image, and reading an archive from it. What to write when (once per binary content) is
-//! kat-core's [`prepare_entrypoint`](kat_core::runtime::support::prepare_entrypoint).
+//! kat-runtime-engine's [`prepare_entrypoint`](kat_runtime_engine::prepare_entrypoint).
 
 use futures::StreamExt;
 use kat_core::runtime::ENTRYPOINT_DIR;
-use kat_core::runtime::support::{
+use kat_runtime_engine::{
     HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
 };
 use podman_api::opts::{ImageImportOpts, VolumeCreateOpts};
@@ -12,10 +12,10 @@ use serde_json::json;
 use tracing::info;
 
 use crate::error::{PodmanError, status};
-use crate::run::{Ctx, is_no_such_image};
+use crate::run::{PodmanCalls, is_no_such_image};
 
 /// Import [`HELPER_IMAGE`] into the service's image store.
-async fn import_helper_image(ctx: &Ctx) -> Result<(), PodmanError> {
+async fn import_helper_image(ctx: &PodmanCalls) -> Result<(), PodmanError> {
     let tar = helper_image_tar().map_err(|e| PodmanError::Unexpected {
         op: "building the helper image",
         message: e.to_string(),
@@ -40,7 +40,7 @@ async fn import_helper_image(ctx: &Ctx) -> Result<(), PodmanError> {
 }
 
 /// Create `volume` unless it exists, labelled like the helpers.
-pub(crate) async fn ensure_volume(ctx: &Ctx, volume: &str) -> Result<(), PodmanError> {
+pub(crate) async fn ensure_volume(ctx: &PodmanCalls, volume: &str) -> Result<(), PodmanError> {
     let volumes = ctx.podman.volumes();
     if volumes
         .get(volume)
@@ -63,7 +63,7 @@ pub(crate) async fn ensure_volume(ctx: &Ctx, volume: &str) -> Result<(), PodmanE
 }
 
 /// A created (never started) helper container with `volume` mounted read-write at [`ENTRYPOINT_DIR`].
-pub(crate) async fn create_helper(ctx: &Ctx, volume: &str) -> Result<String, PodmanError> {
+pub(crate) async fn create_helper(ctx: &PodmanCalls, volume: &str) -> Result<String, PodmanError> {
     let body = json!({
         "name": container_name("kat-volume-helper"),
         "image": HELPER_IMAGE,
@@ -88,7 +88,7 @@ pub(crate) async fn create_helper(ctx: &Ctx, volume: &str) -> Result<String, Pod
 
 /// A tar of `path` in `container`, at most `limit` bytes.
 pub(crate) async fn read_archive(
-    ctx: &Ctx,
+    ctx: &PodmanCalls,
     container: &str,
     path: &str,
     limit: usize,

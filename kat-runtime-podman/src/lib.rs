@@ -1,10 +1,10 @@
 //! # kat-runtime-podman
 //!
-//! kat-core's [`ContainerRuntime`] on Podman's libpod REST service, through [podman-api]: the entrypoint
-//! volume, hardened plugin containers with deadlines and cancellation, removal on every path, and orphan
-//! reaping. It passes kat-core's runtime conformance suite against a real Podman 4.3 service
+//! kat-core's [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on Podman's libpod REST service,
+//! through [podman-api]: the entrypoint volume, hardened plugin containers with deadlines and cancellation,
+//! removal on every path, and orphan reaping. It passes kat-core's runtime conformance suite against a real Podman 4.3 service
 //! (`tests/conformance.rs`), like the Docker runtime, with which it shares everything that is not
-//! engine-specific ([`kat_core::runtime::support`]).
+//! engine-specific ([`kat_runtime_engine`]).
 //!
 //! ```no_run
 //! use kat_core::runtime::{CancellationToken, ContainerRuntime, ContainerSpec};
@@ -27,9 +27,10 @@
 //! docker-compatible `logs --follow` truncates output and is not used), start, then wait for the exit, the
 //! spec's timeout or the cancellation token, whichever comes first (the last two SIGKILL the container), read
 //! the exit code from libpod's wait, and remove the container (force) on every path. That life, the
-//! entrypoint volume and reaping are kat-core's ([`kat_core::runtime::support::run_container`] and its
-//! siblings), on this crate's [`EngineCalls`](kat_core::runtime::support::EngineCalls). See
-//! `docs/runtime-podman.md` for the details and the measurements.
+//! entrypoint volume, reaping and the error type are kat-runtime-engine's ([`EngineRuntime`] on this crate's
+//! [`EngineCalls`](kat_runtime_engine::EngineCalls), and [`RuntimeError`](kat_runtime_engine::RuntimeError)
+//! for [`PodmanEngine`]); this crate holds the service's calls, connecting, the capabilities and the reading
+//! of podman-api's errors. See `docs/runtime-podman.md` for the details and the measurements.
 //!
 //! [podman-api]: https://docs.rs/podman-api
 
@@ -41,23 +42,22 @@ mod error;
 mod run;
 mod spec;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use kat_core::runtime::support::{self, EngineCalls, unix_socket_from_host};
-use kat_core::runtime::{
-    CancellationToken, Capabilities, ContainerRuntime, ContainerSpec, EntrypointBinary,
-    EntrypointMount, ManagedContainer, Outcome,
-};
-use kat_core::task::TaskId;
+use kat_runtime_engine::{EngineRuntime, unix_socket_from_host};
 use podman_api::{ApiVersion, LATEST_API_VERSION, Podman};
 use tracing::info;
 
 pub use error::PodmanError;
-pub use kat_core::runtime::support::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
+pub use kat_runtime_engine::{HELPER_IMAGE, LABEL_HELPER, MARKER_FILE};
 pub use spec::Ulimits;
+
+/// The Podman service, as [`PodmanError`] names it and reads podman-api's errors: backend `podman`, socket
+/// named by `CONTAINER_HOST`, an HTTP status for the service's answers, and the whole chain of sources in
+/// messages (podman-api's own text is often just "error 500 - ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodmanEngine;
 
 /// The socket `scripts/engines.sh podman` starts the service on, tried first when `CONTAINER_HOST` is not
 /// set.
@@ -105,7 +105,10 @@ fn resolve_socket(
 ) -> Result<String, PodmanError> {
     match unix_socket_from_host(container_host) {
         Ok(Some(socket)) => Ok(socket),
-        Err(host) => Err(PodmanError::UnsupportedHost(host)),
+        Err(value) => Err(PodmanError::UnsupportedHost {
+            var: "CONTAINER_HOST",
+            value,
+        }),
         Ok(None) => {
             let candidates = socket_candidates(xdg_runtime_dir);
             match candidates.iter().find(|c| exists(c)) {
@@ -122,7 +125,8 @@ fn resolve_socket(
     }
 }
 
-/// What the service reports about its host, beyond [`Capabilities`].
+/// What the service reports about its host, beyond
+/// [`Capabilities`](kat_core::runtime::Capabilities).
 ///
 /// ```no_run
 /// # async fn demo(rt: kat_runtime_podman::PodmanRuntime) -> Result<(), kat_runtime_podman::PodmanError> {
@@ -151,7 +155,8 @@ pub struct HostInfo {
     pub oci_runtime: String,
 }
 
-/// A [`ContainerRuntime`] on a Podman service. Cheap to clone; clones share the connection settings.
+/// A [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) on a Podman service. Cheap to clone; clones
+/// share the connection settings.
 ///
 /// ```no_run
 /// use std::collections::HashSet;
@@ -170,12 +175,9 @@ pub struct HostInfo {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PodmanRuntime {
-    ctx: run::Ctx,
-    api_version: String,
-    /// Serializes `prepare_entrypoint` calls of this process.
-    prepare_lock: Arc<tokio::sync::Mutex<()>>,
-}
+pub struct PodmanRuntime(EngineRuntime<run::PodmanCalls>);
+
+kat_runtime_engine::delegate_container_runtime!(PodmanRuntime, 0);
 
 impl PodmanRuntime {
     /// Connect to the service named by `CONTAINER_HOST` (a unix socket: `unix:///path` or a bare path), else
@@ -193,7 +195,7 @@ impl PodmanRuntime {
     /// # Errors
     /// [`PodmanError::Unreachable`] when no socket exists or nothing answers (its message shows how to start
     /// the service), [`PodmanError::PermissionDenied`] when this user may not use the socket,
-    /// [`PodmanError::NotPodman`] when something else answers, [`PodmanError::UnsupportedHost`] for a
+    /// [`PodmanError::NotTheEngine`] when something else answers, [`PodmanError::UnsupportedHost`] for a
     /// `CONTAINER_HOST` that is not a unix socket.
     pub async fn connect() -> Result<Self, PodmanError> {
         let socket = resolve_socket(
@@ -225,8 +227,8 @@ impl PodmanRuntime {
             });
         }
         let ping = Podman::unix(path).ping().await.map_err(|e| {
-            match PodmanError::from_api("ping", path, e) {
-                PodmanError::Api { source, .. } => PodmanError::NotPodman {
+            match error::classify("ping", path, e) {
+                PodmanError::Api { source, .. } => PodmanError::NotTheEngine {
                     socket: path.to_string(),
                     reason: source.to_string(),
                 },
@@ -236,7 +238,7 @@ impl PodmanRuntime {
         let server: ApiVersion =
             ping.libpod_api_version
                 .parse()
-                .map_err(|e| PodmanError::NotPodman {
+                .map_err(|e| PodmanError::NotTheEngine {
                     socket: path.to_string(),
                     reason: format!("Libpod-Api-Version {:?}: {e}", ping.libpod_api_version),
                 })?;
@@ -246,16 +248,13 @@ impl PodmanRuntime {
             LATEST_API_VERSION
         };
         info!(socket = path, api = %version, server = %server, "connected to the Podman service");
-        Ok(PodmanRuntime {
-            ctx: run::Ctx {
-                podman: Podman::unix_versioned(path, version),
-                raw: api::Raw::new(path.into(), version.to_string()),
-                socket: Arc::from(path),
-                ulimits: Ulimits::default().within_current(),
-            },
-            api_version: version.to_string(),
-            prepare_lock: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        Ok(PodmanRuntime(EngineRuntime::new(run::PodmanCalls {
+            podman: Podman::unix_versioned(path, version),
+            raw: api::Raw::new(path.into(), version.to_string()),
+            socket: Arc::from(path),
+            api_version: Arc::from(version.to_string()),
+            ulimits: Ulimits::default().within_current(),
+        })))
     }
 
     /// The same runtime giving containers `ulimits` (lowered to this process's hard limits, see
@@ -270,7 +269,7 @@ impl PodmanRuntime {
     /// # }
     /// ```
     pub fn with_ulimits(mut self, ulimits: Ulimits) -> Self {
-        self.ctx.ulimits = ulimits.within_current();
+        self.0.engine_mut().ulimits = ulimits.within_current();
         self
     }
 
@@ -282,7 +281,7 @@ impl PodmanRuntime {
     /// # }
     /// ```
     pub fn ulimits(&self) -> Ulimits {
-        self.ctx.ulimits
+        self.0.engine().ulimits
     }
 
     /// The podman-api client, for what the trait does not cover.
@@ -294,7 +293,7 @@ impl PodmanRuntime {
     /// # }
     /// ```
     pub fn podman(&self) -> &Podman {
-        &self.ctx.podman
+        &self.0.engine().podman
     }
 
     /// The socket this runtime talks to.
@@ -305,7 +304,7 @@ impl PodmanRuntime {
     /// # }
     /// ```
     pub fn socket(&self) -> &str {
-        &self.ctx.socket
+        &self.0.engine().socket
     }
 
     /// The libpod API version in use (`4.3.1`).
@@ -316,7 +315,7 @@ impl PodmanRuntime {
     /// # }
     /// ```
     pub fn api_version(&self) -> &str {
-        &self.api_version
+        &self.0.engine().api_version
     }
 
     /// What the service reports about its host: cgroup version and manager, controllers, OCI runtime,
@@ -332,93 +331,7 @@ impl PodmanRuntime {
     /// # Errors
     /// When the service does not answer.
     pub async fn host_info(&self) -> Result<HostInfo, PodmanError> {
-        let info = self
-            .ctx
-            .podman
-            .info()
-            .await
-            .map_err(|e| self.ctx.err("info", e))?;
-        let host = info.host.ok_or_else(|| PodmanError::Unexpected {
-            op: "info",
-            message: "no host section".into(),
-        })?;
-        let rootless = host
-            .security
-            .as_ref()
-            .and_then(|s| s.rootless)
-            .unwrap_or(false);
-        let uid_map = host
-            .id_mappings
-            .as_ref()
-            .and_then(|m| m.uidmap.as_ref())
-            .is_some_and(|m| !m.is_empty());
-        let cgroup_version = host.cgroup_version.unwrap_or_default();
-        let cgroup_controllers = host.cgroup_controllers.unwrap_or_default();
-        let pids_limit =
-            cgroup_controllers.iter().any(|c| c == "pids") && !(rootless && cgroup_version == "v1");
-        Ok(HostInfo {
-            version: info
-                .version
-                .and_then(|v| v.version)
-                .unwrap_or_else(|| "unknown".to_string()),
-            rootless,
-            user_namespaces: rootless || uid_map,
-            cgroup_version,
-            cgroup_manager: host.cgroup_manager.unwrap_or_default(),
-            cgroup_controllers,
-            pids_limit,
-            oci_runtime: host.oci_runtime.and_then(|r| r.name).unwrap_or_default(),
-        })
-    }
-
-    async fn capabilities_inner(&self) -> Result<Capabilities, PodmanError> {
-        let host = self.host_info().await?;
-        Ok(Capabilities {
-            name: "podman".to_string(),
-            engine_version: host.version,
-            rootless: host.rootless,
-            user_namespaces: host.user_namespaces,
-            pids_limit: host.pids_limit,
-            named_volumes: true,
-            // Rootless Podman's host network is the host's own network namespace (unlike rootless dockerd's).
-            host_network: true,
-        })
-    }
-}
-
-#[async_trait]
-impl ContainerRuntime for PodmanRuntime {
-    async fn capabilities(&self) -> kat_core::Result<Capabilities> {
-        Ok(self.capabilities_inner().await?)
-    }
-
-    async fn prepare_entrypoint(
-        &self,
-        binary: &EntrypointBinary,
-        volume: &str,
-    ) -> kat_core::Result<EntrypointMount> {
-        let _serial = self.prepare_lock.lock().await;
-        Ok(support::prepare_entrypoint(&self.ctx, binary, volume).await?)
-    }
-
-    async fn run(
-        &self,
-        spec: ContainerSpec,
-        cancel: CancellationToken,
-    ) -> kat_core::Result<Outcome> {
-        Ok(support::run_container(self.ctx.clone(), spec, cancel).await?)
-    }
-
-    async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
-        Ok(self.ctx.list_managed().await?)
-    }
-
-    async fn reap_orphans(
-        &self,
-        deployment: &str,
-        live: &HashSet<TaskId>,
-    ) -> kat_core::Result<Vec<String>> {
-        Ok(support::reap_orphans(&self.ctx, deployment, live).await?)
+        self.0.engine().host_info().await
     }
 }
 

@@ -1,47 +1,48 @@
-//! The Podman service's calls for kat-core's runtime written once ([`EngineCalls`]): create (pulling a
-//! missing image once), attach, start, wait, kill and remove a container, list ours, and the volume helper's
-//! archive calls (in `entrypoint.rs`).
+//! The Podman service's calls for the runtime written once ([`EngineCalls`]): the capabilities, create
+//! (pulling a missing image once), attach, start, wait, kill and remove a container, list ours, and the volume
+//! helper's archive calls (in `entrypoint.rs`).
 //!
 //! The life of a run around these calls (attach before start, the deadline and the cancellation, removal on
-//! every path, a dropped caller included) is [`kat_core::runtime::support::run_container`], the same as the
+//! every path, a dropped caller included) is [`kat_runtime_engine::run_container`], the same as the
 //! Docker runtime's. Podman specifics: libpod's attach (before the start) initialises the container
 //! (`runc create`), so the start that follows only runs it; the exit code comes from libpod's wait, polled
 //! every [`WAIT_INTERVAL`] instead of the default 250 ms; force removal uses a stop timeout of 0 (SIGKILL at
 //! once, not SIGTERM and 10 s).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use kat_core::runtime::support::{
-    Bounded, EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, bounded,
-    managed_container, remove_until_gone,
+use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
+use kat_runtime_engine::{
+    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
+    pull_image, remove_until_gone,
 };
-use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
 use podman_api::opts::{
     ContainerAttachOpts, ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, PullOpts,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use crate::HostInfo;
 use crate::api::Raw;
-use crate::error::{PodmanError, status};
+use crate::error::{PodmanError, classify, status};
 use crate::spec::{Ulimits, create_body};
 
 /// How often libpod's wait polls the container's state (its default, 250 ms, would add that much to
 /// every run).
 pub(crate) const WAIT_INTERVAL: &str = "10ms";
 
-/// The service's calls: the podman-api client, the raw libpod client, the socket for messages, and the
-/// ulimits containers get.
+/// The service's calls: the podman-api client, the raw libpod client, the socket for messages, the libpod
+/// API version in use, and the ulimits containers get.
 #[derive(Debug, Clone)]
-pub(crate) struct Ctx {
+pub(crate) struct PodmanCalls {
     pub(crate) podman: Podman,
     pub(crate) raw: Raw,
     pub(crate) socket: Arc<str>,
+    pub(crate) api_version: Arc<str>,
     pub(crate) ulimits: Ulimits,
 }
 
@@ -50,20 +51,15 @@ pub(crate) fn is_no_such_image(e: &podman_api::Error) -> bool {
     matches!(status(e), Some((404 | 500, m)) if m.contains("image not known") || m.contains("no such image"))
 }
 
-impl Ctx {
+impl PodmanCalls {
     pub(crate) fn err(&self, op: &'static str, e: podman_api::Error) -> PodmanError {
-        PodmanError::from_api(op, &self.socket, e)
+        classify(op, &self.socket, e)
     }
 
-    /// Pull `image` once, bounded by `timeout` and the stop signal. libpod answers a failed pull with 200
+    /// Pull the spec's image once, bounded by its timeout and the stop signal. libpod answers a failed pull with 200
     /// and an `error` in the streamed report.
-    async fn pull(
-        &self,
-        image: &str,
-        timeout: Duration,
-        stop: &StopSignal,
-    ) -> Result<(), PodmanError> {
-        info!(image, "image not present locally; pulling it");
+    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), PodmanError> {
+        let image = spec.image.as_str();
         let images = self.podman.images();
         let opts = PullOpts::builder().reference(image).quiet(true).build();
         let pulled = async {
@@ -73,37 +69,64 @@ impl Ctx {
                     return Ok(Some(error));
                 }
             }
-            Ok::<_, podman_api::Error>(None)
+            Ok(None)
         };
-        let unavailable = |reason: String| PodmanError::ImageUnavailable {
-            image: image.to_string(),
-            reason,
-        };
-        match bounded(pulled, timeout, stop).await {
-            Bounded::Done(Ok(None)) => Ok(()),
-            Bounded::Done(Ok(Some(error))) => Err(unavailable(error)),
-            Bounded::Done(Err(e)) => match self.err("pull", e) {
-                PodmanError::Api { source, .. } => Err(unavailable(source.to_string())),
-                other => Err(other),
-            },
-            Bounded::TimedOut => Err(unavailable(format!(
-                "the pull did not finish within {timeout:?}"
-            ))),
-            Bounded::Stopped => Err(PodmanError::Cancelled),
-        }
+        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
+    }
+
+    /// What the service reports about its host (see [`HostInfo`](crate::HostInfo)).
+    pub(crate) async fn host_info(&self) -> Result<HostInfo, PodmanError> {
+        let info = self.podman.info().await.map_err(|e| self.err("info", e))?;
+        let host = info.host.ok_or_else(|| PodmanError::Unexpected {
+            op: "info",
+            message: "no host section".into(),
+        })?;
+        let rootless = host
+            .security
+            .as_ref()
+            .and_then(|s| s.rootless)
+            .unwrap_or(false);
+        let uid_map = host
+            .id_mappings
+            .as_ref()
+            .and_then(|m| m.uidmap.as_ref())
+            .is_some_and(|m| !m.is_empty());
+        let cgroup_version = host.cgroup_version.unwrap_or_default();
+        let cgroup_controllers = host.cgroup_controllers.unwrap_or_default();
+        let pids_limit =
+            cgroup_controllers.iter().any(|c| c == "pids") && !(rootless && cgroup_version == "v1");
+        Ok(HostInfo {
+            version: info
+                .version
+                .and_then(|v| v.version)
+                .unwrap_or_else(|| "unknown".to_string()),
+            rootless,
+            user_namespaces: rootless || uid_map,
+            cgroup_version,
+            cgroup_manager: host.cgroup_manager.unwrap_or_default(),
+            cgroup_controllers,
+            pids_limit,
+            oci_runtime: host.oci_runtime.and_then(|r| r.name).unwrap_or_default(),
+        })
     }
 }
 
 #[async_trait]
-impl EngineCalls for Ctx {
+impl EngineCalls for PodmanCalls {
     type Error = PodmanError;
 
-    fn cancelled(&self) -> PodmanError {
-        PodmanError::Cancelled
-    }
-
-    fn unexpected(&self, op: &'static str, message: String) -> PodmanError {
-        PodmanError::Unexpected { op, message }
+    async fn capabilities(&self) -> Result<Capabilities, PodmanError> {
+        let host = self.host_info().await?;
+        Ok(Capabilities {
+            name: "podman".to_string(),
+            engine_version: host.version,
+            rootless: host.rootless,
+            user_namespaces: host.user_namespaces,
+            pids_limit: host.pids_limit,
+            named_volumes: true,
+            // Rootless Podman's host network is the host's own network namespace (unlike rootless dockerd's).
+            host_network: true,
+        })
     }
 
     async fn create(
@@ -116,7 +139,7 @@ impl EngineCalls for Ctx {
         let created = match self.raw.create_container(&body).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(&spec.image, spec.timeout, stop).await?;
+                self.pull(spec, stop).await?;
                 self.raw
                     .create_container(&body)
                     .await
@@ -233,19 +256,15 @@ impl EngineCalls for Ctx {
             .list(&opts)
             .await
             .map_err(|e| self.err("list", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                Some(managed_container(
-                    c.id?,
-                    c.names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default(),
-                    c.labels.as_ref(),
-                    c.state.unwrap_or_default(),
-                ))
-            })
-            .collect())
+        let containers = list.into_iter().filter_map(|c| {
+            listed_container(
+                c.id,
+                c.names,
+                c.labels.as_ref(),
+                c.state.unwrap_or_default(),
+            )
+        });
+        Ok(containers.collect())
     }
 
     async fn ensure_volume(&self, volume: &str) -> Result<(), PodmanError> {

@@ -1,8 +1,8 @@
 //! Turning a [`ContainerSpec`] into a libpod SpecGenerator (pure functions, unit-tested), and the ulimits
 //! containers get.
 
-use kat_core::runtime::support::{check_spec, container_labels, tmpfs_options};
 use kat_core::runtime::{ContainerSpec, ENTRYPOINT_DIR, ENTRYPOINT_PATH, NetworkMode};
+use kat_runtime_engine::{check_spec, container_labels, tmpfs_options};
 use serde_json::{Value, json};
 
 use crate::error::PodmanError;
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn hardened_defaults_reach_the_spec_generator() {
-        let spec = kat_core::runtime::testing::sample_spec();
+        let spec = kat_runtime_engine::testing::sample_spec();
         let b = create_body(&spec, "t-1", Ulimits::default()).expect("valid spec");
         assert_eq!(b["name"], "t-1");
         assert_eq!(b["image"], "kat-busybox:latest");

@@ -1,7 +1,7 @@
 //! Podman-specific behaviour beyond the shared conformance suite, against the real Podman service: what the
 //! service itself records about our containers (inspect), the reported capabilities against `podman info`,
 //! exit codes from libpod's wait, the ulimits containers get, the volume helper, plus the engine-agnostic
-//! cases of `kat_core::runtime::testing` (names, start failures, bad inputs, pre-cancelled runs, 8 MB per
+//! cases of `kat_runtime_engine::testing` (names, start failures, bad inputs, pre-cancelled runs, 8 MB per
 //! stream drained, a few MB per stream arriving whole).
 //!
 //! Needs `eval "$(scripts/engines.sh podman)" && scripts/test-images.sh` (see `tests/common`).
@@ -11,14 +11,14 @@ mod common;
 use std::time::Duration;
 
 use common::{IMAGE, runtime};
-use kat_core::runtime::testing::{InspectCase, container_of, task_spec};
 use kat_core::runtime::{
     CancellationToken, ContainerRuntime, EndReason, EntrypointBinary, LABEL_MANAGED, LABEL_TASK,
 };
+use kat_runtime_engine::testing::{InspectCase, container_of, task_spec};
 use kat_runtime_podman::{LABEL_HELPER, PodmanRuntime, Ulimits};
 use podman_api::opts::{ContainerListFilter, ContainerListOpts};
 
-kat_core::runtime_extra_tests!(common::runtime, common::IMAGE);
+kat_runtime_engine::runtime_extra_tests!(common::runtime, common::IMAGE);
 
 /// The service records the hardened config, our labels, ulimits and the read-only entrypoint volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,10 @@
 //! container carries a fresh task id, "left behind" is checked per task, each entrypoint case uses its own
 //! volume (`<volume>-ro`, `<volume>-idem`, and `<volume>` itself for the real entrypoint), and the reaping
 //! case counts every other managed container it finds as live.
+//!
+//! A runtime crate's `tests/conformance.rs` gets one test per case from
+//! [`runtime_conformance_tests!`](crate::runtime_conformance_tests); when the engine is missing the tests
+//! fail in CI and are skipped loudly elsewhere ([`unavailable`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -78,6 +82,115 @@ impl RuntimeFixture {
         self.entrypoint = Some(binary);
         self
     }
+}
+
+/// Whether `CI` is set (to anything but the empty string).
+///
+/// ```
+/// let _ = kat_core::conformance::runtime::in_ci();
+/// ```
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A test's engine, image or binary is missing: panic when `CI` is set, else print why the test is skipped.
+/// `setup` says what to run first.
+///
+/// ```
+/// # if !kat_core::conformance::runtime::in_ci() {
+/// kat_core::conformance::runtime::unavailable("no engine", "run scripts/engines.sh first");
+/// # }
+/// ```
+///
+/// # Panics
+/// When `CI` is set.
+pub fn unavailable(what: &str, setup: &str) {
+    if in_ci() {
+        panic!("{what}; {setup}");
+    }
+    eprintln!("SKIPPED (no CI): {what}; {setup}");
+}
+
+/// One `#[tokio::test]` per case of this module, plus the real entrypoint case and
+/// `run_all`, for a runtime crate's `tests/conformance.rs`.
+///
+/// - `$runtime`: an `async fn() -> Option<R>` giving the runtime on the real engine (with the test image
+///   present), or `None` after [`unavailable`] (skip outside CI);
+/// - `$fixture`: a `fn() -> RuntimeFixture` (kat-runtime-engine's `testing::fixture` builds one with the
+///   static entrypoint when it is built); the entrypoint case requires its binary and calls [`unavailable`]
+///   when it is missing.
+///
+/// ```no_run
+/// # use std::collections::HashSet;
+/// # use kat_core::runtime::*;
+/// # #[derive(Debug)]
+/// # pub struct MyRuntime;
+/// # #[async_trait::async_trait]
+/// # impl ContainerRuntime for MyRuntime {
+/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
+/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
+/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
+/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
+/// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
+/// # }
+/// // tests/common/mod.rs of a runtime crate:
+/// mod common {
+///     pub const IMAGE: &str = "kat-busybox:latest";
+///     /// The runtime on the real engine, or `None` after `unavailable` (skip outside CI).
+///     pub async fn runtime() -> Option<super::MyRuntime> {
+///         Some(super::MyRuntime)
+///     }
+///     pub fn fixture() -> kat_core::conformance::runtime::RuntimeFixture {
+///         kat_core::conformance::runtime::RuntimeFixture::new(IMAGE, "kat-test-entrypoint")
+///     }
+/// }
+/// // tests/conformance.rs:
+/// kat_core::runtime_conformance_tests!(common::runtime, common::fixture);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! runtime_conformance_tests {
+    ($runtime:path, $fixture:path) => {
+        $crate::runtime_conformance_tests!(@cases $runtime, $fixture;
+            capabilities_are_reported,
+            echo_and_exit_codes,
+            stdout_stderr_and_bounded_tails,
+            env_and_argv_round_trip,
+            entrypoint_volume_read_only,
+            prepare_entrypoint_idempotent,
+            deadline_kills,
+            cancellation_kills,
+            missing_image_fails_fast,
+            hardening_from_inside,
+            reap_orphans_removes_only_orphans,
+            dropped_future_still_removes,
+            run_all,
+        );
+
+        /// The real static kat-entrypoint runs from the read-only volume in pass-through mode.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn entrypoint_pass_through() {
+            let Some(rt) = $runtime().await else { return };
+            let fx = $fixture();
+            if fx.entrypoint.is_none() {
+                $crate::conformance::runtime::unavailable(
+                    "the static kat-entrypoint is not built",
+                    "run scripts/build-entrypoint.sh (or set KAT_ENTRYPOINT_BIN)",
+                );
+                return;
+            }
+            $crate::conformance::runtime::entrypoint_pass_through(&rt, &fx).await;
+        }
+    };
+    (@cases $runtime:path, $fixture:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(rt) = $runtime().await else { return };
+                $crate::conformance::runtime::$case(&rt, &$fixture()).await;
+            }
+        )*
+    };
 }
 
 /// How long a container may take to disappear after its run ended, was cancelled or was abandoned.

@@ -1,9 +1,9 @@
 //! The container runtime contract: run one plugin container to completion, hardened, bounded in time,
 //! cancellable, and always removed afterwards.
 //!
-//! Implementations: `kat-runtime-docker` (bollard) and `kat-runtime-podman` (podman-api). The
-//! conformance suite (`conformance::runtime`, feature `conformance`) holds every implementation to the
-//! same behaviour against a real engine, and [`support`] holds the engine-independent parts they share.
+//! Implementations: `kat-runtime-docker` (bollard) and `kat-runtime-podman` (podman-api), both written on
+//! the generic engine runtime of `kat-runtime-engine`. The conformance suite (`conformance::runtime`,
+//! feature `conformance`) holds every implementation to the same behaviour against a real engine.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -16,10 +16,6 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 use crate::task::TaskId;
-
-pub mod support;
-#[cfg(feature = "conformance")]
-pub mod testing;
 
 /// Label on every container kat-rs creates; its value is always `true`.
 pub const LABEL_MANAGED: &str = "kat.managed";

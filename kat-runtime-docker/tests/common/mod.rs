@@ -3,8 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use kat_core::conformance::runtime::RuntimeFixture;
-use kat_core::runtime::testing;
 use kat_runtime_docker::DockerRuntime;
+use kat_runtime_engine::testing;
 
 /// The local test image built by `scripts/test-images.sh`.
 pub const IMAGE: &str = "kat-busybox:latest";

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use kat_core::conformance::runtime::RuntimeFixture;
-use kat_core::runtime::testing;
+use kat_runtime_engine::testing;
 use kat_runtime_podman::PodmanRuntime;
 
 /// The local test image built by `scripts/test-images.sh` (imported into Podman's own store too).

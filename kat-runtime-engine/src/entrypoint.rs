@@ -8,7 +8,7 @@
 //! [`sync_entrypoint`]: it stats `/plugin/entrypoint`, reads `/plugin/entrypoint.sha256`, and uploads
 //! [`EntrypointPayload::archive`] only when the volume holds something else. Then remove the helper.
 //!
-//! [`prepare_entrypoint`]: crate::runtime::ContainerRuntime::prepare_entrypoint
+//! [`prepare_entrypoint`]: kat_core::runtime::ContainerRuntime::prepare_entrypoint
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,33 +17,33 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use crate::runtime::{ENTRYPOINT_DIR, EntrypointBinary};
+use kat_core::runtime::{ENTRYPOINT_DIR, EntrypointBinary};
 
 /// The local image the volume helper containers are created from: one text file, imported `FROM scratch`, so
 /// that no registry and no test image is needed. The tag is its recipe version.
 ///
 /// ```
-/// assert_eq!(kat_core::runtime::support::HELPER_IMAGE, "kat-volume-helper:1");
+/// assert_eq!(kat_runtime_engine::HELPER_IMAGE, "kat-volume-helper:1");
 /// ```
 pub const HELPER_IMAGE: &str = "kat-volume-helper:1";
 /// Label on helper containers and on the entrypoint volume (helpers are not plugin containers and carry no
 /// `kat.managed`, so a reaper leaves them alone).
 ///
 /// ```
-/// assert_ne!(kat_core::runtime::support::LABEL_HELPER, kat_core::runtime::LABEL_MANAGED);
+/// assert_ne!(kat_runtime_engine::LABEL_HELPER, kat_core::runtime::LABEL_MANAGED);
 /// ```
 pub const LABEL_HELPER: &str = "kat.helper";
 /// The file next to the entrypoint in the volume holding its sha256 (hex, newline-terminated).
 ///
 /// ```
 /// // In a container with the volume mounted: /plugin/entrypoint and /plugin/entrypoint.sha256.
-/// assert_eq!(kat_core::runtime::support::MARKER_FILE, "entrypoint.sha256");
+/// assert_eq!(kat_runtime_engine::MARKER_FILE, "entrypoint.sha256");
 /// ```
 pub const MARKER_FILE: &str = "entrypoint.sha256";
 /// The entrypoint's file name in the volume.
 ///
 /// ```
-/// assert_eq!(kat_core::runtime::support::BINARY_FILE, "entrypoint");
+/// assert_eq!(kat_runtime_engine::BINARY_FILE, "entrypoint");
 /// ```
 pub const BINARY_FILE: &str = "entrypoint";
 /// The most bytes worth reading back of the marker's archive.
@@ -52,7 +52,7 @@ pub const MARKER_LIMIT: usize = 64 * 1024;
 /// The path of the binary inside a helper container (`/plugin/entrypoint`).
 ///
 /// ```
-/// assert_eq!(kat_core::runtime::support::binary_path(), kat_core::runtime::ENTRYPOINT_PATH);
+/// assert_eq!(kat_runtime_engine::binary_path(), kat_core::runtime::ENTRYPOINT_PATH);
 /// ```
 pub fn binary_path() -> String {
     format!("{ENTRYPOINT_DIR}/{BINARY_FILE}")
@@ -61,7 +61,7 @@ pub fn binary_path() -> String {
 /// The path of the marker inside a helper container (`/plugin/entrypoint.sha256`).
 ///
 /// ```
-/// assert_eq!(kat_core::runtime::support::marker_path(), "/plugin/entrypoint.sha256");
+/// assert_eq!(kat_runtime_engine::marker_path(), "/plugin/entrypoint.sha256");
 /// ```
 pub fn marker_path() -> String {
     format!("{ENTRYPOINT_DIR}/{MARKER_FILE}")
@@ -81,7 +81,7 @@ pub struct LoadError {
 /// The entrypoint binary's content and hash.
 ///
 /// ```
-/// use kat_core::runtime::support::EntrypointPayload;
+/// use kat_runtime_engine::EntrypointPayload;
 /// let p = EntrypointPayload::from_bytes(b"#!/bin/sh\nexec \"$@\"\n".to_vec());
 /// assert_eq!(p.sha256.len(), 64);
 /// assert!(p.is_installed(Some((p.bytes.len() as u64, 0o755)), Some(&p.sha256)));
@@ -99,7 +99,7 @@ impl EntrypointPayload {
     /// Hash `bytes`.
     ///
     /// ```
-    /// let p = kat_core::runtime::support::EntrypointPayload::from_bytes(b"abc".to_vec());
+    /// let p = kat_runtime_engine::EntrypointPayload::from_bytes(b"abc".to_vec());
     /// assert_eq!(p.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     /// ```
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
@@ -111,8 +111,8 @@ impl EntrypointPayload {
     ///
     /// ```no_run
     /// use kat_core::runtime::EntrypointBinary;
-    /// use kat_core::runtime::support::EntrypointPayload;
-    /// # async fn demo() -> Result<(), kat_core::runtime::support::LoadError> {
+    /// use kat_runtime_engine::EntrypointPayload;
+    /// # async fn demo() -> Result<(), kat_runtime_engine::LoadError> {
     /// let p = EntrypointPayload::load(&EntrypointBinary { path: "/usr/local/bin/kat-entrypoint".into() }).await?;
     /// println!("{} bytes, sha256 {}", p.bytes.len(), p.sha256);
     /// # Ok(())
@@ -145,7 +145,7 @@ impl EntrypointPayload {
     /// appears once the binary is complete), to be extracted at [`ENTRYPOINT_DIR`].
     ///
     /// ```
-    /// use kat_core::runtime::support::{EntrypointPayload, read_marker};
+    /// use kat_runtime_engine::{EntrypointPayload, read_marker};
     /// let p = EntrypointPayload::from_bytes(b"#!/bin/sh\n".to_vec());
     /// let tar = p.archive().expect("in-memory tar");
     /// assert_eq!(read_marker(&tar), Some(p.sha256.clone()));
@@ -165,7 +165,7 @@ impl EntrypointPayload {
     /// `marker` already holds this binary: same hash, same size, executable.
     ///
     /// ```
-    /// use kat_core::runtime::support::EntrypointPayload;
+    /// use kat_runtime_engine::EntrypointPayload;
     /// let p = EntrypointPayload::from_bytes(b"x".to_vec());
     /// assert!(!p.is_installed(None, Some(&p.sha256)));
     /// assert!(!p.is_installed(Some((1, 0o755)), None));
@@ -198,7 +198,7 @@ fn append(
 /// well-formed.
 ///
 /// ```
-/// assert_eq!(kat_core::runtime::support::read_marker(b"not a tar"), None);
+/// assert_eq!(kat_runtime_engine::read_marker(b"not a tar"), None);
 /// ```
 pub fn read_marker(archive: &[u8]) -> Option<String> {
     let mut tar = tar::Archive::new(archive);
@@ -228,8 +228,8 @@ pub fn read_marker(archive: &[u8]) -> Option<String> {
 /// The tar that [`HELPER_IMAGE`] is imported from (deterministic: one text file, mtime 0).
 ///
 /// ```
-/// let tar = kat_core::runtime::support::helper_image_tar().expect("in-memory tar");
-/// assert_eq!(tar, kat_core::runtime::support::helper_image_tar().expect("in-memory tar"));
+/// let tar = kat_runtime_engine::helper_image_tar().expect("in-memory tar");
+/// assert_eq!(tar, kat_runtime_engine::helper_image_tar().expect("in-memory tar"));
 /// ```
 ///
 /// # Errors
@@ -272,7 +272,7 @@ impl<E> SyncError<E> {
     /// The engine's error, or `archive(e)` for an archive that could not be built.
     ///
     /// ```
-    /// use kat_core::runtime::support::SyncError;
+    /// use kat_runtime_engine::SyncError;
     /// let e: SyncError<String> = SyncError::Archive(std::io::Error::other("disk"));
     /// assert_eq!(e.into_engine(|e| format!("archive: {e}")), "archive: disk");
     /// ```
@@ -292,7 +292,7 @@ impl<E> SyncError<E> {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use std::sync::Mutex;
-/// use kat_core::runtime::support::{EntrypointPayload, VolumeAccess, sync_entrypoint};
+/// use kat_runtime_engine::{EntrypointPayload, VolumeAccess, sync_entrypoint};
 ///
 /// /// A volume in memory: the last uploaded tar.
 /// #[derive(Default)]

@@ -8,7 +8,7 @@
 //! use std::time::Duration;
 //! use futures::StreamExt;
 //! use kat_core::runtime::{CancellationToken, EndReason};
-//! use kat_core::runtime::support::{CleanupGuard, Output, StopSignal, spawn_run, supervise};
+//! use kat_runtime_engine::{CleanupGuard, Output, StopSignal, spawn_run, supervise};
 //!
 //! # async fn demo(cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
 //! let outcome = spawn_run(cancel, tracing::info_span!("run"), |stop: StopSignal| async move {
@@ -39,9 +39,9 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::OutputTail;
-use crate::runtime::{EndReason, ManagedContainer, Outcome};
-use crate::task::TaskId;
+use crate::OutputTail;
+use kat_core::runtime::{EndReason, ManagedContainer, Outcome};
+use kat_core::task::TaskId;
 
 /// After a kill, how long to wait for the engine to report the exit before giving up on it.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -55,7 +55,7 @@ pub const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 ///
 /// ```
 /// use kat_core::runtime::{CancellationToken, EndReason};
-/// use kat_core::runtime::support::StopSignal;
+/// use kat_runtime_engine::StopSignal;
 /// let cancel = CancellationToken::new();
 /// let stop = StopSignal::new(cancel.clone(), CancellationToken::new());
 /// assert_eq!(stop.fired_now(), None);
@@ -80,7 +80,7 @@ impl StopSignal {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use kat_core::runtime::{CancellationToken, EndReason};
-    /// use kat_core::runtime::support::StopSignal;
+    /// use kat_runtime_engine::StopSignal;
     /// let dropped = CancellationToken::new();
     /// let stop = StopSignal::new(CancellationToken::new(), dropped.clone());
     /// dropped.cancel();
@@ -103,7 +103,7 @@ impl StopSignal {
 /// The task driving a container failed (it panicked, or its runtime shut down under it).
 ///
 /// ```
-/// let e = kat_core::runtime::support::TaskFailed("it panicked".into());
+/// let e = kat_runtime_engine::TaskFailed("it panicked".into());
 /// assert_eq!(e.to_string(), "the container's background task failed: it panicked");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,7 +120,7 @@ pub struct TaskFailed(pub String);
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use kat_core::runtime::CancellationToken;
-/// use kat_core::runtime::support::spawn_run;
+/// use kat_runtime_engine::spawn_run;
 /// let n = spawn_run(CancellationToken::new(), tracing::Span::none(), |_stop| async { 42 }).await;
 /// assert_eq!(n, Ok(42));
 /// # }
@@ -181,7 +181,7 @@ impl<E> Supervised<E> {
     ///
     /// ```
     /// use kat_core::runtime::EndReason;
-    /// use kat_core::runtime::support::Supervised;
+    /// use kat_runtime_engine::Supervised;
     /// let s = Supervised::<std::io::Error>::before_start(EndReason::Cancelled, 1024);
     /// assert_eq!((s.reason, s.exit_code), (EndReason::Cancelled, None));
     /// ```
@@ -210,7 +210,7 @@ impl<E> Supervised<E> {
 /// # async fn main() {
 /// use std::time::Duration;
 /// use kat_core::runtime::{CancellationToken, EndReason};
-/// use kat_core::runtime::support::{Output, StopSignal, supervise};
+/// use kat_runtime_engine::{Output, StopSignal, supervise};
 /// let stop = StopSignal::new(CancellationToken::new(), CancellationToken::new());
 /// let output = futures::stream::iter([
 ///     Ok::<_, std::io::Error>(Output::Stdout(&b"out\n"[..])),
@@ -325,7 +325,7 @@ where
 /// ```
 /// use std::time::Instant;
 /// use kat_core::runtime::EndReason;
-/// use kat_core::runtime::support::{Supervised, conclude};
+/// use kat_runtime_engine::{Supervised, conclude};
 /// let s = Supervised::<String>::before_start(EndReason::Cancelled, 16);
 /// let o = conclude("abc".into(), Instant::now(), Ok::<_, String>(s), Ok(())).expect("removed");
 /// assert_eq!((o.reason, o.container_id.as_str()), (EndReason::Cancelled, "abc"));
@@ -389,7 +389,7 @@ pub enum Bounded<T> {
 /// # async fn main() {
 /// use std::time::Duration;
 /// use kat_core::runtime::CancellationToken;
-/// use kat_core::runtime::support::{Bounded, StopSignal, bounded};
+/// use kat_runtime_engine::{Bounded, StopSignal, bounded};
 /// let stop = StopSignal::new(CancellationToken::new(), CancellationToken::new());
 /// assert_eq!(bounded(async { 1 }, Duration::from_secs(1), &stop).await, Bounded::Done(1));
 /// let never = futures::future::pending::<()>();
@@ -417,7 +417,7 @@ type CleanupJob = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> +
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// use kat_core::runtime::support::CleanupGuard;
+/// use kat_runtime_engine::CleanupGuard;
 /// let done = Arc::new(AtomicBool::new(false));
 /// let guard = {
 ///     let done = done.clone();
@@ -489,7 +489,7 @@ impl Drop for CleanupGuard {
 ///
 /// ```
 /// let (tx, rx) = std::sync::mpsc::channel();
-/// kat_core::runtime::support::run_in_background_thread("demo".into(), move || async move {
+/// kat_runtime_engine::run_in_background_thread("demo".into(), move || async move {
 ///     tx.send(1).ok();
 /// });
 /// assert_eq!(rx.recv().ok(), Some(1));
@@ -532,7 +532,7 @@ pub enum RemoveAttempt {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use kat_core::runtime::support::{RemoveAttempt, remove_until_gone};
+/// use kat_runtime_engine::{RemoveAttempt, remove_until_gone};
 /// let r: Result<(), String> = remove_until_gone(
 ///     || async { Ok(RemoveAttempt::Gone) },
 ///     || async { Ok(false) },
@@ -594,7 +594,7 @@ impl Reaped {
     /// `None` when everything was removed, else a message naming what could not be.
     ///
     /// ```
-    /// use kat_core::runtime::support::Reaped;
+    /// use kat_runtime_engine::Reaped;
     /// assert_eq!(Reaped::default().failure(), None);
     /// let r = Reaped { removed: vec!["a".into()], failed: vec!["b: busy".into()] };
     /// assert_eq!(r.failure().as_deref(), Some("removed 1 container(s) but could not remove b: busy"));
@@ -619,7 +619,7 @@ impl Reaped {
 /// # async fn main() {
 /// use std::collections::HashSet;
 /// use kat_core::runtime::ManagedContainer;
-/// use kat_core::runtime::support::reap_each;
+/// use kat_runtime_engine::reap_each;
 /// use kat_core::task::TaskId;
 /// let live = TaskId::new();
 /// let c = |id: &str, task, deployment: &str| ManagedContainer {

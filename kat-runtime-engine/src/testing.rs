@@ -1,8 +1,13 @@
-//! What the engine tests and benchmarks of every runtime crate share (feature `conformance`): failing in CI
-//! and skipping loudly elsewhere when the engine is missing, finding the static entrypoint, the suite's
-//! fixture, one test per conformance case ([`runtime_conformance_tests!`](crate::runtime_conformance_tests)),
-//! more engine-agnostic cases beyond the suite (names, start failures, bad inputs, pre-cancelled runs, large
-//! output), and the medians of interleaved benchmark rounds.
+//! What the engine tests and benchmarks of the runtime crates share (feature `testing`): finding the static
+//! entrypoint and the conformance suite's fixture, more engine-agnostic cases beyond the suite
+//! ([`runtime_extra_tests!`](crate::runtime_extra_tests): names, start failures, bad inputs, pre-cancelled
+//! runs, large output), the spec the engines' unit tests translate, and the medians of interleaved benchmark
+//! rounds.
+//!
+//! The conformance suite itself, with its one-test-per-case macro
+//! ([`kat_core::runtime_conformance_tests!`]) and the CI fail-or-skip helpers ([`in_ci`], [`unavailable`],
+//! re-exported here), is kat-core's (`kat_core::conformance::runtime`, feature `conformance`): it holds every
+//! `ContainerRuntime` to the contract, engine or not.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -10,45 +15,20 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use crate::conformance::runtime::RuntimeFixture;
-use crate::runtime::{
+pub use kat_core::conformance::runtime::{in_ci, unavailable};
+
+use kat_core::conformance::runtime::RuntimeFixture;
+use kat_core::runtime::{
     CancellationToken, ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary,
     EntrypointMount, LABEL_TASK, ManagedContainer, NetworkMode, Outcome,
 };
-use crate::task::TaskId;
-
-/// Whether `CI` is set (to anything but the empty string).
-///
-/// ```
-/// let _ = kat_core::runtime::testing::in_ci();
-/// ```
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// A test's engine, image or binary is missing: panic when `CI` is set, else print why the test is skipped.
-/// `setup` says what to run first.
-///
-/// ```
-/// # if !kat_core::runtime::testing::in_ci() {
-/// kat_core::runtime::testing::unavailable("no engine", "run scripts/engines.sh first");
-/// # }
-/// ```
-///
-/// # Panics
-/// When `CI` is set.
-pub fn unavailable(what: &str, setup: &str) {
-    if in_ci() {
-        panic!("{what}; {setup}");
-    }
-    eprintln!("SKIPPED (no CI): {what}; {setup}");
-}
+use kat_core::task::TaskId;
 
 /// The static `kat-entrypoint`: `KAT_ENTRYPOINT_BIN`, else what `scripts/build-entrypoint.sh` builds into
 /// `$CARGO_TARGET_DIR` (or `<manifest_dir>/../target`), if that file exists.
 ///
 /// ```
-/// let p = kat_core::runtime::testing::entrypoint_binary(env!("CARGO_MANIFEST_DIR"));
+/// let p = kat_runtime_engine::testing::entrypoint_binary(env!("CARGO_MANIFEST_DIR"));
 /// if let Some(p) = p { assert!(p.ends_with("kat-entrypoint") || std::env::var_os("KAT_ENTRYPOINT_BIN").is_some()); }
 /// ```
 pub fn entrypoint_binary(manifest_dir: &str) -> Option<PathBuf> {
@@ -66,7 +46,7 @@ pub fn entrypoint_binary(manifest_dir: &str) -> Option<PathBuf> {
 /// [`entrypoint_binary`]).
 ///
 /// ```
-/// let fx = kat_core::runtime::testing::fixture("kat-busybox:latest", "kat-test-entrypoint", env!("CARGO_MANIFEST_DIR"));
+/// let fx = kat_runtime_engine::testing::fixture("kat-busybox:latest", "kat-test-entrypoint", env!("CARGO_MANIFEST_DIR"));
 /// assert_eq!(fx.image, "kat-busybox:latest");
 /// ```
 pub fn fixture(image: &str, volume: &str, manifest_dir: &str) -> RuntimeFixture {
@@ -81,7 +61,7 @@ pub fn fixture(image: &str, volume: &str, manifest_dir: &str) -> RuntimeFixture 
 ///
 /// ```
 /// use std::time::Duration;
-/// let s = kat_core::runtime::testing::Samples::default();
+/// let s = kat_runtime_engine::testing::Samples::default();
 /// for ms in [30, 10, 20] { s.record(Duration::from_millis(ms)); }
 /// assert_eq!(s.median(), Some(Duration::from_millis(20)));
 /// assert_eq!(s.len(), 3);
@@ -128,7 +108,7 @@ impl Samples {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use kat_core::runtime::testing::Samples;
+    /// use kat_runtime_engine::testing::Samples;
     /// let (a, b) = (Samples::default(), Samples::default());
     /// for (x, y) in [(12, 10), (30, 29), (15, 10)] {
     ///     a.record(Duration::from_millis(x));
@@ -150,7 +130,7 @@ impl Samples {
     /// The median as `12.3 ms`, or `n/a`.
     ///
     /// ```
-    /// let s = kat_core::runtime::testing::Samples::default();
+    /// let s = kat_runtime_engine::testing::Samples::default();
     /// assert_eq!(s.median_text(), "n/a");
     /// s.record(std::time::Duration::from_micros(12_345));
     /// assert_eq!(s.median_text(), "12.3 ms");
@@ -169,7 +149,7 @@ impl Samples {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use kat_core::runtime::testing::{Samples, rotate};
+/// use kat_runtime_engine::testing::{Samples, rotate};
 /// let samples = [Samples::default(), Samples::default()];
 /// rotate(3, &samples, |variant, _round| async move {
 ///     tokio::time::sleep(std::time::Duration::from_millis(1 + variant as u64)).await;
@@ -197,7 +177,7 @@ where
 /// Print `title` and the median of each labelled variant, aligned.
 ///
 /// ```
-/// use kat_core::runtime::testing::{Samples, print_medians};
+/// use kat_runtime_engine::testing::{Samples, print_medians};
 /// let s = Samples::default();
 /// s.record(std::time::Duration::from_millis(5));
 /// print_medians("demo", &[("variant", &s)]);
@@ -215,7 +195,7 @@ pub fn print_medians(title: &str, rows: &[(&str, &Samples)]) {
 /// volume `plugin-entrypoint`; the rest are [`ContainerSpec::new`]'s hardened defaults.
 ///
 /// ```
-/// let s = kat_core::runtime::testing::sample_spec();
+/// let s = kat_runtime_engine::testing::sample_spec();
 /// assert_eq!(s.hardening.cap_add, vec!["NET_RAW".to_string()]);
 /// ```
 pub fn sample_spec() -> ContainerSpec {
@@ -242,7 +222,7 @@ pub struct InspectCase {
     /// Its task.
     pub task: TaskId,
     cancel: CancellationToken,
-    run: tokio::task::JoinHandle<crate::Result<Outcome>>,
+    run: tokio::task::JoinHandle<kat_core::Result<Outcome>>,
 }
 
 impl InspectCase {
@@ -317,91 +297,10 @@ async fn run_ok(rt: &dyn ContainerRuntime, spec: ContainerSpec, task: TaskId) ->
     o
 }
 
-/// One `#[tokio::test]` per case of [`crate::conformance::runtime`], plus the real entrypoint case and
-/// `run_all`, for a runtime crate's `tests/conformance.rs`.
-///
-/// - `$runtime`: an `async fn() -> Option<R>` giving the runtime on the real engine (with the test image
-///   present), or `None` after [`unavailable`] (skip outside CI);
-/// - `$fixture`: a `fn() -> RuntimeFixture` (see [`fixture`]); the entrypoint case requires its binary and
-///   calls [`unavailable`] when it is missing.
-///
-/// ```no_run
-/// # use std::collections::HashSet;
-/// # use kat_core::runtime::*;
-/// # #[derive(Debug)]
-/// # pub struct MyRuntime;
-/// # #[async_trait::async_trait]
-/// # impl ContainerRuntime for MyRuntime {
-/// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
-/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
-/// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
-/// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
-/// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
-/// # }
-/// // tests/common/mod.rs of a runtime crate:
-/// mod common {
-///     pub const IMAGE: &str = "kat-busybox:latest";
-///     /// The runtime on the real engine, or `None` after `testing::unavailable` (skip outside CI).
-///     pub async fn runtime() -> Option<super::MyRuntime> {
-///         Some(super::MyRuntime)
-///     }
-///     pub fn fixture() -> kat_core::conformance::runtime::RuntimeFixture {
-///         kat_core::runtime::testing::fixture(IMAGE, "kat-test-entrypoint", env!("CARGO_MANIFEST_DIR"))
-///     }
-/// }
-/// // tests/conformance.rs:
-/// kat_core::runtime_conformance_tests!(common::runtime, common::fixture);
-/// # fn main() {}
-/// ```
-#[macro_export]
-macro_rules! runtime_conformance_tests {
-    ($runtime:path, $fixture:path) => {
-        $crate::runtime_conformance_tests!(@cases $runtime, $fixture;
-            capabilities_are_reported,
-            echo_and_exit_codes,
-            stdout_stderr_and_bounded_tails,
-            env_and_argv_round_trip,
-            entrypoint_volume_read_only,
-            prepare_entrypoint_idempotent,
-            deadline_kills,
-            cancellation_kills,
-            missing_image_fails_fast,
-            hardening_from_inside,
-            reap_orphans_removes_only_orphans,
-            dropped_future_still_removes,
-            run_all,
-        );
-
-        /// The real static kat-entrypoint runs from the read-only volume in pass-through mode.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn entrypoint_pass_through() {
-            let Some(rt) = $runtime().await else { return };
-            let fx = $fixture();
-            if fx.entrypoint.is_none() {
-                $crate::runtime::testing::unavailable(
-                    "the static kat-entrypoint is not built",
-                    "run scripts/build-entrypoint.sh (or set KAT_ENTRYPOINT_BIN)",
-                );
-                return;
-            }
-            $crate::conformance::runtime::entrypoint_pass_through(&rt, &fx).await;
-        }
-    };
-    (@cases $runtime:path, $fixture:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(rt) = $runtime().await else { return };
-                $crate::conformance::runtime::$case(&rt, &$fixture()).await;
-            }
-        )*
-    };
-}
-
 /// A spec for `case` running `argv` in `image`, labelled with a fresh task id, with a 60 s timeout.
 ///
 /// ```
-/// let (spec, task) = kat_core::runtime::testing::task_spec("echo", "kat-busybox:latest", &["echo", "hi"]);
+/// let (spec, task) = kat_runtime_engine::testing::task_spec("echo", "kat-busybox:latest", &["echo", "hi"]);
 /// assert_eq!(spec.labels.get(kat_core::runtime::LABEL_TASK), Some(&task.to_string()));
 /// ```
 pub fn task_spec(case: &str, image: &str, argv: &[&str]) -> (ContainerSpec, TaskId) {
@@ -493,7 +392,7 @@ pub async fn prepare_entrypoint_rejects_bad_inputs(rt: &dyn ContainerRuntime) {
         Ok(m) => panic!("no such binary, got {m:?}"),
         Err(e) => e,
     };
-    assert!(matches!(e, crate::Error::Invalid { .. }), "{e:?}");
+    assert!(matches!(e, kat_core::Error::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("/nonexistent/kat-entrypoint"), "{e}");
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -506,7 +405,7 @@ pub async fn prepare_entrypoint_rejects_bad_inputs(rt: &dyn ContainerRuntime) {
         Ok(m) => panic!("bad volume name, got {m:?}"),
         Err(e) => e,
     };
-    assert!(matches!(e, crate::Error::Invalid { .. }), "{e:?}");
+    assert!(matches!(e, kat_core::Error::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("bad/volume name"), "{e}");
 }
 
@@ -520,7 +419,7 @@ pub async fn cancelled_before_the_run_creates_nothing(rt: &dyn ContainerRuntime,
     cancel.cancel();
     let started = Instant::now();
     match rt.run(s, cancel).await {
-        Err(crate::Error::Cancelled) => {}
+        Err(kat_core::Error::Cancelled) => {}
         other => panic!("expected Cancelled, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -604,7 +503,7 @@ pub async fn whole_output_arrives(rt: &dyn ContainerRuntime, image: &str) {
 }
 
 /// One `#[tokio::test]` per engine-agnostic case of this module, for a runtime crate's engine tests.
-/// `$runtime` and `$image` as in [`runtime_conformance_tests!`](crate::runtime_conformance_tests)
+/// `$runtime` and `$image` as in [`kat_core::runtime_conformance_tests!`]
 /// (`$image`: an expression giving the busybox image's name).
 ///
 /// ```no_run
@@ -623,16 +522,16 @@ pub async fn whole_output_arrives(rt: &dyn ContainerRuntime, image: &str) {
 /// // tests/common/mod.rs of a runtime crate:
 /// mod common {
 ///     pub const IMAGE: &str = "kat-busybox:latest";
-///     /// The runtime on the real engine, or `None` after `testing::unavailable` (skip outside CI).
+///     /// The runtime on the real engine, or `None` after `kat_runtime_engine::testing::unavailable` (skip outside CI).
 ///     pub async fn runtime() -> Option<super::MyRuntime> {
 ///         Some(super::MyRuntime)
 ///     }
 ///     pub fn fixture() -> kat_core::conformance::runtime::RuntimeFixture {
-///         kat_core::runtime::testing::fixture(IMAGE, "kat-test-entrypoint", env!("CARGO_MANIFEST_DIR"))
+///         kat_runtime_engine::testing::fixture(IMAGE, "kat-test-entrypoint", env!("CARGO_MANIFEST_DIR"))
 ///     }
 /// }
 /// // tests/<engine>.rs:
-/// kat_core::runtime_extra_tests!(common::runtime, common::IMAGE);
+/// kat_runtime_engine::runtime_extra_tests!(common::runtime, common::IMAGE);
 /// # fn main() {}
 /// ```
 #[macro_export]
@@ -650,7 +549,7 @@ macro_rules! runtime_extra_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn prepare_entrypoint_rejects_bad_inputs() {
             let Some(rt) = $runtime().await else { return };
-            $crate::runtime::testing::prepare_entrypoint_rejects_bad_inputs(&rt).await;
+            $crate::testing::prepare_entrypoint_rejects_bad_inputs(&rt).await;
         }
     };
     (@with_image $runtime:path, $image:expr; $($case:ident),* $(,)?) => {
@@ -658,7 +557,7 @@ macro_rules! runtime_extra_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some(rt) = $runtime().await else { return };
-                $crate::runtime::testing::$case(&rt, $image).await;
+                $crate::testing::$case(&rt, $image).await;
             }
         )*
     };

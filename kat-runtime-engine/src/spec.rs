@@ -2,20 +2,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::runtime::{
+use kat_core::runtime::{
     ContainerSpec, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_TASK, ManagedContainer,
 };
-use crate::task::TaskId;
+use kat_core::task::TaskId;
 
 /// The longest container name [`container_name`] returns (its random suffix included).
 pub const MAX_CONTAINER_NAME: usize = 128;
 
 /// A spec that cannot be turned into a container: which field, and what is wrong with it.
 ///
-/// Converts into [`crate::Error::Invalid`] at that field.
+/// Converts into [`kat_core::Error::Invalid`] at that field.
 ///
 /// ```
-/// use kat_core::runtime::support::SpecError;
+/// use kat_runtime_engine::SpecError;
 /// let e = SpecError::new("env", "invalid variable name \"A=B\"");
 /// assert_eq!(e.to_string(), "invalid container spec at env: invalid variable name \"A=B\"");
 /// assert!(matches!(kat_core::Error::from(e), kat_core::Error::Invalid { .. }));
@@ -33,7 +33,7 @@ impl SpecError {
     /// A [`SpecError`] at `field`.
     ///
     /// ```
-    /// let e = kat_core::runtime::support::SpecError::new("image", "empty image reference");
+    /// let e = kat_runtime_engine::SpecError::new("image", "empty image reference");
     /// assert_eq!(e.field, "image");
     /// ```
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
@@ -44,10 +44,10 @@ impl SpecError {
     }
 }
 
-impl From<SpecError> for crate::Error {
+impl From<SpecError> for kat_core::Error {
     fn from(e: SpecError) -> Self {
         let message = e.to_string();
-        crate::Error::invalid(e.field, message)
+        kat_core::Error::invalid(e.field, message)
     }
 }
 
@@ -59,7 +59,7 @@ impl From<SpecError> for crate::Error {
 /// [`MAX_CONTAINER_NAME`] characters.
 ///
 /// ```
-/// use kat_core::runtime::support::container_name;
+/// use kat_runtime_engine::container_name;
 /// let a = container_name("plugin/with spaces");
 /// assert!(a.starts_with("plugin-with-spaces-"));
 /// assert_ne!(a, container_name("plugin/with spaces"));
@@ -89,7 +89,7 @@ pub fn container_name(requested: &str) -> String {
 /// `_.-`, starting with a letter or digit.
 ///
 /// ```
-/// use kat_core::runtime::support::valid_volume_name;
+/// use kat_runtime_engine::valid_volume_name;
 /// assert!(valid_volume_name("plugin-entrypoint"));
 /// assert!(!valid_volume_name("a/b"));
 /// assert!(!valid_volume_name("-x"));
@@ -105,7 +105,7 @@ pub fn valid_volume_name(name: &str) -> bool {
 /// [`valid_volume_name`] as a check: a [`SpecError`] at `field` saying what a volume name may hold.
 ///
 /// ```
-/// use kat_core::runtime::support::check_volume_name;
+/// use kat_runtime_engine::check_volume_name;
 /// assert!(check_volume_name("volume", "plugin-entrypoint").is_ok());
 /// let e = check_volume_name("volume", "bad/name").expect_err("a slash");
 /// assert!(e.to_string().contains("bad/name"));
@@ -130,7 +130,7 @@ pub fn check_volume_name(field: &'static str, name: &str) -> Result<(), SpecErro
 /// `_`).
 ///
 /// ```
-/// use kat_core::runtime::support::valid_capability;
+/// use kat_runtime_engine::valid_capability;
 /// assert!(valid_capability("NET_RAW"));
 /// assert!(!valid_capability("net raw"));
 /// ```
@@ -145,7 +145,7 @@ pub fn valid_capability(cap: &str) -> bool {
 /// repository, so `latest` is made explicit the way `docker pull` does; a digest reference is kept whole.
 ///
 /// ```
-/// use kat_core::runtime::support::pull_reference;
+/// use kat_runtime_engine::pull_reference;
 /// assert_eq!(pull_reference("busybox"), ("busybox".into(), Some("latest".into())));
 /// assert_eq!(
 ///     pull_reference("127.0.0.1:5000/kat/dns:v2"),
@@ -170,7 +170,7 @@ pub fn pull_reference(image: &str) -> (String, Option<String>) {
 ///
 /// ```
 /// assert_eq!(
-///     kat_core::runtime::support::tmpfs_options(1 << 20),
+///     kat_runtime_engine::tmpfs_options(1 << 20),
 ///     "rw,nosuid,nodev,noexec,size=1048576,mode=1777"
 /// );
 /// ```
@@ -184,7 +184,7 @@ pub fn tmpfs_options(bytes: u64) -> String {
 /// use kat_core::runtime::{ContainerSpec, LABEL_MANAGED, LABEL_TASK};
 /// let mut spec = ContainerSpec::new("t", "img", ["true"]);
 /// spec.labels.insert(LABEL_TASK.into(), "x".into());
-/// let labels = kat_core::runtime::support::container_labels(&spec);
+/// let labels = kat_runtime_engine::container_labels(&spec);
 /// assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
 /// assert_eq!(labels.get(LABEL_TASK).map(String::as_str), Some("x"));
 /// ```
@@ -195,12 +195,12 @@ pub fn container_labels(spec: &ContainerSpec) -> BTreeMap<String, String> {
 }
 
 /// A listed container as a [`ManagedContainer`] from its labels: `task` is its
-/// [`LABEL_TASK`](crate::runtime::LABEL_TASK) parsed (or `None`), `deployment` its
-/// [`LABEL_DEPLOYMENT`](crate::runtime::LABEL_DEPLOYMENT); a leading `/` of the name is dropped.
+/// [`LABEL_TASK`](kat_core::runtime::LABEL_TASK) parsed (or `None`), `deployment` its
+/// [`LABEL_DEPLOYMENT`](kat_core::runtime::LABEL_DEPLOYMENT); a leading `/` of the name is dropped.
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use kat_core::runtime::support::managed_container;
+/// use kat_runtime_engine::managed_container;
 /// let labels = HashMap::from([
 ///     ("kat.task".to_string(), "not-a-task".to_string()),
 ///     ("kat.deployment".to_string(), "blue".to_string()),
@@ -226,6 +226,25 @@ pub fn managed_container(
     }
 }
 
+/// [`managed_container`] for an entry of an engine's container listing: `None` without an id; the name is
+/// the first of `names` (empty without any).
+///
+/// ```
+/// use kat_runtime_engine::listed_container;
+/// let c = listed_container(Some("abc".into()), Some(vec!["/dns-1".into()]), None, "exited".into());
+/// assert_eq!(c.map(|c| (c.id, c.name)), Some(("abc".into(), "dns-1".into())));
+/// assert!(listed_container(None, None, None, "running".into()).is_none());
+/// ```
+pub fn listed_container(
+    id: Option<String>,
+    names: Option<Vec<String>>,
+    labels: Option<&HashMap<String, String>>,
+    state: String,
+) -> Option<ManagedContainer> {
+    let name = names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+    Some(managed_container(id?, name, labels, state))
+}
+
 /// The spec's limits in the signed types the engines' APIs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineLimits {
@@ -241,7 +260,7 @@ impl EngineLimits {
     /// The CPU limit as a CFS quota for `period_us` microseconds (at least 1000, the kernel's minimum).
     ///
     /// ```
-    /// use kat_core::runtime::support::EngineLimits;
+    /// use kat_runtime_engine::EngineLimits;
     /// let l = EngineLimits { nano_cpus: Some(500_000_000), ..Default::default() };
     /// assert_eq!(l.cpu_quota(100_000), Some(50_000));
     /// ```
@@ -263,7 +282,7 @@ fn to_i64(field: &'static str, v: u64) -> Result<i64, SpecError> {
 ///
 /// ```
 /// use kat_core::runtime::ContainerSpec;
-/// use kat_core::runtime::support::check_spec;
+/// use kat_runtime_engine::check_spec;
 /// let spec = ContainerSpec::new("t", "img", ["echo", "hi"]);
 /// assert_eq!(check_spec(&spec).expect("valid").pids, Some(256));
 /// let mut bad = spec.clone();
@@ -332,7 +351,7 @@ pub fn check_spec(spec: &ContainerSpec) -> Result<EngineLimits, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::EntrypointMount;
+    use kat_core::runtime::EntrypointMount;
 
     #[test]
     fn names_are_valid_and_unique() {
@@ -459,7 +478,7 @@ mod tests {
         assert_eq!(c.task, Some(task));
         assert_eq!(c.name, "n");
         assert_eq!(c.deployment, None);
-        assert!(c.belongs_to(crate::runtime::DEFAULT_DEPLOYMENT));
+        assert!(c.belongs_to(kat_core::runtime::DEFAULT_DEPLOYMENT));
         let c = managed_container("id".into(), "n".into(), None, "running".into());
         assert_eq!(c.task, None);
     }

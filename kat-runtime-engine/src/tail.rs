@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 /// Keeps the last `cap` bytes of a stream, whatever its length: memory stays bounded by `cap`.
 ///
 /// What a runtime collects a container's stdout and stderr into, one tail per stream, to fill
-/// [`Outcome::stdout_tail`](crate::runtime::Outcome::stdout_tail) and
-/// [`Outcome::stderr_tail`](crate::runtime::Outcome::stderr_tail).
+/// [`Outcome::stdout_tail`](kat_core::runtime::Outcome::stdout_tail) and
+/// [`Outcome::stderr_tail`](kat_core::runtime::Outcome::stderr_tail).
 ///
 /// ```
-/// use kat_core::runtime::support::OutputTail;
+/// use kat_runtime_engine::OutputTail;
 /// let mut t = OutputTail::new(5);
 /// t.push(b"hello ");
 /// t.push(b"world");
@@ -27,7 +27,7 @@ impl OutputTail {
     /// An empty tail keeping at most `cap` bytes.
     ///
     /// ```
-    /// let t = kat_core::runtime::support::OutputTail::new(1024);
+    /// let t = kat_runtime_engine::OutputTail::new(1024);
     /// assert!(t.is_empty());
     /// assert_eq!(t.capacity(), 1024);
     /// ```
@@ -42,7 +42,7 @@ impl OutputTail {
     /// Append `data`, dropping the oldest bytes beyond the bound.
     ///
     /// ```
-    /// let mut t = kat_core::runtime::support::OutputTail::new(3);
+    /// let mut t = kat_runtime_engine::OutputTail::new(3);
     /// t.push(b"xy");
     /// t.push(b"0123456789");
     /// assert_eq!(t.into_vec(), b"789");
@@ -65,7 +65,7 @@ impl OutputTail {
     /// How many bytes were pushed in total (kept or not).
     ///
     /// ```
-    /// let mut t = kat_core::runtime::support::OutputTail::new(0);
+    /// let mut t = kat_runtime_engine::OutputTail::new(0);
     /// t.push(b"abc");
     /// assert_eq!(t.total(), 3);
     /// assert!(t.is_empty());
@@ -77,7 +77,7 @@ impl OutputTail {
     /// How many bytes are kept.
     ///
     /// ```
-    /// let mut t = kat_core::runtime::support::OutputTail::new(4);
+    /// let mut t = kat_runtime_engine::OutputTail::new(4);
     /// t.push(b"abcdef");
     /// assert_eq!(t.len(), 4);
     /// ```
@@ -88,7 +88,7 @@ impl OutputTail {
     /// Whether nothing is kept.
     ///
     /// ```
-    /// assert!(kat_core::runtime::support::OutputTail::new(4).is_empty());
+    /// assert!(kat_runtime_engine::OutputTail::new(4).is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
@@ -97,7 +97,7 @@ impl OutputTail {
     /// The bound.
     ///
     /// ```
-    /// assert_eq!(kat_core::runtime::support::OutputTail::new(9).capacity(), 9);
+    /// assert_eq!(kat_runtime_engine::OutputTail::new(9).capacity(), 9);
     /// ```
     pub fn capacity(&self) -> usize {
         self.cap
@@ -106,7 +106,7 @@ impl OutputTail {
     /// The kept bytes.
     ///
     /// ```
-    /// let mut t = kat_core::runtime::support::OutputTail::new(8);
+    /// let mut t = kat_runtime_engine::OutputTail::new(8);
     /// t.push(b"out\n");
     /// assert_eq!(t.into_vec(), b"out\n");
     /// ```

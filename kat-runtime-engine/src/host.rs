@@ -8,7 +8,7 @@ use std::io;
 /// scheme (`tcp://`, `ssh://`, ...) is returned as `Err` with the value.
 ///
 /// ```
-/// use kat_core::runtime::support::unix_socket_from_host;
+/// use kat_runtime_engine::unix_socket_from_host;
 /// assert_eq!(unix_socket_from_host(None), Ok(None));
 /// assert_eq!(
 ///     unix_socket_from_host(Some("unix:///run/podman/podman.sock")),
@@ -35,7 +35,7 @@ pub fn unix_socket_from_host(value: Option<&str>) -> Result<Option<String>, Stri
 /// The error and its sources, joined with `: ` (a source whose text is already included is skipped).
 ///
 /// ```
-/// use kat_core::runtime::support::error_chain;
+/// use kat_runtime_engine::error_chain;
 /// #[derive(Debug, thiserror::Error)]
 /// #[error("connect failed")]
 /// struct Outer(#[source] std::io::Error);
@@ -60,7 +60,7 @@ pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
 /// missing", "connection refused", "permission denied" without a variant of its own).
 ///
 /// ```
-/// use kat_core::runtime::support::io_error_kind;
+/// use kat_runtime_engine::io_error_kind;
 /// #[derive(Debug, thiserror::Error)]
 /// #[error("request failed")]
 /// struct Outer(#[source] std::io::Error);
@@ -83,7 +83,7 @@ pub fn io_error_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
 ///
 /// ```
 /// use std::io::ErrorKind;
-/// use kat_core::runtime::support::is_unreachable_kind;
+/// use kat_runtime_engine::is_unreachable_kind;
 /// assert!(is_unreachable_kind(ErrorKind::ConnectionRefused));
 /// assert!(!is_unreachable_kind(ErrorKind::PermissionDenied));
 /// ```

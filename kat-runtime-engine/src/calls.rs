@@ -1,4 +1,4 @@
-//! A [`ContainerRuntime`](crate::runtime::ContainerRuntime) written once, on the handful of calls an engine
+//! A [`ContainerRuntime`](kat_core::runtime::ContainerRuntime) written once, on the handful of calls an engine
 //! provides ([`EngineCalls`]): [`run_container`], [`prepare_entrypoint`] and [`reap_orphans`] hold the
 //! behaviour the conformance suite checks (the order of the calls, attach before start, the deadline and the
 //! cancellation, removal on every path, the entrypoint volume by content hash, reaping), and each engine crate
@@ -14,89 +14,85 @@ use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn};
 
-use super::{
-    CleanupGuard, EntrypointPayload, LoadError, Output, SpecError, StopSignal, Supervised,
-    TaskFailed, VolumeAccess, check_volume_name, conclude, container_name, reap_each, spawn_run,
-    supervise, sync_entrypoint,
+use crate::{
+    CleanupGuard, EngineError, EntrypointPayload, Output, StopSignal, Supervised, VolumeAccess,
+    check_volume_name, conclude, container_name, reap_each, spawn_run, supervise, sync_entrypoint,
 };
-use crate::runtime::{
-    ContainerSpec, EntrypointBinary, EntrypointMount, LABEL_PLUGIN, LABEL_TASK, ManagedContainer,
-    Outcome,
+use kat_core::runtime::{
+    Capabilities, ContainerSpec, EntrypointBinary, EntrypointMount, LABEL_PLUGIN, LABEL_TASK,
+    ManagedContainer, Outcome,
 };
-use crate::task::TaskId;
+use kat_core::task::TaskId;
 
 /// A container's output as [`EngineCalls::attach`] gives it: stdout and stderr chunks; an error (only
 /// logged) ends it.
 pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 
 /// The calls of one container engine, on which [`run_container`], [`prepare_entrypoint`] and
-/// [`reap_orphans`] are written. Implementations map the engine's failures onto their own error type (with
-/// the operation's name), and treat "already gone" as success where the docs say so.
+/// [`reap_orphans`] (and so [`EngineRuntime`](crate::EngineRuntime)) are written. Implementations map the
+/// engine's failures onto their error type (with the operation's name; a runtime crate uses
+/// [`RuntimeError`](crate::RuntimeError)), and treat "already gone" as success where the docs say so.
 ///
-/// A runtime crate implements this for its client and makes its `ContainerRuntime` of the functions:
+/// A runtime crate implements this for its client and gets its `ContainerRuntime` from
+/// [`EngineRuntime`](crate::EngineRuntime):
 ///
 /// ```no_run
-/// use std::collections::HashSet;
-/// use kat_core::runtime::support::{self, EngineCalls};
 /// use kat_core::runtime::{
-///     CancellationToken, Capabilities, ContainerRuntime, ContainerSpec, EntrypointBinary,
-///     EntrypointMount, ManagedContainer, Outcome,
+///     Capabilities, ContainerRuntime, ContainerSpec, ManagedContainer,
 /// };
-/// use kat_core::task::TaskId;
+/// use kat_runtime_engine::{EngineCalls, EngineRuntime, OutputStream, StopSignal};
 ///
-/// #[derive(Debug)]
-/// struct MyRuntime<E> {
-///     engine: E,
-///     prepare_lock: tokio::sync::Mutex<()>,
+/// #[derive(Debug, Clone)]
+/// struct MyCalls;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum MyError {
+///     #[error(transparent)]
+///     Spec(#[from] kat_runtime_engine::SpecError),
+///     #[error(transparent)]
+///     Load(#[from] kat_runtime_engine::LoadError),
+///     #[error(transparent)]
+///     Task(#[from] kat_runtime_engine::TaskFailed),
+///     #[error("{0}")]
+///     Other(String),
+/// }
+///
+/// impl kat_runtime_engine::EngineError for MyError {
+///     fn cancelled() -> Self { MyError::Other("cancelled".into()) }
+///     fn unexpected(op: &'static str, message: String) -> Self { MyError::Other(format!("{op}: {message}")) }
+/// }
+///
+/// impl From<MyError> for kat_core::Error {
+///     fn from(e: MyError) -> Self { kat_core::Error::backend("my-engine", e.to_string(), false) }
 /// }
 ///
 /// #[async_trait::async_trait]
-/// impl<E: EngineCalls> ContainerRuntime for MyRuntime<E>
-/// where
-///     kat_core::Error: From<E::Error>,
-/// {
-///     async fn capabilities(&self) -> kat_core::Result<Capabilities> {
-///         Err(kat_core::Error::backend("my-engine", "ask the engine here", false))
-///     }
-///     async fn prepare_entrypoint(
-///         &self,
-///         binary: &EntrypointBinary,
-///         volume: &str,
-///     ) -> kat_core::Result<EntrypointMount> {
-///         let _serial = self.prepare_lock.lock().await;
-///         Ok(support::prepare_entrypoint(&self.engine, binary, volume).await?)
-///     }
-///     async fn run(&self, spec: ContainerSpec, cancel: CancellationToken) -> kat_core::Result<Outcome> {
-///         Ok(support::run_container(self.engine.clone(), spec, cancel).await?)
-///     }
-///     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> {
-///         Ok(self.engine.list_managed().await?)
-///     }
-///     async fn reap_orphans(
-///         &self,
-///         deployment: &str,
-///         live: &HashSet<TaskId>,
-///     ) -> kat_core::Result<Vec<String>> {
-///         Ok(support::reap_orphans(&self.engine, deployment, live).await?)
-///     }
+/// impl EngineCalls for MyCalls {
+///     type Error = MyError;
+///     async fn capabilities(&self) -> Result<Capabilities, MyError> { todo!("ask the engine") }
+///     async fn create(&self, _: &str, _: &ContainerSpec, _: &StopSignal) -> Result<String, MyError> { todo!() }
+///     async fn attach(&self, _: &str) -> Result<OutputStream, MyError> { todo!() }
+///     async fn start(&self, _: &str) -> Result<(), MyError> { todo!() }
+///     async fn wait(&self, _: &str) -> Result<Option<i64>, MyError> { todo!() }
+///     async fn kill(&self, _: &str) {}
+///     async fn remove(&self, _: &str) -> Result<(), MyError> { todo!() }
+///     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, MyError> { todo!() }
+///     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { todo!() }
+///     async fn create_helper(&self, _: &str) -> Result<String, MyError> { todo!() }
+///     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { todo!() }
+///     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { todo!() }
+///     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { todo!() }
 /// }
+///
+/// let rt: std::sync::Arc<dyn ContainerRuntime> = std::sync::Arc::new(EngineRuntime::new(MyCalls));
 /// ```
 #[async_trait]
 pub trait EngineCalls: Clone + Debug + Send + Sync + 'static {
     /// The engine crate's error type.
-    type Error: std::error::Error
-        + From<SpecError>
-        + From<LoadError>
-        + From<TaskFailed>
-        + Send
-        + Sync
-        + 'static;
+    type Error: EngineError;
 
-    /// The error for a run cancelled before its container was created.
-    fn cancelled(&self) -> Self::Error;
-
-    /// An unexpected failure of `op`.
-    fn unexpected(&self, op: &'static str, message: String) -> Self::Error;
+    /// What the engine supports ([`ContainerRuntime::capabilities`](kat_core::runtime::ContainerRuntime::capabilities)).
+    async fn capabilities(&self) -> Result<Capabilities, Self::Error>;
 
     /// Create (never start) the container `name` for `spec`, pulling a missing image once (bounded by the
     /// spec's timeout and `stop`); returns its id.
@@ -124,14 +120,14 @@ pub trait EngineCalls: Clone + Debug + Send + Sync + 'static {
     /// container that is already gone counts as removed.
     async fn remove(&self, id: &str) -> Result<(), Self::Error>;
 
-    /// The containers that carry [`LABEL_MANAGED`](crate::runtime::LABEL_MANAGED), in every state.
+    /// The containers that carry [`LABEL_MANAGED`](kat_core::runtime::LABEL_MANAGED), in every state.
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, Self::Error>;
 
     /// Create the named volume unless it exists.
     async fn ensure_volume(&self, volume: &str) -> Result<(), Self::Error>;
 
     /// Create (never start) a helper container with `volume` mounted read-write at
-    /// [`ENTRYPOINT_DIR`](crate::runtime::ENTRYPOINT_DIR), from [`HELPER_IMAGE`](super::HELPER_IMAGE)
+    /// [`ENTRYPOINT_DIR`](kat_core::runtime::ENTRYPOINT_DIR), from [`HELPER_IMAGE`](crate::HELPER_IMAGE)
     /// (imported on first need); returns its id. It must not carry `kat.managed`.
     async fn create_helper(&self, volume: &str) -> Result<String, Self::Error>;
 
@@ -153,8 +149,8 @@ pub trait EngineCalls: Clone + Debug + Send + Sync + 'static {
 /// A guard that removes `id` with `engine` from a background thread unless disarmed (see [`CleanupGuard`]).
 ///
 /// ```no_run
-/// # async fn demo<E: kat_core::runtime::support::EngineCalls>(engine: E, id: String) -> Result<(), E::Error> {
-/// let guard = kat_core::runtime::support::removal_guard(engine.clone(), id.clone());
+/// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E, id: String) -> Result<(), E::Error> {
+/// let guard = kat_runtime_engine::removal_guard(engine.clone(), id.clone());
 /// // ... work with the container; an early return or a panic removes it ...
 /// engine.remove(&id).await?;
 /// guard.disarm();
@@ -169,7 +165,7 @@ pub fn removal_guard<E: EngineCalls>(engine: E, id: String) -> CleanupGuard {
     })
 }
 
-/// [`ContainerRuntime::run`](crate::runtime::ContainerRuntime::run) on `engine`: create (pulling a missing
+/// [`ContainerRuntime::run`](kat_core::runtime::ContainerRuntime::run) on `engine`: create (pulling a missing
 /// image once), attach, start, then [`supervise`] until the exit, the spec's timeout or `cancel` (the last two
 /// SIGKILL the container), and remove the container on every path.
 ///
@@ -179,17 +175,17 @@ pub fn removal_guard<E: EngineCalls>(engine: E, id: String) -> CleanupGuard {
 /// container).
 ///
 /// ```no_run
-/// # async fn demo<E: kat_core::runtime::support::EngineCalls>(engine: E) -> Result<(), E::Error> {
+/// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
 /// use kat_core::runtime::{CancellationToken, ContainerSpec};
 /// let spec = ContainerSpec::new("hello", "kat-busybox:latest", ["echo", "hello"]);
-/// let outcome = kat_core::runtime::support::run_container(engine, spec, CancellationToken::new()).await?;
+/// let outcome = kat_runtime_engine::run_container(engine, spec, CancellationToken::new()).await?;
 /// assert_eq!(outcome.stdout_tail, b"hello\n");
 /// # Ok(())
 /// # }
 /// ```
 ///
 /// # Errors
-/// `cancel` firing before the create ([`EngineCalls::cancelled`]), and the engine's errors; a timeout or a
+/// `cancel` firing before the create ([`EngineError::cancelled`]), and the engine's errors; a timeout or a
 /// cancellation after the create is an [`Outcome`], not an error.
 pub async fn run_container<E: EngineCalls>(
     engine: E,
@@ -214,7 +210,7 @@ async fn lifecycle<E: EngineCalls>(
     let t0 = Instant::now();
     let name = container_name(&spec.name);
     if stop.fired_now().is_some() {
-        return Err(engine.cancelled());
+        return Err(E::Error::cancelled());
     }
     let id = engine.create(&name, &spec, &stop).await?;
     tracing::Span::current().record("container", id.as_str());
@@ -287,23 +283,24 @@ impl<E: EngineCalls> VolumeAccess for Helper<'_, E> {
     }
 }
 
-/// [`ContainerRuntime::prepare_entrypoint`](crate::runtime::ContainerRuntime::prepare_entrypoint) on
+/// [`ContainerRuntime::prepare_entrypoint`](kat_core::runtime::ContainerRuntime::prepare_entrypoint) on
 /// `engine`: check the volume name, hash the binary, create the volume, and [`sync_entrypoint`] through a
 /// helper container that is removed again on every path. Callers serialize calls of one process.
 ///
 /// ```no_run
-/// # async fn demo<E: kat_core::runtime::support::EngineCalls>(engine: E) -> Result<(), E::Error> {
+/// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
 /// use kat_core::runtime::{DEFAULT_ENTRYPOINT_VOLUME, EntrypointBinary};
 /// let binary = EntrypointBinary { path: "/usr/local/lib/kat/kat-entrypoint".into() };
 /// let mount =
-///     kat_core::runtime::support::prepare_entrypoint(&engine, &binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
+///     kat_runtime_engine::prepare_entrypoint(&engine, &binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
 /// println!("{} in {}", mount.sha256, mount.volume);
 /// # Ok(())
 /// # }
 /// ```
 ///
 /// # Errors
-/// An invalid volume name ([`SpecError`]), an unreadable binary ([`LoadError`]), the engine's errors.
+/// An invalid volume name ([`SpecError`](crate::SpecError)), an unreadable binary
+/// ([`LoadError`](crate::LoadError)), the engine's errors.
 pub async fn prepare_entrypoint<E: EngineCalls>(
     engine: &E,
     binary: &EntrypointBinary,
@@ -328,7 +325,7 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
         Err(e) => warn!(container = %id, error = %e, "could not remove the volume helper"),
     }
     synced.map_err(|e| {
-        e.into_engine(|e| engine.unexpected("building the entrypoint archive", e.to_string()))
+        e.into_engine(|e| E::Error::unexpected("building the entrypoint archive", e.to_string()))
     })?;
     Ok(EntrypointMount {
         volume: volume.to_string(),
@@ -336,21 +333,21 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
     })
 }
 
-/// [`ContainerRuntime::reap_orphans`](crate::runtime::ContainerRuntime::reap_orphans) on `engine`: remove
+/// [`ContainerRuntime::reap_orphans`](kat_core::runtime::ContainerRuntime::reap_orphans) on `engine`: remove
 /// every managed container of `deployment` whose task is not in `live` (or does not parse), trying all
 /// of them.
 ///
 /// ```no_run
-/// # async fn demo<E: kat_core::runtime::support::EngineCalls>(engine: E) -> Result<(), E::Error> {
+/// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
 /// // At start-up, before any task runs: nothing is live.
-/// let removed = kat_core::runtime::support::reap_orphans(&engine, "default", &Default::default()).await?;
+/// let removed = kat_runtime_engine::reap_orphans(&engine, "default", &Default::default()).await?;
 /// println!("reaped {}", removed.len());
 /// # Ok(())
 /// # }
 /// ```
 ///
 /// # Errors
-/// The listing's error, or [`EngineCalls::unexpected`] naming the containers that could not be removed.
+/// The listing's error, or [`EngineError::unexpected`] naming the containers that could not be removed.
 pub async fn reap_orphans<E: EngineCalls>(
     engine: &E,
     deployment: &str,
@@ -365,7 +362,7 @@ pub async fn reap_orphans<E: EngineCalls>(
     .await;
     match reaped.failure() {
         None => Ok(reaped.removed),
-        Some(message) => Err(engine.unexpected("reap", message)),
+        Some(message) => Err(E::Error::unexpected("reap", message)),
     }
 }
 
@@ -378,7 +375,8 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::runtime::EndReason;
+    use crate::{LoadError, SpecError, TaskFailed};
+    use kat_core::runtime::EndReason;
 
     #[derive(Debug, thiserror::Error)]
     enum FakeError {
@@ -449,16 +447,30 @@ mod tests {
         }
     }
 
+    impl EngineError for FakeError {
+        fn cancelled() -> FakeError {
+            FakeError::Cancelled
+        }
+
+        fn unexpected(op: &'static str, message: String) -> FakeError {
+            FakeError::Engine(format!("{op}: {message}"))
+        }
+    }
+
     #[async_trait]
     impl EngineCalls for Fake {
         type Error = FakeError;
 
-        fn cancelled(&self) -> FakeError {
-            FakeError::Cancelled
-        }
-
-        fn unexpected(&self, op: &'static str, message: String) -> FakeError {
-            FakeError::Engine(format!("{op}: {message}"))
+        async fn capabilities(&self) -> Result<Capabilities, FakeError> {
+            Ok(Capabilities {
+                name: "fake".into(),
+                engine_version: "1".into(),
+                rootless: false,
+                user_namespaces: false,
+                pids_limit: true,
+                named_volumes: true,
+                host_network: true,
+            })
         }
 
         async fn create(
