@@ -18,7 +18,7 @@ use kat_core::object::ObjectType;
 use kat_core::org::OrgCode;
 use kat_core::permission::{Action, Resource, required_for};
 use kat_core::plugin::{PluginDef, sync};
-use kat_core::store::{ByteStream, FileStore, NewFile, TaskStore};
+use kat_core::store::{ByteStream, FileStore, NewFile, PluginCatalog, TaskQueue};
 use kat_core::task::{Task, TaskInput};
 
 use super::*;
