@@ -667,6 +667,7 @@ mod tests {
         e.to_string()
     }
 
+    #[cfg(all(feature = "docker", feature = "podman"))]
     #[test]
     fn runtime_names_parse_in_any_case_and_with_spaces() {
         assert_eq!(
@@ -687,6 +688,7 @@ mod tests {
         );
     }
 
+    #[cfg(all(feature = "docker", feature = "podman"))]
     #[test]
     fn runtime_default_is_docker_and_names_round_trip() {
         assert_eq!(RuntimeChoice::default(), RuntimeChoice::Docker);
@@ -695,6 +697,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "docker", feature = "podman"))]
     #[test]
     fn an_unknown_runtime_is_named_with_the_valid_ones() {
         for bad in ["", "lxc", "docker ce", "podman:", "dockerd"] {
@@ -716,6 +719,7 @@ mod tests {
         assert!(m.contains("feature `podman`"), "{m}");
     }
 
+    #[cfg(feature = "sled")]
     #[test]
     fn store_values_parse() {
         assert_eq!(
@@ -740,6 +744,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sled")]
     #[test]
     fn store_choices_print_as_they_parse() {
         for s in [StoreChoice::Memory, StoreChoice::Sled("/srv/kat".into())] {
@@ -747,6 +752,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "sled")]
     #[test]
     fn an_unknown_store_is_named_with_the_valid_ones() {
         for bad in [
@@ -770,6 +776,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "sled")]
     #[test]
     fn a_sled_store_without_a_directory_is_refused() {
         let m = message(StoreChoice::parse("sled:", data()).expect_err("no path"));
@@ -789,6 +796,53 @@ mod tests {
         assert_eq!(cfg.store, StoreChoice::Sled(data().to_path_buf()));
         assert_eq!(cfg.runtime, RuntimeChoice::Docker);
         assert_eq!(cfg.engine.deployment, deployment_name(data()));
+    }
+
+    #[test]
+    fn the_memory_store_is_always_built_in() {
+        assert_eq!(
+            StoreChoice::parse("memory", data()).ok(),
+            Some(StoreChoice::Memory)
+        );
+    }
+
+    #[cfg(not(feature = "sled"))]
+    #[test]
+    fn sled_is_refused_when_its_feature_is_off() {
+        let m = message(StoreChoice::parse("sled", data()).expect_err("no sled"));
+        assert!(
+            m.contains("feature `sled`") && m.contains("valid: memory"),
+            "{m}"
+        );
+        let m = message(StoreChoice::parse("nosql", data()).expect_err("unknown"));
+        assert!(m.contains("unknown store \"nosql\"; valid: memory"), "{m}");
+    }
+
+    #[cfg(not(feature = "podman"))]
+    #[test]
+    fn podman_is_refused_when_its_feature_is_off() {
+        let m = message("podman".parse::<RuntimeChoice>().expect_err("no podman"));
+        assert!(m.contains("feature `podman`"), "{m}");
+    }
+
+    #[cfg(not(any(feature = "docker", feature = "podman")))]
+    #[test]
+    fn with_no_runtime_built_in_the_error_says_how_to_get_one() {
+        let m = message("docker".parse::<RuntimeChoice>().expect_err("no docker"));
+        assert!(m.contains("this build has none"), "{m}");
+    }
+
+    #[cfg(not(feature = "docker"))]
+    #[tokio::test]
+    async fn a_deployment_on_a_runtime_without_its_feature_does_not_start() {
+        let mut cfg = DeployConfig::new(
+            "/nonexistent",
+            "127.0.0.1:0".parse().expect("addr"),
+            vec![7; 32],
+        );
+        cfg.store = StoreChoice::Memory;
+        let e = Deployment::start(cfg).await.expect_err("no docker");
+        assert!(message(e).contains("feature `docker`"));
     }
 
     #[tokio::test]

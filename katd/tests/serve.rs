@@ -2,6 +2,8 @@
 //! `--runtime podman`, and nothing is written to the data directory with `--store memory` (and the JWT
 //! secret from the environment).
 
+#![cfg(any(feature = "docker", feature = "podman"))]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ struct Serving {
     token: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
     data: PathBuf,
 }
 
