@@ -95,7 +95,7 @@ struct ServeArgs {
     /// The container runtime that runs plugins: docker or podman [default: docker].
     #[arg(long, env = "KAT_RUNTIME")]
     runtime: Option<String>,
-    /// The store: sled (in --data), sled:<path> or memory [default: sled].
+    /// The store: sled (in --data), sled:PATH or memory [default: sled].
     #[arg(long, env = "KAT_STORE")]
     store: Option<String>,
     /// Address to listen on.
