@@ -155,9 +155,9 @@ async fn main() {
         .iter()
         .map(|h| Object::from_json(ObjectType::Hostname, &json!({"name": h})).unwrap())
         .collect();
-    let stored = d.store().upsert(&org, objs, None).await.unwrap();
+    let stored = d.objects().upsert(&org, objs, None).await.unwrap();
     for s in stored {
-        d.store()
+        d.objects()
             .set_scan_profile(
                 &org,
                 ObjectType::Hostname,

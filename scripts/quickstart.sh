@@ -50,8 +50,8 @@ step "static entrypoint and the first-party plugin image"
 ep="$(pwd)/$(scripts/build-entrypoint.sh)"
 scripts/plugin-image.sh >/dev/null
 step "katd"
-cargo build --quiet --example katd
-katd="$(pwd)/target/debug/examples/katd"
+cargo build --quiet -p katd
+katd="$(pwd)/target/debug/katd"
 
 step "demo services on loopback: TLS on 443, a PostgreSQL-port listener on 5432"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

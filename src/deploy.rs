@@ -1,12 +1,18 @@
-//! A whole deployment in one call: sled storage, a container runtime, the engine and the HTTP API,
-//! wired together the way `katd serve` runs them. Applications with other needs assemble the parts
-//! themselves (see the crate docs); this is the reference assembly, used by `katd` and by the
-//! end-to-end tests.
+//! A whole deployment in one call: a store, a container runtime, the engine and the HTTP API, wired
+//! together the way `katd serve` runs them. Applications with other needs assemble the parts themselves
+//! (see the crate docs); this is the reference assembly, used by `katd` and by the end-to-end tests.
+//!
+//! The store and the runtime come from the configuration ([`StoreChoice`], [`RuntimeChoice`]), so a new
+//! backend is one more choice here and no change to the commands that use a deployment. Which choices a
+//! build has is decided by the facade's features: `sled` (the sled store), `docker` and `podman` (the
+//! runtimes); the memory store is always there. A choice whose feature is off is an error naming the
+//! feature, both when parsed and when a deployment starts.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kat::core::Error> {
-//! use kat::deploy::{DeployConfig, Deployment};
+//! use kat::deploy::{DeployConfig, Deployment, RuntimeChoice};
 //! let mut cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:8000".parse().unwrap(), vec![7u8; 32]);
+//! cfg.runtime = "podman".parse::<RuntimeChoice>()?;
 //! cfg.plugin_files = vec!["plugins/plugins.json".into()];
 //! let d = Deployment::start(cfg).await?;
 //! println!("API on http://{}/api/v1/", d.addr());
@@ -15,41 +21,245 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kat_core::Error;
 use kat_core::engine::{Engine, EngineConfig, Recovery};
 use kat_core::finding::FindingTypes;
+use kat_core::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
 use kat_core::object::{FindingTypeObject, Object};
 use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::{PluginDef, SyncReport, sync};
 use kat_core::runtime::ContainerRuntime;
-use kat_core::store::{ObjectStore, TaskStore};
+use kat_core::store::{FileStore, ObjectStore, TaskStore};
 use kat_core::token::TokenAuthority;
 use kat_http::{Api, ApiConfig, JwtAuthority};
+#[cfg(feature = "sled")]
 use kat_store_sled::{SledOptions, SledStore};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Which container engine runs plugins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeKind {
-    /// A Docker engine (`DOCKER_HOST` or `/var/run/docker.sock`).
+///
+/// Parsed from `docker` or `podman` (as `katd serve --runtime` and `KAT_RUNTIME` take it); a name this
+/// build has no feature for is an error that names the feature and the runtimes it has.
+///
+/// ```
+/// use kat::deploy::RuntimeChoice;
+/// assert_eq!("podman".parse::<RuntimeChoice>().unwrap(), RuntimeChoice::Podman);
+/// assert_eq!(RuntimeChoice::default().to_string(), "docker");
+/// let e = "lxc".parse::<RuntimeChoice>().unwrap_err().to_string();
+/// assert!(e.contains("\"lxc\"") && e.contains("docker, podman"), "{e}");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RuntimeChoice {
+    /// A Docker engine (`DOCKER_HOST` or `/var/run/docker.sock`); feature `docker`.
+    #[default]
     Docker,
+    /// Podman's libpod service (`CONTAINER_HOST`, else its default sockets); feature `podman`.
+    Podman,
+}
+
+impl RuntimeChoice {
+    /// Every runtime a deployment knows, whether this build has it or not.
+    pub const ALL: [RuntimeChoice; 2] = [RuntimeChoice::Docker, RuntimeChoice::Podman];
+
+    /// Its name, as parsed and printed; also the name of the facade's feature that builds it in.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeChoice::Docker => "docker",
+            RuntimeChoice::Podman => "podman",
+        }
+    }
+
+    /// Whether this build has it (its feature is on).
+    pub fn is_built_in(self) -> bool {
+        match self {
+            RuntimeChoice::Docker => cfg!(feature = "docker"),
+            RuntimeChoice::Podman => cfg!(feature = "podman"),
+        }
+    }
+
+    /// The error for a runtime this build does not have.
+    fn not_built_in(self) -> Error {
+        let valid: Vec<&str> = Self::ALL
+            .into_iter()
+            .filter(|r| r.is_built_in())
+            .map(RuntimeChoice::name)
+            .collect();
+        Error::invalid(
+            "runtime",
+            format!(
+                "the runtime {:?} is not built in (the feature `{}` of the kat crate is off); {}",
+                self.name(),
+                self.name(),
+                valid_list(&valid)
+            ),
+        )
+    }
+}
+
+impl fmt::Display for RuntimeChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RuntimeChoice {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self, Error> {
+        let wanted = value.trim();
+        let choice = Self::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| {
+                let valid: Vec<&str> = Self::ALL
+                    .into_iter()
+                    .filter(|r| r.is_built_in())
+                    .map(RuntimeChoice::name)
+                    .collect();
+                Error::invalid(
+                    "runtime",
+                    format!("unknown runtime {value:?}; {}", valid_list(&valid)),
+                )
+            })?;
+        if !choice.is_built_in() {
+            return Err(choice.not_built_in());
+        }
+        Ok(choice)
+    }
+}
+
+/// Where objects, files, tasks and the plugin catalogue live.
+///
+/// Parsed by [`StoreChoice::parse`] from `sled` (in the data directory), `sled:<path>` or `memory` (as
+/// `katd serve --store` and `KAT_STORE` take it).
+///
+/// ```
+/// use std::path::Path;
+/// use kat::deploy::StoreChoice;
+/// let data = Path::new("/var/lib/kat");
+/// assert_eq!(StoreChoice::parse("memory", data).unwrap(), StoreChoice::Memory);
+/// assert_eq!(StoreChoice::parse("sled", data).unwrap(), StoreChoice::Sled(data.into()));
+/// assert_eq!(StoreChoice::parse("sled:/srv/kat", data).unwrap(), StoreChoice::Sled("/srv/kat".into()));
+/// let e = StoreChoice::parse("postgres", data).unwrap_err().to_string();
+/// assert!(e.contains("\"postgres\"") && e.contains("memory"), "{e}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChoice {
+    /// sled in this directory (the database and the file contents); feature `sled`.
+    Sled(PathBuf),
+    /// In memory: everything is gone when the deployment stops (demos, tests).
+    Memory,
+}
+
+impl StoreChoice {
+    /// Parse `sled` (sled in `data_dir`), `sled:<path>` or `memory`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the value and listing the valid ones, also for `sled` when the facade's
+    /// feature `sled` is off.
+    pub fn parse(value: &str, data_dir: &Path) -> Result<Self, Error> {
+        let wanted = value.trim();
+        let choice = if wanted.eq_ignore_ascii_case("memory") {
+            StoreChoice::Memory
+        } else if wanted.eq_ignore_ascii_case("sled") {
+            StoreChoice::Sled(data_dir.to_path_buf())
+        } else if let Some(path) = wanted.strip_prefix("sled:") {
+            if path.is_empty() {
+                return Err(Error::invalid(
+                    "store",
+                    format!("{value:?} names no directory; {}", Self::valid()),
+                ));
+            }
+            StoreChoice::Sled(PathBuf::from(path))
+        } else {
+            return Err(Error::invalid(
+                "store",
+                format!("unknown store {value:?}; {}", Self::valid()),
+            ));
+        };
+        if !choice.is_built_in() {
+            return Err(choice.not_built_in());
+        }
+        Ok(choice)
+    }
+
+    /// Its kind: `sled` or `memory`; for sled also the name of the facade's feature that builds it in.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreChoice::Sled(_) => "sled",
+            StoreChoice::Memory => "memory",
+        }
+    }
+
+    /// Whether this build has it (the memory store always; sled with the feature `sled`).
+    pub fn is_built_in(&self) -> bool {
+        match self {
+            StoreChoice::Sled(_) => cfg!(feature = "sled"),
+            StoreChoice::Memory => true,
+        }
+    }
+
+    /// The values this build accepts, for error messages.
+    fn valid() -> String {
+        let mut valid = Vec::new();
+        if cfg!(feature = "sled") {
+            valid.extend(["sled (in the data directory)", "sled:<path>"]);
+        }
+        valid.push("memory");
+        valid_list(&valid)
+    }
+
+    /// The error for a store this build does not have.
+    fn not_built_in(&self) -> Error {
+        Error::invalid(
+            "store",
+            format!(
+                "the store {:?} is not built in (the feature `{}` of the kat crate is off); {}",
+                self.name(),
+                self.name(),
+                Self::valid()
+            ),
+        )
+    }
+}
+
+impl fmt::Display for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Sled(path) => write!(f, "sled:{}", path.display()),
+            StoreChoice::Memory => f.write_str("memory"),
+        }
+    }
+}
+
+/// `valid: a, b` or, with nothing built in, what to do about it.
+fn valid_list(valid: &[&str]) -> String {
+    if valid.is_empty() {
+        "this build has none (enable a feature of the kat crate)".to_string()
+    } else {
+        format!("valid: {}", valid.join(", "))
+    }
 }
 
 /// What a deployment is made of.
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
-    /// Where sled and file contents live.
-    pub data_dir: PathBuf,
+    /// Where objects, files and tasks live.
+    pub store: StoreChoice,
     /// Where the API listens (port 0 picks a free one).
     pub listen: SocketAddr,
     /// The container engine.
-    pub runtime: RuntimeKind,
+    pub runtime: RuntimeChoice,
     /// The engine's settings. An empty `api_url` is derived from the listening address.
     pub engine: EngineConfig,
     /// Plugin definition files, synced at start (plugins missing from them are disabled, not deleted).
@@ -64,7 +274,8 @@ pub struct DeployConfig {
     pub jwt_secret: Vec<u8>,
     /// The API's settings. An empty `public_base_url` is derived from the listening address.
     pub api: ApiConfig,
-    /// sled's settings.
+    /// sled's settings, when the store is sled.
+    #[cfg(feature = "sled")]
     pub sled: SledOptions,
 }
 
@@ -89,35 +300,177 @@ pub fn deployment_name(data_dir: &Path) -> String {
 }
 
 impl DeployConfig {
-    /// A configuration with defaults for everything but the data directory, address and secret; the
-    /// engine's deployment name is [`deployment_name`] of the data directory.
+    /// A configuration with defaults for everything but the data directory, address and secret: sled
+    /// in the data directory, Docker, and as the engine's deployment name [`deployment_name`] of the
+    /// data directory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr, jwt_secret: Vec<u8>) -> Self {
         let data_dir = data_dir.into();
         DeployConfig {
             listen,
-            runtime: RuntimeKind::Docker,
+            runtime: RuntimeChoice::Docker,
             engine: EngineConfig {
                 api_url: String::new(),
                 deployment: deployment_name(&data_dir),
                 ..EngineConfig::default()
             },
-            data_dir,
+            store: StoreChoice::Sled(data_dir),
             plugin_files: Vec::new(),
             enable_new_plugins: true,
             finding_types: None,
             organizations: Vec::new(),
             jwt_secret,
             api: ApiConfig::default(),
+            #[cfg(feature = "sled")]
             sled: SledOptions::default(),
         }
     }
+}
+
+/// The stores of a deployment, as the engine and the API take them.
+#[derive(Debug, Clone)]
+struct Stores {
+    objects: Arc<dyn ObjectStore>,
+    files: Arc<dyn FileStore>,
+    tasks: Arc<dyn TaskStore>,
+    /// The sled store behind the three, to flush at the end.
+    #[cfg(feature = "sled")]
+    sled: Option<SledStore>,
+}
+
+/// How to open a store, beyond the choice.
+#[derive(Debug, Clone, Default)]
+struct StoreOptions {
+    #[cfg(feature = "sled")]
+    sled: SledOptions,
+}
+
+impl Stores {
+    /// Open the chosen store.
+    fn open(choice: &StoreChoice, options: &StoreOptions) -> Result<Self, Error> {
+        match choice {
+            StoreChoice::Sled(path) => Self::open_sled(path, options),
+            StoreChoice::Memory => Ok(Stores {
+                objects: Arc::new(MemoryObjectStore::default()),
+                files: Arc::new(MemoryFileStore::default()),
+                tasks: Arc::new(MemoryTaskStore::default()),
+                #[cfg(feature = "sled")]
+                sled: None,
+            }),
+        }
+    }
+
+    #[cfg(feature = "sled")]
+    fn open_sled(path: &Path, options: &StoreOptions) -> Result<Self, Error> {
+        let store = SledStore::open(path, options.sled.clone())?;
+        Ok(Stores {
+            objects: Arc::new(store.clone()),
+            files: Arc::new(store.clone()),
+            tasks: Arc::new(store.clone()),
+            sled: Some(store),
+        })
+    }
+
+    #[cfg(not(feature = "sled"))]
+    fn open_sled(path: &Path, _options: &StoreOptions) -> Result<Self, Error> {
+        Err(StoreChoice::Sled(path.to_path_buf()).not_built_in())
+    }
+
+    /// Write what the store buffers to disk (nothing to do in memory).
+    async fn flush(&self) -> Result<(), Error> {
+        #[cfg(feature = "sled")]
+        if let Some(store) = &self.sled {
+            store.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Connect to the chosen container engine.
+async fn connect_runtime(choice: RuntimeChoice) -> Result<Arc<dyn ContainerRuntime>, Error> {
+    match choice {
+        RuntimeChoice::Docker => connect_docker().await,
+        RuntimeChoice::Podman => connect_podman().await,
+    }
+}
+
+#[cfg(feature = "docker")]
+async fn connect_docker() -> Result<Arc<dyn ContainerRuntime>, Error> {
+    let runtime = kat_runtime_docker::DockerRuntime::connect()
+        .await
+        .map_err(Error::from)?;
+    Ok(Arc::new(runtime))
+}
+
+#[cfg(not(feature = "docker"))]
+async fn connect_docker() -> Result<Arc<dyn ContainerRuntime>, Error> {
+    Err(RuntimeChoice::Docker.not_built_in())
+}
+
+#[cfg(feature = "podman")]
+async fn connect_podman() -> Result<Arc<dyn ContainerRuntime>, Error> {
+    let runtime = kat_runtime_podman::PodmanRuntime::connect()
+        .await
+        .map_err(Error::from)?;
+    Ok(Arc::new(runtime))
+}
+
+#[cfg(not(feature = "podman"))]
+async fn connect_podman() -> Result<Arc<dyn ContainerRuntime>, Error> {
+    Err(RuntimeChoice::Podman.not_built_in())
+}
+
+/// Sync the plugin definition files into a catalogue: changed plugins are updated, plugins missing
+/// from the files are disabled (never deleted), new ones start enabled if `enable_new_plugins`.
+async fn sync_catalogue(
+    tasks: &dyn TaskStore,
+    plugin_files: &[PathBuf],
+    enable_new_plugins: bool,
+) -> Result<SyncReport, Error> {
+    let defs = PluginDef::load_files(plugin_files)?;
+    let existing = tasks.list_plugins().await?;
+    let (writes, report) = sync(&existing, &defs, enable_new_plugins);
+    tasks.put_plugins(writes).await?;
+    Ok(report)
+}
+
+/// Sync plugin definition files into a store that no deployment is serving (what `katd sync` does),
+/// the way [`Deployment::start`] syncs them, and flush.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), kat::core::Error> {
+/// use kat::deploy::{StoreChoice, sync_plugins};
+/// let store = StoreChoice::Sled("/var/lib/kat".into());
+/// let report = sync_plugins(&store, &["plugins/plugins.json".into()], true).await?;
+/// println!("added {:?}", report.added);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// A bad plugin file, a store that cannot be opened (for instance because a deployment holds it), or
+/// the memory store (which nothing outlives).
+pub async fn sync_plugins(
+    store: &StoreChoice,
+    plugin_files: &[PathBuf],
+    enable_new_plugins: bool,
+) -> Result<SyncReport, Error> {
+    if *store == StoreChoice::Memory {
+        return Err(Error::invalid(
+            "store",
+            "a memory store lives only inside a running deployment; sync into a sled store",
+        ));
+    }
+    let stores = Stores::open(store, &StoreOptions::default())?;
+    let report = sync_catalogue(stores.tasks.as_ref(), plugin_files, enable_new_plugins).await?;
+    stores.flush().await?;
+    Ok(report)
 }
 
 /// A running deployment.
 #[derive(Debug)]
 pub struct Deployment {
     engine: Engine,
-    store: SledStore,
+    stores: Stores,
     tokens: Arc<JwtAuthority>,
     addr: SocketAddr,
     recovery: Recovery,
@@ -131,52 +484,31 @@ impl Deployment {
     /// recover from a previous run, and serve the API.
     ///
     /// # Errors
-    /// Whatever fails first, with its cause: a bad plugin file, an unreachable engine, a busy port, a
-    /// store that cannot be opened.
+    /// Whatever fails first, with its cause: a store or runtime this build does not have, a bad plugin
+    /// file, an unreachable engine, a busy port, a store that cannot be opened.
     pub async fn start(cfg: DeployConfig) -> Result<Self, Error> {
-        let store = SledStore::open(&cfg.data_dir, cfg.sled.clone())?;
-        let tasks: Arc<dyn TaskStore> = Arc::new(store.clone());
-        let objects: Arc<dyn ObjectStore> = Arc::new(store.clone());
-        let tokens = Arc::new(JwtAuthority::hs256(&cfg.jwt_secret, tasks.clone())?);
-        let runtime: Arc<dyn ContainerRuntime> = match cfg.runtime {
-            RuntimeKind::Docker => Arc::new(
-                kat_runtime_docker::DockerRuntime::connect()
-                    .await
-                    .map_err(Error::from)?,
-            ),
+        let options = StoreOptions {
+            #[cfg(feature = "sled")]
+            sled: cfg.sled.clone(),
         };
-
-        let defs = PluginDef::load_files(&cfg.plugin_files)?;
-        let existing = tasks.list_plugins().await?;
-        let (writes, report) = sync(&existing, &defs, cfg.enable_new_plugins);
-        tasks.put_plugins(writes).await?;
+        let stores = Stores::open(&cfg.store, &options)?;
+        let tokens = Arc::new(JwtAuthority::hs256(&cfg.jwt_secret, stores.tasks.clone())?);
+        let runtime = connect_runtime(cfg.runtime).await?;
+        let report = sync_catalogue(
+            stores.tasks.as_ref(),
+            &cfg.plugin_files,
+            cfg.enable_new_plugins,
+        )
+        .await?;
         info!(
             added = report.added.len(),
             updated = report.updated.len(),
             removed = report.removed.len(),
             "plugins synced"
         );
-
-        for org in &cfg.organizations {
-            if tasks.get_organization(&org.code).await?.is_none() {
-                tasks.put_organization(org.clone()).await?;
-            }
-        }
+        create_organizations(&stores, &cfg.organizations).await?;
         if let Some(path) = &cfg.finding_types {
-            let catalogue = FindingTypes::load(path)?;
-            let objs: Vec<Object> = catalogue
-                .0
-                .iter()
-                .map(|(code, def)| {
-                    Object::FindingType(FindingTypeObject {
-                        code: code.clone(),
-                        def: Some(def.clone()),
-                    })
-                })
-                .collect();
-            for org in tasks.list_organizations().await? {
-                objects.upsert(&org.code, objs.clone(), None).await?;
-            }
+            store_finding_types(&stores, path).await?;
         }
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -190,9 +522,9 @@ impl Deployment {
             engine_cfg.api_url = format!("http://{addr}/api/v1");
         }
         let engine = Engine::builder()
-            .objects(objects.clone())
-            .files(Arc::new(store.clone()))
-            .tasks(tasks.clone())
+            .objects(stores.objects.clone())
+            .files(stores.files.clone())
+            .tasks(stores.tasks.clone())
             .runtime(runtime)
             .tokens(tokens.clone())
             .config(engine_cfg)
@@ -202,9 +534,9 @@ impl Deployment {
             api_cfg.public_base_url = format!("http://{addr}");
         }
         let api = Api::new(
-            objects,
-            Arc::new(store.clone()),
-            tasks,
+            stores.objects.clone(),
+            stores.files.clone(),
+            stores.tasks.clone(),
             tokens.clone(),
             Some(Arc::new(engine.clone())),
             api_cfg,
@@ -213,10 +545,10 @@ impl Deployment {
         let stopped = stop.clone();
         let server = tokio::spawn(api.serve(listener, async move { stopped.cancelled().await }));
         let recovery = engine.start().await?;
-        info!(%addr, "kat-rs is serving");
+        info!(%addr, runtime = %cfg.runtime, store = %cfg.store, "kat-rs is serving");
         Ok(Deployment {
             engine,
-            store,
+            stores,
             tokens,
             addr,
             recovery,
@@ -241,9 +573,19 @@ impl Deployment {
         &self.engine
     }
 
-    /// The store.
-    pub fn store(&self) -> &SledStore {
-        &self.store
+    /// The object store.
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.stores.objects
+    }
+
+    /// The file store.
+    pub fn files(&self) -> &Arc<dyn FileStore> {
+        &self.stores.files
+    }
+
+    /// The task store (tasks, schedules, organizations, the plugin catalogue, revoked tokens).
+    pub fn tasks(&self) -> &Arc<dyn TaskStore> {
+        &self.stores.tasks
     }
 
     /// The token authority.
@@ -280,6 +622,234 @@ impl Deployment {
         self.engine.shutdown(Duration::from_secs(20)).await;
         self.stop.cancel();
         let _ = self.server.await;
-        let _ = self.store.flush().await;
+        let _ = self.stores.flush().await;
+    }
+}
+
+/// Create the organizations that do not exist yet.
+async fn create_organizations(stores: &Stores, orgs: &[Organization]) -> Result<(), Error> {
+    for org in orgs {
+        if stores.tasks.get_organization(&org.code).await?.is_none() {
+            stores.tasks.put_organization(org.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Store the entries of a `finding_types.json` as finding types in every organization.
+async fn store_finding_types(stores: &Stores, path: &Path) -> Result<(), Error> {
+    let catalogue = FindingTypes::load(path)?;
+    let objs: Vec<Object> = catalogue
+        .0
+        .iter()
+        .map(|(code, def)| {
+            Object::FindingType(FindingTypeObject {
+                code: code.clone(),
+                def: Some(def.clone()),
+            })
+        })
+        .collect();
+    for org in stores.tasks.list_organizations().await? {
+        stores.objects.upsert(&org.code, objs.clone(), None).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> &'static Path {
+        Path::new("/var/lib/kat")
+    }
+
+    fn message(e: Error) -> String {
+        e.to_string()
+    }
+
+    #[cfg(all(feature = "docker", feature = "podman"))]
+    #[test]
+    fn runtime_names_parse_in_any_case_and_with_spaces() {
+        assert_eq!(
+            "docker".parse::<RuntimeChoice>().ok(),
+            Some(RuntimeChoice::Docker)
+        );
+        assert_eq!(
+            "podman".parse::<RuntimeChoice>().ok(),
+            Some(RuntimeChoice::Podman)
+        );
+        assert_eq!(
+            " Podman ".parse::<RuntimeChoice>().ok(),
+            Some(RuntimeChoice::Podman)
+        );
+        assert_eq!(
+            "DOCKER".parse::<RuntimeChoice>().ok(),
+            Some(RuntimeChoice::Docker)
+        );
+    }
+
+    #[cfg(all(feature = "docker", feature = "podman"))]
+    #[test]
+    fn runtime_default_is_docker_and_names_round_trip() {
+        assert_eq!(RuntimeChoice::default(), RuntimeChoice::Docker);
+        for r in RuntimeChoice::ALL {
+            assert_eq!(r.to_string().parse::<RuntimeChoice>().ok(), Some(r));
+        }
+    }
+
+    #[cfg(all(feature = "docker", feature = "podman"))]
+    #[test]
+    fn an_unknown_runtime_is_named_with_the_valid_ones() {
+        for bad in ["", "lxc", "docker ce", "podman:", "dockerd"] {
+            let e = bad.parse::<RuntimeChoice>().expect_err(bad);
+            assert!(
+                matches!(e, Error::Invalid { ref at, .. } if at == "runtime"),
+                "{e}"
+            );
+            let m = message(e);
+            assert!(m.contains(&format!("unknown runtime {bad:?}")), "{m}");
+            assert!(m.contains("valid: docker, podman"), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_runtime_without_its_feature_names_the_feature() {
+        let m = message(RuntimeChoice::Podman.not_built_in());
+        assert!(m.contains("\"podman\" is not built in"), "{m}");
+        assert!(m.contains("feature `podman`"), "{m}");
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn store_values_parse() {
+        assert_eq!(
+            StoreChoice::parse("memory", data()).ok(),
+            Some(StoreChoice::Memory)
+        );
+        assert_eq!(
+            StoreChoice::parse(" MEMORY ", data()).ok(),
+            Some(StoreChoice::Memory)
+        );
+        assert_eq!(
+            StoreChoice::parse("sled", data()).ok(),
+            Some(StoreChoice::Sled(data().to_path_buf()))
+        );
+        assert_eq!(
+            StoreChoice::parse("sled:/srv/kat data", data()).ok(),
+            Some(StoreChoice::Sled(PathBuf::from("/srv/kat data")))
+        );
+        assert_eq!(
+            StoreChoice::parse("sled:relative/dir", data()).ok(),
+            Some(StoreChoice::Sled(PathBuf::from("relative/dir")))
+        );
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn store_choices_print_as_they_parse() {
+        for s in [StoreChoice::Memory, StoreChoice::Sled("/srv/kat".into())] {
+            assert_eq!(StoreChoice::parse(&s.to_string(), data()).ok(), Some(s));
+        }
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn an_unknown_store_is_named_with_the_valid_ones() {
+        for bad in [
+            "",
+            "postgres",
+            "sled/tmp",
+            "mem",
+            "postgres://localhost/kat",
+        ] {
+            let e = StoreChoice::parse(bad, data()).expect_err(bad);
+            assert!(
+                matches!(e, Error::Invalid { ref at, .. } if at == "store"),
+                "{e}"
+            );
+            let m = message(e);
+            assert!(m.contains(&format!("unknown store {bad:?}")), "{m}");
+            assert!(
+                m.contains("valid: sled (in the data directory), sled:<path>, memory"),
+                "{m}"
+            );
+        }
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn a_sled_store_without_a_directory_is_refused() {
+        let m = message(StoreChoice::parse("sled:", data()).expect_err("no path"));
+        assert!(m.contains("\"sled:\" names no directory"), "{m}");
+    }
+
+    #[test]
+    fn a_store_without_its_feature_names_the_feature() {
+        let m = message(StoreChoice::Sled(data().into()).not_built_in());
+        assert!(m.contains("\"sled\" is not built in"), "{m}");
+        assert!(m.contains("feature `sled`"), "{m}");
+    }
+
+    #[test]
+    fn new_configurations_use_sled_in_the_data_directory_and_docker() {
+        let cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:0".parse().expect("addr"), vec![]);
+        assert_eq!(cfg.store, StoreChoice::Sled(data().to_path_buf()));
+        assert_eq!(cfg.runtime, RuntimeChoice::Docker);
+        assert_eq!(cfg.engine.deployment, deployment_name(data()));
+    }
+
+    #[test]
+    fn the_memory_store_is_always_built_in() {
+        assert_eq!(
+            StoreChoice::parse("memory", data()).ok(),
+            Some(StoreChoice::Memory)
+        );
+    }
+
+    #[cfg(not(feature = "sled"))]
+    #[test]
+    fn sled_is_refused_when_its_feature_is_off() {
+        let m = message(StoreChoice::parse("sled", data()).expect_err("no sled"));
+        assert!(
+            m.contains("feature `sled`") && m.contains("valid: memory"),
+            "{m}"
+        );
+        let m = message(StoreChoice::parse("nosql", data()).expect_err("unknown"));
+        assert!(m.contains("unknown store \"nosql\"; valid: memory"), "{m}");
+    }
+
+    #[cfg(not(feature = "podman"))]
+    #[test]
+    fn podman_is_refused_when_its_feature_is_off() {
+        let m = message("podman".parse::<RuntimeChoice>().expect_err("no podman"));
+        assert!(m.contains("feature `podman`"), "{m}");
+    }
+
+    #[cfg(not(any(feature = "docker", feature = "podman")))]
+    #[test]
+    fn with_no_runtime_built_in_the_error_says_how_to_get_one() {
+        let m = message("docker".parse::<RuntimeChoice>().expect_err("no docker"));
+        assert!(m.contains("this build has none"), "{m}");
+    }
+
+    #[cfg(not(feature = "docker"))]
+    #[tokio::test]
+    async fn a_deployment_on_a_runtime_without_its_feature_does_not_start() {
+        let mut cfg = DeployConfig::new(
+            "/nonexistent",
+            "127.0.0.1:0".parse().expect("addr"),
+            vec![7; 32],
+        );
+        cfg.store = StoreChoice::Memory;
+        let e = Deployment::start(cfg).await.expect_err("no docker");
+        assert!(message(e).contains("feature `docker`"));
+    }
+
+    #[tokio::test]
+    async fn plugins_are_not_synced_into_a_memory_store() {
+        let e = sync_plugins(&StoreChoice::Memory, &[], true)
+            .await
+            .expect_err("memory");
+        assert!(message(e).contains("memory store"));
     }
 }

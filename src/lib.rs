@@ -8,6 +8,8 @@
 //! - `runtime_docker` (feature `docker`): plugin containers on a Docker engine.
 //! - `runtime_podman` (feature `podman`): plugin containers on Podman's libpod service.
 //! - `http` (feature `http`): the API that plugin containers call with their scoped token.
+//! - `deploy` (feature `http`): a whole deployment in one call, on the store and runtime its
+//!   configuration names (those whose features are on).
 //!
 //! ```
 //! use kat::core::object::ObjectType;
@@ -15,7 +17,7 @@
 //! ```
 
 pub use kat_core as core;
-#[cfg(all(feature = "sled", feature = "http", feature = "docker"))]
+#[cfg(feature = "http")]
 pub mod deploy;
 #[cfg(feature = "http")]
 pub use kat_http as http;

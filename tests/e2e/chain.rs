@@ -50,7 +50,7 @@ async fn scanner_output_triggers_a_normalizer_that_posts_objects_with_its_token(
     let org = k.org.clone();
     let key = "internet|www.a.example".parse().unwrap();
     let stored = kat::core::store::ObjectStore::get(
-        k.d.store(),
+        k.d.objects().as_ref(),
         &org,
         kat::core::object::ObjectType::Hostname,
         &key,
@@ -60,7 +60,7 @@ async fn scanner_output_triggers_a_normalizer_that_posts_objects_with_its_token(
     .expect("the normalizer's hostname");
     assert_eq!(stored.created_by, Some(norm_id));
     let tasks = kat::core::store::ObjectStore::tasks_of(
-        k.d.store(),
+        k.d.objects().as_ref(),
         &org,
         kat::core::object::ObjectType::Hostname,
         &key,

@@ -221,7 +221,7 @@ async fn mode5_static_file_reference_is_downloaded_by_the_entrypoint() {
     )
     .expect("plugin");
     let (writes, _) = kat::core::plugin::sync(&[], &def, true);
-    kat::core::store::PluginCatalog::put_plugins(k.d.store(), writes)
+    kat::core::store::PluginCatalog::put_plugins(k.d.tasks().as_ref(), writes)
         .await
         .expect("put");
     let ids = k.submit("cat-static", &[]).await;

@@ -3,26 +3,16 @@
 //! A test binary of its own: katd reaps every container of ours whose task it is not running, so this
 //! must not run beside the other end-to-end tests (cargo runs test binaries one after another).
 
-#[path = "e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+#![cfg(feature = "docker")]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use harness::{VOLUME, plugin, ready};
-
-fn katd() -> PathBuf {
-    // Examples are built by `cargo test`: target/<profile>/examples/katd next to target/<profile>/deps.
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("examples/katd")
-}
+use support::{VOLUME, docker_ready, free_port, katd, katd_path, plugin, wait_up};
 
 fn spawn(
     data: &std::path::Path,
@@ -31,7 +21,7 @@ fn spawn(
     token_out: &std::path::Path,
     entrypoint: &std::path::Path,
 ) -> Child {
-    Command::new(katd())
+    katd()
         .args(["serve", "--org", "acme", "--tick", "3600"])
         .arg("--data")
         .arg(data)
@@ -51,38 +41,15 @@ fn spawn(
         .expect("katd starts")
 }
 
-async fn wait_up(port: u16, token_file: &std::path::Path) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-        || !token_file.is_file()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "katd did not start listening"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_katd_mid_task_and_restarting_leaves_no_running_task_and_no_container() {
-    let Some(entrypoint) = ready().await else {
+    let Some(entrypoint) = docker_ready().await else {
         return;
     };
     assert!(
-        katd().is_file(),
+        katd_path().is_file(),
         "{} is built by cargo test",
-        katd().display()
+        katd_path().display()
     );
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins.json");

@@ -1,0 +1,193 @@
+//! `katd serve`: a deployment of `kat::deploy` on the chosen store and runtime, until Ctrl-C or SIGTERM.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kat::core::Error;
+use kat::core::engine::EngineConfig;
+use kat::core::org::{OrgCode, Organization};
+use kat::core::runtime::{EntrypointBinary, NetworkMode};
+use kat::deploy::{DeployConfig, Deployment, RuntimeChoice, StoreChoice};
+
+use crate::ServeArgs;
+use crate::secret::{load_or_create_secret, write_private};
+
+/// How long the operator token of `--token-out` lives.
+const OPERATOR_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// Start the deployment, say what start-up did, write the operator token if asked, serve until a
+/// signal, then stop cleanly.
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Error> {
+    let token_out = args.token_out.clone();
+    let cfg = deploy_config(args)?;
+    let first_org = cfg.organizations.first().map(|o| o.code.clone());
+    let d = Deployment::start(cfg).await?;
+    print_started(&d);
+    if let (Some(path), Some(org)) = (token_out, first_org) {
+        write_operator_token(&d, &org, &path)?;
+    }
+    wait_for_signal().await;
+    println!("katd: stopping");
+    d.shutdown().await;
+    Ok(())
+}
+
+/// The deployment the arguments and the environment describe.
+fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
+    let runtime = runtime_choice(args.runtime.as_deref())?;
+    let store = store_choice(args.store.as_deref(), &args.data)?;
+    let secret = load_or_create_secret(Some(&args.data))?;
+    let mut cfg = DeployConfig::new(&args.data, args.listen, secret);
+    cfg.runtime = runtime;
+    cfg.store = store;
+    cfg.engine = engine_config(&args)?;
+    cfg.plugin_files = args.plugins;
+    cfg.enable_new_plugins = !args.new_plugins_disabled;
+    cfg.finding_types = args.finding_types;
+    cfg.organizations = args
+        .orgs
+        .iter()
+        .map(|o| parse_org(o))
+        .collect::<Result<_, _>>()?;
+    Ok(cfg)
+}
+
+/// `--runtime` / `KAT_RUNTIME`; unset or empty: the default (docker).
+fn runtime_choice(value: Option<&str>) -> Result<RuntimeChoice, Error> {
+    match value.filter(|v| !v.trim().is_empty()) {
+        None => Ok(RuntimeChoice::default()),
+        Some(v) => v.parse(),
+    }
+}
+
+/// `--store` / `KAT_STORE`; unset or empty: sled in the data directory.
+fn store_choice(value: Option<&str>, data: &Path) -> Result<StoreChoice, Error> {
+    let value = value.filter(|v| !v.trim().is_empty()).unwrap_or("sled");
+    StoreChoice::parse(value, data)
+}
+
+/// The engine's settings: the seed's variables (`EngineConfig::from_env`), with what `serve` decides on
+/// top of them.
+fn engine_config(args: &ServeArgs) -> Result<EngineConfig, Error> {
+    let mut engine = EngineConfig::from_env()?;
+    if std::env::var("KAT_DEPLOYMENT").is_err() {
+        // Named after the data directory: katds sharing an engine leave each other's containers alone.
+        engine.deployment = kat::deploy::deployment_name(&args.data);
+    }
+    if std::env::var("OPENKAT_HOST")
+        .map(|v| v.is_empty())
+        .unwrap_or(true)
+    {
+        engine.api_url = String::new(); // derived from the listening address
+    }
+    engine.entrypoint_binary = args
+        .entrypoint
+        .clone()
+        .map(|path| EntrypointBinary { path });
+    engine.concurrency = args.concurrency;
+    engine.tick_interval = Duration::from_secs(args.tick.max(1));
+    if std::env::var("DOCKER_NETWORK").is_err() && args.listen.ip().is_loopback() {
+        // An API on loopback is only reachable from containers on the host's network.
+        engine.network = NetworkMode::Host;
+    }
+    Ok(engine)
+}
+
+/// `code` or `code:Name`.
+fn parse_org(s: &str) -> Result<Organization, Error> {
+    let (code, name) = s.split_once(':').unwrap_or((s, s));
+    Ok(Organization {
+        code: OrgCode::new(code)?,
+        name: name.to_string(),
+    })
+}
+
+/// The line that says where katd serves and what start-up did.
+fn print_started(d: &Deployment) {
+    let s = d.sync_report();
+    let r = d.recovery();
+    println!(
+        "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed; recovery: {} failed, {} requeued, {} containers reaped)",
+        d.api_url(),
+        s.added.len(),
+        s.updated.len(),
+        s.unchanged.len(),
+        s.removed.len(),
+        r.failed.len(),
+        r.requeued.len(),
+        r.reaped.len()
+    );
+}
+
+/// Write an operator token for `org` to `path` (mode 0600) and say so.
+fn write_operator_token(d: &Deployment, org: &OrgCode, path: &Path) -> Result<(), Error> {
+    let token = d.operator_token(org, OPERATOR_TOKEN_TTL)?;
+    write_private(path, token.as_bytes())?;
+    println!(
+        "katd: operator token for {org} written to {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_runtime_or_an_empty_one_is_docker() {
+        assert_eq!(runtime_choice(None).ok(), Some(RuntimeChoice::Docker));
+        assert_eq!(runtime_choice(Some("")).ok(), Some(RuntimeChoice::Docker));
+        assert_eq!(
+            runtime_choice(Some("podman")).ok(),
+            Some(RuntimeChoice::Podman)
+        );
+        let e = runtime_choice(Some("rkt")).expect_err("rkt").to_string();
+        assert!(e.contains("\"rkt\"") && e.contains("docker, podman"), "{e}");
+    }
+
+    #[test]
+    fn no_store_or_an_empty_one_is_sled_in_the_data_directory() {
+        let data = Path::new("/srv/kat");
+        assert_eq!(
+            store_choice(None, data).ok(),
+            Some(StoreChoice::Sled(data.into()))
+        );
+        assert_eq!(
+            store_choice(Some(" "), data).ok(),
+            Some(StoreChoice::Sled(data.into()))
+        );
+        assert_eq!(
+            store_choice(Some("memory"), data).ok(),
+            Some(StoreChoice::Memory)
+        );
+        let e = store_choice(Some("redis"), data)
+            .expect_err("redis")
+            .to_string();
+        assert!(e.contains("\"redis\"") && e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn organizations_take_an_optional_name() {
+        let o = parse_org("acme:Acme Corp").expect("org");
+        assert_eq!((o.code.as_str(), o.name.as_str()), ("acme", "Acme Corp"));
+        let o = parse_org("acme").expect("org");
+        assert_eq!((o.code.as_str(), o.name.as_str()), ("acme", "acme"));
+    }
+}

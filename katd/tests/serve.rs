@@ -1,0 +1,199 @@
+//! `katd serve` on the runtime and store its flags choose, on the real engines: plugins run on Podman with
+//! `--runtime podman`, and nothing is written to the data directory with `--store memory` (and the JWT
+//! secret from the environment).
+
+#![cfg(any(feature = "docker", feature = "podman"))]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use support::{VOLUME, free_port, katd, plugin, wait_up};
+
+/// A serving katd, killed when dropped.
+struct Serving {
+    child: Child,
+    api: String,
+    token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    data: PathBuf,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `katd serve` with these extra arguments, a `hello` plugin (echo) and a `slow` one (sleep).
+async fn serve(entrypoint: &Path, extra: &[&str]) -> Serving {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins.json");
+    std::fs::write(
+        &plugins,
+        json!([
+            plugin("hello", 0, json!([]), json!(["echo", "hello"])),
+            plugin("slow", 0, json!([]), json!(["sleep", "120"])),
+        ])
+        .to_string(),
+    )
+    .expect("write plugins");
+    let data = dir.path().join("data");
+    let token_file = dir.path().join("token");
+    let port = free_port();
+    let child = katd()
+        .args(["serve", "--org", "acme", "--tick", "3600"])
+        .args(extra)
+        .arg("--data")
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--plugins")
+        .arg(&plugins)
+        .arg("--token-out")
+        .arg(&token_file)
+        .arg("--entrypoint")
+        .arg(entrypoint)
+        .env("ENTRYPOINT_VOLUME", VOLUME)
+        .env("KAT_JWT_SECRET", "serve-test-secret-serve-test-secret!!")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("katd starts");
+    let mut serving = Serving {
+        child,
+        api: format!("http://127.0.0.1:{port}/api/v1"),
+        token: String::new(),
+        http: reqwest::Client::new(),
+        _dir: dir,
+        data,
+    };
+    wait_up(port, &token_file).await;
+    serving.token = std::fs::read_to_string(&token_file).expect("token");
+    serving
+}
+
+impl Serving {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .header("Authorization", format!("Token {}", self.token));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Queue a standalone plugin; its task's id.
+    async fn submit(&self, plugin: &str) -> String {
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/tasks/",
+                Some(json!({"type": "plugin", "data": {"plugin_id": plugin, "input_data": null}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_str().expect("task id").to_string()
+    }
+
+    /// The task once it has ended (up to 90 s).
+    async fn ended(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (s, t) = self
+                .call(reqwest::Method::GET, &format!("/tasks/{id}/"), None)
+                .await;
+            assert_eq!(s, 200, "{t}");
+            if !["queued", "running"].contains(&t["state"].as_str().unwrap_or("")) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} never ended: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(feature = "podman")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_runtime_podman_runs_plugins_on_podman() {
+    use kat::core::runtime::ContainerRuntime;
+    let Some(entrypoint) = support::podman_ready().await else {
+        return;
+    };
+    let k = serve(&entrypoint, &["--runtime", "podman"]).await;
+    let (s, plugins) = k.call(reqwest::Method::GET, "/plugins/", None).await;
+    assert_eq!(s, 200, "{plugins}");
+    assert_eq!(plugins["count"], 2, "{plugins}");
+
+    let hello = k.submit("hello").await;
+    let t = k.ended(&hello).await;
+    assert_eq!(t["state"], "completed", "{t}");
+
+    // The container of a running task is Podman's.
+    let slow = k.submit("slow").await;
+    let id: kat::core::task::TaskId = slow.parse().expect("task id");
+    let podman = kat::runtime_podman::PodmanRuntime::connect()
+        .await
+        .expect("podman");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ours = podman
+            .list_managed()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.task == Some(id))
+            .count();
+        if ours > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow task's container never appeared in Podman"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, v) = k
+        .call(
+            reqwest::Method::POST,
+            &format!("/tasks/{slow}/cancel/"),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 202, "cancel: {s} {v}");
+    assert_eq!(k.ended(&slow).await["state"], "cancelled");
+}
+
+#[cfg(feature = "docker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_store_memory_writes_nothing_to_the_data_directory() {
+    let Some(entrypoint) = support::docker_ready().await else {
+        return;
+    };
+    let k = serve(&entrypoint, &["--store", "memory"]).await;
+    let hello = k.submit("hello").await;
+    let t = k.ended(&hello).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let (s, files) = k.call(reqwest::Method::GET, "/file/", None).await;
+    assert_eq!(s, 200, "{files}");
+    assert_eq!(files["count"], 1, "the echo's output is stored: {files}");
+    // KAT_JWT_SECRET is set, so not even jwt.secret: the directory holds nothing.
+    let entries: Vec<_> = std::fs::read_dir(&k.data)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(entries.is_empty(), "{entries:?}");
+}
