@@ -47,6 +47,9 @@ pub enum Error {
         backend: &'static str,
         /// What happened and, where known, what to do about it.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A limit was exceeded (body size, output size, batch size, ...).
     #[error("limit exceeded: {0}")]
@@ -101,6 +104,39 @@ impl Error {
         Error::NotFound {
             kind,
             id: id.into(),
+        }
+    }
+
+    /// An [`Error::Unavailable`] from a message alone.
+    ///
+    /// ```
+    /// let e = kat_core::Error::unavailable("docker", "connection refused");
+    /// assert_eq!(e.to_string(), "docker unavailable: connection refused");
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn unavailable(backend: &'static str, message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            backend,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Unavailable`] keeping the backend's own error as its source; the message is the
+    /// source's.
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let e = kat_core::Error::unavailable_source("sled", io);
+    /// assert!(e.source().is_some_and(|s| s.is::<std::io::Error>()));
+    /// ```
+    pub fn unavailable_source(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Error::Unavailable {
+            backend,
+            message: source.to_string(),
+            source: Some(source),
         }
     }
 
@@ -206,13 +242,7 @@ mod tests {
 
     #[test]
     fn retryable_classification() {
-        assert!(
-            Error::Unavailable {
-                backend: "docker",
-                message: "down".into()
-            }
-            .is_retryable()
-        );
+        assert!(Error::unavailable("docker", "down").is_retryable());
         assert!(Error::Timeout("x".into()).is_retryable());
         assert!(Error::backend("sled", "busy", true).is_retryable());
         assert!(!Error::backend("sled", "bad", false).is_retryable());

@@ -202,7 +202,9 @@ impl From<Error> for ApiError {
             Error::PermissionDenied(m) => ApiError::permission_denied(m),
             Error::Unauthenticated(_) => ApiError::authentication_failed("Invalid token."),
             Error::LimitExceeded(m) => ApiError::too_large(m),
-            Error::Unavailable { backend, message } => {
+            Error::Unavailable {
+                backend, message, ..
+            } => {
                 tracing::warn!(backend, %message, "backend unavailable");
                 ApiError::unavailable(format!(
                     "the {backend} backend is unavailable; try again later"

@@ -233,35 +233,36 @@ impl<K: EngineKind> EngineError for RuntimeError<K> {
 }
 
 impl<K: EngineKind> From<RuntimeError<K>> for kat_core::Error {
+    /// The runtime error becomes the [`kat_core::Error`]'s source (its text is the message), classified
+    /// so that [`kat_core::Error::is_retryable`] is true exactly where trying again can help.
     fn from(e: RuntimeError<K>) -> Self {
-        let message = e.to_string();
         let backend = K::BACKEND;
         match e {
-            RuntimeError::Unreachable { .. } => kat_core::Error::Unavailable { backend, message },
+            RuntimeError::Unreachable { .. } => kat_core::Error::unavailable_source(backend, e),
             RuntimeError::PermissionDenied { .. }
             | RuntimeError::NotTheEngine { .. }
-            | RuntimeError::UlimitsRefused { .. } => {
-                kat_core::Error::backend(backend, message, false)
+            | RuntimeError::UlimitsRefused { .. }
+            | RuntimeError::Unexpected { .. }
+            | RuntimeError::Task(_) => kat_core::Error::backend_source(backend, e, false),
+            RuntimeError::UnsupportedHost { var, .. } => {
+                kat_core::Error::invalid(var, e.to_string())
             }
-            RuntimeError::UnsupportedHost { var, .. } => kat_core::Error::invalid(var, message),
-            RuntimeError::ImageUnavailable { .. } => kat_core::Error::invalid("image", message),
+            RuntimeError::ImageUnavailable { .. } => {
+                kat_core::Error::invalid("image", e.to_string())
+            }
             RuntimeError::ReadBinary { ref path, .. } => {
-                kat_core::Error::invalid(path.display().to_string(), message)
+                kat_core::Error::invalid(path.display().to_string(), e.to_string())
             }
-            RuntimeError::Spec { field, .. } => kat_core::Error::invalid(field, message),
+            RuntimeError::Spec { field, .. } => kat_core::Error::invalid(field, e.to_string()),
             RuntimeError::Cancelled => kat_core::Error::Cancelled,
             RuntimeError::Api { ref source, .. } => match K::status(source) {
-                Some(409) => kat_core::Error::Conflict(message),
+                Some(409) => kat_core::Error::Conflict(e.to_string()),
                 // 500 is also what engines say for deterministic failures (an OCI runtime error, a bad
                 // mount), so only the overload statuses are worth a retry.
-                Some(502..=504) => kat_core::Error::Unavailable { backend, message },
-                Some(_) => kat_core::Error::backend(backend, message, false),
-                None if K::is_timeout(source) => kat_core::Error::Timeout(message),
-                None => kat_core::Error::backend(backend, message, false),
+                Some(502..=504) => kat_core::Error::unavailable_source(backend, e),
+                None if K::is_timeout(source) => kat_core::Error::Timeout(e.to_string()),
+                Some(_) | None => kat_core::Error::backend_source(backend, e, false),
             },
-            RuntimeError::Unexpected { .. } | RuntimeError::Task(_) => {
-                kat_core::Error::backend(backend, message, false)
-            }
         }
     }
 }

@@ -113,10 +113,7 @@ impl From<SledStoreError> for kat_core::Error {
         match e {
             SledStoreError::Sled(sled::Error::Io(io)) => {
                 if is_transient(io.kind()) {
-                    K::Unavailable {
-                        backend: "sled",
-                        message: io.to_string(),
-                    }
+                    K::unavailable_source("sled", io)
                 } else {
                     K::Io(io)
                 }
@@ -140,10 +137,7 @@ impl From<SledStoreError> for kat_core::Error {
                 };
                 K::Io(io::Error::new(kind, e))
             }
-            e @ SledStoreError::Locked { .. } => K::Unavailable {
-                backend: "sled",
-                message: e.to_string(),
-            },
+            e @ SledStoreError::Locked { .. } => K::unavailable_source("sled", e),
             e @ (SledStoreError::Decode { .. }
             | SledStoreError::Format(_)
             | SledStoreError::MissingBlob { .. }) => K::corrupt_source(e),

@@ -44,6 +44,7 @@ impl Client {
             .map_err(|e| Error::Unavailable {
                 backend: "api",
                 message: format!("{e} (is katd serve running at {}?)", self.base),
+                source: Some(Box::new(e)),
             })?;
         let status = resp.status();
         let text = resp
