@@ -84,7 +84,12 @@ pub fn unescape_part(part: &str) -> String {
     while let Some(i) = rest.find('%') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if tail.len() >= 3 && tail[..3].eq_ignore_ascii_case("%7C") {
+        // Compared as bytes: the two after `%` may be part of a multibyte character.
+        if tail
+            .as_bytes()
+            .get(..3)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"%7C"))
+        {
             out.push('|');
             rest = &tail[3..];
         } else if let Some(after) = tail.strip_prefix("%25") {
@@ -107,6 +112,13 @@ mod tests {
     fn unknown_percent_sequences_survive() {
         assert_eq!(unescape_part("50%off%2"), "50%off%2");
         assert_eq!(unescape_part("%7c"), "|");
+    }
+
+    #[test]
+    fn a_percent_before_a_multibyte_character_is_kept() {
+        assert_eq!(unescape_part("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(unescape_part("%\u{e9}"), "%\u{e9}");
+        assert_eq!(unescape_part("x%7\u{1f600}"), "x%7\u{1f600}");
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl AsRef<str> for NaturalKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::ObjectType;
     use proptest::prelude::*;
 
     #[test]
@@ -145,6 +146,18 @@ mod tests {
         let k = NaturalKey::from_parts(["internet", "x.com", "", "k=rsa; p=MII/+ab=="]);
         assert_eq!(k.as_str(), "internet|x.com||k=rsa; p=MII/+ab==");
         assert_eq!(k.parts()[3], "k=rsa; p=MII/+ab==");
+    }
+
+    #[test]
+    fn keys_from_urls_with_a_stray_percent_resolve() {
+        // A `%` followed by a multibyte character used to panic in `parts`.
+        let k = ObjectType::Software
+            .parse_key("50%\u{e9}t\u{e9}|1.0")
+            .unwrap();
+        assert_eq!(
+            k.parts(),
+            vec!["50%\u{e9}t\u{e9}".to_string(), "1.0".to_string()]
+        );
     }
 
     #[test]
