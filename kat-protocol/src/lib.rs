@@ -5,7 +5,7 @@
 //! is what `kat-core` (the engine and the object model), `kat-entrypoint` and `plugins/kat-plugins` all link, so
 //! the two sides of the wire cannot drift apart.
 //!
-//! - [`env`]: the names of the environment variables the engine sets in a plugin container and the
+//! - [`env`](mod@env): the names of the environment variables the engine sets in a plugin container and the
 //!   entrypoint reads, with the entrypoint's defaults.
 //! - [`exit`]: the entrypoint's own exit codes (120 to 124, and 126, 127, 128+N) and what each means.
 //! - [`host`]: the canonical form of hostnames (lowercase, one trailing dot stripped, RFC 1123) and of IP
