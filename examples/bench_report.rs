@@ -30,6 +30,7 @@ use kat::core::runtime::{EntrypointBinary, NetworkMode};
 use kat::core::store::ObjectStore;
 use kat::core::task::{Task, TaskId};
 use kat::deploy::{DeployConfig, Deployment};
+use kat::protocol::env;
 use kat::store_sled::{SledOptions, SledStore};
 use serde_json::json;
 
@@ -324,10 +325,10 @@ async fn main() {
     let start = Instant::now();
     let o = Command::new(&entrypoint)
         .args(["head", "-c", "1073741824", "/dev/zero"])
-        .env("OPENKAT_API", d.api_url())
-        .env("OPENKAT_TOKEN", &task_token)
-        .env("PLUGIN_ID", "big")
-        .env("KAT_SPOOL_DIR", dir.path())
+        .env(env::API, d.api_url())
+        .env(env::TOKEN, &task_token)
+        .env(env::PLUGIN_ID, "big")
+        .env(env::SPOOL_DIR, dir.path())
         .output()
         .unwrap();
     let secs = start.elapsed().as_secs_f64();

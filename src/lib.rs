@@ -4,6 +4,8 @@
 //! backends, so an application can assemble a deployment from one crate.
 //!
 //! - [`core`]: the domain, the traits and the engine (always present).
+//! - [`protocol`]: the entrypoint wire contract (environment variable names, exit codes, hostname and
+//!   natural-key rules) that the engine, the entrypoint and plugins share (always present).
 //! - `store_sled` (feature `sled`): objects, files, tasks and schedules on sled.
 //! - `runtime_docker` (feature `docker`): plugin containers on a Docker engine.
 //! - `runtime_podman` (feature `podman`): plugin containers on Podman's libpod service.
@@ -17,6 +19,7 @@
 //! ```
 
 pub use kat_core as core;
+pub use kat_protocol as protocol;
 #[cfg(feature = "http")]
 pub mod deploy;
 #[cfg(feature = "http")]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kat_protocol::env as protocol_env;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -31,9 +32,7 @@ use crate::clock::Timestamp;
 use crate::control::{TaskControl, TaskRequest};
 use crate::object::{HostnameRef, IpRef, NaturalKey, ObjectType};
 use crate::org::OrgCode;
-use crate::plan::{
-    self, ENV_API, ENV_IN_FILE, ENV_ORG, ENV_TASK_ID, ENV_TOKEN, PlanInput, Stdin, Target,
-};
+use crate::plan::{self, PlanInput, Stdin, Target};
 use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
@@ -49,8 +48,9 @@ use crate::{Error, Result};
 
 /// The file type of the temporary stdin files the engine stores for mode 4.
 pub const STDIN_FILE_TYPE: &str = "kat-stdin";
-/// The type of error output files; they never trigger normalizers.
-pub const ERROR_FILE_TYPE: &str = "error";
+/// The type of error output files (the entrypoint uploads a failed command's stderr with it); they never
+/// trigger normalizers.
+pub const ERROR_FILE_TYPE: &str = kat_protocol::ERROR_FILE_TYPE;
 
 /// How the engine runs tasks.
 #[derive(Debug, Clone)]
@@ -933,7 +933,7 @@ impl Engine {
         match &plan.stdin {
             Stdin::None => {}
             Stdin::File(f) => {
-                env.insert(ENV_IN_FILE.into(), f.to_string());
+                env.insert(protocol_env::IN_FILE.into(), f.to_string());
             }
             Stdin::Targets(content) => {
                 let body: crate::store::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
@@ -953,7 +953,7 @@ impl Engine {
                     .await?;
                 *temp_file = Some(meta.id);
                 extra.push(meta.id);
-                env.insert(ENV_IN_FILE.into(), meta.id.to_string());
+                env.insert(protocol_env::IN_FILE.into(), meta.id.to_string());
             }
         }
         let timeout = plugin
@@ -973,10 +973,10 @@ impl Engine {
         if let Some(r) = lock(&inner.running).get_mut(&task.id) {
             r.jti = Some((claims.jti.clone(), claims.exp));
         }
-        env.insert(ENV_API.into(), inner.config.api_url.clone());
-        env.insert(ENV_TOKEN.into(), token);
-        env.insert(ENV_TASK_ID.into(), task.id.to_string());
-        env.insert(ENV_ORG.into(), task.org.to_string());
+        env.insert(protocol_env::API.into(), inner.config.api_url.clone());
+        env.insert(protocol_env::TOKEN.into(), token);
+        env.insert(protocol_env::TASK_ID.into(), task.id.to_string());
+        env.insert(protocol_env::ORGANIZATION_CODE.into(), task.org.to_string());
         let mount = self.prepare_entrypoint().await?;
         let short = task.id.to_string();
         let mut spec = ContainerSpec::new(
@@ -1039,19 +1039,17 @@ impl Engine {
     }
 }
 
-/// Words for an exit code, naming the entrypoint's own codes (docs/entrypoint-protocol.md §5).
+/// Words for an exit code, naming the entrypoint's own codes ([`kat_protocol::exit::describe`]).
+///
+/// ```
+/// use kat_core::engine::exit_reason;
+/// assert_eq!(exit_reason(Some(122)), "exit 122: an input file could not be downloaded");
+/// assert_eq!(exit_reason(None), "the container ended without an exit code");
+/// ```
 pub fn exit_reason(code: Option<i64>) -> String {
     match code {
         None => "the container ended without an exit code".into(),
-        Some(120) => "exit 120: the entrypoint hit a local I/O error".into(),
-        Some(121) => "exit 121: the entrypoint's configuration was invalid".into(),
-        Some(122) => "exit 122: an input file could not be downloaded".into(),
-        Some(123) => "exit 123: the output upload failed after retries".into(),
-        Some(124) => "exit 124: the output exceeded its limit".into(),
-        Some(126) => "exit 126: the command could not be executed".into(),
-        Some(127) => "exit 127: the command was not found in the image".into(),
-        Some(c) if c > 128 && c < 160 => format!("exit {c}: killed by signal {}", c - 128),
-        Some(c) => format!("exit {c}"),
+        Some(c) => kat_protocol::exit::describe(c),
     }
 }
 

@@ -14,6 +14,9 @@
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
+//!
+//! The wire contract with the entrypoint and the plugins (environment variable names, exit codes,
+//! hostname and natural-key rules) is the crate [`kat_protocol`], which this crate applies.
 
 #![forbid(unsafe_code)]
 

@@ -2,6 +2,9 @@
 //! which mode, the argv per command, the environment, what goes to stdin, and which files the task's
 //! token must be allowed to read.
 //!
+//! The environment variables named here are the entrypoint's ([`kat_protocol::env`]; the whole contract is
+//! `docs/entrypoint-protocol.md`).
+//!
 //! | mode | input | command | what runs |
 //! |---|---|---|---|
 //! | 1 Direct | one target | has a placeholder | the command once, placeholders substituted |
@@ -24,6 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use kat_protocol::env as protocol_env;
 use serde::{Deserialize, Serialize};
 
 use crate::permission::{Action, PermissionName, Permissions, Resource, Scope};
@@ -32,21 +36,6 @@ use crate::store::FileId;
 use crate::task::ObjectRef;
 use crate::template::Placeholder;
 use crate::{Error, Result};
-
-/// Environment variable: the plugin's id (the `type` of its uploaded output).
-pub const ENV_PLUGIN_ID: &str = "PLUGIN_ID";
-/// Environment variable: the id of the file streamed to stdin (mode 4 and mode 5 without `{file}`).
-pub const ENV_IN_FILE: &str = "IN_FILE";
-/// Environment variable: mode 3's list of commands, a JSON array of argv arrays.
-pub const ENV_COMMANDS: &str = "KAT_COMMANDS";
-/// Environment variable: the API's base URL.
-pub const ENV_API: &str = "OPENKAT_API";
-/// Environment variable: the task's token.
-pub const ENV_TOKEN: &str = "OPENKAT_TOKEN";
-/// Environment variable: the task's id.
-pub const ENV_TASK_ID: &str = "OPENKAT_TASK_ID";
-/// Environment variable: the organization's code.
-pub const ENV_ORG: &str = "OPENKAT_ORGANIZATION_CODE";
 
 /// An execution mode (numbered as in RFD 0009).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -139,8 +128,9 @@ pub struct ExecutionPlan {
     pub mode: Mode,
     /// The commands, in order; one except in modes 3 and 5 with several inputs.
     pub commands: Vec<Vec<String>>,
-    /// The plan's environment (`PLUGIN_ID`, and `KAT_COMMANDS` with several commands); the engine
-    /// adds the API, token, task, organization and `IN_FILE`.
+    /// The plan's environment ([`PLUGIN_ID`](kat_protocol::env::PLUGIN_ID), and
+    /// [`KAT_COMMANDS`](kat_protocol::env::COMMANDS) with several commands); the engine adds the API, token,
+    /// task, organization and [`IN_FILE`](kat_protocol::env::IN_FILE).
     pub env: BTreeMap<String, String>,
     /// Stdin.
     pub stdin: Stdin,
@@ -154,9 +144,9 @@ impl ExecutionPlan {
         self.commands.first().map_or(&[], Vec::as_slice)
     }
 
-    /// The token's permissions for this plan (DESIGN §6): `files.add_file`, read access to exactly the
-    /// plan's readable files (plus `extra_files`, such as the temporary stdin file), and the plugin's
-    /// declared permissions. Declared scopes are added next to the granted ones, never replacing them
+    /// The token's permissions for this plan (docs/decisions.md, D5): `files.add_file`, read access to
+    /// exactly the plan's readable files (plus `extra_files`, such as the temporary stdin file), and the
+    /// plugin's declared permissions. Declared scopes are added next to the granted ones, never replacing them
     /// (the original's plugin entries replaced the input grant).
     pub fn permissions(&self, plugin: &PluginDef, extra_files: &[FileId]) -> Permissions {
         let mut p = Permissions::new();
@@ -206,7 +196,10 @@ pub fn plan(plugin: &PluginDef, input: &PlanInput) -> Result<ExecutionPlan> {
     let mut readable: BTreeSet<FileId> = cmd.file_refs().into_iter().map(FileId).collect();
     let at = |what: &str| format!("plugin {:?}: {what}", plugin.plugin_id);
     let mut env = BTreeMap::new();
-    env.insert(ENV_PLUGIN_ID.to_string(), plugin.plugin_id.clone());
+    env.insert(
+        protocol_env::PLUGIN_ID.to_string(),
+        plugin.plugin_id.clone(),
+    );
 
     let (mode, commands, stdin) = match input {
         PlanInput::None | PlanInput::Objects(_) if takes_file => {
@@ -301,7 +294,7 @@ pub fn plan(plugin: &PluginDef, input: &PlanInput) -> Result<ExecutionPlan> {
     };
     if commands.len() > 1 {
         env.insert(
-            ENV_COMMANDS.to_string(),
+            protocol_env::COMMANDS.to_string(),
             serde_json::to_string(&commands)
                 .map_err(|e| Error::backend_source("plan", e, false))?,
         );

@@ -4,13 +4,10 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
+use kat_protocol::env;
+
 use crate::http::{Url, UrlError};
 use crate::placeholder;
-
-/// Default for `KAT_OUTPUT_LIMIT`: 4 GiB per stream and command.
-pub(crate) const DEFAULT_OUTPUT_LIMIT: u64 = 4 << 30;
-/// The `UPLOAD_URL` value that selects pass-through mode.
-pub(crate) const PASS_THROUGH: &str = "/dev/null";
 
 /// Where the command's output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +103,7 @@ fn no_control(name: &'static str, value: &str) -> Result<(), ConfigError> {
 /// Parses `KAT_COMMANDS`: a non-empty JSON array of non-empty arrays of strings without NUL.
 pub(crate) fn parse_commands(json: &str) -> Result<Vec<Vec<OsString>>, ConfigError> {
     let invalid = |problem: String| ConfigError::Invalid {
-        name: "KAT_COMMANDS",
+        name: env::COMMANDS,
         problem,
     };
     let commands: Vec<Vec<String>> = serde_json::from_str(json).map_err(|e| {
@@ -133,60 +130,60 @@ pub(crate) fn parse_commands(json: &str) -> Result<Vec<Vec<OsString>>, ConfigErr
 }
 
 impl Config {
-    /// Reads the configuration from `args` (argv without argv\[0\]) and the variables given by `env`.
+    /// Reads the configuration from `args` (argv without argv\[0\]) and the variables given by `var`.
     pub(crate) fn from_parts(
         args: Vec<OsString>,
-        env: impl Fn(&str) -> Option<OsString>,
+        var: impl Fn(&str) -> Option<OsString>,
     ) -> Result<Config, ConfigError> {
-        let api = match text("OPENKAT_API", env("OPENKAT_API"))? {
+        let api = match text(env::API, var(env::API))? {
             None => None,
             Some(value) => {
                 let url = Url::parse(&value).map_err(|source| ConfigError::BadUrl {
-                    name: "OPENKAT_API",
+                    name: env::API,
                     value: value.clone(),
                     source,
                 })?;
                 if url.has_query() {
                     return Err(ConfigError::Invalid {
-                        name: "OPENKAT_API",
+                        name: env::API,
                         problem: format!("must not have a query string: {value:?}"),
                     });
                 }
                 Some(url)
             }
         };
-        let token = text("OPENKAT_TOKEN", env("OPENKAT_TOKEN"))?;
+        let token = text(env::TOKEN, var(env::TOKEN))?;
         if let Some(token) = &token {
-            no_control("OPENKAT_TOKEN", token)?;
+            no_control(env::TOKEN, token)?;
         }
-        let plugin_id = text("PLUGIN_ID", env("PLUGIN_ID"))?;
+        let plugin_id = text(env::PLUGIN_ID, var(env::PLUGIN_ID))?;
         if let Some(id) = &plugin_id {
-            no_control("PLUGIN_ID", id)?;
+            no_control(env::PLUGIN_ID, id)?;
         }
-        let task_id = text("OPENKAT_TASK_ID", env("OPENKAT_TASK_ID"))?;
+        let task_id = text(env::TASK_ID, var(env::TASK_ID))?;
         if let Some(id) = &task_id {
-            no_control("OPENKAT_TASK_ID", id)?;
+            no_control(env::TASK_ID, id)?;
         }
-        let in_file = text("IN_FILE", env("IN_FILE"))?;
+        let in_file = text(env::IN_FILE, var(env::IN_FILE))?;
         if let Some(id) = &in_file
             && !id.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(ConfigError::Invalid {
-                name: "IN_FILE",
+                name: env::IN_FILE,
                 problem: format!("must be a file id (digits only), got {id:?}"),
             });
         }
 
-        let (commands, ignored_argv) = match text("KAT_COMMANDS", env("KAT_COMMANDS"))? {
+        let (commands, ignored_argv) = match text(env::COMMANDS, var(env::COMMANDS))? {
             Some(json) => (parse_commands(&json)?, args.len()),
             None if args.is_empty() => return Err(ConfigError::NoCommand),
             None => (vec![args], 0),
         };
 
-        let output = match text("UPLOAD_URL", env("UPLOAD_URL"))? {
-            Some(v) if v == PASS_THROUGH => Output::PassThrough,
+        let output = match text(env::UPLOAD_URL, var(env::UPLOAD_URL))? {
+            Some(v) if v == env::PASS_THROUGH => Output::PassThrough,
             Some(v) => Output::Upload(Url::parse(&v).map_err(|source| ConfigError::BadUrl {
-                name: "UPLOAD_URL",
+                name: env::UPLOAD_URL,
                 value: v.clone(),
                 source,
             })?),
@@ -194,7 +191,7 @@ impl Config {
                 Some(api) => Output::Upload(api.join("/file/")),
                 None => {
                     return Err(ConfigError::Missing {
-                        name: "OPENKAT_API",
+                        name: env::API,
                         why: "the default UPLOAD_URL is {OPENKAT_API}/file/",
                     });
                 }
@@ -205,34 +202,34 @@ impl Config {
             || !placeholder::file_ids(commands.iter().flatten().map(|a| a.as_bytes())).is_empty();
         if downloads && api.is_none() {
             return Err(ConfigError::Missing {
-                name: "OPENKAT_API",
+                name: env::API,
                 why: "IN_FILE or a {file/<id>} argument needs it to download files",
             });
         }
         let uploads = matches!(output, Output::Upload(_));
         if (downloads || uploads) && token.is_none() {
             return Err(ConfigError::Missing {
-                name: "OPENKAT_TOKEN",
+                name: env::TOKEN,
                 why: "every API request is authenticated with it",
             });
         }
         if uploads && plugin_id.is_none() {
             return Err(ConfigError::Missing {
-                name: "PLUGIN_ID",
+                name: env::PLUGIN_ID,
                 why: "it is the type of the uploaded output",
             });
         }
 
-        let output_limit = match text("KAT_OUTPUT_LIMIT", env("KAT_OUTPUT_LIMIT"))? {
-            None => DEFAULT_OUTPUT_LIMIT,
+        let output_limit = match text(env::OUTPUT_LIMIT, var(env::OUTPUT_LIMIT))? {
+            None => env::DEFAULT_OUTPUT_LIMIT,
             Some(v) => v.parse::<u64>().map_err(|_| ConfigError::Invalid {
-                name: "KAT_OUTPUT_LIMIT",
+                name: env::OUTPUT_LIMIT,
                 problem: format!("must be a number of bytes, got {v:?}"),
             })?,
         };
-        let spool_dir = match env("KAT_SPOOL_DIR") {
+        let spool_dir = match var(env::SPOOL_DIR) {
             Some(dir) if !dir.is_empty() => PathBuf::from(OsString::from_vec(dir.into_vec())),
-            _ => PathBuf::from("/tmp"),
+            _ => PathBuf::from(env::DEFAULT_SPOOL_DIR),
         };
 
         Ok(Config {

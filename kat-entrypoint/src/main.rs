@@ -16,13 +16,14 @@
 //!    exit with stderr: upload stderr (`type=error`, named `stderr`). Uploads are streamed with a computed
 //!    `Content-Length` and retried with bounded backoff; a final failure exits 123.
 //! 5. Exit with the command's code (128+N when killed by signal N), or one of the entrypoint's own codes
-//!    (see [`exit`]).
+//!    ([`kat_protocol::exit`]).
 //!
 //! `UPLOAD_URL=/dev/null` is pass-through mode: the command writes to our stdout and stderr, nothing is uploaded.
 //! Logs are one line per event on stderr, prefixed `kat-entrypoint: `, and never contain the token.
 //!
-//! The crate depends on no workspace crate and uses no async runtime: std threads and a small HTTP/1.1 client
-//! keep the static binary small.
+//! The variable names and exit codes are the crate `kat-protocol`'s, the contract in code that the engine
+//! links too. Besides it the crate depends on no workspace crate and uses no async runtime: std threads and a
+//! small HTTP/1.1 client keep the static binary small.
 
 #![forbid(unsafe_code)]
 
@@ -36,28 +37,12 @@ mod transfer;
 
 use std::ffi::OsString;
 
+use kat_protocol::{env, exit};
+
 use crate::config::Config;
 use crate::log::log;
 use crate::run::Runner;
 use crate::supervise::Supervisor;
-
-/// The entrypoint's own exit codes. Any other code is the command's.
-pub(crate) mod exit {
-    /// A local I/O error: work directory, spool file, disk full, waiting for the command.
-    pub(crate) const IO: i32 = 120;
-    /// Configuration error: missing or invalid variable, empty command, bad `KAT_COMMANDS`.
-    pub(crate) const CONFIG: i32 = 121;
-    /// An input file (`{file/<id>}` or `IN_FILE`) could not be downloaded; no command was started.
-    pub(crate) const DOWNLOAD: i32 = 122;
-    /// An upload failed after the retries (the output is lost, whatever the command's code).
-    pub(crate) const UPLOAD: i32 = 123;
-    /// stdout or stderr exceeded `KAT_OUTPUT_LIMIT`: the command was killed and nothing uploaded.
-    pub(crate) const OUTPUT_LIMIT: i32 = 124;
-    /// The command exists but could not be executed (permission denied, bad format).
-    pub(crate) const NOT_EXECUTABLE: i32 = 126;
-    /// The command was not found.
-    pub(crate) const NOT_FOUND: i32 = 127;
-}
 
 /// Peak resident memory of this process, from `/proc/self/status` (`VmHWM`).
 fn peak_rss() -> Option<String> {
@@ -76,7 +61,7 @@ fn entrypoint() -> i32 {
         }
     };
     // Before any log line that could possibly contain it.
-    if let Some(token) = std::env::var_os("OPENKAT_TOKEN").and_then(|t| t.into_string().ok()) {
+    if let Some(token) = std::env::var_os(env::TOKEN).and_then(|t| t.into_string().ok()) {
         log::set_secret(&token);
     }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

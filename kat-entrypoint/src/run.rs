@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use kat_protocol::exit;
 use nix::sys::signal::Signal;
 
 use crate::config::{Config, Output};
-use crate::exit;
 use crate::http::Url;
 use crate::log::log;
 use crate::placeholder;
@@ -129,7 +129,7 @@ impl Summary {
         if self.upload_failed {
             exit::UPLOAD
         } else if let Some((sig, _)) = self.stopped {
-            128 + sig as i32
+            exit::SIGNAL_BASE + sig as i32
         } else if self.limit_exceeded {
             exit::OUTPUT_LIMIT
         } else {
@@ -608,7 +608,7 @@ impl Runner {
             .map_err(io_context(format!("{label}: waiting for the command")))?;
         let code = status
             .code()
-            .or_else(|| status.signal().map(|sig| 128 + sig))
+            .or_else(|| status.signal().map(|sig| exit::SIGNAL_BASE + sig))
             .unwrap_or(exit::IO);
 
         // Collect the helpers. Output ends at EOF, which processes left behind by the command can delay.
@@ -717,7 +717,7 @@ impl Runner {
                 stderr.map(|(f, _)| f),
                 err_len,
                 "stderr",
-                "error",
+                kat_protocol::ERROR_FILE_TYPE,
                 err_path,
                 out_path,
             )

@@ -34,6 +34,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use kat_protocol::env;
+
 use crate::Error;
 use crate::runtime::{
     CancellationToken, ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary,
@@ -657,8 +659,9 @@ async fn entrypoint_pass_through_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixtu
 
     let (mut spec, _) = t.spec(fx, "entrypoint", &["echo", "through the entrypoint"]);
     spec.entrypoint = Some(mount.clone());
-    spec.env.insert("UPLOAD_URL".into(), "/dev/null".into());
-    spec.env.insert("PLUGIN_ID".into(), "conformance".into());
+    spec.env
+        .insert(env::UPLOAD_URL.into(), env::PASS_THROUGH.into());
+    spec.env.insert(env::PLUGIN_ID.into(), "conformance".into());
     let o = run(rt, spec, case).await;
     assert_exit(&o, 0, case);
     assert_eq!(
@@ -673,8 +676,9 @@ async fn entrypoint_pass_through_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixtu
         &["sh", "-c", "echo out; echo err >&2; exit 3"],
     );
     spec.entrypoint = Some(mount);
-    spec.env.insert("UPLOAD_URL".into(), "/dev/null".into());
-    spec.env.insert("PLUGIN_ID".into(), "conformance".into());
+    spec.env
+        .insert(env::UPLOAD_URL.into(), env::PASS_THROUGH.into());
+    spec.env.insert(env::PLUGIN_ID.into(), "conformance".into());
     let o = run(rt, spec, case).await;
     assert_exit(
         &o,

@@ -3,13 +3,18 @@
 //! A key is its parts joined by `|` (`internet|example.com`, `internet|192.0.2.1|TCP|80`), the original's
 //! format, so keys written by OpenKAT v2 plugins stay valid. Unlike the original, a part that itself
 //! contains `|` or `%` is escaped (`%7C`, `%25`) so that every value round-trips; a `/` needs no escaping
-//! in a key (HTTP paths percent-encode the whole key instead).
+//! in a key (HTTP paths percent-encode the whole key instead). The joining and escaping rules are
+//! [`kat_protocol::key`]'s, shared with the plugins; this module adds the key type and its checks.
 
 use std::fmt;
 
+use kat_protocol::key;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+/// The escaping of one key part (`%` and `|`), as every writer of keys applies it.
+pub use kat_protocol::key::{escape_part, unescape_part};
 
 /// The longest natural key accepted by [`NaturalKey::parse`]: room for the longest TXT or CAA value
 /// ([`crate::object::MAX_TEXT`]) escaped, plus its hostname.
@@ -27,53 +32,6 @@ pub const MAX_KEY_BYTES: usize = 3 * crate::object::MAX_TEXT + 1024;
 #[serde(transparent)]
 pub struct NaturalKey(String);
 
-/// Escape one key part: `%` becomes `%25` and `|` becomes `%7C`.
-pub fn escape_part(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
-    push_escaped(&mut out, part);
-    out
-}
-
-/// Append `part` escaped as [`escape_part`] does.
-fn push_escaped(out: &mut String, part: &str) {
-    let mut rest = part;
-    while let Some(at) = rest.find(['%', '|']) {
-        out.push_str(&rest[..at]);
-        out.push_str(if rest.as_bytes()[at] == b'%' {
-            "%25"
-        } else {
-            "%7C"
-        });
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
-}
-
-/// Undo [`escape_part`]. Other `%` sequences are kept as they are.
-pub fn unescape_part(part: &str) -> String {
-    if !part.contains('%') {
-        return part.to_string();
-    }
-    let mut out = String::with_capacity(part.len());
-    let mut rest = part;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.len() >= 3 && tail[..3].eq_ignore_ascii_case("%7C") {
-            out.push('|');
-            rest = &tail[3..];
-        } else if let Some(after) = tail.strip_prefix("%25") {
-            out.push('%');
-            rest = after;
-        } else {
-            out.push('%');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 impl NaturalKey {
     /// Build a key from raw (unescaped) parts.
     pub fn from_parts<I, S>(parts: I) -> Self
@@ -81,14 +39,7 @@ impl NaturalKey {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut out = String::new();
-        for (i, p) in parts.into_iter().enumerate() {
-            if i > 0 {
-                out.push('|');
-            }
-            push_escaped(&mut out, p.as_ref());
-        }
-        NaturalKey(out)
+        NaturalKey(key::join_parts(parts))
     }
 
     /// Build a key from components that are already escaped (a related object's key is one component).
@@ -100,7 +51,7 @@ impl NaturalKey {
         let mut out = String::new();
         for (i, c) in components.into_iter().enumerate() {
             if i > 0 {
-                out.push('|');
+                out.push(key::SEPARATOR);
             }
             out.push_str(c.as_ref());
         }
@@ -138,12 +89,12 @@ impl NaturalKey {
 
     /// The key's parts, unescaped.
     pub fn parts(&self) -> Vec<String> {
-        self.0.split('|').map(unescape_part).collect()
+        self.0.split(key::SEPARATOR).map(unescape_part).collect()
     }
 
     /// The key's parts, still escaped.
     pub fn raw_parts(&self) -> Vec<&str> {
-        self.0.split('|').collect()
+        self.0.split(key::SEPARATOR).collect()
     }
 
     /// Consume the key, giving its string.
@@ -174,6 +125,7 @@ impl AsRef<str> for NaturalKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::ObjectType;
     use proptest::prelude::*;
 
     #[test]
@@ -197,9 +149,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_percent_sequences_survive() {
-        assert_eq!(unescape_part("50%off%2"), "50%off%2");
-        assert_eq!(unescape_part("%7c"), "|");
+    fn keys_from_urls_with_a_stray_percent_resolve() {
+        // A `%` followed by a multibyte character used to panic in `parts`.
+        let k = ObjectType::Software
+            .parse_key("50%\u{e9}t\u{e9}|1.0")
+            .unwrap();
+        assert_eq!(
+            k.parts(),
+            vec!["50%\u{e9}t\u{e9}".to_string(), "1.0".to_string()]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use validate::{canonical_hostname, canonical_ip, canonical_network, check_co
 use crate::{Error, Result};
 
 /// The network that bare hostnames and addresses belong to when none is named.
-pub const DEFAULT_NETWORK: &str = "internet";
+pub const DEFAULT_NETWORK: &str = kat_protocol::key::DEFAULT_NETWORK;
 
 /// Longest free-text value (TXT and CAA values, descriptions) accepted, in bytes.
 pub const MAX_TEXT: usize = 65_535;

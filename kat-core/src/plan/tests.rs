@@ -1,5 +1,6 @@
 use super::*;
 use crate::plugin::PluginDef;
+use kat_protocol::env::{COMMANDS as ENV_COMMANDS, PLUGIN_ID as ENV_PLUGIN_ID};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use kat_protocol::env;
 use serde_json::Value;
 
 use crate::names::{encode_component, repeated_query};
@@ -77,8 +78,8 @@ impl ApiClient {
     /// # Errors
     /// A usage error when either is missing or malformed.
     pub fn from_env() -> Result<ApiClient> {
-        let base = std::env::var("OPENKAT_API").unwrap_or_default();
-        let token = std::env::var("OPENKAT_TOKEN").unwrap_or_default();
+        let base = std::env::var(env::API).unwrap_or_default();
+        let token = std::env::var(env::TOKEN).unwrap_or_default();
         if base.trim().is_empty() {
             return Err(Error::usage(
                 "OPENKAT_API is not set (the API base URL, such as http://127.0.0.1:8000/api/v1)",

@@ -1,78 +1,33 @@
-//! Names, addresses and natural keys as the API expects them (the same rules as kat-core's, which
-//! this crate does not link: a test holds the two to each other).
+//! Names, addresses and natural keys as the API expects them. The rules themselves are the crate
+//! `kat-protocol`'s, which kat-core applies too; this module adds the plugins' targets, subjects and
+//! URL encoding.
 
 use std::net::IpAddr;
 
+use kat_protocol::{host, key};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// The network every object of these plugins belongs to.
-pub const NETWORK: &str = "internet";
+pub const NETWORK: &str = key::DEFAULT_NETWORK;
 
-/// Canonicalise a hostname: trimmed, lowercased, one trailing dot stripped, RFC 1123 labels (letters,
-/// digits and inner hyphens, 1 to 63 characters), at most 253 characters, and a last label that is not
-/// all digits (an IP address is not a hostname).
+/// Canonicalise a hostname ([`kat_protocol::host::canonical_hostname`]): trimmed, lowercased, one trailing
+/// dot stripped, RFC 1123 labels (letters, digits and inner hyphens, 1 to 63 characters), at most 253
+/// characters, and a last label that is not all digits (an IP address is not a hostname).
 ///
 /// # Errors
 /// Why the name is refused.
 pub fn canonical_hostname(raw: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    let name = trimmed
-        .strip_suffix('.')
-        .unwrap_or(trimmed)
-        .to_ascii_lowercase();
-    let bad = |why: &str| format!("not a valid hostname {raw:?}: {why}");
-    if name.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if name.len() > 253 {
-        return Err(bad("longer than 253 characters"));
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    for label in &labels {
-        if label.is_empty() {
-            return Err(bad("empty label"));
-        }
-        if label.len() > 63 {
-            return Err(bad("a label is longer than 63 characters"));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
-            return Err(bad(&format!("character {c:?} is not allowed")));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad("a label starts or ends with '-'"));
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(bad(
-            "the last label is all digits (an IP address is not a hostname)",
-        ));
-    }
-    Ok(name)
+    host::canonical_hostname(raw).map_err(|why| format!("not a valid hostname {raw:?}: {why}"))
 }
 
-/// Parse an IP address into its canonical form (RFC 5952 for IPv6; an IPv4-mapped IPv6 address is
-/// unpacked to IPv4, as the API does).
+/// Parse an IP address into its canonical form ([`kat_protocol::host::canonical_ip`]: RFC 5952 for
+/// IPv6; an IPv4-mapped IPv6 address is unpacked to IPv4, as the API does).
 pub fn canonical_ip(raw: &str) -> Option<IpAddr> {
-    let ip: IpAddr = raw.trim().parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    })
+    host::canonical_ip(raw).ok()
 }
 
 /// Escape one natural-key part: `%` becomes `%25` and `|` becomes `%7C`.
-pub fn escape_part(part: &str) -> String {
-    part.replace('%', "%25").replace('|', "%7C")
-}
+pub use kat_protocol::key::escape_part;
 
 /// A hostname's natural key: `internet|<name>`.
 pub fn hostname_key(name: &str) -> String {
