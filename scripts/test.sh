@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: install and start the container engines, build the local test
-# images and the static entrypoint, then check formatting and lints and run every test of the workspace.
+# The whole test suite, from a fresh machine: formatting and the fast tier first (no engine needed), then
+# install and start the container engines, build the local test images and the static entrypoint, check lints,
+# the docs (warnings are errors: every intra-doc link resolves) and every feature of the facade on its own, and
+# run every test of the workspace.
 #
 #   scripts/test.sh
 #
@@ -12,6 +14,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export CI="${CI:-true}"
 step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "the fast tier (scripts/test-fast.sh: no root, no container engine)"
+bash scripts/test-fast.sh
 
 step "container engines (docker, podman)"
 eval "$(scripts/engines.sh all)"
@@ -25,9 +32,16 @@ KAT_ENTRYPOINT_BIN="$(pwd)/$(scripts/build-entrypoint.sh)"
 export KAT_ENTRYPOINT_BIN
 ls -l "$KAT_ENTRYPOINT_BIN"
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps --all-features --quiet
+step "each feature of the facade crate (kat) and of katd on its own"
+cargo check --quiet -p kat --no-default-features --lib
+for feature in sled docker podman http; do
+    echo "kat --features $feature"
+    cargo check --quiet -p kat --no-default-features --features "$feature" --lib
+done
+cargo check --quiet -p katd --no-default-features
 step "cargo test (the whole workspace)"
 cargo test --workspace --all-features --no-fail-fast

@@ -42,7 +42,7 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// `log!("...", args)`: one line to stderr, see [`line`].
+/// `log!("...", args)`: one line to stderr, see [`line()`].
 macro_rules! log {
     ($($arg:tt)*) => {
         $crate::log::line(format_args!($($arg)*))
