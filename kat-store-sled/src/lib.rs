@@ -316,12 +316,7 @@ impl SledStore {
     /// # Errors
     /// `Error::Io` when the flush fails.
     pub async fn flush(&self) -> kat_core::Result<()> {
-        self.inner
-            .db
-            .flush_async()
-            .await
-            .map_err(SledStoreError::from)?;
-        Ok(())
+        Ok(self.flush_blocking().await?)
     }
 
     /// The largest bulk upsert accepted, in objects (referenced ones included).
@@ -361,9 +356,24 @@ impl SledStore {
     /// After a write: with [`Durability::FlushEachWrite`], wait until it is on disk.
     pub(crate) async fn written(&self) -> SResult<()> {
         if self.inner.durability == Durability::FlushEachWrite {
-            self.inner.db.flush_async().await?;
+            self.flush_blocking().await?;
         }
         Ok(())
+    }
+
+    /// Flush and fsync, waiting on a thread of tokio's blocking pool.
+    ///
+    /// Never sled's `flush_async`: that waits on a thread of sled's own pool, whose count of idle threads
+    /// goes wrong once all of them are busy (sled 0.34), so it stops starting threads; with as many
+    /// concurrent flushes as it has threads (7), every one of them waits for a log write that is queued
+    /// behind them on the same pool, and the store hangs. `flush` waits on the calling thread instead, and
+    /// the log writes keep sled's pool to themselves.
+    async fn flush_blocking(&self) -> SResult<()> {
+        self.blocking(|inner| {
+            inner.db.flush()?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -902,3 +902,37 @@ async fn overlapping_upserts_lose_no_attribution() {
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
+
+/// Many writers at once, each waiting for its own flush (the API's load): every write completes. With
+/// sled's `flush_async`, as many concurrent flushes as sled's pool has threads waited for a log write
+/// queued behind them on that pool, and the store hung for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_flushed_writes_all_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let o = org("concurrent");
+    for round in 0..5 {
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                let o = o.clone();
+                tokio::spawn(async move {
+                    store
+                        .upsert(&o, vec![host(&format!("w{round}-{i}.example.com"))], None)
+                        .await
+                })
+            })
+            .collect();
+        let all =
+            tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(writers))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: concurrent flushed writes hung"));
+        for w in all {
+            w.expect("writer task").expect("upsert");
+        }
+    }
+    let page = ObjectStore::query(&store, &ObjectQuery::new(o.clone(), ObjectType::Hostname))
+        .await
+        .expect("query");
+    assert_eq!(page.count, 5 * 64);
+}
