@@ -43,6 +43,7 @@ fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     cfg.engine = engine_config(&args)?;
     cfg.plugin_files = args.plugins;
     cfg.enable_new_plugins = !args.new_plugins_disabled;
+    cfg.policy = crate::cmd::load_policy(args.policy.as_deref())?;
     cfg.finding_types = args.finding_types;
     cfg.organizations = args
         .orgs
@@ -107,16 +108,20 @@ fn print_started(d: &Deployment) {
     let s = d.sync_report();
     let r = d.recovery();
     println!(
-        "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed; recovery: {} failed, {} requeued, {} containers reaped)",
+        "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed, {} refused by the policy; recovery: {} failed, {} requeued, {} containers reaped)",
         d.api_url(),
         s.added.len(),
         s.updated.len(),
         s.unchanged.len(),
         s.removed.len(),
+        s.refused.len(),
         r.failed.len(),
         r.requeued.len(),
         r.reaped.len()
     );
+    for (plugin, reason) in &s.refused {
+        println!("katd: refused (will not run): {reason}; grant it in --policy to run {plugin}");
+    }
 }
 
 /// Write an operator token for `org` to `path` (mode 0600) and say so.
