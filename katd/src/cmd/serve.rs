@@ -36,6 +36,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Error> {
 fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     let runtime = runtime_choice(args.runtime.as_deref())?;
     let store = store_choice(args.store.as_deref(), &args.data)?;
+    let policy = crate::cmd::load_policy(args.policy.as_deref())?;
     let secret = load_or_create_secret(Some(&args.data))?;
     let mut cfg = DeployConfig::new(&args.data, args.listen, secret);
     cfg.runtime = runtime;
@@ -43,7 +44,7 @@ fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     cfg.engine = engine_config(&args)?;
     cfg.plugin_files = args.plugins;
     cfg.enable_new_plugins = !args.new_plugins_disabled;
-    cfg.policy = crate::cmd::load_policy(args.policy.as_deref())?;
+    cfg.policy = policy;
     cfg.finding_types = args.finding_types;
     cfg.organizations = args
         .orgs
