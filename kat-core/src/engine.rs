@@ -1013,6 +1013,7 @@ impl Engine {
         spec.limits = inner.config.limits.clone();
         spec.hardening = Hardening {
             cap_add: plugin.cap_add.clone(),
+            writable_paths: plugin.writable_paths.clone(),
             user: Some(
                 plugin
                     .user

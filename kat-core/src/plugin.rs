@@ -157,13 +157,17 @@ pub struct PluginDef {
     /// Capabilities added to its container (kat-rs extension; default: none), each granted by the
     /// operator's [`Policy`](crate::policy::Policy).
     pub cap_add: Vec<String>,
+    /// Paths inside its container it needs writable (kat-rs extension; default: none besides `/tmp`),
+    /// each an empty tmpfs, granted by the operator's [`Policy`](crate::policy::Policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writable_paths: Vec<String>,
     /// Whether a task of it may be retried after a crash (kat-rs extension; default false).
     pub idempotent: bool,
     /// Its timeout in seconds (kat-rs extension; default `PLUGIN_TIMEOUT`).
     pub timeout_seconds: Option<u64>,
 }
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "plugin_id",
     "name",
     "description",
@@ -176,6 +180,7 @@ const FIELDS: [&str; 14] = [
     "recurrences",
     "user",
     "cap_add",
+    "writable_paths",
     "idempotent",
     "timeout_seconds",
 ];
@@ -319,6 +324,11 @@ impl PluginDef {
                 ));
             }
         }
+        let writable_paths = f.opt_str_list("writable_paths")?.unwrap_or_default();
+        for (i, p) in writable_paths.iter().enumerate() {
+            crate::policy::check_writable_path(p)
+                .map_err(|m| field_err(&format!("writable_paths[{i}]"), m))?;
+        }
         let idempotent = f.opt_bool("idempotent")?.unwrap_or(false);
         let timeout_seconds = f.opt_u64("timeout_seconds", 1, 7 * 86_400)?;
 
@@ -358,6 +368,7 @@ impl PluginDef {
             recurrences,
             user,
             cap_add,
+            writable_paths,
             idempotent,
             timeout_seconds,
         })

@@ -24,8 +24,9 @@
 //!   besides the default; the plugin's `user` must equal it exactly.
 //! - `cap_add`: capability names (`NET_RAW` or `CAP_NET_RAW`, as in plugin definitions) the plugin may
 //!   add; `ALL` grants every capability.
-//! - `writable_paths`: absolute paths inside the container the plugin may get writable (parsed and
-//!   validated; plugins cannot ask for them yet, so nothing is granted by them today).
+//! - `writable_paths`: absolute paths inside the container the plugin may get writable; a plugin's
+//!   `writable_paths` must each be one of them or below one. Each becomes an empty tmpfs (`noexec`,
+//!   `nosuid`, `nodev`, the size of `/tmp`'s) that goes with the container.
 //! - `extra_permissions`: API permissions (the JSON form of plugin `permissions`) a plugin may hold
 //!   beyond what its submitter grants (parsed and validated; not applied yet).
 //!
@@ -57,6 +58,54 @@ pub const GRANT_FIELDS: [&str; 4] = ["user", "cap_add", "writable_paths", "extra
 /// The capability name that grants every capability.
 pub const ALL_CAPABILITIES: &str = "ALL";
 
+/// Paths inside a container that can never be made writable: the entrypoint's mount and the kernel's
+/// filesystems. `/tmp` is writable already.
+pub const RESERVED_PATHS: [&str; 5] = ["/plugin", "/proc", "/sys", "/dev", "/tmp"];
+
+/// Check a path a plugin may get writable: absolute, normalized (no `.`, `..` or empty parts, no
+/// trailing `/`), without control characters, `,` or `:`, and not `/` or in [`RESERVED_PATHS`].
+///
+/// ```
+/// use kat_core::policy::check_writable_path;
+/// assert!(check_writable_path("/var/cache/tool").is_ok());
+/// assert!(check_writable_path("var/cache").is_err());
+/// assert!(check_writable_path("/plugin/x").is_err());
+/// assert!(check_writable_path("/a/../etc").is_err());
+/// ```
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn check_writable_path(p: &str) -> std::result::Result<(), String> {
+    let normal = p.len() > 1
+        && p.len() <= 4096
+        && p.starts_with('/')
+        && p[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && !p.chars().any(|c| c.is_control() || c == ',' || c == ':');
+    if !normal {
+        return Err(format!(
+            "{p:?} must be an absolute path below / without ., .. or empty parts, ',' or ':'"
+        ));
+    }
+    if let Some(r) = RESERVED_PATHS.iter().find(|r| {
+        p == **r
+            || p.strip_prefix(**r)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }) {
+        return Err(format!("{p:?} is in {r}, which cannot be made writable"));
+    }
+    Ok(())
+}
+
+/// Whether `path` is `granted` or below it.
+fn covers(granted: &str, path: &str) -> bool {
+    path == granted
+        || path
+            .strip_prefix(granted)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// A capability name without its `CAP_` prefix, when it is one (upper-case letters and `_`).
 ///
 /// ```
@@ -77,7 +126,7 @@ pub struct Grant {
     pub user: Option<String>,
     /// Capabilities it may add (bare names, `ALL` for every one).
     pub cap_add: BTreeSet<String>,
-    /// Paths it may get writable (validated; not asked for by plugins yet).
+    /// Paths it may get writable (each one and the paths below it).
     pub writable_paths: Vec<String>,
     /// API permissions it may hold beyond its submitter's (validated; not applied yet).
     pub extra_permissions: Permissions,
@@ -87,6 +136,11 @@ impl Grant {
     /// Whether it grants capability `cap` (a bare name).
     pub fn allows_capability(&self, cap: &str) -> bool {
         self.cap_add.contains(ALL_CAPABILITIES) || self.cap_add.contains(cap)
+    }
+
+    /// Whether it grants writing `path` (a granted path or below one).
+    pub fn allows_writable(&self, path: &str) -> bool {
+        self.writable_paths.iter().any(|g| covers(g, path))
     }
 }
 
@@ -189,6 +243,23 @@ impl Policy {
                 denied.join(", ")
             ));
         }
+        let denied: Vec<&str> = plugin
+            .writable_paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !grant.is_some_and(|g| g.allows_writable(p)))
+            .collect();
+        if !denied.is_empty() {
+            let allowed = match grant.map(|g| &g.writable_paths).filter(|w| !w.is_empty()) {
+                Some(paths) => format!("only {} (and below)", paths.join(", ")),
+                None => "none".into(),
+            };
+            return Some(format!(
+                "plugin {id:?}: writable_paths: asks for {}, the operator policy allows {allowed} (not granted: {})",
+                plugin.writable_paths.join(", "),
+                denied.join(", ")
+            ));
+        }
         None
     }
 
@@ -247,16 +318,7 @@ impl Grant {
             .into_iter()
             .enumerate()
         {
-            let bad = !p.starts_with('/')
-                || p == "/"
-                || p.chars().any(char::is_control)
-                || p.split('/').any(|s| s == "." || s == "..");
-            if bad {
-                return Err(err(
-                    &format!("writable_paths[{i}]"),
-                    format!("{p:?} must be an absolute path below / without . or .. parts"),
-                ));
-            }
+            check_writable_path(&p).map_err(|m| err(&format!("writable_paths[{i}]"), m))?;
             g.writable_paths.push(p);
         }
         if let Some(v) = m.get("extra_permissions").filter(|v| !v.is_null()) {

@@ -68,3 +68,45 @@ async fn a_plugin_granted_root_by_the_policy_runs_as_uid_0() {
         "uid inside the container"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_path_is_a_tmpfs_only_when_the_policy_grants_it() {
+    let mut scratch = plugin(
+        "scratch",
+        0,
+        json!([]),
+        json!([
+            "sh",
+            "-c",
+            "echo kept > /var/cache/kat/x && cat /var/cache/kat/x && id -u"
+        ]),
+    );
+    scratch["writable_paths"] = json!(["/var/cache/kat"]);
+    let Some(k) = start_with(json!([scratch.clone()]), |_| {}).await else {
+        return;
+    };
+    let why = k.get("/plugins/scratch/").await["refused"].clone();
+    assert!(
+        why.as_str()
+            .unwrap_or_default()
+            .contains("plugin \"scratch\": writable_paths: asks for /var/cache/kat"),
+        "{why}"
+    );
+    let policy = Policy::parse(
+        r#"{"plugins": {"scratch": {"writable_paths": ["/var/cache"]}}}"#,
+        "policy.json",
+    )
+    .expect("policy");
+    let Some(k) = start_with(json!([scratch]), |cfg| cfg.policy = policy).await else {
+        return;
+    };
+    let id = k.submit("scratch", &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let out = k.files_of(id).await;
+    assert_eq!(
+        k.content(&out[0]).await,
+        "kept\n65534\n",
+        "written as nobody under a read-only root"
+    );
+}

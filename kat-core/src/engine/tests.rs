@@ -731,7 +731,8 @@ impl TokenAuthority for Minter {
 const PRIVILEGED: &str = r#"[
   {"plugin_id": "as-root", "scan_level": 0, "oci_image": "i", "oci_arguments": ["id", "-u"], "user": "0:0"},
   {"plugin_id": "admin", "scan_level": 0, "oci_image": "i", "oci_arguments": ["mount"], "cap_add": ["SYS_ADMIN"]},
-  {"plugin_id": "plain", "scan_level": 0, "oci_image": "i", "oci_arguments": ["true"]}
+  {"plugin_id": "plain", "scan_level": 0, "oci_image": "i", "oci_arguments": ["true"]},
+  {"plugin_id": "cache", "scan_level": 0, "oci_image": "i", "oci_arguments": ["true"], "writable_paths": ["/var/cache/x"]}
 ]"#;
 
 /// An engine over a catalogue synced under a policy granting everything in [`PRIVILEGED`], itself
@@ -753,7 +754,8 @@ async fn privileged(policy: Policy) -> (Engine, Arc<MemoryTaskStore>, Arc<Record
         .build()
         .unwrap();
     let loose = Policy::parse(
-        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]}}}"#,
+        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]},
+            "cache": {"writable_paths": ["/var/cache"]}}}"#,
         "loose.json",
     )
     .unwrap();
@@ -771,7 +773,11 @@ fn org() -> OrgCode {
 #[tokio::test]
 async fn the_engines_policy_refuses_privileges_at_submit_even_when_the_catalogue_allowed_them() {
     let (engine, _, runtime) = privileged(Policy::default()).await;
-    for (plugin, field) in [("as-root", "user: asks for \"0:0\""), ("admin", "cap_add")] {
+    for (plugin, field) in [
+        ("as-root", "user: asks for \"0:0\""),
+        ("admin", "cap_add"),
+        ("cache", "writable_paths"),
+    ] {
         let e = engine
             .submit(TaskRequest {
                 org: org(),
@@ -821,12 +827,13 @@ async fn a_task_whose_plugin_the_policy_refuses_fails_before_its_container_is_cr
 #[tokio::test]
 async fn a_granted_plugin_runs_with_what_it_asked_for_and_nothing_else() {
     let policy = Policy::parse(
-        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]}}}"#,
+        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]},
+            "cache": {"writable_paths": ["/var/cache/x"]}}}"#,
         "policy.json",
     )
     .unwrap();
     let (engine, tasks, runtime) = privileged(policy).await;
-    for plugin in ["as-root", "admin", "plain"] {
+    for plugin in ["as-root", "admin", "plain", "cache"] {
         let t = engine
             .submit(TaskRequest {
                 org: org(),
@@ -847,6 +854,8 @@ async fn a_granted_plugin_runs_with_what_it_asked_for_and_nothing_else() {
     assert_eq!(h[1].user.as_deref(), Some(crate::runtime::DEFAULT_USER));
     assert_eq!(h[1].cap_add, ["SYS_ADMIN"]);
     assert_eq!(h[2], &Hardening::default());
+    assert_eq!(h[3].writable_paths, ["/var/cache/x"]);
+    assert_eq!(h[3].user.as_deref(), Some(crate::runtime::DEFAULT_USER));
     for h in h {
         assert!(h.read_only_rootfs && h.no_new_privileges);
     }

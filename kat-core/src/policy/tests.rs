@@ -196,3 +196,66 @@ fn sync_keeps_a_refused_plugin_marked_and_clears_the_mark_when_the_policy_grants
     assert!(report.refused.is_empty());
     assert_eq!(writes[0].refused, None);
 }
+
+#[test]
+fn writable_paths_are_granted_with_what_lies_below_them() {
+    let p = Policy::parse(
+        r#"{"plugins": {"tool": {"writable_paths": ["/var/cache/tool"]}}}"#,
+        "policy.json",
+    )
+    .unwrap();
+    for ok in ["/var/cache/tool", "/var/cache/tool/sub"] {
+        assert_eq!(
+            p.refusal(&plugin(json!({ "writable_paths": [ok] }))),
+            None,
+            "{ok}"
+        );
+    }
+    for bad in ["/var/cache", "/var/cache/toolbox", "/etc"] {
+        let why = p
+            .refusal(&plugin(json!({ "writable_paths": [bad] })))
+            .unwrap();
+        assert!(
+            why.contains("plugin \"tool\": writable_paths: asks for")
+                && why.contains("allows only /var/cache/tool (and below)")
+                && why.contains(&format!("not granted: {bad}")),
+            "{why}"
+        );
+    }
+    let why = Policy::default()
+        .refusal(&plugin(json!({"writable_paths": ["/data"]})))
+        .unwrap();
+    assert!(why.contains("allows none"), "{why}");
+}
+
+#[test]
+fn plugins_and_policies_never_name_reserved_or_odd_writable_paths() {
+    for bad in [
+        "/plugin",
+        "/plugin/entrypoint",
+        "/proc/x",
+        "/tmp",
+        "/dev",
+        "/a//b",
+        "/a/",
+        "/a,b",
+        "/a:b",
+    ] {
+        let e = PluginDef::from_json(
+            &json!({"plugin_id": "tool", "oci_image": "i", "writable_paths": [bad]}),
+            "plugins.json[0]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("plugin \"tool\": writable_paths[0]"),
+            "{bad}: {e}"
+        );
+        let e = parse_err(&json!({"plugins": {"tool": {"writable_paths": [bad]}}}).to_string());
+        assert!(e.contains("writable_paths[0]"), "{bad}: {e}");
+    }
+    assert!(
+        check_writable_path("/tmpfoo").is_ok(),
+        "a sibling of /tmp is not /tmp"
+    );
+}
