@@ -152,13 +152,13 @@ pub struct PluginDef {
     /// How often a new schedule of it runs by default.
     pub recurrences: Option<Interval>,
     /// The user its container runs as (kat-rs extension; default: nobody). Any other user must be
-    /// granted by the operator's [`Policy`](crate::policy::Policy).
+    /// granted by the operator's [`Policy`].
     pub user: Option<String>,
     /// Capabilities added to its container (kat-rs extension; default: none), each granted by the
-    /// operator's [`Policy`](crate::policy::Policy).
+    /// operator's [`Policy`].
     pub cap_add: Vec<String>,
     /// Paths inside its container it needs writable (kat-rs extension; default: none besides `/tmp`),
-    /// each an empty tmpfs, granted by the operator's [`Policy`](crate::policy::Policy).
+    /// each an empty tmpfs, granted by the operator's [`Policy`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writable_paths: Vec<String>,
     /// Whether a task of it may be retried after a crash (kat-rs extension; default false).
