@@ -34,7 +34,8 @@ use kat_core::finding::FindingTypes;
 use kat_core::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
 use kat_core::object::{FindingTypeObject, Object};
 use kat_core::org::{OrgCode, Organization};
-use kat_core::plugin::{PluginDef, SyncReport, sync};
+use kat_core::plugin::{PluginDef, SyncReport, sync_with_policy};
+use kat_core::policy::Policy;
 use kat_core::runtime::ContainerRuntime;
 use kat_core::store::{FileStore, ObjectStore, TaskStore};
 use kat_core::token::TokenAuthority;
@@ -42,7 +43,7 @@ use kat_http::{Api, ApiConfig, JwtAuthority};
 #[cfg(feature = "sled")]
 use kat_store_sled::{SledOptions, SledStore};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Which container engine runs plugins.
 ///
@@ -266,6 +267,10 @@ pub struct DeployConfig {
     pub plugin_files: Vec<PathBuf>,
     /// Whether plugins new to the catalogue start enabled.
     pub enable_new_plugins: bool,
+    /// The operator's privilege policy (`katd serve --policy`, `KAT_POLICY`): which plugins may run as
+    /// another user or with capabilities. The default grants nothing beyond the hardened default; a
+    /// plugin asking for more is synced but refused (see [`kat_core::policy`]), and the others serve.
+    pub policy: Policy,
     /// A `finding_types.json` whose entries are stored as finding types in every organization.
     pub finding_types: Option<PathBuf>,
     /// Organizations to create if missing.
@@ -316,6 +321,7 @@ impl DeployConfig {
             store: StoreChoice::Sled(data_dir),
             plugin_files: Vec::new(),
             enable_new_plugins: true,
+            policy: Policy::default(),
             finding_types: None,
             organizations: Vec::new(),
             jwt_secret,
@@ -420,16 +426,21 @@ async fn connect_podman() -> Result<Arc<dyn ContainerRuntime>, Error> {
 }
 
 /// Sync the plugin definition files into a catalogue: changed plugins are updated, plugins missing
-/// from the files are disabled (never deleted), new ones start enabled if `enable_new_plugins`.
+/// from the files are disabled (never deleted), new ones start enabled if `enable_new_plugins`, and
+/// plugins asking for more than `policy` grants are marked refused (and logged).
 async fn sync_catalogue(
     tasks: &dyn TaskStore,
     plugin_files: &[PathBuf],
     enable_new_plugins: bool,
+    policy: &Policy,
 ) -> Result<SyncReport, Error> {
     let defs = PluginDef::load_files(plugin_files)?;
     let existing = tasks.list_plugins().await?;
-    let (writes, report) = sync(&existing, &defs, enable_new_plugins);
+    let (writes, report) = sync_with_policy(&existing, &defs, enable_new_plugins, policy);
     tasks.put_plugins(writes).await?;
+    for (plugin, reason) in &report.refused {
+        warn!(%plugin, %reason, "plugin refused by the operator policy; it will not run");
+    }
     Ok(report)
 }
 
@@ -440,7 +451,8 @@ async fn sync_catalogue(
 /// # async fn demo() -> Result<(), kat::core::Error> {
 /// use kat::deploy::{StoreChoice, sync_plugins};
 /// let store = StoreChoice::Sled("/var/lib/kat".into());
-/// let report = sync_plugins(&store, &["plugins/plugins.json".into()], true).await?;
+/// let policy = kat::core::policy::Policy::default();
+/// let report = sync_plugins(&store, &["plugins/plugins.json".into()], true, &policy).await?;
 /// println!("added {:?}", report.added);
 /// # Ok(())
 /// # }
@@ -453,6 +465,7 @@ pub async fn sync_plugins(
     store: &StoreChoice,
     plugin_files: &[PathBuf],
     enable_new_plugins: bool,
+    policy: &Policy,
 ) -> Result<SyncReport, Error> {
     if *store == StoreChoice::Memory {
         return Err(Error::invalid(
@@ -461,7 +474,13 @@ pub async fn sync_plugins(
         ));
     }
     let stores = Stores::open(store, &StoreOptions::default())?;
-    let report = sync_catalogue(stores.tasks.as_ref(), plugin_files, enable_new_plugins).await?;
+    let report = sync_catalogue(
+        stores.tasks.as_ref(),
+        plugin_files,
+        enable_new_plugins,
+        policy,
+    )
+    .await?;
     stores.flush().await?;
     Ok(report)
 }
@@ -498,12 +517,14 @@ impl Deployment {
             stores.tasks.as_ref(),
             &cfg.plugin_files,
             cfg.enable_new_plugins,
+            &cfg.policy,
         )
         .await?;
         info!(
             added = report.added.len(),
             updated = report.updated.len(),
             removed = report.removed.len(),
+            refused = report.refused.len(),
             "plugins synced"
         );
         create_organizations(&stores, &cfg.organizations).await?;
@@ -528,6 +549,7 @@ impl Deployment {
             .runtime(runtime)
             .tokens(tokens.clone())
             .config(engine_cfg)
+            .policy(cfg.policy.clone())
             .build()?;
         let mut api_cfg = cfg.api.clone();
         if api_cfg.public_base_url.is_empty() {
@@ -847,7 +869,7 @@ mod tests {
 
     #[tokio::test]
     async fn plugins_are_not_synced_into_a_memory_store() {
-        let e = sync_plugins(&StoreChoice::Memory, &[], true)
+        let e = sync_plugins(&StoreChoice::Memory, &[], true, &Policy::default())
             .await
             .expect_err("memory");
         assert!(message(e).contains("memory store"));

@@ -10,6 +10,9 @@
 //!   compare-and-set, so a task runs once), plans it ([`crate::plan`]), stores mode 4's stdin as a
 //!   temporary file, mints a token scoped to the task that expires at the deadline plus a grace, runs the
 //!   container, records the outcome, then revokes the token and deletes the temporary file.
+//! - **Privileges**: a plugin asking for a user or capabilities beyond what the operator's
+//!   [`Policy`] grants is refused at submit, skipped by schedules and chaining, and fails before its
+//!   container is created.
 //! - **Cancellation** kills the container, revokes the token and ends the task `cancelled`.
 //! - **Restart recovery** ([`Engine::start`]): tasks left running are failed with a reason, or requeued when
 //!   their plugin is idempotent, and containers of ours that no task owns are removed.
@@ -34,6 +37,7 @@ use crate::object::{HostnameRef, IpRef, NaturalKey, ObjectType};
 use crate::org::OrgCode;
 use crate::plan::{self, PlanInput, Stdin, Target};
 use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
+use crate::policy::Policy;
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
     LABEL_DEPLOYMENT, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
@@ -174,6 +178,7 @@ pub struct EngineBuilder {
     runtime: Option<Arc<dyn ContainerRuntime>>,
     tokens: Option<Arc<dyn TokenAuthority>>,
     config: EngineConfig,
+    policy: Policy,
 }
 
 impl EngineBuilder {
@@ -207,6 +212,13 @@ impl EngineBuilder {
         self.config = c;
         self
     }
+    /// The operator's privilege policy (default: nothing beyond the hardened default). The engine
+    /// checks every task's plugin against it when the task is submitted and again before it creates
+    /// the container.
+    pub fn policy(mut self, p: Policy) -> Self {
+        self.policy = p;
+        self
+    }
 
     /// Build the engine (nothing runs until [`Engine::start`]).
     ///
@@ -226,6 +238,7 @@ impl EngineBuilder {
                 tasks: self.tasks.ok_or_else(|| missing("a task store"))?,
                 runtime: self.runtime.ok_or_else(|| missing("a container runtime"))?,
                 tokens: self.tokens.ok_or_else(|| missing("a token authority"))?,
+                policy: self.policy,
                 slots: Arc::new(Semaphore::new(config.concurrency)),
                 config,
                 running: Mutex::new(HashMap::new()),
@@ -250,6 +263,7 @@ struct Inner {
     tasks: Arc<dyn TaskStore>,
     runtime: Arc<dyn ContainerRuntime>,
     tokens: Arc<dyn TokenAuthority>,
+    policy: Policy,
     config: EngineConfig,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<TaskId, Running>>,
@@ -311,6 +325,11 @@ impl Engine {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The operator's privilege policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     /// The task store.
@@ -535,6 +554,7 @@ impl Engine {
                 "plugin {plugin_id} is disabled; enable it first"
             )));
         }
+        self.inner.policy.check(&rec.def)?;
         Ok(rec.def)
     }
 
@@ -902,6 +922,8 @@ impl Engine {
             )));
         }
         let plugin = plugin.def;
+        // Again here, whatever the catalogue said at sync: the policy this engine holds decides.
+        inner.policy.check(&plugin)?;
         let input = if !task.input.files.is_empty() {
             PlanInput::Files(task.input.files.clone())
         } else if !task.input.objects.is_empty() {
@@ -991,6 +1013,7 @@ impl Engine {
         spec.limits = inner.config.limits.clone();
         spec.hardening = Hardening {
             cap_add: plugin.cap_add.clone(),
+            writable_paths: plugin.writable_paths.clone(),
             user: Some(
                 plugin
                     .user
@@ -1152,6 +1175,10 @@ impl TaskControl for Engine {
         let mut out = Vec::new();
         for rec in self.inner.tasks.list_plugins().await? {
             if !rec.enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
+                continue;
+            }
+            if let Some(why) = self.inner.policy.refusal(&rec.def) {
+                info!(plugin = %rec.def.plugin_id, file = %file.id, reason = %why, "not chaining");
                 continue;
             }
             if let Err(e) = self.gate_file(&rec.def, file).await {

@@ -7,6 +7,8 @@
 //! - [`finding`]: the finding-type catalogue and risk scores.
 //! - [`plugin`]: plugin definitions loaded from JSON, validated, and synced into a catalogue.
 //! - [`template`] and [`plan`]: argument templating and the five execution modes, as pure functions.
+//! - [`policy`]: the operator's policy of what a plugin may get beyond the hardened default (user,
+//!   capabilities), checked at sync and before every container.
 //! - [`permission`]: scoped, Django-style permissions and the check shared by the API and the runner.
 //! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
 //!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
@@ -33,6 +35,7 @@ pub mod org;
 pub mod permission;
 pub mod plan;
 pub mod plugin;
+pub mod policy;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::object::{ObjectType, ScanLevel};
 use crate::permission::Permissions;
+use crate::policy::Policy;
 use crate::schedule::Interval;
 use crate::template::{CommandTemplate, Placeholder};
 use crate::{Error, Result};
@@ -107,7 +108,7 @@ pub fn check_file_type(t: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn check_plugin_id(id: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_plugin_id(id: &str) -> std::result::Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err(format!("plugin_id {id:?} must be 1 to 64 characters"));
     }
@@ -150,17 +151,23 @@ pub struct PluginDef {
     pub batch_size: Option<u32>,
     /// How often a new schedule of it runs by default.
     pub recurrences: Option<Interval>,
-    /// The user its container runs as (kat-rs extension; default: nobody).
+    /// The user its container runs as (kat-rs extension; default: nobody). Any other user must be
+    /// granted by the operator's [`Policy`].
     pub user: Option<String>,
-    /// Capabilities added to its container (kat-rs extension; default: none).
+    /// Capabilities added to its container (kat-rs extension; default: none), each granted by the
+    /// operator's [`Policy`].
     pub cap_add: Vec<String>,
+    /// Paths inside its container it needs writable (kat-rs extension; default: none besides `/tmp`),
+    /// each an empty tmpfs, granted by the operator's [`Policy`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writable_paths: Vec<String>,
     /// Whether a task of it may be retried after a crash (kat-rs extension; default false).
     pub idempotent: bool,
     /// Its timeout in seconds (kat-rs extension; default `PLUGIN_TIMEOUT`).
     pub timeout_seconds: Option<u64>,
 }
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "plugin_id",
     "name",
     "description",
@@ -173,6 +180,7 @@ const FIELDS: [&str; 14] = [
     "recurrences",
     "user",
     "cap_add",
+    "writable_paths",
     "idempotent",
     "timeout_seconds",
 ];
@@ -309,13 +317,17 @@ impl PluginDef {
         let user = f.opt_str("user")?;
         let cap_add = f.opt_str_list("cap_add")?.unwrap_or_default();
         for (i, c) in cap_add.iter().enumerate() {
-            let bare = c.strip_prefix("CAP_").unwrap_or(c);
-            if bare.is_empty() || !bare.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            if crate::policy::capability_name(c).is_none() {
                 return Err(field_err(
                     &format!("cap_add[{i}]"),
                     format!("{c:?} is not a capability name like NET_RAW"),
                 ));
             }
+        }
+        let writable_paths = f.opt_str_list("writable_paths")?.unwrap_or_default();
+        for (i, p) in writable_paths.iter().enumerate() {
+            crate::policy::check_writable_path(p)
+                .map_err(|m| field_err(&format!("writable_paths[{i}]"), m))?;
         }
         let idempotent = f.opt_bool("idempotent")?.unwrap_or(false);
         let timeout_seconds = f.opt_u64("timeout_seconds", 1, 7 * 86_400)?;
@@ -356,6 +368,7 @@ impl PluginDef {
             recurrences,
             user,
             cap_add,
+            writable_paths,
             idempotent,
             timeout_seconds,
         })
@@ -485,6 +498,10 @@ pub struct PluginRecord {
     pub enabled: bool,
     /// Whether the last sync found it in the source files; a removed plugin stays, disabled.
     pub in_source: bool,
+    /// Why the operator's policy refuses it, as of the last sync (it asks for a user or capabilities
+    /// the policy does not grant); a refused plugin never runs, whether enabled or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// What a sync changed.
@@ -498,11 +515,12 @@ pub struct SyncReport {
     pub unchanged: Vec<String>,
     /// Plugins no longer in the source, now disabled.
     pub removed: Vec<String>,
+    /// Plugins in the source that the policy refuses, with the reason (also in their records).
+    pub refused: BTreeMap<String, String>,
 }
 
-/// Sync loaded definitions into the catalogue: returns the records to write (only those that
-/// changed) and a report. New plugins are enabled when `enable_new`; changed ones keep their enabled
-/// flag; removed ones are disabled and kept. Running it twice changes nothing the second time.
+/// Sync loaded definitions into the catalogue under the default policy (nothing beyond the hardened
+/// default): [`sync_with_policy`] with [`Policy::default`].
 ///
 /// ```
 /// use kat_core::plugin::{sync, PluginDef};
@@ -518,6 +536,34 @@ pub fn sync(
     loaded: &[PluginDef],
     enable_new: bool,
 ) -> (Vec<PluginRecord>, SyncReport) {
+    sync_with_policy(existing, loaded, enable_new, &Policy::default())
+}
+
+/// Sync loaded definitions into the catalogue: returns the records to write (only those that
+/// changed) and a report. New plugins are enabled when `enable_new`; changed ones keep their enabled
+/// flag; removed ones are disabled and kept. Every loaded plugin is checked against `policy`: one
+/// asking for more than its grant is kept with the reason in [`PluginRecord::refused`] (and in the
+/// report) and never runs, while the others sync as usual. Running it twice changes nothing the second
+/// time.
+///
+/// ```
+/// use kat_core::plugin::{sync_with_policy, PluginDef};
+/// use kat_core::policy::Policy;
+/// let defs = PluginDef::parse_file(
+///     r#"[{"plugin_id": "a", "oci_image": "img"}, {"plugin_id": "b", "oci_image": "img", "cap_add": ["SYS_ADMIN"]}]"#,
+///     "p.json",
+/// ).unwrap();
+/// let (writes, report) = sync_with_policy(&[], &defs, true, &Policy::default());
+/// assert_eq!(report.added, vec!["a", "b"]);
+/// assert!(report.refused["b"].contains("SYS_ADMIN"));
+/// assert!(writes[0].refused.is_none() && writes[1].refused.is_some());
+/// ```
+pub fn sync_with_policy(
+    existing: &[PluginRecord],
+    loaded: &[PluginDef],
+    enable_new: bool,
+    policy: &Policy,
+) -> (Vec<PluginRecord>, SyncReport) {
     let mut writes = Vec::new();
     let mut report = SyncReport::default();
     let by_id: BTreeMap<&str, &PluginRecord> = existing
@@ -526,6 +572,10 @@ pub fn sync(
         .collect();
     let loaded_ids: BTreeSet<&str> = loaded.iter().map(|d| d.plugin_id.as_str()).collect();
     for def in loaded {
+        let refused = policy.refusal(def);
+        if let Some(why) = &refused {
+            report.refused.insert(def.plugin_id.clone(), why.clone());
+        }
         match by_id.get(def.plugin_id.as_str()) {
             None => {
                 report.added.push(def.plugin_id.clone());
@@ -533,9 +583,10 @@ pub fn sync(
                     def: def.clone(),
                     enabled: enable_new,
                     in_source: true,
+                    refused,
                 });
             }
-            Some(old) if old.def == *def && old.in_source => {
+            Some(old) if old.def == *def && old.in_source && old.refused == refused => {
                 report.unchanged.push(def.plugin_id.clone())
             }
             Some(old) => {
@@ -544,6 +595,7 @@ pub fn sync(
                     def: def.clone(),
                     enabled: old.enabled,
                     in_source: true,
+                    refused,
                 });
             }
         }
@@ -555,6 +607,7 @@ pub fn sync(
                 def: old.def.clone(),
                 enabled: false,
                 in_source: false,
+                refused: old.refused.clone(),
             });
         }
     }

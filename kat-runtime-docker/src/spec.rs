@@ -19,6 +19,9 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, D
     let mut tmpfs = HashMap::new();
     if h.tmpfs_bytes > 0 {
         tmpfs.insert("/tmp".to_string(), tmpfs_options(h.tmpfs_bytes));
+        for p in &h.writable_paths {
+            tmpfs.insert(p.clone(), tmpfs_options(h.tmpfs_bytes));
+        }
     }
     let mounts = spec.entrypoint.as_ref().map(|ep| {
         vec![Mount {
@@ -113,6 +116,15 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
         let mounts = hc.mounts.expect("mounts");
         assert_eq!(mounts.len(), 1);
+        let mut spec = spec;
+        spec.hardening.writable_paths = vec!["/var/cache/tool".into()];
+        let hc = create_body(&spec)
+            .expect("valid spec")
+            .host_config
+            .expect("host config");
+        let tmpfs = hc.tmpfs.expect("tmpfs");
+        assert_eq!(tmpfs.len(), 2);
+        assert_eq!(tmpfs.get("/var/cache/tool"), tmpfs.get("/tmp"));
         assert_eq!(mounts[0].target.as_deref(), Some("/plugin"));
         assert_eq!(mounts[0].source.as_deref(), Some("plugin-entrypoint"));
         assert_eq!(mounts[0].read_only, Some(true));

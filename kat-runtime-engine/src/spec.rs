@@ -322,6 +322,10 @@ pub fn check_spec(spec: &ContainerSpec) -> Result<EngineLimits, SpecError> {
             format!("not a capability name: {bad:?}"),
         ));
     }
+    for p in &spec.hardening.writable_paths {
+        kat_core::policy::check_writable_path(p)
+            .map_err(|m| SpecError::new("hardening.writable_paths", m))?;
+    }
     if let Some(user) = &spec.hardening.user
         && (user.is_empty() || user.contains('\0'))
     {
@@ -453,6 +457,15 @@ mod tests {
             check_spec(&spec).map_err(|e| e.field),
             Err("hardening.user")
         );
+        for bad in ["relative", "/plugin", "/plugin/x", "/proc", "/a/../b", "/"] {
+            let mut spec = ContainerSpec::new("t", "img", ["x"]);
+            spec.hardening.writable_paths = vec![bad.into()];
+            assert_eq!(
+                check_spec(&spec).map_err(|e| e.field),
+                Err("hardening.writable_paths"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

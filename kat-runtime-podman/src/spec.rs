@@ -151,10 +151,11 @@ pub(crate) fn create_body(
     if h.tmpfs_bytes > 0 {
         let tmpfs = tmpfs_options(h.tmpfs_bytes);
         let options: Vec<&str> = tmpfs.split(',').collect();
-        obj.insert(
-            "mounts".into(),
-            json!([{ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": options }]),
-        );
+        let mounts: Vec<_> = std::iter::once("/tmp")
+            .chain(h.writable_paths.iter().map(String::as_str))
+            .map(|d| json!({ "destination": d, "type": "tmpfs", "source": "tmpfs", "options": options }))
+            .collect();
+        obj.insert("mounts".into(), json!(mounts));
     }
     if let Some(ep) = &spec.entrypoint {
         obj.insert("entrypoint".into(), json!([ENTRYPOINT_PATH]));
@@ -200,6 +201,11 @@ mod tests {
             b["volumes"],
             json!([{ "Name": "plugin-entrypoint", "Dest": "/plugin", "Options": ["ro", "nocopy"] }])
         );
+        let mut with_paths = spec.clone();
+        with_paths.hardening.writable_paths = vec!["/var/cache/tool".into()];
+        let w = create_body(&with_paths, "t-2", Ulimits::default()).expect("valid spec");
+        assert_eq!(w["mounts"][1]["destination"], "/var/cache/tool");
+        assert_eq!(w["mounts"][1]["options"], w["mounts"][0]["options"]);
         assert_eq!(
             b["resource_limits"],
             json!({ "memory": { "limit": 1u64 << 30, "swap": 1u64 << 30 },

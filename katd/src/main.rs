@@ -107,6 +107,10 @@ struct ServeArgs {
     /// Start plugins that are new to the catalogue disabled.
     #[arg(long)]
     new_plugins_disabled: bool,
+    /// The operator's privilege policy (JSON): which plugins may run as another user or with added
+    /// capabilities. Without one, a plugin asking for either is refused and never runs.
+    #[arg(long, env = "KAT_POLICY")]
+    policy: Option<PathBuf>,
     /// A finding_types.json to store in every organization.
     #[arg(long = "finding-types")]
     finding_types: Option<PathBuf>,
@@ -237,6 +241,10 @@ struct SyncArgs {
     /// Start new plugins disabled.
     #[arg(long)]
     new_plugins_disabled: bool,
+    /// The operator's privilege policy (JSON): which plugins may run as another user or with added
+    /// capabilities. Without one, a plugin asking for either is refused and never runs.
+    #[arg(long, env = "KAT_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 /// `katd plan`.
@@ -248,6 +256,10 @@ struct PlanArgs {
     /// A finding_types.json to validate as well.
     #[arg(long = "finding-types")]
     finding_types: Option<PathBuf>,
+    /// The operator's privilege policy (JSON): which plugins may run as another user or with added
+    /// capabilities. Without one, a plugin asking for either is refused and never runs.
+    #[arg(long, env = "KAT_POLICY")]
+    policy: Option<PathBuf>,
     /// Example targets: hostnames or IP addresses. Each plugin gets those of the types it takes.
     #[arg(long = "target")]
     targets: Vec<String>,

@@ -154,3 +154,67 @@ fn a_token_needs_admin_or_permissions() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).split('.').count(), 3);
 }
+
+#[test]
+fn plan_shows_a_plugin_the_policy_refuses_and_runs_it_when_granted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins.json");
+    std::fs::write(
+        &plugins,
+        r#"[{"plugin_id": "as-root", "oci_image": "i", "oci_arguments": ["id", "-u"], "user": "0:0"},
+            {"plugin_id": "raw", "oci_image": "i", "oci_arguments": ["ping"], "cap_add": ["NET_RAW"]}]"#,
+    )
+    .expect("write plugins");
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"plugins": {"as-root": {"user": "0:0"}}}"#).expect("write");
+    let plan = |policy: Option<&Path>| {
+        let mut cmd = katd();
+        cmd.args(["plan", "--plugins"]).arg(&plugins);
+        cmd.env_remove("KAT_POLICY");
+        if let Some(p) = policy {
+            cmd.arg("--policy").arg(p);
+        }
+        let out = cmd.output().expect("katd runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = plan(None);
+    assert!(
+        text.contains(
+            "refused by the policy (will not run): plugin \"as-root\": user: asks for \"0:0\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("plugin \"raw\": cap_add: asks for NET_RAW, the operator policy allows none"),
+        "{text}"
+    );
+    let text = plan(Some(&policy));
+    assert!(text.contains("argv[0]: [\"id\",\"-u\"]"), "{text}");
+    assert!(text.contains("plugin \"raw\": cap_add"), "{text}");
+}
+
+#[test]
+fn a_bad_policy_is_refused_naming_the_file_the_plugin_and_the_field_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"plugins": {"as-root": {"usr": "0:0"}}}"#).expect("write");
+    let data = dir.path().join("data");
+    let out = katd()
+        .args(["serve", "--store", "memory", "--data"])
+        .arg(&data)
+        .env("KAT_POLICY", &policy)
+        .env_remove("KAT_RUNTIME")
+        .output()
+        .expect("katd runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "invalid input at {}: plugin \"as-root\": usr: unknown field",
+            policy.display()
+        )),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing written for a bad policy");
+}

@@ -949,6 +949,39 @@ async fn hardening_from_inside_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixture
         "{case}: root must not be able to write to the root filesystem, output {out:?}"
     );
     assert_gone(rt, task, case).await;
+
+    // A writable path is an empty tmpfs the default user can write to; the rest of the root stays
+    // read-only.
+    let (mut spec, task) = t.spec(
+        fx,
+        "writable",
+        &[
+            "sh",
+            "-c",
+            "ls -A /var/cache/kat; echo kept > /var/cache/kat/x && echo cache=$(cat /var/cache/kat/x); \
+             if touch /var/cache/kat-sibling 2>/dev/null; then echo rootfs=rw; else echo rootfs=ro; fi",
+        ],
+    );
+    spec.hardening.writable_paths = vec!["/var/cache/kat".into()];
+    let o = run(rt, spec, case).await;
+    assert_exit(&o, 0, case);
+    let out = text(&o.stdout_tail);
+    let f = fields(&out);
+    assert_eq!(
+        f.get("cache").map(String::as_str),
+        Some("kept"),
+        "{case}: writable path, output {out:?}"
+    );
+    assert!(
+        out.starts_with("cache="),
+        "{case}: the tmpfs starts empty, output {out:?}"
+    );
+    assert_eq!(
+        f.get("rootfs").map(String::as_str),
+        Some("ro"),
+        "{case}: only the writable path is writable, output {out:?}"
+    );
+    assert_gone(rt, task, case).await;
 }
 
 /// `reap_orphans` removes the deployment's managed containers whose task is not live (or whose task label

@@ -679,3 +679,184 @@ async fn recovery_reaps_only_the_engines_own_deployment() {
     assert_eq!(*reaper.0.lock().unwrap(), ["green"]);
     assert_eq!(rec.reaped, ["reaped-in-green"]);
 }
+
+/// Runs nothing, but records every spec it is asked to run and says it exited 0.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<ContainerSpec>>);
+
+#[async_trait]
+impl ContainerRuntime for Recorder {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(&self, b: &EntrypointBinary, v: &str) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v).await
+    }
+    async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        self.0.lock().unwrap().push(s);
+        Ok(Outcome {
+            reason: EndReason::Exited,
+            exit_code: Some(0),
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            container_id: "c".into(),
+            elapsed: Duration::ZERO,
+        })
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+/// Mints a fixed token.
+#[derive(Debug)]
+struct Minter;
+
+#[async_trait]
+impl TokenAuthority for Minter {
+    fn mint(&self, _: &Claims) -> Result<String> {
+        Ok("token".into())
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("not here".into()))
+    }
+    async fn revoke(&self, _: &str, _: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+const PRIVILEGED: &str = r#"[
+  {"plugin_id": "as-root", "scan_level": 0, "oci_image": "i", "oci_arguments": ["id", "-u"], "user": "0:0"},
+  {"plugin_id": "admin", "scan_level": 0, "oci_image": "i", "oci_arguments": ["mount"], "cap_add": ["SYS_ADMIN"]},
+  {"plugin_id": "plain", "scan_level": 0, "oci_image": "i", "oci_arguments": ["true"]},
+  {"plugin_id": "cache", "scan_level": 0, "oci_image": "i", "oci_arguments": ["true"], "writable_paths": ["/var/cache/x"]}
+]"#;
+
+/// An engine over a catalogue synced under a policy granting everything in [`PRIVILEGED`], itself
+/// holding `policy`.
+async fn privileged(policy: Policy) -> (Engine, Arc<MemoryTaskStore>, Arc<Recorder>) {
+    let tasks = Arc::new(MemoryTaskStore::default());
+    let runtime = Arc::new(Recorder::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(Arc::new(MemoryFileStore::default()))
+        .tasks(tasks.clone())
+        .runtime(runtime.clone())
+        .tokens(Arc::new(Minter))
+        .config(EngineConfig {
+            use_entrypoint: false,
+            ..EngineConfig::default()
+        })
+        .policy(policy)
+        .build()
+        .unwrap();
+    let loose = Policy::parse(
+        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]},
+            "cache": {"writable_paths": ["/var/cache"]}}}"#,
+        "loose.json",
+    )
+    .unwrap();
+    let defs = PluginDef::parse_file(PRIVILEGED, "privileged.json").unwrap();
+    let (writes, report) = crate::plugin::sync_with_policy(&[], &defs, true, &loose);
+    assert!(report.refused.is_empty());
+    tasks.put_plugins(writes).await.unwrap();
+    (engine, tasks, runtime)
+}
+
+fn org() -> OrgCode {
+    OrgCode::new("acme").unwrap()
+}
+
+#[tokio::test]
+async fn the_engines_policy_refuses_privileges_at_submit_even_when_the_catalogue_allowed_them() {
+    let (engine, _, runtime) = privileged(Policy::default()).await;
+    for (plugin, field) in [
+        ("as-root", "user: asks for \"0:0\""),
+        ("admin", "cap_add"),
+        ("cache", "writable_paths"),
+    ] {
+        let e = engine
+            .submit(TaskRequest {
+                org: org(),
+                plugin_id: plugin.into(),
+                input: vec![],
+            })
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains(&format!("plugin \"{plugin}\": {field}")),
+            "{e}"
+        );
+    }
+    // The others run as before.
+    let t = engine
+        .submit(TaskRequest {
+            org: org(),
+            plugin_id: "plain".into(),
+            input: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.len(), 1);
+    assert!(runtime.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_whose_plugin_the_policy_refuses_fails_before_its_container_is_created() {
+    let (engine, tasks, runtime) = privileged(Policy::default()).await;
+    // Queued while the policy allowed it (here: straight into the store), run under a tighter one.
+    let t = Task::queued(org(), "as-root", TaskInput::default());
+    tasks.create_tasks(vec![t.clone()]).await.unwrap();
+    engine.run_task(t.id).await.unwrap();
+    let got = tasks.get_task(t.id).await.unwrap().unwrap();
+    assert_eq!(got.state, TaskState::Failed);
+    let reason = got.reason.unwrap();
+    assert!(
+        reason.contains("plugin \"as-root\": user: asks for \"0:0\"")
+            && reason.contains("only the default user"),
+        "{reason}"
+    );
+    assert!(runtime.0.lock().unwrap().is_empty(), "no container");
+}
+
+#[tokio::test]
+async fn a_granted_plugin_runs_with_what_it_asked_for_and_nothing_else() {
+    let policy = Policy::parse(
+        r#"{"plugins": {"as-root": {"user": "0:0"}, "admin": {"cap_add": ["SYS_ADMIN"]},
+            "cache": {"writable_paths": ["/var/cache/x"]}}}"#,
+        "policy.json",
+    )
+    .unwrap();
+    let (engine, tasks, runtime) = privileged(policy).await;
+    for plugin in ["as-root", "admin", "plain", "cache"] {
+        let t = engine
+            .submit(TaskRequest {
+                org: org(),
+                plugin_id: plugin.into(),
+                input: vec![],
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        engine.run_task(t.id).await.unwrap();
+        let got = tasks.get_task(t.id).await.unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Completed, "{plugin}: {got:?}");
+    }
+    let specs = runtime.0.lock().unwrap();
+    let h: Vec<_> = specs.iter().map(|s| &s.hardening).collect();
+    assert_eq!(h[0].user.as_deref(), Some("0:0"));
+    assert!(h[0].cap_add.is_empty());
+    assert_eq!(h[1].user.as_deref(), Some(crate::runtime::DEFAULT_USER));
+    assert_eq!(h[1].cap_add, ["SYS_ADMIN"]);
+    assert_eq!(h[2], &Hardening::default());
+    assert_eq!(h[3].writable_paths, ["/var/cache/x"]);
+    assert_eq!(h[3].user.as_deref(), Some(crate::runtime::DEFAULT_USER));
+    for h in h {
+        assert!(h.read_only_rootfs && h.no_new_privileges);
+    }
+}

@@ -141,8 +141,11 @@ pub struct Hardening {
     pub no_new_privileges: bool,
     /// The user to run as; `None` means the image's own user. Defaults to [`DEFAULT_USER`].
     pub user: Option<String>,
-    /// Size of the `/tmp` tmpfs in bytes.
+    /// Size of the `/tmp` tmpfs in bytes, and of each of `writable_paths`.
     pub tmpfs_bytes: u64,
+    /// More writable paths, each an empty tmpfs like `/tmp` (only what the operator's policy grants a
+    /// plugin; see [`crate::policy`]).
+    pub writable_paths: Vec<String>,
 }
 
 impl Default for Hardening {
@@ -153,6 +156,7 @@ impl Default for Hardening {
             no_new_privileges: true,
             user: Some(DEFAULT_USER.to_string()),
             tmpfs_bytes: 1 << 30,
+            writable_paths: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn plugin_json(r: &PluginRecord) -> Value {
         m.insert("id".into(), r.def.plugin_id.clone().into());
         m.insert("enabled".into(), r.enabled.into());
         m.insert("in_source".into(), r.in_source.into());
+        m.insert("refused".into(), r.refused.clone().into());
     }
     v
 }

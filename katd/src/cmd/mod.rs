@@ -11,3 +11,17 @@ pub(crate) mod serve;
 pub(crate) mod sync;
 pub(crate) mod tasks;
 pub(crate) mod token;
+
+use std::path::Path;
+
+use kat::core::Error;
+use kat::core::policy::Policy;
+
+/// The operator's privilege policy of `--policy` / `KAT_POLICY`; none (or an empty path) grants
+/// nothing beyond the hardened default.
+pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy, Error> {
+    match path.filter(|p| !p.as_os_str().is_empty()) {
+        None => Ok(Policy::default()),
+        Some(p) => Policy::load(p),
+    }
+}

@@ -15,6 +15,7 @@ use crate::PlanArgs;
 /// Load and validate the files, then print each plugin's plan.
 pub(crate) fn run(args: PlanArgs) -> Result<(), Error> {
     let defs = load(&args.plugins, args.finding_types.as_deref())?;
+    let policy = crate::cmd::load_policy(args.policy.as_deref())?;
     let targets = Targets::parse(&args.targets)?;
     let file_id = FileId(args.file_id);
     for def in &defs {
@@ -23,6 +24,10 @@ pub(crate) fn run(args: PlanArgs) -> Result<(), Error> {
             "plugin {} ({}), image {}, scan level {}",
             def.plugin_id, def.name, def.oci_image, def.scan_level
         );
+        if let Some(why) = policy.refusal(def) {
+            println!("  refused by the policy (will not run): {why}");
+            continue;
+        }
         match plan(def, &targets.input_for(def, file_id)) {
             Err(e) => println!("  refused: {e}"),
             Ok(p) => print_plan(def, &p),

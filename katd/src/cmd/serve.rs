@@ -36,6 +36,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Error> {
 fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     let runtime = runtime_choice(args.runtime.as_deref())?;
     let store = store_choice(args.store.as_deref(), &args.data)?;
+    let policy = crate::cmd::load_policy(args.policy.as_deref())?;
     let secret = load_or_create_secret(Some(&args.data))?;
     let mut cfg = DeployConfig::new(&args.data, args.listen, secret);
     cfg.runtime = runtime;
@@ -43,6 +44,7 @@ fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     cfg.engine = engine_config(&args)?;
     cfg.plugin_files = args.plugins;
     cfg.enable_new_plugins = !args.new_plugins_disabled;
+    cfg.policy = policy;
     cfg.finding_types = args.finding_types;
     cfg.organizations = args
         .orgs
@@ -107,16 +109,20 @@ fn print_started(d: &Deployment) {
     let s = d.sync_report();
     let r = d.recovery();
     println!(
-        "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed; recovery: {} failed, {} requeued, {} containers reaped)",
+        "katd: serving {} (plugins: {} added, {} updated, {} unchanged, {} disabled as removed, {} refused by the policy; recovery: {} failed, {} requeued, {} containers reaped)",
         d.api_url(),
         s.added.len(),
         s.updated.len(),
         s.unchanged.len(),
         s.removed.len(),
+        s.refused.len(),
         r.failed.len(),
         r.requeued.len(),
         r.reaped.len()
     );
+    for (plugin, reason) in &s.refused {
+        println!("katd: refused (will not run): {reason}; grant it in --policy to run {plugin}");
+    }
 }
 
 /// Write an operator token for `org` to `path` (mode 0600) and say so.

@@ -8,13 +8,18 @@ use crate::SyncArgs;
 /// Sync the way `serve` does at start, and print what changed.
 pub(crate) async fn run(args: SyncArgs) -> Result<(), Error> {
     let store = StoreChoice::parse("sled", &args.data)?;
-    let report = sync_plugins(&store, &args.plugins, !args.new_plugins_disabled).await?;
+    let policy = crate::cmd::load_policy(args.policy.as_deref())?;
+    let report = sync_plugins(&store, &args.plugins, !args.new_plugins_disabled, &policy).await?;
     println!(
-        "synced: added {:?}, updated {:?}, unchanged {}, disabled as removed {:?}",
+        "synced: added {:?}, updated {:?}, unchanged {}, disabled as removed {:?}, refused by the policy {:?}",
         report.added,
         report.updated,
         report.unchanged.len(),
-        report.removed
+        report.removed,
+        report.refused.keys().collect::<Vec<_>>()
     );
+    for reason in report.refused.values() {
+        println!("refused (will not run): {reason}");
+    }
     Ok(())
 }

@@ -1,0 +1,112 @@
+//! Privileges are the operator's policy: a plugin asking to run as root (or with capabilities) is
+//! refused without a grant, and runs as it asked with one.
+
+use serde_json::{Value, json};
+
+use kat::core::policy::Policy;
+
+use crate::harness::{plugin, start_with};
+
+/// A plugin that prints the uid it runs as, asking for root; and a plain one beside it.
+fn catalogue() -> Value {
+    let mut root = plugin("whoami-root", 0, json!([]), json!(["id", "-u"]));
+    root["user"] = json!("0:0");
+    json!([root, plugin("whoami", 0, json!([]), json!(["id", "-u"]))])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_asking_for_root_without_a_grant_is_refused_and_never_runs() {
+    let Some(k) = start_with(catalogue(), |_| {}).await else {
+        return;
+    };
+    assert!(k.d.sync_report().refused.contains_key("whoami-root"));
+    let p = k.get("/plugins/whoami-root/").await;
+    let why = p["refused"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("plugin \"whoami-root\": user: asks for \"0:0\"")
+            && why.contains("only the default user"),
+        "{p}"
+    );
+    let (s, v) = k
+        .post(
+            "/tasks/",
+            json!({"type": "plugin", "data": {"plugin_id": "whoami-root", "input_data": null}}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v.to_string().contains("asks for \\\"0:0\\\""), "{v}");
+    assert!(k.tasks_of("whoami-root").await.is_empty(), "no task");
+    // The rest of the catalogue serves, as the default user.
+    assert_eq!(k.get("/plugins/whoami/").await["refused"], Value::Null);
+    let id = k.submit("whoami", &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let out = k.files_of(id).await;
+    assert_eq!(k.content(&out[0]).await.trim(), "65534");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_granted_root_by_the_policy_runs_as_uid_0() {
+    let policy = Policy::parse(
+        r#"{"plugins": {"whoami-root": {"user": "0:0"}}}"#,
+        "policy.json",
+    )
+    .expect("policy");
+    let Some(k) = start_with(catalogue(), |cfg| cfg.policy = policy).await else {
+        return;
+    };
+    assert!(k.d.sync_report().refused.is_empty());
+    assert_eq!(k.get("/plugins/whoami-root/").await["refused"], Value::Null);
+    let id = k.submit("whoami-root", &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let out = k.files_of(id).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        k.content(&out[0]).await.trim(),
+        "0",
+        "uid inside the container"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_path_is_a_tmpfs_only_when_the_policy_grants_it() {
+    let mut scratch = plugin(
+        "scratch",
+        0,
+        json!([]),
+        json!([
+            "sh",
+            "-c",
+            "echo kept > /var/cache/kat/x && cat /var/cache/kat/x && id -u"
+        ]),
+    );
+    scratch["writable_paths"] = json!(["/var/cache/kat"]);
+    let Some(k) = start_with(json!([scratch.clone()]), |_| {}).await else {
+        return;
+    };
+    let why = k.get("/plugins/scratch/").await["refused"].clone();
+    assert!(
+        why.as_str()
+            .unwrap_or_default()
+            .contains("plugin \"scratch\": writable_paths: asks for /var/cache/kat"),
+        "{why}"
+    );
+    let policy = Policy::parse(
+        r#"{"plugins": {"scratch": {"writable_paths": ["/var/cache"]}}}"#,
+        "policy.json",
+    )
+    .expect("policy");
+    let Some(k) = start_with(json!([scratch]), |cfg| cfg.policy = policy).await else {
+        return;
+    };
+    let id = k.submit("scratch", &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let out = k.files_of(id).await;
+    assert_eq!(
+        k.content(&out[0]).await,
+        "kept\n65534\n",
+        "written as nobody under a read-only root"
+    );
+}
