@@ -193,6 +193,8 @@ fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedu
         next_run_at: Timestamp::from_secs(next_secs),
         last_run_at: None,
         created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
     })
 }
 
