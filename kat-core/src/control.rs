@@ -125,7 +125,7 @@ pub struct TaskRequest {
 pub trait TaskControl: Send + Sync + Debug {
     /// Validate and queue a request: the plugin must exist and be enabled, the submitter must hold
     /// every permission the plugin declares (scopes included; otherwise
-    /// [`Error::PermissionDenied`](crate::Error::PermissionDenied) naming each missing one, and
+    /// [`Error::PermissionDenied`] naming each missing one, and
     /// nothing is queued), every target must exist and pass the plugin's scan level (a refusal says
     /// which target and why), and the input is split into batches. Returns the queued tasks.
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>>;
