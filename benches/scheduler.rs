@@ -126,6 +126,8 @@ fn bench(c: &mut Criterion) {
                             next_run_at: now,
                             last_run_at: None,
                             created_at: now,
+                            owner: None,
+                            disabled_reason: None,
                         };
                         s.store
                             .put_schedule(schedule.clone())

@@ -78,13 +78,15 @@ fn task_ms(t: &Task) -> f64 {
 }
 
 async fn run_plugin(d: &Deployment, org: &OrgCode, plugin: &str, input: Vec<String>) -> Vec<Task> {
-    use kat::core::control::{TaskControl, TaskRequest};
+    use kat::core::control::{Submitter, TaskControl, TaskRequest};
     let tasks = d
         .engine()
         .submit(TaskRequest {
             org: org.clone(),
             plugin_id: plugin.into(),
             input,
+            // The benchmark is an operator tool calling the engine directly: full rights.
+            submitter: Submitter::operator("bench_report"),
         })
         .await
         .expect("submit");

@@ -5,11 +5,106 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::clock::Timestamp;
 use crate::org::OrgCode;
+use crate::permission::Permissions;
+use crate::plugin::PluginDef;
 use crate::store::FileMeta;
 use crate::task::{Task, TaskId};
+use crate::{Error, Result};
+
+/// Who asks for a task or a schedule, and with which rights: a task's token only ever carries the
+/// plugin's declared permissions when the submitter holds every one of them
+/// ([`Permissions::covers`]; docs/decisions.md, "Plugin permissions are the submitter's").
+///
+/// ```
+/// use kat_core::control::Submitter;
+/// let s = Submitter::operator("katd");
+/// assert_eq!(s.subject, "operator:katd");
+/// assert!(s.token.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitter {
+    /// The token's subject (`user:alice`, `task:<uuid>`), or `operator:<tool>` for a program that
+    /// calls the engine directly.
+    pub subject: String,
+    /// The submitter's permissions, with their scopes.
+    pub permissions: Permissions,
+    /// The token the request came with: its id and expiry. `None` for an operator tool, whose rights
+    /// do not depend on a token.
+    pub token: Option<SubmitterToken>,
+}
+
+/// The token a submitter used: what a schedule checks at every tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitterToken {
+    /// The token's `jti`.
+    pub jti: String,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+impl Submitter {
+    /// Whether the submitter may run `plugin`: they hold every permission it declares, scopes
+    /// included ([`Permissions::missing`]).
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] naming the plugin and each permission (with its scope) the
+    /// submitter lacks.
+    pub fn may_run(&self, plugin: &PluginDef) -> Result<()> {
+        let missing = self.permissions.missing(&plugin.permissions);
+        if missing.0.is_empty() {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "plugin {} declares permissions that {} does not hold: {}",
+            plugin.plugin_id,
+            self.subject,
+            missing.describe()
+        )))
+    }
+
+    /// Why a schedule owned by this submitter may no longer run at `now`, if it may not: its token
+    /// expired or was revoked (`revoked`, from the revocation list), or its permissions no longer
+    /// cover `plugin`'s.
+    pub fn gone(
+        &self,
+        plugin: Option<&PluginDef>,
+        revoked: bool,
+        now: Timestamp,
+    ) -> Option<String> {
+        if let Some(t) = &self.token {
+            if revoked {
+                return Some(format!(
+                    "the token of its owner {} (jti {}) was revoked",
+                    self.subject, t.jti
+                ));
+            }
+            if t.expires_at <= now {
+                return Some(format!(
+                    "the token of its owner {} (jti {}) expired at {}",
+                    self.subject, t.jti, t.expires_at
+                ));
+            }
+        }
+        match plugin.map(|p| self.may_run(p)) {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// An operator tool calling the engine directly (not through the API): every permission,
+    /// explicitly, and no token.
+    pub fn operator(tool: &str) -> Self {
+        Submitter {
+            subject: format!("operator:{tool}"),
+            permissions: Permissions::all(),
+            token: None,
+        }
+    }
+}
 
 /// A request to run a plugin now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +116,18 @@ pub struct TaskRequest {
     /// The input as the API's `input_data` gives it: natural keys (`internet|example.com`), bare
     /// values (`example.com`, `192.0.2.1`) or file ids; empty for a standalone run.
     pub input: Vec<String>,
+    /// Who submits it: the plugin's declared permissions must be among theirs.
+    pub submitter: Submitter,
 }
 
 /// Queue, cancel and chain tasks.
 #[async_trait]
 pub trait TaskControl: Send + Sync + Debug {
-    /// Validate and queue a request: the plugin must exist and be enabled, every target must exist
-    /// and pass the plugin's scan level (a refusal says which target and why), and the input is split
-    /// into batches. Returns the queued tasks.
+    /// Validate and queue a request: the plugin must exist and be enabled, the submitter must hold
+    /// every permission the plugin declares (scopes included; otherwise
+    /// [`Error::PermissionDenied`] naming each missing one, and
+    /// nothing is queued), every target must exist and pass the plugin's scan level (a refusal says
+    /// which target and why), and the input is split into batches. Returns the queued tasks.
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>>;
 
     /// Cancel a task: a queued one never starts; a running one has its container killed and its

@@ -301,6 +301,9 @@ pub struct TickReport {
     pub tasks: usize,
     /// Targets refused or skipped (already scheduled in this interval, or below the scan level).
     pub skipped: usize,
+    /// Schedules disabled because their owner is gone (token revoked or expired, or no longer
+    /// holding the plugin's permissions); each carries its reason.
+    pub disabled: usize,
 }
 
 /// What restart recovery did.
@@ -708,19 +711,42 @@ impl Engine {
         let due = self.inner.tasks.due_schedules(now, 1000).await?;
         for schedule in due {
             report.schedules += 1;
-            match self.run_schedule(&schedule, now).await {
-                Ok((created, skipped)) => {
-                    report.tasks += created;
-                    report.skipped += skipped;
+            let mut next = schedule.clone();
+            match self.owner_gone(&schedule, now).await {
+                Ok(Some(reason)) => {
+                    warn!(schedule = %schedule.id, %reason, "schedule disabled");
+                    next.enabled = false;
+                    next.disabled_reason = Some(reason);
+                    report.disabled += 1;
                 }
+                Ok(None) => match self.run_schedule(&schedule, now).await {
+                    Ok((created, skipped)) => {
+                        report.tasks += created;
+                        report.skipped += skipped;
+                    }
+                    Err(e) => warn!(schedule = %schedule.id, error = %e, "schedule could not run"),
+                },
                 Err(e) => warn!(schedule = %schedule.id, error = %e, "schedule could not run"),
             }
-            let mut next = schedule.clone();
             next.last_run_at = Some(now);
             next.next_run_at = now.plus_secs(schedule.interval.as_secs() as i64);
             self.inner.tasks.put_schedule(next).await?;
         }
         Ok(report)
+    }
+
+    /// Why a schedule may no longer run with its owner's rights, if it may not (see
+    /// [`Schedule::owner`]); a schedule without an owner runs with the operator's.
+    async fn owner_gone(&self, schedule: &Schedule, now: Timestamp) -> Result<Option<String>> {
+        let Some(owner) = &schedule.owner else {
+            return Ok(None);
+        };
+        let revoked = match &owner.token {
+            Some(t) => self.inner.tasks.is_token_revoked(&t.jti).await?,
+            None => false,
+        };
+        let plugin = self.inner.tasks.get_plugin(&schedule.plugin_id).await?;
+        Ok(owner.gone(plugin.as_ref().map(|p| &p.def), revoked, now))
     }
 
     async fn run_schedule(&self, schedule: &Schedule, now: Timestamp) -> Result<(usize, usize)> {
@@ -1088,6 +1114,7 @@ fn join_types(types: &BTreeSet<ObjectType>) -> String {
 impl TaskControl for Engine {
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
         let plugin = self.enabled_plugin(&request.plugin_id).await?;
+        request.submitter.may_run(&plugin)?;
         let takes_files = !plugin.consumed_files().is_empty();
         let mut objects = Vec::new();
         let mut files = Vec::new();

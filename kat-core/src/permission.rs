@@ -38,6 +38,9 @@ pub enum Action {
     Change,
     /// Remove (DELETE).
     Delete,
+    /// Set a scan level: only in [`PermissionName::SET_SCAN_LEVEL`] (`objects.can_set_scan_level`), a
+    /// custom permission in the style of the original's `can_set_clearance_level`.
+    CanSet,
 }
 
 impl Action {
@@ -48,6 +51,7 @@ impl Action {
             Action::Add => "add",
             Action::Change => "change",
             Action::Delete => "delete",
+            Action::CanSet => "can_set",
         }
     }
 }
@@ -69,6 +73,8 @@ pub enum Resource {
     Plugin,
     /// Organizations (`openkat.<action>_organization`).
     Organization,
+    /// Objects' scan levels: only in [`PermissionName::SET_SCAN_LEVEL`].
+    ScanLevel,
 }
 
 impl Resource {
@@ -81,6 +87,7 @@ impl Resource {
             Resource::ObjectSet => ("tasks", "objectset"),
             Resource::Plugin => ("plugins", "plugin"),
             Resource::Organization => ("openkat", "organization"),
+            Resource::ScanLevel => ("objects", "scan_level"),
         }
     }
 }
@@ -103,6 +110,21 @@ pub struct PermissionName {
 }
 
 impl PermissionName {
+    /// `objects.can_set_scan_level`: change an object's scan level (`scan_level` or `declared` in a
+    /// `PATCH`, or an object write that carries a level). Operators may hold it; a task's token never
+    /// does ([`crate::plan::ExecutionPlan::permissions`] strips it and a plugin that declares it is
+    /// refused at load), so a plugin can never raise or lower a level.
+    ///
+    /// ```
+    /// use kat_core::permission::PermissionName;
+    /// assert_eq!(PermissionName::SET_SCAN_LEVEL.to_string(), "objects.can_set_scan_level");
+    /// assert_eq!("objects.can_set_scan_level".parse::<PermissionName>().unwrap(), PermissionName::SET_SCAN_LEVEL);
+    /// ```
+    pub const SET_SCAN_LEVEL: PermissionName = PermissionName {
+        action: Action::CanSet,
+        resource: Resource::ScanLevel,
+    };
+
     /// A permission name.
     pub fn new(action: Action, resource: Resource) -> Self {
         PermissionName { action, resource }
@@ -128,6 +150,7 @@ impl PermissionName {
                 out.push(PermissionName::new(a, r));
             }
         }
+        out.push(PermissionName::SET_SCAN_LEVEL);
         out
     }
 }
@@ -146,10 +169,13 @@ impl FromStr for PermissionName {
             Error::invalid(
                 "permissions",
                 format!(
-                    "unknown permission {s:?}; expected <app>.<view|add|change|delete>_<model>, such as objects.add_hostname or files.view_file"
+                    "unknown permission {s:?}; expected <app>.<view|add|change|delete>_<model>, such as objects.add_hostname or files.view_file, or objects.can_set_scan_level"
                 ),
             )
         };
+        if s == "objects.can_set_scan_level" {
+            return Ok(PermissionName::SET_SCAN_LEVEL);
+        }
         let (app, codename) = s.split_once('.').ok_or_else(unknown)?;
         let (action, model) = codename.split_once('_').ok_or_else(unknown)?;
         let action = match action {
@@ -226,6 +252,59 @@ impl Scope {
     /// Whether the scope has no restriction.
     pub fn is_unrestricted(&self) -> bool {
         self.pks.is_none() && self.search.is_none() && self.limit.is_none()
+    }
+
+    /// Whether this one scope allows everything `other` allows (see [`Permissions::covers`]): its
+    /// `pks`, `search` and `limit` are each absent or no narrower than `other`'s. An absent `pks` or
+    /// `search` is wider than any list; an absent `limit` is wider than any value. When `other` has an
+    /// empty `search` (it admits no list), only `pks` are compared.
+    ///
+    /// ```
+    /// use kat_core::permission::Scope;
+    /// assert!(Scope::unrestricted().covers(&Scope::pks(["a"])));
+    /// assert!(Scope::pks(["a", "b"]).covers(&Scope::pks(["a"])));
+    /// assert!(!Scope::pks(["a"]).covers(&Scope::unrestricted()));
+    /// ```
+    pub fn covers(&self, other: &Scope) -> bool {
+        fn wider(mine: &Option<BTreeSet<String>>, theirs: &Option<BTreeSet<String>>) -> bool {
+            match (mine, theirs) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(m), Some(t)) => t.is_subset(m),
+            }
+        }
+        if other.search.as_ref().is_some_and(BTreeSet::is_empty) {
+            // `other` admits no list at all: only the objects it allows matter.
+            return wider(&self.pks, &other.pks);
+        }
+        wider(&self.pks, &other.pks)
+            && wider(&self.search, &other.search)
+            && self.limit.is_none_or(|n| other.limit == Some(n))
+    }
+
+    /// The scope split into scopes of one pk and one search value each (an absent or empty list stays
+    /// as it is); the union of the parts allows exactly what the scope allows.
+    fn atoms(&self) -> Vec<Scope> {
+        fn split(set: &Option<BTreeSet<String>>) -> Vec<Option<BTreeSet<String>>> {
+            match set {
+                Some(s) if s.len() > 1 => s
+                    .iter()
+                    .map(|v| Some(BTreeSet::from([v.clone()])))
+                    .collect(),
+                other => vec![other.clone()],
+            }
+        }
+        let mut out = Vec::new();
+        for pks in split(&self.pks) {
+            for search in split(&self.search) {
+                out.push(Scope {
+                    pks: pks.clone(),
+                    search,
+                    limit: self.limit,
+                });
+            }
+        }
+        out
     }
 
     fn from_json(v: &Value) -> std::result::Result<Scope, String> {
@@ -408,6 +487,83 @@ impl Permissions {
         }
     }
 
+    /// Whether these permissions allow everything `required` allows: [`Permissions::missing`] is
+    /// empty. This is how a submitter's rights are compared with a plugin's declared permissions
+    /// (docs/decisions.md, "Plugin permissions are the submitter's").
+    ///
+    /// ```
+    /// use kat_core::permission::Permissions;
+    /// let p = |v| Permissions::from_json(&v, "x").unwrap();
+    /// let held = p(serde_json::json!({"objects.add_hostname": {"pks": ["internet|a.example"]}}));
+    /// assert!(held.covers(&p(serde_json::json!({"objects.add_hostname": {"pks": ["internet|a.example"]}}))));
+    /// // A pks-scoped grant does not cover an unrestricted one.
+    /// assert!(!held.covers(&p(serde_json::json!({"objects.add_hostname": {}}))));
+    /// ```
+    pub fn covers(&self, required: &Permissions) -> bool {
+        required.0.is_empty() || self.missing(required).0.is_empty()
+    }
+
+    /// The grants of `required` that these permissions do not cover, scope by scope.
+    ///
+    /// A required scope is covered when every part of it is covered by one held scope of the same
+    /// permission ([`Scope::covers`]), the parts being the scope split into one pk and one `search`
+    /// value each (a required `{"pks": ["a", "b"]}` is covered by held `{"pks": ["a"]}` plus
+    /// `{"pks": ["b"]}`). So:
+    ///
+    /// - an unrestricted held scope covers every scope of that permission;
+    /// - a required unrestricted scope (`{}`) is covered only by an unrestricted held scope;
+    /// - `pks` and `search`: held absent, or a superset of the required list (across held scopes
+    ///   with the same other restrictions); a required absent list is covered only by a held absent
+    ///   one;
+    /// - `limit`: held absent, or equal to the required one.
+    ///
+    /// The relation is exact for what [`Permissions::check`] decides: it holds exactly when every
+    /// access `required` allows, these allow too (`Allow` where `required` allows, and a list
+    /// restricted to at least the same pks).
+    pub fn missing(&self, required: &Permissions) -> Permissions {
+        let mut out = Permissions::new();
+        for (name, scopes) in &required.0 {
+            let held = self.0.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            for scope in scopes {
+                let covered = scope
+                    .atoms()
+                    .iter()
+                    .all(|atom| held.iter().any(|h| h.covers(atom)));
+                if !covered {
+                    out.grant(*name, scope.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every permission, unrestricted: the rights of an operator tool that calls the engine directly
+    /// (and of `katd token --admin`).
+    pub fn all() -> Permissions {
+        let mut p = Permissions::new();
+        for name in PermissionName::all() {
+            p.grant(name, Scope::unrestricted());
+        }
+        p
+    }
+
+    /// Remove a permission with all its scopes; returns whether it was held.
+    pub fn remove(&mut self, name: &PermissionName) -> bool {
+        self.0.remove(name).is_some()
+    }
+
+    /// The names with their scopes as `name {scope}` items, for messages.
+    pub fn describe(&self) -> String {
+        let mut items = Vec::new();
+        for (name, scopes) in &self.0 {
+            for s in scopes {
+                let scope = serde_json::to_string(s).unwrap_or_default();
+                items.push(format!("{name} {scope}"));
+            }
+        }
+        items.join(", ")
+    }
+
     /// Parse the JSON form; `at` names the source in errors.
     ///
     /// # Errors
@@ -499,13 +655,94 @@ mod tests {
         Access::List { search, limit }
     }
 
+    fn arb_set(values: &'static [&'static str]) -> impl Strategy<Value = Option<BTreeSet<String>>> {
+        proptest::option::of(proptest::collection::btree_set(
+            proptest::sample::select(values).prop_map(str::to_string),
+            0..3,
+        ))
+    }
+
+    fn arb_scope() -> impl Strategy<Value = Scope> {
+        (
+            arb_set(&["a", "b"]),
+            arb_set(&["x", "y"]),
+            proptest::option::of(1u64..3),
+        )
+            .prop_map(|(pks, search, limit)| Scope { pks, search, limit })
+    }
+
     #[test]
     fn every_name_round_trips() {
         let all = PermissionName::all();
-        assert_eq!(all.len(), (ObjectType::ALL.len() + 6) * 4);
+        assert_eq!(all.len(), (ObjectType::ALL.len() + 6) * 4 + 1);
+        assert!(all.contains(&PermissionName::SET_SCAN_LEVEL));
         for p in all {
             assert_eq!(p.to_string().parse::<PermissionName>().unwrap(), p);
         }
+    }
+
+    #[test]
+    fn the_scan_level_permission_is_one_name() {
+        let p = name("objects.can_set_scan_level");
+        assert_eq!(p, PermissionName::SET_SCAN_LEVEL);
+        for bad in [
+            "objects.can_set_hostname",
+            "objects.view_scan_level",
+            "objects.can_set_Scan_level",
+            "files.can_set_scan_level",
+            "objects.set_scan_level",
+        ] {
+            assert!(bad.parse::<PermissionName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn covers_compares_scopes() {
+        let held = perms(json!({
+            "objects.add_hostname": {"pks": ["a", "b"]},
+            "objects.delete_hostname": {},
+            "files.view_file": [{"search": ["x"], "limit": 1}, {"pks": ["7"]}],
+        }));
+        let covered = [
+            json!({}),
+            json!({"objects.add_hostname": {"pks": ["a"]}}),
+            json!({"objects.add_hostname": {"pks": ["a", "b"]}}),
+            json!({"objects.add_hostname": {"pks": ["a"], "search": ["q"]}}),
+            json!({"objects.add_hostname": {"pks": ["b"], "limit": 3}}),
+            json!({"objects.delete_hostname": {"pks": ["z"]}}),
+            json!({"objects.delete_hostname": {}}),
+            json!({"files.view_file": {"search": ["x"], "limit": 1}}),
+            json!({"files.view_file": {"search": ["x"], "limit": 1, "pks": ["9"]}}),
+            json!({"files.view_file": {"pks": ["7"]}}),
+        ];
+        for r in covered {
+            assert!(held.covers(&perms(r.clone())), "{r}");
+        }
+        let not_covered = [
+            json!({"objects.add_hostname": {}}),
+            json!({"objects.add_hostname": {"pks": ["a", "c"]}}),
+            json!({"objects.add_hostname": {"search": ["a"]}}),
+            json!({"objects.change_hostname": {}}),
+            json!({"files.view_file": {"search": ["x"]}}),
+            json!({"files.view_file": {"search": ["x", "y"], "limit": 1}}),
+            json!({"files.view_file": {"search": ["x"], "limit": 2}}),
+            json!({"files.view_file": {"pks": ["7", "8"]}}),
+        ];
+        for r in not_covered {
+            assert!(!held.covers(&perms(r.clone())), "{r}");
+        }
+        // The scopes of two grants together cover a list that spans them.
+        let two = perms(json!({"objects.add_hostname": [{"pks": ["a"]}, {"pks": ["b"]}]}));
+        assert!(two.covers(&perms(json!({"objects.add_hostname": {"pks": ["a", "b"]}}))));
+        // What is missing is named scope by scope.
+        let m = held.missing(&perms(json!({
+            "objects.add_hostname": [{"pks": ["a"]}, {}],
+            "objects.change_hostname": {},
+        })));
+        assert_eq!(
+            m.describe(),
+            "objects.add_hostname {}, objects.change_hostname {}"
+        );
     }
 
     #[test]
@@ -666,6 +903,42 @@ mod tests {
             p.grant(n, Scope::pks(pks.iter().cloned()));
             prop_assert_eq!(p.check(&n, &Access::Object(&probe)).allowed(), pks.contains(&probe));
             prop_assert_eq!(p.check(&n, &list(None, None)), Decision::AllowOnly(pks.clone()));
+        }
+
+        /// `covers` is sound and complete for `check`: held covers required exactly when every access
+        /// required allows, held allows at least as widely.
+        #[test]
+        fn covers_agrees_with_check(
+            held in proptest::collection::vec(arb_scope(), 0..3),
+            required in arb_scope(),
+        ) {
+            let n = name("objects.add_hostname");
+            let mut h = Permissions::new();
+            for s in &held {
+                h.grant(n, s.clone());
+            }
+            let mut r = Permissions::new();
+            r.grant(n, required.clone());
+            let mut widens = h.has(&n);
+            for pk in ["a", "b", "c"] {
+                if r.check(&n, &Access::Object(pk)).allowed() && !h.check(&n, &Access::Object(pk)).allowed() {
+                    widens = false;
+                }
+            }
+            for search in [None, Some("x"), Some("y"), Some("z")] {
+                for limit in [None, Some(1), Some(2), Some(3)] {
+                    let a = list(search, limit);
+                    let ok = match (r.check(&n, &a), h.check(&n, &a)) {
+                        (Decision::Deny, _) | (_, Decision::Allow) => true,
+                        (Decision::Allow, _) | (_, Decision::Deny) => false,
+                        (Decision::AllowOnly(want), Decision::AllowOnly(got)) => want.is_subset(&got),
+                    };
+                    widens &= ok;
+                }
+            }
+            // The probes cover every value the scopes use but one (`c`, `z` and limit 3 stand for
+            // "any other"), so agreement is exact.
+            prop_assert_eq!(h.covers(&r), widens, "held {:?} required {:?}", held, required);
         }
 
         #[test]

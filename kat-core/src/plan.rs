@@ -148,6 +148,8 @@ impl ExecutionPlan {
     /// exactly the plan's readable files (plus `extra_files`, such as the temporary stdin file), and the
     /// plugin's declared permissions. Declared scopes are added next to the granted ones, never replacing them
     /// (the original's plugin entries replaced the input grant).
+    /// [`PermissionName::SET_SCAN_LEVEL`] is never in a task's token, even if a plugin declares it
+    /// (loading refuses such a plugin; this holds for definitions that reached the catalogue otherwise).
     pub fn permissions(&self, plugin: &PluginDef, extra_files: &[FileId]) -> Permissions {
         let mut p = Permissions::new();
         p.grant(
@@ -167,6 +169,7 @@ impl ExecutionPlan {
             );
         }
         p.merge(&plugin.permissions);
+        p.remove(&PermissionName::SET_SCAN_LEVEL);
         p
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::object::{ObjectType, ScanLevel};
-use crate::permission::Permissions;
+use crate::permission::{PermissionName, Permissions};
 use crate::policy::Policy;
 use crate::schedule::Interval;
 use crate::template::{CommandTemplate, Placeholder};
@@ -306,6 +306,12 @@ impl PluginDef {
             None | Some(Value::Null) => Permissions::new(),
             Some(v) => Permissions::from_json(v, &format!("{at}: permissions"))?,
         };
+        if permissions.has(&PermissionName::SET_SCAN_LEVEL) {
+            return Err(field_err(
+                &format!("permissions.{}", PermissionName::SET_SCAN_LEVEL),
+                "a plugin may not declare the permission to change scan levels; only operators hold it".into(),
+            ));
+        }
         let batch_size = f.opt_u64("batch_size", 0, 100_000)?.map(|n| n as u32);
         let recurrences = f
             .opt_str("recurrences")?

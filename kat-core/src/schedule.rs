@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
+use crate::control::Submitter;
 use crate::object::{NaturalKey, ObjectType};
 use crate::org::OrgCode;
 use crate::{Error, Result};
@@ -237,6 +238,17 @@ pub struct Schedule {
     pub last_run_at: Option<Timestamp>,
     /// When it was created.
     pub created_at: Timestamp,
+    /// Whose rights it runs with: who created it (or last changed its plugin or enabled it), with the
+    /// token they used and a snapshot of their permissions. At every tick the engine checks that this
+    /// token is neither revoked nor expired and that the permissions still cover the plugin's;
+    /// otherwise the schedule creates nothing and is disabled with a [`Schedule::disabled_reason`].
+    /// `None` for a schedule an embedding program stored itself: it runs with the operator's rights.
+    #[serde(default)]
+    pub owner: Option<Submitter>,
+    /// Why the engine disabled it (its owner's token was revoked or expired, or no longer covers the
+    /// plugin's permissions); cleared when someone enables it again.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
 }
 
 #[cfg(test)]

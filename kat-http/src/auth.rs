@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use http::HeaderMap;
 
 use kat_core::Error;
+use kat_core::clock::Timestamp;
+use kat_core::control::{Submitter, SubmitterToken};
 use kat_core::org::OrgCode;
 use kat_core::permission::{Access, Decision, PermissionName, Permissions};
 use kat_core::task::TaskId;
@@ -95,6 +97,19 @@ impl Caller {
     /// The task the caller's writes are attributed to (from the token, never from the request).
     pub(crate) fn task(&self) -> Option<TaskId> {
         self.claims.task_id
+    }
+
+    /// The caller as a submitter of tasks and schedules: the token's subject, permissions, id and
+    /// expiry.
+    pub(crate) fn submitter(&self) -> Submitter {
+        Submitter {
+            subject: self.claims.sub.clone(),
+            permissions: self.claims.permissions.clone(),
+            token: Some(SubmitterToken {
+                jti: self.claims.jti.clone(),
+                expires_at: Timestamp::from_secs(self.claims.exp),
+            }),
+        }
     }
 
     fn perms(&self) -> &Permissions {

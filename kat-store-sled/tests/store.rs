@@ -61,6 +61,8 @@ async fn everything_survives_a_reopen() {
         next_run_at: Timestamp::from_secs(100),
         last_run_at: None,
         created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
     };
     let set = ObjectSet {
         id: ObjectSetId::new(),

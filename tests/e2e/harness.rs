@@ -108,8 +108,10 @@ pub(crate) async fn start_with(
         let _one_at_a_time = START.lock().await;
         Deployment::start(cfg).await.expect("deployment starts")
     };
+    // Schedules run with the rights of the token that created them and stop when it expires; tests
+    // tick schedules days ahead, so the token outlives those ticks.
     let token = d
-        .operator_token(&org, Duration::from_secs(3600))
+        .operator_token(&org, Duration::from_secs(30 * 24 * 3600))
         .expect("token");
     Some(Kat {
         d,

@@ -8,3 +8,4 @@ mod chain;
 mod lifecycle;
 mod modes;
 mod privileges;
+mod rights;

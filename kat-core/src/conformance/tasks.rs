@@ -193,13 +193,28 @@ fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedu
         next_run_at: Timestamp::from_secs(next_secs),
         last_run_at: None,
         created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
     })
 }
 
 /// Schedules: stored, listed per organization, and due ones found in due order.
 pub async fn schedules(store: &dyn ScheduleStore) -> Result<()> {
     let o = org("t-sched");
-    let early = schedule(Some(&o), 100, true)?;
+    let mut early = schedule(Some(&o), 100, true)?;
+    // The owner and the reason round-trip with the rest.
+    early.owner = Some(crate::control::Submitter {
+        subject: "user:alice".into(),
+        permissions: crate::permission::Permissions::from_json(
+            &serde_json::json!({"objects.add_hostname": {"pks": ["internet|a.example"]}}),
+            "owner",
+        )?,
+        token: Some(crate::control::SubmitterToken {
+            jti: "j-1".into(),
+            expires_at: Timestamp::from_secs(4_000_000_000),
+        }),
+    });
+    early.disabled_reason = Some("a reason".into());
     let later = schedule(Some(&o), 200, true)?;
     let off = schedule(Some(&o), 50, false)?;
     let global = schedule(None, 150, true)?;

@@ -8,12 +8,14 @@ use std::collections::HashSet;
 use serde_json::json;
 
 use super::*;
+use crate::control::{Submitter, SubmitterToken};
 use crate::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
 use crate::object::{Object, ScanLevel, ScanProfile};
 use crate::org::Organization;
+use crate::permission::Permissions;
 use crate::runtime::{Capabilities, ManagedContainer, Outcome};
 use crate::schedule::{Interval, ObjectSetId, ScheduleId};
-use crate::store::{OrgStore, PluginCatalog, ScheduleStore, TaskQueue};
+use crate::store::{OrgStore, PluginCatalog, RevocationList, ScheduleStore, TaskQueue};
 
 #[derive(Debug)]
 struct NotStarted;
@@ -65,7 +67,9 @@ const PLUGINS: &str = r#"[
   {"plugin_id": "parse-nmap", "scan_level": 2, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "parse-nmap-off", "scan_level": 0, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "on-error", "scan_level": 0, "consumes": ["file:error"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
-  {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true}
+  {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true},
+  {"plugin_id": "writer", "scan_level": 1, "consumes": ["type:hostname"], "oci_image": "i", "oci_arguments": ["w", "{hostname}"],
+   "permissions": {"objects.add_hostname": {}, "objects.delete_hostname": {"pks": ["internet|a.example"]}}}
 ]"#;
 
 async fn fixture() -> Fixture {
@@ -156,6 +160,7 @@ impl Fixture {
             org: self.org.clone(),
             plugin_id: plugin.into(),
             input: input.iter().map(|s| s.to_string()).collect(),
+            submitter: Submitter::operator("test"),
         }
     }
 
@@ -293,6 +298,8 @@ async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -
         next_run_at: Timestamp::from_secs(0),
         last_run_at: None,
         created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
     };
     f.tasks.put_schedule(s.clone()).await.unwrap();
     s.id
@@ -389,6 +396,8 @@ async fn standalone_schedules_run_once_per_interval() {
         next_run_at: Timestamp::from_secs(0),
         last_run_at: None,
         created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
     };
     f.tasks.put_schedule(s.clone()).await.unwrap();
     assert_eq!(
@@ -783,6 +792,7 @@ async fn the_engines_policy_refuses_privileges_at_submit_even_when_the_catalogue
                 org: org(),
                 plugin_id: plugin.into(),
                 input: vec![],
+                submitter: Submitter::operator("test"),
             })
             .await
             .expect_err("refused");
@@ -799,6 +809,7 @@ async fn the_engines_policy_refuses_privileges_at_submit_even_when_the_catalogue
             org: org(),
             plugin_id: "plain".into(),
             input: vec![],
+            submitter: Submitter::operator("test"),
         })
         .await
         .unwrap();
@@ -839,6 +850,7 @@ async fn a_granted_plugin_runs_with_what_it_asked_for_and_nothing_else() {
                 org: org(),
                 plugin_id: plugin.into(),
                 input: vec![],
+                submitter: Submitter::operator("test"),
             })
             .await
             .unwrap()
@@ -859,4 +871,114 @@ async fn a_granted_plugin_runs_with_what_it_asked_for_and_nothing_else() {
     for h in h {
         assert!(h.read_only_rootfs && h.no_new_privileges);
     }
+}
+
+fn user(perms: serde_json::Value, jti: &str, expires_at: i64) -> Submitter {
+    Submitter {
+        subject: "user:alice".into(),
+        permissions: Permissions::from_json(&perms, "test").unwrap(),
+        token: Some(SubmitterToken {
+            jti: jti.into(),
+            expires_at: Timestamp::from_secs(expires_at),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_submitter_needs_every_permission_the_plugin_declares() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    // Holding tasks.add_task (the route's permission) is not enough: the plugin's own are missing.
+    let mut r = f.req("writer", &["a.example"]);
+    r.submitter = user(json!({"tasks.add_task": {}}), "j1", i64::MAX);
+    let e = f.engine.submit(r).await.unwrap_err();
+    let m = e.to_string();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    assert!(
+        m.contains("plugin writer") && m.contains("user:alice"),
+        "{m}"
+    );
+    assert!(
+        m.contains("objects.add_hostname {}")
+            && m.contains(r#"objects.delete_hostname {"pks":["internet|a.example"]}"#),
+        "{m}"
+    );
+    // A narrower scope does not cover an unrestricted declaration; only the missing one is named.
+    let mut r = f.req("writer", &["a.example"]);
+    r.submitter = user(
+        json!({"objects.add_hostname": {"pks": ["internet|a.example"]}, "objects.delete_hostname": {}}),
+        "j1",
+        i64::MAX,
+    );
+    let m = f.engine.submit(r).await.unwrap_err().to_string();
+    assert!(m.contains("objects.add_hostname {}"), "{m}");
+    assert!(!m.contains("delete_hostname"), "{m}");
+    assert!(f.all_tasks().await.is_empty(), "nothing is queued");
+    // Holding them (wider scopes included) queues the task.
+    let mut r = f.req("writer", &["a.example"]);
+    r.submitter = user(
+        json!({"objects.add_hostname": {}, "objects.delete_hostname": {"pks": ["internet|a.example", "internet|b.example"]}}),
+        "j1",
+        i64::MAX,
+    );
+    assert_eq!(f.engine.submit(r).await.unwrap().len(), 1);
+    // A plugin that declares nothing needs nothing more.
+    let mut r = f.req("dns", &["a.example"]);
+    r.submitter = user(json!({}), "j1", i64::MAX);
+    assert_eq!(f.engine.submit(r).await.unwrap().len(), 1);
+}
+
+async fn owned_schedule(f: &Fixture, owner: Submitter) -> ScheduleId {
+    let sid = schedule_over_all_hostnames(f, "writer", 3600).await;
+    let mut s = f.tasks.get_schedule(sid).await.unwrap().unwrap();
+    s.owner = Some(owner);
+    f.tasks.put_schedule(s).await.unwrap();
+    sid
+}
+
+#[tokio::test]
+async fn a_schedule_runs_with_its_owners_rights_and_stops_when_they_are_gone() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    let rights = json!({"objects.add_hostname": {}, "objects.delete_hostname": {}});
+    let t0 = 1_800_000_000;
+    // A live owner: the schedule runs.
+    let live = owned_schedule(&f, user(rights.clone(), "live", t0 + 86_400)).await;
+    // Revoked: disabled with the reason, nothing created.
+    let revoked = owned_schedule(&f, user(rights.clone(), "revoked", t0 + 86_400)).await;
+    f.tasks.revoke_token("revoked", t0 + 86_400).await.unwrap();
+    // Expired.
+    let expired = owned_schedule(&f, user(rights.clone(), "old", t0 - 1)).await;
+    // No longer covering the plugin's permissions (say the plugin's definition grew).
+    let short = owned_schedule(
+        &f,
+        user(json!({"objects.add_hostname": {}}), "short", t0 + 86_400),
+    )
+    .await;
+    let r = f.engine.tick(Timestamp::from_secs(t0)).await.unwrap();
+    assert_eq!((r.schedules, r.tasks, r.disabled), (4, 1, 3), "{r:?}");
+    let tasks = f.all_tasks().await;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].schedule, Some(live));
+    for (sid, needle) in [
+        (revoked, "was revoked"),
+        (expired, "expired"),
+        (short, "objects.delete_hostname"),
+    ] {
+        let s = f.tasks.get_schedule(sid).await.unwrap().unwrap();
+        assert!(!s.enabled, "{sid}");
+        let reason = s.disabled_reason.unwrap_or_default();
+        assert!(reason.contains(needle), "{sid}: {reason}");
+    }
+    let s = f.tasks.get_schedule(live).await.unwrap().unwrap();
+    assert!(s.enabled && s.disabled_reason.is_none());
+    // The live owner's token is revoked later: the next tick stops that schedule too.
+    f.tasks.revoke_token("live", t0 + 86_400).await.unwrap();
+    let r = f
+        .engine
+        .tick(Timestamp::from_secs(t0 + 3600))
+        .await
+        .unwrap();
+    assert_eq!((r.tasks, r.disabled), (0, 1));
+    assert_eq!(f.all_tasks().await.len(), 1);
 }

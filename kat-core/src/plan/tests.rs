@@ -329,6 +329,20 @@ fn token_permissions_for_a_plan() {
     assert_eq!(qp.check(&view, &Access::Object("1")), Decision::Deny);
 }
 
+#[test]
+fn no_task_token_can_set_a_scan_level() {
+    // Loading refuses a plugin that declares it; a definition that reached the catalogue some other
+    // way (built in code) still never passes it to its token.
+    let mut p = plugin(json!(["dig", "{hostname}"]), json!([]));
+    p.permissions.grant(
+        crate::permission::PermissionName::SET_SCAN_LEVEL,
+        crate::permission::Scope::unrestricted(),
+    );
+    let perms = plan(&p, &targets(&["a"])).unwrap().permissions(&p, &[]);
+    assert!(!perms.has(&crate::permission::PermissionName::SET_SCAN_LEVEL));
+    assert!(perms.has(&"objects.add_hostname".parse().unwrap()));
+}
+
 // ---- batching -------------------------------------------------------------------------------
 
 #[test]

@@ -126,6 +126,14 @@ fn each_kind_of_mistake_names_file_plugin_and_field() {
             "consumes[0]",
             "not allowed",
         ),
+        (
+            with(
+                "permissions",
+                json!({"objects.change_hostname": {}, "objects.can_set_scan_level": {}}),
+            ),
+            "permissions.objects.can_set_scan_level",
+            "only operators",
+        ),
         (with("scan_level", json!(5)), "scan_level", "0 to 4"),
         (with("scan_level", json!(-1)), "scan_level", "0 to 4"),
         (with("scan_level", json!("2")), "scan_level", "whole number"),

@@ -48,6 +48,48 @@ fn check_create(ctx: &Ctx<'_>, ty: ObjectType, objects: &[Object]) -> ApiResult<
     Ok(())
 }
 
+/// The permission to change a scan level, refused with the field that asked for it.
+fn require_set_level(ctx: &Ctx<'_>, key: &NaturalKey, attr: &str) -> ApiResult<()> {
+    let name = PermissionName::SET_SCAN_LEVEL;
+    ctx.caller.require_pk(name, key.as_str()).map_err(|_| {
+        ApiError::permission_denied(format!(
+            "You do not have permission to perform this action ({name} on {:?}): changing a scan level needs it, and a task's token never holds it.",
+            key.as_str()
+        ))
+        .with_attr(attr)
+    })
+}
+
+/// Whether an object's JSON carries a scan level: `scan_level` other than `null`, or `declared: true`.
+fn carries_level(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Object(m) if m.get("scan_level").is_some_and(|l| !l.is_null()) => Some("scan_level"),
+        Value::Object(m) if m.get("declared") == Some(&Value::Bool(true)) => Some("declared"),
+        _ => None,
+    }
+}
+
+/// Objects written with a scan level need `objects.can_set_scan_level` for each (the level itself
+/// is not stored by a write: it is set with `PATCH`); a task's token never holds it, so a plugin's
+/// write that carries a level is a 403 and nothing is written.
+fn check_levels(
+    ctx: &Ctx<'_>,
+    items: &[Value],
+    objects: &[Object],
+    prefix: Option<&str>,
+) -> ApiResult<()> {
+    for (i, (v, o)) in items.iter().zip(objects).enumerate() {
+        if let Some(field) = carries_level(v) {
+            let attr = match prefix {
+                None => field.to_string(),
+                Some(p) => format!("{p}[{i}].{field}"),
+            };
+            require_set_level(ctx, &o.natural_key(), &attr)?;
+        }
+    }
+    Ok(())
+}
+
 /// `POST /objects/`: `{"<type>": [...], ...}`, all or nothing.
 pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
@@ -85,6 +127,7 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
     for (k, ty, items) in &groups {
         let objects = validate_all(*ty, items, k)?;
         check_create(ctx, *ty, &objects)?;
+        check_levels(ctx, items, &objects, Some(k))?;
         sizes.push(objects.len());
         all.extend(objects);
     }
@@ -131,6 +174,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
         validate_all(ty, &items, "")?
     };
     check_create(ctx, ty, &objects)?;
+    check_levels(ctx, &items, &objects, (!single).then_some(""))?;
     let stored = if objects.is_empty() {
         Vec::new()
     } else {
@@ -248,6 +292,13 @@ pub(crate) async fn update(
     let key = parse_key(ty, raw)?;
     ctx.require_pk(key.as_str())?;
     let mut patch = object_body(ctx.read_json().await?, "the fields to change")?;
+    // Any scan-level field in a PATCH changes (or claims) a level: it needs its own permission,
+    // checked before anything is written.
+    for field in ["scan_level", "declared"] {
+        if patch.contains_key(field) {
+            require_set_level(ctx, &key, field)?;
+        }
+    }
     let stored = load(ctx, ty, &key).await?;
     let scan = match patch.remove("scan_level") {
         None => None,

@@ -40,7 +40,23 @@ fn schedule_json(s: &Schedule) -> Value {
         "next_run_at": s.next_run_at.to_string(),
         "last_run_at": s.last_run_at.map(|t| t.to_string()),
         "created_at": s.created_at.to_string(),
+        "owner": s.owner.as_ref().map(|o| o.subject.as_str()),
+        "owner_token_expires_at": s.owner.as_ref().and_then(|o| o.token.as_ref()).map(|t| t.expires_at.to_string()),
+        "disabled_reason": s.disabled_reason,
     })
+}
+
+/// Make the caller the schedule's owner: they must hold every permission its plugin declares
+/// (403 naming what is missing); the schedule then runs with their token's rights and stops when
+/// that token is revoked or expires.
+async fn take_over(ctx: &Ctx<'_>, s: &mut Schedule) -> ApiResult<()> {
+    let submitter = ctx.caller.submitter();
+    if let Some(rec) = ctx.inner.tasks.get_plugin(&s.plugin_id).await? {
+        submitter.may_run(&rec.def)?;
+    }
+    s.owner = Some(submitter);
+    s.disabled_reason = None;
+    Ok(())
 }
 
 const SCHEDULE_FIELDS: [&str; 4] = ["plugin_id", "object_set_id", "interval", "enabled"];
@@ -130,8 +146,11 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
         next_run_at: now,
         last_run_at: None,
         created_at: now,
+        owner: None,
+        disabled_reason: None,
     };
     apply_schedule(ctx, &m, &mut s).await?;
+    take_over(ctx, &mut s).await?;
     ctx.inner.tasks.put_schedule(s.clone()).await?;
     Ok(created(&schedule_json(&s)))
 }
@@ -188,6 +207,10 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<A
     let mut s = load_schedule(ctx, raw).await?;
     let m = object_body(ctx.read_json().await?, "the fields to change")?;
     apply_schedule(ctx, &m, &mut s).await?;
+    // Changing the plugin or enabling the schedule binds it to the caller's rights.
+    if m.contains_key("plugin_id") || m.get("enabled") == Some(&Value::Bool(true)) {
+        take_over(ctx, &mut s).await?;
+    }
     ctx.inner.tasks.put_schedule(s.clone()).await?;
     Ok(ok(&schedule_json(&s)))
 }

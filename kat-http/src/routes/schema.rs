@@ -121,7 +121,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/objects/",
         Details {
-            permission_note: " for every key",
+            permission_note: " for every key; an object with a scan level also needs objects.can_set_scan_level",
             body: RequestBody::Json(
                 "{\"hostname\": [{\"network\": \"internet\", \"name\": \"example.com\"}]}",
             ),
@@ -149,7 +149,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/objects/{type}/",
         Details {
-            permission_note: " (pks: each key)",
+            permission_note: " (pks: each key); an object with a scan level also needs objects.can_set_scan_level",
             body: RequestBody::Json("An object or a list of objects"),
             errors: WITH_BODY_ERRORS,
             ..Details::DEFAULT
@@ -169,6 +169,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::PATCH,
         "/api/v1/objects/{type}/{key}/",
         Details {
+            permission_note: "; scan_level or declared also needs objects.can_set_scan_level (pks: the key)",
             body: RequestBody::Json("{\"scan_level\": 2}"),
             ..Details::DEFAULT
         },
@@ -251,6 +252,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/tasks/",
         Details {
+            permission_note: ", and every permission each plugin declares (scopes included)",
             body: RequestBody::Json("A task request or a list"),
             errors: WITH_ENGINE_ERRORS,
             ..Details::DEFAULT
@@ -283,6 +285,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/schedules/",
         Details {
+            permission_note: ", and every permission the plugin declares (scopes included)",
             body: RequestBody::Json("A schedule"),
             ..Details::DEFAULT
         },
@@ -291,6 +294,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::PATCH,
         "/api/v1/schedules/{id}/",
         Details {
+            permission_note: "; changing plugin_id or enabling it also needs every permission the plugin declares",
             body: RequestBody::Json("Fields to change"),
             ..Details::DEFAULT
         },

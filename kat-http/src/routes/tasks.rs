@@ -138,6 +138,7 @@ fn parse_request(ctx: &Ctx<'_>, v: Value, at: &str) -> ApiResult<TaskRequest> {
         org: ctx.caller.org().clone(),
         plugin_id,
         input,
+        submitter: ctx.caller.submitter(),
     })
 }
 
@@ -162,6 +163,13 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
         other => (vec![parse_request(ctx, other, "")?], true),
     };
     let control = control(ctx)?;
+    // The submitter must hold every permission each plugin declares; check them all before queueing
+    // anything, so that a refusal leaves nothing queued (the engine checks again).
+    for r in &requests {
+        if let Some(rec) = ctx.inner.tasks.get_plugin(&r.plugin_id).await? {
+            r.submitter.may_run(&rec.def)?;
+        }
+    }
     let mut out = Vec::new();
     for r in requests {
         out.extend(control.submit(r).await?);

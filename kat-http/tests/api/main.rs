@@ -9,5 +9,6 @@ mod files;
 mod limits;
 mod objects;
 mod permissions;
+mod rights;
 mod tasks;
 mod tokens;

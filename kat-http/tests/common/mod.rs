@@ -63,6 +63,9 @@ pub struct Options {
     pub with_control: bool,
     pub config: ApiConfig,
     pub files: Option<Arc<dyn FileStore>>,
+    /// Run kat-core's real engine behind the API (not started: tasks stay queued, ticks are called
+    /// by the test) instead of the recording double.
+    pub engine: bool,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             with_control: true,
             config: ApiConfig::default(),
             files: None,
+            engine: false,
         }
     }
 }
@@ -132,6 +136,53 @@ impl TaskControl for RecordingControl {
     }
 }
 
+/// A container runtime for an engine that is never started: nothing runs in these tests.
+#[derive(Debug)]
+pub struct NoRuntime;
+
+#[async_trait]
+impl kat_core::runtime::ContainerRuntime for NoRuntime {
+    async fn capabilities(&self) -> kat_core::Result<kat_core::runtime::Capabilities> {
+        Err(kat_core::Error::backend(
+            "test",
+            "no runtime in these tests",
+            false,
+        ))
+    }
+    async fn prepare_entrypoint(
+        &self,
+        _: &kat_core::runtime::EntrypointBinary,
+        _: &str,
+    ) -> kat_core::Result<kat_core::runtime::EntrypointMount> {
+        Err(kat_core::Error::backend(
+            "test",
+            "no runtime in these tests",
+            false,
+        ))
+    }
+    async fn run(
+        &self,
+        _: kat_core::runtime::ContainerSpec,
+        _: tokio_util::sync::CancellationToken,
+    ) -> kat_core::Result<kat_core::runtime::Outcome> {
+        Err(kat_core::Error::backend(
+            "test",
+            "no runtime in these tests",
+            false,
+        ))
+    }
+    async fn list_managed(&self) -> kat_core::Result<Vec<kat_core::runtime::ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(
+        &self,
+        _: &str,
+        _: &std::collections::HashSet<TaskId>,
+    ) -> kat_core::Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
 pub struct Server {
     pub addr: SocketAddr,
     pub base: String,
@@ -140,6 +191,7 @@ pub struct Server {
     pub tasks: Arc<dyn TaskStore>,
     pub auth: Arc<JwtAuthority>,
     pub control: Option<Arc<RecordingControl>>,
+    pub engine: Option<kat_core::engine::Engine>,
     pub client: Client<HttpConnector, ClientBody>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), kat_core::Error>>>,
@@ -179,7 +231,17 @@ pub async fn start(opts: Options) -> Server {
     };
     let files = opts.files.unwrap_or(files);
     let auth = Arc::new(authority(opts.alg, tasks.clone()));
-    let control = opts.with_control.then(|| {
+    let engine = opts.engine.then(|| {
+        kat_core::engine::Engine::builder()
+            .objects(objects.clone())
+            .files(files.clone())
+            .tasks(tasks.clone())
+            .runtime(Arc::new(NoRuntime))
+            .tokens(auth.clone())
+            .build()
+            .unwrap()
+    });
+    let control = (opts.with_control && engine.is_none()).then(|| {
         Arc::new(RecordingControl {
             tasks: tasks.clone(),
             calls: Mutex::new(Vec::new()),
@@ -195,7 +257,10 @@ pub async fn start(opts: Options) -> Server {
         files.clone(),
         tasks.clone(),
         auth.clone(),
-        control.clone().map(|c| c as Arc<dyn TaskControl>),
+        match &engine {
+            Some(e) => Some(Arc::new(e.clone()) as Arc<dyn TaskControl>),
+            None => control.clone().map(|c| c as Arc<dyn TaskControl>),
+        },
         config,
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -211,6 +276,7 @@ pub async fn start(opts: Options) -> Server {
         tasks,
         auth,
         control,
+        engine,
         client,
         stop: Some(stop),
         handle: Some(handle),
