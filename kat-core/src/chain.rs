@@ -78,7 +78,9 @@ pub async fn level_of_output(
                     match m.task {
                         Some(t) => match tasks.get_task(t).await? {
                             Some(t) if t.input.files.is_empty() => {
-                                Box::pin(level_of_output(objects, files, tasks, &t)).await?.0
+                                Box::pin(level_of_output(objects, files, tasks, &t))
+                                    .await?
+                                    .0
                             }
                             _ => None,
                         },

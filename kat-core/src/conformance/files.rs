@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::org::OrgCode;
 use crate::object::ScanLevel;
+use crate::org::OrgCode;
 use crate::store::{ByteStream, FileId, FileQuery, FileStore, LevelSource, NewFile, Ordering};
 use crate::task::TaskId;
 use crate::{Error, Result};

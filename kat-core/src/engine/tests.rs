@@ -568,12 +568,26 @@ async fn output_of_a_task_without_inputs_carries_level_0_and_unrecorded_files_ar
         "parse-nmap (level 2) does not run on a standalone plugin's output"
     );
     // Records stored before files carried a level: a person's upload carries none ...
-    let old = put_file(&f, None, "nmap", None, crate::store::LevelSource::Unrecorded).await;
+    let old = put_file(
+        &f,
+        None,
+        "nmap",
+        None,
+        crate::store::LevelSource::Unrecorded,
+    )
+    .await;
     assert!(f.engine.file_stored(&old).await.unwrap().is_empty());
     // ... and a task's output the level of its producer's inputs.
     f.ip("192.0.2.9", Some(2)).await;
     let scan = f.submit_one("nmap", &["192.0.2.9"]).await;
-    let old = put_file(&f, Some(scan.id), "nmap", None, crate::store::LevelSource::Unrecorded).await;
+    let old = put_file(
+        &f,
+        Some(scan.id),
+        "nmap",
+        None,
+        crate::store::LevelSource::Unrecorded,
+    )
+    .await;
     assert_eq!(f.engine.file_stored(&old).await.unwrap().len(), 1);
     // No scan level on the file: nothing runs on it.
     let none = put_file(&f, None, "nmap", None, crate::store::LevelSource::Objects).await;
