@@ -27,7 +27,8 @@ pub struct TaskRequest {
 #[async_trait]
 pub trait TaskControl: Send + Sync + Debug {
     /// Validate and queue a request: the plugin must exist and be enabled, every target must exist
-    /// and pass the plugin's scan level (a refusal says which target and why), and the input is split
+    /// and pass the plugin's scan level (an input file: the level it carries; a refusal says which
+    /// target and why), and the input is split
     /// into batches. Returns the queued tasks.
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>>;
 
@@ -36,6 +37,7 @@ pub trait TaskControl: Send + Sync + Debug {
     async fn cancel(&self, org: &OrgCode, task: TaskId) -> Result<Task>;
 
     /// A file was stored: queue every enabled plugin that consumes `file:<its type>` (never for
-    /// `error` files). Returns the queued tasks.
+    /// `error` files) and whose scan level the file's carried level allows ([`crate::chain`]; a
+    /// refused consumer is logged and not queued). Returns the queued tasks.
     async fn file_stored(&self, file: &FileMeta) -> Result<Vec<Task>>;
 }
