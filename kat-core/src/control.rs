@@ -126,8 +126,9 @@ pub trait TaskControl: Send + Sync + Debug {
     /// Validate and queue a request: the plugin must exist and be enabled, the submitter must hold
     /// every permission the plugin declares (scopes included; otherwise
     /// [`Error::PermissionDenied`] naming each missing one, and
-    /// nothing is queued), every target must exist and pass the plugin's scan level (a refusal says
-    /// which target and why), and the input is split into batches. Returns the queued tasks.
+    /// nothing is queued), every target must exist and pass the plugin's scan level (an input file: the
+    /// level it carries; a refusal says which target and why), and the input is split into batches.
+    /// Returns the queued tasks.
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>>;
 
     /// Cancel a task: a queued one never starts; a running one has its container killed and its
@@ -135,6 +136,7 @@ pub trait TaskControl: Send + Sync + Debug {
     async fn cancel(&self, org: &OrgCode, task: TaskId) -> Result<Task>;
 
     /// A file was stored: queue every enabled plugin that consumes `file:<its type>` (never for
-    /// `error` files). Returns the queued tasks.
+    /// `error` files) and whose scan level the file's carried level allows ([`crate::chain`]; a
+    /// refused consumer is logged and not queued). Returns the queued tasks.
     async fn file_stored(&self, file: &FileMeta) -> Result<Vec<Task>>;
 }

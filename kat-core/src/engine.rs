@@ -5,11 +5,13 @@
 //!   and from new files ([`TaskControl::file_stored`], normalizer chaining). States: queued → running →
 //!   completed | failed | cancelled | timed_out; every task reaches a final state on every path.
 //! - **Scan levels** gate every path: a target object must have a scan level at least the plugin's; for a
-//!   file-triggered task, every object the producing task ran on must.
+//!   file-triggered task, the level the file carries from the objects its chain started from
+//!   ([`crate::chain`]) must, and every object the producing task ran on must still.
 //! - **Workers**: a bounded pool (`concurrency`) claims queued tasks (`queued → running` is a
 //!   compare-and-set, so a task runs once), plans it ([`crate::plan`]), stores mode 4's stdin as a
-//!   temporary file, mints a token scoped to the task that expires at the deadline plus a grace, runs the
-//!   container, records the outcome, then revokes the token and deletes the temporary file.
+//!   temporary file, makes sure the image is present ([`ContainerRuntime::ensure_image`]), then mints a
+//!   token scoped to the task that expires at the deadline plus a grace, runs the container, records the
+//!   outcome, then revokes the token and deletes the temporary file.
 //! - **Privileges**: a plugin asking for a user or capabilities beyond what the operator's
 //!   [`Policy`] grants is refused at submit, skipped by schedules and chaining, and fails before its
 //!   container is created.
@@ -622,9 +624,19 @@ impl Engine {
         ))
     }
 
-    /// The scan-level gate of a file-triggered task: every object the producing task ran on must
-    /// allow the consumer's scan level. Files without a producing task (uploaded by a person) pass.
+    /// The scan-level gate of a file-triggered task: the consumer's scan level must be at most the
+    /// level the file carries across its whole chain ([`crate::chain::check`]), and every object the
+    /// producing task ran on must still allow it (a level lowered since the file was stored counts).
     async fn gate_file(&self, plugin: &PluginDef, file: &FileMeta) -> Result<()> {
+        let inner = &self.inner;
+        crate::chain::check(
+            inner.objects.as_ref(),
+            inner.files.as_ref(),
+            inner.tasks.as_ref(),
+            plugin,
+            file,
+        )
+        .await?;
         let Some(producer) = file.task else {
             return Ok(());
         };
@@ -995,6 +1007,8 @@ impl Engine {
                             file_type: STDIN_FILE_TYPE.into(),
                             name: "stdin".into(),
                             task: Some(task.id),
+                            scan_level: None,
+                            level_from: crate::store::LevelSource::Engine,
                         },
                         body,
                     )
@@ -1007,6 +1021,16 @@ impl Engine {
         let timeout = plugin
             .timeout_seconds
             .map_or(inner.config.plugin_timeout, Duration::from_secs);
+        // The image is present before the token is minted, so that a slow pull does not eat the
+        // token's life: the container's deadline starts after the pull (decisions: the token's life).
+        tokio::select! {
+            r = inner.runtime.ensure_image(&plugin.oci_image, timeout) => r?,
+            () = cancel.cancelled() => {
+                let mut p = TaskPatch::to(TaskState::Cancelled);
+                p.reason = Some("cancelled".into());
+                return Ok(p);
+            }
+        }
         let now = Timestamp::now();
         let deadline = now.plus_secs(timeout.as_secs() as i64 + 1);
         let claims = Claims::for_task(
@@ -1209,7 +1233,7 @@ impl TaskControl for Engine {
                 continue;
             }
             if let Err(e) = self.gate_file(&rec.def, file).await {
-                info!(plugin = %rec.def.plugin_id, file = %file.id, error = %e, "not chaining");
+                warn!(plugin = %rec.def.plugin_id, file = %file.id, reason = %e, "not chaining: refused by the scan-level gate");
                 continue;
             }
             let mut t = Task::queued(

@@ -13,6 +13,7 @@
 //! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
 //!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
 //!   `OrgStore`, `PluginCatalog`, `RevocationList`, and `TokenAuthority`).
+//! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -22,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -385,6 +385,8 @@ impl FileStore for MemoryFileStore {
             sha256: hex::encode(hasher.finalize()),
             task: new.task,
             created_at: Timestamp::now(),
+            scan_level: new.scan_level,
+            level_from: new.level_from,
         };
         lock(&self.files).insert(id, (meta.clone(), buf.freeze()));
         Ok(meta)

@@ -419,6 +419,50 @@ pub struct NewFile {
     pub name: String,
     /// The task that produced it, from the uploader's token.
     pub task: Option<TaskId>,
+    /// The scan level the file carries: the level of the objects its chain started from
+    /// ([`crate::chain`]); `None` lets no consumer run on it.
+    pub scan_level: Option<ScanLevel>,
+    /// Where [`NewFile::scan_level`] came from.
+    pub level_from: LevelSource,
+}
+
+/// Where a file's carried scan level ([`FileMeta::scan_level`]) came from. See [`crate::chain`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelSource {
+    /// Not recorded: the file was stored before files carried a level. The gate then derives it from
+    /// the producing task ([`crate::chain::effective_level`]); a file without one carries none.
+    #[default]
+    Unrecorded,
+    /// The lowest level of the producing task's input objects when the file was stored.
+    Objects,
+    /// The lowest level carried by the producing task's input files (the chain's earlier hops).
+    Files,
+    /// The producing task had no inputs (a standalone plugin): level 0.
+    NoInputs,
+    /// Stated by the operator who uploaded the file (the `scan_level` of `POST /file/`).
+    Operator,
+    /// An engine-internal file (mode 4's stdin); it never chains.
+    Engine,
+}
+
+impl LevelSource {
+    /// The name in the API's JSON (`scan_level_from`).
+    ///
+    /// ```
+    /// use kat_core::store::LevelSource;
+    /// assert_eq!(LevelSource::NoInputs.as_str(), "no_inputs");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LevelSource::Unrecorded => "unrecorded",
+            LevelSource::Objects => "objects",
+            LevelSource::Files => "files",
+            LevelSource::NoInputs => "no_inputs",
+            LevelSource::Operator => "operator",
+            LevelSource::Engine => "engine",
+        }
+    }
 }
 
 impl NewFile {
@@ -458,6 +502,14 @@ pub struct FileMeta {
     pub task: Option<TaskId>,
     /// When it was stored.
     pub created_at: Timestamp,
+    /// The scan level it carries: the level of the objects its chain started from, across every hop
+    /// ([`crate::chain`]); `None` lets no consumer run on it. Absent in records written before files
+    /// carried a level (then [`FileMeta::level_from`] is [`LevelSource::Unrecorded`]).
+    #[serde(default)]
+    pub scan_level: Option<ScanLevel>,
+    /// Where [`FileMeta::scan_level`] came from.
+    #[serde(default)]
+    pub level_from: LevelSource,
 }
 
 /// A query over files.
@@ -880,6 +932,8 @@ mod tests {
             file_type: "dns".into(),
             name: "a/b".into(),
             task: None,
+            scan_level: None,
+            level_from: LevelSource::Operator,
         };
         let body: ByteStream = Box::pin(futures::stream::empty());
         assert_eq!(invalid(files.put(new, body).await), "name");

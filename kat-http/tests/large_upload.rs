@@ -75,7 +75,10 @@ async fn large_upload_and_download_in_bounded_memory() {
         .upload(
             &t,
             "/api/v1/file/",
-            &[("type", None, b"warm"), ("file", Some("w"), &block[..])],
+            &[
+                ("type", None, b"test-plugin"),
+                ("file", Some("w"), &block[..]),
+            ],
         )
         .await;
     assert_eq!(r.status, 201);
@@ -94,7 +97,7 @@ async fn large_upload_and_download_in_bounded_memory() {
 
     let boundary = "big-upload-boundary-3f9a";
     let head = Bytes::from(format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nbig\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stdout\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ntest-plugin\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stdout\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     ));
     let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
     let len = head.len() as u64 + mib * CHUNK as u64 + tail.len() as u64;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -39,9 +40,13 @@ impl DockerCalls {
         classify(op, &self.socket, e)
     }
 
-    /// Pull the spec's image once, bounded by its timeout and the stop signal.
-    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), DockerError> {
-        let image = spec.image.as_str();
+    /// Pull `image` once, bounded by `timeout` and the stop signal.
+    async fn pull(
+        &self,
+        image: &str,
+        timeout: Duration,
+        stop: &StopSignal,
+    ) -> Result<(), DockerError> {
         let (from, tag) = pull_reference(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(&from);
         if let Some(tag) = &tag {
@@ -54,7 +59,7 @@ impl DockerCalls {
             }
             Ok(None)
         };
-        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
+        pull_image(image, timeout, stop, pulled, |e| self.err("pull", e)).await
     }
 }
 
@@ -99,7 +104,7 @@ impl EngineCalls for DockerCalls {
         let created = match self.docker.create_container(options(), body.clone()).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(spec, stop).await?;
+                self.pull(&spec.image, spec.timeout, stop).await?;
                 self.docker
                     .create_container(options(), body)
                     .await
@@ -111,6 +116,19 @@ impl EngineCalls for DockerCalls {
             debug!(warning = %w, "engine warning on create");
         }
         Ok(created.id)
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        timeout: Duration,
+        stop: &StopSignal,
+    ) -> Result<(), DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_such_image(&e) => self.pull(image, timeout, stop).await,
+            Err(e) => Err(self.err("inspect image", e)),
+        }
     }
 
     async fn attach(&self, id: &str) -> Result<OutputStream, DockerError> {

@@ -103,6 +103,20 @@ pub trait EngineCalls: Clone + Debug + Send + Sync + 'static {
         stop: &StopSignal,
     ) -> Result<String, Self::Error>;
 
+    /// Make sure `image` is present, pulling it once when it is missing (bounded by `timeout` and `stop`),
+    /// before a task's token is minted
+    /// ([`ContainerRuntime::ensure_image`](kat_core::runtime::ContainerRuntime::ensure_image)). Provided:
+    /// nothing (the image is then pulled by [`EngineCalls::create`]); Docker and Podman implement it.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        timeout: std::time::Duration,
+        stop: &StopSignal,
+    ) -> Result<(), Self::Error> {
+        let _ = (image, timeout, stop);
+        Ok(())
+    }
+
     /// Attach to the created container's stdout and stderr (separately, no tty), so that nothing written
     /// after [`EngineCalls::start`] is missed.
     async fn attach(&self, id: &str) -> Result<OutputStream, Self::Error>;

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kat_core::runtime::{
@@ -10,7 +11,7 @@ use kat_core::runtime::{
 };
 use kat_core::task::TaskId;
 
-use crate::{EngineCalls, prepare_entrypoint, reap_orphans, run_container};
+use crate::{EngineCalls, StopSignal, prepare_entrypoint, reap_orphans, run_container};
 
 /// A [`ContainerRuntime`] on the engine whose calls are `E`: [`run_container`], [`prepare_entrypoint`]
 /// (serialized within the process) and [`reap_orphans`], with the errors mapped onto [`kat_core::Error`].
@@ -94,6 +95,12 @@ where
     ) -> kat_core::Result<EntrypointMount> {
         let _serial = self.prepare_lock.lock().await;
         Ok(prepare_entrypoint(&self.engine, binary, volume).await?)
+    }
+
+    async fn ensure_image(&self, image: &str, timeout: Duration) -> kat_core::Result<()> {
+        // The engine cancels by dropping this future; the signal is there for the pull's bound.
+        let stop = StopSignal::new(CancellationToken::new(), CancellationToken::new());
+        Ok(self.engine.ensure_image(image, timeout, &stop).await?)
     }
 
     async fn run(
@@ -181,6 +188,15 @@ macro_rules! delegate_container_runtime {
                     volume,
                 )
                 .await
+            }
+
+            async fn ensure_image(
+                &self,
+                image: &str,
+                timeout: ::std::time::Duration,
+            ) -> $crate::__private::kat_core::Result<()> {
+                $crate::__private::ContainerRuntime::ensure_image(&self.$field, image, timeout)
+                    .await
             }
 
             async fn run(

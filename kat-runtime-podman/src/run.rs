@@ -10,6 +10,7 @@
 //! once, not SIGTERM and 10 s).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,10 +57,14 @@ impl PodmanCalls {
         classify(op, &self.socket, e)
     }
 
-    /// Pull the spec's image once, bounded by its timeout and the stop signal. libpod answers a failed pull with 200
+    /// Pull `image` once, bounded by `timeout` and the stop signal. libpod answers a failed pull with 200
     /// and an `error` in the streamed report.
-    async fn pull(&self, spec: &ContainerSpec, stop: &StopSignal) -> Result<(), PodmanError> {
-        let image = spec.image.as_str();
+    async fn pull(
+        &self,
+        image: &str,
+        timeout: Duration,
+        stop: &StopSignal,
+    ) -> Result<(), PodmanError> {
         let images = self.podman.images();
         let opts = PullOpts::builder().reference(image).quiet(true).build();
         let pulled = async {
@@ -71,7 +76,7 @@ impl PodmanCalls {
             }
             Ok(None)
         };
-        pull_image(image, spec.timeout, stop, pulled, |e| self.err("pull", e)).await
+        pull_image(image, timeout, stop, pulled, |e| self.err("pull", e)).await
     }
 
     /// What the service reports about its host (see [`HostInfo`](crate::HostInfo)).
@@ -139,7 +144,7 @@ impl EngineCalls for PodmanCalls {
         let created = match self.raw.create_container(&body).await {
             Ok(c) => c,
             Err(e) if is_no_such_image(&e) => {
-                self.pull(spec, stop).await?;
+                self.pull(&spec.image, spec.timeout, stop).await?;
                 self.raw
                     .create_container(&body)
                     .await
@@ -151,6 +156,21 @@ impl EngineCalls for PodmanCalls {
             debug!(warning = %w, "engine warning on create");
         }
         Ok(created.id)
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        timeout: Duration,
+        stop: &StopSignal,
+    ) -> Result<(), PodmanError> {
+        match self.podman.images().get(image).inspect().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_such_image(&e) || matches!(status(&e), Some((404, _))) => {
+                self.pull(image, timeout, stop).await
+            }
+            Err(e) => Err(self.err("inspect image", e)),
+        }
     }
 
     async fn attach(&self, id: &str) -> Result<OutputStream, PodmanError> {

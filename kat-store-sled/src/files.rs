@@ -10,7 +10,7 @@
 //! | key | value | what |
 //! | --- | --- | --- |
 //! | `c` | `u64` | the next file id (ids only increase, also across restarts) |
-//! | `m` id | JSON [`FileMeta`] | the metadata |
+//! | `m` id | JSON [`FileMeta`] | the metadata (records without `scan_level` and `level_from`, written before files carried a level, read as carrying none, [`LevelSource::Unrecorded`](kat_core::store::LevelSource::Unrecorded)) |
 //! | `o` org id | empty | files of an organization |
 //! | `y` org type id | empty | files of a type |
 //! | `k` org task id | empty | files a task produced |
@@ -165,6 +165,8 @@ fn commit_upload(
         sha256,
         task: new.task,
         created_at: Timestamp::now(),
+        scan_level: new.scan_level,
+        level_from: new.level_from,
     };
     let mut batch = sled::Batch::default();
     batch.insert(&[T_COUNTER][..], &(id + 1).to_be_bytes()[..]);

@@ -13,8 +13,8 @@ use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginDef;
 use kat_core::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    ByteStream, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore, Ordering, OrgStore,
-    PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue,
+    ByteStream, FileQuery, FileStore, LevelSource, NewFile, ObjectQuery, ObjectStore, Ordering,
+    OrgStore, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue,
 };
 use kat_core::task::{Task, TaskId, TaskInput, TaskPatch, TaskState};
 use kat_store_sled::{Durability, FORMAT_VERSION, SledOptions, SledStore};
@@ -98,6 +98,8 @@ async fn everything_survives_a_reopen() {
                 file_type: "dns".into(),
                 name: "stdout".into(),
                 task: Some(t1),
+                scan_level: Some(ScanLevel::new(3).expect("level")),
+                level_from: LevelSource::Objects,
             },
             body(b"file contents"),
         )
@@ -419,6 +421,85 @@ async fn a_version_1_database_is_migrated_on_open() {
         .expect("read")
         .expect("a version");
     assert_eq!(&v[..], FORMAT_VERSION.to_string().as_bytes());
+}
+
+/// A file record written before files carried a scan level (no `scan_level`, no `level_from`) reads
+/// as carrying none, `unrecorded`, in its metadata and in queries; the new fields are kept for new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_record_without_a_scan_level_reads_as_unrecorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("old-files");
+    let (old_id, new_id) = {
+        let s = open(dir.path());
+        let mut ids = Vec::new();
+        for level in [1, 2] {
+            let m = FileStore::put(
+                &s,
+                NewFile {
+                    org: o.clone(),
+                    file_type: "dns".into(),
+                    name: "stdout".into(),
+                    task: Some(TaskId::new()),
+                    scan_level: Some(ScanLevel::new(level).expect("level")),
+                    level_from: LevelSource::Objects,
+                },
+                body(b"contents"),
+            )
+            .await
+            .expect("put");
+            ids.push(m.id);
+        }
+        (ids[0], ids[1])
+    };
+    {
+        // Rewrite the first record as it was stored before the fields existed.
+        let db = raw_sled(dir.path());
+        let files = db.open_tree("files").expect("files tree");
+        let mut rewritten = 0;
+        for kv in files.scan_prefix([b'm']) {
+            let (k, v) = kv.expect("read");
+            let mut rec: serde_json::Value = serde_json::from_slice(&v).expect("json");
+            if rec["id"] != json!(old_id.0) {
+                continue;
+            }
+            let map = rec.as_object_mut().expect("object");
+            assert!(map.remove("scan_level").is_some() && map.remove("level_from").is_some());
+            files
+                .insert(k, serde_json::to_vec(&rec).expect("json"))
+                .expect("write");
+            rewritten += 1;
+        }
+        assert_eq!(rewritten, 1);
+        db.flush().expect("flush");
+    }
+    let s = open(dir.path());
+    let old = FileStore::meta(&s, old_id)
+        .await
+        .expect("meta")
+        .expect("old file");
+    assert_eq!(
+        (old.scan_level, old.level_from),
+        (None, LevelSource::Unrecorded)
+    );
+    assert_eq!(old.file_type, "dns");
+    let new = FileStore::meta(&s, new_id)
+        .await
+        .expect("meta")
+        .expect("new file");
+    assert_eq!(
+        (new.scan_level, new.level_from),
+        (
+            Some(ScanLevel::new(2).expect("level")),
+            LevelSource::Objects
+        )
+    );
+    let page = FileStore::query(&s, &FileQuery::new(o))
+        .await
+        .expect("query");
+    assert_eq!(page.count, 2);
+    assert_eq!(page.items[0].level_from, LevelSource::Unrecorded);
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! Normalizer chaining: a scanner's output triggers a normalizer that posts objects with its own
-//! token; the objects are attributed to the normalizer's task. Scan levels gate every path.
+//! token; the objects are attributed to the normalizer's task. Scan levels gate every path: a file
+//! carries the level of the objects its chain started from across every hop, a task uploads only
+//! files of its own type, and an operator's upload states its level.
 
 use serde_json::json;
 
@@ -203,4 +205,159 @@ async fn a_plugin_below_the_objects_scan_level_is_refused_on_every_path() {
             .await
             .unwrap();
     assert_eq!(report.tasks, 1, "{report:?}");
+}
+
+/// A plugin that prints the file it was given: its output (of its own type) is the next hop.
+fn relay(id: &str, level: u8, consumes: &str) -> serde_json::Value {
+    plugin(
+        id,
+        level,
+        json!([format!("file:{consumes}")]),
+        json!([
+            "sh",
+            "-c",
+            "wget -q -O - --header \"Authorization: Token $OPENKAT_TOKEN\" \"$OPENKAT_API/file/{file}/download/\""
+        ]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_uploading_a_file_of_another_plugins_type_gets_403_and_nothing_chains() {
+    // The forger posts a multipart upload of type "scan" (another plugin's) with its own token.
+    let body = r#"--xx\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nscan\r\n--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nforged.example\r\n--xx--\r\n"#;
+    let forge = format!(
+        "printf \"{body}\" > /tmp/body && wget -q -O - --header 'Content-Type: multipart/form-data; boundary=xx' --header \"Authorization: Token $OPENKAT_TOKEN\" --post-file /tmp/body \"$OPENKAT_API/file/\""
+    );
+    let Some(k) = start(json!([
+        plugin(
+            "forger",
+            0,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", forge])
+        ),
+        plugin(
+            "scan",
+            0,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", "printf %s {hostname}"])
+        ),
+        relay("consumer", 0, "scan"),
+    ]))
+    .await
+    else {
+        return;
+    };
+    k.declare("hostname", &["a.example"], Some(4)).await;
+    let forger = k.submit("forger", &["a.example"]).await[0];
+    let t = k.wait(forger).await;
+    assert_eq!(t["state"], "failed", "wget fails on the 403: {t}");
+    let files = k.files_of(forger).await;
+    assert_eq!(files.len(), 1, "only its stderr: {files:?}");
+    assert_eq!(files[0]["type"], "error");
+    let stderr = k.content(&files[0]).await;
+    assert!(stderr.contains("403"), "{stderr}");
+    let scans = k.get("/file/?type=scan").await;
+    assert_eq!(scans["count"], 0, "nothing stored: {scans}");
+    assert!(
+        k.tasks_of("consumer").await.is_empty(),
+        "nothing chained from a forged file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_1_chain_cannot_start_a_level_3_consumer_two_hops_later() {
+    let Some(k) = start(json!([
+        plugin(
+            "scan",
+            1,
+            json!(["type:hostname"]),
+            json!(["sh", "-c", "printf %s {hostname}"])
+        ),
+        relay("norm", 1, "scan"),
+        relay("shallow", 1, "norm"),
+        relay("deep", 3, "norm"),
+    ]))
+    .await
+    else {
+        return;
+    };
+    k.declare("hostname", &["low.example"], Some(1)).await;
+    let scan = k.submit("scan", &["low.example"]).await[0];
+    assert_eq!(k.wait(scan).await["state"], "completed");
+    let first = &k.files_of(scan).await[0];
+    assert_eq!(
+        (&first["scan_level"], &first["scan_level_from"]),
+        (&json!(1), &json!("objects")),
+        "{first}"
+    );
+    let norms = k.tasks_of("norm").await;
+    assert_eq!(norms.len(), 1);
+    let norm = norms[0]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(k.wait(norm).await["state"], "completed");
+    let second = &k.files_of(norm).await[0];
+    assert_eq!(second["type"], "norm");
+    assert_eq!(
+        (&second["scan_level"], &second["scan_level_from"]),
+        (&json!(1), &json!("files")),
+        "the level of the chain's objects, one hop on: {second}"
+    );
+    // The level-1 consumer of the second hop runs; the level-3 one is never queued.
+    let shallow = k.tasks_of("shallow").await;
+    assert_eq!(shallow.len(), 1);
+    let shallow = shallow[0]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(k.wait(shallow).await["state"], "completed");
+    assert!(
+        k.tasks_of("deep").await.is_empty(),
+        "a level-1 chain cannot start a level-3 consumer"
+    );
+    // Nor by hand.
+    let (s, v) = k
+        .post(
+            "/tasks/",
+            json!({"type": "plugin", "data": {"plugin_id": "deep", "input_data": [second["id"].to_string()]}}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let msg = v.to_string();
+    assert!(
+        msg.contains("needs scan level L3") && msg.contains("carries L1"),
+        "{msg}"
+    );
+    assert!(k.tasks_of("deep").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_upload_states_its_level_and_starts_consumers_up_to_it() {
+    let Some(k) = start(json!([
+        relay("level2", 2, "manual"),
+        relay("level3", 3, "manual"),
+    ]))
+    .await
+    else {
+        return;
+    };
+    // Without a level: 400 naming it, nothing stored, nothing queued.
+    let (s, v) = k.upload("", "manual", "data").await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["errors"][0]["attr"], "scan_level", "{v}");
+    let (s, v) = k.upload("?scan_level=9", "manual", "data").await;
+    assert_eq!(
+        (s, &v["errors"][0]["attr"]),
+        (400, &json!("scan_level")),
+        "{v}"
+    );
+    assert_eq!(k.get("/file/").await["count"], 0);
+    assert!(k.tasks_of("level2").await.is_empty());
+    // With level 2: the level-2 consumer runs, the level-3 one does not.
+    let (s, f) = k.upload("?scan_level=2", "manual", "data").await;
+    assert_eq!(s, 201, "{f}");
+    assert_eq!(
+        (&f["scan_level"], &f["scan_level_from"]),
+        (&json!(2), &json!("operator"))
+    );
+    let l2 = k.tasks_of("level2").await;
+    assert_eq!(l2.len(), 1);
+    let l2 = l2[0]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(k.wait(l2).await["state"], "completed");
+    assert!(k.tasks_of("level3").await.is_empty());
 }

@@ -159,6 +159,30 @@ impl Kat {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Upload a file as the operator (`query` is the query string, e.g. `?scan_level=2`).
+    pub(crate) async fn upload(&self, query: &str, file_type: &str, data: &str) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("type", file_type.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::text(data.to_string()).file_name("upload"),
+            );
+        let resp = self
+            .http
+            .post(self.url(&format!("/file/{query}")))
+            .header("Authorization", format!("Token {}", self.token))
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Declare objects with a scan level (None: no level).
     pub(crate) async fn declare(&self, ty: &str, values: &[&str], level: Option<u8>) {
         let field = if ty == "hostname" { "name" } else { "address" };

@@ -159,7 +159,7 @@ async fn mode5_files_on_stdin_and_by_id() {
     );
     let resp = k
         .http
-        .post(k.url("/file/"))
+        .post(k.url("/file/?scan_level=0"))
         .header("Authorization", format!("Token {}", k.token))
         .multipart(form)
         .send()
@@ -198,7 +198,7 @@ async fn mode5_static_file_reference_is_downloaded_by_the_entrypoint() {
     );
     let meta: serde_json::Value = k
         .http
-        .post(k.url("/file/"))
+        .post(k.url("/file/?scan_level=0"))
         .header("Authorization", format!("Token {}", k.token))
         .multipart(form)
         .send()

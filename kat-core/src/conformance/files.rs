@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::object::ScanLevel;
 use crate::org::OrgCode;
-use crate::store::{ByteStream, FileId, FileQuery, FileStore, NewFile, Ordering};
+use crate::store::{ByteStream, FileId, FileQuery, FileStore, LevelSource, NewFile, Ordering};
 use crate::task::TaskId;
 use crate::{Error, Result};
 
@@ -22,6 +23,8 @@ fn new_file(o: &OrgCode, ty: &str, task: Option<TaskId>) -> NewFile {
         file_type: ty.into(),
         name: "stdout".into(),
         task,
+        scan_level: ScanLevel::new(2).ok(),
+        level_from: LevelSource::Objects,
     }
 }
 
@@ -265,6 +268,37 @@ pub async fn large_file_streams(
     Ok(growth)
 }
 
+/// A file keeps the scan level it carries and where that came from, every source and no level alike,
+/// in its metadata and in queries.
+pub async fn carried_levels_are_kept(store: &dyn FileStore) -> Result<()> {
+    let o = org("f-lvl");
+    let cases = [
+        (ScanLevel::new(0).ok(), LevelSource::NoInputs),
+        (ScanLevel::new(1).ok(), LevelSource::Objects),
+        (ScanLevel::new(3).ok(), LevelSource::Files),
+        (ScanLevel::new(4).ok(), LevelSource::Operator),
+        (None, LevelSource::Objects),
+        (None, LevelSource::Engine),
+    ];
+    let mut ids = Vec::new();
+    for (level, from) in cases {
+        let mut new = new_file(&o, "lvl", None);
+        new.scan_level = level;
+        new.level_from = from;
+        let m = store.put(new, body(b"x")).await?;
+        assert_eq!((m.scan_level, m.level_from), (level, from));
+        let back = store.meta(m.id).await?.expect("stored");
+        assert_eq!((back.scan_level, back.level_from), (level, from));
+        ids.push((m.id, level, from));
+    }
+    let page = store.query(&FileQuery::new(o)).await?;
+    assert_eq!(page.items.len(), ids.len());
+    for (m, (id, level, from)) in page.items.iter().zip(ids) {
+        assert_eq!((m.id, m.scan_level, m.level_from), (id, level, from));
+    }
+    Ok(())
+}
+
 /// Run every case; the large-file case with `large_size` bytes and the memory bound given.
 pub async fn run_all(
     store: Arc<dyn FileStore>,
@@ -274,6 +308,7 @@ pub async fn run_all(
     put_and_read_back(&*store).await?;
     missing_delete_and_errors(&*store).await?;
     queries(&*store).await?;
+    carried_levels_are_kept(&*store).await?;
     concurrent_puts(store.clone()).await?;
     large_file_streams(&*store, large_size, max_rss_growth).await?;
     Ok(())

@@ -806,6 +806,23 @@ async fn missing_image_fails_fast_in(rt: &dyn ContainerRuntime, fx: &RuntimeFixt
         container_of(rt, task).await.is_none(),
         "{case}: a container was left behind"
     );
+    // ensure_image: a present image is there; a missing one fails the same way (or, for a runtime
+    // that pulls inside `run` only, is left to `run`).
+    rt.ensure_image(&fx.image, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{case}: ensure_image of the present image {}: {e}",
+                fx.image
+            )
+        });
+    if let Err(e) = rt.ensure_image(&image, Duration::from_secs(60)).await {
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&image) && !e.is_retryable(),
+            "{case}: ensure_image must name the missing image, not retryable: {msg}"
+        );
+    }
 }
 
 /// The hardened defaults, seen from inside: no effective or bounding capabilities, `NoNewPrivs`, uid and gid

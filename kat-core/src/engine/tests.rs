@@ -66,6 +66,8 @@ const PLUGINS: &str = r#"[
   {"plugin_id": "stdin", "scan_level": 0, "consumes": ["type:hostname", "type:ipaddress"], "oci_image": "i", "oci_arguments": ["cat"], "batch_size": 3},
   {"plugin_id": "parse-nmap", "scan_level": 2, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "parse-nmap-off", "scan_level": 0, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
+  {"plugin_id": "parse-deep", "scan_level": 3, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["deep", "{file}"]},
+  {"plugin_id": "parse-shallow", "scan_level": 1, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["shallow", "{file}"]},
   {"plugin_id": "on-error", "scan_level": 0, "consumes": ["file:error"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true},
   {"plugin_id": "writer", "scan_level": 1, "consumes": ["type:hostname"], "oci_image": "i", "oci_arguments": ["w", "{hostname}"],
@@ -422,7 +424,28 @@ async fn standalone_schedules_run_once_per_interval() {
     );
 }
 
+/// A file as the API stores it: a task's output carries the level of the task's inputs
+/// ([`crate::chain::level_of_output`]); a person's upload carries level 2, as if stated.
 async fn nmap_file(f: &Fixture, producer: Option<TaskId>, ty: &str) -> FileMeta {
+    let (scan_level, level_from) = match producer {
+        Some(id) => {
+            let t = f.tasks.get_task(id).await.unwrap().unwrap();
+            crate::chain::level_of_output(&*f.objects, &*f.files, &*f.tasks, &t)
+                .await
+                .unwrap()
+        }
+        None => (ScanLevel::new(2).ok(), crate::store::LevelSource::Operator),
+    };
+    put_file(f, producer, ty, scan_level, level_from).await
+}
+
+async fn put_file(
+    f: &Fixture,
+    producer: Option<TaskId>,
+    ty: &str,
+    scan_level: Option<ScanLevel>,
+    level_from: crate::store::LevelSource,
+) -> FileMeta {
     let body: crate::store::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
         Bytes::from_static(b"<nmaprun/>"),
     )]));
@@ -433,6 +456,8 @@ async fn nmap_file(f: &Fixture, producer: Option<TaskId>, ty: &str) -> FileMeta 
                 file_type: ty.into(),
                 name: "stdout".into(),
                 task: producer,
+                scan_level,
+                level_from,
             },
             body,
         )
@@ -490,9 +515,206 @@ async fn file_triggered_tasks_are_gated_by_the_producers_objects() {
         matches!(e, Error::PermissionDenied(_)),
         "and on the manual path: {e}"
     );
-    // A file a person uploaded (no producing task) passes.
+    // A file a person uploaded (no producing task) passes at the level they stated.
     let manual = nmap_file(&f, None, "nmap").await;
     assert_eq!(f.engine.file_stored(&manual).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_file_carries_the_level_its_chain_started_from_across_every_hop() {
+    let f = fixture().await;
+    f.ip("192.0.2.1", Some(2)).await;
+    let scan = f.submit_one("nmap", &["192.0.2.1"]).await;
+    let first = nmap_file(&f, Some(scan.id), "nmap").await;
+    assert_eq!(
+        (first.scan_level, first.level_from),
+        (ScanLevel::new(2).ok(), crate::store::LevelSource::Objects)
+    );
+    let parse = f.engine.file_stored(&first).await.unwrap();
+    assert_eq!(parse.len(), 1);
+    assert_eq!(parse[0].plugin_id, "parse-nmap");
+    // The normalizer ran on a file, not on objects: its output carries the file's level.
+    let second = nmap_file(&f, Some(parse[0].id), "parse-nmap").await;
+    assert_eq!(
+        (second.scan_level, second.level_from),
+        (ScanLevel::new(2).ok(), crate::store::LevelSource::Files)
+    );
+    let chained: Vec<String> = f
+        .engine
+        .file_stored(&second)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.plugin_id)
+        .collect();
+    assert_eq!(
+        chained,
+        vec!["parse-shallow".to_string()],
+        "a level-2 chain cannot start a level-3 consumer two hops later"
+    );
+    let e = f
+        .engine
+        .submit(f.req("parse-deep", &[&second.id.to_string()]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::PermissionDenied(m) if m.contains("needs scan level L3") && m.contains("carries L2")),
+        "manual submit names the levels: {e}"
+    );
+}
+
+#[tokio::test]
+async fn output_of_a_task_without_inputs_carries_level_0_and_unrecorded_files_are_judged_safely() {
+    let f = fixture().await;
+    let standalone = f.submit_one("download", &[]).await;
+    let out = nmap_file(&f, Some(standalone.id), "nmap").await;
+    assert_eq!(
+        (out.scan_level, out.level_from),
+        (ScanLevel::new(0).ok(), crate::store::LevelSource::NoInputs)
+    );
+    assert!(
+        f.engine.file_stored(&out).await.unwrap().is_empty(),
+        "parse-nmap (level 2) does not run on a standalone plugin's output"
+    );
+    // Records stored before files carried a level: a person's upload carries none ...
+    let old = put_file(
+        &f,
+        None,
+        "nmap",
+        None,
+        crate::store::LevelSource::Unrecorded,
+    )
+    .await;
+    assert!(f.engine.file_stored(&old).await.unwrap().is_empty());
+    // ... and a task's output the level of its producer's inputs.
+    f.ip("192.0.2.9", Some(2)).await;
+    let scan = f.submit_one("nmap", &["192.0.2.9"]).await;
+    let old = put_file(
+        &f,
+        Some(scan.id),
+        "nmap",
+        None,
+        crate::store::LevelSource::Unrecorded,
+    )
+    .await;
+    assert_eq!(f.engine.file_stored(&old).await.unwrap().len(), 1);
+    // No scan level on the file: nothing runs on it.
+    let none = put_file(&f, None, "nmap", None, crate::store::LevelSource::Objects).await;
+    let e = f
+        .engine
+        .submit(f.req("parse-nmap", &[&none.id.to_string()]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::PermissionDenied(m) if m.contains("carries no scan level")),
+        "{e}"
+    );
+}
+
+/// A runtime whose image pull takes `pull` and that records the container's deadline; a token
+/// authority that records the claims it mints.
+#[derive(Debug)]
+struct SlowPull {
+    pull: Duration,
+    minted: Mutex<Vec<Claims>>,
+    deadlines: Mutex<Vec<Timestamp>>,
+    pulled: Mutex<HashSet<String>>,
+}
+
+impl SlowPull {
+    async fn pull_once(&self, image: &str) {
+        if !lock(&self.pulled).contains(image) {
+            tokio::time::sleep(self.pull).await;
+            lock(&self.pulled).insert(image.to_string());
+        }
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for SlowPull {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        Err(Error::backend("test", "not asked", false))
+    }
+    async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> Result<EntrypointMount> {
+        Err(Error::backend("test", "not asked", false))
+    }
+    async fn ensure_image(&self, image: &str, _: Duration) -> Result<()> {
+        self.pull_once(image).await;
+        Ok(())
+    }
+    async fn run(&self, spec: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        // Like an engine: a missing image is pulled before the create; the deadline starts after it.
+        self.pull_once(&spec.image).await;
+        let deadline = Timestamp::now().plus_secs(spec.timeout.as_secs() as i64);
+        lock(&self.deadlines).push(deadline);
+        Ok(Outcome {
+            reason: EndReason::Exited,
+            exit_code: Some(0),
+            stdout_tail: Vec::new(),
+            stderr_tail: Vec::new(),
+            container_id: "c".into(),
+            elapsed: Duration::ZERO,
+        })
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+#[async_trait]
+impl TokenAuthority for SlowPull {
+    fn mint(&self, c: &Claims) -> Result<String> {
+        lock(&self.minted).push(c.clone());
+        Ok("token".into())
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("not asked".into()))
+    }
+    async fn revoke(&self, _: &str, _: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_token_outlives_the_container_however_slow_the_pull() {
+    let f = fixture().await;
+    let slow = Arc::new(SlowPull {
+        pull: Duration::from_millis(2500),
+        minted: Mutex::new(Vec::new()),
+        deadlines: Mutex::new(Vec::new()),
+        pulled: Mutex::new(HashSet::new()),
+    });
+    let engine = Engine::builder()
+        .objects(f.objects.clone())
+        .files(f.files.clone())
+        .tasks(f.tasks.clone())
+        .runtime(slow.clone())
+        .tokens(slow.clone())
+        .config(EngineConfig {
+            plugin_timeout: Duration::from_secs(1),
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let t = engine.submit(f.req("download", &[])).await.unwrap()[0].clone();
+    engine.run_task(t.id).await.unwrap();
+    let got = f.tasks.get_task(t.id).await.unwrap().unwrap();
+    assert_eq!(got.state, TaskState::Completed, "{:?}", got.reason);
+    let minted = lock(&slow.minted).clone();
+    let deadlines = lock(&slow.deadlines).clone();
+    assert_eq!((minted.len(), deadlines.len()), (1, 1));
+    // Without the grace (meant for the last upload after a kill), the token still covers the
+    // container's whole life: the pull happened before the token was minted.
+    assert!(
+        minted[0].exp - crate::token::GRACE_SECS >= deadlines[0].as_secs(),
+        "token expires at {} (+{} grace) but the container may run until {}",
+        minted[0].exp - crate::token::GRACE_SECS,
+        crate::token::GRACE_SECS,
+        deadlines[0].as_secs()
+    );
 }
 
 #[tokio::test]

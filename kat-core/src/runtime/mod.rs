@@ -343,6 +343,18 @@ pub trait ContainerRuntime: Send + Sync + Debug {
         volume: &str,
     ) -> Result<EntrypointMount>;
 
+    /// Make sure `image` is present, pulling it when it is missing (bounded by `timeout`), so that
+    /// the engine mints a task's token after the pull and the token lives as long as the container
+    /// may. Provided: nothing to do (for runtimes whose images are always there, or that pull inside
+    /// [`run`](ContainerRuntime::run)).
+    ///
+    /// # Errors
+    /// The image is neither present nor pullable within `timeout`; the engine is unreachable.
+    async fn ensure_image(&self, image: &str, timeout: Duration) -> Result<()> {
+        let _ = (image, timeout);
+        Ok(())
+    }
+
     /// Run one container to completion (see the trait docs).
     async fn run(&self, spec: ContainerSpec, cancel: CancellationToken) -> Result<Outcome>;
 

@@ -317,6 +317,8 @@ async fn world() -> World {
                 file_type: "txt".into(),
                 name: "a.txt".into(),
                 task: None,
+                scan_level: None,
+                level_from: kat_core::store::LevelSource::Operator,
             },
             stream,
         )

@@ -31,6 +31,8 @@ pub(crate) fn file_json(base: &str, m: &FileMeta) -> Value {
         "size": m.size,
         "sha256": m.sha256,
         "task_id": m.task.map(|t| t.to_string()),
+        "scan_level": m.scan_level.map(kat_core::object::ScanLevel::get),
+        "scan_level_from": m.level_from.as_str(),
         "organization": m.org.as_str(),
         "created_at": m.created_at.to_string(),
     })
@@ -222,8 +224,80 @@ fn file_name(filename: Option<&str>) -> String {
     }
 }
 
+/// Whether the caller may upload a file of type `t`: a task only of its own plugin's id or `error`;
+/// nobody of the engine's own types.
+fn check_upload_type(ctx: &Ctx<'_>, t: &str) -> ApiResult<()> {
+    if t == kat_core::engine::STDIN_FILE_TYPE {
+        return Err(ApiError::permission_denied(format!(
+            "files of type {t:?} are the engine's own; no token may upload one"
+        )));
+    }
+    if ctx.caller.task().is_some() {
+        let own = ctx.caller.claims.plugin_id.as_deref();
+        let error = kat_core::engine::ERROR_FILE_TYPE;
+        if Some(t) != own && t != error {
+            return Err(ApiError::permission_denied(match own {
+                Some(own) => format!(
+                    "a task of plugin {own} may upload files of type {own:?} or {error:?}, not {t:?}"
+                ),
+                None => format!("this task may upload files of type {error:?} only, not {t:?}"),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The scan level a new file carries (see `kat_core::chain`): a task's upload the level of the
+/// task's inputs (a `scan_level` parameter is refused); an operator's the `scan_level` they state
+/// (required, 0 to 4).
+async fn upload_level(
+    ctx: &Ctx<'_>,
+) -> ApiResult<(
+    Option<kat_core::object::ScanLevel>,
+    kat_core::store::LevelSource,
+)> {
+    let stated = ctx.query.one("scan_level")?;
+    let Some(task) = ctx.caller.task() else {
+        let raw = stated.ok_or_else(|| {
+            ApiError::invalid(
+                "scan_level",
+                "an upload without a task states the scan level its contents carry: ?scan_level=0 to 4",
+            )
+        })?;
+        let level = raw
+            .parse::<u8>()
+            .map_err(|_| {
+                ApiError::invalid(
+                    "scan_level",
+                    format!("scan level must be 0 to 4, got {raw:?}"),
+                )
+            })
+            .and_then(|n| kat_core::object::ScanLevel::new(n).map_err(ApiError::from))?;
+        return Ok((Some(level), kat_core::store::LevelSource::Operator));
+    };
+    if stated.is_some() {
+        return Err(ApiError::invalid(
+            "scan_level",
+            "the scan level of a task's file comes from the task's inputs, not from a parameter",
+        ));
+    }
+    let inner = ctx.inner;
+    match inner.tasks.get_task(task).await? {
+        Some(t) => Ok(kat_core::chain::level_of_output(
+            inner.objects.as_ref(),
+            inner.files.as_ref(),
+            inner.tasks.as_ref(),
+            &t,
+        )
+        .await?),
+        None => Ok((None, kat_core::store::LevelSource::Unrecorded)),
+    }
+}
+
 /// `POST /file/`: multipart with a `file` part and an optional `type` field (before or after it).
-/// The file is streamed into the store frame by frame; org and task come from the token.
+/// The file is streamed into the store frame by frame; org and task come from the token; a task
+/// uploads only files of its plugin's type (or `error`), and the file carries the scan level of its
+/// chain (an operator states it: `?scan_level=`).
 pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     if ctx.query.pairs().iter().any(|(k, _)| k == "task_id") {
         return Err(ApiError::invalid(
@@ -231,9 +305,10 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
             "the task of an upload comes from the token, not from a query parameter",
         ));
     }
-    ctx.query.only(&[])?;
+    ctx.query.only(&["scan_level"])?;
     ctx.require_create()?;
     let boundary = multipart::boundary(ctx.headers.get(header::CONTENT_TYPE))?;
+    let (scan_level, level_from) = upload_level(ctx).await?;
     let limit = ctx.inner.config.max_upload;
     if let Some(n) = body::content_length(&ctx.headers)?
         && n > limit.saturating_add(64 * 1024)
@@ -258,6 +333,7 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
                 let t = reader.lock().await.read_text("type", 256).await?;
                 let t = t.trim().to_string();
                 kat_core::plugin::check_file_type(&t).map_err(|m| ApiError::invalid("type", m))?;
+                check_upload_type(ctx, &t)?;
                 file_type = Some(t);
             }
             "file" => {
@@ -272,6 +348,8 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
                             file_type: t.clone(),
                             name,
                             task,
+                            scan_level,
+                            level_from,
                         };
                         stored = Some(put_streaming(ctx, new, reader.clone(), limit).await?);
                     }
@@ -293,12 +371,19 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     let meta = match (stored, spooled) {
         (Some(m), _) => m,
         (None, Some((spool, name))) => {
-            let file_type = file_type.unwrap_or_else(|| default_type(&name));
+            // A task's file without a type is of its plugin's type.
+            let file_type = file_type.unwrap_or_else(|| match &ctx.caller.claims.plugin_id {
+                Some(own) if task.is_some() => own.clone(),
+                _ => default_type(&name),
+            });
+            check_upload_type(ctx, &file_type)?;
             let new = NewFile {
                 org,
                 file_type,
                 name,
                 task,
+                scan_level,
+                level_from,
             };
             let f = tokio::fs::File::open(&spool.path).await?;
             let stream: ByteStream =

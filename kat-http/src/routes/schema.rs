@@ -208,6 +208,10 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/file/",
         Details {
+            query: &[single(
+                "scan_level",
+                "The scan level (0 to 4) the file carries; required without a task, refused with one",
+            )],
             body: RequestBody::Multipart,
             success: Some((201, "Created", Some("File"))),
             errors: WITH_BODY_ERRORS,
@@ -613,6 +617,8 @@ pub(crate) fn document() -> Value {
                         "size": {"type": "integer"},
                         "sha256": {"type": "string"},
                         "task_id": {"type": "string", "nullable": true},
+                        "scan_level": {"type": "integer", "minimum": 0, "maximum": 4, "nullable": true},
+                        "scan_level_from": {"type": "string", "enum": ["unrecorded", "objects", "files", "no_inputs", "operator", "engine"]},
                         "organization": {"type": "string"},
                         "created_at": {"type": "string", "format": "date-time"},
                     },

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use kat_core::store::FileId;
 
 use crate::common::*;
+use kat_core::token::TokenAuthority;
 
 #[tokio::test]
 async fn upload_list_get_download_delete() {
@@ -20,13 +21,16 @@ async fn upload_list_get_download_delete() {
         .upload(
             &t,
             "/api/v1/file/",
-            &[("type", None, b"dns"), ("file", Some("stdout"), &data)],
+            &[
+                ("type", None, b"test-plugin"),
+                ("file", Some("stdout"), &data),
+            ],
         )
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
     let m = r.json();
     let id = m["id"].as_u64().unwrap();
-    assert_eq!(m["type"], "dns");
+    assert_eq!(m["type"], "test-plugin");
     assert_eq!(m["name"], "stdout");
     assert_eq!(m["size"], data.len() as u64);
     assert_eq!(m["sha256"], hex::encode(Sha256::digest(&data)));
@@ -38,7 +42,7 @@ async fn upload_list_get_download_delete() {
     assert!(
         s.calls()
             .iter()
-            .any(|c| c == &format!("file_stored {id} dns"))
+            .any(|c| c == &format!("file_stored {id} test-plugin"))
     );
 
     // cat.py: GET /file/<id>/, then fetch meta["file"] with the same token.
@@ -58,7 +62,7 @@ async fn upload_list_get_download_delete() {
     let r = s.call("GET", &url, None, None).await;
     assert_eq!(r.status, 401);
     // /files/ is an alias; lists carry the same shape.
-    let v = s.get("/api/v1/files/?type=dns", &t).await.json();
+    let v = s.get("/api/v1/files/?type=test-plugin", &t).await.json();
     assert_eq!(v["count"], 1);
     assert_eq!(v["results"][0], m);
     assert_eq!(
@@ -87,11 +91,11 @@ async fn upload_list_get_download_delete() {
 #[tokio::test]
 async fn type_after_the_file_or_absent_and_bad_forms() {
     let s = start(Options::default()).await;
-    let t = s.token("acme", all());
+    let t = s.operator("acme", all());
     let r = s
         .upload(
             &t,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[
                 ("file", Some("out.json"), b"{\"a\":1}"),
                 ("type", None, b"nmap"),
@@ -108,20 +112,24 @@ async fn type_after_the_file_or_absent_and_bad_forms() {
     let r = s
         .upload(
             &t,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("file", Some("report.xml"), b"<x/>")],
         )
         .await;
     assert_eq!(r.json()["type"], "xml");
     let r = s
-        .upload(&t, "/api/v1/file/", &[("file", Some("stdout"), b"x")])
+        .upload(
+            &t,
+            "/api/v1/file/?scan_level=1",
+            &[("file", Some("stdout"), b"x")],
+        )
         .await;
     assert_eq!(r.json()["type"], "file");
     // Empty files are files.
     let r = s
         .upload(
             &t,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("type", None, b"dns"), ("file", Some("stdout"), b"")],
         )
         .await;
@@ -163,7 +171,7 @@ async fn type_after_the_file_or_absent_and_bad_forms() {
             Some("file"),
         ),
     ] {
-        let r = s.upload(&t, "/api/v1/file/", &parts).await;
+        let r = s.upload(&t, "/api/v1/file/?scan_level=1", &parts).await;
         assert_eq!(r.status, status, "{parts:?}");
         assert_eq!(r.attr().as_deref(), attr, "{parts:?}");
     }
@@ -185,7 +193,7 @@ async fn type_after_the_file_or_absent_and_bad_forms() {
     r.error_code();
     let req = http::Request::builder()
         .method("POST")
-        .uri(s.url("/api/v1/file/"))
+        .uri(s.url("/api/v1/file/?scan_level=1"))
         .header("authorization", format!("Token {t}"))
         .header("content-type", "multipart/form-data; boundary=zz")
         .body(full_body("--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nunterminated"))
@@ -214,13 +222,13 @@ async fn file_scopes_and_upload_limit() {
         ..Options::default()
     })
     .await;
-    let admin = s.token("acme", all());
+    let admin = s.operator("acme", all());
     let mut ids = Vec::new();
     for i in 0..3 {
         let r = s
             .upload(
                 &admin,
-                "/api/v1/file/",
+                "/api/v1/file/?scan_level=1",
                 &[
                     ("type", None, b"raw"),
                     ("file", Some("stdout"), format!("file {i}").as_bytes()),
@@ -256,7 +264,11 @@ async fn file_scopes_and_upload_limit() {
     );
     // Uploading needs add_file; a pks-scoped add_file cannot name the new file, so it is refused.
     let r = s
-        .upload(&t, "/api/v1/file/", &[("file", Some("x"), b"1")])
+        .upload(
+            &t,
+            "/api/v1/file/?scan_level=1",
+            &[("file", Some("x"), b"1")],
+        )
         .await;
     assert_eq!(r.status, 403);
     let scoped = s.token("acme", json!({"files.add_file": {"pks": ["99"]}}));
@@ -271,7 +283,7 @@ async fn file_scopes_and_upload_limit() {
     let r = s
         .upload(
             &admin,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("type", None, b"raw"), ("file", Some("x"), &big)],
         )
         .await;
@@ -280,7 +292,7 @@ async fn file_scopes_and_upload_limit() {
     let r = s
         .upload(
             &admin,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("file", Some("x"), &big), ("type", None, b"raw")],
         )
         .await;
@@ -289,7 +301,7 @@ async fn file_scopes_and_upload_limit() {
     assert_eq!(
         s.upload(
             &admin,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("type", None, b"raw"), ("file", Some("x"), &exact)]
         )
         .await
@@ -373,12 +385,12 @@ async fn uploads_reach_the_store_while_the_client_is_still_sending() {
         ..Options::default()
     })
     .await;
-    let t = s.token("acme", all());
+    let t = s.operator("acme", all());
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     let frames = tokio_stream_from(rx);
     let req = http::Request::builder()
         .method("POST")
-        .uri(s.url("/api/v1/file/"))
+        .uri(s.url("/api/v1/file/?scan_level=1"))
         .header("authorization", format!("Token {t}"))
         .header("content-type", "multipart/form-data; boundary=xx")
         .body(http_body_util::StreamBody::new(frames).boxed_unsync())
@@ -437,7 +449,7 @@ async fn smoke_on_memory_stores() {
         ..Options::default()
     })
     .await;
-    let t = s.token("acme", all());
+    let t = s.operator("acme", all());
     assert_eq!(
         s.post("/api/v1/objects/", &t, hostnames(&["m.example"]))
             .await
@@ -451,7 +463,7 @@ async fn smoke_on_memory_stores() {
     let r = s
         .upload(
             &t,
-            "/api/v1/file/",
+            "/api/v1/file/?scan_level=1",
             &[("type", None, b"raw"), ("file", Some("stdout"), b"hello")],
         )
         .await;
@@ -469,5 +481,173 @@ async fn smoke_on_memory_stores() {
             .json(),
         json!({"deleted": 1})
     );
+    s.stop().await;
+}
+
+/// A task uploads only files of its own plugin's type or `error`; every file carries the scan level of
+/// its chain: a task's the lowest level of its input objects, an operator's the level they state.
+#[tokio::test]
+async fn tasks_upload_only_their_own_type_and_files_carry_a_scan_level() {
+    use kat_core::object::{ObjectType, ScanLevel, ScanProfile};
+    use kat_core::store::FileQuery;
+    use kat_core::task::{ObjectRef, Task, TaskInput};
+    let s = start(Options::default()).await;
+    let acme = org("acme");
+    // A task of test-plugin on two hostnames at levels 1 and 3: its files carry level 1.
+    let mut input = TaskInput::default();
+    for (name, level) in [("low.example", 1), ("high.example", 3)] {
+        let o = kat_core::object::Object::from_json(ObjectType::Hostname, &json!({"name": name}))
+            .unwrap();
+        s.objects
+            .upsert(&acme, vec![o.clone()], None)
+            .await
+            .unwrap();
+        s.objects
+            .set_scan_profile(
+                &acme,
+                ObjectType::Hostname,
+                &o.natural_key(),
+                ScanProfile::declared(ScanLevel::new(level).unwrap()),
+            )
+            .await
+            .unwrap();
+        input.objects.push(ObjectRef {
+            object_type: ObjectType::Hostname,
+            key: o.natural_key(),
+        });
+    }
+    let task = Task::queued(acme.clone(), "test-plugin", input);
+    s.tasks.create_tasks(vec![task.clone()]).await.unwrap();
+    let now = kat_core::clock::Timestamp::now();
+    let t = s
+        .auth
+        .mint(&kat_core::token::Claims::for_task(
+            task.id,
+            acme.clone(),
+            "test-plugin",
+            perms(json!({"files.add_file": {}, "files.view_file": {}})),
+            now,
+            now.plus_secs(600),
+        ))
+        .unwrap();
+    let count = || async {
+        s.files
+            .query(&FileQuery::new(org("acme")))
+            .await
+            .unwrap()
+            .count
+    };
+    // Another plugin's type: 403 naming the allowed types; nothing stored, nothing chained.
+    for parts in [
+        vec![
+            ("type", None, &b"dns"[..]),
+            ("file", Some("stdout"), &b"x"[..]),
+        ],
+        vec![
+            ("file", Some("stdout"), &b"x"[..]),
+            ("type", None, &b"dns"[..]),
+        ],
+        vec![
+            ("type", None, &b"kat-stdin"[..]),
+            ("file", Some("stdout"), &b"x"[..]),
+        ],
+    ] {
+        let r = s.upload(&t, "/api/v1/file/", &parts).await;
+        assert_eq!(r.status, 403, "{parts:?}");
+        let detail = r.json()["errors"][0]["detail"].to_string();
+        assert!(
+            detail.contains("test-plugin") && detail.contains("error")
+                || detail.contains("engine's own"),
+            "{detail}"
+        );
+    }
+    assert_eq!(count().await, 0, "nothing stored");
+    assert!(
+        !s.calls().iter().any(|c| c.starts_with("file_stored")),
+        "nothing chained"
+    );
+    // A task states no level.
+    let r = s
+        .upload(
+            &t,
+            "/api/v1/file/?scan_level=4",
+            &[
+                ("type", None, b"test-plugin"),
+                ("file", Some("stdout"), b"x"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.attr().as_deref()),
+        (400, Some("scan_level"))
+    );
+    // Its own type, `error`, and no type at all (its own): level 1, from its objects.
+    for (parts, ty) in [
+        (
+            vec![
+                ("type", None, &b"test-plugin"[..]),
+                ("file", Some("stdout"), &b"x"[..]),
+            ],
+            "test-plugin",
+        ),
+        (
+            vec![
+                ("type", None, &b"error"[..]),
+                ("file", Some("stderr"), &b"x"[..]),
+            ],
+            "error",
+        ),
+        (vec![("file", Some("out.xml"), &b"x"[..])], "test-plugin"),
+    ] {
+        let r = s.upload(&t, "/api/v1/file/", &parts).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
+        let m = r.json();
+        assert_eq!(
+            (
+                m["type"].as_str(),
+                m["scan_level"].as_u64(),
+                m["scan_level_from"].as_str()
+            ),
+            (Some(ty), Some(1), Some("objects")),
+            "{m}"
+        );
+    }
+    // An operator states the level: required, 0 to 4.
+    let op = s.operator("acme", all());
+    let part = [
+        ("type", None, &b"nmap"[..]),
+        ("file", Some("scan.xml"), &b"<x/>"[..]),
+    ];
+    for (path, status) in [
+        ("/api/v1/file/", 400),
+        ("/api/v1/file/?scan_level=5", 400),
+        ("/api/v1/file/?scan_level=high", 400),
+        ("/api/v1/file/?scan_level=-1", 400),
+    ] {
+        let r = s.upload(&op, path, &part).await;
+        assert_eq!(
+            (r.status.as_u16(), r.attr().as_deref()),
+            (status, Some("scan_level")),
+            "{path}"
+        );
+    }
+    let r = s.upload(&op, "/api/v1/file/?scan_level=2", &part).await;
+    assert_eq!(r.status, 201);
+    let m = r.json();
+    assert_eq!(
+        (m["scan_level"].as_u64(), m["scan_level_from"].as_str()),
+        (Some(2), Some("operator"))
+    );
+    assert_eq!(m["task_id"], serde_json::Value::Null);
+    // The engine's own types are nobody's to upload.
+    let r = s
+        .upload(
+            &op,
+            "/api/v1/file/?scan_level=2",
+            &[("type", None, b"kat-stdin"), ("file", Some("stdin"), b"x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(count().await, 4);
     s.stop().await;
 }

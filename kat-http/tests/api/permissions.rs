@@ -264,7 +264,7 @@ async fn organizations_are_isolated() {
             &a,
             "/api/v1/file/",
             &[
-                ("type", None, b"raw"),
+                ("type", None, b"test-plugin"),
                 ("file", Some("stdout"), b"org a data"),
             ],
         )

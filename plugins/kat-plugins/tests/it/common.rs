@@ -208,6 +208,8 @@ impl RealApi {
             file_type: file_type.into(),
             name: "stdout".into(),
             task: None,
+            scan_level: kat_core::object::ScanLevel::new(4).ok(),
+            level_from: kat_core::store::LevelSource::Operator,
         };
         self.rt
             .block_on(async move {
