@@ -1,7 +1,7 @@
 use super::*;
 use serde_json::json;
 
-/// The original's catalogue entries (reference §1), in their JSON shape: all must load.
+/// The original's catalogue entries (OpenKAT v2's `plugins.json` and the manual's examples), in their JSON shape: all must load.
 fn original_catalogue() -> Value {
     json!([
         {"plugin_id": "dns", "name": "DNS", "description": "Fetch the DNS record(s) of a hostname.", "scan_level": 1,
