@@ -647,14 +647,7 @@ impl ContainerRuntime for SlowPull {
         self.pull_once(&spec.image).await;
         let deadline = Timestamp::now().plus_secs(spec.timeout.as_secs() as i64);
         lock(&self.deadlines).push(deadline);
-        Ok(Outcome {
-            reason: EndReason::Exited,
-            exit_code: Some(0),
-            stdout_tail: Vec::new(),
-            stderr_tail: Vec::new(),
-            container_id: "c".into(),
-            elapsed: Duration::ZERO,
-        })
+        Ok(exited_zero())
     }
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
         Ok(vec![])
@@ -925,14 +918,7 @@ impl ContainerRuntime for Recorder {
     }
     async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
         self.0.lock().unwrap().push(s);
-        Ok(Outcome {
-            reason: EndReason::Exited,
-            exit_code: Some(0),
-            stdout_tail: Vec::new(),
-            stderr_tail: Vec::new(),
-            container_id: "c".into(),
-            elapsed: Duration::ZERO,
-        })
+        Ok(exited_zero())
     }
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
         Ok(vec![])
@@ -1203,4 +1189,16 @@ async fn a_schedule_runs_with_its_owners_rights_and_stops_when_they_are_gone() {
         .unwrap();
     assert_eq!((r.tasks, r.disabled), (0, 1));
     assert_eq!(f.all_tasks().await.len(), 1);
+}
+
+/// What the test runtimes answer for a container that ran: it exited 0 without output.
+fn exited_zero() -> Outcome {
+    Outcome {
+        reason: EndReason::Exited,
+        exit_code: Some(0),
+        stdout_tail: Vec::new(),
+        stderr_tail: Vec::new(),
+        container_id: "c".into(),
+        elapsed: Duration::ZERO,
+    }
 }
