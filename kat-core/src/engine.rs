@@ -42,7 +42,7 @@ use crate::schedule::{ObjectSet, Schedule};
 use crate::store::{
     FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore,
 };
-use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState};
+use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState, TaskToken};
 use crate::token::{Claims, TokenAuthority};
 use crate::{Error, Result};
 
@@ -300,6 +300,8 @@ pub struct Recovery {
     pub reaped: Vec<String>,
     /// Queued tasks picked up again.
     pub queued: usize,
+    /// Tokens of interrupted attempts revoked (one per task left running that had one).
+    pub revoked: usize,
 }
 
 impl Engine {
@@ -399,6 +401,12 @@ impl Engine {
             if live.contains(&t.id) {
                 continue;
             }
+            // The interrupted attempt's token dies with it, whether the task fails or runs again
+            // (a new attempt gets a new token).
+            if let Some(tok) = &t.token {
+                inner.tokens.revoke(&tok.jti, tok.exp).await?;
+                rec.revoked += 1;
+            }
             let idempotent = inner
                 .tasks
                 .get_plugin(&t.plugin_id)
@@ -446,6 +454,21 @@ impl Engine {
             self.enqueue(t.id);
         }
         Ok(rec)
+    }
+
+    /// Store the id and expiry of a running task's token on its record before the container gets
+    /// the token, so that [`Engine::recover`] can revoke it after a crash.
+    async fn record_token(&self, id: TaskId, claims: &Claims) -> Result<()> {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.token = Some(TaskToken {
+            jti: claims.jti.clone(),
+            exp: claims.exp,
+        });
+        self.inner
+            .tasks
+            .transition_task(id, &[TaskState::Running], p)
+            .await
+            .map(|_| ())
     }
 
     fn enqueue(&self, id: TaskId) {
@@ -973,6 +996,7 @@ impl Engine {
         if let Some(r) = lock(&inner.running).get_mut(&task.id) {
             r.jti = Some((claims.jti.clone(), claims.exp));
         }
+        self.record_token(task.id, &claims).await?;
         env.insert(protocol_env::API.into(), inner.config.api_url.clone());
         env.insert(protocol_env::TOKEN.into(), token);
         env.insert(protocol_env::TASK_ID.into(), task.id.to_string());

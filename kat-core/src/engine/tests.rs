@@ -573,6 +573,69 @@ async fn recovery_fails_or_requeues_tasks_left_running() {
     );
 }
 
+/// A token authority that only records revocations.
+#[derive(Debug, Default)]
+struct RecordsRevocations(std::sync::Mutex<Vec<(String, i64)>>);
+
+#[async_trait]
+impl TokenAuthority for RecordsRevocations {
+    fn mint(&self, _: &Claims) -> Result<String> {
+        Err(Error::backend("test", "no tokens in these tests", false))
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("no tokens in these tests".into()))
+    }
+    async fn revoke(&self, jti: &str, exp: i64) -> Result<()> {
+        self.0.lock().unwrap().push((jti.to_string(), exp));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn recovery_revokes_the_tokens_of_interrupted_tasks() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    let failed = f.submit_one("dns", &["a.example"]).await;
+    let requeued = f.submit_one("download", &[]).await;
+    let tokenless = f.submit_one("download", &[]).await;
+    for (t, jti) in [(&failed, Some("jti-a")), (&requeued, Some("jti-b")), (&tokenless, None)] {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.token = jti.map(|j| TaskToken {
+            jti: j.into(),
+            exp: 4_000_000_000,
+        });
+        f.tasks
+            .transition_task(t.id, &[TaskState::Queued], p)
+            .await
+            .unwrap();
+    }
+    let stored = f.tasks.get_task(failed.id).await.unwrap().unwrap();
+    assert_eq!(stored.token.as_ref().map(|t| t.jti.as_str()), Some("jti-a"));
+    let tokens = Arc::new(RecordsRevocations::default());
+    let engine = Engine::builder()
+        .objects(f.objects.clone())
+        .files(f.files.clone())
+        .tasks(f.tasks.clone())
+        .runtime(Arc::new(NotStarted))
+        .tokens(tokens.clone())
+        .build()
+        .unwrap();
+    let rec = engine.recover().await.unwrap();
+    assert_eq!(rec.failed, vec![failed.id]);
+    assert_eq!(rec.requeued.len(), 2);
+    assert_eq!(rec.revoked, 2);
+    let mut revoked = tokens.0.lock().unwrap().clone();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec![
+            ("jti-a".to_string(), 4_000_000_000),
+            ("jti-b".to_string(), 4_000_000_000)
+        ],
+        "the failed task's token and the requeued task's old token"
+    );
+}
+
 #[test]
 fn exit_reasons_name_entrypoint_codes() {
     assert!(exit_reason(Some(123)).contains("upload"));
