@@ -546,16 +546,17 @@ impl Engine {
 
     // ---- queueing ---------------------------------------------------------------------------
 
-    async fn enabled_plugin(&self, plugin_id: &str) -> Result<PluginDef> {
-        let rec: PluginRecord = self
+    /// The plugin, when it is enabled for `org` (its override, else the catalogue's default).
+    async fn enabled_plugin(&self, org: &OrgCode, plugin_id: &str) -> Result<PluginDef> {
+        let (rec, enabled): (PluginRecord, bool) = self
             .inner
             .tasks
-            .get_plugin(plugin_id)
+            .plugin_for(org, plugin_id)
             .await?
             .ok_or_else(|| Error::not_found("plugin", plugin_id))?;
-        if !rec.enabled {
+        if !enabled {
             return Err(Error::Conflict(format!(
-                "plugin {plugin_id} is disabled; enable it first"
+                "plugin {plugin_id} is disabled for organization {org}; enable it first"
             )));
         }
         Ok(rec.def)
@@ -727,13 +728,11 @@ impl Engine {
     }
 
     async fn run_schedule(&self, schedule: &Schedule, now: Timestamp) -> Result<(usize, usize)> {
-        let plugin = match self.enabled_plugin(&schedule.plugin_id).await {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(schedule = %schedule.id, error = %e, "skipping schedule");
-                return Ok((0, 0));
-            }
+        let Some(rec) = self.inner.tasks.get_plugin(&schedule.plugin_id).await? else {
+            debug!(schedule = %schedule.id, plugin = %schedule.plugin_id, "skipping schedule: no such plugin");
+            return Ok((0, 0));
         };
+        let plugin = rec.def.clone();
         let orgs: Vec<OrgCode> = match &schedule.org {
             Some(o) => vec![o.clone()],
             None => self
@@ -750,6 +749,17 @@ impl Engine {
             .plus_secs(1);
         let (mut created, mut skipped) = (0, 0);
         for org in orgs {
+            let org_override = self
+                .inner
+                .tasks
+                .plugin_overrides(&org)
+                .await?
+                .get(&schedule.plugin_id)
+                .copied();
+            if !rec.enabled_with(org_override) {
+                debug!(schedule = %schedule.id, %org, "skipping schedule: plugin disabled for the organization");
+                continue;
+            }
             let set = match schedule.object_set {
                 Some(id) => Some(
                     self.inner
@@ -913,12 +923,12 @@ impl Engine {
         temp_file: &mut Option<FileId>,
     ) -> Result<TaskPatch> {
         let inner = &self.inner;
-        let plugin = inner
+        let (plugin, enabled) = inner
             .tasks
-            .get_plugin(&task.plugin_id)
+            .plugin_for(&task.org, &task.plugin_id)
             .await?
             .ok_or_else(|| Error::not_found("plugin", &task.plugin_id))?;
-        if !plugin.enabled {
+        if !enabled {
             return Err(Error::Conflict(format!(
                 "plugin {} was disabled before the task started",
                 task.plugin_id
@@ -1088,7 +1098,9 @@ fn join_types(types: &BTreeSet<ObjectType>) -> String {
 #[async_trait]
 impl TaskControl for Engine {
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
-        let plugin = self.enabled_plugin(&request.plugin_id).await?;
+        let plugin = self
+            .enabled_plugin(&request.org, &request.plugin_id)
+            .await?;
         let takes_files = !plugin.consumed_files().is_empty();
         let mut objects = Vec::new();
         let mut files = Vec::new();
@@ -1174,8 +1186,10 @@ impl TaskControl for Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let overrides = self.inner.tasks.plugin_overrides(&file.org).await?;
         for rec in self.inner.tasks.list_plugins().await? {
-            if !rec.enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
+            let enabled = rec.enabled_with(overrides.get(&rec.def.plugin_id).copied());
+            if !enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
                 continue;
             }
             if let Err(e) = self.gate_file(&rec.def, file).await {

@@ -112,10 +112,7 @@ async fn everything_survives_a_reopen() {
         .expect("transition");
         s.put_schedule(due.clone()).await.expect("schedule");
         s.put_object_set(set.clone()).await.expect("set");
-        s.put_organization(Organization {
-            code: o.clone(),
-            name: "Reopen".into(),
-        })
+        s.put_organization(Organization::new(o.clone(), "Reopen"))
         .await
         .expect("org");
         let defs = PluginDef::parse_file(

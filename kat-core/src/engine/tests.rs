@@ -90,10 +90,7 @@ async fn fixture() -> Fixture {
     tasks.put_plugins(writes).await.unwrap();
     let org = OrgCode::new("acme").unwrap();
     tasks
-        .put_organization(Organization {
-            code: org.clone(),
-            name: "Acme".into(),
-        })
+        .put_organization(Organization::new(org.clone(), "Acme"))
         .await
         .unwrap();
     Fixture {
@@ -634,6 +631,62 @@ async fn recovery_revokes_the_tokens_of_interrupted_tasks() {
         ],
         "the failed task's token and the requeued task's old token"
     );
+}
+
+#[tokio::test]
+async fn disabling_a_plugin_is_per_organization() {
+    let f = fixture().await;
+    let beta = OrgCode::new("beta").unwrap();
+    f.tasks
+        .put_organization(Organization::new(beta.clone(), "Beta"))
+        .await
+        .unwrap();
+    f.tasks
+        .set_plugin_override(&f.org, "download", Some(false))
+        .await
+        .unwrap();
+    let e = f.refused("download", &[]).await;
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    assert!(e.to_string().contains("acme"), "{e}");
+    let t = f
+        .engine
+        .submit(TaskRequest {
+            org: beta.clone(),
+            plugin_id: "download".into(),
+            input: vec![],
+        })
+        .await
+        .expect("beta keeps the catalogue's default");
+    assert_eq!(t[0].org, beta);
+    // A global schedule runs for the organizations that have the plugin enabled only.
+    let s = Schedule {
+        id: ScheduleId::new(),
+        org: None,
+        plugin_id: "download".into(),
+        object_set: None,
+        interval: Interval::from_secs(3600).unwrap(),
+        enabled: true,
+        next_run_at: Timestamp::from_secs(0),
+        last_run_at: None,
+        created_at: Timestamp::from_secs(0),
+    };
+    f.tasks.put_schedule(s.clone()).await.unwrap();
+    f.engine.tick(Timestamp::from_secs(1000)).await.unwrap();
+    let made: Vec<OrgCode> = f
+        .all_tasks()
+        .await
+        .into_iter()
+        .filter(|t| t.schedule == Some(s.id))
+        .map(|t| t.org)
+        .collect();
+    assert_eq!(made, vec![beta.clone()]);
+    // An organization may enable a plugin the catalogue disables; the others still may not use it.
+    f.tasks
+        .set_plugin_override(&beta, "parse-nmap-off", Some(true))
+        .await
+        .unwrap();
+    assert!(f.engine.enabled_plugin(&beta, "parse-nmap-off").await.is_ok());
+    assert!(f.engine.enabled_plugin(&f.org, "parse-nmap-off").await.is_err());
 }
 
 #[test]

@@ -22,10 +22,7 @@ async fn own(ctx: &Ctx<'_>) -> ApiResult<Organization> {
         .tasks
         .get_organization(&code)
         .await?
-        .unwrap_or_else(|| Organization {
-            name: code.as_str().to_string(),
-            code,
-        }))
+        .unwrap_or_else(|| Organization::new(code.clone(), code.as_str())))
 }
 
 /// `GET /organizations/`.
