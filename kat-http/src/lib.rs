@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: Arc<dyn TokenAuthority>,
     pub(crate) control: Option<Arc<dyn TaskControl>>,
     pub(crate) config: ApiConfig,
+    /// Serializes creating and deleting organizations (a check, then a write).
+    pub(crate) org_admin: tokio::sync::Mutex<()>,
 }
 
 /// The API: routes requests to the stores, the engine's [`TaskControl`] and the token authority.
@@ -185,6 +187,7 @@ impl Api {
                 tokens,
                 control,
                 config,
+                org_admin: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -238,7 +238,9 @@ impl TaskQueue for SledStore {
                     let (id, _) = take_id(&v)
                         .ok_or_else(|| SledStoreError::decode("task index", "not a task id"))?;
                     let id = TaskId(uuid::Uuid::from_bytes(id));
-                    if let Some(t) = get_json::<Task>(&inner.state, "task", task_key(id).as_slice())? {
+                    if let Some(t) =
+                        get_json::<Task>(&inner.state, "task", task_key(id).as_slice())?
+                    {
                         for ik in task_index_keys(&t) {
                             batch.remove(ik);
                         }

@@ -113,8 +113,8 @@ async fn everything_survives_a_reopen() {
         s.put_schedule(due.clone()).await.expect("schedule");
         s.put_object_set(set.clone()).await.expect("set");
         s.put_organization(Organization::new(o.clone(), "Reopen"))
-        .await
-        .expect("org");
+            .await
+            .expect("org");
         let defs = PluginDef::parse_file(
             r#"[{"plugin_id": "dns", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"]}]"#,
             "t.json",

@@ -332,7 +332,10 @@ pub async fn plugin_overrides(store: &dyn PluginCatalog) -> Result<()> {
         store.plugin_overrides(&a).await?,
         [("t-ov".to_string(), false)].into_iter().collect()
     );
-    assert_eq!(store.plugin_for(&a, "t-ov").await?.map(|p| p.1), Some(false));
+    assert_eq!(
+        store.plugin_for(&a, "t-ov").await?.map(|p| p.1),
+        Some(false)
+    );
     assert_eq!(
         store.plugin_for(&b, "t-ov").await?.map(|p| p.1),
         Some(true),
@@ -383,7 +386,10 @@ pub async fn tokens_and_org_deletion(store: &dyn TaskQueue) -> Result<()> {
     });
     store.transition_task(a.id, &[TaskState::Queued], p).await?;
     let got = store.get_task(a.id).await?.expect("task");
-    assert_eq!(got.token.map(|t| (t.jti, t.exp)), Some(("jti-a".into(), 77)));
+    assert_eq!(
+        got.token.map(|t| (t.jti, t.exp)),
+        Some(("jti-a".into(), 77))
+    );
     assert_eq!(store.delete_org_tasks(&gone).await?, 2);
     assert!(store.get_task(a.id).await?.is_none());
     assert!(store.get_task(b.id).await?.is_none());
@@ -393,7 +399,10 @@ pub async fn tokens_and_org_deletion(store: &dyn TaskQueue) -> Result<()> {
     };
     assert_eq!(store.list_tasks(&q).await?.count, 0);
     let all = store.list_tasks(&TaskQuery::default()).await?;
-    assert!(all.items.iter().all(|t| t.org != gone), "the index is gone too");
+    assert!(
+        all.items.iter().all(|t| t.org != gone),
+        "the index is gone too"
+    );
     assert_eq!(store.get_task(c.id).await?, Some(c));
     assert_eq!(store.delete_org_tasks(&gone).await?, 0);
     Ok(())

@@ -595,7 +595,11 @@ async fn recovery_revokes_the_tokens_of_interrupted_tasks() {
     let failed = f.submit_one("dns", &["a.example"]).await;
     let requeued = f.submit_one("download", &[]).await;
     let tokenless = f.submit_one("download", &[]).await;
-    for (t, jti) in [(&failed, Some("jti-a")), (&requeued, Some("jti-b")), (&tokenless, None)] {
+    for (t, jti) in [
+        (&failed, Some("jti-a")),
+        (&requeued, Some("jti-b")),
+        (&tokenless, None),
+    ] {
         let mut p = TaskPatch::to(TaskState::Running);
         p.token = jti.map(|j| TaskToken {
             jti: j.into(),
@@ -685,8 +689,18 @@ async fn disabling_a_plugin_is_per_organization() {
         .set_plugin_override(&beta, "parse-nmap-off", Some(true))
         .await
         .unwrap();
-    assert!(f.engine.enabled_plugin(&beta, "parse-nmap-off").await.is_ok());
-    assert!(f.engine.enabled_plugin(&f.org, "parse-nmap-off").await.is_err());
+    assert!(
+        f.engine
+            .enabled_plugin(&beta, "parse-nmap-off")
+            .await
+            .is_ok()
+    );
+    assert!(
+        f.engine
+            .enabled_plugin(&f.org, "parse-nmap-off")
+            .await
+            .is_err()
+    );
 }
 
 #[test]
