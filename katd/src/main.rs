@@ -148,6 +148,13 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
+    /// The API that checks the organization exists (the deployment the token is for).
+    #[arg(long, env = "KAT_API", default_value = "http://127.0.0.1:8000/api/v1")]
+    api: String,
+    /// Mint without asking the API whether the organization exists (the API refuses the token anyway
+    /// while it does not).
+    #[arg(long)]
+    no_check: bool,
 }
 
 /// `katd declare`.
@@ -298,7 +305,7 @@ fn init_logging() {
 async fn dispatch(command: Command) -> Result<(), Error> {
     match command {
         Command::Serve(args) => cmd::serve::run(args).await,
-        Command::Token(args) => cmd::token::run(args),
+        Command::Token(args) => cmd::token::run(args).await,
         Command::Declare(args) => cmd::declare::run(args).await,
         Command::Run(args) => cmd::run::run(args).await,
         Command::Tasks(args) => cmd::tasks::run(args).await,

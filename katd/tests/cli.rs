@@ -147,10 +147,27 @@ fn a_token_needs_admin_or_permissions() {
         stderr(&out)
     );
     let out = katd()
-        .args(["token", "--org", "acme", "--admin"])
+        .args(["token", "--org", "acme", "--admin", "--no-check"])
         .env("KAT_JWT_SECRET", "cli-test-secret-cli-test-secret-cli!!")
         .output()
         .expect("katd runs");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).split('.').count(), 3);
+}
+
+#[test]
+fn a_token_is_not_minted_when_the_organization_cannot_be_checked() {
+    let out = katd()
+        .args(["token", "--org", "acme", "--admin"])
+        .args(["--api", "http://127.0.0.1:1/api/v1"])
+        .env("KAT_JWT_SECRET", "cli-test-secret-cli-test-secret-cli!!")
+        .output()
+        .expect("katd runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert!(
+        stderr(&out).contains("cannot check that organization \"acme\" exists"),
+        "{}",
+        stderr(&out)
+    );
 }
