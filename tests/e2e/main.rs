@@ -7,3 +7,4 @@ mod harness;
 mod chain;
 mod lifecycle;
 mod modes;
+mod orgs;
