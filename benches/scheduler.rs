@@ -32,10 +32,7 @@ fn setup(rt: &tokio::runtime::Runtime, n: usize) -> Setup {
         let store = SledStore::open(dir.path(), SledOptions::default()).expect("sled");
         let org = OrgCode::new("bench").expect("org");
         store
-            .put_organization(Organization {
-                code: org.clone(),
-                name: "Bench".into(),
-            })
+            .put_organization(Organization::new(org.clone(), "Bench"))
             .await
             .expect("org");
         let defs = PluginDef::parse_file(

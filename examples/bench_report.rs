@@ -148,10 +148,7 @@ async fn main() {
         ..EngineConfig::default()
     };
     cfg.plugin_files = vec![plugins];
-    cfg.organizations = vec![Organization {
-        code: org.clone(),
-        name: "Bench".into(),
-    }];
+    cfg.organizations = vec![Organization::new(org.clone(), "Bench")];
     let d = Deployment::start(cfg).await.expect("deployment");
     let hosts: Vec<String> = (0..50).map(|i| format!("h{i}.bench.example")).collect();
     let objs: Vec<Object> = hosts

@@ -48,7 +48,7 @@ use crate::schedule::{ObjectSet, Schedule};
 use crate::store::{
     FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore,
 };
-use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState};
+use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState, TaskToken};
 use crate::token::{Claims, TokenAuthority};
 use crate::{Error, Result};
 
@@ -319,6 +319,8 @@ pub struct Recovery {
     pub reaped: Vec<String>,
     /// Queued tasks picked up again.
     pub queued: usize,
+    /// Tokens of interrupted attempts revoked (one per task left running that had one).
+    pub revoked: usize,
 }
 
 impl Engine {
@@ -423,6 +425,12 @@ impl Engine {
             if live.contains(&t.id) {
                 continue;
             }
+            // The interrupted attempt's token dies with it, whether the task fails or runs again
+            // (a new attempt gets a new token).
+            if let Some(tok) = &t.token {
+                inner.tokens.revoke(&tok.jti, tok.exp).await?;
+                rec.revoked += 1;
+            }
             let idempotent = inner
                 .tasks
                 .get_plugin(&t.plugin_id)
@@ -470,6 +478,21 @@ impl Engine {
             self.enqueue(t.id);
         }
         Ok(rec)
+    }
+
+    /// Store the id and expiry of a running task's token on its record before the container gets
+    /// the token, so that [`Engine::recover`] can revoke it after a crash.
+    async fn record_token(&self, id: TaskId, claims: &Claims) -> Result<()> {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.token = Some(TaskToken {
+            jti: claims.jti.clone(),
+            exp: claims.exp,
+        });
+        self.inner
+            .tasks
+            .transition_task(id, &[TaskState::Running], p)
+            .await
+            .map(|_| ())
     }
 
     fn enqueue(&self, id: TaskId) {
@@ -547,16 +570,17 @@ impl Engine {
 
     // ---- queueing ---------------------------------------------------------------------------
 
-    async fn enabled_plugin(&self, plugin_id: &str) -> Result<PluginDef> {
-        let rec: PluginRecord = self
+    /// The plugin, when it is enabled for `org` (its override, else the catalogue's default).
+    async fn enabled_plugin(&self, org: &OrgCode, plugin_id: &str) -> Result<PluginDef> {
+        let (rec, enabled): (PluginRecord, bool) = self
             .inner
             .tasks
-            .get_plugin(plugin_id)
+            .plugin_for(org, plugin_id)
             .await?
             .ok_or_else(|| Error::not_found("plugin", plugin_id))?;
-        if !rec.enabled {
+        if !enabled {
             return Err(Error::Conflict(format!(
-                "plugin {plugin_id} is disabled; enable it first"
+                "plugin {plugin_id} is disabled for organization {org}; enable it first"
             )));
         }
         self.inner.policy.check(&rec.def)?;
@@ -762,13 +786,11 @@ impl Engine {
     }
 
     async fn run_schedule(&self, schedule: &Schedule, now: Timestamp) -> Result<(usize, usize)> {
-        let plugin = match self.enabled_plugin(&schedule.plugin_id).await {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(schedule = %schedule.id, error = %e, "skipping schedule");
-                return Ok((0, 0));
-            }
+        let Some(rec) = self.inner.tasks.get_plugin(&schedule.plugin_id).await? else {
+            debug!(schedule = %schedule.id, plugin = %schedule.plugin_id, "skipping schedule: no such plugin");
+            return Ok((0, 0));
         };
+        let plugin = rec.def.clone();
         let orgs: Vec<OrgCode> = match &schedule.org {
             Some(o) => vec![o.clone()],
             None => self
@@ -785,6 +807,17 @@ impl Engine {
             .plus_secs(1);
         let (mut created, mut skipped) = (0, 0);
         for org in orgs {
+            let org_override = self
+                .inner
+                .tasks
+                .plugin_overrides(&org)
+                .await?
+                .get(&schedule.plugin_id)
+                .copied();
+            if !rec.enabled_with(org_override) {
+                debug!(schedule = %schedule.id, %org, "skipping schedule: plugin disabled for the organization");
+                continue;
+            }
             let set = match schedule.object_set {
                 Some(id) => Some(
                     self.inner
@@ -948,12 +981,12 @@ impl Engine {
         temp_file: &mut Option<FileId>,
     ) -> Result<TaskPatch> {
         let inner = &self.inner;
-        let plugin = inner
+        let (plugin, enabled) = inner
             .tasks
-            .get_plugin(&task.plugin_id)
+            .plugin_for(&task.org, &task.plugin_id)
             .await?
             .ok_or_else(|| Error::not_found("plugin", &task.plugin_id))?;
-        if !plugin.enabled {
+        if !enabled {
             return Err(Error::Conflict(format!(
                 "plugin {} was disabled before the task started",
                 task.plugin_id
@@ -1045,6 +1078,7 @@ impl Engine {
         if let Some(r) = lock(&inner.running).get_mut(&task.id) {
             r.jti = Some((claims.jti.clone(), claims.exp));
         }
+        self.record_token(task.id, &claims).await?;
         env.insert(protocol_env::API.into(), inner.config.api_url.clone());
         env.insert(protocol_env::TOKEN.into(), token);
         env.insert(protocol_env::TASK_ID.into(), task.id.to_string());
@@ -1137,7 +1171,9 @@ fn join_types(types: &BTreeSet<ObjectType>) -> String {
 #[async_trait]
 impl TaskControl for Engine {
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
-        let plugin = self.enabled_plugin(&request.plugin_id).await?;
+        let plugin = self
+            .enabled_plugin(&request.org, &request.plugin_id)
+            .await?;
         request.submitter.may_run(&plugin)?;
         let takes_files = !plugin.consumed_files().is_empty();
         let mut objects = Vec::new();
@@ -1224,8 +1260,10 @@ impl TaskControl for Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let overrides = self.inner.tasks.plugin_overrides(&file.org).await?;
         for rec in self.inner.tasks.list_plugins().await? {
-            if !rec.enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
+            let enabled = rec.enabled_with(overrides.get(&rec.def.plugin_id).copied());
+            if !enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
                 continue;
             }
             if let Some(why) = self.inner.policy.refusal(&rec.def) {

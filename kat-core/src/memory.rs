@@ -435,6 +435,7 @@ struct TasksInner {
     sets: BTreeMap<ObjectSetId, ObjectSet>,
     orgs: BTreeMap<OrgCode, Organization>,
     plugins: BTreeMap<String, PluginRecord>,
+    overrides: BTreeMap<OrgCode, BTreeMap<String, bool>>,
     revoked: HashMap<String, i64>,
 }
 
@@ -463,6 +464,13 @@ impl TaskQueue for MemoryTaskStore {
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
         Ok(lock(&self.inner).tasks.get(&id).cloned())
+    }
+
+    async fn delete_org_tasks(&self, org: &OrgCode) -> Result<u64> {
+        let mut g = lock(&self.inner);
+        let before = g.tasks.len();
+        g.tasks.retain(|_, t| t.org != *org);
+        Ok((before - g.tasks.len()) as u64)
     }
 
     async fn transition_task(
@@ -613,6 +621,40 @@ impl PluginCatalog for MemoryTaskStore {
 
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
         Ok(lock(&self.inner).plugins.values().cloned().collect())
+    }
+
+    async fn set_plugin_override(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+        enabled: Option<bool>,
+    ) -> Result<()> {
+        let mut g = lock(&self.inner);
+        match enabled {
+            Some(e) => {
+                g.overrides
+                    .entry(org.clone())
+                    .or_default()
+                    .insert(plugin_id.to_string(), e);
+            }
+            None => {
+                if let Some(m) = g.overrides.get_mut(org) {
+                    m.remove(plugin_id);
+                    if m.is_empty() {
+                        g.overrides.remove(org);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn plugin_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>> {
+        Ok(lock(&self.inner)
+            .overrides
+            .get(org)
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::{Error, Result};
 
 /// An organization's code: a lower-case slug of 1 to 32 characters (`[a-z0-9-_]`), unique.
@@ -83,6 +84,66 @@ pub struct Organization {
     pub code: OrgCode,
     /// Its display name.
     pub name: String,
+    /// When it was created. A token for the organization issued (`iat`) in an earlier second is
+    /// refused, so that tokens of a deleted organization stay dead when its code is used again.
+    /// Records written without it read as the epoch.
+    #[serde(default = "epoch")]
+    pub created_at: Timestamp,
+}
+
+fn epoch() -> Timestamp {
+    Timestamp::from_millis(0)
+}
+
+/// The longest display name of an organization, in characters (the original's 126).
+pub const MAX_NAME_CHARS: usize = 126;
+
+impl Organization {
+    /// A new organization, created now.
+    ///
+    /// ```
+    /// use kat_core::org::{OrgCode, Organization};
+    /// let o = Organization::new(OrgCode::new("acme")?, "Acme");
+    /// assert_eq!(o.name, "Acme");
+    /// # Ok::<(), kat_core::Error>(())
+    /// ```
+    pub fn new(code: OrgCode, name: impl Into<String>) -> Self {
+        Organization {
+            code,
+            name: name.into(),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// Check a display name: 1 to [`MAX_NAME_CHARS`] characters, not only blanks, no control
+    /// characters.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] at `name` saying what is wrong.
+    pub fn validate_name(name: &str) -> Result<()> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("name", "an organization needs a name"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid(
+                "name",
+                format!("an organization's name is at most {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "name",
+                "an organization's name may not contain control characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a token for this organization issued at `iat` (unix seconds) may be used: only one
+    /// issued in or after the second the organization was created.
+    pub fn admits_token_issued_at(&self, iat: i64) -> bool {
+        iat >= self.created_at.as_secs()
+    }
 }
 
 #[cfg(test)]

@@ -510,6 +510,20 @@ pub struct PluginRecord {
     pub refused: Option<String>,
 }
 
+impl PluginRecord {
+    /// Whether it runs for an organization whose override is `org_override`
+    /// ([`crate::store::PluginCatalog::plugin_overrides`]): the override when there is one (an
+    /// enabling override only while the plugin is in the source files), else the catalogue's
+    /// `enabled`.
+    pub fn enabled_with(&self, org_override: Option<bool>) -> bool {
+        match org_override {
+            Some(true) => self.in_source,
+            Some(false) => false,
+            None => self.enabled,
+        }
+    }
+}
+
 /// What a sync changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {

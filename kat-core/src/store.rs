@@ -13,6 +13,7 @@
 //! conformance suites (feature `conformance`) hold every implementation to the same behaviour, one
 //! suite per trait.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -699,6 +700,9 @@ pub trait TaskQueue: Send + Sync + fmt::Debug {
     /// Tasks matching `query`, newest first.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>>;
 
+    /// Delete every task of an organization (when the organization is deleted); returns how many.
+    async fn delete_org_tasks(&self, org: &OrgCode) -> Result<u64>;
+
     /// Dedup for schedules: of `targets`, return those not claimed for `schedule` at or after `since`,
     /// and claim them at `now`, atomically.
     async fn claim_targets(
@@ -775,6 +779,46 @@ pub trait PluginCatalog: Send + Sync + fmt::Debug {
     async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>>;
     /// All plugin records, by id.
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>>;
+
+    /// Set (`Some`) or clear (`None`) an organization's override of a plugin's enabled flag: what
+    /// `POST /plugins/<id>/enable/` and `/disable/` write. The record's own `enabled` is the
+    /// catalogue's default for organizations without an override.
+    async fn set_plugin_override(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+        enabled: Option<bool>,
+    ) -> Result<()>;
+
+    /// An organization's overrides, by plugin id.
+    async fn plugin_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>>;
+
+    /// Forget every override of an organization (when the organization is deleted).
+    ///
+    /// Provided: clears each of [`PluginCatalog::plugin_overrides`].
+    async fn clear_plugin_overrides(&self, org: &OrgCode) -> Result<()> {
+        for id in self.plugin_overrides(org).await?.into_keys() {
+            self.set_plugin_override(org, &id, None).await?;
+        }
+        Ok(())
+    }
+
+    /// A plugin record and whether it runs for `org` ([`PluginRecord::enabled_with`] its override);
+    /// `None` when there is no such plugin.
+    ///
+    /// Provided: [`PluginCatalog::get_plugin`] and [`PluginCatalog::plugin_overrides`].
+    async fn plugin_for(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+    ) -> Result<Option<(PluginRecord, bool)>> {
+        let Some(rec) = self.get_plugin(plugin_id).await? else {
+            return Ok(None);
+        };
+        let ov = self.plugin_overrides(org).await?.get(plugin_id).copied();
+        let enabled = rec.enabled_with(ov);
+        Ok(Some((rec, enabled)))
+    }
 }
 
 /// The token denylist: revoked token ids (`jti`) until their tokens expire.

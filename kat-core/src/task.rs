@@ -162,6 +162,20 @@ pub struct Task {
     pub stderr_tail: Option<String>,
     /// How many times it was started.
     pub attempts: u32,
+    /// The token of its current (or last) attempt: recorded before the container gets it, so that
+    /// a restart can revoke the token of a task it interrupted. Records written without it read as
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TaskToken>,
+}
+
+/// The id and expiry of a task's token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskToken {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Its expiry (`exp`, unix seconds).
+    pub exp: i64,
 }
 
 impl Task {
@@ -186,6 +200,7 @@ impl Task {
             reason: None,
             stderr_tail: None,
             attempts: 0,
+            token: None,
         }
     }
 }
@@ -208,6 +223,8 @@ pub struct TaskPatch {
     pub stderr_tail: Option<String>,
     /// Add one to `attempts`.
     pub bump_attempts: bool,
+    /// Set the token of the current attempt.
+    pub token: Option<TaskToken>,
 }
 
 impl TaskPatch {
@@ -221,6 +238,7 @@ impl TaskPatch {
             reason: None,
             stderr_tail: None,
             bump_attempts: false,
+            token: None,
         }
     }
 
@@ -245,5 +263,29 @@ impl TaskPatch {
         if self.bump_attempts {
             t.attempts += 1;
         }
+        if let Some(v) = &self.token {
+            t.token = Some(v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_without_a_token_still_read() {
+        let org = crate::org::OrgCode::new("acme").unwrap();
+        let mut t = Task::queued(org, "dns", TaskInput::default());
+        let mut v = serde_json::to_value(&t).unwrap();
+        assert!(v.get("token").is_none(), "no token, no field");
+        v.as_object_mut().unwrap().remove("token");
+        assert_eq!(serde_json::from_value::<Task>(v).unwrap(), t);
+        t.token = Some(TaskToken {
+            jti: "j".into(),
+            exp: 5,
+        });
+        let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back.token, t.token);
     }
 }

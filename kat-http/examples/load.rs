@@ -121,6 +121,14 @@ fn serve(args: &[String]) {
             let s = Arc::new(kat_store_sled::SledStore::open(&dir, opts).unwrap());
             (s.clone(), s.clone(), s)
         };
+        // The load's organization must exist: the API refuses tokens of unknown organizations.
+        tasks
+            .put_organization(kat_core::org::Organization::new(
+                OrgCode::new("load").unwrap(),
+                "Load",
+            ))
+            .await
+            .unwrap();
         let tokens = Arc::new(JwtAuthority::from_env(tasks.clone()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

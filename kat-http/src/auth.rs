@@ -10,6 +10,7 @@ use kat_core::clock::Timestamp;
 use kat_core::control::{Submitter, SubmitterToken};
 use kat_core::org::OrgCode;
 use kat_core::permission::{Access, Decision, PermissionName, Permissions};
+use kat_core::store::OrgStore;
 use kat_core::task::TaskId;
 use kat_core::token::{Claims, TokenAuthority};
 
@@ -47,19 +48,35 @@ pub(crate) fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     Ok(token)
 }
 
-/// Verify the request's token.
+/// Verify the request's token, and that its organization exists and existed when the token was
+/// issued (a token of a deleted organization is refused at once, and stays refused when the code is
+/// used again). The organization is read from the store on every request, never cached.
 pub(crate) async fn authenticate(
     tokens: &dyn TokenAuthority,
+    orgs: &dyn OrgStore,
     headers: &HeaderMap,
 ) -> ApiResult<Caller> {
     let token = bearer(headers)?;
-    match tokens.verify(token).await {
-        Ok(claims) => Ok(Caller { claims }),
+    let claims = match tokens.verify(token).await {
+        Ok(claims) => claims,
         Err(Error::Unauthenticated(why)) => {
             tracing::debug!(%why, "token refused");
+            return Err(ApiError::authentication_failed("Invalid token."));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    match orgs.get_organization(&claims.org).await? {
+        Some(o) if o.admits_token_issued_at(claims.iat) => Ok(Caller { claims }),
+        Some(_) => {
+            tracing::debug!(org = %claims.org, "token refused: issued before its organization was created");
             Err(ApiError::authentication_failed("Invalid token."))
         }
-        Err(other) => Err(other.into()),
+        None => {
+            tracing::debug!(org = %claims.org, "token refused: no such organization");
+            Err(ApiError::authentication_failed(
+                "Invalid token: its organization does not exist.",
+            ))
+        }
     }
 }
 

@@ -22,11 +22,14 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use kat_core::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
-//! use kat_core::org::OrgCode;
+//! use kat_core::org::{OrgCode, Organization};
+//! use kat_core::store::OrgStore;
 //! use kat_http::{all_permissions, mint_operator_token, Api, ApiConfig, JwtAuthority};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let tasks = Arc::new(MemoryTaskStore::default());
+//! // Tokens are accepted only for organizations that exist.
+//! tasks.put_organization(Organization::new(OrgCode::new("acme")?, "Acme")).await?;
 //! let tokens = Arc::new(JwtAuthority::hs256(&[42u8; 32], tasks.clone())?);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
@@ -142,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: Arc<dyn TokenAuthority>,
     pub(crate) control: Option<Arc<dyn TaskControl>>,
     pub(crate) config: ApiConfig,
+    /// Serializes creating and deleting organizations (a check, then a write).
+    pub(crate) org_admin: tokio::sync::Mutex<()>,
 }
 
 /// The API: routes requests to the stores, the engine's [`TaskControl`] and the token authority.
@@ -185,6 +190,7 @@ impl Api {
                 tokens,
                 control,
                 config,
+                org_admin: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -348,11 +348,25 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "List organizations (the token's own only)",
     },
     Route {
+        pattern: "/api/v1/organizations/",
+        method: Method::POST,
+        handler: handler!(|ctx, _| orgs::create(ctx)),
+        permission: On(Add, Resource::Organization),
+        summary: "Create an organization (any organization's token with the permission; never a task token)",
+    },
+    Route {
         pattern: "/api/v1/organizations/{code}/",
         method: Method::GET,
         handler: handler!(|ctx, p| orgs::retrieve(ctx, p.get("code")?)),
         permission: On(View, Resource::Organization),
         summary: "Get the token's organization",
+    },
+    Route {
+        pattern: "/api/v1/organizations/{code}/",
+        method: Method::DELETE,
+        handler: handler!(|ctx, p| orgs::destroy(ctx, p.get("code")?)),
+        permission: On(Delete, Resource::Organization),
+        summary: "Delete an organization: its tokens are refused, its data deleted",
     },
 ];
 

@@ -18,7 +18,7 @@
 //! | `J` jti | `i64` exp | a revoked token |
 //! | `X` exp jti | empty | revoked tokens by expiry, so purging costs what expired |
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -48,6 +48,7 @@ const T_ORGANIZATION: u8 = b'R';
 const T_PLUGIN: u8 = b'P';
 const T_REVOKED: u8 = b'J';
 const T_EXPIRY: u8 = b'X';
+const T_PLUGIN_OVERRIDE: u8 = b'V';
 
 fn task_key(id: TaskId) -> Key {
     Key::new(T_TASK).id(id.0.as_bytes())
@@ -86,6 +87,17 @@ fn org_key(code: &OrgCode) -> Key {
 
 fn plugin_key(id: &str) -> Key {
     Key::new(T_PLUGIN).str(id)
+}
+
+fn override_prefix(org: &OrgCode) -> Key {
+    Key::new(T_PLUGIN_OVERRIDE).str(org.as_str())
+}
+
+/// An organization's override of a plugin's enabled flag, as stored (the key repeats both).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Override {
+    plugin_id: String,
+    enabled: bool,
 }
 
 fn revoked_key(jti: &str) -> Key {
@@ -212,6 +224,41 @@ impl TaskQueue for SledStore {
         Ok(self
             .blocking(move |inner| get_json(&inner.state, "task", task_key(id).as_slice()))
             .await?)
+    }
+
+    async fn delete_org_tasks(&self, org: &OrgCode) -> Result<u64> {
+        let prefix = Key::new(T_TASK_BY_ORG).str(org.as_str()).into_vec();
+        let n = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut n = 0u64;
+                for entry in inner.state.scan_prefix(&prefix) {
+                    let (k, v) = entry?;
+                    let (id, _) = take_id(&v)
+                        .ok_or_else(|| SledStoreError::decode("task index", "not a task id"))?;
+                    let id = TaskId(uuid::Uuid::from_bytes(id));
+                    if let Some(t) =
+                        get_json::<Task>(&inner.state, "task", task_key(id).as_slice())?
+                    {
+                        for ik in task_index_keys(&t) {
+                            batch.remove(ik);
+                        }
+                    }
+                    batch.remove(k);
+                    batch.remove(task_key(id).into_vec());
+                    n += 1;
+                }
+                if n > 0 {
+                    inner.state.apply_batch(batch)?;
+                }
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            self.written().await?;
+        }
+        Ok(n)
     }
 
     async fn transition_task(
@@ -511,6 +558,50 @@ impl PluginCatalog for SledStore {
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
         Ok(self
             .blocking(|inner| scan_json(&inner.state, "plugin record", T_PLUGIN))
+            .await?)
+    }
+
+    async fn set_plugin_override(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+        enabled: Option<bool>,
+    ) -> Result<()> {
+        let k = override_prefix(org).str(plugin_id).into_vec();
+        let plugin_id = plugin_id.to_string();
+        self.blocking(move |inner| {
+            match enabled {
+                Some(enabled) => {
+                    inner.state.insert(
+                        k,
+                        to_json("plugin override", &Override { plugin_id, enabled })?,
+                    )?;
+                }
+                None => {
+                    inner.state.remove(k)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.written().await?;
+        Ok(())
+    }
+
+    async fn plugin_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>> {
+        let prefix = override_prefix(org).into_vec();
+        Ok(self
+            .blocking(move |inner| {
+                inner
+                    .state
+                    .scan_prefix(&prefix)
+                    .map(|e| {
+                        let (_, v) = e?;
+                        let o: Override = from_json("plugin override", &v)?;
+                        Ok((o.plugin_id, o.enabled))
+                    })
+                    .collect()
+            })
             .await?)
     }
 }

@@ -116,12 +116,9 @@ async fn everything_survives_a_reopen() {
         .expect("transition");
         s.put_schedule(due.clone()).await.expect("schedule");
         s.put_object_set(set.clone()).await.expect("set");
-        s.put_organization(Organization {
-            code: o.clone(),
-            name: "Reopen".into(),
-        })
-        .await
-        .expect("org");
+        s.put_organization(Organization::new(o.clone(), "Reopen"))
+            .await
+            .expect("org");
         let defs = PluginDef::parse_file(
             r#"[{"plugin_id": "dns", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"]}]"#,
             "t.json",

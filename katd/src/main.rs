@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! katd serve   --data /var/lib/kat --plugins plugins/plugins.json --org acme
-//! katd token   --data /var/lib/kat --org acme --admin            # prints a token for curl
+//! katd token   --data /var/lib/kat --org acme --admin            # prints a token for curl (acme must exist)
 //! katd declare --type hostname example.com --scan-level 2        # KAT_API and KAT_TOKEN from the environment
 //! katd run     dns example.com                                   # queue a task and follow it
 //! katd tasks | katd objects hostname | katd files | katd report
@@ -65,7 +65,8 @@ enum Command {
     /// Serve the API and run plugins: a store, a container runtime and the HTTP API (default: sled +
     /// Docker), until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
-    /// Mint a token for a person or program, to use the API with curl.
+    /// Mint a token for a person or program, to use the API with curl; the organization must exist
+    /// (asked of the API at --api / KAT_API unless --no-check).
     Token(TokenArgs),
     /// Declare objects (hostnames or IP addresses), optionally with a scan level.
     Declare(DeclareArgs),
@@ -152,6 +153,13 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
+    /// The API that checks the organization exists (the deployment the token is for).
+    #[arg(long, env = "KAT_API", default_value = "http://127.0.0.1:8000/api/v1")]
+    api: String,
+    /// Mint without asking the API whether the organization exists (the API refuses the token anyway
+    /// while it does not).
+    #[arg(long)]
+    no_check: bool,
 }
 
 /// `katd declare`.
@@ -310,7 +318,7 @@ fn init_logging() {
 async fn dispatch(command: Command) -> Result<(), Error> {
     match command {
         Command::Serve(args) => cmd::serve::run(args).await,
-        Command::Token(args) => cmd::token::run(args),
+        Command::Token(args) => cmd::token::run(args).await,
         Command::Declare(args) => cmd::declare::run(args).await,
         Command::Run(args) => cmd::run::run(args).await,
         Command::Tasks(args) => cmd::tasks::run(args).await,

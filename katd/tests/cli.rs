@@ -147,7 +147,7 @@ fn a_token_needs_admin_or_permissions() {
         stderr(&out)
     );
     let out = katd()
-        .args(["token", "--org", "acme", "--admin"])
+        .args(["token", "--org", "acme", "--admin", "--no-check"])
         .env("KAT_JWT_SECRET", "cli-test-secret-cli-test-secret-cli!!")
         .output()
         .expect("katd runs");
@@ -217,4 +217,21 @@ fn a_bad_policy_is_refused_naming_the_file_the_plugin_and_the_field_before_anyth
         "{err}"
     );
     assert!(!data.exists(), "nothing written for a bad policy");
+}
+
+#[test]
+fn a_token_is_not_minted_when_the_organization_cannot_be_checked() {
+    let out = katd()
+        .args(["token", "--org", "acme", "--admin"])
+        .args(["--api", "http://127.0.0.1:1/api/v1"])
+        .env("KAT_JWT_SECRET", "cli-test-secret-cli-test-secret-cli!!")
+        .output()
+        .expect("katd runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert!(
+        stderr(&out).contains("cannot check that organization \"acme\" exists"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,4 +1,5 @@
-//! Killing `katd` mid-task and starting it again leaves no running task and no container.
+//! Killing `katd` mid-task and starting it again leaves no running task, no container and no valid token
+//! of the interrupted task.
 //!
 //! A test binary of its own: katd reaps every container of ours whose task it is not running, so this
 //! must not run beside the other end-to-end tests (cargo runs test binaries one after another).
@@ -94,6 +95,33 @@ async fn killing_katd_mid_task_and_restarting_leaves_no_running_task_and_no_cont
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The task's token, as its container got it; valid while the task runs (a 403, not a 401: it
+    // authenticates but may not list tasks).
+    let container = kat::core::runtime::ContainerRuntime::list_managed(&rt)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.task == Some(id))
+        .expect("the task's container");
+    let task_token = container_env(&container.id, "OPENKAT_TOKEN");
+    let probe = |token: String| {
+        let http = http.clone();
+        let url = format!("{api}/tasks/");
+        async move {
+            http.get(url)
+                .header("Authorization", format!("Token {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        probe(task_token.clone()).await,
+        403,
+        "the running task's token is valid"
+    );
     // SIGKILL: no clean-up runs; the container is orphaned and the task is left "running".
     first.kill().unwrap();
     first.wait().unwrap();
@@ -128,6 +156,33 @@ async fn killing_katd_mid_task_and_restarting_leaves_no_running_task_and_no_cont
         .await
         .unwrap();
     assert_eq!(running["count"], 0, "{running}");
+    assert_eq!(
+        probe(task_token).await,
+        401,
+        "the interrupted task's token was revoked at recovery"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+/// One variable of a container's environment, from `docker inspect`.
+fn container_env(container: &str, name: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            container,
+        ])
+        .output()
+        .expect("docker inspect runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("the container has no {name}"))
 }

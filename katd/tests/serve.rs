@@ -197,3 +197,56 @@ async fn serve_with_store_memory_writes_nothing_to_the_data_directory() {
         .unwrap_or_default();
     assert!(entries.is_empty(), "{entries:?}");
 }
+
+#[cfg(feature = "docker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn katd_token_refuses_an_organization_that_does_not_exist() {
+    let Some(entrypoint) = support::docker_ready().await else {
+        return;
+    };
+    let k = serve(&entrypoint, &["--store", "memory"]).await;
+    let mint = |org: &str| {
+        katd()
+            .args(["token", "--admin", "--org", org, "--api", &k.api])
+            .env("KAT_JWT_SECRET", "serve-test-secret-serve-test-secret!!")
+            .output()
+            .expect("katd runs")
+    };
+    let out = mint("ghost");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token is printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no organization \"ghost\""), "{err}");
+    let out = mint("acme");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let resp = k
+        .http
+        .get(format!("{}/organizations/acme/", k.api))
+        .header("Authorization", format!("Token {token}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    // A token minted without the check is refused by the API all the same.
+    let out = katd()
+        .args(["token", "--admin", "--org", "ghost", "--no-check"])
+        .env("KAT_JWT_SECRET", "serve-test-secret-serve-test-secret!!")
+        .output()
+        .expect("katd runs");
+    assert!(out.status.success());
+    let ghost = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let resp = k
+        .http
+        .post(format!("{}/objects/", k.api))
+        .header("Authorization", format!("Token {ghost}"))
+        .json(&json!({"hostname": [{"network": "internet", "name": "ghost.example"}]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+}

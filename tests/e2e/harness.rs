@@ -99,10 +99,7 @@ pub(crate) async fn start_with(
         ..EngineConfig::default()
     };
     cfg.plugin_files = vec![pfile];
-    cfg.organizations = vec![Organization {
-        code: org.clone(),
-        name: "Acme".into(),
-    }];
+    cfg.organizations = vec![Organization::new(org.clone(), "Acme")];
     tweak(&mut cfg);
     let d = {
         let _one_at_a_time = START.lock().await;

@@ -7,5 +7,6 @@ mod harness;
 mod chain;
 mod lifecycle;
 mod modes;
+mod orgs;
 mod privileges;
 mod rights;

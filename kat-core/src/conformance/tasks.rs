@@ -295,10 +295,7 @@ pub async fn object_sets(store: &dyn ScheduleStore) -> Result<()> {
 /// Organizations round-trip.
 pub async fn organizations(store: &dyn OrgStore) -> Result<()> {
     let o = org("t-cat");
-    let acme = Organization {
-        code: o.clone(),
-        name: "Acme".into(),
-    };
+    let acme = Organization::new(o.clone(), "Acme");
     store.put_organization(acme.clone()).await?;
     assert_eq!(store.get_organization(&o).await?, Some(acme.clone()));
     assert!(store.list_organizations().await?.contains(&acme));
@@ -333,6 +330,43 @@ pub async fn plugins(store: &dyn PluginCatalog) -> Result<()> {
     Ok(())
 }
 
+/// Enabling and disabling is per organization: an override beats the catalogue's default for its
+/// organization only, and clearing it returns to the default.
+pub async fn plugin_overrides(store: &dyn PluginCatalog) -> Result<()> {
+    let defs = PluginDef::parse_file(
+        r#"[{"plugin_id": "t-ov", "oci_image": "img", "oci_arguments": ["dig", "{hostname}"]}]"#,
+        "conformance.json",
+    )?;
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    store.put_plugins(writes).await?;
+    let (a, b) = (org("t-ov-a"), org("t-ov-b"));
+    assert!(store.plugin_overrides(&a).await?.is_empty());
+    assert_eq!(store.plugin_for(&a, "t-ov").await?.map(|p| p.1), Some(true));
+    store.set_plugin_override(&a, "t-ov", Some(false)).await?;
+    assert_eq!(
+        store.plugin_overrides(&a).await?,
+        [("t-ov".to_string(), false)].into_iter().collect()
+    );
+    assert_eq!(
+        store.plugin_for(&a, "t-ov").await?.map(|p| p.1),
+        Some(false)
+    );
+    assert_eq!(
+        store.plugin_for(&b, "t-ov").await?.map(|p| p.1),
+        Some(true),
+        "another organization keeps the default"
+    );
+    assert!(store.get_plugin("t-ov").await?.expect("plugin").enabled);
+    store.set_plugin_override(&b, "t-ov", Some(true)).await?;
+    store.clear_plugin_overrides(&a).await?;
+    assert!(store.plugin_overrides(&a).await?.is_empty());
+    assert_eq!(store.plugin_overrides(&b).await?.len(), 1);
+    store.set_plugin_override(&b, "t-ov", None).await?;
+    assert!(store.plugin_overrides(&b).await?.is_empty());
+    assert!(store.plugin_for(&a, "t-missing").await?.is_none());
+    Ok(())
+}
+
 /// The token denylist.
 pub async fn revoked_tokens(store: &dyn RevocationList) -> Result<()> {
     store.revoke_token("jti-old", 100).await?;
@@ -349,11 +383,52 @@ pub async fn revoked_tokens(store: &dyn RevocationList) -> Result<()> {
     Ok(())
 }
 
+/// A patch's token (jti and expiry) is kept on the record; deleting an organization's tasks
+/// deletes them all, and only them.
+pub async fn tokens_and_org_deletion(store: &dyn TaskQueue) -> Result<()> {
+    let gone = org("t-gone");
+    let kept = org("t-kept");
+    let a = task(&gone, "dns", 1_000);
+    let b = task(&gone, "nmap", 1_001);
+    let c = task(&kept, "dns", 1_002);
+    store
+        .create_tasks(vec![a.clone(), b.clone(), c.clone()])
+        .await?;
+    let mut p = TaskPatch::to(TaskState::Running);
+    p.token = Some(crate::task::TaskToken {
+        jti: "jti-a".into(),
+        exp: 77,
+    });
+    store.transition_task(a.id, &[TaskState::Queued], p).await?;
+    let got = store.get_task(a.id).await?.expect("task");
+    assert_eq!(
+        got.token.map(|t| (t.jti, t.exp)),
+        Some(("jti-a".into(), 77))
+    );
+    assert_eq!(store.delete_org_tasks(&gone).await?, 2);
+    assert!(store.get_task(a.id).await?.is_none());
+    assert!(store.get_task(b.id).await?.is_none());
+    let q = TaskQuery {
+        org: Some(gone.clone()),
+        ..TaskQuery::default()
+    };
+    assert_eq!(store.list_tasks(&q).await?.count, 0);
+    let all = store.list_tasks(&TaskQuery::default()).await?;
+    assert!(
+        all.items.iter().all(|t| t.org != gone),
+        "the index is gone too"
+    );
+    assert_eq!(store.get_task(c.id).await?, Some(c));
+    assert_eq!(store.delete_org_tasks(&gone).await?, 0);
+    Ok(())
+}
+
 /// Every [`TaskQueue`] case.
 pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
+    tokens_and_org_deletion(&*store).await?;
     Ok(())
 }
 
@@ -371,7 +446,8 @@ pub async fn run_org_store(store: &dyn OrgStore) -> Result<()> {
 
 /// Every [`PluginCatalog`] case.
 pub async fn run_plugin_catalog(store: &dyn PluginCatalog) -> Result<()> {
-    plugins(store).await
+    plugins(store).await?;
+    plugin_overrides(store).await
 }
 
 /// Every [`RevocationList`] case.

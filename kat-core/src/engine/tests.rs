@@ -96,10 +96,7 @@ async fn fixture() -> Fixture {
     tasks.put_plugins(writes).await.unwrap();
     let org = OrgCode::new("acme").unwrap();
     tasks
-        .put_organization(Organization {
-            code: org.clone(),
-            name: "Acme".into(),
-        })
+        .put_organization(Organization::new(org.clone(), "Acme"))
         .await
         .unwrap();
     Fixture {
@@ -794,6 +791,142 @@ async fn recovery_fails_or_requeues_tasks_left_running() {
         f.tasks.list_tasks(&running).await.unwrap().count,
         0,
         "no task is left running"
+    );
+}
+
+/// A token authority that only records revocations.
+#[derive(Debug, Default)]
+struct RecordsRevocations(std::sync::Mutex<Vec<(String, i64)>>);
+
+#[async_trait]
+impl TokenAuthority for RecordsRevocations {
+    fn mint(&self, _: &Claims) -> Result<String> {
+        Err(Error::backend("test", "no tokens in these tests", false))
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("no tokens in these tests".into()))
+    }
+    async fn revoke(&self, jti: &str, exp: i64) -> Result<()> {
+        self.0.lock().unwrap().push((jti.to_string(), exp));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn recovery_revokes_the_tokens_of_interrupted_tasks() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    let failed = f.submit_one("dns", &["a.example"]).await;
+    let requeued = f.submit_one("download", &[]).await;
+    let tokenless = f.submit_one("download", &[]).await;
+    for (t, jti) in [
+        (&failed, Some("jti-a")),
+        (&requeued, Some("jti-b")),
+        (&tokenless, None),
+    ] {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.token = jti.map(|j| TaskToken {
+            jti: j.into(),
+            exp: 4_000_000_000,
+        });
+        f.tasks
+            .transition_task(t.id, &[TaskState::Queued], p)
+            .await
+            .unwrap();
+    }
+    let stored = f.tasks.get_task(failed.id).await.unwrap().unwrap();
+    assert_eq!(stored.token.as_ref().map(|t| t.jti.as_str()), Some("jti-a"));
+    let tokens = Arc::new(RecordsRevocations::default());
+    let engine = Engine::builder()
+        .objects(f.objects.clone())
+        .files(f.files.clone())
+        .tasks(f.tasks.clone())
+        .runtime(Arc::new(NotStarted))
+        .tokens(tokens.clone())
+        .build()
+        .unwrap();
+    let rec = engine.recover().await.unwrap();
+    assert_eq!(rec.failed, vec![failed.id]);
+    assert_eq!(rec.requeued.len(), 2);
+    assert_eq!(rec.revoked, 2);
+    let mut revoked = tokens.0.lock().unwrap().clone();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec![
+            ("jti-a".to_string(), 4_000_000_000),
+            ("jti-b".to_string(), 4_000_000_000)
+        ],
+        "the failed task's token and the requeued task's old token"
+    );
+}
+
+#[tokio::test]
+async fn disabling_a_plugin_is_per_organization() {
+    let f = fixture().await;
+    let beta = OrgCode::new("beta").unwrap();
+    f.tasks
+        .put_organization(Organization::new(beta.clone(), "Beta"))
+        .await
+        .unwrap();
+    f.tasks
+        .set_plugin_override(&f.org, "download", Some(false))
+        .await
+        .unwrap();
+    let e = f.refused("download", &[]).await;
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    assert!(e.to_string().contains("acme"), "{e}");
+    let t = f
+        .engine
+        .submit(TaskRequest {
+            org: beta.clone(),
+            plugin_id: "download".into(),
+            input: vec![],
+            submitter: Submitter::operator("test"),
+        })
+        .await
+        .expect("beta keeps the catalogue's default");
+    assert_eq!(t[0].org, beta);
+    // A global schedule runs for the organizations that have the plugin enabled only.
+    let s = Schedule {
+        id: ScheduleId::new(),
+        org: None,
+        plugin_id: "download".into(),
+        object_set: None,
+        interval: Interval::from_secs(3600).unwrap(),
+        enabled: true,
+        next_run_at: Timestamp::from_secs(0),
+        last_run_at: None,
+        created_at: Timestamp::from_secs(0),
+        owner: None,
+        disabled_reason: None,
+    };
+    f.tasks.put_schedule(s.clone()).await.unwrap();
+    f.engine.tick(Timestamp::from_secs(1000)).await.unwrap();
+    let made: Vec<OrgCode> = f
+        .all_tasks()
+        .await
+        .into_iter()
+        .filter(|t| t.schedule == Some(s.id))
+        .map(|t| t.org)
+        .collect();
+    assert_eq!(made, vec![beta.clone()]);
+    // An organization may enable a plugin the catalogue disables; the others still may not use it.
+    f.tasks
+        .set_plugin_override(&beta, "parse-nmap-off", Some(true))
+        .await
+        .unwrap();
+    assert!(
+        f.engine
+            .enabled_plugin(&beta, "parse-nmap-off")
+            .await
+            .is_ok()
+    );
+    assert!(
+        f.engine
+            .enabled_plugin(&f.org, "parse-nmap-off")
+            .await
+            .is_err()
     );
 }
 

@@ -18,7 +18,7 @@ use kat_core::object::ObjectType;
 use kat_core::org::OrgCode;
 use kat_core::permission::{Action, Resource, required_for};
 use kat_core::plugin::{PluginDef, sync};
-use kat_core::store::{ByteStream, FileStore, NewFile, PluginCatalog, TaskQueue};
+use kat_core::store::{ByteStream, FileStore, NewFile, OrgStore, PluginCatalog, TaskQueue};
 use kat_core::task::{Task, TaskInput};
 
 use super::*;
@@ -292,6 +292,10 @@ async fn world() -> World {
     let tasks = Arc::new(MemoryTaskStore::default());
     let auth = Arc::new(JwtAuthority::hs256(&[7u8; 32], tasks.clone()).unwrap());
     let org = OrgCode::new("acme").unwrap();
+    tasks
+        .put_organization(kat_core::org::Organization::new(org.clone(), "Acme"))
+        .await
+        .unwrap();
     let token = mint_operator_token(
         auth.as_ref(),
         "walker",

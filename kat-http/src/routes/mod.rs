@@ -198,7 +198,8 @@ async fn run(
     span.record("route", matched.pattern.text);
     let route = matched.route(&parts.method)?;
     let query = Query::parse(parts.uri.query())?;
-    let caller = auth::authenticate(inner.tokens.as_ref(), &parts.headers).await?;
+    let caller =
+        auth::authenticate(inner.tokens.as_ref(), inner.tasks.as_ref(), &parts.headers).await?;
     let mut ctx = Ctx {
         inner,
         caller,

@@ -1,4 +1,5 @@
-//! `/plugins/`: the catalogue (global), list, get, enable, disable.
+//! `/plugins/`: the catalogue (global), list, get; enable and disable for the caller's
+//! organization (an override of the catalogue's default, which other organizations keep).
 
 use http::Response;
 use serde_json::{Value, json};
@@ -10,11 +11,16 @@ use crate::auth::ListScope;
 use crate::body::ApiBody;
 use crate::error::{ApiError, ApiResult};
 
-fn plugin_json(r: &PluginRecord) -> Value {
+/// A plugin as the caller's organization sees it: `enabled` is whether it runs for that
+/// organization, `enabled_by_default` the catalogue's default, `organization_override` the
+/// organization's own choice (`null` when it has none).
+fn plugin_json(r: &PluginRecord, org_override: Option<bool>) -> Value {
     let mut v = serde_json::to_value(&r.def).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
         m.insert("id".into(), r.def.plugin_id.clone().into());
-        m.insert("enabled".into(), r.enabled.into());
+        m.insert("enabled".into(), r.enabled_with(org_override).into());
+        m.insert("enabled_by_default".into(), r.enabled.into());
+        m.insert("organization_override".into(), org_override.into());
         m.insert("in_source".into(), r.in_source.into());
         m.insert("refused".into(), r.refused.clone().into());
     }
@@ -33,9 +39,10 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
         Some(_) => return Err(ApiError::invalid("enabled", "enabled is true or false")),
     };
     let search = p.search.as_ref().map(|s| s.to_lowercase());
+    let overrides = ctx.inner.tasks.plugin_overrides(ctx.caller.org()).await?;
     let mut all = ctx.inner.tasks.list_plugins().await?;
     all.retain(|r| {
-        enabled.is_none_or(|e| e == r.enabled)
+        enabled.is_none_or(|e| e == r.enabled_with(overrides.get(&r.def.plugin_id).copied()))
             && search.as_ref().is_none_or(|s| {
                 r.def.plugin_id.to_lowercase().contains(s) || r.def.name.to_lowercase().contains(s)
             })
@@ -46,7 +53,14 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     });
     all.sort_by(|a, b| a.def.plugin_id.cmp(&b.def.plugin_id));
     let (count, items) = page_of(all, &p);
-    Ok(ctx.page(&p, count, items.iter().map(plugin_json).collect()))
+    Ok(ctx.page(
+        &p,
+        count,
+        items
+            .iter()
+            .map(|r| plugin_json(r, overrides.get(&r.def.plugin_id).copied()))
+            .collect(),
+    ))
 }
 
 async fn load(ctx: &Ctx<'_>, id: &str) -> ApiResult<PluginRecord> {
@@ -61,10 +75,23 @@ async fn load(ctx: &Ctx<'_>, id: &str) -> ApiResult<PluginRecord> {
 pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, id: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     ctx.require_pk(id)?;
-    Ok(ok(&plugin_json(&load(ctx, id).await?)))
+    let r = load(ctx, id).await?;
+    let ov = org_override(ctx, id).await?;
+    Ok(ok(&plugin_json(&r, ov)))
 }
 
-/// `POST /plugins/<id>/enable/` and `/disable/` (permission `plugins.change_plugin`).
+async fn org_override(ctx: &Ctx<'_>, id: &str) -> ApiResult<Option<bool>> {
+    Ok(ctx
+        .inner
+        .tasks
+        .plugin_overrides(ctx.caller.org())
+        .await?
+        .get(id)
+        .copied())
+}
+
+/// `POST /plugins/<id>/enable/` and `/disable/` (permission `plugins.change_plugin`): the caller's
+/// organization's override; other organizations and the catalogue's default are untouched.
 pub(crate) async fn set_enabled(
     ctx: &mut Ctx<'_>,
     id: &str,
@@ -72,7 +99,7 @@ pub(crate) async fn set_enabled(
 ) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     ctx.require_pk(id)?;
-    let mut r = load(ctx, id).await?;
+    let r = load(ctx, id).await?;
     if enabled && !r.in_source {
         return Err(ApiError::new(
             http::StatusCode::CONFLICT,
@@ -81,9 +108,10 @@ pub(crate) async fn set_enabled(
             format!("plugin {id:?} was removed from the plugin files and cannot be enabled"),
         ));
     }
-    if r.enabled != enabled {
-        r.enabled = enabled;
-        ctx.inner.tasks.put_plugins(vec![r.clone()]).await?;
-    }
-    Ok(ok(&plugin_json(&r)))
+    ctx.inner
+        .tasks
+        .set_plugin_override(ctx.caller.org(), id, Some(enabled))
+        .await?;
+    tracing::info!(plugin = %id, org = %ctx.caller.org(), enabled, "plugin override set");
+    Ok(ok(&plugin_json(&r, Some(enabled))))
 }

@@ -367,6 +367,24 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
             ..Details::DEFAULT
         },
     ),
+    (
+        Method::POST,
+        "/api/v1/organizations/",
+        Details {
+            permission_note: " (never a task token)",
+            body: RequestBody::Json("An organization: code (a-z 0-9 - _, up to 32) and name"),
+            errors: &[400, 401, 403, 409],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/organizations/{code}/",
+        Details {
+            permission_note: " (never a task token); deletes the organization's data",
+            ..Details::DEFAULT
+        },
+    ),
 ];
 
 /// The descriptions of each pattern's path parameters, by pattern of the table.
@@ -421,6 +439,7 @@ fn error_description(status: u16) -> &'static str {
         401 => "Missing or invalid token",
         403 => "Missing permission",
         404 => "Not found",
+        409 => "Conflict (it exists, or its state forbids the change)",
         413 => "Body too large",
         503 => "No task engine",
         _ => "Error",

@@ -8,6 +8,7 @@ mod common;
 mod files;
 mod limits;
 mod objects;
+mod orgs;
 mod permissions;
 mod rights;
 mod tasks;

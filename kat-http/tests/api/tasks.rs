@@ -344,7 +344,16 @@ async fn plugins_and_schema() {
         .call("POST", "/api/v1/plugins/dns/disable/", Some(&t), None)
         .await;
     assert_eq!(r.json()["enabled"], false);
-    assert!(!s.tasks.get_plugin("dns").await.unwrap().unwrap().enabled);
+    // The organization's override; the catalogue's default (every other organization's) stays.
+    assert!(s.tasks.get_plugin("dns").await.unwrap().unwrap().enabled);
+    assert_eq!(
+        s.tasks
+            .plugin_overrides(&org("acme"))
+            .await
+            .unwrap()
+            .get("dns"),
+        Some(&false)
+    );
     assert_eq!(
         s.get("/api/v1/plugins/?enabled=true", &t).await.json()["count"],
         1

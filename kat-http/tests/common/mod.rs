@@ -25,7 +25,7 @@ use kat_core::clock::Timestamp;
 use kat_core::control::{TaskControl, TaskRequest};
 use kat_core::memory::{MemoryFileStore, MemoryObjectStore, MemoryTaskStore};
 use kat_core::object::ObjectType;
-use kat_core::org::OrgCode;
+use kat_core::org::{OrgCode, Organization};
 use kat_core::permission::Permissions;
 use kat_core::store::{FileMeta, FileStore, ObjectStore, TaskStore};
 use kat_core::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState};
@@ -230,6 +230,12 @@ pub async fn start(opts: Options) -> Server {
         }
     };
     let files = opts.files.unwrap_or(files);
+    // The organizations the tests use, there since the epoch (tokens of any age are theirs).
+    for code in TEST_ORGS {
+        let mut o = Organization::new(org(code), code);
+        o.created_at = Timestamp::from_millis(0);
+        tasks.put_organization(o).await.unwrap();
+    }
     let auth = Arc::new(authority(opts.alg, tasks.clone()));
     let engine = opts.engine.then(|| {
         kat_core::engine::Engine::builder()
@@ -283,6 +289,9 @@ pub async fn start(opts: Options) -> Server {
         _dir: dir,
     }
 }
+
+/// The organizations every test server has.
+pub const TEST_ORGS: [&str; 5] = ["acme", "org-a", "org-b", "other", "victim"];
 
 pub fn org(s: &str) -> OrgCode {
     OrgCode::new(s).unwrap()

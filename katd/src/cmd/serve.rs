@@ -98,10 +98,7 @@ fn engine_config(args: &ServeArgs) -> Result<EngineConfig, Error> {
 /// `code` or `code:Name`.
 fn parse_org(s: &str) -> Result<Organization, Error> {
     let (code, name) = s.split_once(':').unwrap_or((s, s));
-    Ok(Organization {
-        code: OrgCode::new(code)?,
-        name: name.to_string(),
-    })
+    Ok(Organization::new(OrgCode::new(code)?, name.to_string()))
 }
 
 /// The line that says where katd serves and what start-up did.

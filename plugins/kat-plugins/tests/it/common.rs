@@ -140,6 +140,12 @@ impl RealApi {
             kat_store_sled::SledStore::open(dir.path(), kat_store_sled::SledOptions::default())
                 .unwrap(),
         );
+        // The API refuses tokens of organizations that do not exist.
+        rt.block_on(kat_core::store::OrgStore::put_organization(
+            store.as_ref(),
+            kat_core::org::Organization::new(OrgCode::new(ORG).unwrap(), ORG),
+        ))
+        .unwrap();
         let auth = Arc::new(
             JwtAuthority::hs256(b"kat-plugins-tests-secret-0123456789abcdef", store.clone())
                 .unwrap(),
