@@ -248,6 +248,43 @@ async fn unknown_disabled_and_missing_things_are_refused() {
 }
 
 #[tokio::test]
+async fn a_list_of_requests_is_all_or_nothing() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    f.host("zero.example", Some(0)).await;
+    // The second names an unknown plugin, the third a target below the plugin's level: nothing runs.
+    for bad in [
+        vec![f.req("dns", &["a.example"]), f.req("nope", &[])],
+        vec![
+            f.req("download", &[]),
+            f.req("dns", &["a.example"]),
+            f.req("dns", &["zero.example"]),
+        ],
+        vec![f.req("dns", &["a.example"]), f.req("dns", &["missing!"])],
+    ] {
+        f.engine.submit_all(bad).await.expect_err("refused");
+        assert!(f.all_tasks().await.is_empty(), "nothing is queued");
+        assert!(lock(&f.engine.inner.queue).is_empty(), "nothing dispatched");
+    }
+    let e = f
+        .engine
+        .submit_all(vec![f.req("download", &[]), f.req("dns", &["not a hostname!"])])
+        .await
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("not a hostname!"),
+        "the refusal names what is wrong: {e}"
+    );
+    let tasks = f
+        .engine
+        .submit_all(vec![f.req("dns", &["a.example"]), f.req("download", &[])])
+        .await
+        .expect("a good list");
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(f.all_tasks().await.len(), 2);
+}
+
+#[tokio::test]
 async fn manual_input_is_batched() {
     let f = fixture().await;
     let mut names = Vec::new();
@@ -605,6 +642,25 @@ fn config_reads_the_seed_variables() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("PLUGIN_TIMEOUT"), "{e}");
+}
+
+#[test]
+fn a_bad_plugin_timeout_is_an_error_naming_the_variable_and_the_value() {
+    for bad in [
+        "1e300", "-1", "NaN", "nan", "inf", "abc", "0", "0.0", "1e-300", "10081",
+    ] {
+        let e = EngineConfig::from_lookup(|k| (k == "PLUGIN_TIMEOUT").then(|| bad.to_string()))
+            .expect_err(bad);
+        assert!(
+            matches!(e, Error::Invalid { ref at, .. } if at == "PLUGIN_TIMEOUT"),
+            "{bad}: {e}"
+        );
+        let m = e.to_string();
+        assert!(m.contains(&format!("PLUGIN_TIMEOUT={bad:?}")), "{bad}: {m}");
+    }
+    let c = EngineConfig::from_lookup(|k| (k == "PLUGIN_TIMEOUT").then(|| "10080".to_string()))
+        .expect("seven days");
+    assert_eq!(c.plugin_timeout, Duration::from_secs(7 * 86_400));
 }
 
 #[test]
