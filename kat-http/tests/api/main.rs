@@ -11,3 +11,4 @@ mod objects;
 mod permissions;
 mod tasks;
 mod tokens;
+mod uploads;
