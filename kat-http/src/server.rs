@@ -1,4 +1,5 @@
-//! The accept loop: HTTP/1.1 connections on hyper, bounded request heads, graceful shutdown.
+//! The accept loop: HTTP/1.1 connections on hyper, bounded request heads (size and read time),
+//! graceful shutdown.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,7 +20,7 @@ pub(crate) async fn serve(
     let cfg = api.config().clone();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(cfg.header_read_timeout.max(Duration::from_millis(1)))
         .max_header_size(cfg.max_header_bytes.max(1024))
         .max_buf_size(cfg.max_header_bytes.max(64 * 1024).max(8192))
         .keep_alive(true);

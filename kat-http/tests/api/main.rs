@@ -9,6 +9,7 @@ mod files;
 mod limits;
 mod objects;
 mod permissions;
+mod slow;
 mod tasks;
 mod tokens;
 mod uploads;
