@@ -272,7 +272,8 @@ pub struct DeployConfig {
     pub organizations: Vec<Organization>,
     /// The HS256 secret of task and operator tokens (at least 32 bytes).
     pub jwt_secret: Vec<u8>,
-    /// The API's settings. An empty `public_base_url` is derived from the listening address.
+    /// The API's settings. An empty `public_base_url` is derived from the listening address;
+    /// [`DeployConfig::new`] spools uploads in `<data dir>/spool`.
     pub api: ApiConfig,
     /// sled's settings, when the store is sled.
     #[cfg(feature = "sled")]
@@ -301,8 +302,8 @@ pub fn deployment_name(data_dir: &Path) -> String {
 
 impl DeployConfig {
     /// A configuration with defaults for everything but the data directory, address and secret: sled
-    /// in the data directory, Docker, and as the engine's deployment name [`deployment_name`] of the
-    /// data directory.
+    /// in the data directory, Docker, as the engine's deployment name [`deployment_name`] of the
+    /// data directory, and uploads spooled in its `spool` subdirectory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr, jwt_secret: Vec<u8>) -> Self {
         let data_dir = data_dir.into();
         DeployConfig {
@@ -313,13 +314,17 @@ impl DeployConfig {
                 deployment: deployment_name(&data_dir),
                 ..EngineConfig::default()
             },
-            store: StoreChoice::Sled(data_dir),
+            store: StoreChoice::Sled(data_dir.clone()),
             plugin_files: Vec::new(),
             enable_new_plugins: true,
             finding_types: None,
             organizations: Vec::new(),
+            api: ApiConfig {
+                // Spooled uploads live with the data, and a start removes those a killed process left.
+                spool_dir: Some(data_dir.join("spool")),
+                ..ApiConfig::default()
+            },
             jwt_secret,
-            api: ApiConfig::default(),
             #[cfg(feature = "sled")]
             sled: SledOptions::default(),
         }
@@ -796,6 +801,7 @@ mod tests {
         assert_eq!(cfg.store, StoreChoice::Sled(data().to_path_buf()));
         assert_eq!(cfg.runtime, RuntimeChoice::Docker);
         assert_eq!(cfg.engine.deployment, deployment_name(data()));
+        assert_eq!(cfg.api.spool_dir, Some(data().join("spool")));
     }
 
     #[test]

@@ -106,8 +106,11 @@ pub struct ApiConfig {
     /// Largest request head (request line and headers), in bytes (default 32 KiB); larger gets hyper's
     /// 431. Tokens are capped separately at [`MAX_TOKEN_BYTES`].
     pub max_header_bytes: usize,
-    /// Where an upload whose `type` field comes after its file part is spooled until the type is
-    /// known (default: the system's temporary directory).
+    /// Where an upload whose `type` field comes after its file part is spooled (as `kat-upload-*`
+    /// files) until the body is complete (default: the system's temporary directory). When set, it
+    /// is a directory of this API's own: [`Api::serve`] creates it and removes the `kat-upload-*`
+    /// files a killed process left in it before it accepts connections. `kat::deploy` puts it in
+    /// the data directory.
     pub spool_dir: Option<std::path::PathBuf>,
     /// Longest time to receive a request head (request line and headers) once a connection is
     /// open or a previous request answered (default 30 s); a slower head has its connection closed.
@@ -214,7 +217,8 @@ impl Api {
     }
 
     /// Serve HTTP/1.1 on `listener` until `shutdown` completes, then stop accepting, let requests in
-    /// flight finish (at most [`ApiConfig::shutdown_grace`]) and return.
+    /// flight finish (at most [`ApiConfig::shutdown_grace`]) and return. First, leftover spooled
+    /// uploads in [`ApiConfig::spool_dir`] are removed.
     ///
     /// # Errors
     /// Only if the listener itself fails for good; a failing connection is logged and dropped.

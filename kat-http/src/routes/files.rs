@@ -386,7 +386,11 @@ async fn spool_part(
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     let spool = Spool {
-        path: dir.join(format!("kat-upload-{}", uuid::Uuid::new_v4())),
+        path: dir.join(format!(
+            "{}{}",
+            crate::server::SPOOL_PREFIX,
+            uuid::Uuid::new_v4()
+        )),
     };
     let mut f = tokio::fs::OpenOptions::new()
         .write(true)

@@ -205,3 +205,47 @@ async fn dot_names_are_replaced_like_other_unsafe_names() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn spooled_uploads_live_in_the_spool_dir_and_leftovers_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // What a process killed during a spooled upload leaves, next to a file that is not ours.
+    std::fs::write(spool.join("kat-upload-1d6f0c9e"), b"half an upload").unwrap();
+    std::fs::write(spool.join("keep.txt"), b"not a spooled upload").unwrap();
+    let s = start(Options {
+        config: kat_http::ApiConfig {
+            spool_dir: Some(spool.clone()),
+            ..kat_http::ApiConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let t = s.token("acme", all());
+    // Serving means start-up is over.
+    assert_eq!(s.get("/api/v1/file/", &t).await.status, 200);
+    let names = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&spool), vec!["keep.txt".to_string()]);
+    // A spooled upload (type after the file) that fails leaves nothing in the spool, nor does one
+    // that succeeds.
+    let bad = format!(
+        "{}{}{}",
+        file_part("stdout", "spooled"),
+        field_part("extra", "1"),
+        close()
+    );
+    assert_eq!(status_of(&s.raw(&request(&t, &bad)).await), 400);
+    let good = format!("{}{}{}", file_part("stdout", "spooled"), type_part("dns"), close());
+    assert_eq!(status_of(&s.raw(&request(&t, &good)).await), 201);
+    assert_eq!(names(&spool), vec!["keep.txt".to_string()]);
+    s.stop().await;
+}
