@@ -272,8 +272,9 @@ pub struct DeployConfig {
     pub organizations: Vec<Organization>,
     /// The HS256 secret of task and operator tokens (at least 32 bytes).
     pub jwt_secret: Vec<u8>,
-    /// The API's settings. An empty `public_base_url` is derived from the listening address;
-    /// [`DeployConfig::new`] spools uploads in `<data dir>/spool`.
+    /// The API's settings. An empty `public_base_url` is derived from the listening address; without
+    /// a `spool_dir`, uploads are spooled in a directory of this deployment's own ([`spool_dir`]),
+    /// which every start clears of what a killed process left.
     pub api: ApiConfig,
     /// sled's settings, when the store is sled.
     #[cfg(feature = "sled")]
@@ -302,8 +303,8 @@ pub fn deployment_name(data_dir: &Path) -> String {
 
 impl DeployConfig {
     /// A configuration with defaults for everything but the data directory, address and secret: sled
-    /// in the data directory, Docker, as the engine's deployment name [`deployment_name`] of the
-    /// data directory, and uploads spooled in its `spool` subdirectory.
+    /// in the data directory, Docker, and as the engine's deployment name [`deployment_name`] of the
+    /// data directory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr, jwt_secret: Vec<u8>) -> Self {
         let data_dir = data_dir.into();
         DeployConfig {
@@ -314,17 +315,13 @@ impl DeployConfig {
                 deployment: deployment_name(&data_dir),
                 ..EngineConfig::default()
             },
-            store: StoreChoice::Sled(data_dir.clone()),
+            store: StoreChoice::Sled(data_dir),
             plugin_files: Vec::new(),
             enable_new_plugins: true,
             finding_types: None,
             organizations: Vec::new(),
-            api: ApiConfig {
-                // Spooled uploads live with the data, and a start removes those a killed process left.
-                spool_dir: Some(data_dir.join("spool")),
-                ..ApiConfig::default()
-            },
             jwt_secret,
+            api: ApiConfig::default(),
             #[cfg(feature = "sled")]
             sled: SledOptions::default(),
         }
@@ -535,6 +532,7 @@ impl Deployment {
             .config(engine_cfg)
             .build()?;
         let mut api_cfg = cfg.api.clone();
+        api_cfg.spool_dir = Some(spool_dir(&cfg));
         if api_cfg.public_base_url.is_empty() {
             api_cfg.public_base_url = format!("http://{addr}");
         }
@@ -628,6 +626,29 @@ impl Deployment {
         self.stop.cancel();
         let _ = self.server.await;
         let _ = self.stores.flush().await;
+    }
+}
+
+/// Where a deployment spools uploads whose `type` comes after the file ([`ApiConfig::spool_dir`]):
+/// the configured directory, else `spool` in a sled store's directory, else (a memory store, which
+/// writes nothing to the data directory) `kat-spool-<deployment>` in the system's temporary
+/// directory. A directory of the deployment's own either way, so that a start may remove the spooled
+/// uploads a killed process left there.
+///
+/// ```
+/// use kat::deploy::{DeployConfig, spool_dir};
+/// let cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:0".parse().unwrap(), vec![7; 32]);
+/// assert_eq!(spool_dir(&cfg), std::path::Path::new("/var/lib/kat/spool"));
+/// ```
+pub fn spool_dir(cfg: &DeployConfig) -> PathBuf {
+    if let Some(dir) = &cfg.api.spool_dir {
+        return dir.clone();
+    }
+    match &cfg.store {
+        StoreChoice::Sled(path) => path.join("spool"),
+        StoreChoice::Memory => {
+            std::env::temp_dir().join(format!("kat-spool-{}", cfg.engine.deployment))
+        }
     }
 }
 
@@ -801,7 +822,21 @@ mod tests {
         assert_eq!(cfg.store, StoreChoice::Sled(data().to_path_buf()));
         assert_eq!(cfg.runtime, RuntimeChoice::Docker);
         assert_eq!(cfg.engine.deployment, deployment_name(data()));
-        assert_eq!(cfg.api.spool_dir, Some(data().join("spool")));
+    }
+
+    #[test]
+    fn uploads_are_spooled_with_the_data_or_in_a_directory_of_the_deployment() {
+        let cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:0".parse().expect("addr"), vec![]);
+        assert_eq!(spool_dir(&cfg), data().join("spool"));
+        let mut mem = cfg.clone();
+        mem.store = StoreChoice::Memory;
+        assert_eq!(
+            spool_dir(&mem),
+            std::env::temp_dir().join(format!("kat-spool-{}", deployment_name(data())))
+        );
+        let mut own = cfg;
+        own.api.spool_dir = Some("/srv/spool".into());
+        assert_eq!(spool_dir(&own), PathBuf::from("/srv/spool"));
     }
 
     #[test]

@@ -390,7 +390,11 @@ impl Engine {
                     Some(bin) => Ok(Some(
                         inner
                             .runtime
-                            .prepare_entrypoint(bin, &inner.config.entrypoint_volume)
+                            .prepare_entrypoint(
+                                bin,
+                                &inner.config.entrypoint_volume,
+                                &inner.config.deployment,
+                            )
                             .await?,
                     )),
                     None => Ok(Some(EntrypointMount {

@@ -23,7 +23,12 @@ impl ContainerRuntime for NotStarted {
     async fn capabilities(&self) -> Result<Capabilities> {
         Err(Error::backend("test", "no runtime in these tests", false))
     }
-    async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> Result<EntrypointMount> {
+    async fn prepare_entrypoint(
+        &self,
+        _: &EntrypointBinary,
+        _: &str,
+        _: &str,
+    ) -> Result<EntrypointMount> {
         Err(Error::backend("test", "no runtime in these tests", false))
     }
     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
@@ -701,8 +706,13 @@ impl ContainerRuntime for Reaper {
     async fn capabilities(&self) -> Result<Capabilities> {
         NotStarted.capabilities().await
     }
-    async fn prepare_entrypoint(&self, b: &EntrypointBinary, v: &str) -> Result<EntrypointMount> {
-        NotStarted.prepare_entrypoint(b, v).await
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
     }
     async fn run(&self, s: ContainerSpec, c: CancellationToken) -> Result<Outcome> {
         NotStarted.run(s, c).await
