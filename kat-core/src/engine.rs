@@ -112,8 +112,8 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// Read the seed's environment variables over the defaults: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST`
-    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes), and ours:
-    /// `KAT_DEPLOYMENT`.
+    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes, more than 0
+    /// and at most [`MAX_PLUGIN_TIMEOUT_MINUTES`]), and ours: `KAT_DEPLOYMENT`.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming a variable with a bad value.

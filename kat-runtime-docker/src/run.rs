@@ -19,8 +19,7 @@ use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
     EngineCalls, LABEL_HELPER, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal,
-    listed_container,
-    pull_image, pull_reference, remove_until_gone,
+    listed_container, pull_image, pull_reference, remove_until_gone,
 };
 use tracing::{debug, warn};
 

@@ -155,10 +155,7 @@ async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
         }
     };
     assert!(exists(stale.clone()).await);
-    let reaped = rt
-        .reap_orphans(&mine, &HashSet::new())
-        .await
-        .expect("reap");
+    let reaped = rt.reap_orphans(&mine, &HashSet::new()).await.expect("reap");
     assert!(reaped.contains(&stale), "{reaped:?}");
     assert!(!exists(stale).await, "the leftover helper is removed");
     assert!(

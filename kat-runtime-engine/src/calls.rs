@@ -563,7 +563,11 @@ mod tests {
             self.call("ensure_volume")
         }
 
-        async fn create_helper(&self, _volume: &str, deployment: &str) -> Result<String, FakeError> {
+        async fn create_helper(
+            &self,
+            _volume: &str,
+            deployment: &str,
+        ) -> Result<String, FakeError> {
             self.call("create_helper")?;
             let id = format!("helper-{deployment}");
             self.state().containers.insert(id.clone(), false);

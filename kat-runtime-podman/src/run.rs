@@ -17,8 +17,7 @@ use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
     EngineCalls, LABEL_HELPER, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal,
-    listed_container,
-    pull_image, remove_until_gone,
+    listed_container, pull_image, remove_until_gone,
 };
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;

@@ -112,7 +112,13 @@ async fn a_deployment_starting_on_the_same_engine_leaves_another_ones_containers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_of_tasks_with_one_bad_entry_queues_nothing() {
-    let Some(k) = start(json!([plugin("hello", 0, json!([]), json!(["echo", "hello"]))])).await
+    let Some(k) = start(json!([plugin(
+        "hello",
+        0,
+        json!([]),
+        json!(["echo", "hello"])
+    )]))
+    .await
     else {
         return;
     };

@@ -95,7 +95,10 @@ pub async fn missing_delete_and_errors(store: &dyn FileStore) -> Result<()> {
         let mut f = new_file(&o, "x", None);
         f.name = name.into();
         let e = store.put(f, body(b"abc")).await.expect_err(name);
-        assert!(matches!(e, Error::Invalid { ref at, .. } if at == "name"), "{name:?}: {e}");
+        assert!(
+            matches!(e, Error::Invalid { ref at, .. } if at == "name"),
+            "{name:?}: {e}"
+        );
     }
     let before = store.query(&FileQuery::new(o.clone())).await?.count;
     let failing: ByteStream = Box::pin(futures::stream::iter(vec![

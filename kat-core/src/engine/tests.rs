@@ -273,7 +273,10 @@ async fn a_list_of_requests_is_all_or_nothing() {
     }
     let e = f
         .engine
-        .submit_all(vec![f.req("download", &[]), f.req("dns", &["not a hostname!"])])
+        .submit_all(vec![
+            f.req("download", &[]),
+            f.req("dns", &["not a hostname!"]),
+        ])
         .await
         .expect_err("refused");
     assert!(

@@ -84,10 +84,7 @@ fn bad_bodies() -> Vec<(&'static str, String)> {
             "a second type",
             format!("{head}{}{}", type_part("nmap"), close()),
         ),
-        (
-            "a body that ends after a boundary",
-            format!("{head}--{B}"),
-        ),
+        ("a body that ends after a boundary", format!("{head}--{B}")),
         (
             "a body that ends after a boundary line",
             format!("{head}--{B}\r\n"),
@@ -156,7 +153,12 @@ async fn rejected_uploads_keep_nothing_on(files: Arc<dyn FileStore>, blobs: Opti
         }
     }
     // The same file in a good body is stored once and chained once; no retry stored it before.
-    let good = format!("{}{}{}", type_part("dns"), file_part("stdout", "KEPT?"), close());
+    let good = format!(
+        "{}{}{}",
+        type_part("dns"),
+        file_part("stdout", "KEPT?"),
+        close()
+    );
     let raw = s.raw(&request(&t, &good)).await;
     assert_eq!(status_of(&raw), 201, "{raw}");
     assert_eq!(list(&s).await, 1);
@@ -179,11 +181,8 @@ async fn a_rejected_upload_keeps_nothing_in_sled() {
 
 #[tokio::test]
 async fn a_rejected_upload_keeps_nothing_in_memory() {
-    rejected_uploads_keep_nothing_on(
-        Arc::new(kat_core::memory::MemoryFileStore::default()),
-        None,
-    )
-    .await;
+    rejected_uploads_keep_nothing_on(Arc::new(kat_core::memory::MemoryFileStore::default()), None)
+        .await;
 }
 
 #[tokio::test]
@@ -244,7 +243,12 @@ async fn spooled_uploads_live_in_the_spool_dir_and_leftovers_are_removed_at_star
         close()
     );
     assert_eq!(status_of(&s.raw(&request(&t, &bad)).await), 400);
-    let good = format!("{}{}{}", file_part("stdout", "spooled"), type_part("dns"), close());
+    let good = format!(
+        "{}{}{}",
+        file_part("stdout", "spooled"),
+        type_part("dns"),
+        close()
+    );
     assert_eq!(status_of(&s.raw(&request(&t, &good)).await), 201);
     assert_eq!(names(&spool), vec!["keep.txt".to_string()]);
     s.stop().await;

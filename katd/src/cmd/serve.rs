@@ -147,10 +147,7 @@ fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let installed = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| {
-            Error::invalid(
-                "signal",
-                format!("cannot install the {name} handler: {e}"),
-            )
+            Error::invalid("signal", format!("cannot install the {name} handler: {e}"))
         })
     };
     let mut term = installed(SignalKind::terminate(), "SIGTERM")?;
