@@ -65,6 +65,7 @@ impl ContainerRuntime for ProcessRuntime {
         &self,
         binary: &EntrypointBinary,
         volume: &str,
+        _deployment: &str,
     ) -> Result<EntrypointMount> {
         // No volumes: the binary is used from where it is. Report its hash like the real backends.
         let bytes = tokio::fs::read(&binary.path).await?;

@@ -277,7 +277,9 @@ pub struct DeployConfig {
     pub organizations: Vec<Organization>,
     /// The HS256 secret of task and operator tokens (at least 32 bytes).
     pub jwt_secret: Vec<u8>,
-    /// The API's settings. An empty `public_base_url` is derived from the listening address.
+    /// The API's settings. An empty `public_base_url` is derived from the listening address; without
+    /// a `spool_dir`, uploads are spooled in a directory of this deployment's own ([`spool_dir`]),
+    /// which every start clears of what a killed process left.
     pub api: ApiConfig,
     /// sled's settings, when the store is sled.
     #[cfg(feature = "sled")]
@@ -552,6 +554,7 @@ impl Deployment {
             .policy(cfg.policy.clone())
             .build()?;
         let mut api_cfg = cfg.api.clone();
+        api_cfg.spool_dir = Some(spool_dir(&cfg));
         if api_cfg.public_base_url.is_empty() {
             api_cfg.public_base_url = format!("http://{addr}");
         }
@@ -645,6 +648,29 @@ impl Deployment {
         self.stop.cancel();
         let _ = self.server.await;
         let _ = self.stores.flush().await;
+    }
+}
+
+/// Where a deployment spools uploads whose `type` comes after the file ([`ApiConfig::spool_dir`]):
+/// the configured directory, else `spool` in a sled store's directory, else (a memory store, which
+/// writes nothing to the data directory) `kat-spool-<deployment>` in the system's temporary
+/// directory. A directory of the deployment's own either way, so that a start may remove the spooled
+/// uploads a killed process left there.
+///
+/// ```
+/// use kat::deploy::{DeployConfig, spool_dir};
+/// let cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:0".parse().unwrap(), vec![7; 32]);
+/// assert_eq!(spool_dir(&cfg), std::path::Path::new("/var/lib/kat/spool"));
+/// ```
+pub fn spool_dir(cfg: &DeployConfig) -> PathBuf {
+    if let Some(dir) = &cfg.api.spool_dir {
+        return dir.clone();
+    }
+    match &cfg.store {
+        StoreChoice::Sled(path) => path.join("spool"),
+        StoreChoice::Memory => {
+            std::env::temp_dir().join(format!("kat-spool-{}", cfg.engine.deployment))
+        }
     }
 }
 
@@ -818,6 +844,21 @@ mod tests {
         assert_eq!(cfg.store, StoreChoice::Sled(data().to_path_buf()));
         assert_eq!(cfg.runtime, RuntimeChoice::Docker);
         assert_eq!(cfg.engine.deployment, deployment_name(data()));
+    }
+
+    #[test]
+    fn uploads_are_spooled_with_the_data_or_in_a_directory_of_the_deployment() {
+        let cfg = DeployConfig::new("/var/lib/kat", "127.0.0.1:0".parse().expect("addr"), vec![]);
+        assert_eq!(spool_dir(&cfg), data().join("spool"));
+        let mut mem = cfg.clone();
+        mem.store = StoreChoice::Memory;
+        assert_eq!(
+            spool_dir(&mem),
+            std::env::temp_dir().join(format!("kat-spool-{}", deployment_name(data())))
+        );
+        let mut own = cfg;
+        own.api.spool_dir = Some("/srv/spool".into());
+        assert_eq!(spool_dir(&own), PathBuf::from("/srv/spool"));
     }
 
     #[test]

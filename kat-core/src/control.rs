@@ -131,6 +131,10 @@ pub trait TaskControl: Send + Sync + Debug {
     /// Returns the queued tasks.
     async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>>;
 
+    /// Validate every request as [`TaskControl::submit`] does, then queue the tasks of all of them:
+    /// all or nothing, so one refused request (its error located at `[i]`, its index) queues none.
+    async fn submit_all(&self, requests: Vec<TaskRequest>) -> Result<Vec<Task>>;
+
     /// Cancel a task: a queued one never starts; a running one has its container killed and its
     /// token revoked. The task ends `cancelled`.
     async fn cancel(&self, org: &OrgCode, task: TaskId) -> Result<Task>;

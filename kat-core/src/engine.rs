@@ -118,8 +118,8 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// Read the seed's environment variables over the defaults: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST`
-    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes), and ours:
-    /// `KAT_DEPLOYMENT`.
+    /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes, more than 0
+    /// and at most [`MAX_PLUGIN_TIMEOUT_MINUTES`]), and ours: `KAT_DEPLOYMENT`.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming a variable with a bad value.
@@ -150,17 +150,7 @@ impl EngineConfig {
             c.network = NetworkMode::parse(&v);
         }
         if let Some(v) = var("PLUGIN_TIMEOUT") {
-            let minutes: f64 = v
-                .parse()
-                .ok()
-                .filter(|m: &f64| *m > 0.0 && m.is_finite())
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "PLUGIN_TIMEOUT",
-                        format!("expected minutes (> 0), got {v:?}"),
-                    )
-                })?;
-            c.plugin_timeout = Duration::from_secs_f64(minutes * 60.0);
+            c.plugin_timeout = parse_plugin_timeout(&v)?;
         }
         if let Some(v) = var("KAT_DEPLOYMENT") {
             crate::runtime::check_deployment(&v)
@@ -169,6 +159,36 @@ impl EngineConfig {
         }
         Ok(c)
     }
+}
+
+/// The longest `PLUGIN_TIMEOUT`, in minutes: seven days, the same bound as a plugin's
+/// `timeout_seconds`.
+pub const MAX_PLUGIN_TIMEOUT_MINUTES: f64 = 7.0 * 24.0 * 60.0;
+
+/// `PLUGIN_TIMEOUT`: minutes, more than 0 and at most [`MAX_PLUGIN_TIMEOUT_MINUTES`], fractions allowed.
+fn parse_plugin_timeout(v: &str) -> Result<Duration> {
+    let minutes = v
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|m| m.is_finite() && *m > 0.0 && *m <= MAX_PLUGIN_TIMEOUT_MINUTES)
+        .ok_or_else(|| {
+            Error::invalid(
+                "PLUGIN_TIMEOUT",
+                format!(
+                    "PLUGIN_TIMEOUT={v:?} is not a timeout: expected minutes, more than 0 and at most {MAX_PLUGIN_TIMEOUT_MINUTES} (7 days)"
+                ),
+            )
+        })?;
+    Duration::try_from_secs_f64(minutes * 60.0)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Error::invalid(
+                "PLUGIN_TIMEOUT",
+                format!("PLUGIN_TIMEOUT={v:?} is not a timeout: it rounds to no time at all"),
+            )
+        })
 }
 
 /// Builds an [`Engine`] from its parts.
@@ -396,7 +416,11 @@ impl Engine {
                     Some(bin) => Ok(Some(
                         inner
                             .runtime
-                            .prepare_entrypoint(bin, &inner.config.entrypoint_volume)
+                            .prepare_entrypoint(
+                                bin,
+                                &inner.config.entrypoint_volume,
+                                &inner.config.deployment,
+                            )
                             .await?,
                     )),
                     None => Ok(Some(EntrypointMount {
@@ -1168,9 +1192,9 @@ fn join_types(types: &BTreeSet<ObjectType>) -> String {
         .join(" or ")
 }
 
-#[async_trait]
-impl TaskControl for Engine {
-    async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
+impl Engine {
+    /// Validate a request the way [`TaskControl::submit`] does and make its tasks, queuing nothing.
+    async fn prepare(&self, request: TaskRequest) -> Result<Vec<Task>> {
         let plugin = self
             .enabled_plugin(&request.org, &request.plugin_id)
             .await?;
@@ -1218,6 +1242,26 @@ impl TaskControl for Engine {
         } else {
             self.make_tasks(&request.org, &plugin, objects, files)
         };
+        Ok(tasks)
+    }
+}
+
+#[async_trait]
+impl TaskControl for Engine {
+    async fn submit(&self, request: TaskRequest) -> Result<Vec<Task>> {
+        let tasks = self.prepare(request).await?;
+        self.queue(tasks).await
+    }
+
+    async fn submit_all(&self, requests: Vec<TaskRequest>) -> Result<Vec<Task>> {
+        let mut tasks = Vec::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            tasks.extend(
+                self.prepare(request)
+                    .await
+                    .map_err(|e| e.within(&format!("[{i}]")))?,
+            );
+        }
         self.queue(tasks).await
     }
 

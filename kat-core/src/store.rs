@@ -468,16 +468,21 @@ impl LevelSource {
 
 impl NewFile {
     /// Check the type (as [`crate::plugin::check_file_type`]) and the name (1 to 255 bytes, no `/`
-    /// or NUL). [`FileStore::put`] calls it before any backend sees the file.
+    /// or NUL, not `.` or `..`). [`FileStore::put`] calls it before any backend sees the file.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the field (`type` or `name`).
     pub fn validate(&self) -> Result<()> {
         check_file_type(&self.file_type).map_err(|m| Error::invalid("type", m))?;
-        if self.name.is_empty() || self.name.len() > 255 || self.name.contains(['/', '\0']) {
+        if self.name.is_empty()
+            || self.name.len() > 255
+            || self.name.contains(['/', '\0'])
+            || self.name == "."
+            || self.name == ".."
+        {
             return Err(Error::invalid(
                 "name",
-                "a file name is 1 to 255 characters without '/'",
+                "a file name is 1 to 255 characters without '/' (and not \".\" or \"..\")",
             ));
         }
         Ok(())

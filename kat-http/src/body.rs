@@ -95,6 +95,15 @@ pub(crate) fn content_length(headers: &http::HeaderMap) -> ApiResult<Option<u64>
     }
 }
 
+/// The error for a request body that could not be read: a 408 when [`crate::timed::TimedBody`] cut
+/// it, else a 400.
+pub(crate) fn read_error(e: &BoxError) -> ApiError {
+    match e.downcast_ref::<crate::timed::BodyTimeout>() {
+        Some(t) => ApiError::request_timeout(format!("{t}; send it faster")),
+        None => ApiError::parse(format!("cannot read the body: {e}")),
+    }
+}
+
 /// Read a whole body of at most `limit` bytes, frame by frame; a larger one is a 413 before more than
 /// `limit` bytes are held.
 pub(crate) async fn read_limited(
@@ -109,7 +118,7 @@ pub(crate) async fn read_limited(
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::parse(format!("cannot read the body: {e}")))?;
+        let frame = frame.map_err(|e| read_error(&e))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(too_large_body(limit));

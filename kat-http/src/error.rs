@@ -155,6 +155,16 @@ impl ApiError {
         )
     }
 
+    /// 408 for a request body that stalled or arrived too slowly (the connection is closed after it).
+    pub(crate) fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorType::Client,
+            "request_timeout",
+            detail,
+        )
+    }
+
     pub(crate) fn unsupported_media_type(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

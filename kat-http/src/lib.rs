@@ -14,7 +14,9 @@
 //!
 //! Errors are always `{"type": "client_error"|"validation_error"|"server_error", "errors":
 //! [{"code", "detail", "attr"}]}`: 401 for a missing or bad token, 403 for a missing permission, 400
-//! for bad input (with `attr` naming the field, such as `hostname[2].name`), 404, 405, 413, 503.
+//! for bad input (with `attr` naming the field, such as `hostname[2].name`), 404, 405, 408 (a body
+//! that stalled or trickled, cut after [`ApiConfig::body_idle_timeout`] or below
+//! [`ApiConfig::body_min_rate`]), 413, 503.
 //! The full route list is served as OpenAPI 3 at `/api/v1/schema/` and described in
 //! `docs/http-api.md`.
 //!
@@ -67,6 +69,7 @@ mod query;
 mod router;
 mod routes;
 mod server;
+mod timed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,9 +109,24 @@ pub struct ApiConfig {
     /// Largest request head (request line and headers), in bytes (default 32 KiB); larger gets hyper's
     /// 431. Tokens are capped separately at [`MAX_TOKEN_BYTES`].
     pub max_header_bytes: usize,
-    /// Where an upload whose `type` field comes after its file part is spooled until the type is
-    /// known (default: the system's temporary directory).
+    /// Where an upload whose `type` field comes after its file part is spooled (as `kat-upload-*`
+    /// files) until the body is complete (default: the system's temporary directory). When set, it
+    /// is a directory of this API's own: [`Api::serve`] creates it and removes the `kat-upload-*`
+    /// files a killed process left in it before it accepts connections. `kat::deploy` puts it in
+    /// the data directory.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Longest time to receive a request head (request line and headers) once a connection is
+    /// open or a previous request answered (default 30 s); a slower head has its connection closed.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (default 30 s), and the grace before
+    /// [`ApiConfig::body_min_rate`] applies. A body that stalls longer is cut: 408.
+    pub body_idle_timeout: Duration,
+    /// Slowest average rate of a request body in bytes per second, counted from the start of the
+    /// request after the grace of [`ApiConfig::body_idle_timeout`] (default 1024; 0: no minimum). A
+    /// body that trickles slower is cut: 408.
+    pub body_min_rate: u64,
+    /// Longest time to receive a whole request body (default 1 hour). A longer one is cut: 408.
+    pub body_timeout: Duration,
     /// How long [`Api::serve`] waits for requests in flight after shutdown is asked (default 30 s).
     pub shutdown_grace: Duration,
 }
@@ -133,6 +151,10 @@ impl Default for ApiConfig {
             max_limit: 1000,
             max_header_bytes: 32 * 1024,
             spool_dir: None,
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
+            body_timeout: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -201,7 +223,8 @@ impl Api {
     }
 
     /// Serve HTTP/1.1 on `listener` until `shutdown` completes, then stop accepting, let requests in
-    /// flight finish (at most [`ApiConfig::shutdown_grace`]) and return.
+    /// flight finish (at most [`ApiConfig::shutdown_grace`]) and return. First, leftover spooled
+    /// uploads in [`ApiConfig::spool_dir`] are removed.
     ///
     /// # Errors
     /// Only if the listener itself fails for good; a failing connection is logged and dropped.
@@ -229,9 +252,20 @@ impl Api {
             status = tracing::field::Empty,
             latency_us = tracing::field::Empty,
         );
-        let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        let cfg = &self.inner.config;
+        let limits = timed::BodyLimits {
+            idle: cfg.body_idle_timeout,
+            min_rate: cfg.body_min_rate,
+            total: cfg.body_timeout,
+        };
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let progress = read.clone();
+        let req = req.map(move |b| {
+            timed::TimedBody::new(b.map_err(Into::into).boxed_unsync(), limits, progress)
+                .boxed_unsync()
+        });
         let fut = routes::dispatch(&self.inner, req, &span);
-        let response = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        let mut response = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
             Ok(r) => r,
             Err(_) => {
                 tracing::error!(parent: &span, "a request handler panicked");
@@ -242,7 +276,18 @@ impl Api {
         let latency = start.elapsed();
         span.record("status", status);
         span.record("latency_us", latency.as_micros() as u64);
-        if status >= 500 {
+        if response.status() == http::StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body is not worth waiting for: answer, then close the connection.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            tracing::warn!(
+                parent: &span,
+                bytes_read = read.load(std::sync::atomic::Ordering::Relaxed),
+                "request cut: its body stalled or arrived too slowly"
+            );
+        } else if status >= 500 {
             tracing::warn!(parent: &span, "request failed");
         } else {
             tracing::info!(parent: &span, "request");

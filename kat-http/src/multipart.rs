@@ -117,9 +117,7 @@ impl MultipartReader {
                     self.body_done = true;
                     return Ok(false);
                 }
-                Some(Err(e)) => {
-                    return Err(ApiError::parse(format!("cannot read the body: {e}")));
-                }
+                Some(Err(e)) => return Err(crate::body::read_error(&e)),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data()
                         && !data.is_empty()

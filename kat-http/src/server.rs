@@ -1,4 +1,5 @@
-//! The accept loop: HTTP/1.1 connections on hyper, bounded request heads, graceful shutdown.
+//! The accept loop: HTTP/1.1 connections on hyper, bounded request heads (size and read time),
+//! graceful shutdown.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,10 +20,13 @@ pub(crate) async fn serve(
     let cfg = api.config().clone();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(cfg.header_read_timeout.max(Duration::from_millis(1)))
         .max_header_size(cfg.max_header_bytes.max(1024))
         .max_buf_size(cfg.max_header_bytes.max(64 * 1024).max(8192))
         .keep_alive(true);
+    if let Some(dir) = &cfg.spool_dir {
+        clean_spool(dir).await;
+    }
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let addr = listener.local_addr().ok();
@@ -66,4 +70,42 @@ pub(crate) async fn serve(
         ),
     }
     Ok(())
+}
+
+/// The prefix of spooled uploads' file names in [`crate::ApiConfig::spool_dir`].
+pub(crate) const SPOOL_PREFIX: &str = "kat-upload-";
+
+/// Create the spool directory and remove the spooled uploads a previous process left there (killed
+/// while an upload was in flight). Other files are left alone; failures are only logged.
+async fn clean_spool(dir: &std::path::Path) {
+    if let Err(e) = tokio::fs::create_dir_all(dir).await {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the upload spool directory");
+        return;
+    }
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the upload spool directory");
+            return;
+        }
+    };
+    let mut removed = 0usize;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let leftover = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SPOOL_PREFIX));
+        if !leftover {
+            continue;
+        }
+        match tokio::fs::remove_file(entry.path()).await {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a leftover spooled upload");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed spooled uploads a previous process left");
+    }
 }

@@ -13,7 +13,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt;
-use kat_core::runtime::ENTRYPOINT_DIR;
+use kat_core::runtime::{ENTRYPOINT_DIR, LABEL_DEPLOYMENT};
 use kat_runtime_engine::{
     HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
 };
@@ -61,16 +61,21 @@ pub(crate) async fn ensure_volume(ctx: &DockerCalls, volume: &str) -> Result<(),
         .map_err(|e| ctx.err("create of the entrypoint volume", e))
 }
 
-/// A created (never started) helper container with `volume` mounted read-write at [`ENTRYPOINT_DIR`].
-pub(crate) async fn create_helper(ctx: &DockerCalls, volume: &str) -> Result<String, DockerError> {
+/// A created (never started) helper container of `deployment` with `volume` mounted read-write at
+/// [`ENTRYPOINT_DIR`].
+pub(crate) async fn create_helper(
+    ctx: &DockerCalls,
+    volume: &str,
+    deployment: &str,
+) -> Result<String, DockerError> {
     let name = container_name("kat-volume-helper");
     let body = ContainerCreateBody {
         image: Some(HELPER_IMAGE.to_string()),
         cmd: Some(vec![binary_path()]),
-        labels: Some(HashMap::from([(
-            LABEL_HELPER.to_string(),
-            "entrypoint".to_string(),
-        )])),
+        labels: Some(HashMap::from([
+            (LABEL_HELPER.to_string(), "entrypoint".to_string()),
+            (LABEL_DEPLOYMENT.to_string(), deployment.to_string()),
+        ])),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".to_string()),

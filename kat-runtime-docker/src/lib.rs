@@ -77,7 +77,7 @@ const CLIENT_TIMEOUT_SECS: u64 = 120;
 /// // At start-up: remove what a previous process left, then make the entrypoint available.
 /// rt.reap_orphans("default", &HashSet::new()).await?;
 /// let binary = EntrypointBinary { path: "target/x86_64-unknown-linux-gnu/entrypoint/kat-entrypoint".into() };
-/// let mount = rt.prepare_entrypoint(&binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
+/// let mount = rt.prepare_entrypoint(&binary, DEFAULT_ENTRYPOINT_VOLUME, "default").await?;
 /// println!("entrypoint {} in volume {}", mount.sha256, mount.volume);
 /// # Ok(())
 /// # }

@@ -19,8 +19,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
-    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
-    pull_image, pull_reference, remove_until_gone,
+    EngineCalls, LABEL_HELPER, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal,
+    listed_container, pull_image, pull_reference, remove_until_gone,
 };
 use tracing::{debug, warn};
 
@@ -36,6 +36,27 @@ pub(crate) struct DockerCalls {
 }
 
 impl DockerCalls {
+    /// The containers, in every state, that carry the label `filter` (`key` or `key=value`).
+    async fn list_labelled(&self, filter: &str) -> Result<Vec<ManagedContainer>, DockerError> {
+        let filters = HashMap::from([("label", vec![filter.to_string()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err("list", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                listed_container(c.id, c.names, c.labels.as_ref(), state)
+            })
+            .collect())
+    }
+
     pub(crate) fn err(&self, op: &'static str, e: bollard::errors::Error) -> DockerError {
         classify(op, &self.socket, e)
     }
@@ -219,31 +240,19 @@ impl EngineCalls for DockerCalls {
     }
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, DockerError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.err("list", e))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-                listed_container(c.id, c.names, c.labels.as_ref(), state)
-            })
-            .collect())
+        self.list_labelled(&format!("{LABEL_MANAGED}=true")).await
+    }
+
+    async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, DockerError> {
+        self.list_labelled(LABEL_HELPER).await
     }
 
     async fn ensure_volume(&self, volume: &str) -> Result<(), DockerError> {
         crate::entrypoint::ensure_volume(self, volume).await
     }
 
-    async fn create_helper(&self, volume: &str) -> Result<String, DockerError> {
-        crate::entrypoint::create_helper(self, volume).await
+    async fn create_helper(&self, volume: &str, deployment: &str) -> Result<String, DockerError> {
+        crate::entrypoint::create_helper(self, volume, deployment).await
     }
 
     async fn stat(&self, container: &str, path: &str) -> Result<Option<(u64, u32)>, DockerError> {

@@ -96,3 +96,81 @@ async fn capabilities_match_the_engine() {
     assert!(caps.named_volumes);
     assert_eq!(caps.host_network, !caps.rootless);
 }
+
+/// A helper container left by a process killed while it prepared the entrypoint (created, never
+/// removed) is removed by the next `reap_orphans` of its deployment, and only of its deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
+    use std::collections::{HashMap, HashSet};
+
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptions};
+    use kat_core::runtime::{EntrypointBinary, LABEL_DEPLOYMENT};
+    use kat_runtime_docker::{HELPER_IMAGE, LABEL_HELPER};
+
+    let Some(rt) = runtime().await else { return };
+    // Preparing once imports the helper image (and shows a normal prepare leaves no helper).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("entrypoint");
+    std::fs::write(&path, "#!/bin/sh\nexec \"$@\"\n").expect("write shim");
+    let volume = "kat-test-entrypoint-leftover";
+    let mine = format!("kat-test-leftover-{}", std::process::id());
+    let other = format!("{mine}-other");
+    rt.prepare_entrypoint(&EntrypointBinary { path }, volume, &mine)
+        .await
+        .expect("prepare");
+    // What a prepare killed between its create and its remove leaves: one per deployment.
+    let leftover = |deployment: String| {
+        let docker = rt.docker().clone();
+        async move {
+            let body = ContainerCreateBody {
+                image: Some(HELPER_IMAGE.to_string()),
+                cmd: Some(vec!["/plugin/entrypoint".to_string()]),
+                labels: Some(HashMap::from([
+                    (LABEL_HELPER.to_string(), "entrypoint".to_string()),
+                    (LABEL_DEPLOYMENT.to_string(), deployment.clone()),
+                ])),
+                ..Default::default()
+            };
+            let name = format!("{deployment}-helper");
+            docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                    body,
+                )
+                .await
+                .expect("create a leftover helper")
+                .id
+        }
+    };
+    let stale = leftover(mine.clone()).await;
+    let foreign = leftover(other.clone()).await;
+    let exists = |id: String| {
+        let docker = rt.docker().clone();
+        async move {
+            docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .is_ok()
+        }
+    };
+    assert!(exists(stale.clone()).await);
+    let reaped = rt.reap_orphans(&mine, &HashSet::new()).await.expect("reap");
+    assert!(reaped.contains(&stale), "{reaped:?}");
+    assert!(!exists(stale).await, "the leftover helper is removed");
+    assert!(
+        exists(foreign.clone()).await,
+        "another deployment's helper is left alone"
+    );
+    assert!(!reaped.contains(&foreign));
+    let _ = rt
+        .docker()
+        .remove_container(
+            &foreign,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+}

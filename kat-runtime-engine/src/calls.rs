@@ -78,7 +78,8 @@ pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 ///     async fn remove(&self, _: &str) -> Result<(), MyError> { todo!() }
 ///     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, MyError> { todo!() }
 ///     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { todo!() }
-///     async fn create_helper(&self, _: &str) -> Result<String, MyError> { todo!() }
+///     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { todo!() }
+///     async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, MyError> { todo!() }
 ///     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { todo!() }
 ///     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { todo!() }
 ///     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { todo!() }
@@ -142,8 +143,14 @@ pub trait EngineCalls: Clone + Debug + Send + Sync + 'static {
 
     /// Create (never start) a helper container with `volume` mounted read-write at
     /// [`ENTRYPOINT_DIR`](kat_core::runtime::ENTRYPOINT_DIR), from [`HELPER_IMAGE`](crate::HELPER_IMAGE)
-    /// (imported on first need); returns its id. It must not carry `kat.managed`.
-    async fn create_helper(&self, volume: &str) -> Result<String, Self::Error>;
+    /// (imported on first need), labelled [`LABEL_HELPER`](crate::LABEL_HELPER) and `deployment` as
+    /// its [`LABEL_DEPLOYMENT`](kat_core::runtime::LABEL_DEPLOYMENT); returns its id. It must not
+    /// carry `kat.managed`.
+    async fn create_helper(&self, volume: &str, deployment: &str) -> Result<String, Self::Error>;
+
+    /// The containers that carry [`LABEL_HELPER`](crate::LABEL_HELPER), in every state (their
+    /// deployment from its label, no task).
+    async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, Self::Error>;
 
     /// The size and mode of `path` in `container`, `None` when it does not exist.
     async fn stat(&self, container: &str, path: &str) -> Result<Option<(u64, u32)>, Self::Error>;
@@ -299,14 +306,20 @@ impl<E: EngineCalls> VolumeAccess for Helper<'_, E> {
 
 /// [`ContainerRuntime::prepare_entrypoint`](kat_core::runtime::ContainerRuntime::prepare_entrypoint) on
 /// `engine`: check the volume name, hash the binary, create the volume, and [`sync_entrypoint`] through a
-/// helper container that is removed again on every path. Callers serialize calls of one process.
+/// helper container of `deployment` that is removed again on every path (and by [`reap_orphans`] of
+/// that deployment, should the process be killed in between). Callers serialize calls of one process.
 ///
 /// ```no_run
 /// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
 /// use kat_core::runtime::{DEFAULT_ENTRYPOINT_VOLUME, EntrypointBinary};
 /// let binary = EntrypointBinary { path: "/usr/local/lib/kat/kat-entrypoint".into() };
-/// let mount =
-///     kat_runtime_engine::prepare_entrypoint(&engine, &binary, DEFAULT_ENTRYPOINT_VOLUME).await?;
+/// let mount = kat_runtime_engine::prepare_entrypoint(
+///     &engine,
+///     &binary,
+///     DEFAULT_ENTRYPOINT_VOLUME,
+///     "default",
+/// )
+/// .await?;
 /// println!("{} in {}", mount.sha256, mount.volume);
 /// # Ok(())
 /// # }
@@ -319,11 +332,12 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
     engine: &E,
     binary: &EntrypointBinary,
     volume: &str,
+    deployment: &str,
 ) -> Result<EntrypointMount, E::Error> {
     check_volume_name("volume", volume)?;
     let payload = EntrypointPayload::load(binary).await?;
     engine.ensure_volume(volume).await?;
-    let id = engine.create_helper(volume).await?;
+    let id = engine.create_helper(volume, deployment).await?;
     let guard = removal_guard(engine.clone(), id.clone());
     let synced = sync_entrypoint(
         &Helper {
@@ -348,8 +362,9 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
 }
 
 /// [`ContainerRuntime::reap_orphans`](kat_core::runtime::ContainerRuntime::reap_orphans) on `engine`: remove
-/// every managed container of `deployment` whose task is not in `live` (or does not parse), trying all
-/// of them.
+/// every managed container of `deployment` whose task is not in `live` (or does not parse), and every
+/// helper container of `deployment` (left by a process killed during [`prepare_entrypoint`]), trying
+/// all of them.
 ///
 /// ```no_run
 /// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
@@ -367,12 +382,12 @@ pub async fn reap_orphans<E: EngineCalls>(
     deployment: &str,
     live: &HashSet<TaskId>,
 ) -> Result<Vec<String>, E::Error> {
-    let reaped = reap_each(
-        engine.list_managed().await?,
-        deployment,
-        live,
-        |id| async move { engine.remove(&id).await },
-    )
+    let mut containers = engine.list_managed().await?;
+    // Helpers have no task: every one of the deployment's is left over from a killed process.
+    containers.extend(engine.list_helpers().await?);
+    let reaped = reap_each(containers, deployment, live, |id| async move {
+        engine.remove(&id).await
+    })
     .await;
     match reaped.failure() {
         None => Ok(reaped.removed),
@@ -421,6 +436,8 @@ mod tests {
         calls: Vec<String>,
         containers: BTreeMap<String, bool>,
         files: BTreeMap<String, Vec<u8>>,
+        /// Helper containers (also in `containers`) and their deployment.
+        helpers: BTreeMap<String, String>,
         killed: bool,
     }
 
@@ -537,14 +554,15 @@ mod tests {
         async fn remove(&self, id: &str) -> Result<(), FakeError> {
             self.state().calls.push("remove".into());
             self.state().containers.remove(id);
+            self.state().helpers.remove(id);
             Ok(())
         }
 
         async fn list_managed(&self) -> Result<Vec<ManagedContainer>, FakeError> {
-            Ok(self
-                .state()
-                .containers
+            let s = self.state();
+            Ok(s.containers
                 .keys()
+                .filter(|id| !s.helpers.contains_key(*id))
                 .map(|id| ManagedContainer {
                     id: id.clone(),
                     name: id.clone(),
@@ -559,10 +577,31 @@ mod tests {
             self.call("ensure_volume")
         }
 
-        async fn create_helper(&self, _volume: &str) -> Result<String, FakeError> {
+        async fn create_helper(
+            &self,
+            _volume: &str,
+            deployment: &str,
+        ) -> Result<String, FakeError> {
             self.call("create_helper")?;
-            self.state().containers.insert("helper".into(), false);
-            Ok("helper".into())
+            let id = format!("helper-{deployment}");
+            self.state().containers.insert(id.clone(), false);
+            self.state().helpers.insert(id.clone(), deployment.into());
+            Ok(id)
+        }
+
+        async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, FakeError> {
+            Ok(self
+                .state()
+                .helpers
+                .iter()
+                .map(|(id, d)| ManagedContainer {
+                    id: id.clone(),
+                    name: id.clone(),
+                    task: None,
+                    state: "created".into(),
+                    deployment: Some(d.clone()),
+                })
+                .collect())
         }
 
         async fn stat(&self, _c: &str, path: &str) -> Result<Option<(u64, u32)>, FakeError> {
@@ -727,10 +766,10 @@ mod tests {
         std::fs::write(&path, b"#!/bin/sh\n").expect("write");
         let binary = EntrypointBinary { path };
         let fake = Fake::new(Script::default());
-        let m1 = prepare_entrypoint(&fake, &binary, "vol")
+        let m1 = prepare_entrypoint(&fake, &binary, "vol", "blue")
             .await
             .expect("prepare");
-        let m2 = prepare_entrypoint(&fake, &binary, "vol")
+        let m2 = prepare_entrypoint(&fake, &binary, "vol", "blue")
             .await
             .expect("again");
         assert_eq!(m1, m2);
@@ -738,7 +777,7 @@ mod tests {
         assert_eq!(uploads, 1, "{:?}", fake.calls());
         assert_eq!(fake.live_containers(), 0);
         assert!(matches!(
-            prepare_entrypoint(&fake, &binary, "bad/name").await,
+            prepare_entrypoint(&fake, &binary, "bad/name", "blue").await,
             Err(FakeError::Spec(_))
         ));
     }
@@ -753,5 +792,21 @@ mod tests {
             .expect("reap");
         assert_eq!(removed, ["a", "b"]);
         assert_eq!(fake.live_containers(), 0);
+    }
+
+    #[tokio::test]
+    async fn reaping_removes_the_helpers_a_killed_prepare_left_of_its_deployment_only() {
+        let fake = Fake::new(Script::default());
+        // What a process killed between creating and removing its helper leaves behind.
+        fake.create_helper("vol", "blue").await.expect("helper");
+        fake.create_helper("vol", "green").await.expect("helper");
+        let removed = reap_orphans(&fake, "blue", &HashSet::new())
+            .await
+            .expect("reap");
+        assert_eq!(removed, ["helper-blue"]);
+        assert_eq!(
+            fake.state().helpers.keys().cloned().collect::<Vec<_>>(),
+            ["helper-green"]
+        );
     }
 }

@@ -92,9 +92,10 @@ where
         &self,
         binary: &EntrypointBinary,
         volume: &str,
+        deployment: &str,
     ) -> kat_core::Result<EntrypointMount> {
         let _serial = self.prepare_lock.lock().await;
-        Ok(prepare_entrypoint(&self.engine, binary, volume).await?)
+        Ok(prepare_entrypoint(&self.engine, binary, volume, deployment).await?)
     }
 
     async fn ensure_image(&self, image: &str, timeout: Duration) -> kat_core::Result<()> {
@@ -145,7 +146,8 @@ where
 /// #     async fn remove(&self, _: &str) -> Result<(), MyError> { todo!() }
 /// #     async fn list_managed(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { todo!() }
 /// #     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { todo!() }
-/// #     async fn create_helper(&self, _: &str) -> Result<String, MyError> { todo!() }
+/// #     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { todo!() }
+/// #     async fn list_helpers(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { todo!() }
 /// #     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { todo!() }
 /// #     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { todo!() }
 /// #     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { todo!() }
@@ -179,6 +181,7 @@ macro_rules! delegate_container_runtime {
                 &self,
                 binary: &$crate::__private::kat_core::runtime::EntrypointBinary,
                 volume: &str,
+                deployment: &str,
             ) -> $crate::__private::kat_core::Result<
                 $crate::__private::kat_core::runtime::EntrypointMount,
             > {
@@ -186,6 +189,7 @@ macro_rules! delegate_container_runtime {
                     &self.$field,
                     binary,
                     volume,
+                    deployment,
                 )
                 .await
             }

@@ -24,6 +24,9 @@ use kat_core::runtime::{
 };
 use kat_core::task::TaskId;
 
+/// The deployment these cases prepare entrypoints for: one no deployment reaps.
+const TEST_DEPLOYMENT: &str = "kat-test-cases";
+
 /// The static `kat-entrypoint`: `KAT_ENTRYPOINT_BIN`, else what `scripts/build-entrypoint.sh` builds into
 /// `$CARGO_TARGET_DIR` (or `<manifest_dir>/../target`), if that file exists.
 ///
@@ -238,7 +241,7 @@ impl InspectCase {
         let path = dir.path().join("entrypoint");
         std::fs::write(&path, "#!/bin/sh\nexec \"$@\"\n").unwrap_or_else(|e| panic!("shim: {e}"));
         let mount = rt
-            .prepare_entrypoint(&EntrypointBinary { path }, volume)
+            .prepare_entrypoint(&EntrypointBinary { path }, volume, TEST_DEPLOYMENT)
             .await
             .unwrap_or_else(|e| panic!("prepare: {e}"));
         let (mut s, task) = task_spec(case, image, &["sleep", "30"]);
@@ -386,7 +389,7 @@ pub async fn prepare_entrypoint_rejects_bad_inputs(rt: &dyn ContainerRuntime) {
         path: "/nonexistent/kat-entrypoint".into(),
     };
     let e = match rt
-        .prepare_entrypoint(&missing, "kat-test-entrypoint-bad")
+        .prepare_entrypoint(&missing, "kat-test-entrypoint-bad", TEST_DEPLOYMENT)
         .await
     {
         Ok(m) => panic!("no such binary, got {m:?}"),
@@ -399,7 +402,11 @@ pub async fn prepare_entrypoint_rejects_bad_inputs(rt: &dyn ContainerRuntime) {
     let path = dir.path().join("entrypoint");
     std::fs::write(&path, "x").unwrap_or_else(|e| panic!("write: {e}"));
     let e = match rt
-        .prepare_entrypoint(&EntrypointBinary { path }, "bad/volume name")
+        .prepare_entrypoint(
+            &EntrypointBinary { path },
+            "bad/volume name",
+            TEST_DEPLOYMENT,
+        )
         .await
     {
         Ok(m) => panic!("bad volume name, got {m:?}"),
@@ -514,7 +521,7 @@ pub async fn whole_output_arrives(rt: &dyn ContainerRuntime, image: &str) {
 /// # #[async_trait::async_trait]
 /// # impl ContainerRuntime for MyRuntime {
 /// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
-/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
+/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
 /// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
 /// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
 /// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }

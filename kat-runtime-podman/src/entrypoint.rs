@@ -3,7 +3,7 @@
 //! kat-runtime-engine's [`prepare_entrypoint`](kat_runtime_engine::prepare_entrypoint).
 
 use futures::StreamExt;
-use kat_core::runtime::ENTRYPOINT_DIR;
+use kat_core::runtime::{ENTRYPOINT_DIR, LABEL_DEPLOYMENT};
 use kat_runtime_engine::{
     HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
 };
@@ -62,13 +62,18 @@ pub(crate) async fn ensure_volume(ctx: &PodmanCalls, volume: &str) -> Result<(),
     }
 }
 
-/// A created (never started) helper container with `volume` mounted read-write at [`ENTRYPOINT_DIR`].
-pub(crate) async fn create_helper(ctx: &PodmanCalls, volume: &str) -> Result<String, PodmanError> {
+/// A created (never started) helper container of `deployment` with `volume` mounted read-write at
+/// [`ENTRYPOINT_DIR`].
+pub(crate) async fn create_helper(
+    ctx: &PodmanCalls,
+    volume: &str,
+    deployment: &str,
+) -> Result<String, PodmanError> {
     let body = json!({
         "name": container_name("kat-volume-helper"),
         "image": HELPER_IMAGE,
         "command": [binary_path()],
-        "labels": { LABEL_HELPER: "entrypoint" },
+        "labels": { LABEL_HELPER: "entrypoint", LABEL_DEPLOYMENT: deployment },
         "netns": { "nsmode": "none" },
         "volumes": [{ "Name": volume, "Dest": ENTRYPOINT_DIR, "Options": ["rw", "nocopy"] }],
     });

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kat_core::runtime::{Capabilities, ContainerSpec, LABEL_MANAGED, ManagedContainer};
 use kat_runtime_engine::{
-    EngineCalls, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal, listed_container,
-    pull_image, remove_until_gone,
+    EngineCalls, LABEL_HELPER, Output, OutputStream, REMOVAL_WAIT, RemoveAttempt, StopSignal,
+    listed_container, pull_image, remove_until_gone,
 };
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
@@ -53,6 +53,32 @@ pub(crate) fn is_no_such_image(e: &podman_api::Error) -> bool {
 }
 
 impl PodmanCalls {
+    /// The containers, in every state, that `filter` (a label filter) selects.
+    async fn list_labelled(
+        &self,
+        filter: ContainerListFilter,
+    ) -> Result<Vec<ManagedContainer>, PodmanError> {
+        let opts = ContainerListOpts::builder()
+            .all(true)
+            .filter([filter])
+            .build();
+        let list = self
+            .podman
+            .containers()
+            .list(&opts)
+            .await
+            .map_err(|e| self.err("list", e))?;
+        let containers = list.into_iter().filter_map(|c| {
+            listed_container(
+                c.id,
+                c.names,
+                c.labels.as_ref(),
+                c.state.unwrap_or_default(),
+            )
+        });
+        Ok(containers.collect())
+    }
+
     pub(crate) fn err(&self, op: &'static str, e: podman_api::Error) -> PodmanError {
         classify(op, &self.socket, e)
     }
@@ -263,36 +289,24 @@ impl EngineCalls for PodmanCalls {
     }
 
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, PodmanError> {
-        let opts = ContainerListOpts::builder()
-            .all(true)
-            .filter([ContainerListFilter::LabelKeyVal(
-                LABEL_MANAGED.to_string(),
-                "true".to_string(),
-            )])
-            .build();
-        let list = self
-            .podman
-            .containers()
-            .list(&opts)
+        self.list_labelled(ContainerListFilter::LabelKeyVal(
+            LABEL_MANAGED.to_string(),
+            "true".to_string(),
+        ))
+        .await
+    }
+
+    async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, PodmanError> {
+        self.list_labelled(ContainerListFilter::LabelKey(LABEL_HELPER.to_string()))
             .await
-            .map_err(|e| self.err("list", e))?;
-        let containers = list.into_iter().filter_map(|c| {
-            listed_container(
-                c.id,
-                c.names,
-                c.labels.as_ref(),
-                c.state.unwrap_or_default(),
-            )
-        });
-        Ok(containers.collect())
     }
 
     async fn ensure_volume(&self, volume: &str) -> Result<(), PodmanError> {
         crate::entrypoint::ensure_volume(self, volume).await
     }
 
-    async fn create_helper(&self, volume: &str) -> Result<String, PodmanError> {
-        crate::entrypoint::create_helper(self, volume).await
+    async fn create_helper(&self, volume: &str, deployment: &str) -> Result<String, PodmanError> {
+        crate::entrypoint::create_helper(self, volume, deployment).await
     }
 
     async fn stat(&self, container: &str, path: &str) -> Result<Option<(u64, u32)>, PodmanError> {

@@ -259,7 +259,7 @@ async fn prepare_leaves_no_helper_behind() {
     )
     .expect("write shim");
     let volume = "kat-test-entrypoint-helper";
-    rt.prepare_entrypoint(&EntrypointBinary { path }, volume)
+    rt.prepare_entrypoint(&EntrypointBinary { path }, volume, "kat-test-podman")
         .await
         .expect("prepare");
     let helpers = rt

@@ -14,7 +14,7 @@
 //! (`sled` in the data directory, `sled:<path>` or `memory`; default: sled in `--data`) and `--runtime` /
 //! `KAT_RUNTIME` (`docker` or `podman`; default: docker). It reads the seed's variables:
 //! `ENTRYPOINT_VOLUME`, `OPENKAT_HOST` (the API as containers reach it), `DOCKER_NETWORK`,
-//! `PLUGIN_TIMEOUT` (minutes), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a secret is generated
+//! `PLUGIN_TIMEOUT` (minutes, more than 0 and at most 7 days), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a secret is generated
 //! once into `<data>/jwt.secret`), and `KAT_DEPLOYMENT` (its containers' deployment label; default: named
 //! after the data directory, so katds sharing an engine reap only their own).
 //!

@@ -109,3 +109,32 @@ async fn a_deployment_starting_on_the_same_engine_leaves_another_ones_containers
     assert!(s == 200 || s == 202, "{s} {v}");
     assert_eq!(first.wait(id).await["state"], "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_tasks_with_one_bad_entry_queues_nothing() {
+    let Some(k) = start(json!([plugin(
+        "hello",
+        0,
+        json!([]),
+        json!(["echo", "hello"])
+    )]))
+    .await
+    else {
+        return;
+    };
+    let good = json!({"type": "plugin", "data": {"plugin_id": "hello", "input_data": null}});
+    for bad in [
+        json!({"type": "plugin", "data": {"plugin_id": "no-such-plugin", "input_data": null}}),
+        json!({"type": "plugin", "data": {"plugin_id": "hello", "input_data": ["no-such.example"]}}),
+    ] {
+        let (s, v) = k.post("/tasks/", json!([good.clone(), bad.clone()])).await;
+        assert!((400..500).contains(&s), "{s} {v}");
+        assert!(v["errors"][0]["detail"].is_string(), "{v}");
+    }
+    // Nothing was queued, so nothing ran, not even the good first entry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(k.tasks_of("hello").await.is_empty());
+    let (s, v) = k.post("/tasks/", json!([good.clone(), good])).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(k.tasks_of("hello").await.len(), 2);
+}

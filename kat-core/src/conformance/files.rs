@@ -94,6 +94,15 @@ pub async fn missing_delete_and_errors(store: &dyn FileStore) -> Result<()> {
         .await
         .expect_err("bad type");
     assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    for name in [".", "..", "", "a/b"] {
+        let mut f = new_file(&o, "x", None);
+        f.name = name.into();
+        let e = store.put(f, body(b"abc")).await.expect_err(name);
+        assert!(
+            matches!(e, Error::Invalid { ref at, .. } if at == "name"),
+            "{name:?}: {e}"
+        );
+    }
     let before = store.query(&FileQuery::new(o.clone())).await?.count;
     let failing: ByteStream = Box::pin(futures::stream::iter(vec![
         Ok(Bytes::from_static(b"partial")),

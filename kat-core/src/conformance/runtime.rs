@@ -130,7 +130,7 @@ pub fn unavailable(what: &str, setup: &str) {
 /// # #[async_trait::async_trait]
 /// # impl ContainerRuntime for MyRuntime {
 /// #     async fn capabilities(&self) -> kat_core::Result<Capabilities> { Err(kat_core::Error::Cancelled) }
-/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
+/// #     async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str, _: &str) -> kat_core::Result<EntrypointMount> { Err(kat_core::Error::Cancelled) }
 /// #     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> kat_core::Result<Outcome> { Err(kat_core::Error::Cancelled) }
 /// #     async fn list_managed(&self) -> kat_core::Result<Vec<ManagedContainer>> { Ok(vec![]) }
 /// #     async fn reap_orphans(&self, _: &str, _: &HashSet<kat_core::task::TaskId>) -> kat_core::Result<Vec<String>> { Ok(vec![]) }
@@ -196,6 +196,9 @@ macro_rules! runtime_conformance_tests {
 }
 
 /// How long a container may take to disappear after its run ended, was cancelled or was abandoned.
+/// The deployment the suite prepares entrypoints for: one no deployment reaps.
+const CONFORMANCE_DEPLOYMENT: &str = "kat-conformance";
+
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 /// Slack on every timing assertion, for slow CI machines.
 const SLACK: Duration = Duration::from_secs(8);
@@ -357,7 +360,7 @@ async fn prepare(
     volume: &str,
     case: &str,
 ) -> EntrypointMount {
-    rt.prepare_entrypoint(binary, volume)
+    rt.prepare_entrypoint(binary, volume, CONFORMANCE_DEPLOYMENT)
         .await
         .unwrap_or_else(|e| panic!("{case}: prepare_entrypoint({volume:?}) failed: {e}"))
 }

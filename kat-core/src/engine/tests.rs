@@ -25,7 +25,12 @@ impl ContainerRuntime for NotStarted {
     async fn capabilities(&self) -> Result<Capabilities> {
         Err(Error::backend("test", "no runtime in these tests", false))
     }
-    async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> Result<EntrypointMount> {
+    async fn prepare_entrypoint(
+        &self,
+        _: &EntrypointBinary,
+        _: &str,
+        _: &str,
+    ) -> Result<EntrypointMount> {
         Err(Error::backend("test", "no runtime in these tests", false))
     }
     async fn run(&self, _: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
@@ -249,6 +254,46 @@ async fn unknown_disabled_and_missing_things_are_refused() {
     let e = f.refused("parse-nmap", &["999"]).await;
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(f.all_tasks().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_list_of_requests_is_all_or_nothing() {
+    let f = fixture().await;
+    f.host("a.example", Some(1)).await;
+    f.host("zero.example", Some(0)).await;
+    // The second names an unknown plugin, the third a target below the plugin's level: nothing runs.
+    for bad in [
+        vec![f.req("dns", &["a.example"]), f.req("nope", &[])],
+        vec![
+            f.req("download", &[]),
+            f.req("dns", &["a.example"]),
+            f.req("dns", &["zero.example"]),
+        ],
+        vec![f.req("dns", &["a.example"]), f.req("dns", &["missing!"])],
+    ] {
+        f.engine.submit_all(bad).await.expect_err("refused");
+        assert!(f.all_tasks().await.is_empty(), "nothing is queued");
+        assert!(lock(&f.engine.inner.queue).is_empty(), "nothing dispatched");
+    }
+    let e = f
+        .engine
+        .submit_all(vec![
+            f.req("download", &[]),
+            f.req("dns", &["not a hostname!"]),
+        ])
+        .await
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("not a hostname!"),
+        "the refusal names what is wrong: {e}"
+    );
+    let tasks = f
+        .engine
+        .submit_all(vec![f.req("dns", &["a.example"]), f.req("download", &[])])
+        .await
+        .expect("a good list");
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(f.all_tasks().await.len(), 2);
 }
 
 #[tokio::test]
@@ -632,7 +677,12 @@ impl ContainerRuntime for SlowPull {
     async fn capabilities(&self) -> Result<Capabilities> {
         Err(Error::backend("test", "not asked", false))
     }
-    async fn prepare_entrypoint(&self, _: &EntrypointBinary, _: &str) -> Result<EntrypointMount> {
+    async fn prepare_entrypoint(
+        &self,
+        _: &EntrypointBinary,
+        _: &str,
+        _: &str,
+    ) -> Result<EntrypointMount> {
         Err(Error::backend("test", "not asked", false))
     }
     async fn ensure_image(&self, image: &str, _: Duration) -> Result<()> {
@@ -965,6 +1015,25 @@ fn config_reads_the_seed_variables() {
 }
 
 #[test]
+fn a_bad_plugin_timeout_is_an_error_naming_the_variable_and_the_value() {
+    for bad in [
+        "1e300", "-1", "NaN", "nan", "inf", "abc", "0", "0.0", "1e-300", "10081",
+    ] {
+        let e = EngineConfig::from_lookup(|k| (k == "PLUGIN_TIMEOUT").then(|| bad.to_string()))
+            .expect_err(bad);
+        assert!(
+            matches!(e, Error::Invalid { ref at, .. } if at == "PLUGIN_TIMEOUT"),
+            "{bad}: {e}"
+        );
+        let m = e.to_string();
+        assert!(m.contains(&format!("PLUGIN_TIMEOUT={bad:?}")), "{bad}: {m}");
+    }
+    let c = EngineConfig::from_lookup(|k| (k == "PLUGIN_TIMEOUT").then(|| "10080".to_string()))
+        .expect("seven days");
+    assert_eq!(c.plugin_timeout, Duration::from_secs(7 * 86_400));
+}
+
+#[test]
 fn the_deployment_name_comes_from_kat_deployment_and_is_checked() {
     assert_eq!(EngineConfig::default().deployment, "default");
     let c = EngineConfig::from_lookup(|k| (k == "KAT_DEPLOYMENT").then(|| "blue-1".to_string()))
@@ -1002,8 +1071,13 @@ impl ContainerRuntime for Reaper {
     async fn capabilities(&self) -> Result<Capabilities> {
         NotStarted.capabilities().await
     }
-    async fn prepare_entrypoint(&self, b: &EntrypointBinary, v: &str) -> Result<EntrypointMount> {
-        NotStarted.prepare_entrypoint(b, v).await
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
     }
     async fn run(&self, s: ContainerSpec, c: CancellationToken) -> Result<Outcome> {
         NotStarted.run(s, c).await
@@ -1046,8 +1120,13 @@ impl ContainerRuntime for Recorder {
     async fn capabilities(&self) -> Result<Capabilities> {
         NotStarted.capabilities().await
     }
-    async fn prepare_entrypoint(&self, b: &EntrypointBinary, v: &str) -> Result<EntrypointMount> {
-        NotStarted.prepare_entrypoint(b, v).await
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
     }
     async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
         self.0.lock().unwrap().push(s);

@@ -337,10 +337,14 @@ pub trait ContainerRuntime: Send + Sync + Debug {
 
     /// Make the entrypoint binary available in the named volume `volume`, idempotently: a volume that
     /// already holds a binary with the same sha256 is left alone; a different one is replaced.
+    /// Whatever this leaves in the engine while it works (a helper container) carries `deployment`'s
+    /// [`LABEL_DEPLOYMENT`], so that [`ContainerRuntime::reap_orphans`] of that deployment removes it
+    /// should the process be killed in between.
     async fn prepare_entrypoint(
         &self,
         binary: &EntrypointBinary,
         volume: &str,
+        deployment: &str,
     ) -> Result<EntrypointMount>;
 
     /// Make sure `image` is present, pulling it when it is missing (bounded by `timeout`), so that
@@ -362,7 +366,9 @@ pub trait ContainerRuntime: Send + Sync + Debug {
     async fn list_managed(&self) -> Result<Vec<ManagedContainer>>;
 
     /// Remove (killing first if needed) every managed container of `deployment` (see
-    /// [`ManagedContainer::belongs_to`]) whose task is not in `live`; returns the removed containers'
-    /// ids. Containers of other deployments are left alone.
+    /// [`ManagedContainer::belongs_to`]) whose task is not in `live`, and every helper container
+    /// [`ContainerRuntime::prepare_entrypoint`] left for `deployment` (a process killed while it
+    /// prepared); returns the removed containers' ids. Containers of other deployments are left
+    /// alone.
     async fn reap_orphans(&self, deployment: &str, live: &HashSet<TaskId>) -> Result<Vec<String>>;
 }

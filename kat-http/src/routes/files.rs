@@ -180,7 +180,18 @@ fn part_stream(reader: Arc<Mutex<MultipartReader>>, limit: u64, reason: StopReas
                     }
                     Some((Ok(chunk), (reader, seen, reason, false)))
                 }
-                Ok(None) => None,
+                Ok(None) => {
+                    // The file's data is complete; the store commits it when this stream ends, so
+                    // the rest of the body is read and checked first: a bad end stores nothing.
+                    let rest = rest_after_file(&mut *reader.lock().await).await;
+                    match rest {
+                        Ok(()) => None,
+                        Err(e) => {
+                            let e = record(&reason, e);
+                            Some((Err(e), (reader, seen, reason, true)))
+                        }
+                    }
+                }
                 Err(e) => {
                     let e = record(&reason, e);
                     Some((Err(e), (reader, seen, reason, true)))
@@ -189,6 +200,30 @@ fn part_stream(reader: Arc<Mutex<MultipartReader>>, limit: u64, reason: StopReas
         },
     );
     Box::pin(s)
+}
+
+/// A part the form cannot have once `type` and `file` were both given: each is a 400.
+fn unexpected_part(name: &str, type_given: bool, file_given: bool) -> Option<ApiError> {
+    match name {
+        "type" if type_given => Some(ApiError::invalid("type", "type may be given once")),
+        "type" => None,
+        "file" if file_given => Some(ApiError::invalid("file", "one file per upload")),
+        "file" => None,
+        other => Some(ApiError::invalid(
+            other,
+            format!("unknown form field {other:?}; send \"file\" and optionally \"type\""),
+        )),
+    }
+}
+
+/// Read the rest of a body whose `type` and `file` were both given: only the closing delimiter (and
+/// an epilogue) may follow.
+async fn rest_after_file(reader: &mut MultipartReader) -> ApiResult<()> {
+    if let Some(part) = reader.next_part().await? {
+        return Err(unexpected_part(&part.name, true, true)
+            .unwrap_or_else(|| ApiError::invalid(&part.name, "unexpected form field")));
+    }
+    reader.finish().await
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -214,10 +249,12 @@ fn default_type(name: &str) -> String {
         .to_string()
 }
 
+/// The stored name of an uploaded file: the last path component of its `filename`; `file` when that
+/// is empty, `.` or `..`.
 fn file_name(filename: Option<&str>) -> String {
     let raw = filename.unwrap_or("");
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    if base.is_empty() {
+    if base.is_empty() || base == "." || base == ".." {
         "file".to_string()
     } else {
         base.to_string()
@@ -298,6 +335,12 @@ async fn upload_level(
 /// The file is streamed into the store frame by frame; org and task come from the token; a task
 /// uploads only files of its plugin's type (or `error`), and the file carries the scan level of its
 /// chain (an operator states it: `?scan_level=`).
+///
+/// All or nothing: the file is committed (visible, and chained through
+/// [`TaskControl::file_stored`](kat_core::control::TaskControl::file_stored)) only once the whole
+/// body has been read and checked. With `type` first, the store's stream ends only after the rest of
+/// the body was validated, and a bad rest is a stream error, which stores nothing; with `type` after
+/// the file (or none), the file is spooled and stored once the body is complete.
 pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     if ctx.query.pairs().iter().any(|(k, _)| k == "task_id") {
         return Err(ApiError::invalid(
@@ -325,21 +368,23 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     loop {
         let part = reader.lock().await.next_part().await?;
         let Some(part) = part else { break };
+        if let Some(e) = unexpected_part(
+            &part.name,
+            file_type.is_some(),
+            stored.is_some() || spooled.is_some(),
+        ) {
+            return Err(e);
+        }
         match part.name.as_str() {
             "type" => {
-                if file_type.is_some() {
-                    return Err(ApiError::invalid("type", "type may be given once"));
-                }
                 let t = reader.lock().await.read_text("type", 256).await?;
                 let t = t.trim().to_string();
                 kat_core::plugin::check_file_type(&t).map_err(|m| ApiError::invalid("type", m))?;
                 check_upload_type(ctx, &t)?;
                 file_type = Some(t);
             }
-            "file" => {
-                if stored.is_some() || spooled.is_some() {
-                    return Err(ApiError::invalid("file", "one file per upload"));
-                }
+            _ => {
+                // "file": `unexpected_part` refused every other name.
                 let name = file_name(part.filename.as_deref());
                 match &file_type {
                     Some(t) => {
@@ -358,12 +403,6 @@ pub(crate) async fn upload(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
                         spooled = Some((spool, name));
                     }
                 }
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown form field {other:?}; send \"file\" and optionally \"type\""),
-                ));
             }
         }
     }
@@ -432,7 +471,11 @@ async fn spool_part(
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     let spool = Spool {
-        path: dir.join(format!("kat-upload-{}", uuid::Uuid::new_v4())),
+        path: dir.join(format!(
+            "{}{}",
+            crate::server::SPOOL_PREFIX,
+            uuid::Uuid::new_v4()
+        )),
     };
     let mut f = tokio::fs::OpenOptions::new()
         .write(true)

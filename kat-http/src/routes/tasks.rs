@@ -143,7 +143,8 @@ fn parse_request(ctx: &Ctx<'_>, v: Value, at: &str) -> ApiResult<TaskRequest> {
 }
 
 /// `POST /tasks/`: one request or a list. One request answers with its task (a list when the engine
-/// split it into several batches); a list answers with every created task.
+/// split it into several batches); a list answers with every created task, and is all or nothing
+/// ([`TaskControl::submit_all`]): one refused request queues none of them.
 pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     ctx.require_create()?;
@@ -163,17 +164,16 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
         other => (vec![parse_request(ctx, other, "")?], true),
     };
     let control = control(ctx)?;
-    // The submitter must hold every permission each plugin declares; check them all before queueing
-    // anything, so that a refusal leaves nothing queued (the engine checks again).
-    for r in &requests {
-        if let Some(rec) = ctx.inner.tasks.get_plugin(&r.plugin_id).await? {
-            r.submitter.may_run(&rec.def)?;
+    // A list is all or nothing: every request is validated before any task is queued.
+    let out = if single {
+        let mut requests = requests;
+        match requests.pop() {
+            Some(r) => control.submit(r).await?,
+            None => Vec::new(),
         }
-    }
-    let mut out = Vec::new();
-    for r in requests {
-        out.extend(control.submit(r).await?);
-    }
+    } else {
+        control.submit_all(requests).await?
+    };
     if single && out.len() == 1 {
         return Ok(created(&task_json(&out[0])));
     }

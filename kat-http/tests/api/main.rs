@@ -11,5 +11,7 @@ mod objects;
 mod orgs;
 mod permissions;
 mod rights;
+mod slow;
 mod tasks;
 mod tokens;
+mod uploads;

@@ -115,6 +115,23 @@ impl TaskControl for RecordingControl {
         Ok(vec![t])
     }
 
+    async fn submit_all(&self, requests: Vec<TaskRequest>) -> kat_core::Result<Vec<Task>> {
+        // All or nothing, as the engine: check every plugin before queuing any.
+        for (i, r) in requests.iter().enumerate() {
+            if self.tasks.get_plugin(&r.plugin_id).await?.is_none() {
+                return Err(kat_core::Error::invalid(
+                    format!("[{i}].data.plugin_id"),
+                    format!("unknown plugin {:?}", r.plugin_id),
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        for r in requests {
+            out.extend(self.submit(r).await?);
+        }
+        Ok(out)
+    }
+
     async fn cancel(&self, org: &OrgCode, task: TaskId) -> kat_core::Result<Task> {
         self.calls
             .lock()
@@ -152,6 +169,7 @@ impl kat_core::runtime::ContainerRuntime for NoRuntime {
     async fn prepare_entrypoint(
         &self,
         _: &kat_core::runtime::EntrypointBinary,
+        _: &str,
         _: &str,
     ) -> kat_core::Result<kat_core::runtime::EntrypointMount> {
         Err(kat_core::Error::backend(

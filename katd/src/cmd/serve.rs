@@ -17,16 +17,27 @@ const OPERATOR_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// Start the deployment, say what start-up did, write the operator token if asked, serve until a
 /// signal, then stop cleanly.
+///
+/// The signal handlers come first: a SIGTERM or Ctrl-C during start-up lets start-up finish (so
+/// that nothing it creates, such as the entrypoint volume's helper container, is left behind) and
+/// then stops cleanly; a second one exits at once.
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Error> {
+    let stop = stop_on_signal()?;
     let token_out = args.token_out.clone();
     let cfg = deploy_config(args)?;
     let first_org = cfg.organizations.first().map(|o| o.code.clone());
     let d = Deployment::start(cfg).await?;
+    if *stop.borrow() {
+        println!("katd: stopping (a signal came during start-up)");
+        d.shutdown().await;
+        return Ok(());
+    }
     print_started(&d);
     if let (Some(path), Some(org)) = (token_out, first_org) {
         write_operator_token(&d, &org, &path)?;
     }
-    wait_for_signal().await;
+    let mut stopped = stop;
+    let _ = stopped.wait_for(|s| *s).await;
     println!("katd: stopping");
     d.shutdown().await;
     Ok(())
@@ -133,20 +144,35 @@ fn write_operator_token(d: &Deployment, org: &OrgCode, path: &Path) -> Result<()
     Ok(())
 }
 
-/// Until Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+/// Install the SIGTERM and SIGINT handlers now; the receiver turns true at the first signal, and a
+/// second one exits the process at once (status 130).
+fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let installed = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| {
+            Error::invalid("signal", format!("cannot install the {name} handler: {e}"))
+        })
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
+    let mut term = installed(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = installed(SignalKind::interrupt(), "SIGINT")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut seen = 0u32;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                let _ = tx.send(true);
+            } else {
+                eprintln!("katd: a second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]
