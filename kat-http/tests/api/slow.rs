@@ -96,7 +96,7 @@ async fn a_trickling_upload_is_cut_and_stores_nothing() {
     let t = s.token("acme", all());
     let b = "slow-boundary";
     let mut body = format!(
-        "--{b}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ndns\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stdout\"\r\n\r\n"
+        "--{b}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\ntest-plugin\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stdout\"\r\n\r\n"
     )
     .into_bytes();
     body.resize(1000, b'x');

@@ -70,7 +70,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// The bodies that start well (`type`, then a whole file part) and then go wrong.
 fn bad_bodies() -> Vec<(&'static str, String)> {
-    let head = format!("{}{}", type_part("dns"), file_part("stdout", "KEPT?"));
+    let head = format!("{}{}", type_part("test-plugin"), file_part("stdout", "KEPT?"));
     vec![
         (
             "an unknown field",
@@ -97,7 +97,7 @@ fn bad_bodies() -> Vec<(&'static str, String)> {
             "a body that ends inside the file",
             format!(
                 "{}--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\nKEPT?",
-                type_part("dns")
+                type_part("test-plugin")
             ),
         ),
         (
@@ -105,14 +105,14 @@ fn bad_bodies() -> Vec<(&'static str, String)> {
             format!(
                 "{}{}{}{}",
                 file_part("stdout", "KEPT?"),
-                type_part("dns"),
+                type_part("test-plugin"),
                 field_part("extra", "1"),
                 close()
             ),
         ),
         (
             "the file first, then a body that ends after a boundary",
-            format!("{}{}--{B}", file_part("stdout", "KEPT?"), type_part("dns")),
+            format!("{}{}--{B}", file_part("stdout", "KEPT?"), type_part("test-plugin")),
         ),
     ]
 }
@@ -155,7 +155,7 @@ async fn rejected_uploads_keep_nothing_on(files: Arc<dyn FileStore>, blobs: Opti
     // The same file in a good body is stored once and chained once; no retry stored it before.
     let good = format!(
         "{}{}{}",
-        type_part("dns"),
+        type_part("test-plugin"),
         file_part("stdout", "KEPT?"),
         close()
     );
@@ -197,7 +197,7 @@ async fn dot_names_are_replaced_like_other_unsafe_names() {
         ("../../etc/passwd", "passwd"),
         ("...", "..."),
     ] {
-        let body = format!("{}{}{}", type_part("dns"), file_part(sent, "x"), close());
+        let body = format!("{}{}{}", type_part("test-plugin"), file_part(sent, "x"), close());
         let raw = s.raw(&request(&t, &body)).await;
         assert_eq!(status_of(&raw), 201, "{sent}: {raw}");
         assert_eq!(json_of(&raw)["name"], stored, "{sent}");
@@ -246,7 +246,7 @@ async fn spooled_uploads_live_in_the_spool_dir_and_leftovers_are_removed_at_star
     let good = format!(
         "{}{}{}",
         file_part("stdout", "spooled"),
-        type_part("dns"),
+        type_part("test-plugin"),
         close()
     );
     assert_eq!(status_of(&s.raw(&request(&t, &good)).await), 201);
