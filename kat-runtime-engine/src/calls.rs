@@ -62,6 +62,9 @@ pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 ///     fn unexpected(op: &'static str, message: String) -> Self { MyError::Other(format!("{op}: {message}")) }
 /// }
 ///
+/// /// This sketch talks to no engine: every call says so.
+/// fn no_engine() -> MyError { MyError::Other("no engine behind this sketch".into()) }
+///
 /// impl From<MyError> for kat_core::Error {
 ///     fn from(e: MyError) -> Self { kat_core::Error::backend("my-engine", e.to_string(), false) }
 /// }
@@ -69,20 +72,20 @@ pub type OutputStream = BoxStream<'static, Result<Output<Bytes>, String>>;
 /// #[async_trait::async_trait]
 /// impl EngineCalls for MyCalls {
 ///     type Error = MyError;
-///     async fn capabilities(&self) -> Result<Capabilities, MyError> { todo!("ask the engine") }
-///     async fn create(&self, _: &str, _: &ContainerSpec, _: &StopSignal) -> Result<String, MyError> { todo!() }
-///     async fn attach(&self, _: &str) -> Result<OutputStream, MyError> { todo!() }
-///     async fn start(&self, _: &str) -> Result<(), MyError> { todo!() }
-///     async fn wait(&self, _: &str) -> Result<Option<i64>, MyError> { todo!() }
+///     async fn capabilities(&self) -> Result<Capabilities, MyError> { Err(no_engine()) }
+///     async fn create(&self, _: &str, _: &ContainerSpec, _: &StopSignal) -> Result<String, MyError> { Err(no_engine()) }
+///     async fn attach(&self, _: &str) -> Result<OutputStream, MyError> { Err(no_engine()) }
+///     async fn start(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+///     async fn wait(&self, _: &str) -> Result<Option<i64>, MyError> { Err(no_engine()) }
 ///     async fn kill(&self, _: &str) {}
-///     async fn remove(&self, _: &str) -> Result<(), MyError> { todo!() }
-///     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, MyError> { todo!() }
-///     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { todo!() }
-///     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { todo!() }
-///     async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, MyError> { todo!() }
-///     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { todo!() }
-///     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { todo!() }
-///     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { todo!() }
+///     async fn remove(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+///     async fn list_managed(&self) -> Result<Vec<ManagedContainer>, MyError> { Err(no_engine()) }
+///     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+///     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { Err(no_engine()) }
+///     async fn list_helpers(&self) -> Result<Vec<ManagedContainer>, MyError> { Err(no_engine()) }
+///     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { Err(no_engine()) }
+///     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { Err(no_engine()) }
+///     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { Err(no_engine()) }
 /// }
 ///
 /// let rt: std::sync::Arc<dyn ContainerRuntime> = std::sync::Arc::new(EngineRuntime::new(MyCalls));

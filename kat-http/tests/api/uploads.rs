@@ -70,7 +70,11 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// The bodies that start well (`type`, then a whole file part) and then go wrong.
 fn bad_bodies() -> Vec<(&'static str, String)> {
-    let head = format!("{}{}", type_part("test-plugin"), file_part("stdout", "KEPT?"));
+    let head = format!(
+        "{}{}",
+        type_part("test-plugin"),
+        file_part("stdout", "KEPT?")
+    );
     vec![
         (
             "an unknown field",
@@ -112,7 +116,11 @@ fn bad_bodies() -> Vec<(&'static str, String)> {
         ),
         (
             "the file first, then a body that ends after a boundary",
-            format!("{}{}--{B}", file_part("stdout", "KEPT?"), type_part("test-plugin")),
+            format!(
+                "{}{}--{B}",
+                file_part("stdout", "KEPT?"),
+                type_part("test-plugin")
+            ),
         ),
     ]
 }
@@ -197,7 +205,12 @@ async fn dot_names_are_replaced_like_other_unsafe_names() {
         ("../../etc/passwd", "passwd"),
         ("...", "..."),
     ] {
-        let body = format!("{}{}{}", type_part("test-plugin"), file_part(sent, "x"), close());
+        let body = format!(
+            "{}{}{}",
+            type_part("test-plugin"),
+            file_part(sent, "x"),
+            close()
+        );
         let raw = s.raw(&request(&t, &body)).await;
         assert_eq!(status_of(&raw), 201, "{sent}: {raw}");
         assert_eq!(json_of(&raw)["name"], stored, "{sent}");
