@@ -72,7 +72,7 @@ system_default = system_default_sect
 MinProtocol = TLSv1
 CipherString = DEFAULT@SECLEVEL=0
 CNF
-OPENSSL_CONF="$Q/openssl.cnf" setsid nohup openssl s_server -accept 443 -www -quiet \
+OPENSSL_CONF="$Q/openssl.cnf" setsid nohup openssl s_server -accept 127.0.0.1:443 -www -quiet \
     -cert "$Q/cert.pem" -key "$Q/key.pem" >"$Q/tls.log" 2>&1 </dev/null &
 echo $! >"$Q/tls.pid"
 setsid nohup python3 -c '
