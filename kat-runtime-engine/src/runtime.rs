@@ -132,25 +132,26 @@ where
 /// use kat_runtime_engine::EngineRuntime;
 /// # #[derive(Debug, Clone)] struct MyCalls;
 /// # #[derive(Debug, thiserror::Error)] #[error("x")] enum MyError { S(#[from] kat_runtime_engine::SpecError), L(#[from] kat_runtime_engine::LoadError), T(#[from] kat_runtime_engine::TaskFailed) }
-/// # impl kat_runtime_engine::EngineError for MyError { fn cancelled() -> Self { todo!() } fn unexpected(_: &'static str, _: String) -> Self { todo!() } }
+/// # impl kat_runtime_engine::EngineError for MyError { fn cancelled() -> Self { no_engine() } fn unexpected(_: &'static str, _: String) -> Self { no_engine() } }
+/// # fn no_engine() -> MyError { MyError::T(kat_runtime_engine::TaskFailed("no engine behind this sketch".into())) }
 /// # impl From<MyError> for kat_core::Error { fn from(_: MyError) -> Self { kat_core::Error::Cancelled } }
 /// # #[async_trait::async_trait]
 /// # impl kat_runtime_engine::EngineCalls for MyCalls {
 /// #     type Error = MyError;
-/// #     async fn capabilities(&self) -> Result<kat_core::runtime::Capabilities, MyError> { todo!() }
-/// #     async fn create(&self, _: &str, _: &kat_core::runtime::ContainerSpec, _: &kat_runtime_engine::StopSignal) -> Result<String, MyError> { todo!() }
-/// #     async fn attach(&self, _: &str) -> Result<kat_runtime_engine::OutputStream, MyError> { todo!() }
-/// #     async fn start(&self, _: &str) -> Result<(), MyError> { todo!() }
-/// #     async fn wait(&self, _: &str) -> Result<Option<i64>, MyError> { todo!() }
+/// #     async fn capabilities(&self) -> Result<kat_core::runtime::Capabilities, MyError> { Err(no_engine()) }
+/// #     async fn create(&self, _: &str, _: &kat_core::runtime::ContainerSpec, _: &kat_runtime_engine::StopSignal) -> Result<String, MyError> { Err(no_engine()) }
+/// #     async fn attach(&self, _: &str) -> Result<kat_runtime_engine::OutputStream, MyError> { Err(no_engine()) }
+/// #     async fn start(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+/// #     async fn wait(&self, _: &str) -> Result<Option<i64>, MyError> { Err(no_engine()) }
 /// #     async fn kill(&self, _: &str) {}
-/// #     async fn remove(&self, _: &str) -> Result<(), MyError> { todo!() }
-/// #     async fn list_managed(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { todo!() }
-/// #     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { todo!() }
-/// #     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { todo!() }
-/// #     async fn list_helpers(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { todo!() }
-/// #     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { todo!() }
-/// #     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { todo!() }
-/// #     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { todo!() }
+/// #     async fn remove(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+/// #     async fn list_managed(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { Err(no_engine()) }
+/// #     async fn ensure_volume(&self, _: &str) -> Result<(), MyError> { Err(no_engine()) }
+/// #     async fn create_helper(&self, _: &str, _: &str) -> Result<String, MyError> { Err(no_engine()) }
+/// #     async fn list_helpers(&self) -> Result<Vec<kat_core::runtime::ManagedContainer>, MyError> { Err(no_engine()) }
+/// #     async fn stat(&self, _: &str, _: &str) -> Result<Option<(u64, u32)>, MyError> { Err(no_engine()) }
+/// #     async fn read_archive(&self, _: &str, _: &str, _: usize) -> Result<Option<Vec<u8>>, MyError> { Err(no_engine()) }
+/// #     async fn upload(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MyError> { Err(no_engine()) }
 /// # }
 ///
 /// /// A runtime on my engine, with whatever connecting and settings it needs.
