@@ -97,8 +97,9 @@ pub async fn level_of_output(
     if !task.input.objects.is_empty() {
         let mut level = None;
         for r in &task.input.objects {
-            let obj = objects.get(&task.org, r.object_type, &r.key).await?;
-            level = lowest(level, obj.and_then(|o| o.scan).and_then(|p| p.level));
+            // A URL's level is its host's (crate::store::scan_of).
+            let scan = crate::store::scan_of_key(objects, &task.org, r.object_type, &r.key).await?;
+            level = lowest(level, scan.and_then(|p| p.level));
         }
         return Ok((level.flatten(), LevelSource::Objects));
     }

@@ -35,7 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::Timestamp;
 use crate::control::{TaskControl, TaskRequest};
-use crate::object::{HostnameRef, IpRef, NaturalKey, ObjectType};
+use crate::object::{HostnameRef, IpRef, NaturalKey, Object, ObjectType, UrlRef};
 use crate::org::OrgCode;
 use crate::plan::{self, PlanInput, Stdin, Target};
 use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
@@ -46,7 +46,8 @@ use crate::runtime::{
 };
 use crate::schedule::{ObjectSet, Schedule};
 use crate::store::{
-    FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore,
+    FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore, scan_of,
+    scan_of_key,
 };
 use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState, TaskToken};
 use crate::token::{Claims, TokenAuthority};
@@ -633,15 +634,33 @@ impl Engine {
             let key = match ty {
                 ObjectType::Hostname => HostnameRef::parse(raw).map(|h| h.key()),
                 ObjectType::IpAddress => IpRef::parse(raw).map(|a| a.key()),
+                // A bare URL is in the default network (a URL may itself contain '|').
+                ObjectType::Url if is_bare_url(raw) => {
+                    UrlRef::new(crate::object::DEFAULT_NETWORK, raw).map(|u| u.key())
+                }
                 other => other.parse_key(raw),
             };
             let Ok(key) = key else { continue };
             tried.push(format!("{ty} {key}"));
             if let Some(obj) = self.inner.objects.get(org, *ty, &key).await? {
-                let profile = obj.scan.unwrap_or_default();
-                if !profile.allows(plugin.scan_level) {
+                let Some(profile) = scan_of(self.inner.objects.as_ref(), &obj).await? else {
+                    let host = match &obj.object {
+                        Object::Url(u) => u.host_object().1.to_string(),
+                        _ => String::new(),
+                    };
                     return Err(Error::PermissionDenied(format!(
-                        "plugin {} needs scan level {} but {ty} {key} has {}",
+                        "plugin {} cannot scan {ty} {key}: its host {host} is not in organization {org}, and a URL is scanned at its host's scan level",
+                        plugin.plugin_id,
+                    )));
+                };
+                if !profile.allows(plugin.scan_level) {
+                    let via = if obj.object_type() == ObjectType::Url {
+                        " (through its host)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::PermissionDenied(format!(
+                        "plugin {} needs scan level {} but {ty} {key} has {}{via}",
                         plugin.plugin_id,
                         plugin.scan_level,
                         profile
@@ -692,12 +711,14 @@ impl Engine {
             return Ok(());
         };
         for r in &task.input.objects {
-            let obj = self
-                .inner
-                .objects
-                .get(&task.org, r.object_type, &r.key)
-                .await?;
-            let profile = obj.and_then(|o| o.scan).unwrap_or_default();
+            let profile = scan_of_key(
+                self.inner.objects.as_ref(),
+                &task.org,
+                r.object_type,
+                &r.key,
+            )
+            .await?
+            .unwrap_or_default();
             if !profile.allows(plugin.scan_level) {
                 return Err(Error::PermissionDenied(format!(
                     "plugin {} needs scan level {} but {} {} (input of task {producer}, which produced file {}) has {}",
@@ -910,21 +931,36 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut out: BTreeSet<ObjectRef> = BTreeSet::new();
+        // URLs have no level of their own: each is checked at its host's level.
+        let own_level = set.object_type.has_scan_level();
         if set.all || !set.filters.is_empty() {
             let mut q = ObjectQuery::new(org.clone(), set.object_type);
             q.filters = set.filters.clone();
-            q.min_scan_level = Some(plugin.scan_level);
+            if own_level {
+                q.min_scan_level = Some(plugin.scan_level);
+            }
             // One pass over every match: paging with offsets would rescan the skipped matches.
             q.limit = 0;
             let page = self.inner.objects.query(&q).await?;
-            out.extend(page.items.into_iter().map(|o| ObjectRef {
-                object_type: set.object_type,
-                key: o.key,
-            }));
+            for o in page.items {
+                if !own_level
+                    && !scan_of(self.inner.objects.as_ref(), &o)
+                        .await?
+                        .is_some_and(|p| p.allows(plugin.scan_level))
+                {
+                    continue;
+                }
+                out.insert(ObjectRef {
+                    object_type: set.object_type,
+                    key: o.key,
+                });
+            }
         }
         for key in &set.keys {
             if let Some(o) = self.inner.objects.get(org, set.object_type, key).await?
-                && o.scan.unwrap_or_default().allows(plugin.scan_level)
+                && scan_of(self.inner.objects.as_ref(), &o)
+                    .await?
+                    .is_some_and(|p| p.allows(plugin.scan_level))
             {
                 out.insert(ObjectRef {
                     object_type: set.object_type,
@@ -1025,8 +1061,9 @@ impl Engine {
             let mut targets = Vec::new();
             for r in &task.input.objects {
                 let value = match r.object_type {
-                    ObjectType::Hostname => r.key.parts().get(1).cloned(),
-                    ObjectType::IpAddress => r.key.parts().get(1).cloned(),
+                    ObjectType::Hostname | ObjectType::IpAddress | ObjectType::Url => {
+                        r.key.parts().get(1).cloned()
+                    }
                     _ => None,
                 }
                 .ok_or_else(|| {
@@ -1182,6 +1219,12 @@ pub fn exit_reason(code: Option<i64>) -> String {
         None => "the container ended without an exit code".into(),
         Some(c) => kat_protocol::exit::describe(c),
     }
+}
+
+/// Whether a task's target text is a bare URL (`https://...`) rather than a `network|url` key.
+fn is_bare_url(raw: &str) -> bool {
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 fn join_types(types: &BTreeSet<ObjectType>) -> String {

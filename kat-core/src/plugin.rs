@@ -48,10 +48,15 @@ impl FromStr for Consumes {
             let ty: ObjectType = t
                 .parse()
                 .map_err(|_| Error::invalid("", format!("{s:?}: unknown object type {t:?}")))?;
-            if !matches!(ty, ObjectType::Hostname | ObjectType::IpAddress) {
+            if !matches!(
+                ty,
+                ObjectType::Hostname | ObjectType::IpAddress | ObjectType::Url
+            ) {
                 return Err(Error::invalid(
                     "",
-                    format!("{s:?}: only hostname and ipaddress objects can be plugin targets"),
+                    format!(
+                        "{s:?}: only hostname, ipaddress and url objects can be plugin targets"
+                    ),
                 ));
             }
             Ok(Consumes::Type(ty))

@@ -274,6 +274,42 @@ impl ObjectQuery {
     }
 }
 
+/// The scan profile the scan-level gates read for a stored object: its own, or for a URL (which has
+/// no level of its own) the profile of its host object, the hostname or IP address of the same
+/// network ([`crate::object::UrlRef::host_object`]). `None` when the URL's host is not in the store:
+/// such a URL is never scanned.
+///
+/// # Errors
+/// Store errors.
+pub async fn scan_of(objects: &dyn ObjectStore, o: &StoredObject) -> Result<Option<ScanProfile>> {
+    match &o.object {
+        Object::Url(u) => {
+            let (ty, key) = u.host_object();
+            Ok(objects
+                .get(&o.org, ty, &key)
+                .await?
+                .map(|h| h.scan.unwrap_or_default()))
+        }
+        _ => Ok(Some(o.scan.unwrap_or_default())),
+    }
+}
+
+/// [`scan_of`] by type and key: `None` when the object (or a URL's host) is not in the store.
+///
+/// # Errors
+/// Store errors.
+pub async fn scan_of_key(
+    objects: &dyn ObjectStore,
+    org: &OrgCode,
+    ty: ObjectType,
+    key: &NaturalKey,
+) -> Result<Option<ScanProfile>> {
+    match objects.get(org, ty, key).await? {
+        Some(o) => scan_of(objects, &o).await,
+        None => Ok(None),
+    }
+}
+
 /// Stores objects by natural key, per organization.
 ///
 /// Writes are upserts: writing an object whose key exists merges it into the stored one

@@ -66,7 +66,8 @@ impl Placeholder {
         match self {
             Placeholder::Hostname | Placeholder::MailServer => Some(ObjectType::Hostname),
             Placeholder::IpAddress => Some(ObjectType::IpAddress),
-            Placeholder::Url | Placeholder::File => None,
+            Placeholder::Url => Some(ObjectType::Url),
+            Placeholder::File => None,
         }
     }
 }

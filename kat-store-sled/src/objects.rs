@@ -81,7 +81,9 @@ fn is_key_leading(ty: ObjectType, field: &str) -> bool {
 fn is_network_led(ty: ObjectType, field: &str) -> bool {
     matches!(
         (ty, field),
-        (ObjectType::Hostname, "name") | (ObjectType::IpAddress, "address")
+        (ObjectType::Hostname, "name")
+            | (ObjectType::IpAddress, "address")
+            | (ObjectType::Url, "url")
     )
 }
 
@@ -104,7 +106,8 @@ fn key_prefix(ty: ObjectType, field: &str, value: &str) -> Option<String> {
         | (T::Software, "name")
         | (T::Finding, "finding_type")
         | (T::Hostname, "network")
-        | (T::IpAddress, "network") => Some(escape_part(value)),
+        | (T::IpAddress, "network")
+        | (T::Url, "network") => Some(escape_part(value)),
         // These values are natural keys already (escaped parts joined by `|`).
         (T::IpPort, "address") => Some(value.to_string()),
         (t, "hostname") if t.is_dns_record() => Some(value.to_string()),

@@ -728,6 +728,108 @@ pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
     Ok(())
 }
 
+/// URLs: stored by their canonical natural key (`network|url`, a `|` in the URL escaped), found by
+/// key and by `network` and `url` filters in every network, and their host created as a referenced
+/// object; a URL has no scan level of its own ([`crate::store::scan_of`] reads its host's).
+pub async fn urls(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-urls");
+    let u = |net: &str, url: &str| obj(ObjectType::Url, json!({"network": net, "url": url}));
+    let stored = store
+        .upsert(
+            &o,
+            vec![
+                u("internet", "HTTPS://Example.com:443/a|b#frag"),
+                u("internet", "http://192.0.2.1:8080"),
+                u("lab", "https://example.com/a|b"),
+            ],
+            None,
+        )
+        .await?;
+    let keys: Vec<&str> = stored.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "internet|https://example.com/a%7Cb",
+            "internet|http://192.0.2.1:8080/",
+            "lab|https://example.com/a%7Cb",
+        ]
+    );
+    assert!(
+        stored.iter().all(|s| s.scan.is_none()),
+        "a URL has no level of its own"
+    );
+    assert!(
+        exists(
+            store,
+            &o,
+            ObjectType::Url,
+            "internet|https://example.com/a%7Cb"
+        )
+        .await?
+    );
+    assert!(exists(store, &o, ObjectType::Hostname, "internet|example.com").await?);
+    assert!(exists(store, &o, ObjectType::Hostname, "lab|example.com").await?);
+    assert!(exists(store, &o, ObjectType::IpAddress, "internet|192.0.2.1").await?);
+    assert_eq!(count(store, &o, ObjectType::Url).await?, 3);
+    // Re-posting another spelling of the same URL stores nothing new.
+    store
+        .upsert(&o, vec![u("internet", "https://EXAMPLE.com./a|b")], None)
+        .await?;
+    assert_eq!(count(store, &o, ObjectType::Url).await?, 3);
+    let by = |field: &str, values: &[&str]| {
+        ObjectQuery::new(o.clone(), ObjectType::Url).filter(field, values)
+    };
+    let page = store
+        .query(&by("url", &["https://example.com/a|b"]))
+        .await?;
+    assert_eq!(
+        page.count, 2,
+        "the url filter finds the URL in every network"
+    );
+    let page = store.query(&by("network", &["lab"])).await?;
+    assert_eq!(page.count, 1);
+    assert_eq!(page.items[0].key.as_str(), "lab|https://example.com/a%7Cb");
+    // The gate's level is the host's.
+    let url = store
+        .get(&o, ObjectType::Url, &key("internet|http://192.0.2.1:8080/"))
+        .await?
+        .expect("stored");
+    assert_eq!(
+        crate::store::scan_of(store, &url).await?,
+        Some(ScanProfile::default())
+    );
+    store
+        .set_scan_profile(
+            &o,
+            ObjectType::IpAddress,
+            &key("internet|192.0.2.1"),
+            ScanProfile::declared(ScanLevel::new(3)?),
+        )
+        .await?;
+    assert_eq!(
+        crate::store::scan_of(store, &url).await?,
+        Some(ScanProfile::declared(ScanLevel::new(3)?))
+    );
+    let e = store
+        .set_scan_profile(
+            &o,
+            ObjectType::Url,
+            &url.key,
+            ScanProfile::declared(ScanLevel::new(1)?),
+        )
+        .await
+        .expect_err("a URL has no scan level to set");
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert_eq!(
+        store
+            .delete(&o, ObjectType::Url, &[key("lab|https://example.com/a%7Cb")])
+            .await?,
+        1
+    );
+    assert_eq!(count(store, &o, ObjectType::Url).await?, 2);
+    Ok(())
+}
+
 /// Run every case against one store.
 pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     upsert_is_idempotent(&*store).await?;
@@ -742,6 +844,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     attribution(&*store).await?;
     delete_by_keys(&*store).await?;
     bulk_writes(&*store).await?;
+    urls(&*store).await?;
     concurrent_writers(store).await?;
     Ok(())
 }

@@ -74,6 +74,7 @@ const PLUGINS: &str = r#"[
   {"plugin_id": "parse-deep", "scan_level": 3, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["deep", "{file}"]},
   {"plugin_id": "parse-shallow", "scan_level": 1, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["shallow", "{file}"]},
   {"plugin_id": "on-error", "scan_level": 0, "consumes": ["file:error"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
+  {"plugin_id": "nuclei", "scan_level": 2, "consumes": ["type:url"], "oci_image": "i", "oci_arguments": ["nuclei", "-u", "{url}", "-json"], "batch_size": 0},
   {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true},
   {"plugin_id": "writer", "scan_level": 1, "consumes": ["type:hostname"], "oci_image": "i", "oci_arguments": ["w", "{hostname}"],
    "permissions": {"objects.add_hostname": {}, "objects.delete_hostname": {"pks": ["internet|a.example"]}}}
@@ -1413,4 +1414,113 @@ fn exited_zero() -> Outcome {
         container_id: "c".into(),
         elapsed: Duration::ZERO,
     }
+}
+
+#[tokio::test]
+async fn a_url_is_scanned_at_its_hosts_level() {
+    let f = fixture().await;
+    f.host("high.example", Some(2)).await;
+    f.host("low.example", Some(1)).await;
+    f.ip("192.0.2.7", Some(3)).await;
+    for u in [
+        "https://high.example/login",
+        "https://low.example/",
+        "http://192.0.2.7:8080/",
+    ] {
+        f.declare(ObjectType::Url, json!({ "url": u }), None).await;
+    }
+    // A URL written while its host was unknown (the host deleted since): never scanned.
+    f.declare(
+        ObjectType::Url,
+        json!({ "url": "https://gone.example/" }),
+        None,
+    )
+    .await;
+    f.objects
+        .delete(
+            &f.org,
+            ObjectType::Hostname,
+            &[NaturalKey::from_parts(["internet", "gone.example"])],
+        )
+        .await
+        .unwrap();
+
+    // Manual tasks: a bare URL (default network, canonicalised) or a key; the gate reads the host.
+    let t = f
+        .submit_one(
+            "nuclei",
+            &[
+                "HTTPS://High.Example/login",
+                "internet|http://192.0.2.7:8080",
+            ],
+        )
+        .await;
+    let keys: Vec<&str> = t.input.objects.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "internet|https://high.example/login",
+            "internet|http://192.0.2.7:8080/"
+        ]
+    );
+    assert!(
+        t.input
+            .objects
+            .iter()
+            .all(|r| r.object_type == ObjectType::Url)
+    );
+    let e = f.refused("nuclei", &["https://low.example/"]).await;
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("needs scan level L2") && e.contains("L1") && e.contains("host"),
+        "{e}"
+    );
+    let e = f.refused("nuclei", &["https://gone.example/"]).await;
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e}");
+    assert!(e.to_string().contains("internet|gone.example"), "{e}");
+    let e = f.refused("nuclei", &["https://unknown.example/"]).await;
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+
+    // Raising the host's level raises the URL's.
+    f.host("low.example", Some(2)).await;
+    f.submit_one("nuclei", &["https://low.example/"]).await;
+
+    // A schedule over every URL picks those whose host allows the plugin.
+    f.host("low.example", Some(1)).await;
+    let set = ObjectSet {
+        id: ObjectSetId::new(),
+        name: "All URLs".into(),
+        description: String::new(),
+        org: f.org.clone(),
+        object_type: ObjectType::Url,
+        all: true,
+        filters: vec![],
+        keys: vec![NaturalKey::from_parts(["internet", "https://low.example/"])],
+    };
+    let objs = f
+        .engine
+        .objects_of_set(
+            &f.org,
+            &set,
+            &f.engine.enabled_plugin(&f.org, "nuclei").await.unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = objs.iter().map(|r| r.key.to_string()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "internet|http://192.0.2.7:8080/",
+            "internet|https://high.example/login"
+        ]
+    );
+
+    // The output of a URL task carries the host's level along a chain.
+    let (level, _) =
+        crate::chain::level_of_output(f.objects.as_ref(), f.files.as_ref(), f.tasks.as_ref(), &t)
+            .await
+            .unwrap();
+    assert_eq!(level, Some(ScanLevel::new(2).unwrap()));
 }

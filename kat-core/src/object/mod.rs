@@ -13,6 +13,7 @@
 //! ```
 
 mod key;
+mod url;
 mod validate;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use key::{MAX_KEY_BYTES, NaturalKey, escape_part, unescape_part};
+pub use url::{MAX_URL_LEN, UrlHost, UrlRef, canonical_url, parse_url};
 pub use validate::{canonical_hostname, canonical_ip, canonical_network, check_code, check_text};
 
 use crate::{Error, Result};
@@ -82,11 +84,13 @@ pub enum ObjectType {
     /// A DNS SRV record.
     #[serde(rename = "dnssrvrecord")]
     DnsSrvRecord,
+    /// A web URL (`https://example.com/login`), scanned at its host's scan level.
+    Url,
 }
 
 impl ObjectType {
     /// Every object type, in the order a bulk write processes them (referenced types first).
-    pub const ALL: [ObjectType; 16] = [
+    pub const ALL: [ObjectType; 17] = [
         ObjectType::Network,
         ObjectType::Hostname,
         ObjectType::IpAddress,
@@ -103,6 +107,7 @@ impl ObjectType {
         ObjectType::DnsTxtRecord,
         ObjectType::DnsCaaRecord,
         ObjectType::DnsSrvRecord,
+        ObjectType::Url,
     ];
 
     /// The DNS record types.
@@ -137,6 +142,7 @@ impl ObjectType {
             ObjectType::DnsTxtRecord => "dnstxtrecord",
             ObjectType::DnsCaaRecord => "dnscaarecord",
             ObjectType::DnsSrvRecord => "dnssrvrecord",
+            ObjectType::Url => "url",
         }
     }
 
@@ -175,6 +181,7 @@ impl ObjectType {
             ObjectType::DnsSrvRecord => &[
                 "hostname", "proto", "service", "priority", "weight", "port", "ttl",
             ],
+            ObjectType::Url => &["network", "url"],
         }
     }
 
@@ -224,6 +231,11 @@ impl ObjectType {
                 expect(2, 2)?;
                 let a = IpRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
                 return Ok(a.key());
+            }
+            ObjectType::Url => {
+                expect(2, 2)?;
+                let u = UrlRef::new(&parts[0], &parts[1]).map_err(|e| bad(e.to_string()))?;
+                return Ok(u.key());
             }
             ObjectType::IpPort => {
                 expect(4, 4)?;
@@ -654,6 +666,8 @@ pub enum Object {
     Finding(Finding),
     /// A DNS record.
     Dns(DnsRecord),
+    /// A URL.
+    Url(UrlRef),
 }
 
 /// A field's value, typed for ordering and rendered as text for filtering.
@@ -711,6 +725,7 @@ impl Object {
             Object::Software(_) => ObjectType::Software,
             Object::FindingType(_) => ObjectType::FindingType,
             Object::Finding(_) => ObjectType::Finding,
+            Object::Url(_) => ObjectType::Url,
             Object::Dns(r) => match r.data {
                 DnsData::A(_) => ObjectType::DnsARecord,
                 DnsData::Aaaa(_) => ObjectType::DnsAaaaRecord,
@@ -740,6 +755,7 @@ impl Object {
             Object::Network { name } => NaturalKey::from_parts([name]),
             Object::Hostname(h) => h.key(),
             Object::IpAddress(ip) => ip.key(),
+            Object::Url(u) => u.key(),
             Object::IpPort(p) => NaturalKey::from_escaped_components([
                 c(p.address.key()),
                 p.protocol.as_str().to_string(),
@@ -814,6 +830,8 @@ impl Object {
             (Object::Hostname(h), "name") => text(&h.name),
             (Object::IpAddress(ip), "network") => text(&ip.network),
             (Object::IpAddress(ip), "address") => Text(ip.address.to_string()),
+            (Object::Url(u), "network") => text(&u.network),
+            (Object::Url(u), "url") => text(&u.url),
             (Object::IpPort(p), "address") => key(p.address.key()),
             (Object::IpPort(p), "protocol") => text(p.protocol.as_str()),
             (Object::IpPort(p), "port") => Int(i64::from(p.port)),
@@ -871,6 +889,7 @@ impl Object {
             Object::Network { .. } | Object::Software(_) | Object::FindingType(_) => vec![],
             Object::Hostname(h) => vec![net(&h.network)],
             Object::IpAddress(a) => vec![net(&a.network)],
+            Object::Url(u) => vec![u.host()],
             Object::IpPort(p) => vec![ip(&p.address)],
             Object::Finding(f) => {
                 let mut v = vec![Object::FindingType(FindingTypeObject {
@@ -963,6 +982,14 @@ impl Object {
                 Object::IpAddress(IpRef::new(
                     network.as_deref().unwrap_or(DEFAULT_NETWORK),
                     &address,
+                )?)
+            }
+            ObjectType::Url => {
+                let network = f.opt_str("network")?;
+                let url = f.req_str("url")?;
+                Object::Url(UrlRef::new(
+                    network.as_deref().unwrap_or(DEFAULT_NETWORK),
+                    &url,
                 )?)
             }
             ObjectType::IpPort => {
@@ -1169,6 +1196,10 @@ impl Object {
                 put("network", a.network.clone().into());
                 put("address", a.address.to_string().into());
             }
+            Object::Url(u) => {
+                put("network", u.network.clone().into());
+                put("url", u.url.clone().into());
+            }
             Object::IpPort(p) => {
                 put("address", key(p.address.key()));
                 put("protocol", p.protocol.as_str().into());
@@ -1252,11 +1283,12 @@ impl Object {
     }
 
     /// The value a plugin argument placeholder receives for this object: a hostname's name, an
-    /// address's text; other types have none.
+    /// address's text, a URL's canonical text; other types have none.
     pub fn target_value(&self) -> Option<String> {
         match self {
             Object::Hostname(h) => Some(h.name.clone()),
             Object::IpAddress(a) => Some(a.address.to_string()),
+            Object::Url(u) => Some(u.url.clone()),
             _ => None,
         }
     }

@@ -208,6 +208,10 @@ fn to_json_round_trips_for_every_type() {
             ObjectType::DnsSrvRecord,
             json!({"hostname": "a.com", "proto": "_udp", "service": "_x", "priority": 0, "weight": 0, "port": 0}),
         ),
+        (
+            ObjectType::Url,
+            json!({"network": "internet", "url": "HTTPS://A.com:443/x?y#z"}),
+        ),
     ];
     assert_eq!(samples.len(), ObjectType::ALL.len() + 1);
     for (ty, v) in samples {
@@ -556,4 +560,71 @@ fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
             .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+#[test]
+fn urls() {
+    let u = obj(
+        ObjectType::Url,
+        json!({"url": "https://Example.com./login#x"}),
+    );
+    assert_eq!(
+        u.natural_key().as_str(),
+        "internet|https://example.com/login"
+    );
+    assert_eq!(
+        u.target_value().as_deref(),
+        Some("https://example.com/login")
+    );
+    assert_eq!(
+        u.references(),
+        vec![Object::Hostname(
+            HostnameRef::new("internet", "example.com").unwrap()
+        )]
+    );
+    let ip = obj(
+        ObjectType::Url,
+        json!({"network": "lab", "url": "http://192.0.2.1:8080/"}),
+    );
+    assert_eq!(
+        ip.references(),
+        vec![Object::IpAddress(IpRef::new("lab", "192.0.2.1").unwrap())]
+    );
+    // A '|' in a URL is escaped in the key and round-trips.
+    let p = obj(ObjectType::Url, json!({"url": "https://a.com/x|y"}));
+    assert_eq!(p.natural_key().as_str(), "internet|https://a.com/x%7Cy");
+    assert_eq!(
+        ObjectType::Url.parse_key(p.natural_key().as_str()).unwrap(),
+        p.natural_key()
+    );
+    assert_eq!(
+        ObjectType::Url
+            .parse_key("internet|HTTPS://A.COM/x%7Cy")
+            .unwrap()
+            .as_str(),
+        "internet|https://a.com/x%7Cy"
+    );
+    for (v, field) in [
+        (json!({"url": "ftp://a.com/"}), "url"),
+        (json!({"url": "https://u:p@a.com/"}), "url"),
+        (json!({"url": "https://bad_host/"}), "url"),
+        (json!({"url": 7}), "url"),
+        (json!({}), "url"),
+        (
+            json!({"url": "https://a.com/", "network": "a b"}),
+            "network",
+        ),
+        (json!({"url": "https://a.com/", "host": "a.com"}), "host"),
+    ] {
+        match Object::from_json(ObjectType::Url, &v).expect_err("refused") {
+            Error::Invalid { at, .. } => assert_eq!(at, field, "{v}"),
+            e => panic!("{v}: {e}"),
+        }
+    }
+    assert!(ObjectType::Url.parse_key("internet").is_err());
+    assert!(
+        ObjectType::Url
+            .parse_key("internet|gopher://a.com/")
+            .is_err()
+    );
 }

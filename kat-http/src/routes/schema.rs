@@ -393,7 +393,7 @@ pub(crate) static PATH_PARAMS: &[(&str, &[(&str, &str)])] = &[
         "/api/v1/objects/{type}/",
         &[(
             "type",
-            "Object type: network, hostname, ipaddress, ipport, software, findingtype, finding, dns{a,aaaa,cname,mx,ns,ptr,txt,caa,srv}record",
+            "Object type: network, hostname, ipaddress, ipport, software, findingtype, finding, dns{a,aaaa,cname,mx,ns,ptr,txt,caa,srv}record, url",
         )],
     ),
     (

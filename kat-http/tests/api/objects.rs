@@ -466,3 +466,103 @@ async fn nested_dns_record_delete() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn url_objects_have_routes_permissions_validation_and_canonical_keys() {
+    let s = start(Options::default()).await;
+    let t = s.token(
+        "acme",
+        json!({"objects.add_url": {}, "objects.view_url": {}, "objects.delete_url": {}}),
+    );
+    let r = s
+        .post(
+            "/api/v1/objects/url/",
+            &t,
+            json!([{"network": "internet", "url": "HTTPS://Example.com:443/login#x"}]),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()[0]["id"], "internet|https://example.com/login");
+    assert_eq!(r.json()[0]["url"], "https://example.com/login");
+    assert!(
+        r.json()[0].get("scan_level").is_none(),
+        "a URL has no level of its own"
+    );
+    // Its host was created, and the URL is found by key and by filter.
+    assert_eq!(s.count("acme", ObjectType::Hostname).await, 1);
+    let key = urlencode("internet|https://example.com/login");
+    let r = s.get(&format!("/api/v1/objects/url/{key}/"), &t).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/objects/url/?url={}",
+                urlencode("https://example.com/login")
+            ),
+            &t,
+        )
+        .await;
+    assert_eq!(r.json()["count"], 1, "{}", r.json());
+    // Bad URLs are a 400 naming the field; nothing is written.
+    for (bad, attr) in [
+        (json!([{"url": "ftp://example.com/"}]), "[0].url"),
+        (json!([{"url": "https://user:pw@example.com/"}]), "[0].url"),
+        (json!([{"url": "https://exa mple.com/"}]), "[0].url"),
+        (json!([{"url": "https://bad_host.example/"}]), "[0].url"),
+        (json!([{"url": "/relative"}]), "[0].url"),
+        (
+            json!([{"url": "https://example.com/", "scan": 1}]),
+            "[0].scan",
+        ),
+    ] {
+        let r = s.post("/api/v1/objects/url/", &t, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.json());
+        assert_eq!(r.attr().as_deref(), Some(attr), "{bad}: {}", r.json());
+    }
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({"url": [{"url": "gopher://x.example/"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.attr().as_deref(), Some("url[0].url"), "{}", r.json());
+    assert_eq!(s.count("acme", ObjectType::Url).await, 1);
+    // A URL's scan level cannot be set: it is its host's.
+    let op = s.operator("acme", all());
+    let r = s
+        .patch(
+            &format!("/api/v1/objects/url/{key}/"),
+            &op,
+            json!({"scan_level": 2}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    // Without objects.add_url the write is refused.
+    let other = s.token("acme", json!({"objects.add_hostname": {}}));
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &other,
+            json!({"url": [{"url": "https://a.example/"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json());
+    let r = s
+        .delete(&format!("/api/v1/objects/url/?id={key}"), &t)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(s.count("acme", ObjectType::Url).await, 0);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
