@@ -99,7 +99,10 @@ impl Resource {
 /// use kat_core::object::ObjectType;
 /// let p: PermissionName = "objects.delete_dnsarecord".parse().unwrap();
 /// assert_eq!(p, PermissionName::new(Action::Delete, Resource::Object(ObjectType::DnsARecord)));
-/// assert!("objects.add_ipservice".parse::<PermissionName>().is_err());
+/// // The manual's names for models kat-rs calls otherwise are aliases, read as ours.
+/// let alias: PermissionName = "objects.add_ipservice".parse().unwrap();
+/// assert_eq!(alias.to_string(), "objects.add_ipport");
+/// assert!("objects.add_ipservices".parse::<PermissionName>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PermissionName {
@@ -162,9 +165,23 @@ impl fmt::Display for PermissionName {
     }
 }
 
+/// Permission models named in OpenKAT's manual that kat-rs calls otherwise: `(alias, ours)`. A name
+/// `<app>.<action>_<alias>` parses as `<app>.<action>_<ours>` (so tokens, checks and the JSON we write
+/// carry only our names). The manual's parse-nmap example declares `objects.add_ipservice`: the
+/// original's `IPPort` carries the service (its `service` field), there is no service model.
+pub const MODEL_ALIASES: [(&str, &str, &str); 1] = [("objects", "ipservice", "ipport")];
+
 impl FromStr for PermissionName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if let Some((app, codename)) = s.split_once('.')
+            && let Some((action, model)) = codename.split_once('_')
+            && let Some((_, _, ours)) = MODEL_ALIASES
+                .iter()
+                .find(|(a, alias, _)| *a == app && *alias == model)
+        {
+            return format!("{app}.{action}_{ours}").parse();
+        }
         let unknown = || {
             Error::invalid(
                 "permissions",
@@ -672,6 +689,33 @@ mod tests {
     }
 
     #[test]
+    fn the_manuals_model_names_are_aliases_of_ours() {
+        for action in ["view", "add", "change", "delete"] {
+            let p = name(&format!("objects.{action}_ipservice"));
+            assert_eq!(p.to_string(), format!("objects.{action}_ipport"));
+        }
+        // Declared by a plugin: the token and the checks carry our name, and our name covers it.
+        let declared = perms(json!({"objects.add_ipservice": {"pks": ["k"]}}));
+        assert_eq!(
+            declared.to_json(),
+            json!({"objects.add_ipport": {"pks": ["k"]}})
+        );
+        assert!(
+            perms(json!({"objects.add_ipport": {}}))
+                .covers(&perms(json!({"objects.add_ipservice": {}})))
+        );
+        for bad in [
+            "objects.add_IPService",
+            "objects.add_ipservices",
+            "files.add_ipservice",
+            "objects.grant_ipservice",
+            "objects_ipservice",
+        ] {
+            assert!(bad.parse::<PermissionName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn every_name_round_trips() {
         let all = PermissionName::all();
         assert_eq!(all.len(), (ObjectType::ALL.len() + 6) * 4 + 1);
@@ -748,7 +792,7 @@ mod tests {
     #[test]
     fn unknown_names_are_refused() {
         for bad in [
-            "objects.add_ipservice",
+            "objects.add_ipservices",
             "objects.add_HOSTNAME",
             "objects.frob_hostname",
             "files.view_files",
