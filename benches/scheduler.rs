@@ -58,6 +58,7 @@ fn setup(rt: &tokio::runtime::Runtime, n: usize) -> Setup {
         eprintln!("setup: {n} hostnames with scan level 1 in {:.1} s", started.elapsed().as_secs_f64());
         let set = ObjectSet {
             id: ObjectSetId::new(),
+            number: 0,
             name: "All hostnames".into(),
             description: String::new(),
             org: org.clone(),
@@ -115,6 +116,7 @@ fn bench(c: &mut Criterion) {
                         let now = Timestamp::now();
                         let schedule = Schedule {
                             id: ScheduleId::new(),
+                            number: 0,
                             org: Some(s.org.clone()),
                             plugin_id: "dns".into(),
                             object_set: Some(s.set),

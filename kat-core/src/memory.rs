@@ -433,6 +433,9 @@ struct TasksInner {
     claims: HashMap<(ScheduleId, NaturalKey), Timestamp>,
     schedules: BTreeMap<ScheduleId, Schedule>,
     sets: BTreeMap<ObjectSetId, ObjectSet>,
+    /// The last integer ids given out (never reused).
+    last_schedule_number: u64,
+    last_set_number: u64,
     orgs: BTreeMap<OrgCode, Organization>,
     plugins: BTreeMap<String, PluginRecord>,
     overrides: BTreeMap<OrgCode, BTreeMap<String, bool>>,
@@ -528,9 +531,20 @@ impl TaskQueue for MemoryTaskStore {
 
 #[async_trait]
 impl ScheduleStore for MemoryTaskStore {
-    async fn put_schedule(&self, s: Schedule) -> Result<()> {
-        lock(&self.inner).schedules.insert(s.id, s);
-        Ok(())
+    async fn put_schedule(&self, mut s: Schedule) -> Result<Schedule> {
+        let mut g = lock(&self.inner);
+        if s.number == 0 {
+            s.number = match g.schedules.get(&s.id).map(|o| o.number) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    g.last_schedule_number += 1;
+                    g.last_schedule_number
+                }
+            };
+        }
+        g.last_schedule_number = g.last_schedule_number.max(s.number);
+        g.schedules.insert(s.id, s.clone());
+        Ok(s)
     }
 
     async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
@@ -562,9 +576,20 @@ impl ScheduleStore for MemoryTaskStore {
         Ok(due)
     }
 
-    async fn put_object_set(&self, set: ObjectSet) -> Result<()> {
-        lock(&self.inner).sets.insert(set.id, set);
-        Ok(())
+    async fn put_object_set(&self, mut set: ObjectSet) -> Result<ObjectSet> {
+        let mut g = lock(&self.inner);
+        if set.number == 0 {
+            set.number = match g.sets.get(&set.id).map(|o| o.number) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    g.last_set_number += 1;
+                    g.last_set_number
+                }
+            };
+        }
+        g.last_set_number = g.last_set_number.max(set.number);
+        g.sets.insert(set.id, set.clone());
+        Ok(set)
     }
 
     async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>> {

@@ -197,6 +197,11 @@ impl fmt::Display for ObjectSetId {
 pub struct ObjectSet {
     /// Its id.
     pub id: ObjectSetId,
+    /// Its integer id, the `id` the API shows and takes (`"object_set_id": 123`, as in the original):
+    /// unique among object sets, never reused. `0` means none yet: [`crate::store::ScheduleStore::put_object_set`]
+    /// assigns the next one.
+    #[serde(default)]
+    pub number: u64,
     /// A unique name within its organization.
     pub name: String,
     /// What it is for.
@@ -222,6 +227,11 @@ pub struct ObjectSet {
 pub struct Schedule {
     /// Its id.
     pub id: ScheduleId,
+    /// Its integer id, the `id` the API shows and takes, as in the original: unique among schedules,
+    /// never reused. `0` means none yet: [`crate::store::ScheduleStore::put_schedule`] assigns the next
+    /// one.
+    #[serde(default)]
+    pub number: u64,
     /// The organization; `None` runs it for every organization.
     pub org: Option<OrgCode>,
     /// The plugin.

@@ -776,8 +776,10 @@ pub fn wrong_state(id: TaskId, state: TaskState, from: &[TaskState]) -> Error {
 /// Schedules and the object sets they run over.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync + fmt::Debug {
-    /// Create or replace a schedule.
-    async fn put_schedule(&self, schedule: Schedule) -> Result<()>;
+    /// Create or replace a schedule, and return it as stored. A schedule whose
+    /// [`Schedule::number`] is 0 keeps the number it has in the store, or gets the next one (1, 2, ...,
+    /// unique among schedules and never reused, also across restarts); a schedule with a number keeps it.
+    async fn put_schedule(&self, schedule: Schedule) -> Result<Schedule>;
     /// One schedule.
     async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>>;
     /// Delete a schedule; returns whether it existed.
@@ -788,8 +790,9 @@ pub trait ScheduleStore: Send + Sync + fmt::Debug {
     /// is proportional to what is due, not to the number of schedules.
     async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>>;
 
-    /// Create or replace an object set.
-    async fn put_object_set(&self, set: ObjectSet) -> Result<()>;
+    /// Create or replace an object set, and return it as stored; its [`ObjectSet::number`] is kept or
+    /// assigned as for [`ScheduleStore::put_schedule`] (object sets are numbered on their own).
+    async fn put_object_set(&self, set: ObjectSet) -> Result<ObjectSet>;
     /// One object set.
     async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>>;
     /// Delete an object set; returns whether it existed.

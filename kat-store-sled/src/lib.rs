@@ -307,6 +307,14 @@ impl SledStore {
                 tmp_dir,
             }),
         };
+        let numbered = tasks::number_unnumbered(&store.inner.state)?;
+        if numbered > 0 {
+            store.inner.db.flush()?;
+            tracing::info!(
+                numbered,
+                "gave integer ids to schedules and object sets stored without one"
+            );
+        }
         tracing::debug!(dir = %dir.display(), durability = ?options.durability, "opened sled store");
         Ok(store)
     }

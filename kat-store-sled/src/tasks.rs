@@ -13,6 +13,7 @@
 //! | `S` id | JSON [`Schedule`] | a schedule |
 //! | `D` next_run_at id | empty | enabled schedules by due time, so finding the due ones costs what is due |
 //! | `E` id | JSON [`ObjectSet`] | an object set |
+//! | `N` `S` or `E` | `u64` | the last integer id given to a schedule (`S`) or an object set (`E`) |
 //! | `R` code | JSON [`Organization`] | an organization |
 //! | `P` plugin_id | JSON [`PluginRecord`] | a plugin record |
 //! | `J` jti | `i64` exp | a revoked token |
@@ -49,6 +50,70 @@ const T_PLUGIN: u8 = b'P';
 const T_REVOKED: u8 = b'J';
 const T_EXPIRY: u8 = b'X';
 const T_PLUGIN_OVERRIDE: u8 = b'V';
+const T_NUMBER: u8 = b'N';
+
+/// The key of the counter of integer ids of the records tagged `tag` (`T_SCHEDULE` or `T_SET`).
+fn number_key(tag: u8) -> [u8; 2] {
+    [T_NUMBER, tag]
+}
+
+/// The integer id a record tagged `tag` keeps or gets: `wanted` when set, else the one stored under
+/// `old`, else the next from the counter (written into `batch`, so it moves with the record). Callers
+/// hold `state_lock`.
+fn number_for(
+    state: &sled::Tree,
+    batch: &mut sled::Batch,
+    tag: u8,
+    wanted: u64,
+    old: Option<u64>,
+) -> SResult<u64> {
+    let last = match state.get(number_key(tag))? {
+        Some(v) => take_u64(&v).map(|(n, _)| n).unwrap_or(0),
+        None => 0,
+    };
+    let n = match (wanted, old) {
+        (0, Some(o)) if o > 0 => o,
+        (0, _) => last + 1,
+        (w, _) => w,
+    };
+    if n > last {
+        batch.insert(number_key(tag).to_vec(), n.to_be_bytes().to_vec());
+    }
+    Ok(n)
+}
+
+/// Give every schedule and object set stored without an integer id (before ids were numbered) the
+/// next one, in key order. Run when the store opens; a no-op once every record has one.
+pub(crate) fn number_unnumbered(state: &sled::Tree) -> SResult<usize> {
+    let mut changed = 0;
+    for tag in [T_SCHEDULE, T_SET] {
+        let mut batch = sled::Batch::default();
+        let mut last = match state.get(number_key(tag))? {
+            Some(v) => take_u64(&v).map(|(n, _)| n).unwrap_or(0),
+            None => 0,
+        };
+        for e in state.scan_prefix([tag]) {
+            let (k, v) = e?;
+            let mut record: serde_json::Value = from_json("record", &v)?;
+            let has = record
+                .get("number")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            last = last.max(has);
+            if has == 0
+                && let Some(m) = record.as_object_mut()
+            {
+                last += 1;
+                m.insert("number".into(), last.into());
+                batch.insert(k, to_json("record", &record)?);
+                changed += 1;
+            }
+        }
+        batch.insert(number_key(tag).to_vec(), last.to_be_bytes().to_vec());
+        state.apply_batch(batch)?;
+    }
+    Ok(changed)
+}
 
 fn task_key(id: TaskId) -> Key {
     Key::new(T_TASK).id(id.0.as_bytes())
@@ -352,24 +417,33 @@ impl TaskQueue for SledStore {
 
 #[async_trait]
 impl ScheduleStore for SledStore {
-    async fn put_schedule(&self, schedule: Schedule) -> Result<()> {
-        self.blocking(move |inner| {
-            let k = schedule_key(schedule.id).into_vec();
-            let _writer = lock(&inner.state_lock);
-            let mut batch = sled::Batch::default();
-            if let Some(old) = get_json::<Schedule>(&inner.state, "schedule", &k)? {
-                batch.remove(due_key(&old).into_vec());
-            }
-            if schedule.enabled {
-                batch.insert(due_key(&schedule).into_vec(), IVec::default());
-            }
-            batch.insert(k, to_json("schedule", &schedule)?);
-            inner.state.apply_batch(batch)?;
-            Ok(())
-        })
-        .await?;
+    async fn put_schedule(&self, mut schedule: Schedule) -> Result<Schedule> {
+        let schedule = self
+            .blocking(move |inner| {
+                let k = schedule_key(schedule.id).into_vec();
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let old = get_json::<Schedule>(&inner.state, "schedule", &k)?;
+                if let Some(old) = &old {
+                    batch.remove(due_key(old).into_vec());
+                }
+                schedule.number = number_for(
+                    &inner.state,
+                    &mut batch,
+                    T_SCHEDULE,
+                    schedule.number,
+                    old.map(|o| o.number),
+                )?;
+                if schedule.enabled {
+                    batch.insert(due_key(&schedule).into_vec(), IVec::default());
+                }
+                batch.insert(k, to_json("schedule", &schedule)?);
+                inner.state.apply_batch(batch)?;
+                Ok(schedule)
+            })
+            .await?;
         self.written().await?;
-        Ok(())
+        Ok(schedule)
     }
 
     async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
@@ -444,16 +518,27 @@ impl ScheduleStore for SledStore {
             .await?)
     }
 
-    async fn put_object_set(&self, set: ObjectSet) -> Result<()> {
-        self.blocking(move |inner| {
-            inner
-                .state
-                .insert(set_key(set.id).into_vec(), to_json("object set", &set)?)?;
-            Ok(())
-        })
-        .await?;
+    async fn put_object_set(&self, mut set: ObjectSet) -> Result<ObjectSet> {
+        let set = self
+            .blocking(move |inner| {
+                let k = set_key(set.id).into_vec();
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let old = get_json::<ObjectSet>(&inner.state, "object set", &k)?;
+                set.number = number_for(
+                    &inner.state,
+                    &mut batch,
+                    T_SET,
+                    set.number,
+                    old.map(|o| o.number),
+                )?;
+                batch.insert(k, to_json("object set", &set)?);
+                inner.state.apply_batch(batch)?;
+                Ok(set)
+            })
+            .await?;
         self.written().await?;
-        Ok(())
+        Ok(set)
     }
 
     async fn get_object_set(&self, id: ObjectSetId) -> Result<Option<ObjectSet>> {

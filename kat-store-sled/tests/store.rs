@@ -53,6 +53,7 @@ async fn everything_survives_a_reopen() {
     let task = Task::queued(o.clone(), "dns", TaskInput::default());
     let due = Schedule {
         id: ScheduleId::new(),
+        number: 1,
         org: Some(o.clone()),
         plugin_id: "dns".into(),
         object_set: None,
@@ -66,6 +67,7 @@ async fn everything_survives_a_reopen() {
     };
     let set = ObjectSet {
         id: ObjectSetId::new(),
+        number: 1,
         name: "all".into(),
         description: String::new(),
         org: o.clone(),
@@ -1015,4 +1017,97 @@ async fn many_concurrent_flushed_writes_all_complete() {
         .await
         .expect("query");
     assert_eq!(page.count, 5 * 64);
+}
+
+#[tokio::test]
+async fn schedules_and_sets_stored_without_an_integer_id_get_one_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("old-ids");
+    let set = |name: &str| ObjectSet {
+        id: ObjectSetId::new(),
+        number: 0,
+        name: name.into(),
+        description: String::new(),
+        org: o.clone(),
+        object_type: ObjectType::Hostname,
+        all: true,
+        filters: vec![],
+        keys: vec![],
+    };
+    let (a, b, sched) = {
+        let s = open(dir.path());
+        let a = s.put_object_set(set("a")).await.expect("put");
+        let b = s.put_object_set(set("b")).await.expect("put");
+        let sched = s
+            .put_schedule(Schedule {
+                id: ScheduleId::new(),
+                number: 0,
+                org: Some(o.clone()),
+                plugin_id: "dns".into(),
+                object_set: Some(a.id),
+                interval: Interval::from_secs(60).expect("interval"),
+                enabled: true,
+                next_run_at: Timestamp::from_secs(0),
+                last_run_at: None,
+                created_at: Timestamp::from_secs(0),
+                owner: None,
+                disabled_reason: None,
+            })
+            .await
+            .expect("put");
+        assert_eq!((a.number, b.number, sched.number), (1, 2, 1));
+        (a, b, sched)
+    };
+    {
+        // Rewrite the records as they were stored before integer ids, and drop the counters.
+        let db = raw_sled(dir.path());
+        let state = db.open_tree("state").expect("state tree");
+        let mut rewritten = 0;
+        for tag in [b'E', b'S'] {
+            for kv in state.scan_prefix([tag]) {
+                let (k, v) = kv.expect("read");
+                let mut rec: serde_json::Value = serde_json::from_slice(&v).expect("json");
+                assert!(
+                    rec.as_object_mut()
+                        .expect("object")
+                        .remove("number")
+                        .is_some()
+                );
+                state
+                    .insert(k, serde_json::to_vec(&rec).expect("json"))
+                    .expect("write");
+                rewritten += 1;
+            }
+            state.remove([b'N', tag]).expect("remove counter");
+        }
+        assert_eq!(rewritten, 3);
+        db.flush().expect("flush");
+    }
+    let s = open(dir.path());
+    let mut numbers = vec![
+        s.get_object_set(a.id)
+            .await
+            .expect("get")
+            .expect("a")
+            .number,
+        s.get_object_set(b.id)
+            .await
+            .expect("get")
+            .expect("b")
+            .number,
+    ];
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 2], "numbered on open");
+    assert_eq!(
+        s.get_schedule(sched.id)
+            .await
+            .expect("get")
+            .expect("s")
+            .number,
+        1
+    );
+    // New ones continue after them.
+    assert_eq!(s.put_object_set(set("c")).await.expect("put").number, 3);
+    let report = s.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{:?}", report.problems);
 }

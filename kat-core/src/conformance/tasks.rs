@@ -185,6 +185,7 @@ pub async fn claim_targets(store: &dyn TaskQueue) -> Result<()> {
 fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedule> {
     Ok(Schedule {
         id: ScheduleId::new(),
+        number: 0,
         org: o.cloned(),
         plugin_id: "dns".into(),
         object_set: None,
@@ -222,6 +223,9 @@ pub async fn schedules(store: &dyn ScheduleStore) -> Result<()> {
     for s in [&later, &early, &off, &global, &future] {
         store.put_schedule(s.clone()).await?;
     }
+    // The store numbered it (see `integer_ids`); everything else round-trips.
+    early.number = store.get_schedule(early.id).await?.map_or(0, |s| s.number);
+    assert!(early.number > 0);
     assert_eq!(store.get_schedule(early.id).await?, Some(early.clone()));
     let due = store.due_schedules(Timestamp::from_secs(1_000), 10).await?;
     let due_ids: Vec<ScheduleId> = due.iter().map(|s| s.id).collect();
@@ -270,6 +274,7 @@ pub async fn object_sets(store: &dyn ScheduleStore) -> Result<()> {
     let o = org("t-cat");
     let set = ObjectSet {
         id: ObjectSetId::new(),
+        number: 0,
         name: "All hostnames".into(),
         description: String::new(),
         org: o.clone(),
@@ -278,7 +283,8 @@ pub async fn object_sets(store: &dyn ScheduleStore) -> Result<()> {
         filters: vec![("network".into(), vec!["internet".into()])],
         keys: vec![NaturalKey::from_parts(["internet", "a.com"])],
     };
-    store.put_object_set(set.clone()).await?;
+    let set = store.put_object_set(set.clone()).await?;
+    assert!(set.number > 0, "the store numbered it");
     assert_eq!(store.get_object_set(set.id).await?, Some(set.clone()));
     assert_eq!(store.list_object_sets(Some(&o)).await?, vec![set.clone()]);
     assert!(
@@ -289,6 +295,71 @@ pub async fn object_sets(store: &dyn ScheduleStore) -> Result<()> {
     );
     assert!(store.delete_object_set(set.id).await?);
     assert!(store.get_object_set(set.id).await?.is_none());
+    Ok(())
+}
+
+/// Integer ids: a schedule or object set stored with `number` 0 gets the next integer id (unique
+/// among its kind, increasing, never reused after a delete), keeps it when it is stored again (with 0
+/// or with its number), and concurrent creations never share one.
+pub async fn integer_ids(store: &dyn ScheduleStore) -> Result<()> {
+    let o = org("t-numbers");
+    let set = |name: &str| ObjectSet {
+        id: ObjectSetId::new(),
+        number: 0,
+        name: name.into(),
+        description: String::new(),
+        org: o.clone(),
+        object_type: ObjectType::Hostname,
+        all: true,
+        filters: vec![],
+        keys: vec![],
+    };
+    let a = store.put_object_set(set("a")).await?;
+    let b = store.put_object_set(set("b")).await?;
+    assert!(
+        a.number > 0 && b.number > a.number,
+        "{} then {}",
+        a.number,
+        b.number
+    );
+    let mut again = a.clone();
+    again.number = 0;
+    again.description = "changed".into();
+    let again = store.put_object_set(again).await?;
+    assert_eq!(
+        again.number, a.number,
+        "stored again with 0: keeps its number"
+    );
+    assert_eq!(
+        store.get_object_set(a.id).await?.map(|s| s.number),
+        Some(a.number)
+    );
+    assert!(store.delete_object_set(b.id).await?);
+    let c = store.put_object_set(set("c")).await?;
+    assert!(
+        c.number > b.number,
+        "a deleted set's number is never reused"
+    );
+
+    let s1 = store.put_schedule(schedule(Some(&o), 100, true)?).await?;
+    let s2 = store.put_schedule(schedule(Some(&o), 100, true)?).await?;
+    assert!(s1.number > 0 && s2.number > s1.number);
+    let mut moved = s1.clone();
+    moved.number = 0;
+    moved.next_run_at = Timestamp::from_secs(200);
+    assert_eq!(store.put_schedule(moved).await?.number, s1.number);
+    assert_eq!(
+        store.get_schedule(s1.id).await?.map(|s| s.number),
+        Some(s1.number)
+    );
+
+    // Concurrent creations get distinct numbers.
+    let made =
+        futures::future::try_join_all((0..16).map(|i| store.put_object_set(set(&format!("p{i}")))))
+            .await?;
+    let numbers: std::collections::BTreeSet<u64> = made.iter().map(|s| s.number).collect();
+    assert_eq!(numbers.len(), 16);
+    assert!(numbers.iter().all(|n| *n > c.number));
     Ok(())
 }
 
@@ -436,6 +507,7 @@ pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
 pub async fn run_schedule_store(store: &dyn ScheduleStore) -> Result<()> {
     schedules(store).await?;
     object_sets(store).await?;
+    integer_ids(store).await?;
     Ok(())
 }
 

@@ -324,6 +324,7 @@ async fn manual_input_is_batched() {
 async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -> ScheduleId {
     let set = ObjectSet {
         id: ObjectSetId::new(),
+        number: 0,
         name: "All hostnames".into(),
         description: String::new(),
         org: f.org.clone(),
@@ -335,6 +336,7 @@ async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -
     f.tasks.put_object_set(set.clone()).await.unwrap();
     let s = Schedule {
         id: ScheduleId::new(),
+        number: 0,
         org: Some(f.org.clone()),
         plugin_id: plugin.into(),
         object_set: Some(set.id),
@@ -433,6 +435,7 @@ async fn standalone_schedules_run_once_per_interval() {
     let f = fixture().await;
     let s = Schedule {
         id: ScheduleId::new(),
+        number: 0,
         org: None,
         plugin_id: "download".into(),
         object_set: None,
@@ -941,6 +944,7 @@ async fn disabling_a_plugin_is_per_organization() {
     // A global schedule runs for the organizations that have the plugin enabled only.
     let s = Schedule {
         id: ScheduleId::new(),
+        number: 0,
         org: None,
         plugin_id: "download".into(),
         object_set: None,
@@ -1490,6 +1494,7 @@ async fn a_url_is_scanned_at_its_hosts_level() {
     f.host("low.example", Some(1)).await;
     let set = ObjectSet {
         id: ObjectSetId::new(),
+        number: 0,
         name: "All URLs".into(),
         description: String::new(),
         org: f.org.clone(),

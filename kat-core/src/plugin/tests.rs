@@ -138,7 +138,7 @@ fn each_kind_of_mistake_names_file_plugin_and_field() {
         (with("scan_level", json!(-1)), "scan_level", "0 to 4"),
         (with("scan_level", json!("2")), "scan_level", "whole number"),
         (
-            with("permissions", json!({"objects.add_ipservice": {}})),
+            with("permissions", json!({"objects.add_ipservices": {}})),
             "permissions",
             "unknown permission",
         ),

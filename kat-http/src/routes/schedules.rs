@@ -15,26 +15,108 @@ use crate::auth::ListScope;
 use crate::body::{self, ApiBody};
 use crate::error::{ApiError, ApiResult};
 
-fn parse_uuid(raw: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::invalid("id", format!("not a {what} id (a UUID): {raw:?}")))
+/// How a request names a schedule or an object set: its integer id (what the API shows as `id`, as
+/// in the original), or its UUID (shown as `uuid`; what `id` was before ids were integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdRef {
+    Number(u64),
+    Uuid(Uuid),
 }
 
-fn scoped<T>(items: Vec<T>, scope: &ListScope, id: impl Fn(&T) -> String) -> Vec<T> {
+impl IdRef {
+    /// From a path segment or a string field: digits are an integer id, else a UUID.
+    fn parse(raw: &str, what: &str, attr: &str) -> ApiResult<IdRef> {
+        let bad = || {
+            ApiError::invalid(
+                attr,
+                format!("not a {what} id (an integer such as 123, or a UUID): {raw:?}"),
+            )
+        };
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            return match raw.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(IdRef::Number(n)),
+                _ => Err(bad()),
+            };
+        }
+        Uuid::parse_str(raw).map(IdRef::Uuid).map_err(|_| bad())
+    }
+
+    /// From a JSON field: a positive integer, or a string as in [`IdRef::parse`].
+    fn from_json(v: &Value, what: &str, attr: &str) -> ApiResult<IdRef> {
+        match v {
+            Value::Number(n) => match n.as_u64() {
+                Some(n) if n > 0 => Ok(IdRef::Number(n)),
+                _ => Err(ApiError::invalid(
+                    attr,
+                    format!("not a {what} id (a positive integer, or a UUID string): {n}"),
+                )),
+            },
+            Value::String(raw) => IdRef::parse(raw, what, attr),
+            _ => Err(ApiError::invalid(
+                attr,
+                format!("{attr} must be an integer, a UUID string or null"),
+            )),
+        }
+    }
+}
+
+/// Whether a `pks` scope admits a record known by its integer id `number` or its `uuid`.
+fn pk_allows(ctx: &Ctx<'_>, number: u64, uuid: &str) -> ApiResult<()> {
+    ctx.require_pk(&number.to_string())
+        .or_else(|_| ctx.require_pk(uuid))
+}
+
+fn scoped<T>(items: Vec<T>, scope: &ListScope, ids: impl Fn(&T) -> [String; 2]) -> Vec<T> {
     match scope {
         ListScope::All => items,
-        ListScope::Only(pks) => items.into_iter().filter(|t| pks.contains(&id(t))).collect(),
+        ListScope::Only(pks) => items
+            .into_iter()
+            .filter(|t| ids(t).iter().any(|id| pks.contains(id)))
+            .collect(),
     }
+}
+
+/// The caller's organization's object set named by `r`, if any.
+async fn find_set(ctx: &Ctx<'_>, r: IdRef) -> ApiResult<Option<ObjectSet>> {
+    let org = ctx.caller.org();
+    Ok(match r {
+        IdRef::Uuid(u) => ctx
+            .inner
+            .tasks
+            .get_object_set(ObjectSetId(u))
+            .await?
+            .filter(|s| s.org == *org),
+        IdRef::Number(n) => ctx
+            .inner
+            .tasks
+            .list_object_sets(Some(org))
+            .await?
+            .into_iter()
+            .find(|s| s.org == *org && s.number == n),
+    })
+}
+
+/// The integer ids of the caller's organization's object sets, by UUID (for schedule JSON).
+async fn set_numbers(ctx: &Ctx<'_>) -> ApiResult<std::collections::BTreeMap<ObjectSetId, u64>> {
+    Ok(ctx
+        .inner
+        .tasks
+        .list_object_sets(Some(ctx.caller.org()))
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.number))
+        .collect())
 }
 
 // ---------------------------------------------------------------- schedules
 
-fn schedule_json(s: &Schedule) -> Value {
+fn schedule_json(s: &Schedule, sets: &std::collections::BTreeMap<ObjectSetId, u64>) -> Value {
     json!({
-        "id": s.id.to_string(),
+        "id": s.number,
+        "uuid": s.id.to_string(),
         "organization": s.org.as_ref().map(|o| o.as_str()),
         "plugin_id": s.plugin_id,
-        "object_set_id": s.object_set.map(|o| o.to_string()),
+        "object_set_id": s.object_set.map(|o| sets.get(&o).copied()),
         "interval": s.interval.to_string(),
         "enabled": s.enabled,
         "next_run_at": s.next_run_at.to_string(),
@@ -84,25 +166,17 @@ async fn apply_schedule(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut Schedule)
     if let Some(v) = m.get("object_set_id") {
         s.object_set = match v {
             Value::Null => None,
-            Value::String(raw) => {
-                let id = ObjectSetId(Uuid::parse_str(raw).map_err(|_| {
-                    ApiError::invalid("object_set_id", format!("not an object set id: {raw:?}"))
-                })?);
-                match ctx.inner.tasks.get_object_set(id).await? {
-                    Some(set) if set.org == *ctx.caller.org() => Some(id),
-                    _ => {
+            v => {
+                let r = IdRef::from_json(v, "object set", "object_set_id")?;
+                match find_set(ctx, r).await? {
+                    Some(set) => Some(set.id),
+                    None => {
                         return Err(ApiError::invalid(
                             "object_set_id",
-                            format!("no object set {raw} in this organization"),
+                            format!("no object set {v} in this organization"),
                         ));
                     }
                 }
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "object_set_id",
-                    "object_set_id must be a string or null",
-                ));
             }
         };
     }
@@ -138,6 +212,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     let now = Timestamp::now();
     let mut s = Schedule {
         id: ScheduleId::new(),
+        number: 0,
         org: Some(ctx.caller.org().clone()),
         plugin_id: String::new(),
         object_set: None,
@@ -151,8 +226,8 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     };
     apply_schedule(ctx, &m, &mut s).await?;
     take_over(ctx, &mut s).await?;
-    ctx.inner.tasks.put_schedule(s.clone()).await?;
-    Ok(created(&schedule_json(&s)))
+    let s = ctx.inner.tasks.put_schedule(s).await?;
+    Ok(created(&schedule_json(&s, &set_numbers(ctx).await?)))
 }
 
 /// `GET /schedules/`.
@@ -178,19 +253,42 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
             && plugin.as_ref().is_none_or(|p| *p == s.plugin_id)
             && enabled.is_none_or(|e| e == s.enabled)
     });
-    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    let all = scoped(all, &scope, |s| s.id.to_string());
+    all.sort_by(|a, b| a.number.cmp(&b.number).then(a.id.cmp(&b.id)));
+    let all = scoped(all, &scope, |s| [s.number.to_string(), s.id.to_string()]);
     let (count, items) = page_of(all, &p);
-    Ok(ctx.page(&p, count, items.iter().map(schedule_json).collect()))
+    let sets = set_numbers(ctx).await?;
+    Ok(ctx.page(
+        &p,
+        count,
+        items.iter().map(|s| schedule_json(s, &sets)).collect(),
+    ))
 }
 
 /// The caller's schedule `raw`, checked against the route's permission.
 async fn load_schedule(ctx: &Ctx<'_>, raw: &str) -> ApiResult<Schedule> {
-    let id = ScheduleId(parse_uuid(raw, "schedule")?);
-    ctx.require_pk(&id.to_string())?;
-    match ctx.inner.tasks.get_schedule(id).await? {
-        Some(s) if s.org.as_ref() == Some(ctx.caller.org()) => Ok(s),
-        _ => Err(ApiError::not_found(format!("No schedule {id}."))),
+    let r = IdRef::parse(raw, "schedule", "id")?;
+    let org = ctx.caller.org();
+    let found = match r {
+        IdRef::Uuid(u) => ctx.inner.tasks.get_schedule(ScheduleId(u)).await?,
+        IdRef::Number(n) => ctx
+            .inner
+            .tasks
+            .list_schedules(Some(org))
+            .await?
+            .into_iter()
+            .find(|s| s.number == n),
+    }
+    .filter(|s| s.org.as_ref() == Some(org));
+    match found {
+        Some(s) => {
+            pk_allows(ctx, s.number, &s.id.to_string())?;
+            Ok(s)
+        }
+        None => {
+            // A scope that does not admit the id is a 403 whether or not the schedule exists.
+            ctx.require_pk(raw)?;
+            Err(ApiError::not_found(format!("No schedule {raw}.")))
+        }
     }
 }
 
@@ -198,7 +296,7 @@ async fn load_schedule(ctx: &Ctx<'_>, raw: &str) -> ApiResult<Schedule> {
 pub(crate) async fn retrieve(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     let s = load_schedule(ctx, raw).await?;
-    Ok(ok(&schedule_json(&s)))
+    Ok(ok(&schedule_json(&s, &set_numbers(ctx).await?)))
 }
 
 /// `PATCH /schedules/<id>/`.
@@ -211,8 +309,8 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Response<A
     if m.contains_key("plugin_id") || m.get("enabled") == Some(&Value::Bool(true)) {
         take_over(ctx, &mut s).await?;
     }
-    ctx.inner.tasks.put_schedule(s.clone()).await?;
-    Ok(ok(&schedule_json(&s)))
+    let s = ctx.inner.tasks.put_schedule(s).await?;
+    Ok(ok(&schedule_json(&s, &set_numbers(ctx).await?)))
 }
 
 /// `DELETE /schedules/<id>/`.
@@ -232,7 +330,8 @@ fn set_json(s: &ObjectSet) -> Value {
         .map(|(f, v)| (f.clone(), json!(v)))
         .collect();
     json!({
-        "id": s.id.to_string(),
+        "id": s.number,
+        "uuid": s.id.to_string(),
         "organization": s.org.as_str(),
         "name": s.name,
         "description": s.description,
@@ -403,6 +502,7 @@ pub(crate) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>
     }
     let mut s = ObjectSet {
         id: ObjectSetId::new(),
+        number: 0,
         name: String::new(),
         description: String::new(),
         org: ctx.caller.org().clone(),
@@ -412,7 +512,7 @@ pub(crate) async fn create_set(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>
         keys: Vec::new(),
     };
     apply_set(ctx, &m, &mut s).await?;
-    ctx.inner.tasks.put_object_set(s.clone()).await?;
+    let s = ctx.inner.tasks.put_object_set(s).await?;
     Ok(created(&set_json(&s)))
 }
 
@@ -436,18 +536,23 @@ pub(crate) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>>
         .await?;
     all.retain(|s| s.org == *ctx.caller.org() && ty.is_none_or(|t| t == s.object_type));
     all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    let all = scoped(all, &scope, |s| s.id.to_string());
+    let all = scoped(all, &scope, |s| [s.number.to_string(), s.id.to_string()]);
     let (count, items) = page_of(all, &p);
     Ok(ctx.page(&p, count, items.iter().map(set_json).collect()))
 }
 
 /// The caller's object set `raw`, checked against the route's permission.
 async fn load_set(ctx: &Ctx<'_>, raw: &str) -> ApiResult<ObjectSet> {
-    let id = ObjectSetId(parse_uuid(raw, "object set")?);
-    ctx.require_pk(&id.to_string())?;
-    match ctx.inner.tasks.get_object_set(id).await? {
-        Some(s) if s.org == *ctx.caller.org() => Ok(s),
-        _ => Err(ApiError::not_found(format!("No object set {id}."))),
+    match find_set(ctx, IdRef::parse(raw, "object set", "id")?).await? {
+        Some(s) => {
+            pk_allows(ctx, s.number, &s.id.to_string())?;
+            Ok(s)
+        }
+        None => {
+            // A scope that does not admit the id is a 403 whether or not the set exists.
+            ctx.require_pk(raw)?;
+            Err(ApiError::not_found(format!("No object set {raw}.")))
+        }
     }
 }
 
@@ -464,7 +569,7 @@ pub(crate) async fn update_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Respon
     let mut s = load_set(ctx, raw).await?;
     let m = object_body(ctx.read_json().await?, "the fields to change")?;
     apply_set(ctx, &m, &mut s).await?;
-    ctx.inner.tasks.put_object_set(s.clone()).await?;
+    let s = ctx.inner.tasks.put_object_set(s).await?;
     Ok(ok(&set_json(&s)))
 }
 
@@ -484,7 +589,7 @@ pub(crate) async fn destroy_set(ctx: &mut Ctx<'_>, raw: &str) -> ApiResult<Respo
             "conflict",
             format!(
                 "schedule {} uses this object set; delete or change it first",
-                used.id
+                used.number
             ),
         ));
     }

@@ -411,10 +411,13 @@ pub(crate) static PATH_PARAMS: &[(&str, &[(&str, &str)])] = &[
     ("/api/v1/file/{id}/download/", &[("id", "File id")]),
     ("/api/v1/tasks/{id}/", &[("id", "Task id (UUID)")]),
     ("/api/v1/tasks/{id}/cancel/", &[("id", "Task id (UUID)")]),
-    ("/api/v1/schedules/{id}/", &[("id", "Schedule id (UUID)")]),
+    (
+        "/api/v1/schedules/{id}/",
+        &[("id", "Schedule id: an integer, or its UUID")],
+    ),
     (
         "/api/v1/object-sets/{id}/",
-        &[("id", "Object set id (UUID)")],
+        &[("id", "Object set id: an integer, or its UUID")],
     ),
     ("/api/v1/plugins/{id}/", &[("id", "Plugin id")]),
     ("/api/v1/plugins/{id}/enable/", &[("id", "Plugin id")]),

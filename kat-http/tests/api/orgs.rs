@@ -176,7 +176,7 @@ async fn deleting_an_organization(backend: Backend) {
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.json());
-        let set = r.json()["id"].as_str().unwrap().to_string();
+        let set = r.json()["id"].to_string();
         let r = s
             .post(
                 "/api/v1/schedules/",

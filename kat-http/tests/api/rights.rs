@@ -160,6 +160,7 @@ async fn submitting_a_plugin_needs_every_permission_it_declares() {
 async fn all_hostnames(s: &Server) -> String {
     let set = ObjectSet {
         id: ObjectSetId::new(),
+        number: 0,
         name: "All hostnames".into(),
         description: String::new(),
         org: org("acme"),
@@ -209,7 +210,7 @@ async fn schedules_run_with_their_creators_rights_and_stop_when_they_are_gone() 
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.json());
-        let harmless = r.json()["id"].as_str().unwrap().to_string();
+        let harmless = r.json()["id"].to_string();
         let (admin, _) = user(&s, "admin", all());
         let r = s
             .call(
@@ -235,10 +236,11 @@ async fn schedules_run_with_their_creators_rights_and_stop_when_they_are_gone() 
         assert_eq!(r.status, 201, "{}", r.json());
         assert_eq!(r.json()["owner"], "user:bob");
         assert_eq!(r.json()["disabled_reason"], Value::Null);
-        let gone = r.json()["id"].as_str().unwrap().to_string();
+        let gone = r.json()["id"].to_string();
         let r = s.post("/api/v1/schedules/", &carol, body.clone()).await;
         assert_eq!(r.status, 201, "{}", r.json());
-        let live = r.json()["id"].as_str().unwrap().to_string();
+        let live = r.json()["id"].to_string();
+        let live_uuid = r.json()["uuid"].as_str().unwrap().to_string();
 
         // Bob's token is revoked: at the next tick his schedule creates nothing and is disabled
         // with the reason; Carol's runs.
@@ -256,7 +258,7 @@ async fn schedules_run_with_their_creators_rights_and_stop_when_they_are_gone() 
             .unwrap()
             .items;
         assert_eq!(tasks.len(), 1);
-        assert_eq!(tasks[0].schedule.map(|x| x.to_string()), Some(live.clone()));
+        assert_eq!(tasks[0].schedule.map(|x| x.to_string()), Some(live_uuid));
         let r = s.get(&format!("/api/v1/schedules/{gone}/"), &admin).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["enabled"], false, "{}", r.json());

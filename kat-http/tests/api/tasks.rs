@@ -194,7 +194,7 @@ async fn object_sets_and_schedules() {
     assert_eq!(r.status, 201, "{}", r.json());
     let set = r.json();
     assert_eq!(set["filters"], json!({"port": ["80", "443"]}));
-    let set_id = set["id"].as_str().unwrap().to_string();
+    let set_id = set["id"].to_string();
     for (body, status, attr) in [
         (
             json!({"name": "web", "object_type": "hostname"}),
@@ -245,7 +245,7 @@ async fn object_sets_and_schedules() {
     let sched = r.json();
     assert_eq!(sched["interval"], "PT24H");
     assert_eq!(sched["organization"], "acme");
-    let sid = sched["id"].as_str().unwrap().to_string();
+    let sid = sched["id"].to_string();
     // The plugin's recurrence is the default interval.
     let r = s
         .post("/api/v1/schedules/", &t, json!({"plugin_id": "dns"}))
@@ -406,4 +406,125 @@ async fn plugins_and_schema() {
     );
     let _ = Value::Null;
     s.stop().await;
+}
+
+#[tokio::test]
+async fn schedules_and_object_sets_have_integer_ids_and_the_manuals_example_works() {
+    let s = start(Options::default()).await;
+    load_plugins(&s).await;
+    let t = s.token("acme", all());
+    let set = s
+        .post(
+            "/api/v1/object-sets/",
+            &t,
+            json!({"name": "all", "object_type": "hostname", "all": true}),
+        )
+        .await
+        .json();
+    let set_id = set["id"].as_u64().expect("an integer id");
+    let set_uuid = set["uuid"].as_str().expect("the uuid").to_string();
+    // The manual's request, as written (with this set's id).
+    let r = s
+        .post(
+            "/api/v1/schedules/",
+            &t,
+            json!({"plugin_id": "dns", "object_set_id": set_id, "interval": "PT24H", "enabled": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let sched = r.json();
+    let sid = sched["id"].as_u64().expect("an integer id");
+    assert_eq!(sched["object_set_id"], json!(set_id));
+    assert!(sched["uuid"].is_string());
+    // A second schedule gets the next id; both forms of id find each record.
+    let r = s
+        .post(
+            "/api/v1/schedules/",
+            &t,
+            json!({"plugin_id": "dns", "object_set_id": set_uuid}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()["object_set_id"], json!(set_id));
+    assert!(r.json()["id"].as_u64().unwrap() > sid);
+    for path in [
+        format!("/api/v1/schedules/{sid}/"),
+        format!("/api/v1/schedules/{}/", sched["uuid"].as_str().unwrap()),
+    ] {
+        let r = s.get(&path, &t).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.json()["id"], json!(sid));
+    }
+    for path in [
+        format!("/api/v1/object-sets/{set_id}/"),
+        format!("/api/v1/object-sets/{set_uuid}/"),
+    ] {
+        assert_eq!(s.get(&path, &t).await.json()["id"], json!(set_id), "{path}");
+    }
+    // Bad ids: 400 naming the field; unknown ones 404 (paths) or 400 (fields).
+    for bad in [
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(true),
+        json!("abc"),
+        json!("12a"),
+        json!("99999999999999999999999"),
+        json!(987_654),
+        json!([1]),
+    ] {
+        let r = s
+            .post(
+                "/api/v1/schedules/",
+                &t,
+                json!({"plugin_id": "dns", "object_set_id": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.json());
+        assert_eq!(r.attr().as_deref(), Some("object_set_id"), "{bad}");
+    }
+    for (path, status) in [
+        ("/api/v1/schedules/0/", 400),
+        ("/api/v1/schedules/abc/", 400),
+        ("/api/v1/schedules/987654/", 404),
+        ("/api/v1/object-sets/0/", 400),
+        ("/api/v1/object-sets/987654/", 404),
+    ] {
+        assert_eq!(s.get(path, &t).await.status, status, "{path}");
+    }
+    // Another organization's ids are not found, whatever their form.
+    let foreign = s.token("other", all());
+    assert_eq!(
+        s.get(&format!("/api/v1/schedules/{sid}/"), &foreign)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/object-sets/{set_id}/"), &foreign)
+            .await
+            .status,
+        404
+    );
+    // A pks scope admits a record by either form of its id.
+    let scoped = s.token(
+        "acme",
+        json!({"tasks.view_schedule": {"pks": [sid.to_string()]}}),
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/schedules/{sid}/"), &scoped)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get("/api/v1/schedules/", &scoped).await.json()["count"],
+        1
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/schedules/{}/", sid + 1), &scoped)
+            .await
+            .status,
+        403
+    );
 }
