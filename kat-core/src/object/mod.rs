@@ -1062,16 +1062,29 @@ impl Object {
                     None => f.req_str("finding_type_code")?,
                 };
                 check_code(&code).map_err(|e| e.within("finding_type"))?;
-                let hostname = f
+                let mut hostname = f
                     .opt_str("hostname")?
                     .map(|h| HostnameRef::parse(&h).map_err(|e| e.within("hostname")))
                     .transpose()?;
-                let address = match f.opt_str("address")? {
+                let mut address = match f.opt_str("address")? {
                     Some(a) => Some(a),
                     None => f.opt_str("ipaddress")?,
                 }
                 .map(|a| IpRef::parse(&a).map_err(|e| e.within("address")))
                 .transpose()?;
+                if let Some(raw) = f.opt_str("object")? {
+                    if hostname.is_some() || address.is_some() {
+                        return Err(Error::invalid(
+                            "object",
+                            "give the finding's subject once: object, or hostname and address",
+                        ));
+                    }
+                    match finding_subject(&raw).map_err(|e| e.within("object"))? {
+                        Object::Hostname(h) => hostname = Some(h),
+                        Object::IpAddress(a) => address = Some(a),
+                        _ => {}
+                    }
+                }
                 if hostname.is_none() && address.is_none() {
                     return Err(Error::invalid(
                         "",
@@ -1292,6 +1305,43 @@ impl Object {
             _ => None,
         }
     }
+}
+
+/// The subject named by a finding's `object` field (the manual's ssl-checker example posts
+/// `"object": "internet|<host>"`): the natural key of a hostname or an IP address, or a bare name or
+/// address in the default network. The part after the network decides: an IP address is an address,
+/// anything else must be a valid hostname. A key of another type (a port, a DNS record) is refused.
+///
+/// ```
+/// use kat_core::object::{Object, ObjectType, finding_subject};
+/// assert_eq!(finding_subject("internet|Example.COM").unwrap().natural_key().as_str(), "internet|example.com");
+/// assert_eq!(finding_subject("192.0.2.1").unwrap().object_type(), ObjectType::IpAddress);
+/// assert!(finding_subject("internet|192.0.2.1|TCP|443").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Invalid`] saying what the value is not.
+pub fn finding_subject(raw: &str) -> Result<Object> {
+    let (net, rest) = raw.split_once('|').unwrap_or((DEFAULT_NETWORK, raw));
+    if rest.contains('|') {
+        return Err(Error::invalid(
+            "",
+            format!(
+                "{raw:?} is not the key of a hostname or an IP address (network|name or network|address)"
+            ),
+        ));
+    }
+    if let Ok(a) = IpRef::new(net, rest) {
+        return Ok(Object::IpAddress(a));
+    }
+    HostnameRef::new(net, rest)
+        .map(Object::Hostname)
+        .map_err(|e| {
+            Error::invalid(
+                "",
+                format!("{raw:?} is not the key of a hostname or an IP address: {e}"),
+            )
+        })
 }
 
 fn unreachable_type(ty: ObjectType) -> Result<DnsData> {

@@ -628,3 +628,50 @@ fn urls() {
             .is_err()
     );
 }
+
+#[test]
+fn findings_name_their_subject_with_object() {
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "SSL_EXPIRY_WARNING", "object": "internet|Example.com", "description": "soon"}),
+    );
+    assert_eq!(
+        f.natural_key().as_str(),
+        "SSL_EXPIRY_WARNING|internet|example.com"
+    );
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "KAT-NO-RPKI", "object": "internet|192.0.2.1"}),
+    );
+    assert_eq!(f.natural_key().as_str(), "KAT-NO-RPKI||internet|192.0.2.1");
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "X", "object": "a.example"}),
+    );
+    assert_eq!(f.natural_key().as_str(), "X|internet|a.example");
+    for (v, field) in [
+        (
+            json!({"finding_type": "X", "object": "internet|a.example", "hostname": "a.example"}),
+            "object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|192.0.2.1", "address": "192.0.2.1"}),
+            "object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|192.0.2.1|TCP|443"}),
+            "object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|-bad"}),
+            "object",
+        ),
+        (json!({"finding_type": "X", "object": 7}), "object"),
+        (json!({"finding_type": "X", "object": ""}), "object"),
+    ] {
+        match Object::from_json(ObjectType::Finding, &v).expect_err("refused") {
+            Error::Invalid { at, .. } => assert_eq!(at, field, "{v}"),
+            e => panic!("{v}: {e}"),
+        }
+    }
+}

@@ -34,6 +34,48 @@ fn validate_all(ty: ObjectType, items: &[Value], prefix: &str) -> ApiResult<Vec<
         .collect()
 }
 
+/// A finding that names its subject with `object` (the manual's `"object": "internet|<host>"`) must
+/// name an object that exists in the caller's organization: 400 at `<prefix>[i].object` otherwise (a
+/// finding written with `hostname` or `address` creates its subject, as the original's API does not).
+async fn check_objects_exist(
+    ctx: &Ctx<'_>,
+    items: &[Value],
+    objects: &[Object],
+    prefix: Option<&str>,
+    written: &BTreeSet<(ObjectType, NaturalKey)>,
+) -> ApiResult<()> {
+    for (i, (v, o)) in items.iter().zip(objects).enumerate() {
+        let named = matches!(v, Value::Object(m) if m.get("object").is_some_and(|x| !x.is_null()));
+        let Object::Finding(f) = o else { continue };
+        if !named {
+            continue;
+        }
+        let (ty, key) = match (&f.hostname, &f.address) {
+            (Some(h), _) => (ObjectType::Hostname, h.key()),
+            (None, Some(a)) => (ObjectType::IpAddress, a.key()),
+            (None, None) => continue,
+        };
+        if !written.contains(&(ty, key.clone()))
+            && ctx
+                .inner
+                .objects
+                .get(ctx.caller.org(), ty, &key)
+                .await?
+                .is_none()
+        {
+            let attr = match prefix {
+                None => "object".to_string(),
+                Some(p) => format!("{p}[{i}].object"),
+            };
+            return Err(ApiError::invalid(
+                attr,
+                format!("no {ty} {key} in this organization; a finding's object must exist"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The caller may create each of these objects (its `add_<type>` scope admits each key).
 fn check_create(ctx: &Ctx<'_>, ty: ObjectType, objects: &[Object]) -> ApiResult<()> {
     let name = ctx.permission_for(ty)?;
@@ -131,6 +173,16 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
         sizes.push(objects.len());
         all.extend(objects);
     }
+    // A finding's `object` may name an object written by the same request.
+    let written: BTreeSet<(ObjectType, NaturalKey)> = all
+        .iter()
+        .map(|o| (o.object_type(), o.natural_key()))
+        .collect();
+    let mut at = 0;
+    for ((k, _, items), n) in groups.iter().zip(&sizes) {
+        check_objects_exist(ctx, items, &all[at..at + n], Some(k), &written).await?;
+        at += n;
+    }
     let stored = if all.is_empty() {
         Vec::new()
     } else {
@@ -175,6 +227,14 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
     };
     check_create(ctx, ty, &objects)?;
     check_levels(ctx, &items, &objects, (!single).then_some(""))?;
+    check_objects_exist(
+        ctx,
+        &items,
+        &objects,
+        (!single).then_some(""),
+        &BTreeSet::new(),
+    )
+    .await?;
     let stored = if objects.is_empty() {
         Vec::new()
     } else {

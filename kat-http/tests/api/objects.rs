@@ -566,3 +566,88 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn findings_may_name_their_subject_with_object_as_the_manual_does() {
+    let s = start(Options::default()).await;
+    let (t, _) = s.token_with_task("acme", json!({"objects.add_finding": {}}));
+    let op = s.operator("acme", all());
+    assert_eq!(
+        s.post("/api/v1/objects/", &op, hostnames(&["shop.example"]))
+            .await
+            .status,
+        201
+    );
+    // The ssl-checker example's write, as written.
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({"finding": [{
+                "finding_type": "SSL_EXPIRY_WARNING",
+                "object": "internet|shop.example",
+                "description": "SSL certificate expires in 12 days"
+            }]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let f = &r.json()["finding"][0];
+    assert_eq!(f["id"], "SSL_EXPIRY_WARNING|internet|shop.example");
+    assert_eq!(f["hostname"], "internet|shop.example");
+    // Unknown, ambiguous and malformed subjects: 400 naming the field; nothing written.
+    for (body, attr) in [
+        (
+            json!({"finding_type": "X", "object": "internet|nowhere.example"}),
+            "finding[0].object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|192.0.2.99"}),
+            "finding[0].object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|shop.example", "hostname": "shop.example"}),
+            "finding[0].object",
+        ),
+        (
+            json!({"finding_type": "X", "object": "internet|shop.example|TCP|443"}),
+            "finding[0].object",
+        ),
+        (
+            json!({"finding_type": "X", "object": ["internet|shop.example"]}),
+            "finding[0].object",
+        ),
+    ] {
+        let r = s
+            .post("/api/v1/objects/", &t, json!({"finding": [body.clone()]}))
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.json());
+        assert_eq!(r.attr().as_deref(), Some(attr), "{body}: {}", r.json());
+    }
+    assert_eq!(s.count("acme", ObjectType::Finding).await, 1);
+    assert_eq!(
+        s.count("acme", ObjectType::Hostname).await,
+        1,
+        "no subject was created"
+    );
+    // On the per-type route too, and an object written in the same request counts.
+    let r = s
+        .post(
+            "/api/v1/objects/finding/",
+            &t,
+            json!({"finding_type": "X", "object": "internet|nowhere.example"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert_eq!(r.attr().as_deref(), Some("object"), "{}", r.json());
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &op,
+            json!({
+                "finding": [{"finding_type": "X", "object": "internet|new.example"}],
+                "hostname": [{"name": "new.example"}]
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+}
