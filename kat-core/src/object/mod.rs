@@ -949,7 +949,9 @@ impl Object {
     /// Validate an object of type `ty` from its JSON form. Fields that only appear in responses
     /// (`id`, `scan_level`, `declared`, `object_type`, ...) are accepted and ignored, so what a GET
     /// returns can be posted back; any other unknown field is an error naming it. An `id` that does not
-    /// match the computed natural key is an error too.
+    /// match the computed natural key is an error too. What the original's own plugins send and its
+    /// API drops is tolerated: `value` (a string, ignored) on DNS records other than TXT and CAA, whose
+    /// `value` is a real field.
     ///
     /// # Errors
     /// [`Error::Invalid`] with the path of the offending field.
@@ -1171,6 +1173,11 @@ impl Object {
                     },
                     _ => unreachable_type(dns)?,
                 };
+                if !matches!(dns, ObjectType::DnsTxtRecord | ObjectType::DnsCaaRecord) {
+                    // The original's dns plugin sends every record's text form as `value`, which its
+                    // API drops; accepted (a string) and ignored on the record types without one.
+                    let _ = f.opt_text("value", MAX_TEXT)?;
+                }
                 Object::Dns(DnsRecord {
                     hostname,
                     ttl,

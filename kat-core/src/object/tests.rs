@@ -675,3 +675,83 @@ fn findings_name_their_subject_with_object() {
         }
     }
 }
+
+#[test]
+fn dns_records_tolerate_the_original_plugins_value() {
+    // As the original's dns plugin posts them: every record with its text form as `value`.
+    for (ty, v) in [
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "internet|a.com", "ip_address": "internet|192.0.2.1", "value": "192.0.2.1", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsAaaaRecord,
+            json!({"hostname": "internet|a.com", "ip_address": "internet|2001:db8::1", "value": "2001:db8::1", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsMxRecord,
+            json!({"hostname": "internet|a.com", "mail_server": "internet|mx.a.com", "preference": 10, "value": "10 mx.a.com.", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsNsRecord,
+            json!({"hostname": "internet|a.com", "name_server": "internet|ns.a.com", "value": "ns.a.com.", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsCnameRecord,
+            json!({"hostname": "internet|www.a.com", "target": "internet|a.com", "value": "a.com.", "ttl": 60}),
+        ),
+        (
+            ObjectType::DnsPtrRecord,
+            json!({"hostname": "internet|a.com", "ip_address": "internet|192.0.2.1", "value": "a.com."}),
+        ),
+        (
+            ObjectType::DnsSrvRecord,
+            json!({"hostname": "a.com", "proto": "_tcp", "service": "_sip", "priority": 0, "weight": 0, "port": 5060, "value": "0 0 5060 sip.a.com."}),
+        ),
+    ] {
+        let o = obj(ty, v.clone());
+        assert!(
+            !o.to_json().contains_key("value"),
+            "{ty}: the tolerated value is not stored"
+        );
+    }
+    // TXT and CAA keep their value as a field.
+    let t = obj(
+        ObjectType::DnsTxtRecord,
+        json!({"hostname": "a.com", "value": "v=spf1 -all", "ttl": 60}),
+    );
+    assert_eq!(t.to_json()["value"], "v=spf1 -all");
+    // Still validated as text; and other unknown fields stay errors, on records and elsewhere.
+    for (ty, v, field) in [
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "192.0.2.1", "value": 7}),
+            "value",
+        ),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "192.0.2.1", "value": "x\u{0}"}),
+            "value",
+        ),
+        (
+            ObjectType::DnsARecord,
+            json!({"hostname": "a.com", "ip_address": "192.0.2.1", "colour": "red"}),
+            "colour",
+        ),
+        (
+            ObjectType::Hostname,
+            json!({"name": "a.com", "value": "x"}),
+            "value",
+        ),
+        (
+            ObjectType::IpAddress,
+            json!({"address": "192.0.2.1", "value": "x"}),
+            "value",
+        ),
+    ] {
+        match Object::from_json(ty, &v).expect_err("refused") {
+            Error::Invalid { at, .. } => assert_eq!(at, field, "{v}"),
+            e => panic!("{v}: {e}"),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
-use kat_core::permission::PermissionName;
+use kat_core::permission::{Action, PermissionName, Resource};
 use kat_core::store::{ObjectQuery, Ordering, StoredObject};
 
 use super::{Ctx, created, object_body, ok};
@@ -16,6 +16,62 @@ use crate::error::{ApiError, ApiResult};
 
 fn to_json(o: &StoredObject) -> Value {
     Value::Object(o.to_json())
+}
+
+/// The JSON of stored objects, with `dns_records` on every hostname as the original serializes it:
+/// the hostname's DNS records (each with its `id`, fields, `hostname`, `ttl` and `object_type`), those
+/// of the record types (and keys) the caller may view. One query per record type for the whole list.
+async fn objects_json(ctx: &Ctx<'_>, objects: &[StoredObject]) -> ApiResult<Vec<Value>> {
+    let hosts: Vec<String> = objects
+        .iter()
+        .filter(|o| o.object_type() == ObjectType::Hostname)
+        .map(|o| o.key.as_str().to_string())
+        .collect();
+    let mut records: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    if !hosts.is_empty() {
+        for ty in ObjectType::DNS_RECORDS {
+            let view = PermissionName::new(Action::View, Resource::Object(ty));
+            if !ctx.caller.has(&view) {
+                continue;
+            }
+            let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
+            q.filters.push(("hostname".into(), hosts.clone()));
+            q.limit = 0;
+            for r in ctx.inner.objects.query(&q).await?.items {
+                if ctx.caller.require_pk(view, r.key.as_str()).is_err() {
+                    continue;
+                }
+                let Object::Dns(d) = &r.object else { continue };
+                records
+                    .entry(d.hostname.key().into_string())
+                    .or_default()
+                    .push(to_json(&r));
+            }
+        }
+    }
+    Ok(objects
+        .iter()
+        .map(|o| {
+            let mut m = o.to_json();
+            if o.object_type() == ObjectType::Hostname {
+                let mut list = records.remove(o.key.as_str()).unwrap_or_default();
+                list.sort_by(|a, b| {
+                    (a["object_type"].as_str(), a["id"].as_str())
+                        .cmp(&(b["object_type"].as_str(), b["id"].as_str()))
+                });
+                m.insert("dns_records".into(), Value::Array(list));
+            }
+            Value::Object(m)
+        })
+        .collect())
+}
+
+/// [`objects_json`] of one object.
+async fn object_json(ctx: &Ctx<'_>, o: &StoredObject) -> ApiResult<Value> {
+    Ok(objects_json(ctx, std::slice::from_ref(o))
+        .await?
+        .pop()
+        .unwrap_or(Value::Null))
 }
 
 fn parse_key(ty: ObjectType, raw: &str) -> ApiResult<NaturalKey> {
@@ -192,9 +248,9 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
             .await?
     };
     let mut out = Map::new();
-    let mut it = stored.iter();
+    let mut it = objects_json(ctx, &stored).await?.into_iter();
     for ((k, _, _), n) in groups.iter().zip(sizes) {
-        let items: Vec<Value> = it.by_ref().take(n).map(to_json).collect();
+        let items: Vec<Value> = it.by_ref().take(n).collect();
         out.insert(k.clone(), Value::Array(items));
     }
     Ok(created(&Value::Object(out)))
@@ -244,10 +300,13 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
             .await?
     };
     if single {
-        let first = stored.first().map(to_json).unwrap_or(Value::Null);
+        let first = match stored.first() {
+            Some(o) => object_json(ctx, o).await?,
+            None => Value::Null,
+        };
         Ok(created(&first))
     } else {
-        Ok(created(&Value::Array(stored.iter().map(to_json).collect())))
+        Ok(created(&Value::Array(objects_json(ctx, &stored).await?)))
     }
 }
 
@@ -294,7 +353,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respons
     q.offset = p.offset;
     q.validate()?;
     let page = ctx.inner.objects.query(&q).await?;
-    let results = page.items.iter().map(to_json).collect();
+    let results = objects_json(ctx, &page.items).await?;
     Ok(ctx.page(&p, page.count, results))
 }
 
@@ -316,7 +375,7 @@ pub(crate) async fn retrieve(
     let key = parse_key(ty, raw)?;
     ctx.require_pk(key.as_str())?;
     let o = load(ctx, ty, &key).await?;
-    Ok(ok(&to_json(&o)))
+    Ok(ok(&object_json(ctx, &o).await?))
 }
 
 fn scan_profile(v: &Value) -> ApiResult<ScanProfile> {
@@ -399,7 +458,7 @@ pub(crate) async fn update(
             .await?;
     }
     let o = load(ctx, ty, &key).await?;
-    Ok(ok(&to_json(&o)))
+    Ok(ok(&object_json(ctx, &o).await?))
 }
 
 /// `DELETE /objects/<type>/<key>/`.

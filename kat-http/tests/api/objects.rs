@@ -651,3 +651,145 @@ async fn findings_may_name_their_subject_with_object_as_the_manual_does() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json());
 }
+
+#[tokio::test]
+async fn the_original_dns_plugins_writes_and_reads_work() {
+    let s = start(Options::default()).await;
+    // The original's dns permissions (plugins.json): view/add/change hostname and address, and
+    // add/delete/view of every record type.
+    let mut perms = serde_json::Map::new();
+    for p in ["view", "add", "change"] {
+        perms.insert(format!("objects.{p}_hostname"), json!({}));
+        perms.insert(format!("objects.{p}_ipaddress"), json!({}));
+    }
+    for ty in ["a", "aaaa", "caa", "cname", "mx", "ns", "ptr", "srv", "txt"] {
+        for p in ["add", "delete", "view"] {
+            perms.insert(format!("objects.{p}_dns{ty}record"), json!({}));
+        }
+    }
+    let (t, _) = s.token_with_task("acme", Value::Object(perms));
+    // First the hostnames and addresses ("make sure these exist"), `root` included.
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({
+                "hostname": [
+                    {"network": "internet", "name": "example.test"},
+                    {"network": "internet", "name": "mx.example.test"},
+                    {"network": "internet", "name": "example.test", "root": true}
+                ],
+                "ipaddress": [{"network": "internet", "address": "192.0.2.10"}]
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(r.json()["hostname"][0]["dns_records"], json!([]));
+    // Then the records, each with the `value` the original's API drops.
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({
+                "dnsarecord": [{"hostname": "internet|example.test", "value": "192.0.2.10", "ttl": 300, "ip_address": "internet|192.0.2.10"}],
+                "dnsmxrecord": [{"hostname": "internet|example.test", "value": "10 mx.example.test.", "ttl": 300, "mail_server": "internet|mx.example.test", "preference": 10}],
+                "dnstxtrecord": [{"hostname": "internet|example.test", "value": "v=spf1 -all", "ttl": 300}]
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert!(r.json()["dnsarecord"][0].get("value").is_none());
+    // Posting the hostname again answers with its records, as the plugin reads them.
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({"hostname": [{"network": "internet", "name": "example.test"}], "ipaddress": []}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let recs = r.json()["hostname"][0]["dns_records"].clone();
+    let ids: Vec<(&str, &str)> = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["object_type"].as_str().unwrap(),
+                r["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("dnsarecord", "internet|example.test|internet|192.0.2.10"),
+            (
+                "dnsmxrecord",
+                "internet|example.test|10|internet|mx.example.test"
+            ),
+            ("dnstxtrecord", "internet|example.test||v=spf1 -all"),
+        ]
+    );
+    assert_eq!(recs[0]["hostname"], "internet|example.test");
+    assert_eq!(recs[0]["ttl"], 300);
+    // GET of a list and of one hostname show them too; other hostnames have none.
+    let r = s
+        .get("/api/v1/objects/hostname/?name=example.test", &t)
+        .await;
+    assert_eq!(r.json()["results"][0]["dns_records"], recs);
+    let r = s
+        .get("/api/v1/objects/hostname/internet%7Cexample.test/", &t)
+        .await;
+    assert_eq!(r.json()["dns_records"], recs);
+    let r = s
+        .get("/api/v1/objects/hostname/?name=mx.example.test", &t)
+        .await;
+    assert_eq!(r.json()["results"][0]["dns_records"], json!([]));
+    // A caller sees only the record types it may view.
+    let narrow = s.token(
+        "acme",
+        json!({"objects.view_hostname": {}, "objects.view_dnstxtrecord": {}}),
+    );
+    let r = s
+        .get("/api/v1/objects/hostname/internet%7Cexample.test/", &narrow)
+        .await;
+    let v = r.json();
+    let only: Vec<&str> = v["dns_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["object_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(only, vec!["dnstxtrecord"]);
+    // What a GET returns can be posted back.
+    let back = s
+        .get("/api/v1/objects/hostname/internet%7Cexample.test/", &t)
+        .await
+        .json();
+    assert_eq!(
+        s.post("/api/v1/objects/", &t, json!({"hostname": [back]}))
+            .await
+            .status,
+        201
+    );
+    // `value` is tolerated only where the original's plugins send it.
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({"ipaddress": [{"address": "192.0.2.11", "value": "192.0.2.11"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.attr().as_deref(), Some("ipaddress[0].value"));
+    let r = s
+        .post(
+            "/api/v1/objects/",
+            &t,
+            json!({"dnsarecord": [{"hostname": "example.test", "ip_address": "192.0.2.10", "value": "x", "colour": "red"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.attr().as_deref(), Some("dnsarecord[0].colour"));
+}
