@@ -25,6 +25,7 @@ eval "$(scripts/engines.sh all)"
 step "local test images and the first-party plugin image"
 scripts/test-images.sh
 scripts/plugin-image.sh
+scripts/manual-images.sh
 step "tools the plugin tests compare against (nmap, openssl)"
 bash plugins/kat-plugins/scripts/test-tools.sh
 step "static entrypoint"
