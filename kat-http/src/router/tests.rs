@@ -365,7 +365,11 @@ async fn world() -> World {
             String::from_utf8_lossy(&bytes)
         );
         let v: Value = serde_json::from_slice(&bytes).unwrap();
-        ids.push(v["id"].as_str().unwrap_or_default().to_string());
+        // Task ids are strings, schedule and object set ids integers.
+        ids.push(match &v["id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
     }
     w.schedule = ids[1].clone();
     w.set = ids[2].clone();
