@@ -14,7 +14,8 @@
 //!   outcome, then revokes the token and deletes the temporary file.
 //! - **Privileges**: a plugin asking for a user or capabilities beyond what the operator's
 //!   [`Policy`] grants is refused at submit, skipped by schedules and chaining, and fails before its
-//!   container is created.
+//!   container is created; a plugin asking for nothing gets its grant
+//!   ([`Policy::privileges`]: user, capabilities, writable paths, extra API permissions).
 //! - **Cancellation** kills the container, revokes the token and ends the task `cancelled`.
 //! - **Restart recovery** ([`Engine::start`]): tasks left running are failed with a reason, or requeued when
 //!   their plugin is idempotent, and containers of ours that no task owns are removed.
@@ -994,6 +995,17 @@ impl Engine {
         };
         let mut patch = patch;
         patch.ended_at = Some(Timestamp::now());
+        // The container is gone: every refused call it made is on the record by now. A task that
+        // ends with refused calls says so in its reason, whatever its state (decisions: refused
+        // calls are visible).
+        if let Ok(Some(now)) = inner.tasks.get_task(id).await
+            && let Some(note) = refusal_note(&now)
+        {
+            patch.reason = Some(match patch.reason.take() {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
+            });
+        }
         info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
         self.finish(id, patch).await
     }
@@ -1017,8 +1029,9 @@ impl Engine {
             )));
         }
         let plugin = plugin.def;
-        // Again here, whatever the catalogue said at sync: the policy this engine holds decides.
-        inner.policy.check(&plugin)?;
+        // Again here, whatever the catalogue said at sync: the policy this engine holds decides,
+        // and gives what the plugin asks for or, where it asks for nothing, its grant.
+        let privileges = inner.policy.privileges(&plugin)?;
         let input = if !task.input.files.is_empty() {
             PlanInput::Files(task.input.files.clone())
         } else if !task.input.objects.is_empty() {
@@ -1090,11 +1103,14 @@ impl Engine {
         }
         let now = Timestamp::now();
         let deadline = now.plus_secs(timeout.as_secs() as i64 + 1);
+        let mut permissions = plan.permissions(&plugin, &extra);
+        permissions.merge(&privileges.extra_permissions);
+        permissions.remove(&crate::permission::PermissionName::SET_SCAN_LEVEL);
         let claims = Claims::for_task(
             task.id,
             task.org.clone(),
             &plugin.plugin_id,
-            plan.permissions(&plugin, &extra),
+            permissions,
             now,
             deadline,
         );
@@ -1120,14 +1136,9 @@ impl Engine {
         spec.timeout = timeout;
         spec.limits = inner.config.limits.clone();
         spec.hardening = Hardening {
-            cap_add: plugin.cap_add.clone(),
-            writable_paths: plugin.writable_paths.clone(),
-            user: Some(
-                plugin
-                    .user
-                    .clone()
-                    .unwrap_or_else(|| crate::runtime::DEFAULT_USER.into()),
-            ),
+            cap_add: privileges.cap_add,
+            writable_paths: privileges.writable_paths,
+            user: Some(privileges.user),
             ..Hardening::default()
         };
         spec.output_tail_bytes = inner.config.stderr_tail_bytes;
@@ -1182,6 +1193,33 @@ pub fn exit_reason(code: Option<i64>) -> String {
         None => "the container ended without an exit code".into(),
         Some(c) => kat_protocol::exit::describe(c),
     }
+}
+
+/// The words a task's reason gets when some of its API calls were refused, or `None`.
+///
+/// ```
+/// use kat_core::engine::refusal_note;
+/// use kat_core::org::OrgCode;
+/// use kat_core::task::{Task, TaskInput, TaskPatch};
+/// let mut t = Task::queued(OrgCode::new("acme").unwrap(), "parse-nmap", TaskInput::default());
+/// assert_eq!(refusal_note(&t), None);
+/// TaskPatch::refused_call("POST /api/v1/objects/: 403 no objects.add_ipport").apply(&mut t);
+/// assert_eq!(
+///     refusal_note(&t).as_deref(),
+///     Some("1 API call refused (first: POST /api/v1/objects/: 403 no objects.add_ipport)")
+/// );
+/// ```
+pub fn refusal_note(task: &Task) -> Option<String> {
+    let n = task.refused_calls;
+    (n > 0).then(|| {
+        format!(
+            "{n} API call{} refused (first: {})",
+            if n == 1 { "" } else { "s" },
+            task.first_refusal
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        )
+    })
 }
 
 fn join_types(types: &BTreeSet<ObjectType>) -> String {

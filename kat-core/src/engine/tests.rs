@@ -1414,3 +1414,173 @@ fn exited_zero() -> Outcome {
         elapsed: Duration::ZERO,
     }
 }
+
+/// Stands in for a plugin whose API calls the API refuses: while "running" it records two refusals
+/// on its task through the task store (what kat-http does on a 403), then exits 0.
+#[derive(Debug)]
+struct RefusedWrites(Arc<MemoryTaskStore>);
+
+#[async_trait]
+impl ContainerRuntime for RefusedWrites {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
+    }
+    async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        let id: TaskId = s.labels[LABEL_TASK].parse()?;
+        for why in ["POST /api/v1/objects/: 403 no objects.add_ipport", "later"] {
+            self.0
+                .transition_task(id, &[TaskState::Running], TaskPatch::refused_call(why))
+                .await?;
+        }
+        Ok(exited_zero())
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_calls_were_refused_says_so_when_it_ends() {
+    let tasks = Arc::new(MemoryTaskStore::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(Arc::new(MemoryFileStore::default()))
+        .tasks(tasks.clone())
+        .runtime(Arc::new(RefusedWrites(tasks.clone())))
+        .tokens(Arc::new(Minter))
+        .config(EngineConfig {
+            use_entrypoint: false,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let defs = PluginDef::parse_file(PRIVILEGED, "privileged.json").unwrap();
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    tasks.put_plugins(writes).await.unwrap();
+    let t = engine
+        .submit(TaskRequest {
+            org: org(),
+            plugin_id: "plain".into(),
+            input: vec![],
+            submitter: Submitter::operator("test"),
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    engine.run_task(t.id).await.unwrap();
+    let got = tasks.get_task(t.id).await.unwrap().unwrap();
+    // Still `completed` (the original's clients read that), but not a clean success.
+    assert_eq!(got.state, TaskState::Completed);
+    assert_eq!(got.refused_calls, 2);
+    assert_eq!(
+        got.reason.as_deref(),
+        Some(
+            "mode 2 (standalone) finished; 2 API calls refused (first: POST /api/v1/objects/: 403 no objects.add_ipport)"
+        )
+    );
+}
+
+/// Mints a fixed token and keeps the claims it was asked to sign.
+#[derive(Debug, Default)]
+struct ClaimsKept(std::sync::Mutex<Vec<Claims>>);
+
+#[async_trait]
+impl TokenAuthority for ClaimsKept {
+    fn mint(&self, c: &Claims) -> Result<String> {
+        self.0.lock().unwrap().push(c.clone());
+        Ok("token".into())
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("not here".into()))
+    }
+    async fn revoke(&self, _: &str, _: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A plugin written for OpenKAT asks for nothing; the operator's grant gives it its user,
+/// capabilities, writable paths and extra API permissions (never `objects.can_set_scan_level`),
+/// and a submitter who holds none of those still runs it. Without the grant it runs hardened.
+#[tokio::test]
+async fn a_grant_gives_a_plugin_that_asks_for_nothing_what_it_needs() {
+    let policy = Policy::parse(
+        r#"{"plugins": {"plain": {"user": "0:0", "cap_add": ["NET_RAW"], "writable_paths": ["/var/cache/x"],
+            "extra_permissions": {"objects.add_ipport": {}, "objects.add_ipaddress": {"pks": ["internet|127.0.0.1"]}}}}}"#,
+        "policy.json",
+    )
+    .unwrap();
+    for granted in [true, false] {
+        let tasks = Arc::new(MemoryTaskStore::default());
+        let runtime = Arc::new(Recorder::default());
+        let tokens = Arc::new(ClaimsKept::default());
+        let engine = Engine::builder()
+            .objects(Arc::new(MemoryObjectStore::default()))
+            .files(Arc::new(MemoryFileStore::default()))
+            .tasks(tasks.clone())
+            .runtime(runtime.clone())
+            .tokens(tokens.clone())
+            .config(EngineConfig {
+                use_entrypoint: false,
+                ..EngineConfig::default()
+            })
+            .policy(if granted {
+                policy.clone()
+            } else {
+                Policy::default()
+            })
+            .build()
+            .unwrap();
+        let defs = PluginDef::parse_file(PRIVILEGED, "privileged.json").unwrap();
+        let (writes, _) = crate::plugin::sync(&[], &defs, true);
+        tasks.put_plugins(writes).await.unwrap();
+        // A submitter holding no object permission at all.
+        let t = engine
+            .submit(TaskRequest {
+                org: org(),
+                plugin_id: "plain".into(),
+                input: vec![],
+                submitter: user(json!({"tasks.add_task": {}}), "j-plain", i64::MAX),
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        engine.run_task(t.id).await.unwrap();
+        let got = tasks.get_task(t.id).await.unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Completed, "{got:?}");
+        let h = runtime.0.lock().unwrap()[0].hardening.clone();
+        let claims = tokens.0.lock().unwrap()[0].clone();
+        let ipport = crate::permission::PermissionName::new(
+            crate::permission::Action::Add,
+            crate::permission::Resource::Object(ObjectType::IpPort),
+        );
+        if granted {
+            assert_eq!(h.user.as_deref(), Some("0:0"));
+            assert_eq!(h.cap_add, ["NET_RAW"]);
+            assert_eq!(h.writable_paths, ["/var/cache/x"]);
+            assert!(
+                h.read_only_rootfs && h.no_new_privileges,
+                "the rest stays hardened"
+            );
+            assert!(claims.permissions.has(&ipport), "{:?}", claims.permissions);
+            assert!(
+                !claims
+                    .permissions
+                    .has(&crate::permission::PermissionName::SET_SCAN_LEVEL)
+            );
+        } else {
+            assert_eq!(h, Hardening::default());
+            assert!(!claims.permissions.has(&ipport));
+        }
+    }
+}
