@@ -25,6 +25,8 @@ eval "$(scripts/engines.sh all)"
 step "local test images and the first-party plugin image"
 scripts/test-images.sh
 scripts/plugin-image.sh
+step "images shaped like OpenKAT's plugin images (scripts/original-image.sh: debootstrap, docker build)"
+scripts/original-image.sh
 step "tools the plugin tests compare against (nmap, openssl)"
 bash plugins/kat-plugins/scripts/test-tools.sh
 step "static entrypoint"

@@ -270,6 +270,7 @@ impl EngineBuilder {
                 mount: tokio::sync::OnceCell::new(),
                 queue: Mutex::new(std::collections::VecDeque::new()),
                 queued_set: Mutex::new(HashSet::new()),
+                open_batches: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -295,6 +296,9 @@ struct Inner {
     mount: tokio::sync::OnceCell<Option<EntrypointMount>>,
     queue: Mutex<std::collections::VecDeque<TaskId>>,
     queued_set: Mutex<HashSet<TaskId>>,
+    /// Per organization and file-consuming plugin, the file-triggered task that later files may
+    /// still join while it is queued and has room (see [`Engine::join_batch`]).
+    open_batches: Mutex<HashMap<(OrgCode, String), TaskId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -725,14 +729,20 @@ impl Engine {
     ) -> Vec<Task> {
         let size = plugin.effective_batch_size(self.inner.config.default_batch_size);
         if !files.is_empty() {
-            return vec![Task::queued(
-                org.clone(),
-                &plugin.plugin_id,
-                TaskInput {
-                    objects: Vec::new(),
-                    files,
-                },
-            )];
+            let per_task = plan::files_per_task(plugin, self.inner.config.default_batch_size);
+            return plan::batches(&files, per_task)
+                .into_iter()
+                .map(|files| {
+                    Task::queued(
+                        org.clone(),
+                        &plugin.plugin_id,
+                        TaskInput {
+                            objects: Vec::new(),
+                            files,
+                        },
+                    )
+                })
+                .collect();
         }
         plan::batches(&input, size)
             .into_iter()
@@ -1264,23 +1274,56 @@ impl Engine {
             ));
         }
         // Check the plan now so that a bad request is refused here rather than failing later.
+        let per_task = plan::files_per_task(&plugin, self.inner.config.default_batch_size);
         let probe = if !files.is_empty() {
-            PlanInput::Files(files.clone())
+            PlanInput::Files(plan::batches(&files, per_task).swap_remove(0))
         } else if objects.is_empty() {
             PlanInput::None
         } else {
             PlanInput::Objects(vec![Target::value("probe")])
         };
         plan::plan(&plugin, &probe)?;
-        let tasks = if files.len() > 1 {
-            files
-                .iter()
-                .flat_map(|f| self.make_tasks(&request.org, &plugin, Vec::new(), vec![*f]))
-                .collect()
-        } else {
-            self.make_tasks(&request.org, &plugin, objects, files)
+        Ok(self.make_tasks(&request.org, &plugin, objects, files))
+    }
+
+    /// Add a stored file (already through its scan-level gate) to the plugin's open file-triggered
+    /// task for the file's organization, when that task is still queued and has room for it
+    /// ([`plan::files_per_task`]); the task it joined, or `None` when it must get a task of its own.
+    /// The join is a compare-and-set from `queued` in the store, so a task a worker already started
+    /// never gains a file.
+    async fn join_batch(&self, file: &FileMeta, plugin: &PluginDef) -> Result<Option<Task>> {
+        let key = (file.org.clone(), plugin.plugin_id.clone());
+        let Some(open) = lock(&self.inner.open_batches).get(&key).copied() else {
+            return Ok(None);
         };
-        Ok(tasks)
+        let max = plan::files_per_task(plugin, self.inner.config.default_batch_size);
+        let mut patch = TaskPatch::to(TaskState::Queued);
+        patch.add_file = Some(crate::task::FileJoin { file: file.id, max });
+        let close = |inner: &Inner| {
+            let mut g = lock(&inner.open_batches);
+            if g.get(&key) == Some(&open) {
+                g.remove(&key);
+            }
+        };
+        match self
+            .inner
+            .tasks
+            .transition_task(open, &[TaskState::Queued], patch)
+            .await
+        {
+            Ok(t) if t.input.files.contains(&file.id) => {
+                if max.is_some_and(|m| t.input.files.len() >= m as usize) {
+                    close(&self.inner);
+                }
+                debug!(task = %t.id, file = %file.id, files = t.input.files.len(), "file joined a queued task");
+                Ok(Some(t))
+            }
+            Ok(_) | Err(Error::Conflict(_) | Error::NotFound { .. }) => {
+                close(&self.inner);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -1342,6 +1385,7 @@ impl TaskControl for Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let mut joined = Vec::new();
         let overrides = self.inner.tasks.plugin_overrides(&file.org).await?;
         for rec in self.inner.tasks.list_plugins().await? {
             let enabled = rec.enabled_with(overrides.get(&rec.def.plugin_id).copied());
@@ -1356,6 +1400,10 @@ impl TaskControl for Engine {
                 warn!(plugin = %rec.def.plugin_id, file = %file.id, reason = %e, "not chaining: refused by the scan-level gate");
                 continue;
             }
+            if let Some(t) = self.join_batch(file, &rec.def).await? {
+                joined.push(t);
+                continue;
+            }
             let mut t = Task::queued(
                 file.org.clone(),
                 &rec.def.plugin_id,
@@ -1365,9 +1413,15 @@ impl TaskControl for Engine {
                 },
             );
             t.source_file = Some(file.id);
+            if plan::files_per_task(&rec.def, self.inner.config.default_batch_size) != Some(1) {
+                lock(&self.inner.open_batches)
+                    .insert((file.org.clone(), rec.def.plugin_id.clone()), t.id);
+            }
             out.push(t);
         }
-        self.queue(out).await
+        let mut tasks = self.queue(out).await?;
+        tasks.extend(joined);
+        Ok(tasks)
     }
 }
 

@@ -241,6 +241,18 @@ pub struct TaskPatch {
     /// Count one refused API call ([`Task::refused_calls`]); its reason becomes
     /// [`Task::first_refusal`] when it is the first.
     pub refused: Option<String>,
+    /// Add an input file to the task when it has room ([`FileJoin`]).
+    pub add_file: Option<FileJoin>,
+}
+
+/// A file joining a queued task's input files, when the task holds fewer than `max` (no limit when
+/// `None`) and not that file already; otherwise the patch leaves the input as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileJoin {
+    /// The file.
+    pub file: crate::store::FileId,
+    /// The most files the task may hold.
+    pub max: Option<u32>,
 }
 
 impl TaskPatch {
@@ -256,6 +268,7 @@ impl TaskPatch {
             bump_attempts: false,
             token: None,
             refused: None,
+            add_file: None,
         }
     }
 
@@ -302,6 +315,13 @@ impl TaskPatch {
         }
         if let Some(v) = &self.token {
             t.token = Some(v.clone());
+        }
+        if let Some(join) = self.add_file {
+            let files = &mut t.input.files;
+            let room = join.max.is_none_or(|m| files.len() < m as usize);
+            if room && !files.contains(&join.file) {
+                files.push(join.file);
+            }
         }
         if let Some(why) = &self.refused {
             t.refused_calls = t.refused_calls.saturating_add(1);

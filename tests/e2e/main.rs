@@ -8,5 +8,6 @@ mod chain;
 mod lifecycle;
 mod modes;
 mod orgs;
+mod original;
 mod privileges;
 mod rights;

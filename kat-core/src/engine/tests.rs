@@ -73,6 +73,8 @@ const PLUGINS: &str = r#"[
   {"plugin_id": "parse-nmap-off", "scan_level": 0, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "parse-deep", "scan_level": 3, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["deep", "{file}"]},
   {"plugin_id": "parse-shallow", "scan_level": 1, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["shallow", "{file}"]},
+  {"plugin_id": "parse-batch", "scan_level": 2, "consumes": ["file:batch"], "oci_image": "i", "oci_arguments": ["parse", "{file}"], "batch_size": 2},
+  {"plugin_id": "parse-batch-stdin", "scan_level": 2, "consumes": ["file:batch"], "oci_image": "i", "oci_arguments": ["parse"], "batch_size": 2},
   {"plugin_id": "on-error", "scan_level": 0, "consumes": ["file:error"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true},
   {"plugin_id": "writer", "scan_level": 1, "consumes": ["type:hostname"], "oci_image": "i", "oci_arguments": ["w", "{hostname}"],
@@ -1583,4 +1585,107 @@ async fn a_grant_gives_a_plugin_that_asks_for_nothing_what_it_needs() {
             assert!(!claims.permissions.has(&ipport));
         }
     }
+}
+
+/// RFD 0009 example 1: files for a `{file}` normalizer arriving while its task for the organization is
+/// still queued join that task, up to the plugin's batch size; each file passes its own scan-level gate
+/// first; a stdin normalizer keeps one file per task; a task a worker took gains no file.
+#[tokio::test]
+async fn files_join_a_queued_normalizer_task_up_to_its_batch_size() {
+    let f = fixture().await;
+    f.ip("192.0.2.1", Some(2)).await;
+    let producer = f.submit_one("nmap", &["192.0.2.1"]).await;
+    let mut files = Vec::new();
+    for _ in 0..3 {
+        let file = nmap_file(&f, Some(producer.id), "batch").await;
+        f.engine.file_stored(&file).await.unwrap();
+        files.push(file.id);
+    }
+    // One below the consumer's level: refused by the gate, joins nothing.
+    let low = put_file(
+        &f,
+        None,
+        "batch",
+        ScanLevel::new(1).ok(),
+        crate::store::LevelSource::Operator,
+    )
+    .await;
+    f.engine.file_stored(&low).await.unwrap();
+    let of = |plugin: &str, all: &[Task]| -> Vec<Vec<FileId>> {
+        let mut v: Vec<(Timestamp, Vec<FileId>)> = all
+            .iter()
+            .filter(|t| t.plugin_id == plugin)
+            .map(|t| (t.created_at, t.input.files.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, f)| f).collect()
+    };
+    let all = f.all_tasks().await;
+    assert_eq!(
+        of("parse-batch", &all),
+        vec![vec![files[0], files[1]], vec![files[2]]]
+    );
+    assert_eq!(
+        of("parse-batch-stdin", &all),
+        files.iter().map(|f| vec![*f]).collect::<Vec<_>>(),
+        "a file on stdin is one per task"
+    );
+    // The open task is taken by a worker: the next file gets a task of its own.
+    let open = all
+        .iter()
+        .find(|t| t.plugin_id == "parse-batch" && t.input.files == vec![files[2]])
+        .unwrap();
+    f.tasks
+        .transition_task(
+            open.id,
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await
+        .unwrap();
+    let next = nmap_file(&f, Some(producer.id), "batch").await;
+    let chained = f.engine.file_stored(&next).await.unwrap();
+    let mine: Vec<&Task> = chained
+        .iter()
+        .filter(|t| t.plugin_id == "parse-batch")
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_ne!(mine[0].id, open.id);
+    assert_eq!(mine[0].input.files, vec![next.id]);
+    let running = f.tasks.get_task(open.id).await.unwrap().unwrap();
+    assert_eq!(
+        running.input.files,
+        vec![files[2]],
+        "a started task gains no file"
+    );
+    // A batch plans as mode 5, one command per file.
+    let p = plan::plan(
+        &f.tasks
+            .get_plugin("parse-batch")
+            .await
+            .unwrap()
+            .unwrap()
+            .def,
+        &PlanInput::Files(vec![files[0], files[1]]),
+    )
+    .unwrap();
+    assert_eq!(p.commands.len(), 2);
+    assert_eq!(p.commands[1], ["parse".to_string(), files[1].to_string()]);
+    // Several files submitted by hand are batched the same way.
+    let ids: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let tasks = f.engine.submit(f.req("parse-batch", &refs)).await.unwrap();
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| t.input.files.len())
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let tasks = f
+        .engine
+        .submit(f.req("parse-batch-stdin", &refs))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 3, "one file per stdin task");
 }
