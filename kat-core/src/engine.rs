@@ -53,7 +53,8 @@ use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState, Task
 use crate::token::{Claims, TokenAuthority};
 use crate::{Error, Result};
 
-/// The file type of the temporary stdin files the engine stores for mode 4.
+/// The file type of the temporary files the engine stores for a task: mode 4's stdin, and the commands
+/// file of a task with too many commands for one environment variable.
 pub const STDIN_FILE_TYPE: &str = "kat-stdin";
 /// The type of error output files (the entrypoint uploads a failed command's stderr with it); they never
 /// trigger normalizers.
@@ -948,6 +949,30 @@ impl Engine {
 
     // ---- running ----------------------------------------------------------------------------
 
+    /// Store one of a task's temporary files (mode 4's stdin, a long list of commands): the engine's
+    /// own type [`STDIN_FILE_TYPE`], which nobody may upload and which never chains; readable by the
+    /// task's token only; deleted when the task ends.
+    async fn temp_file(&self, task: &Task, name: &str, content: Vec<u8>) -> Result<FileId> {
+        let body: crate::store::ByteStream =
+            Box::pin(futures::stream::iter(vec![Ok(Bytes::from(content))]));
+        let meta = self
+            .inner
+            .files
+            .put(
+                NewFile {
+                    org: task.org.clone(),
+                    file_type: STDIN_FILE_TYPE.into(),
+                    name: name.into(),
+                    task: Some(task.id),
+                    scan_level: None,
+                    level_from: crate::store::LevelSource::Engine,
+                },
+                body,
+            )
+            .await?;
+        Ok(meta.id)
+    }
+
     async fn finish(&self, id: TaskId, patch: TaskPatch) -> Result<()> {
         match self
             .inner
@@ -982,18 +1007,18 @@ impl Engine {
                 jti: None,
             },
         );
-        let mut temp_file: Option<FileId> = None;
-        let result = self.execute(&task, cancel, &mut temp_file).await;
+        let mut temp_files: Vec<FileId> = Vec::new();
+        let result = self.execute(&task, cancel, &mut temp_files).await;
         let entry = lock(&inner.running).remove(&id);
         if let Some((jti, exp)) = entry.and_then(|r| r.jti)
             && let Err(e) = inner.tokens.revoke(&jti, exp).await
         {
             warn!(task = %id, error = %e, "could not revoke the task's token");
         }
-        if let Some(f) = temp_file
-            && let Err(e) = inner.files.delete(f).await
-        {
-            warn!(task = %id, file = %f, error = %e, "could not delete the temporary stdin file");
+        for f in temp_files {
+            if let Err(e) = inner.files.delete(f).await {
+                warn!(task = %id, file = %f, error = %e, "could not delete a temporary file of the task");
+            }
         }
         let patch = match result {
             Ok(p) => p,
@@ -1024,7 +1049,7 @@ impl Engine {
         &self,
         task: &Task,
         cancel: CancellationToken,
-        temp_file: &mut Option<FileId>,
+        temp_files: &mut Vec<FileId>,
     ) -> Result<TaskPatch> {
         let inner = &self.inner;
         let (plugin, enabled) = inner
@@ -1076,27 +1101,27 @@ impl Engine {
                 env.insert(protocol_env::IN_FILE.into(), f.to_string());
             }
             Stdin::Targets(content) => {
-                let body: crate::store::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
-                    Bytes::from(content.clone().into_bytes()),
-                )]));
-                let meta = inner
-                    .files
-                    .put(
-                        NewFile {
-                            org: task.org.clone(),
-                            file_type: STDIN_FILE_TYPE.into(),
-                            name: "stdin".into(),
-                            task: Some(task.id),
-                            scan_level: None,
-                            level_from: crate::store::LevelSource::Engine,
-                        },
-                        body,
-                    )
+                let id = self
+                    .temp_file(task, "stdin", content.clone().into_bytes())
                     .await?;
-                *temp_file = Some(meta.id);
-                extra.push(meta.id);
-                env.insert(protocol_env::IN_FILE.into(), meta.id.to_string());
+                temp_files.push(id);
+                extra.push(id);
+                env.insert(protocol_env::IN_FILE.into(), id.to_string());
             }
+        }
+        // One environment string may hold at most 128 KiB on Linux: many commands travel in a
+        // temporary file the entrypoint downloads instead (docs/entrypoint-protocol.md §1).
+        if env
+            .get(protocol_env::COMMANDS)
+            .is_some_and(|c| c.len() > protocol_env::COMMANDS_ENV_LIMIT)
+            && let Some(commands) = env.remove(protocol_env::COMMANDS)
+        {
+            let id = self
+                .temp_file(task, "commands.json", commands.into_bytes())
+                .await?;
+            temp_files.push(id);
+            extra.push(id);
+            env.insert(protocol_env::COMMANDS_FILE.into(), id.to_string());
         }
         let timeout = plugin
             .timeout_seconds

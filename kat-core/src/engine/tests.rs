@@ -1689,3 +1689,126 @@ async fn files_join_a_queued_normalizer_task_up_to_its_batch_size() {
         .unwrap();
     assert_eq!(tasks.len(), 3, "one file per stdin task");
 }
+
+/// Reads, while "running", the commands file a spec names, as the entrypoint would.
+#[derive(Debug)]
+struct ReadsCommands {
+    files: Arc<MemoryFileStore>,
+    seen: std::sync::Mutex<Vec<(ContainerSpec, Option<String>)>>,
+}
+
+#[async_trait]
+impl ContainerRuntime for ReadsCommands {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
+    }
+    async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        use futures::TryStreamExt as _;
+        let content = match s.env.get(protocol_env::COMMANDS_FILE) {
+            Some(id) => {
+                let chunks: Vec<Bytes> = self.files.open(id.parse()?).await?.try_collect().await?;
+                Some(String::from_utf8(chunks.concat()).unwrap())
+            }
+            None => None,
+        };
+        self.seen.lock().unwrap().push((s, content));
+        Ok(exited_zero())
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+/// Mode 3 with more commands than one environment string holds: they travel in a temporary file
+/// (`KAT_COMMANDS_FILE`) the task's token may read, deleted when the task ends; a short list stays
+/// in `KAT_COMMANDS`.
+#[tokio::test]
+async fn many_commands_travel_in_a_temporary_file_the_token_may_read() {
+    let tasks = Arc::new(MemoryTaskStore::default());
+    let files = Arc::new(MemoryFileStore::default());
+    let runtime = Arc::new(ReadsCommands {
+        files: files.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let tokens = Arc::new(ClaimsKept::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(files.clone())
+        .tasks(tasks.clone())
+        .runtime(runtime.clone())
+        .tokens(tokens.clone())
+        .config(EngineConfig {
+            use_entrypoint: false,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let defs = PluginDef::parse_file(
+        r#"[{"plugin_id": "echo", "scan_level": 0, "oci_image": "i", "oci_arguments": ["echo", "{hostname}"], "batch_size": 0}]"#,
+        "p.json",
+    )
+    .unwrap();
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    tasks.put_plugins(writes).await.unwrap();
+    for n in [3, 10_000] {
+        let objects = (0..n)
+            .map(|i| ObjectRef {
+                object_type: ObjectType::Hostname,
+                key: HostnameRef::parse(&format!("h{i}.example")).unwrap().key(),
+            })
+            .collect();
+        let t = Task::queued(
+            org(),
+            "echo",
+            TaskInput {
+                objects,
+                files: Vec::new(),
+            },
+        );
+        tasks.create_tasks(vec![t.clone()]).await.unwrap();
+        engine.run_task(t.id).await.unwrap();
+        let got = tasks.get_task(t.id).await.unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Completed, "{got:?}");
+        let (spec, content) = runtime.seen.lock().unwrap().pop().unwrap();
+        let claims = tokens.0.lock().unwrap().pop().unwrap();
+        if n == 3 {
+            assert!(spec.env.contains_key(protocol_env::COMMANDS));
+            assert!(!spec.env.contains_key(protocol_env::COMMANDS_FILE));
+            continue;
+        }
+        assert!(
+            !spec.env.contains_key(protocol_env::COMMANDS),
+            "too long for the environment"
+        );
+        let id = spec.env[protocol_env::COMMANDS_FILE].clone();
+        let commands: Vec<Vec<String>> = serde_json::from_str(&content.unwrap()).unwrap();
+        assert_eq!(commands.len(), 10_000);
+        assert_eq!(commands[9_999], ["echo", "h9999.example"]);
+        let view = crate::permission::PermissionName::new(
+            crate::permission::Action::View,
+            crate::permission::Resource::File,
+        );
+        assert!(
+            claims
+                .permissions
+                .check(&view, &crate::permission::Access::Object(&id))
+                .allowed(),
+            "the token reads its commands file"
+        );
+        assert!(
+            files.meta(id.parse().unwrap()).await.unwrap().is_none(),
+            "deleted when the task ended"
+        );
+    }
+}
