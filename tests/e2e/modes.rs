@@ -275,12 +275,7 @@ async fn mode3_with_10000_targets_gets_its_commands_from_a_file() {
     let level = ScanProfile::declared(ScanLevel::new(0).expect("level"));
     for o in &objects {
         k.d.objects()
-            .set_scan_profile(
-                &k.org,
-                ObjectType::Hostname,
-                &o.natural_key(),
-                level.clone(),
-            )
+            .set_scan_profile(&k.org, ObjectType::Hostname, &o.natural_key(), level)
             .await
             .expect("scan level");
     }
