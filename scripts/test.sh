@@ -26,6 +26,8 @@ step "local test images and the first-party plugin image"
 scripts/test-images.sh
 scripts/plugin-image.sh
 scripts/manual-images.sh
+step "images shaped like OpenKAT's plugin images (scripts/original-image.sh: debootstrap, docker build)"
+scripts/original-image.sh
 step "tools the plugin tests compare against (nmap, openssl)"
 bash plugins/kat-plugins/scripts/test-tools.sh
 step "static entrypoint"

@@ -141,6 +141,8 @@ pub trait TaskControl: Send + Sync + Debug {
 
     /// A file was stored: queue every enabled plugin that consumes `file:<its type>` (never for
     /// `error` files) and whose scan level the file's carried level allows ([`crate::chain`]; a
-    /// refused consumer is logged and not queued). Returns the queued tasks.
+    /// refused consumer is logged and not queued). The file may join a consumer's task that is still
+    /// queued, up to the plugin's batch size, instead of getting a new one. Returns the tasks the
+    /// file went into (new and joined).
     async fn file_stored(&self, file: &FileMeta) -> Result<Vec<Task>>;
 }

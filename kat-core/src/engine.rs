@@ -14,7 +14,8 @@
 //!   outcome, then revokes the token and deletes the temporary file.
 //! - **Privileges**: a plugin asking for a user or capabilities beyond what the operator's
 //!   [`Policy`] grants is refused at submit, skipped by schedules and chaining, and fails before its
-//!   container is created.
+//!   container is created; a plugin asking for nothing gets its grant
+//!   ([`Policy::privileges`]: user, capabilities, writable paths, extra API permissions).
 //! - **Cancellation** kills the container, revokes the token and ends the task `cancelled`.
 //! - **Restart recovery** ([`Engine::start`]): tasks left running are failed with a reason, or requeued when
 //!   their plugin is idempotent, and containers of ours that no task owns are removed.
@@ -53,7 +54,8 @@ use crate::task::{ObjectRef, Task, TaskId, TaskInput, TaskPatch, TaskState, Task
 use crate::token::{Claims, TokenAuthority};
 use crate::{Error, Result};
 
-/// The file type of the temporary stdin files the engine stores for mode 4.
+/// The file type of the temporary files the engine stores for a task: mode 4's stdin, and the commands
+/// file of a task with too many commands for one environment variable.
 pub const STDIN_FILE_TYPE: &str = "kat-stdin";
 /// The type of error output files (the entrypoint uploads a failed command's stderr with it); they never
 /// trigger normalizers.
@@ -270,6 +272,7 @@ impl EngineBuilder {
                 mount: tokio::sync::OnceCell::new(),
                 queue: Mutex::new(std::collections::VecDeque::new()),
                 queued_set: Mutex::new(HashSet::new()),
+                open_batches: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -295,6 +298,9 @@ struct Inner {
     mount: tokio::sync::OnceCell<Option<EntrypointMount>>,
     queue: Mutex<std::collections::VecDeque<TaskId>>,
     queued_set: Mutex<HashSet<TaskId>>,
+    /// Per organization and file-consuming plugin, the file-triggered task that later files may
+    /// still join while it is queued and has room (see [`Engine::join_batch`]).
+    open_batches: Mutex<HashMap<(OrgCode, String), TaskId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -745,14 +751,20 @@ impl Engine {
     ) -> Vec<Task> {
         let size = plugin.effective_batch_size(self.inner.config.default_batch_size);
         if !files.is_empty() {
-            return vec![Task::queued(
-                org.clone(),
-                &plugin.plugin_id,
-                TaskInput {
-                    objects: Vec::new(),
-                    files,
-                },
-            )];
+            let per_task = plan::files_per_task(plugin, self.inner.config.default_batch_size);
+            return plan::batches(&files, per_task)
+                .into_iter()
+                .map(|files| {
+                    Task::queued(
+                        org.clone(),
+                        &plugin.plugin_id,
+                        TaskInput {
+                            objects: Vec::new(),
+                            files,
+                        },
+                    )
+                })
+                .collect();
         }
         plan::batches(&input, size)
             .into_iter()
@@ -973,6 +985,30 @@ impl Engine {
 
     // ---- running ----------------------------------------------------------------------------
 
+    /// Store one of a task's temporary files (mode 4's stdin, a long list of commands): the engine's
+    /// own type [`STDIN_FILE_TYPE`], which nobody may upload and which never chains; readable by the
+    /// task's token only; deleted when the task ends.
+    async fn temp_file(&self, task: &Task, name: &str, content: Vec<u8>) -> Result<FileId> {
+        let body: crate::store::ByteStream =
+            Box::pin(futures::stream::iter(vec![Ok(Bytes::from(content))]));
+        let meta = self
+            .inner
+            .files
+            .put(
+                NewFile {
+                    org: task.org.clone(),
+                    file_type: STDIN_FILE_TYPE.into(),
+                    name: name.into(),
+                    task: Some(task.id),
+                    scan_level: None,
+                    level_from: crate::store::LevelSource::Engine,
+                },
+                body,
+            )
+            .await?;
+        Ok(meta.id)
+    }
+
     async fn finish(&self, id: TaskId, patch: TaskPatch) -> Result<()> {
         match self
             .inner
@@ -1007,18 +1043,18 @@ impl Engine {
                 jti: None,
             },
         );
-        let mut temp_file: Option<FileId> = None;
-        let result = self.execute(&task, cancel, &mut temp_file).await;
+        let mut temp_files: Vec<FileId> = Vec::new();
+        let result = self.execute(&task, cancel, &mut temp_files).await;
         let entry = lock(&inner.running).remove(&id);
         if let Some((jti, exp)) = entry.and_then(|r| r.jti)
             && let Err(e) = inner.tokens.revoke(&jti, exp).await
         {
             warn!(task = %id, error = %e, "could not revoke the task's token");
         }
-        if let Some(f) = temp_file
-            && let Err(e) = inner.files.delete(f).await
-        {
-            warn!(task = %id, file = %f, error = %e, "could not delete the temporary stdin file");
+        for f in temp_files {
+            if let Err(e) = inner.files.delete(f).await {
+                warn!(task = %id, file = %f, error = %e, "could not delete a temporary file of the task");
+            }
         }
         let patch = match result {
             Ok(p) => p,
@@ -1030,6 +1066,17 @@ impl Engine {
         };
         let mut patch = patch;
         patch.ended_at = Some(Timestamp::now());
+        // The container is gone: every refused call it made is on the record by now. A task that
+        // ends with refused calls says so in its reason, whatever its state (decisions: refused
+        // calls are visible).
+        if let Ok(Some(now)) = inner.tasks.get_task(id).await
+            && let Some(note) = refusal_note(&now)
+        {
+            patch.reason = Some(match patch.reason.take() {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
+            });
+        }
         info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
         self.finish(id, patch).await
     }
@@ -1038,7 +1085,7 @@ impl Engine {
         &self,
         task: &Task,
         cancel: CancellationToken,
-        temp_file: &mut Option<FileId>,
+        temp_files: &mut Vec<FileId>,
     ) -> Result<TaskPatch> {
         let inner = &self.inner;
         let (plugin, enabled) = inner
@@ -1053,8 +1100,9 @@ impl Engine {
             )));
         }
         let plugin = plugin.def;
-        // Again here, whatever the catalogue said at sync: the policy this engine holds decides.
-        inner.policy.check(&plugin)?;
+        // Again here, whatever the catalogue said at sync: the policy this engine holds decides,
+        // and gives what the plugin asks for or, where it asks for nothing, its grant.
+        let privileges = inner.policy.privileges(&plugin)?;
         let input = if !task.input.files.is_empty() {
             PlanInput::Files(task.input.files.clone())
         } else if !task.input.objects.is_empty() {
@@ -1090,27 +1138,27 @@ impl Engine {
                 env.insert(protocol_env::IN_FILE.into(), f.to_string());
             }
             Stdin::Targets(content) => {
-                let body: crate::store::ByteStream = Box::pin(futures::stream::iter(vec![Ok(
-                    Bytes::from(content.clone().into_bytes()),
-                )]));
-                let meta = inner
-                    .files
-                    .put(
-                        NewFile {
-                            org: task.org.clone(),
-                            file_type: STDIN_FILE_TYPE.into(),
-                            name: "stdin".into(),
-                            task: Some(task.id),
-                            scan_level: None,
-                            level_from: crate::store::LevelSource::Engine,
-                        },
-                        body,
-                    )
+                let id = self
+                    .temp_file(task, "stdin", content.clone().into_bytes())
                     .await?;
-                *temp_file = Some(meta.id);
-                extra.push(meta.id);
-                env.insert(protocol_env::IN_FILE.into(), meta.id.to_string());
+                temp_files.push(id);
+                extra.push(id);
+                env.insert(protocol_env::IN_FILE.into(), id.to_string());
             }
+        }
+        // One environment string may hold at most 128 KiB on Linux: many commands travel in a
+        // temporary file the entrypoint downloads instead (docs/entrypoint-protocol.md §1).
+        if env
+            .get(protocol_env::COMMANDS)
+            .is_some_and(|c| c.len() > protocol_env::COMMANDS_ENV_LIMIT)
+            && let Some(commands) = env.remove(protocol_env::COMMANDS)
+        {
+            let id = self
+                .temp_file(task, "commands.json", commands.into_bytes())
+                .await?;
+            temp_files.push(id);
+            extra.push(id);
+            env.insert(protocol_env::COMMANDS_FILE.into(), id.to_string());
         }
         let timeout = plugin
             .timeout_seconds
@@ -1127,11 +1175,14 @@ impl Engine {
         }
         let now = Timestamp::now();
         let deadline = now.plus_secs(timeout.as_secs() as i64 + 1);
+        let mut permissions = plan.permissions(&plugin, &extra);
+        permissions.merge(&privileges.extra_permissions);
+        permissions.remove(&crate::permission::PermissionName::SET_SCAN_LEVEL);
         let claims = Claims::for_task(
             task.id,
             task.org.clone(),
             &plugin.plugin_id,
-            plan.permissions(&plugin, &extra),
+            permissions,
             now,
             deadline,
         );
@@ -1157,14 +1208,9 @@ impl Engine {
         spec.timeout = timeout;
         spec.limits = inner.config.limits.clone();
         spec.hardening = Hardening {
-            cap_add: plugin.cap_add.clone(),
-            writable_paths: plugin.writable_paths.clone(),
-            user: Some(
-                plugin
-                    .user
-                    .clone()
-                    .unwrap_or_else(|| crate::runtime::DEFAULT_USER.into()),
-            ),
+            cap_add: privileges.cap_add,
+            writable_paths: privileges.writable_paths,
+            user: Some(privileges.user),
             ..Hardening::default()
         };
         spec.output_tail_bytes = inner.config.stderr_tail_bytes;
@@ -1227,6 +1273,33 @@ fn is_bare_url(raw: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
+/// The words a task's reason gets when some of its API calls were refused, or `None`.
+///
+/// ```
+/// use kat_core::engine::refusal_note;
+/// use kat_core::org::OrgCode;
+/// use kat_core::task::{Task, TaskInput, TaskPatch};
+/// let mut t = Task::queued(OrgCode::new("acme").unwrap(), "parse-nmap", TaskInput::default());
+/// assert_eq!(refusal_note(&t), None);
+/// TaskPatch::refused_call("POST /api/v1/objects/: 403 no objects.add_ipport").apply(&mut t);
+/// assert_eq!(
+///     refusal_note(&t).as_deref(),
+///     Some("1 API call refused (first: POST /api/v1/objects/: 403 no objects.add_ipport)")
+/// );
+/// ```
+pub fn refusal_note(task: &Task) -> Option<String> {
+    let n = task.refused_calls;
+    (n > 0).then(|| {
+        format!(
+            "{n} API call{} refused (first: {})",
+            if n == 1 { "" } else { "s" },
+            task.first_refusal
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        )
+    })
+}
+
 fn join_types(types: &BTreeSet<ObjectType>) -> String {
     types
         .iter()
@@ -1269,23 +1342,56 @@ impl Engine {
             ));
         }
         // Check the plan now so that a bad request is refused here rather than failing later.
+        let per_task = plan::files_per_task(&plugin, self.inner.config.default_batch_size);
         let probe = if !files.is_empty() {
-            PlanInput::Files(files.clone())
+            PlanInput::Files(plan::batches(&files, per_task).swap_remove(0))
         } else if objects.is_empty() {
             PlanInput::None
         } else {
             PlanInput::Objects(vec![Target::value("probe")])
         };
         plan::plan(&plugin, &probe)?;
-        let tasks = if files.len() > 1 {
-            files
-                .iter()
-                .flat_map(|f| self.make_tasks(&request.org, &plugin, Vec::new(), vec![*f]))
-                .collect()
-        } else {
-            self.make_tasks(&request.org, &plugin, objects, files)
+        Ok(self.make_tasks(&request.org, &plugin, objects, files))
+    }
+
+    /// Add a stored file (already through its scan-level gate) to the plugin's open file-triggered
+    /// task for the file's organization, when that task is still queued and has room for it
+    /// ([`plan::files_per_task`]); the task it joined, or `None` when it must get a task of its own.
+    /// The join is a compare-and-set from `queued` in the store, so a task a worker already started
+    /// never gains a file.
+    async fn join_batch(&self, file: &FileMeta, plugin: &PluginDef) -> Result<Option<Task>> {
+        let key = (file.org.clone(), plugin.plugin_id.clone());
+        let Some(open) = lock(&self.inner.open_batches).get(&key).copied() else {
+            return Ok(None);
         };
-        Ok(tasks)
+        let max = plan::files_per_task(plugin, self.inner.config.default_batch_size);
+        let mut patch = TaskPatch::to(TaskState::Queued);
+        patch.add_file = Some(crate::task::FileJoin { file: file.id, max });
+        let close = |inner: &Inner| {
+            let mut g = lock(&inner.open_batches);
+            if g.get(&key) == Some(&open) {
+                g.remove(&key);
+            }
+        };
+        match self
+            .inner
+            .tasks
+            .transition_task(open, &[TaskState::Queued], patch)
+            .await
+        {
+            Ok(t) if t.input.files.contains(&file.id) => {
+                if max.is_some_and(|m| t.input.files.len() >= m as usize) {
+                    close(&self.inner);
+                }
+                debug!(task = %t.id, file = %file.id, files = t.input.files.len(), "file joined a queued task");
+                Ok(Some(t))
+            }
+            Ok(_) | Err(Error::Conflict(_) | Error::NotFound { .. }) => {
+                close(&self.inner);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -1347,6 +1453,7 @@ impl TaskControl for Engine {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let mut joined = Vec::new();
         let overrides = self.inner.tasks.plugin_overrides(&file.org).await?;
         for rec in self.inner.tasks.list_plugins().await? {
             let enabled = rec.enabled_with(overrides.get(&rec.def.plugin_id).copied());
@@ -1361,6 +1468,10 @@ impl TaskControl for Engine {
                 warn!(plugin = %rec.def.plugin_id, file = %file.id, reason = %e, "not chaining: refused by the scan-level gate");
                 continue;
             }
+            if let Some(t) = self.join_batch(file, &rec.def).await? {
+                joined.push(t);
+                continue;
+            }
             let mut t = Task::queued(
                 file.org.clone(),
                 &rec.def.plugin_id,
@@ -1370,9 +1481,15 @@ impl TaskControl for Engine {
                 },
             );
             t.source_file = Some(file.id);
+            if plan::files_per_task(&rec.def, self.inner.config.default_batch_size) != Some(1) {
+                lock(&self.inner.open_batches)
+                    .insert((file.org.clone(), rec.def.plugin_id.clone()), t.id);
+            }
             out.push(t);
         }
-        self.queue(out).await
+        let mut tasks = self.queue(out).await?;
+        tasks.extend(joined);
+        Ok(tasks)
     }
 }
 

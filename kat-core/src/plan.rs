@@ -311,6 +311,27 @@ pub fn plan(plugin: &PluginDef, input: &PlanInput) -> Result<ExecutionPlan> {
     })
 }
 
+/// How many input files one task of `plugin` takes: its batch size, as for objects, when its command
+/// has `{file}` (mode 5 runs one command per file), else one (the file goes to stdin). `None`: no limit.
+///
+/// ```
+/// use kat_core::plan::files_per_task;
+/// use kat_core::plugin::PluginDef;
+/// let defs = PluginDef::parse_file(r#"[
+///   {"plugin_id": "parse", "oci_image": "i", "consumes": ["file:nmap"], "oci_arguments": ["p", "{file}"], "batch_size": 20},
+///   {"plugin_id": "stdin", "oci_image": "i", "consumes": ["file:nmap"], "oci_arguments": ["cat"]}
+/// ]"#, "p.json").unwrap();
+/// assert_eq!(files_per_task(&defs[0], 50), Some(20));
+/// assert_eq!(files_per_task(&defs[1], 50), Some(1));
+/// ```
+pub fn files_per_task(plugin: &PluginDef, default_batch_size: u32) -> Option<u32> {
+    if plugin.command().placeholders().contains(&Placeholder::File) {
+        plugin.effective_batch_size(default_batch_size)
+    } else {
+        Some(1)
+    }
+}
+
 /// Split inputs into batches of at most `size` (all in one batch when `None`). An empty input is one
 /// empty batch (one standalone task).
 ///

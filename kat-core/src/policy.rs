@@ -21,15 +21,20 @@
 //!
 //! Per plugin id, a grant may hold:
 //! - `user`: the one user (as the engine takes it: `uid:gid`, `uid` or a name) the plugin may run as
-//!   besides the default; the plugin's `user` must equal it exactly.
+//!   besides the default; a plugin's own `user` must equal it exactly.
 //! - `cap_add`: capability names (`NET_RAW` or `CAP_NET_RAW`, as in plugin definitions) the plugin may
 //!   add; `ALL` grants every capability.
 //! - `writable_paths`: absolute paths inside the container the plugin may get writable; a plugin's
 //!   `writable_paths` must each be one of them or below one. Each becomes an empty tmpfs (`noexec`,
 //!   `nosuid`, `nodev`, the size of `/tmp`'s) that goes with the container.
-//! - `extra_permissions`: API permissions (the JSON form of plugin `permissions`) a plugin may hold
-//!   beyond what its submitter grants (parsed and validated; not applied yet).
+//! - `extra_permissions`: API permissions (the JSON form of plugin `permissions`) the plugin's task
+//!   tokens get on top of what it declares; the submitter need not hold them (the operator grants
+//!   them). `objects.can_set_scan_level` cannot be granted.
 //!
+//! A grant is both what a plugin *gets when it asks for nothing* and the most it may ask for, field by
+//! field ([`Policy::privileges`]): a plugin written for OpenKAT, which knows none of these fields, runs
+//! with its grant's `user`, `cap_add` and `writable_paths` unchanged; a plugin that names a field gets
+//! what it names, if the grant allows it. `extra_permissions` always apply.
 //! No policy, or a plugin the policy does not name, means nothing beyond the default.
 //!
 //! ```
@@ -128,7 +133,22 @@ pub struct Grant {
     pub cap_add: BTreeSet<String>,
     /// Paths it may get writable (each one and the paths below it).
     pub writable_paths: Vec<String>,
-    /// API permissions it may hold beyond its submitter's (validated; not applied yet).
+    /// API permissions its task tokens get beyond what it declares (never
+    /// [`PermissionName::SET_SCAN_LEVEL`](crate::permission::PermissionName::SET_SCAN_LEVEL)).
+    pub extra_permissions: Permissions,
+}
+
+/// What one plugin's containers and task tokens get under a policy: the plugin's own requests where
+/// it makes them, the grant's where it does not ([`Policy::privileges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    /// The user its containers run as ([`DEFAULT_USER`] unless granted).
+    pub user: String,
+    /// The capabilities its containers add (names as the plugin or the policy wrote them).
+    pub cap_add: Vec<String>,
+    /// The paths its containers get writable.
+    pub writable_paths: Vec<String>,
+    /// API permissions its task tokens get on top of what it declares.
     pub extra_permissions: Permissions,
 }
 
@@ -263,6 +283,63 @@ impl Policy {
         None
     }
 
+    /// What a plugin gets: for each of `user`, `cap_add` and `writable_paths`, what the plugin asks
+    /// for when it asks (which the grant must allow), else the grant's (nothing beyond the hardened
+    /// default without a grant); plus the grant's `extra_permissions`.
+    ///
+    /// ```
+    /// use kat_core::plugin::PluginDef;
+    /// use kat_core::policy::Policy;
+    /// // The original's nmap entry knows nothing of users or capabilities.
+    /// let defs = PluginDef::parse_file(
+    ///     r#"[{"plugin_id": "nmap", "oci_image": "instrumentisto/nmap", "oci_arguments": ["-sS", "{ipaddress}"]}]"#,
+    ///     "plugins.json",
+    /// ).unwrap();
+    /// let none = Policy::default().privileges(&defs[0]).unwrap();
+    /// assert_eq!((none.user.as_str(), none.cap_add.len()), ("65534:65534", 0));
+    /// let policy = Policy::parse(
+    ///     r#"{"plugins": {"nmap": {"user": "0:0", "cap_add": ["NET_RAW"]}}}"#,
+    ///     "policy.json",
+    /// ).unwrap();
+    /// let p = policy.privileges(&defs[0]).unwrap();
+    /// assert_eq!((p.user.as_str(), p.cap_add.as_slice()), ("0:0", &["NET_RAW".to_string()][..]));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] with the [`refusal`](Policy::refusal) when the plugin asks for more
+    /// than its grant.
+    pub fn privileges(&self, plugin: &PluginDef) -> Result<Privileges> {
+        self.check(plugin)?;
+        let grant = self.grant(&plugin.plugin_id);
+        let user = plugin
+            .user
+            .clone()
+            .or_else(|| grant.and_then(|g| g.user.clone()))
+            .unwrap_or_else(|| DEFAULT_USER.to_string());
+        let cap_add = if plugin.cap_add.is_empty() {
+            grant
+                .map(|g| g.cap_add.iter().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            plugin.cap_add.clone()
+        };
+        let writable_paths = if plugin.writable_paths.is_empty() {
+            grant.map(|g| g.writable_paths.clone()).unwrap_or_default()
+        } else {
+            plugin.writable_paths.clone()
+        };
+        let mut extra_permissions = grant
+            .map(|g| g.extra_permissions.clone())
+            .unwrap_or_default();
+        extra_permissions.remove(&crate::permission::PermissionName::SET_SCAN_LEVEL);
+        Ok(Privileges {
+            user,
+            cap_add,
+            writable_paths,
+            extra_permissions,
+        })
+    }
+
     /// Check a plugin against the policy.
     ///
     /// # Errors
@@ -323,6 +400,13 @@ impl Grant {
         }
         if let Some(v) = m.get("extra_permissions").filter(|v| !v.is_null()) {
             g.extra_permissions = Permissions::from_json(v, &format!("{at}: extra_permissions"))?;
+            let set = crate::permission::PermissionName::SET_SCAN_LEVEL;
+            if g.extra_permissions.has(&set) {
+                return Err(err(
+                    &format!("extra_permissions.{set}"),
+                    "a task's token never changes scan levels; only operators do".into(),
+                ));
+            }
         }
         Ok(g)
     }

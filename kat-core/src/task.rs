@@ -167,6 +167,14 @@ pub struct Task {
     /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TaskToken>,
+    /// How many of its API calls were refused with 403 (a permission its token lacks, a file type
+    /// it may not upload, a scope). A task that ends `completed` with refused calls did not do all
+    /// it tried to. Records written without it read as 0.
+    #[serde(default)]
+    pub refused_calls: u32,
+    /// Why its first refused call was refused (the 403's detail, with the method and route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_refusal: Option<String>,
 }
 
 /// The id and expiry of a task's token (never the token itself).
@@ -201,9 +209,14 @@ impl Task {
             stderr_tail: None,
             attempts: 0,
             token: None,
+            refused_calls: 0,
+            first_refusal: None,
         }
     }
 }
+
+/// The longest [`Task::first_refusal`] kept, in bytes (longer is cut at a character boundary).
+pub const MAX_REFUSAL_BYTES: usize = 1024;
 
 /// A change to a task, applied by [`crate::store::TaskQueue::transition_task`] only when the task is
 /// in one of the expected states.
@@ -225,6 +238,21 @@ pub struct TaskPatch {
     pub bump_attempts: bool,
     /// Set the token of the current attempt.
     pub token: Option<TaskToken>,
+    /// Count one refused API call ([`Task::refused_calls`]); its reason becomes
+    /// [`Task::first_refusal`] when it is the first.
+    pub refused: Option<String>,
+    /// Add an input file to the task when it has room ([`FileJoin`]).
+    pub add_file: Option<FileJoin>,
+}
+
+/// A file joining a queued task's input files, when the task holds fewer than `max` (no limit when
+/// `None`) and not that file already; otherwise the patch leaves the input as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileJoin {
+    /// The file.
+    pub file: crate::store::FileId,
+    /// The most files the task may hold.
+    pub max: Option<u32>,
 }
 
 impl TaskPatch {
@@ -239,7 +267,29 @@ impl TaskPatch {
             stderr_tail: None,
             bump_attempts: false,
             token: None,
+            refused: None,
+            add_file: None,
         }
+    }
+
+    /// A patch that counts one refused API call of a running task and keeps the state (for
+    /// [`crate::store::TaskQueue::transition_task`] from [`TaskState::Running`]).
+    ///
+    /// ```
+    /// use kat_core::org::OrgCode;
+    /// use kat_core::task::{Task, TaskInput, TaskPatch, TaskState};
+    /// let mut t = Task::queued(OrgCode::new("acme").unwrap(), "parse-nmap", TaskInput::default());
+    /// t.state = TaskState::Running;
+    /// TaskPatch::refused_call("POST /objects/: no objects.add_ipport").apply(&mut t);
+    /// TaskPatch::refused_call("POST /objects/: again").apply(&mut t);
+    /// assert_eq!(t.refused_calls, 2);
+    /// assert_eq!(t.first_refusal.as_deref(), Some("POST /objects/: no objects.add_ipport"));
+    /// assert_eq!(t.state, TaskState::Running);
+    /// ```
+    pub fn refused_call(reason: impl Into<String>) -> Self {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.refused = Some(reason.into());
+        p
     }
 
     /// Apply to a task (no state check).
@@ -266,7 +316,32 @@ impl TaskPatch {
         if let Some(v) = &self.token {
             t.token = Some(v.clone());
         }
+        if let Some(join) = self.add_file {
+            let files = &mut t.input.files;
+            let room = join.max.is_none_or(|m| files.len() < m as usize);
+            if room && !files.contains(&join.file) {
+                files.push(join.file);
+            }
+        }
+        if let Some(why) = &self.refused {
+            t.refused_calls = t.refused_calls.saturating_add(1);
+            if t.first_refusal.is_none() {
+                t.first_refusal = Some(cut(why, MAX_REFUSAL_BYTES));
+            }
+        }
     }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 #[cfg(test)]
@@ -287,5 +362,25 @@ mod tests {
         });
         let back: Task = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
         assert_eq!(back.token, t.token);
+    }
+
+    #[test]
+    fn records_written_without_refusals_read_as_none() {
+        let org = crate::org::OrgCode::new("acme").unwrap();
+        let t = Task::queued(org, "dns", TaskInput::default());
+        let mut v = serde_json::to_value(&t).unwrap();
+        v.as_object_mut().unwrap().remove("refused_calls");
+        let back: Task = serde_json::from_value(v).unwrap();
+        assert_eq!((back.refused_calls, back.first_refusal), (0, None));
+    }
+
+    #[test]
+    fn a_long_refusal_is_cut_at_a_character_boundary() {
+        let org = crate::org::OrgCode::new("acme").unwrap();
+        let mut t = Task::queued(org, "dns", TaskInput::default());
+        TaskPatch::refused_call("é".repeat(MAX_REFUSAL_BYTES)).apply(&mut t);
+        let kept = t.first_refusal.unwrap();
+        assert!(kept.len() <= MAX_REFUSAL_BYTES && kept.len() >= MAX_REFUSAL_BYTES - 1);
+        assert!(kept.chars().all(|c| c == 'é'));
     }
 }

@@ -33,13 +33,16 @@ pub(crate) struct Config {
     pub(crate) in_file: Option<String>,
     /// Where output goes.
     pub(crate) output: Output,
-    /// The commands, run one after another (one unless `KAT_COMMANDS` is set). Never empty, none empty.
+    /// The commands, run one after another (one unless `KAT_COMMANDS` is set). None empty; never
+    /// empty unless `commands_file` is set (then the runner reads them from that file).
     pub(crate) commands: Vec<Vec<OsString>>,
+    /// `KAT_COMMANDS_FILE`: id of a stored file holding the commands in `KAT_COMMANDS`' form.
+    pub(crate) commands_file: Option<String>,
     /// `KAT_OUTPUT_LIMIT`: most bytes accepted on stdout, and on stderr, per command.
     pub(crate) output_limit: u64,
     /// `KAT_SPOOL_DIR`: where the work directory is created.
     pub(crate) spool_dir: PathBuf,
-    /// Whether `KAT_COMMANDS` replaced a non-empty argv (for a log line).
+    /// Whether `KAT_COMMANDS` (or `KAT_COMMANDS_FILE`) replaced a non-empty argv (for a log line).
     pub(crate) ignored_argv: usize,
 }
 
@@ -48,7 +51,7 @@ pub(crate) struct Config {
 pub(crate) enum ConfigError {
     /// No command at all.
     #[error(
-        "no command to run: the container's command (argv) is empty and KAT_COMMANDS is not set"
+        "no command to run: the container's command (argv) is empty and neither KAT_COMMANDS nor KAT_COMMANDS_FILE is set"
     )]
     NoCommand,
     /// A required variable is missing or empty.
@@ -102,10 +105,15 @@ fn no_control(name: &'static str, value: &str) -> Result<(), ConfigError> {
 
 /// Parses `KAT_COMMANDS`: a non-empty JSON array of non-empty arrays of strings without NUL.
 pub(crate) fn parse_commands(json: &str) -> Result<Vec<Vec<OsString>>, ConfigError> {
-    let invalid = |problem: String| ConfigError::Invalid {
-        name: env::COMMANDS,
-        problem,
-    };
+    parse_commands_of(env::COMMANDS, json)
+}
+
+/// As [`parse_commands`], naming `name` (the variable the JSON came through) in errors.
+pub(crate) fn parse_commands_of(
+    name: &'static str,
+    json: &str,
+) -> Result<Vec<Vec<OsString>>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid { name, problem };
     let commands: Vec<Vec<String>> = serde_json::from_str(json).map_err(|e| {
         invalid(format!(
             "is not a JSON array of argv arrays (of strings): {e}"
@@ -174,11 +182,28 @@ impl Config {
             });
         }
 
-        let (commands, ignored_argv) = match text(env::COMMANDS, var(env::COMMANDS))? {
-            Some(json) => (parse_commands(&json)?, args.len()),
-            None if args.is_empty() => return Err(ConfigError::NoCommand),
-            None => (vec![args], 0),
-        };
+        let commands_file = text(env::COMMANDS_FILE, var(env::COMMANDS_FILE))?;
+        if let Some(id) = &commands_file
+            && !id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid {
+                name: env::COMMANDS_FILE,
+                problem: format!("must be a file id (digits only), got {id:?}"),
+            });
+        }
+        let (commands, ignored_argv) =
+            match (text(env::COMMANDS, var(env::COMMANDS))?, &commands_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        name: env::COMMANDS_FILE,
+                        problem: "is set together with KAT_COMMANDS; set one of them".into(),
+                    });
+                }
+                (Some(json), None) => (parse_commands(&json)?, args.len()),
+                (None, Some(_)) => (Vec::new(), args.len()),
+                (None, None) if args.is_empty() => return Err(ConfigError::NoCommand),
+                (None, None) => (vec![args], 0),
+            };
 
         let output = match text(env::UPLOAD_URL, var(env::UPLOAD_URL))? {
             Some(v) if v == env::PASS_THROUGH => Output::PassThrough,
@@ -199,11 +224,12 @@ impl Config {
         };
 
         let downloads = in_file.is_some()
+            || commands_file.is_some()
             || !placeholder::file_ids(commands.iter().flatten().map(|a| a.as_bytes())).is_empty();
         if downloads && api.is_none() {
             return Err(ConfigError::Missing {
                 name: env::API,
-                why: "IN_FILE or a {file/<id>} argument needs it to download files",
+                why: "IN_FILE, KAT_COMMANDS_FILE or a {file/<id>} argument needs it to download files",
             });
         }
         let uploads = matches!(output, Output::Upload(_));
@@ -240,6 +266,7 @@ impl Config {
             in_file,
             output,
             commands,
+            commands_file,
             output_limit,
             spool_dir,
             ignored_argv,
@@ -281,6 +308,44 @@ mod tests {
             c.commands,
             vec![vec![OsString::from("echo"), OsString::from("hi")]]
         );
+    }
+
+    #[test]
+    fn a_commands_file_is_an_id_needs_the_api_and_excludes_kat_commands() {
+        let mut vars = BASE.to_vec();
+        vars.push(("KAT_COMMANDS_FILE", "42"));
+        let c = config(&["ignored"], &vars).expect("valid");
+        assert_eq!(c.commands_file.as_deref(), Some("42"));
+        assert!(c.commands.is_empty());
+        assert_eq!(c.ignored_argv, 1);
+        let c = config(&[], &vars).expect("no argv needed");
+        assert_eq!(c.commands_file.as_deref(), Some("42"));
+        let mut bad = BASE.to_vec();
+        bad.push(("KAT_COMMANDS_FILE", "4x"));
+        assert!(matches!(
+            config(&["a"], &bad),
+            Err(ConfigError::Invalid {
+                name: "KAT_COMMANDS_FILE",
+                ..
+            })
+        ));
+        let mut both = vars.clone();
+        both.push(("KAT_COMMANDS", r#"[["a"]]"#));
+        let e = config(&["a"], &both).expect_err("both");
+        assert!(e.to_string().contains("set one of them"), "{e}");
+        let no_api: Vec<(&str, &str)> = vars
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "OPENKAT_API")
+            .chain([("UPLOAD_URL", "/dev/null")])
+            .collect();
+        assert!(matches!(
+            config(&["a"], &no_api),
+            Err(ConfigError::Missing {
+                name: "OPENKAT_API",
+                ..
+            })
+        ));
     }
 
     #[test]

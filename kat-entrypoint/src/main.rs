@@ -5,7 +5,8 @@
 //! is held to is `docs/entrypoint-protocol.md`; in short:
 //!
 //! 1. Read and validate the environment (`OPENKAT_API`, `OPENKAT_TOKEN`, `PLUGIN_ID`, `OPENKAT_TASK_ID`,
-//!    `IN_FILE`, `UPLOAD_URL`, `KAT_COMMANDS`, `KAT_OUTPUT_LIMIT`, `KAT_SPOOL_DIR`); any problem exits 121.
+//!    `IN_FILE`, `UPLOAD_URL`, `KAT_COMMANDS`, `KAT_COMMANDS_FILE`, `KAT_OUTPUT_LIMIT`, `KAT_SPOOL_DIR`); any
+//!    problem exits 121. With `KAT_COMMANDS_FILE`, download that file first and read the commands from it.
 //! 2. Download every `{file/<digits>}` referenced anywhere in any argument (each id once, from
 //!    `GET {OPENKAT_API}/file/<id>/download/` with `Authorization: Token <jwt>`) and replace each occurrence by
 //!    the local path, plus the `IN_FILE` file. Any failure exits 122 before a command starts.

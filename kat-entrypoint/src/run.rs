@@ -40,6 +40,9 @@ pub(crate) enum Fatal {
         /// Why.
         source: TransferError,
     },
+    /// The commands file (`KAT_COMMANDS_FILE`) is not a list of commands (exit 121).
+    #[error("{0}")]
+    Commands(#[source] crate::config::ConfigError),
     /// A local file or process operation failed (exit 120).
     #[error("{context}: {source}")]
     Io {
@@ -60,6 +63,7 @@ impl Fatal {
             } => exit::IO,
             Fatal::Download { .. } => exit::DOWNLOAD,
             Fatal::Io { .. } => exit::IO,
+            Fatal::Commands(_) => exit::CONFIG,
         }
     }
 }
@@ -366,7 +370,27 @@ impl Runner {
 
     /// Runs everything; returns the exit code.
     pub(crate) fn run(&self) -> Result<i32, Fatal> {
-        let total = self.config.commands.len();
+        // Pass-through mode without inputs needs no disk at all (read-only root, no /tmp).
+        let needs_disk = self.config.commands_file.is_some()
+            || self.config.in_file.is_some()
+            || matches!(self.config.output, Output::Upload(_))
+            || !placeholder::file_ids(self.config.commands.iter().flatten().map(|a| a.as_bytes()))
+                .is_empty();
+        let work = if needs_disk {
+            Some(WorkDir::create(&self.config.spool_dir)?)
+        } else {
+            None
+        };
+        let work_path = work.as_ref().map(|w| w.path.clone()).unwrap_or_default();
+        let loaded;
+        let commands: &[Vec<OsString>] = match &self.config.commands_file {
+            None => &self.config.commands,
+            Some(id) => {
+                loaded = self.load_commands(id, &work_path.join("commands.json"))?;
+                &loaded
+            }
+        };
+        let total = commands.len();
         log!(
             "plugin {}{}: {} command{}, {}",
             self.config.plugin_id.as_deref().unwrap_or("-"),
@@ -384,26 +408,21 @@ impl Runner {
         );
         if self.config.ignored_argv > 0 {
             log!(
-                "KAT_COMMANDS is set: ignoring the {} argv elements",
+                "{} is set: ignoring the {} argv elements",
+                if self.config.commands_file.is_some() {
+                    "KAT_COMMANDS_FILE"
+                } else {
+                    "KAT_COMMANDS"
+                },
                 self.config.ignored_argv
             );
         }
         // Inputs first: nothing runs unless every input is here.
-        let ids =
-            placeholder::file_ids(self.config.commands.iter().flatten().map(|a| a.as_bytes()));
-        // Pass-through mode without inputs needs no disk at all (read-only root, no /tmp).
-        let needs_disk = !ids.is_empty()
-            || self.config.in_file.is_some()
-            || matches!(self.config.output, Output::Upload(_));
-        let work = if needs_disk {
-            Some(WorkDir::create(&self.config.spool_dir)?)
-        } else {
-            None
-        };
-        let work_path = work.as_ref().map(|w| w.path.clone()).unwrap_or_default();
+        let ids = placeholder::file_ids(commands.iter().flatten().map(|a| a.as_bytes()));
         let mut paths: HashMap<String, PathBuf> = HashMap::new();
         if !ids.is_empty() {
             let dir = work_path.join("files");
+            debug_assert!(work.is_some(), "inputs need the work directory");
             fs::create_dir(&dir).map_err(io_context(format!("cannot create {}", dir.display())))?;
             for id in ids {
                 let path = dir.join(&id);
@@ -429,7 +448,7 @@ impl Runner {
             Output::PassThrough => None,
         };
         let mut summary = Summary::default();
-        for (index, argv) in self.config.commands.iter().enumerate() {
+        for (index, argv) in commands.iter().enumerate() {
             let label = format!("command {}/{total}", index + 1);
             let argv: Vec<OsString> = argv
                 .iter()
@@ -460,6 +479,29 @@ impl Runner {
         }
         drop(work);
         Ok(summary.exit_code())
+    }
+
+    /// Downloads the commands file to `dest` and parses it (at most
+    /// [`COMMANDS_FILE_LIMIT`](kat_protocol::env::COMMANDS_FILE_LIMIT) bytes).
+    fn load_commands(&self, id: &str, dest: &Path) -> Result<Vec<Vec<OsString>>, Fatal> {
+        self.download(id, dest)?;
+        let size = fs::metadata(dest)
+            .map_err(io_context(format!("cannot stat {}", dest.display())))?
+            .len();
+        if size > kat_protocol::env::COMMANDS_FILE_LIMIT {
+            return Err(Fatal::Commands(crate::config::ConfigError::Invalid {
+                name: kat_protocol::env::COMMANDS_FILE,
+                problem: format!(
+                    "names a file of {size} bytes, more than the {} a commands file may have",
+                    kat_protocol::env::COMMANDS_FILE_LIMIT
+                ),
+            }));
+        }
+        let text = fs::read_to_string(dest)
+            .map_err(io_context(format!("cannot read {}", dest.display())))?;
+        let _ = fs::remove_file(dest);
+        crate::config::parse_commands_of(kat_protocol::env::COMMANDS_FILE, &text)
+            .map_err(Fatal::Commands)
     }
 
     fn download(&self, id: &str, dest: &Path) -> Result<(), Fatal> {

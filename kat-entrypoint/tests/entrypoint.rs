@@ -930,3 +930,46 @@ fn the_command_starts_with_an_empty_signal_mask() {
     }
     f.check_clean();
 }
+
+/// Commands too many for one environment string come as a stored file (`KAT_COMMANDS_FILE`): it is
+/// downloaded with the token first, its commands run like `KAT_COMMANDS` (their `{file/<id>}` inputs
+/// downloaded too), and a file that is not a list of commands exits 121 before anything runs.
+#[test]
+fn kat_commands_file_is_downloaded_and_run_like_kat_commands() {
+    let f = Fixture::new();
+    f.server.serve("45", b"from file 45\n", false);
+    // 5,000 commands: about 150 KiB of JSON, more than one environment string may hold.
+    let mut commands: Vec<Vec<String>> = (0..5000)
+        .map(|i| vec!["true".to_string(), format!("target-{i:05}.example")])
+        .collect();
+    commands.push(vec!["cat".into(), "{file/45}".into()]);
+    let json = serde_json::to_string(&commands).unwrap();
+    assert!(json.len() > 128 * 1024);
+    f.server.serve("9", json.as_bytes(), false);
+    let out = run(&[], &f.env_with(&[("KAT_COMMANDS_FILE", "9")]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("5001 commands"), "{}", out.stderr);
+    let uploads: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
+    assert_eq!(uploads, ["from file 45\n"]);
+    assert_eq!(f.server.downloads(), vec!["9", "45"]);
+    f.check_clean();
+
+    let g = Fixture::new();
+    g.server.serve("9", br#"[["echo","a"],[]]"#, false);
+    let marker = g.marker("ran");
+    let out = run(
+        &["touch", &marker],
+        &g.env_with(&[("KAT_COMMANDS_FILE", "9")]),
+    );
+    assert_eq!(out.code, CONFIG, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("KAT_COMMANDS_FILE command 2 is an empty array"),
+        "{}",
+        out.stderr
+    );
+    assert!(!std::path::Path::new(&marker).exists(), "nothing ran");
+    assert!(g.server.accepted().is_empty());
+    let out = run(&["true"], &g.env_with(&[("KAT_COMMANDS_FILE", "404")]));
+    assert_eq!(out.code, DOWNLOAD, "{}", out.stderr);
+}

@@ -40,6 +40,19 @@ pub const IN_FILE: &str = "IN_FILE";
 /// it replaces the container's argv and the commands run one after another in one container.
 pub const COMMANDS: &str = "KAT_COMMANDS";
 
+/// The id (digits) of a stored file holding mode 3's commands in the form of [`COMMANDS`]: the
+/// entrypoint downloads it (with the task's token, like [`IN_FILE`]) before anything runs. The engine
+/// uses it instead of [`COMMANDS`] when the commands' JSON is longer than [`COMMANDS_ENV_LIMIT`], because
+/// Linux refuses one environment string over 128 KiB (`E2BIG`). At most one of the two may be set.
+pub const COMMANDS_FILE: &str = "KAT_COMMANDS_FILE";
+
+/// The longest [`COMMANDS`] value the engine puts in the environment, in bytes (a quarter of Linux's
+/// 128 KiB limit for one environment string, leaving room for the rest of the environment and argv).
+pub const COMMANDS_ENV_LIMIT: usize = 32 * 1024;
+
+/// The largest commands file the entrypoint reads ([`COMMANDS_FILE`]), in bytes.
+pub const COMMANDS_FILE_LIMIT: u64 = 256 * 1024 * 1024;
+
 /// Where outputs are POSTed, used exactly as given. Default `{OPENKAT_API}/file/`;
 /// [`PASS_THROUGH`] selects pass-through mode.
 pub const UPLOAD_URL: &str = "UPLOAD_URL";
@@ -64,7 +77,7 @@ pub const SPOOL_DIR: &str = "KAT_SPOOL_DIR";
 pub const DEFAULT_SPOOL_DIR: &str = "/tmp";
 
 /// Every variable of the protocol, in the order of docs/entrypoint-protocol.md §1.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     API,
     TOKEN,
     PLUGIN_ID,
@@ -73,6 +86,7 @@ pub const ALL: [&str; 10] = [
     IN_FILE,
     UPLOAD_URL,
     COMMANDS,
+    COMMANDS_FILE,
     OUTPUT_LIMIT,
     SPOOL_DIR,
 ];

@@ -17,7 +17,8 @@
 /// A local I/O error: work directory, spool file, disk full, waiting for the command, reading `IN_FILE`.
 pub const IO: i32 = 120;
 
-/// A configuration error: a missing or invalid variable, an empty command, a bad `KAT_COMMANDS`.
+/// A configuration error: a missing or invalid variable, an empty command, a bad `KAT_COMMANDS` or
+/// commands file (`KAT_COMMANDS_FILE`).
 pub const CONFIG: i32 = 121;
 
 /// An input file (`{file/<id>}` or `IN_FILE`) could not be downloaded; no command was started.

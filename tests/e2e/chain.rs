@@ -361,3 +361,75 @@ async fn an_operator_upload_states_its_level_and_starts_consumers_up_to_it() {
     assert_eq!(k.wait(l2).await["state"], "completed");
     assert!(k.tasks_of("level3").await.is_empty());
 }
+
+/// RFD 0009 example 1 on the real engine: files stored while the normalizer's task is still queued
+/// (here: the only worker is busy) join that task, up to its batch size, and one container runs one
+/// command per file; a file above nobody's level joins nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_arriving_while_the_normalizer_waits_share_one_task() {
+    let mut consumer = plugin(
+        "echo-files",
+        1,
+        json!(["file:batch"]),
+        json!(["echo", "file", "{file}"]),
+    );
+    consumer["batch_size"] = json!(3);
+    let blocker = plugin("blocker", 0, json!([]), json!(["sleep", "4"]));
+    let Some(k) = crate::harness::start_with(json!([consumer, blocker]), |cfg| {
+        cfg.engine.concurrency = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let busy = k.submit("blocker", &[]).await[0];
+    k.wait_state(busy, "running").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (s, f) = k
+            .upload("?scan_level=1", "batch", &format!("file {i}"))
+            .await;
+        assert_eq!(s, 201, "{f}");
+        ids.push(f["id"].as_u64().expect("file id"));
+    }
+    // Level 0: below the consumer's level 1, refused by its gate.
+    let (s, _) = k.upload("?scan_level=0", "batch", "low").await;
+    assert_eq!(s, 201);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let tasks = loop {
+        let tasks = k.tasks_of("echo-files").await;
+        if tasks.len() == 2 && tasks.iter().all(|t| t["state"] == "completed") {
+            break tasks;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut inputs: Vec<Vec<u64>> = tasks
+        .iter()
+        .map(|t| {
+            t["input"]["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .map(|f| f.as_u64().expect("id"))
+                .collect()
+        })
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs, vec![ids[..3].to_vec(), vec![ids[3]]]);
+    let three = tasks
+        .iter()
+        .find(|t| t["input"]["files"].as_array().map(Vec::len) == Some(3))
+        .expect("the batch");
+    assert!(
+        three["reason"].as_str().unwrap_or("").contains("mode 5"),
+        "{three}"
+    );
+    let id = three["id"].as_str().expect("id").parse().expect("task id");
+    let mut outputs = Vec::new();
+    for f in k.files_of(id).await {
+        outputs.push(k.content(&f).await);
+    }
+    let want: Vec<String> = ids[..3].iter().map(|i| format!("file {i}\n")).collect();
+    assert_eq!(outputs, want, "one command per file, in order");
+}

@@ -231,6 +231,16 @@ impl Kat {
         self.get(&format!("/tasks/{id}/")).await
     }
 
+    /// As [`Kat::wait`], for tasks that take minutes (a real scan on a loaded machine).
+    pub(crate) async fn wait_long(&self, id: TaskId) -> Value {
+        self.d
+            .engine()
+            .wait_for(id, Duration::from_secs(360))
+            .await
+            .expect("task ends");
+        self.get(&format!("/tasks/{id}/")).await
+    }
+
     pub(crate) async fn wait_state(&self, id: TaskId, state: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {

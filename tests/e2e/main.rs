@@ -10,5 +10,6 @@ mod lifecycle;
 mod manual;
 mod modes;
 mod orgs;
+mod original;
 mod privileges;
 mod rights;

@@ -233,3 +233,65 @@ async fn mode5_static_file_reference_is_downloaded_by_the_entrypoint() {
         "static input\n"
     );
 }
+
+/// Mode 3 with 10,000 targets in one task: the commands' JSON (about 300 KiB) is more than Linux lets
+/// one environment string hold, so it travels in a temporary file the entrypoint downloads
+/// (`KAT_COMMANDS_FILE`). Every command appends its target to a file in the container's `/tmp`; the
+/// last one counts the lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode3_with_10000_targets_gets_its_commands_from_a_file() {
+    use kat::core::object::{Object, ObjectType, ScanLevel, ScanProfile};
+    const N: usize = 10_000;
+    let mut p = plugin(
+        "count-hosts",
+        0,
+        json!(["type:hostname"]),
+        json!([
+            "sh",
+            "-c",
+            "echo \"$0\" >> /tmp/seen; [ \"$0\" != h9999.example ] || { n=0; while read l; do n=$((n+1)); done < /tmp/seen; echo $n; }",
+            "{hostname}"
+        ]),
+    );
+    p["batch_size"] = json!(0);
+    let Some(k) = crate::harness::start_with(json!([p]), |cfg| {
+        cfg.engine.plugin_timeout = std::time::Duration::from_secs(600);
+    })
+    .await
+    else {
+        return;
+    };
+    let names: Vec<String> = (0..N).map(|i| format!("h{i}.example")).collect();
+    let objects: Vec<Object> = names
+        .iter()
+        .map(|n| Object::from_json(ObjectType::Hostname, &json!({ "name": n })).expect("object"))
+        .collect();
+    for chunk in objects.chunks(1000) {
+        k.d.objects()
+            .upsert(&k.org, chunk.to_vec(), None)
+            .await
+            .expect("upsert");
+    }
+    let level = ScanProfile::declared(ScanLevel::new(0).expect("level"));
+    for o in &objects {
+        k.d.objects()
+            .set_scan_profile(&k.org, ObjectType::Hostname, &o.natural_key(), level)
+            .await
+            .expect("scan level");
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ids = k.submit("count-hosts", &refs).await;
+    assert_eq!(ids.len(), 1, "batch_size 0: one task");
+    let t = k.wait_long(ids[0]).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["exit_code"], 0, "{t}");
+    let files = k.files_of(ids[0]).await;
+    assert_eq!(files.len(), 1, "only the last command prints: {files:?}");
+    assert_eq!(
+        k.content(&files[0]).await,
+        format!("{N}\n"),
+        "every command ran"
+    );
+    let temp = k.get("/file/?type=kat-stdin").await;
+    assert_eq!(temp["count"], 0, "the commands file is gone: {temp}");
+}

@@ -110,3 +110,40 @@ async fn a_writable_path_is_a_tmpfs_only_when_the_policy_grants_it() {
         "written as nobody under a read-only root"
     );
 }
+
+/// A plugin written for OpenKAT knows nothing of users or capabilities: it asks for nothing, and the
+/// operator's grant alone gives it uid 0 and NET_RAW (and nothing else); without the grant it runs as
+/// nobody with no capability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_asking_for_nothing_gets_uid_0_and_net_raw_from_the_policy_alone() {
+    let probe = plugin(
+        "raw-probe",
+        0,
+        json!([]),
+        json!(["sh", "-c", "id -u; grep CapEff /proc/self/status"]),
+    );
+    let policy = Policy::parse(
+        r#"{"plugins": {"raw-probe": {"user": "0:0", "cap_add": ["NET_RAW"]}}}"#,
+        "policy.json",
+    )
+    .expect("policy");
+    for (granted, want) in [
+        (true, "0\nCapEff:\t0000000000002000\n"),
+        (false, "65534\nCapEff:\t0000000000000000\n"),
+    ] {
+        let p = if granted {
+            policy.clone()
+        } else {
+            Policy::default()
+        };
+        let Some(k) = start_with(json!([probe.clone()]), |cfg| cfg.policy = p).await else {
+            return;
+        };
+        assert_eq!(k.get("/plugins/raw-probe/").await["refused"], Value::Null);
+        let id = k.submit("raw-probe", &[]).await[0];
+        let t = k.wait(id).await;
+        assert_eq!(t["state"], "completed", "{t}");
+        let out = k.files_of(id).await;
+        assert_eq!(k.content(&out[0]).await, want, "granted: {granted}");
+    }
+}

@@ -494,12 +494,80 @@ pub async fn tokens_and_org_deletion(store: &dyn TaskQueue) -> Result<()> {
     Ok(())
 }
 
+/// Refused API calls of a running task are counted on its record, concurrently too, with the first
+/// reason kept; the count survives the final transition; a task that is not running records none.
+pub async fn refused_calls(store: Arc<dyn TaskQueue>) -> Result<()> {
+    let o = org("t-refused");
+    let t = task(&o, "parse-nmap", 1_000);
+    let idle = task(&o, "parse-nmap", 1_001);
+    store.create_tasks(vec![t.clone(), idle.clone()]).await?;
+    store
+        .transition_task(
+            t.id,
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await?;
+    store
+        .transition_task(
+            t.id,
+            &[TaskState::Running],
+            TaskPatch::refused_call("first: objects.add_ipport"),
+        )
+        .await?;
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        writers.push(tokio::spawn(async move {
+            s.transition_task(
+                t.id,
+                &[TaskState::Running],
+                TaskPatch::refused_call(format!("later {i}")),
+            )
+            .await
+        }));
+    }
+    for w in writers {
+        w.await
+            .map_err(|e| Error::invalid("refused_calls", e.to_string()))??;
+    }
+    let got = store.get_task(t.id).await?.expect("task");
+    assert_eq!(got.state, TaskState::Running);
+    assert_eq!(got.refused_calls, 9, "every refusal counts, none lost");
+    assert_eq!(
+        got.first_refusal.as_deref(),
+        Some("first: objects.add_ipport")
+    );
+    store
+        .transition_task(
+            t.id,
+            &[TaskState::Running],
+            TaskPatch::to(TaskState::Completed),
+        )
+        .await?;
+    let done = store.get_task(t.id).await?.expect("task");
+    assert_eq!((done.state, done.refused_calls), (TaskState::Completed, 9));
+    let e = store
+        .transition_task(
+            idle.id,
+            &[TaskState::Running],
+            TaskPatch::refused_call("not running"),
+        )
+        .await
+        .expect_err("a queued task records no refusal");
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    let idle = store.get_task(idle.id).await?.expect("task");
+    assert_eq!((idle.refused_calls, idle.first_refusal), (0, None));
+    Ok(())
+}
+
 /// Every [`TaskQueue`] case.
 pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
     tokens_and_org_deletion(&*store).await?;
+    refused_calls(store.clone()).await?;
     Ok(())
 }
 

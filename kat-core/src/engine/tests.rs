@@ -73,6 +73,8 @@ const PLUGINS: &str = r#"[
   {"plugin_id": "parse-nmap-off", "scan_level": 0, "consumes": ["file:nmap"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "parse-deep", "scan_level": 3, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["deep", "{file}"]},
   {"plugin_id": "parse-shallow", "scan_level": 1, "consumes": ["file:parse-nmap"], "oci_image": "i", "oci_arguments": ["shallow", "{file}"]},
+  {"plugin_id": "parse-batch", "scan_level": 2, "consumes": ["file:batch"], "oci_image": "i", "oci_arguments": ["parse", "{file}"], "batch_size": 2},
+  {"plugin_id": "parse-batch-stdin", "scan_level": 2, "consumes": ["file:batch"], "oci_image": "i", "oci_arguments": ["parse"], "batch_size": 2},
   {"plugin_id": "on-error", "scan_level": 0, "consumes": ["file:error"], "oci_image": "i", "oci_arguments": ["parse", "{file}"]},
   {"plugin_id": "nuclei", "scan_level": 2, "consumes": ["type:url"], "oci_image": "i", "oci_arguments": ["nuclei", "-u", "{url}", "-json"], "batch_size": 0},
   {"plugin_id": "download", "scan_level": 0, "oci_image": "i", "oci_arguments": ["fetch"], "idempotent": true},
@@ -1528,4 +1530,400 @@ async fn a_url_is_scanned_at_its_hosts_level() {
             .await
             .unwrap();
     assert_eq!(level, Some(ScanLevel::new(2).unwrap()));
+}
+
+/// Stands in for a plugin whose API calls the API refuses: while "running" it records two refusals
+/// on its task through the task store (what kat-http does on a 403), then exits 0.
+#[derive(Debug)]
+struct RefusedWrites(Arc<MemoryTaskStore>);
+
+#[async_trait]
+impl ContainerRuntime for RefusedWrites {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
+    }
+    async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        let id: TaskId = s.labels[LABEL_TASK].parse()?;
+        for why in ["POST /api/v1/objects/: 403 no objects.add_ipport", "later"] {
+            self.0
+                .transition_task(id, &[TaskState::Running], TaskPatch::refused_call(why))
+                .await?;
+        }
+        Ok(exited_zero())
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_calls_were_refused_says_so_when_it_ends() {
+    let tasks = Arc::new(MemoryTaskStore::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(Arc::new(MemoryFileStore::default()))
+        .tasks(tasks.clone())
+        .runtime(Arc::new(RefusedWrites(tasks.clone())))
+        .tokens(Arc::new(Minter))
+        .config(EngineConfig {
+            use_entrypoint: false,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let defs = PluginDef::parse_file(PRIVILEGED, "privileged.json").unwrap();
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    tasks.put_plugins(writes).await.unwrap();
+    let t = engine
+        .submit(TaskRequest {
+            org: org(),
+            plugin_id: "plain".into(),
+            input: vec![],
+            submitter: Submitter::operator("test"),
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    engine.run_task(t.id).await.unwrap();
+    let got = tasks.get_task(t.id).await.unwrap().unwrap();
+    // Still `completed` (the original's clients read that), but not a clean success.
+    assert_eq!(got.state, TaskState::Completed);
+    assert_eq!(got.refused_calls, 2);
+    assert_eq!(
+        got.reason.as_deref(),
+        Some(
+            "mode 2 (standalone) finished; 2 API calls refused (first: POST /api/v1/objects/: 403 no objects.add_ipport)"
+        )
+    );
+}
+
+/// Mints a fixed token and keeps the claims it was asked to sign.
+#[derive(Debug, Default)]
+struct ClaimsKept(std::sync::Mutex<Vec<Claims>>);
+
+#[async_trait]
+impl TokenAuthority for ClaimsKept {
+    fn mint(&self, c: &Claims) -> Result<String> {
+        self.0.lock().unwrap().push(c.clone());
+        Ok("token".into())
+    }
+    async fn verify(&self, _: &str) -> Result<Claims> {
+        Err(Error::Unauthenticated("not here".into()))
+    }
+    async fn revoke(&self, _: &str, _: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A plugin written for OpenKAT asks for nothing; the operator's grant gives it its user,
+/// capabilities, writable paths and extra API permissions (never `objects.can_set_scan_level`),
+/// and a submitter who holds none of those still runs it. Without the grant it runs hardened.
+#[tokio::test]
+async fn a_grant_gives_a_plugin_that_asks_for_nothing_what_it_needs() {
+    let policy = Policy::parse(
+        r#"{"plugins": {"plain": {"user": "0:0", "cap_add": ["NET_RAW"], "writable_paths": ["/var/cache/x"],
+            "extra_permissions": {"objects.add_ipport": {}, "objects.add_ipaddress": {"pks": ["internet|127.0.0.1"]}}}}}"#,
+        "policy.json",
+    )
+    .unwrap();
+    for granted in [true, false] {
+        let tasks = Arc::new(MemoryTaskStore::default());
+        let runtime = Arc::new(Recorder::default());
+        let tokens = Arc::new(ClaimsKept::default());
+        let engine = Engine::builder()
+            .objects(Arc::new(MemoryObjectStore::default()))
+            .files(Arc::new(MemoryFileStore::default()))
+            .tasks(tasks.clone())
+            .runtime(runtime.clone())
+            .tokens(tokens.clone())
+            .config(EngineConfig {
+                use_entrypoint: false,
+                ..EngineConfig::default()
+            })
+            .policy(if granted {
+                policy.clone()
+            } else {
+                Policy::default()
+            })
+            .build()
+            .unwrap();
+        let defs = PluginDef::parse_file(PRIVILEGED, "privileged.json").unwrap();
+        let (writes, _) = crate::plugin::sync(&[], &defs, true);
+        tasks.put_plugins(writes).await.unwrap();
+        // A submitter holding no object permission at all.
+        let t = engine
+            .submit(TaskRequest {
+                org: org(),
+                plugin_id: "plain".into(),
+                input: vec![],
+                submitter: user(json!({"tasks.add_task": {}}), "j-plain", i64::MAX),
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        engine.run_task(t.id).await.unwrap();
+        let got = tasks.get_task(t.id).await.unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Completed, "{got:?}");
+        let h = runtime.0.lock().unwrap()[0].hardening.clone();
+        let claims = tokens.0.lock().unwrap()[0].clone();
+        let ipport = crate::permission::PermissionName::new(
+            crate::permission::Action::Add,
+            crate::permission::Resource::Object(ObjectType::IpPort),
+        );
+        if granted {
+            assert_eq!(h.user.as_deref(), Some("0:0"));
+            assert_eq!(h.cap_add, ["NET_RAW"]);
+            assert_eq!(h.writable_paths, ["/var/cache/x"]);
+            assert!(
+                h.read_only_rootfs && h.no_new_privileges,
+                "the rest stays hardened"
+            );
+            assert!(claims.permissions.has(&ipport), "{:?}", claims.permissions);
+            assert!(
+                !claims
+                    .permissions
+                    .has(&crate::permission::PermissionName::SET_SCAN_LEVEL)
+            );
+        } else {
+            assert_eq!(h, Hardening::default());
+            assert!(!claims.permissions.has(&ipport));
+        }
+    }
+}
+
+/// RFD 0009 example 1: files for a `{file}` normalizer arriving while its task for the organization is
+/// still queued join that task, up to the plugin's batch size; each file passes its own scan-level gate
+/// first; a stdin normalizer keeps one file per task; a task a worker took gains no file.
+#[tokio::test]
+async fn files_join_a_queued_normalizer_task_up_to_its_batch_size() {
+    let f = fixture().await;
+    f.ip("192.0.2.1", Some(2)).await;
+    let producer = f.submit_one("nmap", &["192.0.2.1"]).await;
+    let mut files = Vec::new();
+    for _ in 0..3 {
+        let file = nmap_file(&f, Some(producer.id), "batch").await;
+        f.engine.file_stored(&file).await.unwrap();
+        files.push(file.id);
+    }
+    // One below the consumer's level: refused by the gate, joins nothing.
+    let low = put_file(
+        &f,
+        None,
+        "batch",
+        ScanLevel::new(1).ok(),
+        crate::store::LevelSource::Operator,
+    )
+    .await;
+    f.engine.file_stored(&low).await.unwrap();
+    let of = |plugin: &str, all: &[Task]| -> Vec<Vec<FileId>> {
+        let mut v: Vec<(Timestamp, Vec<FileId>)> = all
+            .iter()
+            .filter(|t| t.plugin_id == plugin)
+            .map(|t| (t.created_at, t.input.files.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, f)| f).collect()
+    };
+    let all = f.all_tasks().await;
+    assert_eq!(
+        of("parse-batch", &all),
+        vec![vec![files[0], files[1]], vec![files[2]]]
+    );
+    assert_eq!(
+        of("parse-batch-stdin", &all),
+        files.iter().map(|f| vec![*f]).collect::<Vec<_>>(),
+        "a file on stdin is one per task"
+    );
+    // The open task is taken by a worker: the next file gets a task of its own.
+    let open = all
+        .iter()
+        .find(|t| t.plugin_id == "parse-batch" && t.input.files == vec![files[2]])
+        .unwrap();
+    f.tasks
+        .transition_task(
+            open.id,
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await
+        .unwrap();
+    let next = nmap_file(&f, Some(producer.id), "batch").await;
+    let chained = f.engine.file_stored(&next).await.unwrap();
+    let mine: Vec<&Task> = chained
+        .iter()
+        .filter(|t| t.plugin_id == "parse-batch")
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_ne!(mine[0].id, open.id);
+    assert_eq!(mine[0].input.files, vec![next.id]);
+    let running = f.tasks.get_task(open.id).await.unwrap().unwrap();
+    assert_eq!(
+        running.input.files,
+        vec![files[2]],
+        "a started task gains no file"
+    );
+    // A batch plans as mode 5, one command per file.
+    let p = plan::plan(
+        &f.tasks
+            .get_plugin("parse-batch")
+            .await
+            .unwrap()
+            .unwrap()
+            .def,
+        &PlanInput::Files(vec![files[0], files[1]]),
+    )
+    .unwrap();
+    assert_eq!(p.commands.len(), 2);
+    assert_eq!(p.commands[1], ["parse".to_string(), files[1].to_string()]);
+    // Several files submitted by hand are batched the same way.
+    let ids: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let tasks = f.engine.submit(f.req("parse-batch", &refs)).await.unwrap();
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| t.input.files.len())
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let tasks = f
+        .engine
+        .submit(f.req("parse-batch-stdin", &refs))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 3, "one file per stdin task");
+}
+
+/// Reads, while "running", the commands file a spec names, as the entrypoint would.
+#[derive(Debug)]
+struct ReadsCommands {
+    files: Arc<MemoryFileStore>,
+    seen: std::sync::Mutex<Vec<(ContainerSpec, Option<String>)>>,
+}
+
+#[async_trait]
+impl ContainerRuntime for ReadsCommands {
+    async fn capabilities(&self) -> Result<Capabilities> {
+        NotStarted.capabilities().await
+    }
+    async fn prepare_entrypoint(
+        &self,
+        b: &EntrypointBinary,
+        v: &str,
+        d: &str,
+    ) -> Result<EntrypointMount> {
+        NotStarted.prepare_entrypoint(b, v, d).await
+    }
+    async fn run(&self, s: ContainerSpec, _: CancellationToken) -> Result<Outcome> {
+        use futures::TryStreamExt as _;
+        let content = match s.env.get(protocol_env::COMMANDS_FILE) {
+            Some(id) => {
+                let chunks: Vec<Bytes> = self.files.open(id.parse()?).await?.try_collect().await?;
+                Some(String::from_utf8(chunks.concat()).unwrap())
+            }
+            None => None,
+        };
+        self.seen.lock().unwrap().push((s, content));
+        Ok(exited_zero())
+    }
+    async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        Ok(vec![])
+    }
+    async fn reap_orphans(&self, _: &str, _: &HashSet<TaskId>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+/// Mode 3 with more commands than one environment string holds: they travel in a temporary file
+/// (`KAT_COMMANDS_FILE`) the task's token may read, deleted when the task ends; a short list stays
+/// in `KAT_COMMANDS`.
+#[tokio::test]
+async fn many_commands_travel_in_a_temporary_file_the_token_may_read() {
+    let tasks = Arc::new(MemoryTaskStore::default());
+    let files = Arc::new(MemoryFileStore::default());
+    let runtime = Arc::new(ReadsCommands {
+        files: files.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let tokens = Arc::new(ClaimsKept::default());
+    let engine = Engine::builder()
+        .objects(Arc::new(MemoryObjectStore::default()))
+        .files(files.clone())
+        .tasks(tasks.clone())
+        .runtime(runtime.clone())
+        .tokens(tokens.clone())
+        .config(EngineConfig {
+            use_entrypoint: false,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let defs = PluginDef::parse_file(
+        r#"[{"plugin_id": "echo", "scan_level": 0, "oci_image": "i", "oci_arguments": ["echo", "{hostname}"], "batch_size": 0}]"#,
+        "p.json",
+    )
+    .unwrap();
+    let (writes, _) = crate::plugin::sync(&[], &defs, true);
+    tasks.put_plugins(writes).await.unwrap();
+    for n in [3, 10_000] {
+        let objects = (0..n)
+            .map(|i| ObjectRef {
+                object_type: ObjectType::Hostname,
+                key: HostnameRef::parse(&format!("h{i}.example")).unwrap().key(),
+            })
+            .collect();
+        let t = Task::queued(
+            org(),
+            "echo",
+            TaskInput {
+                objects,
+                files: Vec::new(),
+            },
+        );
+        tasks.create_tasks(vec![t.clone()]).await.unwrap();
+        engine.run_task(t.id).await.unwrap();
+        let got = tasks.get_task(t.id).await.unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Completed, "{got:?}");
+        let (spec, content) = runtime.seen.lock().unwrap().pop().unwrap();
+        let claims = tokens.0.lock().unwrap().pop().unwrap();
+        if n == 3 {
+            assert!(spec.env.contains_key(protocol_env::COMMANDS));
+            assert!(!spec.env.contains_key(protocol_env::COMMANDS_FILE));
+            continue;
+        }
+        assert!(
+            !spec.env.contains_key(protocol_env::COMMANDS),
+            "too long for the environment"
+        );
+        let id = spec.env[protocol_env::COMMANDS_FILE].clone();
+        let commands: Vec<Vec<String>> = serde_json::from_str(&content.unwrap()).unwrap();
+        assert_eq!(commands.len(), 10_000);
+        assert_eq!(commands[9_999], ["echo", "h9999.example"]);
+        let view = crate::permission::PermissionName::new(
+            crate::permission::Action::View,
+            crate::permission::Resource::File,
+        );
+        assert!(
+            claims
+                .permissions
+                .check(&view, &crate::permission::Access::Object(&id))
+                .allowed(),
+            "the token reads its commands file"
+        );
+        assert!(
+            files.meta(id.parse().unwrap()).await.unwrap().is_none(),
+            "deleted when the task ended"
+        );
+    }
 }

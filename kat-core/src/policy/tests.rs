@@ -259,3 +259,52 @@ fn plugins_and_policies_never_name_reserved_or_odd_writable_paths() {
         "a sibling of /tmp is not /tmp"
     );
 }
+
+#[test]
+fn privileges_are_what_the_plugin_asks_else_its_grant() {
+    let p = Policy::parse(
+        r#"{"plugins": {"tool": {"user": "0:0", "cap_add": ["NET_RAW", "NET_ADMIN"],
+            "writable_paths": ["/var/cache"], "extra_permissions": {"objects.add_ipport": {}}}}}"#,
+        "policy.json",
+    )
+    .unwrap();
+    // Asks for nothing: the grant, whole.
+    let got = p.privileges(&plugin(json!({}))).unwrap();
+    assert_eq!(got.user, "0:0");
+    assert_eq!(got.cap_add, ["NET_ADMIN", "NET_RAW"]);
+    assert_eq!(got.writable_paths, ["/var/cache"]);
+    assert_eq!(got.extra_permissions.0.len(), 1);
+    // Asks for part of it: that part, field by field.
+    let got = p
+        .privileges(&plugin(json!({"user": "65534:65534", "cap_add": ["NET_RAW"], "writable_paths": ["/var/cache/t"]})))
+        .unwrap();
+    assert_eq!(got.user, "65534:65534");
+    assert_eq!(got.cap_add, ["NET_RAW"]);
+    assert_eq!(got.writable_paths, ["/var/cache/t"]);
+    // Asks for more: refused, as before.
+    let e = p
+        .privileges(&plugin(json!({"cap_add": ["SYS_ADMIN"]})))
+        .unwrap_err();
+    assert!(e.to_string().contains("cap_add"), "{e}");
+    // Another plugin, or no policy: the hardened default.
+    for (policy, def) in [
+        (p.clone(), plugin(json!({"plugin_id": "other"}))),
+        (Policy::default(), plugin(json!({}))),
+    ] {
+        let got = policy.privileges(&def).unwrap();
+        assert_eq!(got.user, DEFAULT_USER);
+        assert!(got.cap_add.is_empty() && got.writable_paths.is_empty());
+        assert!(got.extra_permissions.0.is_empty());
+    }
+}
+
+#[test]
+fn a_grant_cannot_give_a_task_the_right_to_change_scan_levels() {
+    let e = parse_err(
+        r#"{"plugins": {"tool": {"extra_permissions": {"objects.can_set_scan_level": {}}}}}"#,
+    );
+    assert!(
+        e.contains("policy.json: plugin \"tool\": extra_permissions.objects.can_set_scan_level"),
+        "{e}"
+    );
+}

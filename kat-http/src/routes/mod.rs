@@ -210,5 +210,37 @@ async fn run(
         headers: parts.headers,
         body: std::sync::Mutex::new(Some(body)),
     };
-    (route.handler)(&mut ctx, &matched.params).await
+    let result = (route.handler)(&mut ctx, &matched.params).await;
+    if let Err(e) = &result
+        && e.status == StatusCode::FORBIDDEN
+        && let Some(task) = ctx.caller.task()
+    {
+        record_refusal(inner, task, &parts.method, &ctx.path, e).await;
+    }
+    result
+}
+
+/// Count a task token's refused call on its task (decisions: refused calls are visible), so that a
+/// task whose writes were refused never looks like a clean success. Only a running task records
+/// one; a failure to record is logged, never the caller's problem.
+async fn record_refusal(
+    inner: &Inner,
+    task: kat_core::task::TaskId,
+    method: &http::Method,
+    path: &str,
+    e: &ApiError,
+) {
+    let why = match &e.attr {
+        Some(attr) => format!("{method} {path}: 403 {} ({attr})", e.detail),
+        None => format!("{method} {path}: 403 {}", e.detail),
+    };
+    tracing::warn!(%task, refusal = %why, "a task's API call was refused");
+    let patch = kat_core::task::TaskPatch::refused_call(why);
+    if let Err(err) = inner
+        .tasks
+        .transition_task(task, &[kat_core::task::TaskState::Running], patch)
+        .await
+    {
+        tracing::debug!(%task, error = %err, "the refusal was not recorded on the task");
+    }
 }

@@ -42,6 +42,8 @@ pub(crate) fn task_json(t: &Task) -> Value {
         "reason": t.reason,
         "stderr_tail": t.stderr_tail,
         "attempts": t.attempts,
+        "refused_calls": t.refused_calls,
+        "first_refusal": t.first_refusal,
     })
 }
 

@@ -528,3 +528,68 @@ async fn schedules_and_object_sets_have_integer_ids_and_the_manuals_example_work
         403
     );
 }
+
+/// A task token's refused calls (403) are counted on its running task with the first reason, shown
+/// in the task's JSON; a 400 is not a refusal, and a task that is not running records none.
+#[tokio::test]
+async fn refused_calls_of_a_task_are_counted_on_it() {
+    for backend in [Backend::Memory, Backend::Sled] {
+        let s = start(Options {
+            backend,
+            ..Options::default()
+        })
+        .await;
+        let (t, id) = s.token_with_task("acme", json!({"files.add_file": {}}));
+        let mut task = kat_core::task::Task::queued(
+            org("acme"),
+            "test-plugin",
+            kat_core::task::TaskInput::default(),
+        );
+        task.id = id;
+        s.tasks.create_tasks(vec![task]).await.unwrap();
+        s.tasks
+            .transition_task(
+                id,
+                &[kat_core::task::TaskState::Queued],
+                kat_core::task::TaskPatch::to(kat_core::task::TaskState::Running),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let r = s
+                .post("/api/v1/objects/", &t, hostnames(&["example.com"]))
+                .await;
+            assert_eq!(r.status, 403, "{}", r.json());
+        }
+        // Bad input is the caller's mistake, not a refusal.
+        let r = s.post("/api/v1/objects/", &t, json!([1])).await;
+        assert_eq!(r.status, 400, "{}", r.json());
+        let op = s.operator("acme", all());
+        let got = s.get(&format!("/api/v1/tasks/{id}/"), &op).await.json();
+        assert_eq!(got["refused_calls"], 2, "{got}");
+        let first = got["first_refusal"].as_str().unwrap_or_default();
+        assert!(
+            first.starts_with("POST /api/v1/objects/: 403 ") && first.contains("add_hostname"),
+            "{first}"
+        );
+        assert_eq!(got["state"], "running");
+
+        // A token whose task is not running (queued here) changes nothing.
+        let (t2, id2) = s.token_with_task("acme", json!({"files.add_file": {}}));
+        let mut queued = kat_core::task::Task::queued(
+            org("acme"),
+            "test-plugin",
+            kat_core::task::TaskInput::default(),
+        );
+        queued.id = id2;
+        s.tasks.create_tasks(vec![queued]).await.unwrap();
+        let r = s
+            .post("/api/v1/objects/", &t2, hostnames(&["example.com"]))
+            .await;
+        assert_eq!(r.status, 403);
+        let got = s.get(&format!("/api/v1/tasks/{id2}/"), &op).await.json();
+        assert_eq!(got["refused_calls"], 0, "{got}");
+        assert_eq!(got["first_refusal"], Value::Null);
+        s.stop().await;
+    }
+}
