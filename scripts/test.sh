@@ -46,4 +46,4 @@ cargo check --quiet -p katd --no-default-features
 step "cargo test (the whole workspace; the end-to-end suite on Docker)"
 cargo test --workspace --all-features --no-fail-fast
 step "the end-to-end suite again, on Podman (KAT_E2E_RUNTIME=podman)"
-KAT_E2E_RUNTIME=podman cargo test -p kat --all-features --no-fail-fast --test e2e
+KAT_E2E_RUNTIME=podman cargo test --workspace --all-features --no-fail-fast --test e2e
