@@ -1,15 +1,19 @@
 //! The benchmark report (`scripts/bench` runs this): one run on one machine, written as Markdown.
 //!
 //! 1. A no-op task end to end (submitted through the engine, container run through the entrypoint,
-//!    final state recorded) next to `docker run --rm` of the same image, interleaved.
+//!    final state recorded) next to `docker run --rm` of the same image and a bare create/start/wait/remove
+//!    cycle through bollard, interleaved.
 //! 2. Mode 3 with 50 targets in one task next to one single-target task (and 50 single-target tasks).
 //! 3. API bulk ingest (authenticated `POST /objects/` of 1,000 hostnames per request) next to the sled
 //!    store's own upsert and a raw sled batch insert of the same records.
 //! 4. The entrypoint uploading 1 GiB of stdout to the API: throughput and its peak RSS.
 //! 5. Authenticated requests/s and p99, from `kat-http`'s load tool (its output file is passed in).
+//! 6. Sustained task throughput: no-op tasks per second through the engine at concurrency 2, 4 and 8, next
+//!    to the same number of `docker run --rm`, one after the other and at the same parallelism.
 //!
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
+//!              [--throughput-tasks 200]
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,9 +22,10 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kat::core::engine::EngineConfig;
@@ -33,6 +38,8 @@ use kat::deploy::{DeployConfig, Deployment};
 use kat::protocol::env;
 use kat::store_sled::{SledOptions, SledStore};
 use serde_json::json;
+
+const IMAGE: &str = "kat-busybox:latest";
 
 struct Stats {
     median: f64,
@@ -103,6 +110,124 @@ async fn run_plugin(d: &Deployment, org: &OrgCode, plugin: &str, input: Vec<Stri
     out
 }
 
+/// A deployment for the benchmark: sled in `dir`, Docker, host network, `concurrency` workers.
+async fn deployment(
+    dir: &Path,
+    plugins: &Path,
+    entrypoint: &Path,
+    org: &OrgCode,
+    concurrency: usize,
+) -> Deployment {
+    let mut cfg = DeployConfig::new(
+        dir.join("data"),
+        "127.0.0.1:0".parse().unwrap(),
+        b"bench-secret-bench-secret-bench-secret".to_vec(),
+    );
+    cfg.engine = EngineConfig {
+        api_url: String::new(),
+        entrypoint_volume: "kat-bench-entrypoint".into(),
+        entrypoint_binary: Some(EntrypointBinary {
+            path: entrypoint.to_path_buf(),
+        }),
+        network: NetworkMode::Host,
+        concurrency,
+        reap_at_start: false,
+        ..EngineConfig::default()
+    };
+    cfg.plugin_files = vec![plugins.to_path_buf()];
+    cfg.organizations = vec![Organization::new(org.clone(), "Bench")];
+    Deployment::start(cfg).await.expect("deployment")
+}
+
+/// The engine's floor for one container: create, start, wait and remove `true` through bollard, with the
+/// host network as our tasks have, and nothing else (no entrypoint, no attach, no hardening). Milliseconds.
+async fn bollard_cycle(docker: &bollard::Docker) -> f64 {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    use futures::StreamExt;
+    let start = Instant::now();
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.to_string()),
+        cmd: Some(vec!["true".to_string()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(None, body)
+        .await
+        .expect("create")
+        .id;
+    docker.start_container(&id, None).await.expect("start");
+    let mut wait = docker.wait_container(&id, None);
+    while let Some(r) = wait.next().await {
+        r.expect("wait");
+    }
+    docker
+        .remove_container(
+            &id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .expect("remove");
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `n` no-op tasks submitted at once to `d`; tasks per second from the first submission to the last end.
+async fn task_throughput(d: &Deployment, org: &OrgCode, n: usize) -> f64 {
+    use kat::core::control::{Submitter, TaskControl, TaskRequest};
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tasks = d
+            .engine()
+            .submit(TaskRequest {
+                org: org.clone(),
+                plugin_id: "noop".into(),
+                input: vec![],
+                submitter: Submitter::operator("bench_report"),
+            })
+            .await
+            .expect("submit");
+        ids.extend(tasks.into_iter().map(|t| t.id));
+    }
+    for id in ids {
+        let done = d
+            .engine()
+            .wait_for(id, Duration::from_secs(600))
+            .await
+            .expect("ends");
+        assert_eq!(done.state.as_str(), "completed", "{done:?}");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `n` runs of `docker run --rm kat-busybox:latest true`, `parallel` at a time; runs per second.
+fn docker_run_throughput(n: usize, parallel: usize) -> f64 {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let st = Command::new("docker")
+                        .args(["run", "--rm", IMAGE, "true"])
+                        .status()
+                        .unwrap();
+                    assert!(st.success());
+                }
+            });
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     kat::store_sled::disable_transparent_huge_pages().expect("turn off transparent huge pages");
@@ -110,6 +235,9 @@ async fn main() {
     let out = PathBuf::from(arg("--out").unwrap_or_else(|| "docs/bench-report.md".into()));
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(15);
     let load_output = arg("--load-output").and_then(|p| std::fs::read_to_string(p).ok());
+    let throughput_tasks: usize = arg("--throughput-tasks")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let mut md = String::new();
     let machine = format!(
         "{} cores ({}), {} memory, kernel {}, {}, {}",
@@ -120,7 +248,7 @@ async fn main() {
         sh("docker version --format 'Docker {{.Server.Version}}'"),
         sh("rustc --version"),
     );
-    md.push_str(&format!("# kat-rs benchmark report\n\nOne run of `scripts/bench` on one machine: {machine}.\nDate: {}. Release build. Everything talks over loopback.\n\n", kat::core::clock::Timestamp::now()));
+    md.push_str(&format!("# kat-rs benchmark report\n\nOne run of `scripts/bench` on one machine: {machine}.\nDate: {}. Release build. Everything talks over loopback. Load average at the start (1, 5, 15 min): {} (other work on the machine during the run shows here and at the end).\n\n", kat::core::clock::Timestamp::now(), sh("cut -d' ' -f1-3 /proc/loadavg")));
 
     // ---- deployment ----
     let dir = tempfile::tempdir().unwrap();
@@ -131,25 +259,10 @@ async fn main() {
     one["description"] = json!("one target per task");
     std::fs::write(&plugins, json!([one, multi, noop]).to_string()).unwrap();
     let org = OrgCode::new("bench").unwrap();
-    let mut cfg = DeployConfig::new(
-        dir.path().join("data"),
-        "127.0.0.1:0".parse().unwrap(),
-        b"bench-secret-bench-secret-bench-secret".to_vec(),
-    );
-    cfg.engine = EngineConfig {
-        api_url: String::new(),
-        entrypoint_volume: "kat-bench-entrypoint".into(),
-        entrypoint_binary: Some(EntrypointBinary {
-            path: entrypoint.clone(),
-        }),
-        network: NetworkMode::Host,
-        concurrency: 1,
-        reap_at_start: false,
-        ..EngineConfig::default()
-    };
-    cfg.plugin_files = vec![plugins];
-    cfg.organizations = vec![Organization::new(org.clone(), "Bench")];
-    let d = Deployment::start(cfg).await.expect("deployment");
+    let d = deployment(dir.path(), &plugins, &entrypoint, &org, 1).await;
+    let docker_client = kat::runtime_docker::DockerRuntime::connect()
+        .await
+        .expect("docker");
     let hosts: Vec<String> = (0..50).map(|i| format!("h{i}.bench.example")).collect();
     let objs: Vec<Object> = hosts
         .iter()
@@ -170,30 +283,34 @@ async fn main() {
             .unwrap();
     }
 
-    // ---- 1. no-op task vs docker run --rm ----
-    eprintln!("1/5 no-op task vs docker run --rm ({rounds} rounds, interleaved)");
+    // ---- 1. no-op task vs docker run --rm and the bare bollard cycle ----
+    eprintln!("1/6 no-op task vs docker run --rm and bare bollard ({rounds} rounds, interleaved)");
     run_plugin(&d, &org, "noop", vec![]).await; // warm-up
+    bollard_cycle(docker_client.docker()).await;
     let mut ours = Vec::new();
     let mut docker = Vec::new();
+    let mut bare = Vec::new();
     for _ in 0..rounds {
         let t = run_plugin(&d, &org, "noop", vec![]).await;
         ours.push(task_ms(&t[0]));
         let start = Instant::now();
         let st = Command::new("docker")
-            .args(["run", "--rm", "kat-busybox:latest", "true"])
+            .args(["run", "--rm", IMAGE, "true"])
             .status()
             .unwrap();
         assert!(st.success());
         docker.push(start.elapsed().as_secs_f64() * 1000.0);
+        bare.push(bollard_cycle(docker_client.docker()).await);
     }
-    let (ours, docker) = (stats(ours), stats(docker));
+    let (ours, docker, bare) = (stats(ours), stats(docker), stats(bare));
     let ratio = ours.median / docker.median;
-    md.push_str("## 1. A no-op task end to end vs `docker run --rm`\n\n");
-    md.push_str("Our figure is a task's `created_at` to `ended_at` as the engine records them: queueing, planning, minting its token, creating the hardened container with the entrypoint volume, running `true` through the entrypoint, collecting the outcome, removing the container and recording the final state. The other is the wall time of `docker run --rm kat-busybox:latest true`. The two alternate, one after the other.\n\n");
-    md.push_str(&format!("| | median (min, max) |\n|---|---|\n| kat-rs no-op task | {} |\n| `docker run --rm` | {} |\n| ratio | **{ratio:.2}x** (target: under 1.1x) |\n\n", fmt_ms(&ours), fmt_ms(&docker)));
+    let floor = ours.median / bare.median;
+    md.push_str("## 1. A no-op task end to end vs `docker run --rm` and the bare engine calls\n\n");
+    md.push_str("Our figure is a task's `created_at` to `ended_at` as the engine records them: queueing, planning, minting its token, creating the hardened container with the entrypoint volume, running `true` through the entrypoint, collecting the outcome, removing the container and recording the final state. The second is the wall time of `docker run --rm kat-busybox:latest true`. The third is the engine's own floor: create, start, wait and remove of the same `true` through bollard on the host network (as our tasks), with no entrypoint, attach or hardening. The three alternate, one after the other.\n\n");
+    md.push_str(&format!("| | median (min, max) |\n|---|---|\n| kat-rs no-op task | {} |\n| `docker run --rm` | {} |\n| bare bollard create/start/wait/remove | {} |\n| task / `docker run --rm` | **{ratio:.2}x** (target: under 1.1x: {}) |\n| task / bare bollard | **{floor:.2}x** (target: within 1.3x: {}) |\n\n", fmt_ms(&ours), fmt_ms(&docker), fmt_ms(&bare), met(ratio < 1.1), met(floor <= 1.3)));
 
     // ---- 2. mode 3 with 50 targets vs single-target tasks ----
-    eprintln!("2/5 mode 3 with 50 targets vs single-target tasks");
+    eprintln!("2/6 mode 3 with 50 targets vs single-target tasks");
     let mut m3 = Vec::new();
     let mut single = Vec::new();
     let mut fifty = Vec::new();
@@ -224,7 +341,7 @@ async fn main() {
     ));
 
     // ---- 3. ingest ----
-    eprintln!("3/5 API bulk ingest vs sled");
+    eprintln!("3/6 API bulk ingest vs sled");
     let total = 100_000usize;
     let batch = 1000usize;
     let token = d.operator_token(&org, Duration::from_secs(3600)).unwrap();
@@ -319,7 +436,7 @@ async fn main() {
     ));
 
     // ---- 4. entrypoint 1 GiB ----
-    eprintln!("4/5 entrypoint: 1 GiB of stdout");
+    eprintln!("4/6 entrypoint: 1 GiB of stdout");
     let task_token = d.operator_token(&org, Duration::from_secs(3600)).unwrap();
     let start = Instant::now();
     let o = Command::new(&entrypoint)
@@ -332,7 +449,14 @@ async fn main() {
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let log = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{log}");
+    // A failure is reported, not fatal: the sections after this one are measured all the same.
+    let failure = (!o.status.success()).then(|| {
+        eprintln!("{log}");
+        log.lines()
+            .find(|l| l.contains("failed"))
+            .unwrap_or("the entrypoint failed")
+            .to_string()
+    });
     let rss_kb: Option<u64> = log
         .lines()
         .rev()
@@ -340,11 +464,15 @@ async fn main() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     md.push_str("## 4. The entrypoint: 1 GiB of stdout\n\n");
-    md.push_str(&format!(
+    if let Some(why) = failure {
+        md.push_str(&format!("Not measured: `{why}`.\n\n"));
+    } else {
+        md.push_str(&format!(
         "The static entrypoint runs `head -c 1073741824 /dev/zero`, spools the output, then uploads it as a multipart file to the API (sled store, sha256 computed while streaming to disk). Wall time covers the command and the upload.\n\n| | |\n|---|---|\n| wall time | {secs:.1} s ({:.0} MiB/s end to end) |\n| entrypoint peak RSS | **{} KiB** (target: under 16 MiB) |\n\n",
         1024.0 / secs,
         rss_kb.map_or("?".into(), |k| k.to_string())
     ));
+    }
 
     // ---- 5. load tool ----
     md.push_str("## 5. Authenticated object writes and reads\n\n");
@@ -357,6 +485,37 @@ async fn main() {
         None => md.push_str("(not run: pass --load-output)\n\n"),
     }
     d.shutdown().await;
+
+    // ---- 6. sustained throughput ----
+    let n = throughput_tasks;
+    eprintln!(
+        "6/6 sustained throughput: {n} no-op tasks at concurrency 2, 4, 8 vs docker run --rm"
+    );
+    let mut rows = Vec::new();
+    let sequential = docker_run_throughput(n, 1);
+    for concurrency in [2usize, 4, 8] {
+        let tdir = tempfile::tempdir().unwrap();
+        let td = deployment(tdir.path(), &plugins, &entrypoint, &org, concurrency).await;
+        run_plugin(&td, &org, "noop", vec![]).await; // warm-up
+        let ours = task_throughput(&td, &org, n).await;
+        td.shutdown().await;
+        let cli = docker_run_throughput(n, concurrency);
+        rows.push((concurrency, ours, cli));
+    }
+    let best = rows.iter().map(|r| r.1).fold(0.0, f64::max);
+    md.push_str("## 6. Sustained task throughput\n\n");
+    md.push_str(&format!("{n} no-op tasks (`true` in `kat-busybox:latest`) submitted at once to a deployment with that many workers (`concurrency`), timed from the first submission to the last task's end; beside it {n} `docker run --rm kat-busybox:latest true` at the same parallelism (that many at a time, each starting the next when it ends) and one after the other.\n\n| parallelism | kat-rs tasks/s | `docker run --rm`/s | kat-rs / docker |\n|---|---|---|---|\n| 1 (`docker run --rm` one after the other) | | {sequential:.1} | |\n"));
+    for (c, ours, cli) in &rows {
+        md.push_str(&format!(
+            "| {c} | **{ours:.1}** | {cli:.1} | {:.2}x |\n",
+            ours / cli
+        ));
+    }
+    md.push_str(&format!(
+        "\nTarget: at least 15 tasks/s: {} (best {best:.1} tasks/s).\n\nLoad average at the end (1, 5, 15 min): {}.\n",
+        met(best >= 15.0),
+        sh("cut -d' ' -f1-3 /proc/loadavg")
+    ));
     std::fs::write(&out, &md).unwrap();
     eprintln!("wrote {}", out.display());
     print!("{md}");

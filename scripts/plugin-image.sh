@@ -3,13 +3,22 @@
 # FROM scratch image (plus /etc/passwd and /etc/group with nobody, and an empty /tmp), in Docker and, when Podman
 # is installed, in Podman's own image store too. No registry is needed: nothing is pulled.
 #
-#   scripts/plugin-image.sh            (after scripts/engines.sh; prints the image name and size)
+#   scripts/plugin-image.sh [all|docker|podman]   (after scripts/engines.sh; prints the image name and size)
+#
+# all (the default): Docker, which must answer, and Podman when it is installed; docker or podman: that engine
+# only (which must answer).
 #
 # Idempotent: an engine whose image already carries the label kat.plugins.sha256 with the binary's sha256 (and
 # this recipe's number) is left alone. KAT_PLUGINS_IMAGE chooses another image name.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+engines="${1:-all}"
+case "$engines" in
+all | docker | podman) ;;
+*) die "usage: $0 [all|docker|podman]" ;;
+esac
 
 IMAGE="${KAT_PLUGINS_IMAGE:-kat-plugins:latest}"
 LABEL="kat.plugins.sha256"
@@ -56,20 +65,26 @@ label_of() { # engine
     "$1" image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$IMAGE" 2>/dev/null || true
 }
 
-# 3. Docker.
-command -v docker >/dev/null 2>&1 || die "docker not found: run scripts/engines.sh docker first"
-docker info >/dev/null 2>&1 || die "dockerd does not answer: run scripts/engines.sh docker first"
-if [ "$(label_of docker)" != "$want" ]; then
-    if ! tar -C "$ctx" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . |
-        docker build --quiet -t "$IMAGE" - >"$work/docker.log" 2>&1; then
-        cat "$work/docker.log" >&2
-        die "docker build of $IMAGE failed"
+# 3. Docker (unless only Podman is asked for).
+if [ "$engines" != podman ]; then
+    command -v docker >/dev/null 2>&1 || die "docker not found: run scripts/engines.sh docker first"
+    docker info >/dev/null 2>&1 || die "dockerd does not answer: run scripts/engines.sh docker first"
+    if [ "$(label_of docker)" != "$want" ]; then
+        if ! tar -C "$ctx" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . |
+            docker build --quiet -t "$IMAGE" - >"$work/docker.log" 2>&1; then
+            cat "$work/docker.log" >&2
+            die "docker build of $IMAGE failed"
+        fi
+        [ "$(label_of docker)" = "$want" ] || die "docker: $IMAGE was built but does not carry $LABEL=$want"
     fi
-    [ "$(label_of docker)" = "$want" ] || die "docker: $IMAGE was built but does not carry $LABEL=$want"
 fi
 
-# 4. Podman, when installed (its own image store; the service's configuration from scripts/engines.sh).
-if command -v podman >/dev/null 2>&1; then
+# 4. Podman: when installed, or when asked for alone (its own image store; the service's configuration from
+# scripts/engines.sh).
+if [ "$engines" = podman ] && ! command -v podman >/dev/null 2>&1; then
+    die "podman not found: run scripts/engines.sh podman first"
+fi
+if [ "$engines" != docker ] && command -v podman >/dev/null 2>&1; then
     if [ -f "$KAT_CONTAINERS_CONF" ]; then
         export CONTAINERS_CONF="$KAT_CONTAINERS_CONF"
     else
@@ -89,5 +104,7 @@ if command -v podman >/dev/null 2>&1; then
     fi
 fi
 
-size="$(docker image inspect --format '{{ .Size }}' "$IMAGE")"
+shown=docker
+[ "$engines" = podman ] && shown=podman
+size="$("$shown" image inspect --format '{{ .Size }}' "$IMAGE")"
 echo "$IMAGE ($((size / 1024)) KiB, binary sha256 $sha)"

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # The main job: a real scan, end to end, on this machine only (loopback).
 #
-#   scripts/quickstart.sh          start (or restart) the demo and print what it found
-#   scripts/quickstart.sh stop     stop katd and the demo services
+#   scripts/quickstart.sh                      start (or restart) the demo on Docker and print what it found
+#   KAT_RUNTIME=podman scripts/quickstart.sh   the same on Podman
+#   scripts/quickstart.sh stop                 stop katd and the demo services
 #
-# It installs and starts Docker when needed, builds the static entrypoint, the first-party plugin image
-# (FROM scratch, nothing pulled) and katd, starts two small local services to find things in (a TLS server with a
-# self-signed, soon-expiring certificate that still accepts TLS 1.0/1.1, and a listener on the PostgreSQL port),
-# starts katd (sled + Docker + the API on 127.0.0.1), declares 127.0.0.1 and localhost with scan level 2, runs the
-# dns, portscan, tls and http-headers plugins (portscan's output chains to parse-nmap), waits for every task and
-# prints the findings and objects with the plugin and task that found each. Running it again restarts the demo on
-# the same data; katd keeps serving afterwards so that the API can be explored.
+# It installs and starts the container engine (KAT_RUNTIME: docker, the default, or podman) when needed, builds
+# the static entrypoint, the first-party plugin image (FROM scratch, nothing pulled) in that engine and katd,
+# starts two small local services to find things in, both on 127.0.0.1 only (a TLS server on 443 with a
+# self-signed, soon-expiring certificate that still accepts TLS 1.0/1.1, and a listener on a database port:
+# MySQL's 3306, else the first free one of the other database ports the port rules report, never PostgreSQL's
+# 5432, where a real PostgreSQL listens by default), starts katd (sled + the engine + the API on 127.0.0.1),
+# declares 127.0.0.1 and localhost with scan level 2, runs the dns, portscan, tls and http-headers plugins
+# (portscan's output chains to parse-nmap), waits for every task, prints the findings and objects with the plugin
+# and task that found each, and checks that the demo's expected findings are among them. Running it again
+# restarts the demo on the same data; katd keeps serving afterwards so that the API can be explored.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
 Q="$(pwd)/.kat/quickstart"
 PORT="${KAT_QUICKSTART_PORT:-8000}"
+RUNTIME="${KAT_RUNTIME:-docker}"
+# The database ports the demo's listener tries, in order: each is in portscan's default list and in the
+# open-database-port rule. PostgreSQL's 5432 is left out on purpose.
+DB_PORTS="3306 1433 1521 5984 6379 9042 9200 27017"
 API="http://127.0.0.1:$PORT/api/v1"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -43,19 +51,23 @@ fi
 mkdir -p "$Q"
 stop_all
 
-step "container engine (Docker)"
-scripts/engines.sh docker
+case "$RUNTIME" in
+docker | podman) ;;
+*) die "KAT_RUNTIME=$RUNTIME: the quickstart runs on docker or podman" ;;
+esac
+step "container engine ($RUNTIME)"
+eval "$(scripts/engines.sh "$RUNTIME")"
 ensure_packages openssl python3 curl
-step "static entrypoint and the first-party plugin image"
+step "static entrypoint and the first-party plugin image (in $RUNTIME)"
 ep="$(pwd)/$(scripts/build-entrypoint.sh)"
-scripts/plugin-image.sh >/dev/null
+scripts/plugin-image.sh "$RUNTIME" >/dev/null
 step "katd"
 cargo build --quiet -p katd
 katd="$(pwd)/target/debug/katd"
 
-step "demo services on loopback: TLS on 443, a PostgreSQL-port listener on 5432"
+step "demo services on 127.0.0.1: TLS on 443, a listener on a database port"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 443 5432 "$PORT"; do
+for p in 443 "$PORT"; do
     port_free "$p" || die "port $p on 127.0.0.1 is in use by another program; stop it (or set KAT_QUICKSTART_PORT for katd's port)"
 done
 if [ ! -s "$Q/cert.pem" ] || ! openssl x509 -in "$Q/cert.pem" -noout -checkend 86400 >/dev/null 2>&1; then
@@ -75,21 +87,38 @@ CNF
 OPENSSL_CONF="$Q/openssl.cnf" setsid nohup openssl s_server -accept 127.0.0.1:443 -www -quiet \
     -cert "$Q/cert.pem" -key "$Q/key.pem" >"$Q/tls.log" 2>&1 </dev/null &
 echo $! >"$Q/tls.pid"
+# The first database port that binds on 127.0.0.1 (a port some program holds, on 127.0.0.1 or on every
+# address, does not); the chosen one goes to db.port.
+rm -f "$Q/db.port"
 setsid nohup python3 -c '
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 5432)); s.listen(16)
+import socket, sys
+for port in map(int, sys.argv[2:]):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port)); s.listen(16)
+        break
+    except OSError as e:
+        print(f"127.0.0.1:{port}: {e}", file=sys.stderr); s.close()
+else:
+    sys.exit("no database port is free on 127.0.0.1: " + " ".join(sys.argv[2:]))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(port))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 while True:
     c, _ = s.accept(); c.close()
-' >"$Q/db.log" 2>&1 </dev/null &
+' "$Q/db.port" $DB_PORTS >"$Q/db.log" 2>&1 </dev/null &
 echo $! >"$Q/db.pid"
 wait_until 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/443' || die "the TLS demo server did not start ($Q/tls.log)"
+wait_until 20 test -s "$Q/db.port" || die "the database-port listener did not start ($Q/db.log)"
+DB_PORT="$(cat "$Q/db.port")"
+log "database-port listener on 127.0.0.1:$DB_PORT"
 
-step "katd serve on $API"
+step "katd serve on $API (runtime $RUNTIME)"
 rm -f "$Q/token"
 setsid nohup "$katd" serve --data "$Q/data" --listen "127.0.0.1:$PORT" \
     --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
-    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 >"$Q/katd.log" 2>&1 </dev/null &
+    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" \
+    >"$Q/katd.log" 2>&1 </dev/null &
 echo $! >"$Q/katd.pid"
 if ! wait_until 60 test -s "$Q/token"; then
     tail -n 20 "$Q/katd.log" >&2
@@ -134,3 +163,23 @@ Query it with the operator token in $Q/token, for example:
 Stop everything with:  scripts/quickstart.sh stop
 TXT
 [ "$failed" = 0 ] || die "$failed task(s) failed; see '$katd tasks' and $Q/katd.log"
+
+# The demo's expected findings: its database port open on 127.0.0.1, and localhost's self-signed certificate
+# that still accepts TLS 1.0.
+curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/objects/finding/?limit=1000" | python3 -c '
+import json, sys
+port = sys.argv[1]
+found = {
+    (f["finding_type"], f.get("address") or f.get("hostname")): f.get("description") or ""
+    for f in json.load(sys.stdin)["results"]
+}
+want = {
+    ("KAT-OPEN-DATABASE-PORT", "internet|127.0.0.1"): port + "/tcp",
+    ("KAT-SELF-SIGNED", "internet|localhost"): "",
+    ("KAT-TLS-1.0-SUPPORT", "internet|localhost"): "",
+}
+missing = [" on ".join(k) + (f" (naming {v})" if v else "") for k, v in want.items()
+           if k not in found or v not in found[k]]
+if missing:
+    sys.exit("quickstart.sh: error: expected findings missing: " + ", ".join(missing))
+' "$DB_PORT"

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh machine: formatting and the fast tier first (no engine needed), then
 # install and start the container engines, build the local test images and the static entrypoint, check lints,
 # the docs (warnings are errors: every intra-doc link resolves) and every feature of the facade on its own, and
-# run every test of the workspace.
+# run every test of the workspace; the end-to-end suite (tests/e2e/) runs once on Docker and once on Podman.
 #
 #   scripts/test.sh
 #
@@ -46,5 +46,7 @@ for feature in sled docker podman http; do
     cargo check --quiet -p kat --no-default-features --features "$feature" --lib
 done
 cargo check --quiet -p katd --no-default-features
-step "cargo test (the whole workspace)"
+step "cargo test (the whole workspace; the end-to-end suite on Docker)"
 cargo test --workspace --all-features --no-fail-fast
+step "the end-to-end suite again, on Podman (KAT_E2E_RUNTIME=podman)"
+KAT_E2E_RUNTIME=podman cargo test --workspace --all-features --no-fail-fast --test e2e

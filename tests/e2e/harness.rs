@@ -1,7 +1,12 @@
-//! A whole deployment per test: sled in a temp dir, the real Docker engine, the API on a loopback
-//! port, plugin containers on the host network pointing at 127.0.0.1, and a real operator token.
+//! A whole deployment per test: sled in a temp dir, a real container engine (Docker, or Podman with
+//! `KAT_E2E_RUNTIME=podman`), the API on a loopback port, plugin containers on the host network pointing
+//! at 127.0.0.1, and a real operator token.
+//!
+//! Tests reach the engine only through this module ([`engine`], [`runtime`], [`engine_cli`],
+//! [`Kat::containers_of`]), so every test runs unchanged on both engines.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -9,7 +14,7 @@ use kat::core::engine::EngineConfig;
 use kat::core::org::{OrgCode, Organization};
 use kat::core::runtime::{ContainerRuntime, EntrypointBinary, NetworkMode};
 use kat::core::task::TaskId;
-use kat::deploy::{DeployConfig, Deployment};
+use kat::deploy::{DeployConfig, Deployment, RuntimeChoice};
 use serde_json::{Value, json};
 
 pub(crate) const IMAGE: &str = "kat-busybox:latest";
@@ -23,15 +28,72 @@ pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
+/// The engine the tests run on: `KAT_E2E_RUNTIME` (`docker`, the default, or `podman`; what
+/// `katd serve --runtime` takes). `scripts/test.sh` runs the suite once on each.
+pub(crate) fn engine() -> RuntimeChoice {
+    match std::env::var("KAT_E2E_RUNTIME") {
+        Err(_) => RuntimeChoice::Docker,
+        Ok(v) if v.trim().is_empty() => RuntimeChoice::Docker,
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|e| panic!("KAT_E2E_RUNTIME={v:?}: {e}")),
+    }
+}
+
+/// The engine's command-line client (`docker` or `podman`), for what only the CLI shows (events).
+/// Podman's finds the service's configuration through `CONTAINERS_CONF`, as `scripts/engines.sh` sets it.
+pub(crate) fn engine_cli() -> std::process::Command {
+    std::process::Command::new(engine().name())
+}
+
+/// A connection of our own to the engine the tests run on.
+pub(crate) async fn runtime() -> Result<Arc<dyn ContainerRuntime>, String> {
+    match engine() {
+        RuntimeChoice::Podman => kat::runtime_podman::PodmanRuntime::connect()
+            .await
+            .map(|rt| Arc::new(rt) as Arc<dyn ContainerRuntime>)
+            .map_err(|e| format!("Podman is not reachable: {e}")),
+        _ => kat::runtime_docker::DockerRuntime::connect()
+            .await
+            .map(|rt| Arc::new(rt) as Arc<dyn ContainerRuntime>)
+            .map_err(|e| format!("Docker is not reachable: {e}")),
+    }
+}
+
+/// Whether the engine the tests run on holds `image` (asked through its command-line client).
+pub(crate) fn image_present(image: &str) -> bool {
+    engine_cli()
+        .args(["image", "inspect", image])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the engine cannot run the tests' image, if it cannot.
+async fn engine_problem() -> Option<String> {
+    match engine() {
+        RuntimeChoice::Podman => match kat::runtime_podman::PodmanRuntime::connect().await {
+            Err(e) => Some(format!("Podman is not reachable: {e}")),
+            Ok(rt) => match rt.podman().images().get(IMAGE).exists().await {
+                Ok(true) => None,
+                Ok(false) => Some(format!("the image {IMAGE} is not in Podman's store")),
+                Err(e) => Some(format!("cannot look for the image {IMAGE} in Podman: {e}")),
+            },
+        },
+        _ => match kat::runtime_docker::DockerRuntime::connect().await {
+            Err(e) => Some(format!("Docker is not reachable: {e}")),
+            Ok(rt) => match rt.docker().inspect_image(IMAGE).await {
+                Err(_) => Some(format!("the image {IMAGE} is missing from Docker")),
+                Ok(_) => None,
+            },
+        },
+    }
+}
+
 /// Whether the engine, the image and the entrypoint are there; in CI their absence is a failure.
 pub(crate) async fn ready() -> Option<PathBuf> {
-    let why = match kat::runtime_docker::DockerRuntime::connect().await {
-        Err(e) => Some(format!("Docker is not reachable: {e}")),
-        Ok(rt) => match rt.docker().inspect_image(IMAGE).await {
-            Err(_) => Some(format!("the image {IMAGE} is missing")),
-            Ok(_) => None,
-        },
-    };
+    let why = engine_problem().await;
     let bin = std::env::var("KAT_ENTRYPOINT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -45,7 +107,7 @@ pub(crate) async fn ready() -> Option<PathBuf> {
         None => Some(bin),
         Some(why) => {
             let msg = format!(
-                "{why}; run scripts/engines.sh docker, scripts/test-images.sh and scripts/build-entrypoint.sh (scripts/test.sh does all)"
+                "{why}; run scripts/engines.sh all, scripts/test-images.sh and scripts/build-entrypoint.sh (scripts/test.sh does all)"
             );
             if in_ci() {
                 panic!("{msg}");
@@ -92,12 +154,13 @@ pub(crate) async fn start_with(
         concurrency: 4,
         tick_interval: Duration::from_secs(3600),
         plugin_timeout: Duration::from_secs(60),
-        // Tests run deployments side by side on one Docker engine, each with the deployment name of
+        // Tests run deployments side by side on one engine, each with the deployment name of
         // its own data directory: each reaps at start, and only its own containers.
         deployment: kat::deploy::deployment_name(&dir.path().join("data")),
         reap_at_start: true,
         ..EngineConfig::default()
     };
+    cfg.runtime = engine();
     cfg.plugin_files = vec![pfile];
     cfg.organizations = vec![Organization::new(org.clone(), "Acme")];
     tweak(&mut cfg);
@@ -291,9 +354,7 @@ impl Kat {
 
     /// Containers of ours for a task that still exist.
     pub(crate) async fn containers_of(&self, task: TaskId) -> usize {
-        let rt = kat::runtime_docker::DockerRuntime::connect()
-            .await
-            .expect("docker");
+        let rt = runtime().await.expect("the engine");
         rt.list_managed()
             .await
             .expect("list")

@@ -88,7 +88,7 @@ async fn a_deployment_starting_on_the_same_engine_leaves_another_ones_containers
         1,
         "the task's container runs"
     );
-    // A second deployment on the same Docker engine reaps its orphans at start: the first one's
+    // A second deployment on the same engine reaps its orphans at start: the first one's
     // running container is not one of them.
     let Some(second) = start(json!([slow])).await else {
         return;

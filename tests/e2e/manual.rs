@@ -114,17 +114,15 @@ struct Manual {
 impl Manual {
     async fn start(defs: Vec<PluginDef>, name: &str) -> Option<Manual> {
         let bin = ready().await?;
-        let docker = kat::runtime_docker::DockerRuntime::connect()
-            .await
-            .expect("docker");
-        if docker.docker().inspect_image(STAND_IN).await.is_err() {
+        let engine = crate::harness::runtime().await.expect("engine");
+        if !crate::harness::image_present(STAND_IN) {
             let msg = format!("the image {STAND_IN} is missing; run scripts/manual-images.sh");
             assert!(!in_ci(), "{msg}");
             eprintln!("SKIPPED (not in CI): {msg}");
             return None;
         }
         let runtime = Arc::new(StandIn {
-            inner: Arc::new(docker),
+            inner: engine,
             asked: Mutex::new(BTreeSet::new()),
         });
         let objects = Arc::new(MemoryObjectStore::default());

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Kat, plugin, start};
+use crate::harness::{Kat, engine_cli, plugin, start};
 
 async fn kat() -> Option<Kat> {
     start(json!([
@@ -82,13 +82,13 @@ async fn mode3_sequential_targets_in_one_task_each_with_its_file() {
         contents.push(k.content(f).await);
     }
     // All three targets ran in ONE container (the original starts one per target). `--until` is in whole
-    // seconds, so it is set past the current second (docker events then waits until that time).
+    // seconds, so it is set past the current second (the engine's events then waits until that time).
     let until = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 2;
-    let events = std::process::Command::new("docker")
+    let events = engine_cli()
         .args([
             "events",
             "--since",
@@ -105,7 +105,7 @@ async fn mode3_sequential_targets_in_one_task_each_with_its_file() {
             &format!("label=kat.task={}", ids[0]),
         ])
         .output()
-        .expect("docker events");
+        .expect("the engine's events");
     let created = String::from_utf8_lossy(&events.stdout)
         .lines()
         .filter(|l| !l.is_empty())

@@ -24,11 +24,11 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Whether the original-shaped images are there; in CI their absence is a failure.
 async fn images_ready() -> bool {
-    let Ok(rt) = kat::runtime_docker::DockerRuntime::connect().await else {
+    if crate::harness::runtime().await.is_err() {
         return false; // the harness reports a missing engine
-    };
+    }
     for image in IMAGES {
-        if rt.docker().inspect_image(image).await.is_err() {
+        if !crate::harness::image_present(image) {
             let msg = format!("the image {image} is missing; run scripts/original-image.sh");
             assert!(!in_ci(), "{msg}");
             eprintln!("SKIPPED (not in CI): {msg}");

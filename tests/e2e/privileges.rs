@@ -147,3 +147,69 @@ async fn a_plugin_asking_for_nothing_gets_uid_0_and_net_raw_from_the_policy_alon
         assert_eq!(k.content(&out[0]).await, want, "granted: {granted}");
     }
 }
+
+/// The capability sets of the plugin's process, as `/proc/self/status` shows them (hex masks).
+async fn caps_of(k: &crate::harness::Kat, plugin: &str) -> std::collections::BTreeMap<String, u64> {
+    let id = k.submit(plugin, &[]).await[0];
+    let t = k.wait(id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let out = k.files_of(id).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    k.content(&out[0])
+        .await
+        .lines()
+        .filter_map(|l| {
+            let (name, mask) = l.split_once(':')?;
+            Some((
+                name.trim().to_string(),
+                u64::from_str_radix(mask.trim(), 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_capability_is_the_only_one_a_plugin_gets() {
+    // CAP_NET_RAW is bit 13.
+    const NET_RAW: u64 = 1 << 13;
+    let mut root = plugin(
+        "caps-root",
+        0,
+        json!([]),
+        json!(["grep", "^Cap", "/proc/self/status"]),
+    );
+    root["user"] = json!("0:0");
+    root["cap_add"] = json!(["NET_RAW"]);
+    let mut nobody = plugin(
+        "caps-nobody",
+        0,
+        json!([]),
+        json!(["grep", "^Cap", "/proc/self/status"]),
+    );
+    nobody["cap_add"] = json!(["NET_RAW"]);
+    let policy = Policy::parse(
+        r#"{"plugins": {"caps-root": {"user": "0:0", "cap_add": ["NET_RAW"]},
+                        "caps-nobody": {"cap_add": ["NET_RAW"]}}}"#,
+        "policy.json",
+    )
+    .expect("policy");
+    let Some(k) = start_with(json!([root, nobody]), |cfg| cfg.policy = policy).await else {
+        return;
+    };
+    // As root: exactly the granted capability, effective, on both engines.
+    let caps = caps_of(&k, "caps-root").await;
+    assert_eq!(caps.get("CapEff"), Some(&NET_RAW), "{caps:?}");
+    assert_eq!(caps.get("CapBnd"), Some(&NET_RAW), "{caps:?}");
+    assert_eq!(caps.get("CapAmb"), Some(&0), "{caps:?}");
+    // As nobody: the granted capability bounds the process and nothing else is there.
+    let caps = caps_of(&k, "caps-nobody").await;
+    assert_eq!(caps.get("CapBnd"), Some(&NET_RAW), "{caps:?}");
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        let mask = caps.get(set).copied().unwrap_or(u64::MAX);
+        assert_eq!(mask & !NET_RAW, 0, "{set}: {caps:?}");
+    }
+    eprintln!(
+        "{:?}: caps of a non-root plugin granted NET_RAW: {caps:?}",
+        crate::harness::engine()
+    );
+}

@@ -1,5 +1,5 @@
 //! Whose rights a plugin runs with, and that a plugin's writes never change a scan level: a real
-//! deployment (sled, Docker, the API over TCP) and plugin containers using their own tokens.
+//! deployment (sled, a container engine, the API over TCP) and plugin containers using their own tokens.
 
 use std::time::Duration;
 
