@@ -749,9 +749,8 @@ impl Engine {
     }
 
     async fn queue(&self, tasks: Vec<Task>) -> Result<Vec<Task>> {
-        for chunk in tasks.chunks(500) {
-            self.inner.tasks.create_tasks(chunk.to_vec()).await?;
-        }
+        // All of them in one store call: one batch and one flush, however many.
+        self.inner.tasks.create_tasks(tasks.clone()).await?;
         for t in &tasks {
             self.enqueue(t.id);
         }
@@ -867,27 +866,25 @@ impl Engine {
                     .map(|t| NaturalKey::from_parts([t.object_type.as_str(), t.key.as_str()]))
                     .collect()
             };
-            let mut fresh: HashSet<NaturalKey> = HashSet::new();
-            for chunk in keys.chunks(1000) {
-                fresh.extend(
-                    self.inner
-                        .tasks
-                        .claim_targets(schedule.id, window_start, now, chunk.to_vec())
-                        .await?,
-                );
-            }
-            skipped += keys.len() - fresh.len();
+            // One claim for the whole set: one store round trip (and one flush) per schedule and
+            // organization, however many targets.
+            let total = keys.len();
+            let fresh: HashSet<NaturalKey> = self
+                .inner
+                .tasks
+                .claim_targets(schedule.id, window_start, now, keys.clone())
+                .await?
+                .into_iter()
+                .collect();
+            skipped += total - fresh.len();
             if fresh.is_empty() {
                 continue;
             }
             let chosen: Vec<ObjectRef> = targets
                 .into_iter()
-                .filter(|t| {
-                    fresh.contains(&NaturalKey::from_parts([
-                        t.object_type.as_str(),
-                        t.key.as_str(),
-                    ]))
-                })
+                .zip(&keys)
+                .filter(|(_, k)| fresh.contains(*k))
+                .map(|(t, _)| t)
                 .collect();
             let mut tasks = self.make_tasks(&org, &plugin, chosen, Vec::new());
             for t in &mut tasks {
@@ -909,7 +906,7 @@ impl Engine {
         if &set.org != org {
             return Ok(Vec::new());
         }
-        let mut out: BTreeSet<ObjectRef> = BTreeSet::new();
+        let mut out: Vec<ObjectRef> = Vec::new();
         if set.all || !set.filters.is_empty() {
             let mut q = ObjectQuery::new(org.clone(), set.object_type);
             q.filters = set.filters.clone();
@@ -926,13 +923,17 @@ impl Engine {
             if let Some(o) = self.inner.objects.get(org, set.object_type, key).await?
                 && o.scan.unwrap_or_default().allows(plugin.scan_level)
             {
-                out.insert(ObjectRef {
+                out.push(ObjectRef {
                     object_type: set.object_type,
                     key: key.clone(),
                 });
             }
         }
-        Ok(out.into_iter().collect())
+        // By key, each once (a query's matches usually come in key order already: then this is
+        // one pass).
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     // ---- running ----------------------------------------------------------------------------

@@ -18,7 +18,8 @@
 //! | `J` jti | `i64` exp | a revoked token |
 //! | `X` exp jti | empty | revoked tokens by expiry, so purging costs what expired |
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -49,6 +50,47 @@ const T_PLUGIN: u8 = b'P';
 const T_REVOKED: u8 = b'J';
 const T_EXPIRY: u8 = b'X';
 const T_PLUGIN_OVERRIDE: u8 = b'V';
+
+/// What every authenticated request reads, kept in memory beside the `state` tree: the
+/// organizations (`R`) and the revoked token ids (`J`). Loaded when the store opens and changed by
+/// the same calls that write those entries, under the state writer lock, right after their batch is
+/// applied; the database is this process's alone (sled's lock), so the copy never goes stale, and a
+/// read costs a hash lookup instead of a database read on the blocking pool.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    orgs: RwLock<HashMap<OrgCode, Organization>>,
+    revoked: RwLock<HashSet<String>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Memo {
+    /// Read the organizations and revoked token ids from the `state` tree.
+    pub(crate) fn load(state: &sled::Tree) -> SResult<Memo> {
+        let orgs: Vec<Organization> = scan_json(state, "organization", T_ORGANIZATION)?;
+        let mut revoked = HashSet::new();
+        for entry in state.scan_prefix([T_REVOKED]) {
+            let (k, _) = entry?;
+            let (jti, _) = crate::keys::take_str(&k[1..])
+                .ok_or_else(|| SledStoreError::decode("revoked token key", "malformed"))?;
+            revoked.insert(jti);
+        }
+        Ok(Memo {
+            orgs: RwLock::new(orgs.into_iter().map(|o| (o.code.clone(), o)).collect()),
+            revoked: RwLock::new(revoked),
+        })
+    }
+}
+
+/// Above this many targets, [`TaskQueue::claim_targets`] reads the schedule's claims in one scan
+/// instead of looking each target up.
+const CLAIM_SCAN_FROM: usize = 256;
 
 fn task_key(id: TaskId) -> Key {
     Key::new(T_TASK).id(id.0.as_bytes())
@@ -314,27 +356,45 @@ impl TaskQueue for SledStore {
         let out = self
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
+                let prefix = Key::new(T_CLAIM).id(schedule.0.as_bytes()).into_vec();
+                // Many targets: read the schedule's claims in one pass over its prefix (in key
+                // order, far cheaper per entry than a lookup each); a few: look each one up.
+                let known: Option<HashSet<IVec>> = if targets.len() > CLAIM_SCAN_FROM {
+                    let mut recent = HashSet::new();
+                    for entry in inner.state.scan_prefix(&prefix) {
+                        let (k, v) = entry?;
+                        if i64_value("claim", &v)? >= since.as_millis() {
+                            recent.insert(k);
+                        }
+                    }
+                    Some(recent)
+                } else {
+                    None
+                };
                 let mut batch = sled::Batch::default();
-                let mut pending: HashMap<Vec<u8>, Timestamp> = HashMap::new();
+                let mut claimed: HashSet<Vec<u8>> = HashSet::new();
                 let mut out = Vec::new();
+                let stamp = i64_bytes(now.as_millis());
                 for k in targets {
                     let ck = Key::new(T_CLAIM)
                         .id(schedule.0.as_bytes())
                         .str(k.as_str())
                         .into_vec();
-                    let last = match pending.get(&ck) {
-                        Some(t) => Some(*t),
-                        None => inner
-                            .state
-                            .get(&ck)?
-                            .map(|v| i64_value("claim", &v).map(Timestamp::from_millis))
-                            .transpose()?,
-                    };
-                    if last.is_some_and(|t| t >= since) {
+                    if claimed.contains(&ck) {
                         continue;
                     }
-                    batch.insert(ck.clone(), &i64_bytes(now.as_millis())[..]);
-                    pending.insert(ck, now);
+                    let recent = match &known {
+                        Some(recent) => recent.contains(ck.as_slice()),
+                        None => match inner.state.get(&ck)? {
+                            Some(v) => i64_value("claim", &v)? >= since.as_millis(),
+                            None => false,
+                        },
+                    };
+                    if recent {
+                        continue;
+                    }
+                    batch.insert(ck.clone(), &stamp[..]);
+                    claimed.insert(ck);
                     out.push(k);
                 }
                 if !out.is_empty() {
@@ -490,10 +550,12 @@ impl ScheduleStore for SledStore {
 impl OrgStore for SledStore {
     async fn put_organization(&self, org: Organization) -> Result<()> {
         self.blocking(move |inner| {
+            let _writer = lock(&inner.state_lock);
             inner.state.insert(
                 org_key(&org.code).into_vec(),
                 to_json("organization", &org)?,
             )?;
+            write(&inner.memo.orgs).insert(org.code.clone(), org);
             Ok(())
         })
         .await?;
@@ -502,22 +564,25 @@ impl OrgStore for SledStore {
     }
 
     async fn get_organization(&self, code: &OrgCode) -> Result<Option<Organization>> {
-        let k = org_key(code).into_vec();
-        Ok(self
-            .blocking(move |inner| get_json(&inner.state, "organization", &k))
-            .await?)
+        Ok(read(&self.inner.memo.orgs).get(code).cloned())
     }
 
     async fn list_organizations(&self) -> Result<Vec<Organization>> {
-        Ok(self
-            .blocking(|inner| scan_json(&inner.state, "organization", T_ORGANIZATION))
-            .await?)
+        let mut all: Vec<Organization> = read(&self.inner.memo.orgs).values().cloned().collect();
+        all.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(all)
     }
 
     async fn delete_organization(&self, code: &OrgCode) -> Result<bool> {
         let k = org_key(code).into_vec();
+        let code = code.clone();
         let existed = self
-            .blocking(move |inner| Ok(inner.state.remove(k)?.is_some()))
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let existed = inner.state.remove(k)?.is_some();
+                write(&inner.memo.orgs).remove(&code);
+                Ok(existed)
+            })
             .await?;
         if existed {
             self.written().await?;
@@ -620,6 +685,7 @@ impl RevocationList for SledStore {
             batch.insert(k, &i64_bytes(exp)[..]);
             batch.insert(expiry_key(exp, &jti).into_vec(), IVec::default());
             inner.state.apply_batch(batch)?;
+            write(&inner.memo.revoked).insert(jti);
             Ok(())
         })
         .await?;
@@ -628,10 +694,7 @@ impl RevocationList for SledStore {
     }
 
     async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
-        let k = revoked_key(jti).into_vec();
-        Ok(self
-            .blocking(move |inner| Ok(inner.state.contains_key(k)?))
-            .await?)
+        Ok(read(&self.inner.memo.revoked).contains(jti))
     }
 
     async fn purge_revoked(&self, now: i64) -> Result<u64> {
@@ -639,7 +702,7 @@ impl RevocationList for SledStore {
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
                 let mut batch = sled::Batch::default();
-                let mut n = 0u64;
+                let mut gone = Vec::new();
                 for entry in inner.state.scan_prefix([T_EXPIRY]) {
                     let (k, _) = entry?;
                     let bad = || SledStoreError::decode("revocation expiry key", "malformed");
@@ -650,12 +713,16 @@ impl RevocationList for SledStore {
                     let (jti, _) = crate::keys::take_str(rest).ok_or_else(bad)?;
                     batch.remove(revoked_key(&jti).into_vec());
                     batch.remove(k);
-                    n += 1;
+                    gone.push(jti);
                 }
-                if n > 0 {
+                if !gone.is_empty() {
                     inner.state.apply_batch(batch)?;
+                    let mut revoked = write(&inner.memo.revoked);
+                    for jti in &gone {
+                        revoked.remove(jti);
+                    }
                 }
-                Ok(n)
+                Ok(gone.len() as u64)
             })
             .await?;
         if n > 0 {

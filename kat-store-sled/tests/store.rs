@@ -200,9 +200,50 @@ async fn everything_survives_a_reopen() {
         "claims survived"
     );
     assert_eq!(s.purge_revoked(10_000).await.expect("purge"), 1);
+    assert!(!s.is_token_revoked("jti-1").await.expect("purged"));
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
     assert_eq!((report.objects, report.files), (3, 1));
+    // Organizations and revocations are read from memory: what a reopen loads agrees with what
+    // was written and deleted before it, and a claim of many targets (one scan) with a claim of few.
+    s.revoke_token("jti-2", 20_000).await.expect("revoke");
+    assert!(s.delete_organization(&o).await.expect("delete"));
+    let many: Vec<NaturalKey> = (0..1000)
+        .map(|i| key(&format!("internet|m{i}.example")))
+        .collect();
+    assert_eq!(
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(30),
+            many.clone()
+        )
+        .await
+        .expect("claim")
+        .len(),
+        1000
+    );
+    drop(s);
+    let s = open(dir.path());
+    assert!(s.is_token_revoked("jti-2").await.expect("revoked"));
+    assert!(!s.is_token_revoked("jti-1").await.expect("purged"));
+    assert!(s.get_organization(&o).await.expect("org").is_none());
+    assert!(s.list_organizations().await.expect("orgs").is_empty());
+    let mut again = many;
+    again.push(key("internet|a.example"));
+    again.push(key("internet|new.example"));
+    assert_eq!(
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(40),
+            again
+        )
+        .await
+        .expect("claim"),
+        vec![key("internet|new.example")],
+        "claims of both sizes survived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
