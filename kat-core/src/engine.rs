@@ -913,10 +913,10 @@ impl Engine {
             q.min_scan_level = Some(plugin.scan_level);
             // One pass over every match: paging with offsets would rescan the skipped matches.
             q.limit = 0;
-            let page = self.inner.objects.query(&q).await?;
-            out.extend(page.items.into_iter().map(|o| ObjectRef {
+            let keys = self.inner.objects.query_keys(&q).await?;
+            out.extend(keys.into_iter().map(|key| ObjectRef {
                 object_type: set.object_type,
-                key: o.key,
+                key,
             }));
         }
         for key in &set.keys {

@@ -9,7 +9,8 @@
 //! | `T` id | JSON [`Task`] | a task |
 //! | `O` org ~created_at ~id | task id | tasks of an organization, newest first |
 //! | `G` ~created_at ~id | task id | all tasks, newest first |
-//! | `L` schedule key | `i64` ms | when a schedule last claimed a target |
+//! | `C` schedule | the schedule's claims (key, `i64` ms), one record | when a schedule last claimed each target |
+//! | `L` schedule key | `i64` ms | the same, one entry per target, as databases wrote it before `C`; folded into `C` by the schedule's next claim |
 //! | `S` id | JSON [`Schedule`] | a schedule |
 //! | `D` next_run_at id | empty | enabled schedules by due time, so finding the due ones costs what is due |
 //! | `E` id | JSON [`ObjectSet`] | an object set |
@@ -42,6 +43,7 @@ const T_TASK: u8 = b'T';
 const T_TASK_BY_ORG: u8 = b'O';
 const T_TASK_ALL: u8 = b'G';
 const T_CLAIM: u8 = b'L';
+const T_CLAIMS: u8 = b'C';
 const T_SCHEDULE: u8 = b'S';
 const T_DUE: u8 = b'D';
 const T_SET: u8 = b'E';
@@ -88,9 +90,36 @@ impl Memo {
     }
 }
 
-/// Above this many targets, [`TaskQueue::claim_targets`] reads the schedule's claims in one scan
-/// instead of looking each target up.
-const CLAIM_SCAN_FROM: usize = 256;
+/// One schedule's claims, in one record: `C` schedule id → for each target, its key's length (`u32`,
+/// big-endian), the key, and when it was last claimed (`i64` ms, big-endian).
+fn claims_key(schedule: ScheduleId) -> Key {
+    Key::new(T_CLAIMS).id(schedule.0.as_bytes())
+}
+
+fn encode_claims(claims: &HashMap<Vec<u8>, i64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(claims.keys().map(|k| k.len() + 12).sum());
+    for (k, t) in claims {
+        // Natural keys are far shorter than 4 GiB.
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    out
+}
+
+fn decode_claims(mut bytes: &[u8]) -> SResult<Vec<(&[u8], i64)>> {
+    let bad = || SledStoreError::decode("schedule claims", "malformed record");
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let key = rest.get(..len).ok_or_else(bad)?;
+        let (t, rest) = rest[len..].split_first_chunk::<8>().ok_or_else(bad)?;
+        out.push((key, i64::from_be_bytes(*t)));
+        bytes = rest;
+    }
+    Ok(out)
+}
 
 fn task_key(id: TaskId) -> Key {
     Key::new(T_TASK).id(id.0.as_bytes())
@@ -356,48 +385,46 @@ impl TaskQueue for SledStore {
         let out = self
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
-                let prefix = Key::new(T_CLAIM).id(schedule.0.as_bytes()).into_vec();
-                // Many targets: read the schedule's claims in one pass over its prefix (in key
-                // order, far cheaper per entry than a lookup each); a few: look each one up.
-                let known: Option<HashSet<IVec>> = if targets.len() > CLAIM_SCAN_FROM {
-                    let mut recent = HashSet::new();
-                    for entry in inner.state.scan_prefix(&prefix) {
-                        let (k, v) = entry?;
-                        if i64_value("claim", &v)? >= since.as_millis() {
-                            recent.insert(k);
-                        }
-                    }
-                    Some(recent)
-                } else {
-                    None
-                };
+                let bk = claims_key(schedule).into_vec();
+                let blob = inner.state.get(&bk)?;
                 let mut batch = sled::Batch::default();
-                let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+                // The schedule's claims: its one record, or (a database written before claims
+                // were kept together) its `L` entries, folded into the record and removed here.
+                let mut claims: HashMap<Vec<u8>, i64> = match &blob {
+                    Some(b) => decode_claims(b)?
+                        .into_iter()
+                        .map(|(k, t)| (k.to_vec(), t))
+                        .collect(),
+                    None => {
+                        let prefix = Key::new(T_CLAIM).id(schedule.0.as_bytes()).into_vec();
+                        let mut old = HashMap::new();
+                        for entry in inner.state.scan_prefix(&prefix) {
+                            let (k, v) = entry?;
+                            let (key, _) = crate::keys::take_str(&k[prefix.len()..])
+                                .ok_or_else(|| SledStoreError::decode("claim key", "malformed"))?;
+                            old.insert(key.into_bytes(), i64_value("claim", &v)?);
+                            batch.remove(k);
+                        }
+                        old
+                    }
+                };
+                let (since, now) = (since.as_millis(), now.as_millis());
                 let mut out = Vec::new();
-                let stamp = i64_bytes(now.as_millis());
                 for k in targets {
-                    let ck = Key::new(T_CLAIM)
-                        .id(schedule.0.as_bytes())
-                        .str(k.as_str())
-                        .into_vec();
-                    if claimed.contains(&ck) {
+                    let last = claims
+                        .entry(k.as_str().as_bytes().to_vec())
+                        .or_insert(i64::MIN);
+                    if *last >= since {
                         continue;
                     }
-                    let recent = match &known {
-                        Some(recent) => recent.contains(ck.as_slice()),
-                        None => match inner.state.get(&ck)? {
-                            Some(v) => i64_value("claim", &v)? >= since.as_millis(),
-                            None => false,
-                        },
-                    };
-                    if recent {
-                        continue;
-                    }
-                    batch.insert(ck.clone(), &stamp[..]);
-                    claimed.insert(ck);
+                    *last = now;
                     out.push(k);
                 }
                 if !out.is_empty() {
+                    // Claims from before this window block nothing any more: dropped, so that the
+                    // record stays the size of the set.
+                    claims.retain(|_, t| *t >= since);
+                    batch.insert(bk, encode_claims(&claims));
                     inner.state.apply_batch(batch)?;
                 }
                 Ok(out)
@@ -448,6 +475,7 @@ impl ScheduleStore for SledStore {
                 };
                 let mut batch = sled::Batch::default();
                 batch.remove(due_key(&old).into_vec());
+                batch.remove(claims_key(id).into_vec());
                 batch.remove(k);
                 inner.state.apply_batch(batch)?;
                 Ok(true)

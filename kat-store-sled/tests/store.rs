@@ -1057,3 +1057,66 @@ async fn many_concurrent_flushed_writes_all_complete() {
         .expect("query");
     assert_eq!(page.count, 5 * 64);
 }
+
+/// Claims written one entry per target (`L` schedule key → `i64` ms, before a schedule's claims were
+/// one record) still count: the schedule's next claim folds them into its record and removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_target_claims_of_an_older_database_still_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    let schedule = ScheduleId::new();
+    let at = Timestamp::from_secs(1_000);
+    {
+        let db = raw_sled(dir.path());
+        let state = db.open_tree("state").expect("state");
+        for name in ["old-a.example", "old-b.example"] {
+            let mut k = vec![b'L'];
+            k.extend_from_slice(schedule.0.as_bytes());
+            k.extend(component(&format!("internet|{name}")));
+            let ms = (at.as_millis() as u64) ^ (1 << 63);
+            state.insert(k, &ms.to_be_bytes()[..]).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let s = open(dir.path());
+    let targets = vec![
+        key("internet|old-a.example"),
+        key("internet|new.example"),
+        key("internet|old-b.example"),
+    ];
+    let got = s
+        .claim_targets(schedule, at, at.plus_secs(60), targets.clone())
+        .await
+        .expect("claim");
+    assert_eq!(
+        got,
+        vec![key("internet|new.example")],
+        "the old claims hold in their window"
+    );
+    let got = s
+        .claim_targets(schedule, at, at.plus_secs(61), targets.clone())
+        .await
+        .expect("claim");
+    assert!(got.is_empty(), "and stay after being folded: {got:?}");
+    drop(s);
+    let db = raw_sled(dir.path());
+    let state = db.open_tree("state").expect("state");
+    let mut prefix = vec![b'L'];
+    prefix.extend_from_slice(schedule.0.as_bytes());
+    assert_eq!(
+        state.scan_prefix(prefix).count(),
+        0,
+        "the per-target entries are gone"
+    );
+    drop(state);
+    drop(db);
+    let s = open(dir.path());
+    let later = at.plus_secs(86_400);
+    assert_eq!(
+        s.claim_targets(schedule, later, later, targets.clone())
+            .await
+            .expect("claim"),
+        targets,
+        "the next window hands out everything"
+    );
+}
