@@ -1,9 +1,16 @@
-//! Scheduler benchmark (issue 8): 100k hostnames in an object set, one schedule, batch size 50.
+//! Scheduler benchmark: 100k hostnames in an object set, one schedule, batch size 50.
 //! Measures the tick that creates the 2,000 tasks, and a second tick in the same interval, which must
-//! create none. Real parts: sled with flush per write, the engine, a real JWT authority and the Docker
-//! runtime (which the ticks never call; no container runs).
+//! create none; then where a tick's time goes (the store calls it makes, each timed alone on the same
+//! data); then a tick with nothing due among 10,000 schedules. Real parts: sled with flush per write,
+//! the engine, a real JWT authority and the Docker runtime (which the ticks never call; no container
+//! runs). The allocator is katd's (mimalloc).
 //!
-//! `cargo bench --bench scheduler` (set KAT_BENCH_OBJECTS to change the 100,000).
+//! `cargo bench --bench scheduler` (set KAT_BENCH_OBJECTS to change the 100,000). The figures after
+//! criterion's are printed as `figure: <name> = <value> ms` lines, which `examples/bench_report.rs`
+//! reads.
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,7 +172,161 @@ fn bench(c: &mut Criterion) {
             median.as_secs_f64() * 1000.0,
             second_ticks.len()
         );
+        println!(
+            "figure: second tick = {:.1} ms",
+            median.as_secs_f64() * 1000.0
+        );
     }
+    rt.block_on(phases(&s, n));
+    rt.block_on(idle_ticks(&s));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The median of `runs` timings of `f`.
+async fn median_of<F, Fut>(runs: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut all = Vec::new();
+    for _ in 0..runs {
+        all.push(f().await);
+    }
+    all.sort();
+    all[all.len() / 2]
+}
+
+/// The store calls of a first and a second tick, each timed alone: the object set's keys, the claim
+/// of every target (fresh, then again in the same window), the creation of the tasks.
+async fn phases(s: &Setup, n: usize) {
+    use kat::core::object::NaturalKey;
+    use kat::core::store::{ObjectQuery, TaskQueue};
+    use kat::core::task::{ObjectRef, Task, TaskInput};
+    let mut q = ObjectQuery::new(s.org.clone(), ObjectType::Hostname);
+    q.min_scan_level = Some(ScanLevel::new(1).expect("level"));
+    q.limit = 0;
+    let keys_time = median_of(5, || async {
+        let t = Instant::now();
+        let keys = s.store.query_keys(&q).await.expect("keys");
+        assert_eq!(keys.len(), n);
+        t.elapsed()
+    })
+    .await;
+    let decode_time = median_of(3, || async {
+        let t = Instant::now();
+        let page = s.store.query(&q).await.expect("query");
+        assert_eq!(page.items.len(), n);
+        t.elapsed()
+    })
+    .await;
+    let keys: Vec<NaturalKey> = s
+        .store
+        .query_keys(&q)
+        .await
+        .expect("keys")
+        .iter()
+        .map(|k| NaturalKey::from_parts(["hostname", k.as_str()]))
+        .collect();
+    let now = Timestamp::now();
+    let (mut fresh, mut again) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let id = ScheduleId::new();
+        let t = Instant::now();
+        let got = s
+            .store
+            .claim_targets(id, now, now, keys.clone())
+            .await
+            .expect("claim");
+        fresh.push(t.elapsed());
+        assert_eq!(got.len(), n);
+        let t = Instant::now();
+        let got = s
+            .store
+            .claim_targets(id, now, now.plus_secs(60), keys.clone())
+            .await
+            .expect("claim");
+        again.push(t.elapsed());
+        assert!(got.is_empty());
+    }
+    fresh.sort();
+    again.sort();
+    let create_time = median_of(5, || async {
+        let tasks: Vec<Task> = (0..n.div_ceil(50))
+            .map(|i| {
+                Task::queued(
+                    s.org.clone(),
+                    "dns",
+                    TaskInput {
+                        objects: (0..50)
+                            .map(|j| ObjectRef {
+                                object_type: ObjectType::Hostname,
+                                key: NaturalKey::from_parts([
+                                    "internet",
+                                    &format!("h{}.bench.example", i * 50 + j),
+                                ]),
+                            })
+                            .collect(),
+                        files: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        s.store.create_tasks(tasks).await.expect("create");
+        t.elapsed()
+    })
+    .await;
+    for (name, d) in [
+        ("object set keys (header scan)", keys_time),
+        ("object set decoded (query)", decode_time),
+        ("claim, fresh", fresh[fresh.len() / 2]),
+        ("claim, same window", again[again.len() / 2]),
+        ("create tasks", create_time),
+    ] {
+        eprintln!("phase {name}: {:.1} ms", ms(d));
+        println!("figure: {name} = {:.1} ms", ms(d));
+    }
+}
+
+/// A tick with nothing due among 10,000 schedules.
+async fn idle_ticks(s: &Setup) {
+    let now = Timestamp::now();
+    for i in 0..10_000 {
+        let at = now.plus_secs(3_600 + i);
+        s.store
+            .put_schedule(Schedule {
+                id: ScheduleId::new(),
+                number: 0,
+                org: Some(s.org.clone()),
+                plugin_id: "dns".into(),
+                object_set: Some(s.set),
+                interval: Interval::from_secs(86_400).expect("interval"),
+                enabled: true,
+                next_run_at: at,
+                last_run_at: None,
+                created_at: now,
+                owner: None,
+                disabled_reason: None,
+            })
+            .await
+            .expect("schedule");
+    }
+    let idle = median_of(21, || async {
+        let t = Instant::now();
+        let report = s.engine.tick(now).await.expect("tick");
+        let d = t.elapsed();
+        assert_eq!(report.schedules, 0, "{report:?}");
+        d
+    })
+    .await;
+    eprintln!(
+        "tick with nothing due among 10,000 schedules: {:.3} ms",
+        ms(idle)
+    );
+    println!("figure: idle tick = {:.3} ms", ms(idle));
 }
 
 criterion_group!(benches, bench);

@@ -10,10 +10,13 @@
 //! 5. Authenticated requests/s and p99, from `kat-http`'s load tool (its output file is passed in).
 //! 6. Sustained task throughput: no-op tasks per second through the engine at concurrency 2, 4 and 8, next
 //!    to the same number of `docker run --rm`, one after the other and at the same parallelism.
+//! 7. The scheduler, from `cargo bench --bench scheduler` (its output file is passed in).
+//! 8. Authenticated reads of one object next to a bare hyper server, from the load tool (its output
+//!    file is passed in).
 //!
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
-//!              [--throughput-tasks 200]
+//!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE]
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -484,6 +487,16 @@ async fn main() {
         }
         None => md.push_str("(not run: pass --load-output)\n\n"),
     }
+    md.push_str(&scheduler_section(
+        arg("--scheduler-output")
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .as_deref(),
+    ));
+    md.push_str(&reads_section(
+        arg("--reads-output")
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .as_deref(),
+    ));
     d.shutdown().await;
 
     // ---- 6. sustained throughput ----
@@ -519,4 +532,139 @@ async fn main() {
     std::fs::write(&out, &md).unwrap();
     eprintln!("wrote {}", out.display());
     print!("{md}");
+}
+
+/// A `figure: <name> = <value> ms` line of the scheduler benchmark's output.
+fn figure(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("figure: "))
+        .filter_map(|l| l.split_once(" = "))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim_end_matches(" ms").parse().ok())
+}
+
+/// Criterion's estimate (the middle of `time: [low mid high]`) for the first tick, in ms.
+fn first_tick_ms(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.trim_start().starts_with("time:"))?;
+    let inside = line.split_once('[')?.1.split_once(']')?.0;
+    let words: Vec<&str> = inside.split_whitespace().collect();
+    let (value, unit) = (words.get(2)?.parse::<f64>().ok()?, *words.get(3)?);
+    Some(match unit {
+        "s" => value * 1000.0,
+        "ms" => value,
+        "µs" | "us" => value / 1000.0,
+        _ => return None,
+    })
+}
+
+fn scheduler_section(text: Option<&str>) -> String {
+    let mut md = String::from("## 7. The scheduler\n\n");
+    let Some(text) = text else {
+        md.push_str("(not run: pass --scheduler-output)\n\n");
+        return md;
+    };
+    md.push_str("From `cargo bench --bench scheduler`: 100,000 hostnames at scan level 1 in one object set of a sled store (flush per write), one schedule of a plugin with batch size 50, the engine's `tick` (real JWT authority, Docker runtime connected but never called). The first tick creates the 2,000 tasks; a second tick in the same interval must create none (every target claimed); then 10,000 schedules none of which is due. Below them, each store call a tick makes, timed alone on the same data (where the time goes; docs/performance.md).\n\n| | figure | target |\n|---|---|---|\n");
+    let first = first_tick_ms(text);
+    let second = figure(text, "second tick");
+    let idle = figure(text, "idle tick");
+    let row = |name: &str, v: Option<f64>, target: f64, label: &str| match v {
+        Some(v) => format!(
+            "| {name} | **{v:.1} ms** | {label}: {} |\n",
+            met(v < target)
+        ),
+        None => format!("| {name} | (no figure) | {label} |\n"),
+    };
+    md.push_str(&row(
+        "first tick: 100,000 objects to 2,000 tasks",
+        first,
+        1000.0,
+        "under 1 s",
+    ));
+    md.push_str(&row(
+        "second tick in the same interval: 0 tasks",
+        second,
+        100.0,
+        "under 100 ms",
+    ));
+    md.push_str(&row(
+        "tick with nothing due, 10,000 schedules",
+        idle,
+        5.0,
+        "under 5 ms",
+    ));
+    for name in [
+        "object set keys (header scan)",
+        "object set decoded (query)",
+        "claim, fresh",
+        "claim, same window",
+        "create tasks",
+    ] {
+        if let Some(v) = figure(text, name) {
+            md.push_str(&format!("| store call: {name} | {v:.1} ms | |\n"));
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// `reads (...): N requests in S s, E errors: R requests/s; latency ms p50 .. p99 X ...`
+fn reads_line(line: &str) -> Option<(f64, f64)> {
+    let rps = line
+        .split_once(" errors: ")?
+        .1
+        .split_once(" requests/s")?
+        .0
+        .parse()
+        .ok()?;
+    let p99 = line
+        .split_once(" p99 ")?
+        .1
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((rps, p99))
+}
+
+fn reads_section(text: Option<&str>) -> String {
+    let mut md = String::from("## 8. Authenticated reads of one object vs bare hyper\n\n");
+    let Some(text) = text else {
+        md.push_str("(not run: pass --reads-output)\n\n");
+        return md;
+    };
+    md.push_str("From the load tool: `GET /api/v1/objects/hostname/<key>/` with a real HS256 task token (signature and claims verified, or found in the cache of verified tokens; revocation and the token's organization checked on every request), server in its own process on the sled store, the client (one thread) in another. The anchor: the same tool against a bare hyper server answering a fixed JSON body of the same size (`--store bare`), in the same run with the same connections.\n\n");
+    let ours = text
+        .lines()
+        .filter(|l| l.starts_with("reads (GET"))
+        .find_map(reads_line);
+    let bare = text
+        .lines()
+        .filter(|l| l.starts_with("reads (bare"))
+        .find_map(reads_line);
+    md.push_str("| | requests/s | p99 |\n|---|---|---|\n");
+    if let Some((rps, p99)) = bare {
+        md.push_str(&format!(
+            "| bare hyper, fixed body | {rps:.0} | {p99:.2} ms |\n"
+        ));
+    }
+    if let Some((rps, p99)) = ours {
+        md.push_str(&format!(
+            "| kat-http, authenticated GET | **{rps:.0}** | **{p99:.2} ms** |\n"
+        ));
+        md.push_str(&format!(
+            "| target: at least 25,000/s with p99 under 5 ms | {} | {} |\n",
+            met(rps >= 25_000.0),
+            met(p99 < 5.0)
+        ));
+    }
+    if let (Some((ours, _)), Some((bare, _))) = (ours, bare) {
+        md.push_str(&format!(
+            "| kat-http / bare hyper | {:.2}x | |\n",
+            ours / bare
+        ));
+    }
+    md.push_str("\n```text\n");
+    md.push_str(text.trim());
+    md.push_str("\n```\n\n");
+    md
 }

@@ -782,9 +782,8 @@ impl Engine {
     }
 
     async fn queue(&self, tasks: Vec<Task>) -> Result<Vec<Task>> {
-        for chunk in tasks.chunks(500) {
-            self.inner.tasks.create_tasks(chunk.to_vec()).await?;
-        }
+        // All of them in one store call: one batch and one flush, however many.
+        self.inner.tasks.create_tasks(tasks.clone()).await?;
         for t in &tasks {
             self.enqueue(t.id);
         }
@@ -900,27 +899,25 @@ impl Engine {
                     .map(|t| NaturalKey::from_parts([t.object_type.as_str(), t.key.as_str()]))
                     .collect()
             };
-            let mut fresh: HashSet<NaturalKey> = HashSet::new();
-            for chunk in keys.chunks(1000) {
-                fresh.extend(
-                    self.inner
-                        .tasks
-                        .claim_targets(schedule.id, window_start, now, chunk.to_vec())
-                        .await?,
-                );
-            }
-            skipped += keys.len() - fresh.len();
+            // One claim for the whole set: one store round trip (and one flush) per schedule and
+            // organization, however many targets.
+            let total = keys.len();
+            let fresh: HashSet<NaturalKey> = self
+                .inner
+                .tasks
+                .claim_targets(schedule.id, window_start, now, keys.clone())
+                .await?
+                .into_iter()
+                .collect();
+            skipped += total - fresh.len();
             if fresh.is_empty() {
                 continue;
             }
             let chosen: Vec<ObjectRef> = targets
                 .into_iter()
-                .filter(|t| {
-                    fresh.contains(&NaturalKey::from_parts([
-                        t.object_type.as_str(),
-                        t.key.as_str(),
-                    ]))
-                })
+                .zip(&keys)
+                .filter(|(_, k)| fresh.contains(*k))
+                .map(|(t, _)| t)
                 .collect();
             let mut tasks = self.make_tasks(&org, &plugin, chosen, Vec::new());
             for t in &mut tasks {
@@ -942,7 +939,7 @@ impl Engine {
         if &set.org != org {
             return Ok(Vec::new());
         }
-        let mut out: BTreeSet<ObjectRef> = BTreeSet::new();
+        let mut out: Vec<ObjectRef> = Vec::new();
         // URLs have no level of their own: each is checked at its host's level.
         let own_level = set.object_type.has_scan_level();
         if set.all || !set.filters.is_empty() {
@@ -953,19 +950,25 @@ impl Engine {
             }
             // One pass over every match: paging with offsets would rescan the skipped matches.
             q.limit = 0;
-            let page = self.inner.objects.query(&q).await?;
-            for o in page.items {
-                if !own_level
-                    && !scan_of(self.inner.objects.as_ref(), &o)
+            if own_level {
+                let keys = self.inner.objects.query_keys(&q).await?;
+                out.extend(keys.into_iter().map(|key| ObjectRef {
+                    object_type: set.object_type,
+                    key,
+                }));
+            } else {
+                let page = self.inner.objects.query(&q).await?;
+                for o in page.items {
+                    if scan_of(self.inner.objects.as_ref(), &o)
                         .await?
                         .is_some_and(|p| p.allows(plugin.scan_level))
-                {
-                    continue;
+                    {
+                        out.push(ObjectRef {
+                            object_type: set.object_type,
+                            key: o.key,
+                        });
+                    }
                 }
-                out.insert(ObjectRef {
-                    object_type: set.object_type,
-                    key: o.key,
-                });
             }
         }
         for key in &set.keys {
@@ -974,13 +977,17 @@ impl Engine {
                     .await?
                     .is_some_and(|p| p.allows(plugin.scan_level))
             {
-                out.insert(ObjectRef {
+                out.push(ObjectRef {
                     object_type: set.object_type,
                     key: key.clone(),
                 });
             }
         }
-        Ok(out.into_iter().collect())
+        // By key, each once (a query's matches usually come in key order already: then this is
+        // one pass).
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     // ---- running ----------------------------------------------------------------------------

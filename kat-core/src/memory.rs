@@ -432,6 +432,9 @@ struct TasksInner {
     tasks: BTreeMap<TaskId, Task>,
     claims: HashMap<(ScheduleId, NaturalKey), Timestamp>,
     schedules: BTreeMap<ScheduleId, Schedule>,
+    /// The enabled schedules by `next_run_at`: what [`ScheduleStore::due_schedules`] reads, so that
+    /// a tick costs what is due, not the number of schedules.
+    due: BTreeSet<(Timestamp, ScheduleId)>,
     sets: BTreeMap<ObjectSetId, ObjectSet>,
     /// The last integer ids given out (never reused).
     last_schedule_number: u64,
@@ -543,7 +546,14 @@ impl ScheduleStore for MemoryTaskStore {
             };
         }
         g.last_schedule_number = g.last_schedule_number.max(s.number);
-        g.schedules.insert(s.id, s.clone());
+        if s.enabled {
+            g.due.insert((s.next_run_at, s.id));
+        }
+        if let Some(old) = g.schedules.insert(s.id, s.clone())
+            && (!s.enabled || old.next_run_at != s.next_run_at)
+        {
+            g.due.remove(&(old.next_run_at, old.id));
+        }
         Ok(s)
     }
 
@@ -552,7 +562,12 @@ impl ScheduleStore for MemoryTaskStore {
     }
 
     async fn delete_schedule(&self, id: ScheduleId) -> Result<bool> {
-        Ok(lock(&self.inner).schedules.remove(&id).is_some())
+        let mut g = lock(&self.inner);
+        let Some(old) = g.schedules.remove(&id) else {
+            return Ok(false);
+        };
+        g.due.remove(&(old.next_run_at, old.id));
+        Ok(true)
     }
 
     async fn list_schedules(&self, org: Option<&OrgCode>) -> Result<Vec<Schedule>> {
@@ -565,15 +580,13 @@ impl ScheduleStore for MemoryTaskStore {
     }
 
     async fn due_schedules(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
-        let mut due: Vec<Schedule> = lock(&self.inner)
-            .schedules
-            .values()
-            .filter(|s| s.enabled && s.next_run_at <= now)
-            .cloned()
-            .collect();
-        due.sort_by(|a, b| a.next_run_at.cmp(&b.next_run_at).then(a.id.cmp(&b.id)));
-        due.truncate(limit);
-        Ok(due)
+        let g = lock(&self.inner);
+        Ok(g.due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .filter_map(|(_, id)| g.schedules.get(id).cloned())
+            .collect())
     }
 
     async fn put_object_set(&self, mut set: ObjectSet) -> Result<ObjectSet> {

@@ -375,6 +375,34 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// and the total count of matches. Callers use [`ObjectStore::query`].
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>>;
 
+    /// The keys of the objects [`ObjectStore::query`] would return for `query`, in the same order:
+    /// what the scheduler needs of an object set, without loading every object.
+    ///
+    /// Provided: the same checks as [`ObjectStore::query`], then [`ObjectStore::query_keys_valid`].
+    ///
+    /// # Errors
+    /// As [`ObjectStore::query`].
+    async fn query_keys(&self, query: &ObjectQuery) -> Result<Vec<NaturalKey>> {
+        query.validate()?;
+        if query.keys.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        self.query_keys_valid(query).await
+    }
+
+    /// What a backend may implement for [`ObjectStore::query_keys`] (a valid query, as for
+    /// [`ObjectStore::query_valid`]); by default the keys of [`ObjectStore::query_valid`]'s page. A
+    /// backend overrides it when it can answer without decoding the objects.
+    async fn query_keys_valid(&self, query: &ObjectQuery) -> Result<Vec<NaturalKey>> {
+        Ok(self
+            .query_valid(query)
+            .await?
+            .items
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
     /// Delete objects by key; returns how many existed.
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64>;
 

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p kat-http --example load -- [--connections 16] [--seconds 10] [--batch 100]
-//!     [--store sled|memory|null] [--durability flush|periodic] [--rate OBJECTS_PER_SECOND]
-//!     [--warmup SECONDS]
+//!     [--store sled|memory|null|bare] [--durability flush|periodic] [--rate OBJECTS_PER_SECOND]
+//!     [--warmup SECONDS] [--write-seconds SECONDS]
 //! ```
 //!
 //! The parent starts a copy of itself as the server (`load serve ...`, a separate process with its own
@@ -15,6 +15,11 @@
 //!    request's scheduled time (a late answer delays the next request, and that wait counts too: no
 //!    coordinated omission);
 //! 2. reads: `GET /api/v1/objects/hostname/<key>/` of hostnames written in phase 1.
+//!
+//! `--write-seconds` shortens phase 1 (default: `--seconds`). `--store bare` is the anchor for the
+//! reads: the server process is a minimal hyper server (the same HTTP/1.1 settings, keep-alive, no
+//! routing, no authentication, no store) answering every request with a fixed JSON body the size of
+//! an object; phase 1 is skipped, and the reads measure what hyper and this client cost alone.
 //!
 //! Writes run `--warmup` seconds (default 1) before they are measured: a new database's first
 //! batches grow sled's files and the allocator's arenas. It prints requests/s, objects/s and latency
@@ -50,6 +55,7 @@ struct Args {
     durability: String,
     rate: Option<f64>,
     warmup: f64,
+    write_seconds: Option<u64>,
 }
 
 fn parse_args(args: &[String]) -> Args {
@@ -61,6 +67,7 @@ fn parse_args(args: &[String]) -> Args {
         durability: "flush".into(),
         rate: None,
         warmup: 1.0,
+        write_seconds: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -73,6 +80,7 @@ fn parse_args(args: &[String]) -> Args {
             "--durability" => a.durability = v,
             "--rate" => a.rate = Some(v.parse().unwrap()),
             "--warmup" => a.warmup = v.parse().unwrap(),
+            "--write-seconds" => a.write_seconds = Some(v.parse().unwrap()),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -95,6 +103,10 @@ fn main() {
 /// stdin closes.
 fn serve(args: &[String]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if args[1] == "bare" {
+        rt.block_on(serve_bare());
+        return;
+    }
     rt.block_on(async {
         let dir = std::path::PathBuf::from(&args[0]);
         let (objects, files, tasks): (
@@ -152,6 +164,41 @@ fn serve(args: &[String]) {
         };
         api.serve(listener, stop).await.unwrap();
     });
+}
+
+/// What the bare server answers: the size and shape of an object's JSON.
+const BARE_BODY: &[u8] = br#"{"object_type":"hostname","id":"internet|h1-1-c0.load.example","network":"internet","name":"h1-1-c0.load.example","scan_level":null,"declared":false,"created_at":"2026-01-01T00:00:00Z","last_seen":"2026-01-01T00:00:00Z"}"#;
+
+/// The anchor: hyper alone, with the API's connection settings, answering a fixed body; stops when
+/// stdin closes.
+async fn serve_bare() {
+    use hyper::server::conn::http1 as server;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("LISTENING {}", listener.local_addr().unwrap());
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                let mut r = http::Response::new(Full::new(Bytes::from_static(BARE_BODY)));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, std::convert::Infallible>(r)
+            });
+            let _ = server::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// An object store that stores nothing (answers as if every object were new): isolates the cost of
@@ -362,10 +409,12 @@ fn client(args: Args) {
         let auth = Arc::new(format!("Token {token}"));
         let addr = Arc::new(addr);
 
-        // Phase 1: bulk writes, measured after the warm-up.
+        // Phase 1: bulk writes, measured after the warm-up (none against the bare server).
+        let bare = args.store == "bare";
         let start = Instant::now();
-        let measured_from = start + Duration::from_secs_f64(args.warmup);
-        let deadline = measured_from + Duration::from_secs(args.seconds);
+        let measured_from = start + Duration::from_secs_f64(if bare { 0.0 } else { args.warmup });
+        let write_seconds = if bare { 0 } else { args.write_seconds.unwrap_or(args.seconds) };
+        let deadline = measured_from + Duration::from_secs(write_seconds);
         let mut workers = Vec::new();
         // With --rate: each connection's requests are `interval` apart, the connections staggered.
         let interval = args
@@ -421,13 +470,15 @@ fn client(args: Args) {
             errors += e;
             seqs.push(s);
         }
-        report(
-            "writes (POST /objects/)",
-            &mut lat,
-            measured_from.elapsed(),
-            args.batch,
-            errors,
-        );
+        if !bare {
+            report(
+                "writes (POST /objects/)",
+                &mut lat,
+                measured_from.elapsed(),
+                args.batch,
+                errors,
+            );
+        }
 
         // Phase 2: authenticated detail reads of written hostnames.
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -468,7 +519,12 @@ fn client(args: Args) {
             lat.extend(l);
             errors += e;
         }
-        report("reads (GET /objects/hostname/<key>/)", &mut lat, start.elapsed(), 1, errors);
+        let name = if bare {
+            "reads (bare hyper, fixed body)"
+        } else {
+            "reads (GET /objects/hostname/<key>/)"
+        };
+        report(name, &mut lat, start.elapsed(), 1, errors);
     });
     drop(child.stdin.take());
     let _ = child.wait();

@@ -50,7 +50,8 @@ pub(crate) fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
 
 /// Verify the request's token, and that its organization exists and existed when the token was
 /// issued (a token of a deleted organization is refused at once, and stays refused when the code is
-/// used again). The organization is read from the store on every request, never cached.
+/// used again). The organization is asked of the [`OrgStore`] on every request (the sled store
+/// answers from its in-memory copy, which its own writes keep current), never cached here.
 pub(crate) async fn authenticate(
     tokens: &dyn TokenAuthority,
     orgs: &dyn OrgStore,

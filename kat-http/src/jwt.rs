@@ -6,8 +6,9 @@
 //! issuer, an expired or not-yet-valid token, a revoked `jti` and anything larger than
 //! [`MAX_TOKEN_BYTES`] are all refused with [`Error::Unauthenticated`].
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,6 +42,10 @@ pub const LEEWAY_SECS: u64 = 5;
 
 /// The shortest HS256 secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// How many verified tokens a [`JwtAuthority`] remembers by default (see
+/// [`JwtAuthority::with_cache_capacity`]).
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 
 /// The longest lifetime [`mint_operator_token`] accepts.
 pub const MAX_OPERATOR_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -92,6 +97,10 @@ pub struct JwtAuthority {
     validation: Validation,
     issuer: String,
     denylist: Arc<dyn RevocationList>,
+    /// Tokens whose signature and claims were verified, by the whole token text; see
+    /// [`JwtAuthority::with_cache_capacity`].
+    verified: Mutex<HashMap<Box<str>, Claims>>,
+    cache_capacity: usize,
 }
 
 impl fmt::Debug for JwtAuthority {
@@ -131,6 +140,8 @@ impl JwtAuthority {
             validation,
             issuer: ISSUER.to_string(),
             denylist,
+            verified: Mutex::new(HashMap::new()),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
         };
         auth.self_test()?;
         Ok(auth)
@@ -246,6 +257,39 @@ impl JwtAuthority {
         }
     }
 
+    /// Remember up to `capacity` verified tokens (0: none; [`DEFAULT_CACHE_CAPACITY`] unless set).
+    ///
+    /// A token seen before skips the signature check and the parsing of its claims; everything
+    /// that can change while it lives is still checked on every use: its time window (`exp`, `nbf`,
+    /// `iat`, with [`LEEWAY_SECS`]) against the clock, and its `jti` against the
+    /// [`RevocationList`], so a revoked token is refused on its next use whether it was cached or
+    /// not. The key is the whole token text: a token that differs in any byte is verified in full.
+    /// An expired entry is dropped when it is next used; when the cache is full, expired entries
+    /// are dropped first, and if none expired the cache starts again empty.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use kat_core::{clock::Timestamp, memory::MemoryTaskStore, org::OrgCode, permission::Permissions};
+    /// use kat_core::token::{Claims, TokenAuthority};
+    /// use kat_http::JwtAuthority;
+    ///
+    /// let auth = JwtAuthority::hs256(&[7u8; 32], Arc::new(MemoryTaskStore::default()))?.with_cache_capacity(100);
+    /// let claims = Claims::for_user("ops", OrgCode::new("acme")?, Permissions::new(), Timestamp::now(), 600);
+    /// let token = auth.mint(&claims)?;
+    /// assert_eq!(auth.verify(&token).await?, claims);
+    /// assert_eq!(auth.verify(&token).await?, claims); // from the cache
+    /// auth.revoke(&claims.jti, claims.exp).await?;
+    /// assert!(auth.verify(&token).await.is_err()); // revoked: refused at once
+    /// # Ok::<(), kat_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
     /// The algorithm this authority signs and accepts (`HS256` or `EdDSA`).
     pub fn algorithm(&self) -> &'static str {
         self.alg_name
@@ -300,12 +344,42 @@ impl JwtAuthority {
         if claims.jti.is_empty() || claims.jti.len() > 128 {
             return Err("jti must be 1 to 128 characters".into());
         }
-        let now = Timestamp::now().as_secs();
-        let leeway = LEEWAY_SECS as i64;
-        if claims.exp < now - leeway || claims.nbf > now + leeway || claims.iat > now + leeway {
+        if !in_time(&claims, Timestamp::now().as_secs()) {
             return Err("token is expired or not yet valid".into());
         }
         Ok(claims)
+    }
+
+    /// The claims of a token verified before and still within its time window, if cached.
+    fn cached(&self, token: &str) -> Option<Claims> {
+        if self.cache_capacity == 0 {
+            return None;
+        }
+        let mut cache = self.verified.lock().ok()?;
+        let claims = cache.get(token)?;
+        if in_time(claims, Timestamp::now().as_secs()) {
+            return Some(claims.clone());
+        }
+        cache.remove(token);
+        None
+    }
+
+    /// Remember a token that was just verified in full.
+    fn remember(&self, token: &str, claims: &Claims) {
+        if self.cache_capacity == 0 {
+            return;
+        }
+        let Ok(mut cache) = self.verified.lock() else {
+            return;
+        };
+        if cache.len() >= self.cache_capacity {
+            let now = Timestamp::now().as_secs();
+            cache.retain(|_, c| in_time(c, now));
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+        }
+        cache.insert(token.into(), claims.clone());
     }
 
     fn check_header(&self, header_b64: &str) -> std::result::Result<(), String> {
@@ -343,10 +417,17 @@ impl TokenAuthority for JwtAuthority {
     }
 
     async fn verify(&self, token: &str) -> Result<Claims> {
-        let claims = self.decode(token).map_err(Error::Unauthenticated)?;
-        // Fail closed: a denylist that cannot be read is an error, never a pass.
+        let (claims, fresh) = match self.cached(token) {
+            Some(c) => (c, false),
+            None => (self.decode(token).map_err(Error::Unauthenticated)?, true),
+        };
+        // On every use, cached or not. Fail closed: a denylist that cannot be read is an error,
+        // never a pass.
         if self.denylist.is_token_revoked(&claims.jti).await? {
             return Err(Error::Unauthenticated("token revoked".into()));
+        }
+        if fresh {
+            self.remember(token, &claims);
         }
         Ok(claims)
     }
@@ -354,6 +435,12 @@ impl TokenAuthority for JwtAuthority {
     async fn revoke(&self, jti: &str, exp: i64) -> Result<()> {
         self.denylist.revoke_token(jti, exp).await
     }
+}
+
+/// Whether `now` (unix seconds) is within the token's time window, with [`LEEWAY_SECS`].
+fn in_time(claims: &Claims, now: i64) -> bool {
+    let leeway = LEEWAY_SECS as i64;
+    claims.exp >= now - leeway && claims.nbf <= now + leeway && claims.iat <= now + leeway
 }
 
 /// Every permission, unrestricted: what an operator's token usually carries.

@@ -85,8 +85,8 @@ use kat_core::token::TokenAuthority;
 
 pub use body::{ApiBody, BoxError};
 pub use jwt::{
-    JwtAuthority, JwtError, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES, MIN_SECRET_BYTES,
-    all_permissions, mint_operator_token,
+    DEFAULT_CACHE_CAPACITY, JwtAuthority, JwtError, LEEWAY_SECS, MAX_OPERATOR_TTL, MAX_TOKEN_BYTES,
+    MIN_SECRET_BYTES, all_permissions, mint_operator_token,
 };
 
 use crate::error::ApiError;

@@ -212,6 +212,8 @@ pub(crate) struct Inner {
     pub(crate) state_lock: Mutex<()>,
     pub(crate) blob_dir: PathBuf,
     pub(crate) tmp_dir: PathBuf,
+    /// Organizations and revoked token ids in memory (see [`tasks::Memo`]).
+    pub(crate) memo: tasks::Memo,
 }
 
 impl fmt::Debug for SledStore {
@@ -291,12 +293,15 @@ impl SledStore {
             }
         };
         check_format(&db)?;
+        let state = db.open_tree(STATE_TREE)?;
+        let memo = tasks::Memo::load(&state)?;
         let store = SledStore {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 objects: db.open_tree(OBJECTS_TREE)?,
                 files: db.open_tree(FILES_TREE)?,
-                state: db.open_tree(STATE_TREE)?,
+                state,
+                memo,
                 db,
                 durability: options.durability,
                 max_batch_objects: AtomicUsize::new(DEFAULT_MAX_BATCH_OBJECTS),

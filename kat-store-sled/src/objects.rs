@@ -457,6 +457,49 @@ fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
     }
 }
 
+/// The keys of a query's matches. A scan of the whole type in key order, filtered at most by scan
+/// level (an object set of every object of a type), reads the key from the entry's key and the
+/// scan level from the record's header, never decoding an object; anything else is
+/// [`query_blocking`]'s page.
+fn query_keys_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Vec<NaturalKey>> {
+    let plain = q.keys.is_none()
+        && q.filters.is_empty()
+        && q.search.is_none()
+        && q.offset == 0
+        && q.ordering
+            .as_ref()
+            .is_none_or(|o| o.field == "id" && !o.descending);
+    if !plain {
+        return Ok(query_blocking(inner, q)?
+            .items
+            .into_iter()
+            .map(|o| o.key)
+            .collect());
+    }
+    let prefix = type_prefix(&q.org, q.object_type).into_vec();
+    let limit = if q.limit == 0 { usize::MAX } else { q.limit };
+    let mut out = Vec::new();
+    for entry in inner.objects.scan_prefix(&prefix) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = entry?;
+        if let Some(min) = q.min_scan_level {
+            let scan = match crate::record::scan_of(&v)? {
+                Some(scan) => scan,
+                None => decode_at(&k, &v)?.o.scan,
+            };
+            if !scan.is_some_and(|p| p.allows(min)) {
+                continue;
+            }
+        }
+        let (key, _) = take_str(&k[prefix.len()..])
+            .ok_or_else(|| SledStoreError::decode("object key", "malformed"))?;
+        out.push(stored_key(key));
+    }
+    Ok(out)
+}
+
 fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>> {
     let prefix = type_prefix(&q.org, q.object_type).into_vec();
     // Candidates from point lookups: a key restriction, or the most selective filter's index.
@@ -616,14 +659,23 @@ impl ObjectStore for SledStore {
         ty: ObjectType,
         key: &NaturalKey,
     ) -> Result<Option<StoredObject>> {
+        // On the calling thread: a point read of a cached page takes a few microseconds, less than
+        // the hop to the blocking pool and back (docs/store-sled.md).
         let pk = object_key(org, ty, key).into_vec();
-        Ok(self.blocking(move |inner| load(inner, &pk)).await?)
+        Ok(load(&self.inner, &pk)?)
     }
 
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_blocking(inner, &q))
+            .await?)
+    }
+
+    async fn query_keys_valid(&self, query: &ObjectQuery) -> Result<Vec<NaturalKey>> {
+        let q = query.clone();
+        Ok(self
+            .blocking(move |inner| query_keys_blocking(inner, &q))
             .await?)
     }
 

@@ -104,6 +104,30 @@ impl Record {
     }
 }
 
+/// The scan profile in a stored value's header, without decoding the object: `None` for a value of
+/// format version 1 (JSON), which has to be decoded whole.
+pub(crate) fn scan_of(bytes: &[u8]) -> SResult<Option<Option<ScanProfile>>> {
+    if bytes.first() != Some(&COMPACT) {
+        return Ok(None);
+    }
+    let bad = |why: &str| SledStoreError::decode("object", why.to_string());
+    let header = bytes
+        .get(..HEADER)
+        .ok_or_else(|| bad("record shorter than its header"))?;
+    let (flags, level) = (header[17], header[18]);
+    if flags & F_SCAN == 0 {
+        return Ok(Some(None));
+    }
+    let level = match level {
+        NO_LEVEL => None,
+        l => Some(ScanLevel::new(l).map_err(|_| bad("scan level out of range"))?),
+    };
+    Ok(Some(Some(ScanProfile {
+        level,
+        declared: flags & F_DECLARED != 0,
+    })))
+}
+
 fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Record> {
     let bad = |why: &str| SledStoreError::decode("object", why.to_string());
     let header = bytes
@@ -215,6 +239,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_header_alone_gives_the_scan_profile() {
+        let level = ScanLevel::new(2).expect("level");
+        for scan in [
+            None,
+            Some(ScanProfile::default()),
+            Some(ScanProfile::declared(level)),
+        ] {
+            let r = record(scan, true, 1);
+            let bytes = r.encode().expect("encode");
+            assert_eq!(scan_of(&bytes).expect("header"), Some(scan));
+            assert!(scan_of(&bytes[..HEADER - 1]).is_err());
+        }
+        let v1 = serde_json::to_vec(&record(None, false, 0)).expect("json");
+        assert_eq!(
+            scan_of(&v1).expect("v1"),
+            None,
+            "version 1 needs a full decode"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! | `T` id | JSON [`Task`] | a task |
 //! | `O` org ~created_at ~id | task id | tasks of an organization, newest first |
 //! | `G` ~created_at ~id | task id | all tasks, newest first |
-//! | `L` schedule key | `i64` ms | when a schedule last claimed a target |
+//! | `C` schedule | the schedule's claims (key, `i64` ms), one record | when a schedule last claimed each target |
+//! | `L` schedule key | `i64` ms | the same, one entry per target, as databases wrote it before `C`; folded into `C` by the schedule's next claim |
 //! | `S` id | JSON [`Schedule`] | a schedule |
 //! | `D` next_run_at id | empty | enabled schedules by due time, so finding the due ones costs what is due |
 //! | `E` id | JSON [`ObjectSet`] | an object set |
@@ -19,7 +20,8 @@
 //! | `J` jti | `i64` exp | a revoked token |
 //! | `X` exp jti | empty | revoked tokens by expiry, so purging costs what expired |
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -42,6 +44,7 @@ const T_TASK: u8 = b'T';
 const T_TASK_BY_ORG: u8 = b'O';
 const T_TASK_ALL: u8 = b'G';
 const T_CLAIM: u8 = b'L';
+const T_CLAIMS: u8 = b'C';
 const T_SCHEDULE: u8 = b'S';
 const T_DUE: u8 = b'D';
 const T_SET: u8 = b'E';
@@ -113,6 +116,74 @@ pub(crate) fn number_unnumbered(state: &sled::Tree) -> SResult<usize> {
         state.apply_batch(batch)?;
     }
     Ok(changed)
+}
+
+/// What every authenticated request reads, kept in memory beside the `state` tree: the
+/// organizations (`R`) and the revoked token ids (`J`). Loaded when the store opens and changed by
+/// the same calls that write those entries, under the state writer lock, right after their batch is
+/// applied; the database is this process's alone (sled's lock), so the copy never goes stale, and a
+/// read costs a hash lookup instead of a database read on the blocking pool.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    orgs: RwLock<HashMap<OrgCode, Organization>>,
+    revoked: RwLock<HashSet<String>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Memo {
+    /// Read the organizations and revoked token ids from the `state` tree.
+    pub(crate) fn load(state: &sled::Tree) -> SResult<Memo> {
+        let orgs: Vec<Organization> = scan_json(state, "organization", T_ORGANIZATION)?;
+        let mut revoked = HashSet::new();
+        for entry in state.scan_prefix([T_REVOKED]) {
+            let (k, _) = entry?;
+            let (jti, _) = crate::keys::take_str(&k[1..])
+                .ok_or_else(|| SledStoreError::decode("revoked token key", "malformed"))?;
+            revoked.insert(jti);
+        }
+        Ok(Memo {
+            orgs: RwLock::new(orgs.into_iter().map(|o| (o.code.clone(), o)).collect()),
+            revoked: RwLock::new(revoked),
+        })
+    }
+}
+
+/// One schedule's claims, in one record: `C` schedule id → for each target, its key's length (`u32`,
+/// big-endian), the key, and when it was last claimed (`i64` ms, big-endian).
+fn claims_key(schedule: ScheduleId) -> Key {
+    Key::new(T_CLAIMS).id(schedule.0.as_bytes())
+}
+
+fn encode_claims(claims: &HashMap<Vec<u8>, i64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(claims.keys().map(|k| k.len() + 12).sum());
+    for (k, t) in claims {
+        // Natural keys are far shorter than 4 GiB.
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    out
+}
+
+fn decode_claims(mut bytes: &[u8]) -> SResult<Vec<(&[u8], i64)>> {
+    let bad = || SledStoreError::decode("schedule claims", "malformed record");
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let key = rest.get(..len).ok_or_else(bad)?;
+        let (t, rest) = rest[len..].split_first_chunk::<8>().ok_or_else(bad)?;
+        out.push((key, i64::from_be_bytes(*t)));
+        bytes = rest;
+    }
+    Ok(out)
 }
 
 fn task_key(id: TaskId) -> Key {
@@ -379,30 +450,46 @@ impl TaskQueue for SledStore {
         let out = self
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
+                let bk = claims_key(schedule).into_vec();
+                let blob = inner.state.get(&bk)?;
                 let mut batch = sled::Batch::default();
-                let mut pending: HashMap<Vec<u8>, Timestamp> = HashMap::new();
+                // The schedule's claims: its one record, or (a database written before claims
+                // were kept together) its `L` entries, folded into the record and removed here.
+                let mut claims: HashMap<Vec<u8>, i64> = match &blob {
+                    Some(b) => decode_claims(b)?
+                        .into_iter()
+                        .map(|(k, t)| (k.to_vec(), t))
+                        .collect(),
+                    None => {
+                        let prefix = Key::new(T_CLAIM).id(schedule.0.as_bytes()).into_vec();
+                        let mut old = HashMap::new();
+                        for entry in inner.state.scan_prefix(&prefix) {
+                            let (k, v) = entry?;
+                            let (key, _) = crate::keys::take_str(&k[prefix.len()..])
+                                .ok_or_else(|| SledStoreError::decode("claim key", "malformed"))?;
+                            old.insert(key.into_bytes(), i64_value("claim", &v)?);
+                            batch.remove(k);
+                        }
+                        old
+                    }
+                };
+                let (since, now) = (since.as_millis(), now.as_millis());
                 let mut out = Vec::new();
                 for k in targets {
-                    let ck = Key::new(T_CLAIM)
-                        .id(schedule.0.as_bytes())
-                        .str(k.as_str())
-                        .into_vec();
-                    let last = match pending.get(&ck) {
-                        Some(t) => Some(*t),
-                        None => inner
-                            .state
-                            .get(&ck)?
-                            .map(|v| i64_value("claim", &v).map(Timestamp::from_millis))
-                            .transpose()?,
-                    };
-                    if last.is_some_and(|t| t >= since) {
+                    let last = claims
+                        .entry(k.as_str().as_bytes().to_vec())
+                        .or_insert(i64::MIN);
+                    if *last >= since {
                         continue;
                     }
-                    batch.insert(ck.clone(), &i64_bytes(now.as_millis())[..]);
-                    pending.insert(ck, now);
+                    *last = now;
                     out.push(k);
                 }
                 if !out.is_empty() {
+                    // Claims from before this window block nothing any more: dropped, so that the
+                    // record stays the size of the set.
+                    claims.retain(|_, t| *t >= since);
+                    batch.insert(bk, encode_claims(&claims));
                     inner.state.apply_batch(batch)?;
                 }
                 Ok(out)
@@ -462,6 +549,7 @@ impl ScheduleStore for SledStore {
                 };
                 let mut batch = sled::Batch::default();
                 batch.remove(due_key(&old).into_vec());
+                batch.remove(claims_key(id).into_vec());
                 batch.remove(k);
                 inner.state.apply_batch(batch)?;
                 Ok(true)
@@ -575,10 +663,12 @@ impl ScheduleStore for SledStore {
 impl OrgStore for SledStore {
     async fn put_organization(&self, org: Organization) -> Result<()> {
         self.blocking(move |inner| {
+            let _writer = lock(&inner.state_lock);
             inner.state.insert(
                 org_key(&org.code).into_vec(),
                 to_json("organization", &org)?,
             )?;
+            write(&inner.memo.orgs).insert(org.code.clone(), org);
             Ok(())
         })
         .await?;
@@ -587,22 +677,25 @@ impl OrgStore for SledStore {
     }
 
     async fn get_organization(&self, code: &OrgCode) -> Result<Option<Organization>> {
-        let k = org_key(code).into_vec();
-        Ok(self
-            .blocking(move |inner| get_json(&inner.state, "organization", &k))
-            .await?)
+        Ok(read(&self.inner.memo.orgs).get(code).cloned())
     }
 
     async fn list_organizations(&self) -> Result<Vec<Organization>> {
-        Ok(self
-            .blocking(|inner| scan_json(&inner.state, "organization", T_ORGANIZATION))
-            .await?)
+        let mut all: Vec<Organization> = read(&self.inner.memo.orgs).values().cloned().collect();
+        all.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(all)
     }
 
     async fn delete_organization(&self, code: &OrgCode) -> Result<bool> {
         let k = org_key(code).into_vec();
+        let code = code.clone();
         let existed = self
-            .blocking(move |inner| Ok(inner.state.remove(k)?.is_some()))
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let existed = inner.state.remove(k)?.is_some();
+                write(&inner.memo.orgs).remove(&code);
+                Ok(existed)
+            })
             .await?;
         if existed {
             self.written().await?;
@@ -705,6 +798,7 @@ impl RevocationList for SledStore {
             batch.insert(k, &i64_bytes(exp)[..]);
             batch.insert(expiry_key(exp, &jti).into_vec(), IVec::default());
             inner.state.apply_batch(batch)?;
+            write(&inner.memo.revoked).insert(jti);
             Ok(())
         })
         .await?;
@@ -713,10 +807,7 @@ impl RevocationList for SledStore {
     }
 
     async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
-        let k = revoked_key(jti).into_vec();
-        Ok(self
-            .blocking(move |inner| Ok(inner.state.contains_key(k)?))
-            .await?)
+        Ok(read(&self.inner.memo.revoked).contains(jti))
     }
 
     async fn purge_revoked(&self, now: i64) -> Result<u64> {
@@ -724,7 +815,7 @@ impl RevocationList for SledStore {
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
                 let mut batch = sled::Batch::default();
-                let mut n = 0u64;
+                let mut gone = Vec::new();
                 for entry in inner.state.scan_prefix([T_EXPIRY]) {
                     let (k, _) = entry?;
                     let bad = || SledStoreError::decode("revocation expiry key", "malformed");
@@ -735,12 +826,16 @@ impl RevocationList for SledStore {
                     let (jti, _) = crate::keys::take_str(rest).ok_or_else(bad)?;
                     batch.remove(revoked_key(&jti).into_vec());
                     batch.remove(k);
-                    n += 1;
+                    gone.push(jti);
                 }
-                if n > 0 {
+                if !gone.is_empty() {
                     inner.state.apply_batch(batch)?;
+                    let mut revoked = write(&inner.memo.revoked);
+                    for jti in &gone {
+                        revoked.remove(jti);
+                    }
                 }
-                Ok(n)
+                Ok(gone.len() as u64)
             })
             .await?;
         if n > 0 {

@@ -202,9 +202,50 @@ async fn everything_survives_a_reopen() {
         "claims survived"
     );
     assert_eq!(s.purge_revoked(10_000).await.expect("purge"), 1);
+    assert!(!s.is_token_revoked("jti-1").await.expect("purged"));
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
     assert_eq!((report.objects, report.files), (3, 1));
+    // Organizations and revocations are read from memory: what a reopen loads agrees with what
+    // was written and deleted before it, and a claim of many targets (one scan) with a claim of few.
+    s.revoke_token("jti-2", 20_000).await.expect("revoke");
+    assert!(s.delete_organization(&o).await.expect("delete"));
+    let many: Vec<NaturalKey> = (0..1000)
+        .map(|i| key(&format!("internet|m{i}.example")))
+        .collect();
+    assert_eq!(
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(30),
+            many.clone()
+        )
+        .await
+        .expect("claim")
+        .len(),
+        1000
+    );
+    drop(s);
+    let s = open(dir.path());
+    assert!(s.is_token_revoked("jti-2").await.expect("revoked"));
+    assert!(!s.is_token_revoked("jti-1").await.expect("purged"));
+    assert!(s.get_organization(&o).await.expect("org").is_none());
+    assert!(s.list_organizations().await.expect("orgs").is_empty());
+    let mut again = many;
+    again.push(key("internet|a.example"));
+    again.push(key("internet|new.example"));
+    assert_eq!(
+        s.claim_targets(
+            due.id,
+            Timestamp::from_secs(0),
+            Timestamp::from_secs(40),
+            again
+        )
+        .await
+        .expect("claim"),
+        vec![key("internet|new.example")],
+        "claims of both sizes survived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1110,4 +1151,67 @@ async fn schedules_and_sets_stored_without_an_integer_id_get_one_on_open() {
     assert_eq!(s.put_object_set(set("c")).await.expect("put").number, 3);
     let report = s.verify().await.expect("verify");
     assert!(report.is_consistent(), "{:?}", report.problems);
+}
+
+/// Claims written one entry per target (`L` schedule key → `i64` ms, before a schedule's claims were
+/// one record) still count: the schedule's next claim folds them into its record and removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_target_claims_of_an_older_database_still_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    let schedule = ScheduleId::new();
+    let at = Timestamp::from_secs(1_000);
+    {
+        let db = raw_sled(dir.path());
+        let state = db.open_tree("state").expect("state");
+        for name in ["old-a.example", "old-b.example"] {
+            let mut k = vec![b'L'];
+            k.extend_from_slice(schedule.0.as_bytes());
+            k.extend(component(&format!("internet|{name}")));
+            let ms = (at.as_millis() as u64) ^ (1 << 63);
+            state.insert(k, &ms.to_be_bytes()[..]).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let s = open(dir.path());
+    let targets = vec![
+        key("internet|old-a.example"),
+        key("internet|new.example"),
+        key("internet|old-b.example"),
+    ];
+    let got = s
+        .claim_targets(schedule, at, at.plus_secs(60), targets.clone())
+        .await
+        .expect("claim");
+    assert_eq!(
+        got,
+        vec![key("internet|new.example")],
+        "the old claims hold in their window"
+    );
+    let got = s
+        .claim_targets(schedule, at, at.plus_secs(61), targets.clone())
+        .await
+        .expect("claim");
+    assert!(got.is_empty(), "and stay after being folded: {got:?}");
+    drop(s);
+    let db = raw_sled(dir.path());
+    let state = db.open_tree("state").expect("state");
+    let mut prefix = vec![b'L'];
+    prefix.extend_from_slice(schedule.0.as_bytes());
+    assert_eq!(
+        state.scan_prefix(prefix).count(),
+        0,
+        "the per-target entries are gone"
+    );
+    drop(state);
+    drop(db);
+    let s = open(dir.path());
+    let later = at.plus_secs(86_400);
+    assert_eq!(
+        s.claim_targets(schedule, later, later, targets.clone())
+            .await
+            .expect("claim"),
+        targets,
+        "the next window hands out everything"
+    );
 }

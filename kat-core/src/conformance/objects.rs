@@ -315,6 +315,89 @@ pub async fn scan_profiles(store: &dyn ObjectStore) -> Result<()> {
     Ok(())
 }
 
+/// [`ObjectStore::query_keys`] answers what [`ObjectStore::query`] would, key for key and in the same
+/// order, for every shape of query (the scheduler's: every object of a type at a minimum scan
+/// level); an unknown filter is refused the same way, an empty key restriction gives nothing.
+pub async fn query_keys_agree_with_query(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-keys");
+    let names: Vec<String> = (0..40).map(|i| format!("k{i:02}.example")).collect();
+    let hosts: Vec<Object> = names.iter().map(|n| host(n)).collect();
+    store.upsert(&o, hosts, None).await?;
+    store.upsert(&o, vec![port("192.0.2.1", 80)], None).await?;
+    // Levels 0 to 4 round the hostnames, a few left without one.
+    for (i, n) in names.iter().enumerate().filter(|(i, _)| i % 7 != 3) {
+        let level = ScanLevel::new((i % 5) as u8)?;
+        store
+            .set_scan_profile(
+                &o,
+                ObjectType::Hostname,
+                &key(&format!("internet|{n}")),
+                ScanProfile::declared(level),
+            )
+            .await?;
+    }
+    let base = ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    let mut queries = Vec::new();
+    for min in [None, Some(0), Some(1), Some(3), Some(4)] {
+        for limit in [0, 5] {
+            let mut q = base.clone();
+            q.min_scan_level = min.map(ScanLevel::new).transpose()?;
+            q.limit = limit;
+            queries.push(q);
+        }
+    }
+    let mut q = base.clone();
+    q.offset = 3;
+    queries.push(q);
+    let mut q = base.clone();
+    q.search = Some("K1".into());
+    q.limit = 0;
+    queries.push(q);
+    let mut q = base.clone().filter("network", &["internet"]);
+    q.min_scan_level = Some(ScanLevel::new(2)?);
+    q.limit = 0;
+    queries.push(q);
+    let mut q = base.clone();
+    q.keys = Some(vec![
+        key("internet|k05.example"),
+        key("internet|k01.example"),
+    ]);
+    queries.push(q);
+    let mut q = base.clone();
+    q.ordering = Some(Ordering::parse("-id"));
+    q.min_scan_level = Some(ScanLevel::new(1)?);
+    q.limit = 0;
+    queries.push(q);
+    let mut q = ObjectQuery::new(o.clone(), ObjectType::IpPort);
+    q.limit = 0;
+    queries.push(q);
+    for q in &queries {
+        let want: Vec<NaturalKey> = store
+            .query(q)
+            .await?
+            .items
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(store.query_keys(q).await?, want, "{q:?}");
+    }
+    let mut all = base.clone();
+    all.limit = 0;
+    all.min_scan_level = Some(ScanLevel::new(0)?);
+    assert_eq!(
+        store.query_keys(&all).await?.len(),
+        names.len() - (0..names.len()).filter(|i| i % 7 == 3).count(),
+        "every hostname with a level"
+    );
+    let mut none = base.clone();
+    none.keys = Some(Vec::new());
+    assert!(store.query_keys(&none).await?.is_empty());
+    let bad = base.clone().filter("no_such_field", &["x"]);
+    let e = store.query_keys(&bad).await.expect_err("unknown filter");
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    Ok(())
+}
+
 /// Field filters (repeated values are an OR; relations by key), search, key restriction, and
 /// unknown filters refused.
 pub async fn filters_and_search(store: &dyn ObjectStore) -> Result<()> {
@@ -837,6 +920,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     references_and_merging(&*store).await?;
     replace_clears_fields(&*store).await?;
     scan_profiles(&*store).await?;
+    query_keys_agree_with_query(&*store).await?;
     filters_and_search(&*store).await?;
     filters_across_networks(&*store).await?;
     ordering_and_paging(&*store).await?;

@@ -174,11 +174,32 @@ pub async fn claim_targets(store: &dyn TaskQueue) -> Result<()> {
     // Another schedule has its own claims.
     assert_eq!(
         store
-            .claim_targets(ScheduleId::new(), t0, t1, keys)
+            .claim_targets(ScheduleId::new(), t0, t1, keys.clone())
             .await?
             .len(),
         100
     );
+    // A key named twice in one call is handed out once, in the order of the call.
+    let twice = vec![keys[1].clone(), keys[0].clone(), keys[1].clone()];
+    assert_eq!(
+        store
+            .claim_targets(ScheduleId::new(), t0, t0, twice)
+            .await?,
+        vec![keys[1].clone(), keys[0].clone()]
+    );
+    // A whole large set in one call (what a tick sends), then again in the same window.
+    let many: Vec<NaturalKey> = (0..20_000)
+        .map(|i| NaturalKey::from_parts(["internet", &format!("m{i}.example")]))
+        .collect();
+    let big = ScheduleId::new();
+    assert_eq!(store.claim_targets(big, t0, t0, many.clone()).await?, many);
+    assert!(
+        store
+            .claim_targets(big, t0, t1, many.clone())
+            .await?
+            .is_empty()
+    );
+    assert_eq!(store.claim_targets(big, t2, t2, many).await?.len(), 20_000);
     Ok(())
 }
 
@@ -266,6 +287,78 @@ pub async fn schedules(store: &dyn ScheduleStore) -> Result<()> {
         .map(|s| s.id)
         .collect();
     assert_eq!(due, vec![global.id], "a deleted schedule is never due");
+    Ok(())
+}
+
+/// The due index follows every write: a schedule re-put unchanged is due once, a disabled one never,
+/// re-enabling or moving it puts it back at its new time, and a thousand schedules that are not due
+/// leave the due set empty.
+pub async fn due_index(store: &dyn ScheduleStore) -> Result<()> {
+    let o = org("t-due");
+    let mine = |due: Vec<Schedule>| -> Vec<ScheduleId> {
+        due.into_iter()
+            .filter(|s| s.org.as_ref() == Some(&o))
+            .map(|s| s.id)
+            .collect()
+    };
+    let far = 20_000_000_000;
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let s = schedule(Some(&o), far + i, true)?;
+        store.put_schedule(s.clone()).await?;
+        idle.push(s);
+    }
+    let now = Timestamp::from_secs(far - 1);
+    assert!(
+        mine(store.due_schedules(now, 10_000).await?).is_empty(),
+        "none of the thousand is due"
+    );
+    let mut s = schedule(Some(&o), far - 10, true)?;
+    store.put_schedule(s.clone()).await?;
+    store.put_schedule(s.clone()).await?;
+    assert_eq!(
+        mine(store.due_schedules(now, 10_000).await?),
+        vec![s.id],
+        "put twice, due once"
+    );
+    s.enabled = false;
+    store.put_schedule(s.clone()).await?;
+    assert!(
+        mine(store.due_schedules(now, 10_000).await?).is_empty(),
+        "a disabled schedule is never due"
+    );
+    s.enabled = true;
+    s.next_run_at = Timestamp::from_secs(far - 5);
+    store.put_schedule(s.clone()).await?;
+    let due = store.due_schedules(now, 10_000).await?;
+    assert_eq!(
+        due.iter()
+            .filter(|d| d.id == s.id)
+            .map(|d| d.next_run_at)
+            .collect::<Vec<_>>(),
+        vec![s.next_run_at],
+        "re-enabled at its new time, with the stored record"
+    );
+    // One of the idle ones moved into the past is due, before `s`; the rest stay out.
+    let mut early = idle[500].clone();
+    early.next_run_at = Timestamp::from_secs(far - 20);
+    store.put_schedule(early.clone()).await?;
+    assert_eq!(
+        mine(store.due_schedules(now, 10_000).await?),
+        vec![early.id, s.id]
+    );
+    assert!(store.delete_schedule(early.id).await?);
+    assert!(store.delete_schedule(s.id).await?);
+    assert!(mine(store.due_schedules(now, 10_000).await?).is_empty());
+    // Everything is due later, soonest first, and the limit cuts the list.
+    let later = Timestamp::from_secs(far + 2_000);
+    let due = mine(store.due_schedules(later, 2_000).await?);
+    assert_eq!(due.len(), 999);
+    assert_eq!(due.first(), Some(&idle[0].id));
+    for s in idle {
+        store.delete_schedule(s.id).await?;
+    }
+    assert!(mine(store.due_schedules(later, 2_000).await?).is_empty());
     Ok(())
 }
 
@@ -574,6 +667,7 @@ pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
 /// Every [`ScheduleStore`] case.
 pub async fn run_schedule_store(store: &dyn ScheduleStore) -> Result<()> {
     schedules(store).await?;
+    due_index(store).await?;
     object_sets(store).await?;
     integer_ids(store).await?;
     Ok(())

@@ -475,3 +475,100 @@ async fn operator_tokens_work_with_curl_style_requests() {
     );
     s.stop().await;
 }
+
+/// Verified tokens are cached, but a revoked token and a token of a deleted organization are refused
+/// on the very next request however warm the cache is, on both backends: the revocation straight in
+/// the store (as the engine's recovery writes it) and through the authority, the organization deleted
+/// over the API and straight in the store.
+#[tokio::test]
+async fn a_warm_cache_never_outlives_a_revocation_or_an_organization() {
+    for backend in [Backend::Memory, Backend::Sled] {
+        let s = start(Options {
+            backend,
+            ..Options::default()
+        })
+        .await;
+        let admin = s.operator("acme", all());
+        assert_eq!(
+            s.post("/api/v1/objects/", &admin, hostnames(&["warm.example"]))
+                .await
+                .status,
+            201
+        );
+        let path = "/api/v1/objects/hostname/internet%7Cwarm.example/";
+        let warm = |t: String, path: &'static str| {
+            let s = &s;
+            async move {
+                for _ in 0..20 {
+                    let r = s.get(path, &t).await;
+                    assert_eq!(
+                        r.status,
+                        200,
+                        "{backend:?}: warm-up {}",
+                        String::from_utf8_lossy(&r.bytes)
+                    );
+                }
+                t
+            }
+        };
+
+        // Revoked in the store itself, not through the authority.
+        let c = claims_json("acme");
+        let t = warm(hs(Header::new(Algorithm::HS256), &c, SECRET), path).await;
+        s.tasks
+            .revoke_token(c["jti"].as_str().unwrap(), c["exp"].as_i64().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get(path, &t).await.status,
+            401,
+            "{backend:?}: revoked in the store"
+        );
+        assert_refused(&s, "revoked in the store", &t).await;
+
+        // Revoked through the authority.
+        let c = claims_json("acme");
+        let t = warm(hs(Header::new(Algorithm::HS256), &c, SECRET), path).await;
+        s.auth
+            .revoke(c["jti"].as_str().unwrap(), c["exp"].as_i64().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.get(path, &t).await.status, 401, "{backend:?}: revoked");
+        // Another token of the same organization is unaffected.
+        assert_eq!(s.get(path, &admin).await.status, 200);
+
+        // An organization deleted over the API: its warm tokens are refused at once.
+        assert_eq!(
+            s.post(
+                "/api/v1/organizations/",
+                &admin,
+                json!({"code": "gamma", "name": "Gamma"})
+            )
+            .await
+            .status,
+            201
+        );
+        let op = s.operator("gamma", all());
+        assert_eq!(
+            s.post("/api/v1/objects/", &op, hostnames(&["warm.example"]))
+                .await
+                .status,
+            201
+        );
+        let op = warm(op, path).await;
+        assert_eq!(
+            s.delete("/api/v1/organizations/gamma/", &admin)
+                .await
+                .status,
+            204
+        );
+        let r = s.get(path, &op).await;
+        assert_eq!(r.status, 401, "{backend:?}: deleted over the API");
+        assert_eq!(r.error_code(), "authentication_failed");
+        // An organization deleted in the store itself.
+        let victim = warm(s.operator("victim", all()), "/api/v1/objects/hostname/").await;
+        assert!(s.tasks.delete_organization(&org("victim")).await.unwrap());
+        assert_refused(&s, "organization deleted in the store", &victim).await;
+        s.stop().await;
+    }
+}
