@@ -71,6 +71,9 @@ pub enum Resource {
     ObjectSet,
     /// Plugins (`plugins.<action>_plugin`).
     Plugin,
+    /// Business rules (`plugins.<action>_businessrule`: the original keeps the model in its `plugins`
+    /// app).
+    BusinessRule,
     /// Organizations (`openkat.<action>_organization`).
     Organization,
     /// Objects' scan levels: only in [`PermissionName::SET_SCAN_LEVEL`].
@@ -86,6 +89,7 @@ impl Resource {
             Resource::Schedule => ("tasks", "schedule"),
             Resource::ObjectSet => ("tasks", "objectset"),
             Resource::Plugin => ("plugins", "plugin"),
+            Resource::BusinessRule => ("plugins", "businessrule"),
             Resource::Organization => ("openkat", "organization"),
             Resource::ScanLevel => ("objects", "scan_level"),
         }
@@ -142,6 +146,7 @@ impl PermissionName {
             Resource::Schedule,
             Resource::ObjectSet,
             Resource::Plugin,
+            Resource::BusinessRule,
             Resource::Organization,
         ]);
         let mut out = Vec::new();
@@ -192,6 +197,7 @@ impl FromStr for PermissionName {
             ("tasks", "schedule") => Resource::Schedule,
             ("tasks", "objectset") => Resource::ObjectSet,
             ("plugins", "plugin") => Resource::Plugin,
+            ("plugins", "businessrule") => Resource::BusinessRule,
             ("openkat", "organization") => Resource::Organization,
             _ => return Err(unknown()),
         };
