@@ -680,7 +680,7 @@ mod tests {
     #[test]
     fn every_name_round_trips() {
         let all = PermissionName::all();
-        assert_eq!(all.len(), (ObjectType::ALL.len() + 6) * 4 + 1);
+        assert_eq!(all.len(), (ObjectType::ALL.len() + 7) * 4 + 1);
         assert!(all.contains(&PermissionName::SET_SCAN_LEVEL));
         for p in all {
             assert_eq!(p.to_string().parse::<PermissionName>().unwrap(), p);
