@@ -389,12 +389,24 @@ async fn discovery_loop(md: &mut String) {
         let ip = addr(i);
         let mut v = vec![
             o(ObjectType::Hostname, json!({ "name": name })),
-            o(ObjectType::DnsARecord, json!({"hostname": name, "ip_address": ip})),
-            o(ObjectType::DnsNsRecord, json!({"hostname": name, "name_server": format!("ns{}.dns.example", i % 100)})),
-            o(ObjectType::IpPort, json!({"address": ip, "protocol": "TCP", "port": 443})),
+            o(
+                ObjectType::DnsARecord,
+                json!({"hostname": name, "ip_address": ip}),
+            ),
+            o(
+                ObjectType::DnsNsRecord,
+                json!({"hostname": name, "name_server": format!("ns{}.dns.example", i % 100)}),
+            ),
+            o(
+                ObjectType::IpPort,
+                json!({"address": ip, "protocol": "TCP", "port": 443}),
+            ),
         ];
         if i % 10 == 0 {
-            v.push(o(ObjectType::IpPort, json!({"address": ip, "protocol": "TCP", "port": 22})));
+            v.push(o(
+                ObjectType::IpPort,
+                json!({"address": ip, "protocol": "TCP", "port": 22}),
+            ));
         }
         v
     };
@@ -409,18 +421,28 @@ async fn discovery_loop(md: &mut String) {
     };
     let start = Instant::now();
     for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
-        let names: Vec<String> = chunk.iter().map(|i| format!("h{i}.d{}.example", i / 10)).collect();
+        let names: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("h{i}.d{}.example", i / 10))
+            .collect();
         let objs: Vec<Object> = chunk
             .iter()
             .zip(&names)
             .flat_map(|(i, n)| host_objects(*i, n))
             .collect();
         store.upsert(&org, objs, Some(TaskId::new())).await.unwrap();
-        store.mark_processed(&org, "dns", &dns_processed(&names)).await.unwrap();
+        store
+            .mark_processed(&org, "dns", &dns_processed(&names))
+            .await
+            .unwrap();
     }
     eprintln!("  seeded in {:.1} s", start.elapsed().as_secs_f64());
     let rules = Arc::new(
-        RuleSet::parse(include_str!("../plugins/business_rules.json"), "business_rules.json").unwrap(),
+        RuleSet::parse(
+            include_str!("../plugins/business_rules.json"),
+            "business_rules.json",
+        )
+        .unwrap(),
     );
     let runner = RuleRunner::new(rules.clone(), store.clone(), store.clone());
     let t = Instant::now();
@@ -443,23 +465,40 @@ async fn discovery_loop(md: &mut String) {
     let mut created = 0;
     for round in 0..7 {
         let base = N + round * 250;
-        let names: Vec<String> = (base..base + 250).map(|i| format!("new{i}.d{}.example", i / 10)).collect();
-        store.mark_processed(&org, "dns", &dns_processed(&names)).await.unwrap();
+        let names: Vec<String> = (base..base + 250)
+            .map(|i| format!("new{i}.d{}.example", i / 10))
+            .collect();
+        store
+            .mark_processed(&org, "dns", &dns_processed(&names))
+            .await
+            .unwrap();
         let objs: Vec<Object> = names
             .iter()
             .enumerate()
             .flat_map(|(k, n)| {
                 vec![
                     o(ObjectType::Hostname, json!({ "name": n })),
-                    o(ObjectType::DnsARecord, json!({"hostname": n, "ip_address": addr(base + k)})),
-                    o(ObjectType::DnsNsRecord, json!({"hostname": n, "name_server": format!("ns{}.dns.example", k % 100)})),
-                    o(ObjectType::DnsTxtRecord, json!({"hostname": n, "value": "v=spf1 -all"})),
+                    o(
+                        ObjectType::DnsARecord,
+                        json!({"hostname": n, "ip_address": addr(base + k)}),
+                    ),
+                    o(
+                        ObjectType::DnsNsRecord,
+                        json!({"hostname": n, "name_server": format!("ns{}.dns.example", k % 100)}),
+                    ),
+                    o(
+                        ObjectType::DnsTxtRecord,
+                        json!({"hostname": n, "value": "v=spf1 -all"}),
+                    ),
                 ]
             })
             .collect();
         assert_eq!(objs.len(), 1000);
         let t = Instant::now();
-        store.upsert(&org, objs.clone(), Some(TaskId::new())).await.unwrap();
+        store
+            .upsert(&org, objs.clone(), Some(TaskId::new()))
+            .await
+            .unwrap();
         upload.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         let r = runner.objects_written(&org, &objs).await.unwrap();

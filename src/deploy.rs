@@ -494,7 +494,7 @@ pub async fn sync_plugins(
 }
 
 /// Run every business rule of `rules_file` over every organization of a store that no deployment
-/// holds (`katd rules run --data`): a full pass each, the same as `POST /business-rules/run/` per
+/// holds (`katd rules run --data`): a full pass each, the same as `POST /business-rule-runs/` per
 /// organization. Returns what each pass did, by organization.
 ///
 /// # Errors

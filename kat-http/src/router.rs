@@ -348,7 +348,7 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "List business rules, each with whether it runs for the caller's organization",
     },
     Route {
-        pattern: "/api/v1/business-rules/run/",
+        pattern: "/api/v1/business-rule-runs/",
         method: Method::POST,
         handler: handler!(|ctx, _| rules::run(ctx)),
         permission: On(Change, Resource::BusinessRule),

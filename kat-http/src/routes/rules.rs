@@ -98,7 +98,7 @@ pub(crate) async fn set_enabled(
     Ok(ok(&v))
 }
 
-/// `POST /business-rules/run/`: a full pass of every rule over the caller's organization.
+/// `POST /business-rule-runs/`: a full pass of every rule over the caller's organization.
 pub(crate) async fn run(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&[])?;
     ctx.require_create()?;

@@ -375,7 +375,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
     ),
     (
         Method::POST,
-        "/api/v1/business-rules/run/",
+        "/api/v1/business-rule-runs/",
         Details {
             success: OK,
             errors: &[400, 401, 403, 503],

@@ -136,7 +136,7 @@ async fn list_enable_disable_and_run_per_organization() {
     assert_eq!(r.json()["pass"]["created"], 1);
     assert!(findings(&s, &t).await.iter().any(|(k, _)| k == DB));
 
-    let r = s.post("/api/v1/business-rules/run/", &t, json!({})).await;
+    let r = s.post("/api/v1/business-rule-runs/", &t, json!({})).await;
     assert_eq!(r.status, 200, "{}", r.json());
     assert_eq!(r.json()["created"], 0);
     assert_eq!(r.json()["subjects"], 1);
@@ -162,7 +162,7 @@ async fn bad_requests_get_the_standard_error_shape() {
     assert_eq!(s.get("/api/v1/business-rules/", &viewer).await.status, 200);
     for path in [
         "/api/v1/business-rules/missing_spf/disable/",
-        "/api/v1/business-rules/run/",
+        "/api/v1/business-rule-runs/",
     ] {
         let r = s.post(path, &viewer, json!({})).await;
         assert_eq!(r.status, 403, "{path}");
@@ -186,7 +186,7 @@ async fn bad_requests_get_the_standard_error_shape() {
     assert_eq!(r.status, 405);
     assert!(r.headers.get("allow").is_some());
     let r = s
-        .post("/api/v1/business-rules/run/?org=x", &t, json!({}))
+        .post("/api/v1/business-rule-runs/?org=x", &t, json!({}))
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.attr().as_deref(), Some("org"));

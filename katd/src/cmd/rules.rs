@@ -46,7 +46,7 @@ pub(crate) async fn run(args: RulesArgs) -> Result<(), Error> {
                     Error::invalid("token", "a token (--token or KAT_TOKEN), or --data")
                 })?;
                 let c = Client::new(&r.api, &token)?;
-                let v = c.post("/business-rules/run/", &json!({})).await?;
+                let v = c.post("/business-rule-runs/", &json!({})).await?;
                 println!("{}", summary(&v));
             }
         },
