@@ -379,7 +379,13 @@ async fn main() {
 async fn discovery_loop(md: &mut String) {
     use kat::core::rules::{RuleCatalog, RuleRunner, RuleSet};
     use kat::core::task::ObjectRef;
-    const N: usize = 100_000;
+    // KAT_BENCH_RULES_N: fewer hostnames for a quick look (the report's figure is 100,000).
+    let n_hosts: usize = std::env::var("KAT_BENCH_RULES_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    #[allow(non_snake_case)]
+    let N = n_hosts;
     let org = OrgCode::new("loop").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());

@@ -97,6 +97,8 @@ impl RuleRunner {
 
     /// A full pass over every hostname and address of `org`.
     ///
+    /// Timings of its phases are logged at debug level.
+    ///
     /// # Errors
     /// The store's errors.
     pub async fn run_org(&self, org: &OrgCode) -> Result<PassReport> {
@@ -171,52 +173,45 @@ impl RuleRunner {
             subjects.extend(subject_ref(o));
             subjects.extend(o.references().iter().filter_map(subject_ref));
         }
-        // Relations with a target: the outer subjects of affected far ends.
-        let mut far: Vec<(ObjectType, &'static str, &'static str)> = Vec::new();
+        // Relations with a target: a written object of a type the target condition looks at (an
+        // AAAA record of a name server) affects the far end it belongs to, and so the subjects whose
+        // records point at that far end (the hostnames the name server serves). Other writes that
+        // merely refer to a far end (a new NS record) affect their own owner, found above.
         let mut parents: Vec<&super::condition::Has> = Vec::new();
         for r in self.rules.iter() {
             for h in r.condition.relations() {
-                if h.target.is_some()
-                    && let Some(f) = other_field(h.object_type, h.via)
-                    && !far.contains(&(h.object_type, h.via, f))
-                {
-                    far.push((h.object_type, h.via, f));
-                }
                 if h.scope == Scope::SelfOrParents {
                     parents.push(h);
                 }
-            }
-        }
-        let mut frontier: BTreeSet<ObjectRef> = subjects.clone();
-        for _depth in 0..4 {
-            if far.is_empty() || frontier.is_empty() {
-                break;
-            }
-            let mut next = BTreeSet::new();
-            for &(ty, via, f) in &far {
-                let Some(far_ty) = relation_target(ty, f) else {
+                let (Some(t), Some(f)) = (&h.target, other_field(h.object_type, h.via)) else {
                     continue;
                 };
-                let keys: Vec<String> = frontier
+                let far_keys: BTreeSet<String> = t
+                    .relations()
                     .iter()
-                    .filter(|r| r.object_type == far_ty)
-                    .map(|r| r.key.as_str().to_string())
+                    .flat_map(|inner| {
+                        objects
+                            .iter()
+                            .filter(move |o| o.object_type() == inner.object_type)
+                            .filter_map(move |o| o.field(inner.via))
+                    })
+                    .map(|v| v.filter_text())
                     .collect();
-                for o in self.related(org, ty, f, &keys).await? {
-                    if let Some(v) = o.field(via)
-                        && let Some(outer_ty) = relation_target(ty, via)
+                if far_keys.is_empty() {
+                    continue;
+                }
+                let keys: Vec<String> = far_keys.into_iter().collect();
+                for o in self.related(org, h.object_type, f, &keys).await? {
+                    if let Some(v) = o.field(h.via)
+                        && let Some(outer_ty) = relation_target(h.object_type, h.via)
                     {
-                        let r = ObjectRef {
+                        subjects.insert(ObjectRef {
                             object_type: outer_ty,
                             key: NaturalKey::from_escaped_components([v.filter_text()]),
-                        };
-                        if subjects.insert(r.clone()) {
-                            next.insert(r);
-                        }
+                        });
                     }
                 }
             }
-            frontier = next;
         }
         // Subdomains of owners of records that parent-scoped relations match.
         for h in parents {
@@ -295,6 +290,7 @@ impl RuleRunner {
     /// difference to the findings.
     async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
         let _one = self.lock.lock().await;
+        let started = std::time::Instant::now();
         let mut report = PassReport::default();
         if self.rules.is_empty() {
             return Ok(report);
@@ -392,6 +388,7 @@ impl RuleRunner {
             }
         }
 
+        let loaded = started.elapsed();
         // Evaluate until nothing is missing: one slot per subject and enabled rule.
         let n = enabled.len();
         let mut holds: Vec<Option<bool>> = vec![None; subjects.len() * n];
@@ -467,6 +464,7 @@ impl RuleRunner {
             }
         }
 
+        let evaluated = started.elapsed();
         // The findings there are.
         let mut existing: Vec<crate::store::StoredObject> = Vec::new();
         if full {
@@ -487,6 +485,7 @@ impl RuleRunner {
             }
         }
 
+        let read = started.elapsed();
         // The difference.
         let mut add: Vec<Object> = Vec::new();
         let mut replace: Vec<Object> = Vec::new();
@@ -543,7 +542,7 @@ impl RuleRunner {
         for chunk in delete.chunks(CHUNK) {
             self.objects.delete(org, ObjectType::Finding, chunk).await?;
         }
-        debug!(org = %org, ?report, full, "business rules evaluated");
+        debug!(org = %org, ?report, full, ?loaded, ?evaluated, ?read, total = ?started.elapsed(), "business rules evaluated");
         Ok(report)
     }
 }
