@@ -408,7 +408,7 @@ async fn discovery_loop(md: &mut String) {
                 json!({"address": ip, "protocol": "TCP", "port": 443}),
             ),
         ];
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             v.push(o(
                 ObjectType::IpPort,
                 json!({"address": ip, "protocol": "TCP", "port": 22}),

@@ -537,9 +537,15 @@ pub async fn processed_objects(store: &dyn crate::rules::RuleCatalog) -> Result<
     store
         .mark_processed(&a, "dns", &[h1.clone(), ip.clone()])
         .await?;
-    store.mark_processed(&a, "dns", &[h1.clone()]).await?;
-    store.mark_processed(&a, "portscan", &[ip.clone()]).await?;
-    store.mark_processed(&b, "dns", &[h2.clone()]).await?;
+    store
+        .mark_processed(&a, "dns", std::slice::from_ref(&h1))
+        .await?;
+    store
+        .mark_processed(&a, "portscan", std::slice::from_ref(&ip))
+        .await?;
+    store
+        .mark_processed(&b, "dns", std::slice::from_ref(&h2))
+        .await?;
     store.mark_processed(&a, "dns", &[]).await?;
     assert_eq!(
         store.processed(&a, "dns", None).await?,
