@@ -273,6 +273,11 @@ pub struct DeployConfig {
     pub policy: Policy,
     /// A `finding_types.json` whose entries are stored as finding types in every organization.
     pub finding_types: Option<PathBuf>,
+    /// The business rules file (`katd serve --rules`, `KAT_RULES`). It must exist. Without one, the
+    /// `business_rules.json` beside the first plugin file is loaded when it exists; otherwise the
+    /// deployment has no rules. Either way a bad rule, or one that `requires` a plugin the catalogue
+    /// lacks, stops the start with an error naming the file, the rule and the field.
+    pub rules_file: Option<PathBuf>,
     /// Organizations to create if missing.
     pub organizations: Vec<Organization>,
     /// The HS256 secret of task and operator tokens (at least 32 bytes).
@@ -325,6 +330,7 @@ impl DeployConfig {
             enable_new_plugins: true,
             policy: Policy::default(),
             finding_types: None,
+            rules_file: None,
             organizations: Vec::new(),
             jwt_secret,
             api: ApiConfig::default(),
@@ -487,6 +493,36 @@ pub async fn sync_plugins(
     Ok(report)
 }
 
+/// Run every business rule of `rules_file` over every organization of a store that no deployment
+/// holds (`katd rules run --data`): a full pass each, the same as `POST /business-rule-runs/` per
+/// organization. Returns what each pass did, by organization.
+///
+/// # Errors
+/// A bad rules file (naming the file, the rule and the field), a store that cannot be opened, or the
+/// memory store.
+pub async fn run_rules(
+    store: &StoreChoice,
+    rules_file: &Path,
+) -> Result<Vec<(OrgCode, kat_core::rules::PassReport)>, Error> {
+    if *store == StoreChoice::Memory {
+        return Err(Error::invalid(
+            "store",
+            "a memory store lives only inside a running deployment; run rules on a sled store",
+        ));
+    }
+    let rules = Arc::new(kat_core::rules::RuleSet::load(rules_file)?);
+    let stores = Stores::open(store, &StoreOptions::default())?;
+    let runner =
+        kat_core::rules::RuleRunner::new(rules, stores.objects.clone(), stores.tasks.clone());
+    let mut out = Vec::new();
+    for org in stores.tasks.list_organizations().await? {
+        let report = runner.run_org(&org.code).await?;
+        out.push((org.code, report));
+    }
+    stores.flush().await?;
+    Ok(out)
+}
+
 /// A running deployment.
 #[derive(Debug)]
 pub struct Deployment {
@@ -508,6 +544,12 @@ impl Deployment {
     /// Whatever fails first, with its cause: a store or runtime this build does not have, a bad plugin
     /// file, an unreachable engine, a busy port, a store that cannot be opened.
     pub async fn start(cfg: DeployConfig) -> Result<Self, Error> {
+        // A bad rules file stops the start before anything is opened.
+        let rules_file = rules_path(&cfg);
+        let rules = match &rules_file {
+            Some(p) => kat_core::rules::RuleSet::load(p)?,
+            None => kat_core::rules::RuleSet::default(),
+        };
         let options = StoreOptions {
             #[cfg(feature = "sled")]
             sled: cfg.sled.clone(),
@@ -533,6 +575,7 @@ impl Deployment {
         if let Some(path) = &cfg.finding_types {
             store_finding_types(&stores, path).await?;
         }
+        check_rules(&rules, rules_file.as_deref(), stores.tasks.as_ref()).await?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -545,6 +588,7 @@ impl Deployment {
             engine_cfg.api_url = format!("http://{addr}/api/v1");
         }
         let engine = Engine::builder()
+            .rules(Arc::new(rules))
             .objects(stores.objects.clone())
             .files(stores.files.clone())
             .tasks(stores.tasks.clone())
@@ -681,6 +725,42 @@ async fn create_organizations(stores: &Stores, orgs: &[Organization]) -> Result<
             stores.tasks.put_organization(org.clone()).await?;
         }
     }
+    Ok(())
+}
+
+/// The rules file a configuration names ([`DeployConfig::rules_file`]), or the
+/// `business_rules.json` beside its first plugin file; `None` when neither applies.
+pub fn rules_path(cfg: &DeployConfig) -> Option<PathBuf> {
+    if let Some(p) = &cfg.rules_file {
+        return Some(p.clone());
+    }
+    let beside = cfg
+        .plugin_files
+        .first()?
+        .parent()
+        .map(|d| d.join("business_rules.json"))?;
+    beside.is_file().then_some(beside)
+}
+
+/// Check the `requires` of the deployment's business rules against the catalogue.
+async fn check_rules(
+    rules: &kat_core::rules::RuleSet,
+    file: Option<&Path>,
+    tasks: &dyn TaskStore,
+) -> Result<(), Error> {
+    let Some(path) = file else {
+        info!("no business rules file: no business rules");
+        return Ok(());
+    };
+    let ids: Vec<String> = tasks
+        .list_plugins()
+        .await?
+        .into_iter()
+        .map(|p| p.def.plugin_id)
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    rules.check_plugins(&path.display().to_string(), &ids)?;
+    info!(rules = rules.len(), file = %path.display(), "business rules loaded");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::object::Object;
 use crate::org::OrgCode;
 use crate::permission::Permissions;
 use crate::plugin::PluginDef;
@@ -145,4 +146,38 @@ pub trait TaskControl: Send + Sync + Debug {
     /// queued, up to the plugin's batch size, instead of getting a new one. Returns the tasks the
     /// file went into (new and joined).
     async fn file_stored(&self, file: &FileMeta) -> Result<Vec<Task>>;
+
+    /// Objects of `org` were written or deleted through the API (`objects`: their data as written,
+    /// or as they were before the deletion): bring the business rules' findings up to date
+    /// ([`crate::rules::RuleRunner::objects_written`]) before the write is answered. The default
+    /// does nothing (a control without rules).
+    async fn objects_written(&self, org: &OrgCode, objects: &[Object]) -> Result<()> {
+        let _ = (org, objects);
+        Ok(())
+    }
+
+    /// The business rules, each with whether it runs for `org`. The default has none.
+    async fn rules(&self, org: &OrgCode) -> Result<Vec<crate::rules::RuleView>> {
+        let _ = org;
+        Ok(Vec::new())
+    }
+
+    /// Enable (`Some(true)`), disable (`Some(false)`) or reset (`None`) a rule for `org`, then run
+    /// the rules over `org` so that its findings follow. [`Error::NotFound`] for an unknown rule
+    /// (the default knows none).
+    async fn set_rule_enabled(
+        &self,
+        org: &OrgCode,
+        rule: &str,
+        enabled: Option<bool>,
+    ) -> Result<crate::rules::PassReport> {
+        let _ = (org, enabled);
+        Err(Error::not_found("business rule", rule))
+    }
+
+    /// A full pass of the rules over `org`. The default does nothing.
+    async fn run_rules(&self, org: &OrgCode) -> Result<crate::rules::PassReport> {
+        let _ = org;
+        Ok(crate::rules::PassReport::default())
+    }
 }

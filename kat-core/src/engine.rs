@@ -204,9 +204,17 @@ pub struct EngineBuilder {
     tokens: Option<Arc<dyn TokenAuthority>>,
     config: EngineConfig,
     policy: Policy,
+    rules: Option<Arc<crate::rules::RuleSet>>,
 }
 
 impl EngineBuilder {
+    /// The business rules (default: none). The engine evaluates them when the API writes objects
+    /// ([`TaskControl::objects_written`]) and when a task completes (its targets count as
+    /// processed by its plugin, for rules' `requires`).
+    pub fn rules(mut self, r: Arc<crate::rules::RuleSet>) -> Self {
+        self.rules = Some(r);
+        self
+    }
     /// The object store.
     pub fn objects(mut self, s: Arc<dyn ObjectStore>) -> Self {
         self.objects = Some(s);
@@ -256,11 +264,19 @@ impl EngineBuilder {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }
         crate::runtime::check_deployment(&config.deployment)?;
+        let objects = self.objects.ok_or_else(|| missing("an object store"))?;
+        let tasks = self.tasks.ok_or_else(|| missing("a task store"))?;
+        let rules = Arc::new(crate::rules::RuleRunner::new(
+            self.rules.unwrap_or_default(),
+            objects.clone(),
+            tasks.clone(),
+        ));
         Ok(Engine {
             inner: Arc::new(Inner {
-                objects: self.objects.ok_or_else(|| missing("an object store"))?,
+                objects,
                 files: self.files.ok_or_else(|| missing("a file store"))?,
-                tasks: self.tasks.ok_or_else(|| missing("a task store"))?,
+                tasks,
+                rules,
                 runtime: self.runtime.ok_or_else(|| missing("a container runtime"))?,
                 tokens: self.tokens.ok_or_else(|| missing("a token authority"))?,
                 policy: self.policy,
@@ -287,6 +303,7 @@ struct Inner {
     objects: Arc<dyn ObjectStore>,
     files: Arc<dyn FileStore>,
     tasks: Arc<dyn TaskStore>,
+    rules: Arc<crate::rules::RuleRunner>,
     runtime: Arc<dyn ContainerRuntime>,
     tokens: Arc<dyn TokenAuthority>,
     policy: Policy,
@@ -364,6 +381,11 @@ impl Engine {
     /// The operator's privilege policy.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// The business rules' runner.
+    pub fn rules(&self) -> &Arc<crate::rules::RuleRunner> {
+        &self.inner.rules
     }
 
     /// The task store.
@@ -1085,7 +1107,16 @@ impl Engine {
             });
         }
         info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
-        self.finish(id, patch).await
+        let state = patch.state;
+        self.finish(id, patch).await?;
+        if state == TaskState::Completed {
+            let mut ended = task;
+            ended.state = state;
+            if let Err(e) = inner.rules.task_ended(&ended).await {
+                warn!(task = %id, error = %e, "could not bring business rules up to date after the task");
+            }
+        }
+        Ok(())
     }
 
     async fn execute(
@@ -1497,6 +1528,42 @@ impl TaskControl for Engine {
         let mut tasks = self.queue(out).await?;
         tasks.extend(joined);
         Ok(tasks)
+    }
+
+    async fn objects_written(
+        &self,
+        org: &OrgCode,
+        objects: &[crate::object::Object],
+    ) -> Result<()> {
+        self.inner
+            .rules
+            .objects_written(org, objects)
+            .await
+            .map(|_| ())
+    }
+
+    async fn rules(&self, org: &OrgCode) -> Result<Vec<crate::rules::RuleView>> {
+        let overrides = self.inner.tasks.rule_overrides(org).await?;
+        Ok(self
+            .inner
+            .rules
+            .rules()
+            .iter()
+            .map(|r| r.view(overrides.get(&r.name).copied()))
+            .collect())
+    }
+
+    async fn set_rule_enabled(
+        &self,
+        org: &OrgCode,
+        rule: &str,
+        enabled: Option<bool>,
+    ) -> Result<crate::rules::PassReport> {
+        self.inner.rules.set_enabled(org, rule, enabled).await
+    }
+
+    async fn run_rules(&self, org: &OrgCode) -> Result<crate::rules::PassReport> {
+        self.inner.rules.run_org(org).await
     }
 }
 

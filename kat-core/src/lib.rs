@@ -13,6 +13,8 @@
 //! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
 //!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
 //!   `OrgStore`, `PluginCatalog`, `RevocationList`, and `TokenAuthority`).
+//! - [`rules`]: business rules: declarative conditions over the inventory that assert findings and
+//!   retract them when they stop holding.
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
@@ -38,6 +40,7 @@ pub mod permission;
 pub mod plan;
 pub mod plugin;
 pub mod policy;
+pub mod rules;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

@@ -443,6 +443,9 @@ struct TasksInner {
     plugins: BTreeMap<String, PluginRecord>,
     overrides: BTreeMap<OrgCode, BTreeMap<String, bool>>,
     revoked: HashMap<String, i64>,
+    rule_overrides: BTreeMap<OrgCode, BTreeMap<String, bool>>,
+    /// Per organization and plugin: the objects a completed task of the plugin had as targets.
+    processed: HashMap<(OrgCode, String), BTreeSet<ObjectRef>>,
 }
 
 /// The in-memory [`TaskStore`](crate::store::TaskStore): every one of its traits ([`TaskQueue`],
@@ -712,5 +715,82 @@ impl RevocationList for MemoryTaskStore {
         let before = g.revoked.len();
         g.revoked.retain(|_, exp| *exp >= now);
         Ok((before - g.revoked.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl crate::rules::RuleCatalog for MemoryTaskStore {
+    async fn set_rule_override(
+        &self,
+        org: &OrgCode,
+        rule: &str,
+        enabled: Option<bool>,
+    ) -> Result<()> {
+        let mut g = lock(&self.inner);
+        match enabled {
+            Some(e) => {
+                g.rule_overrides
+                    .entry(org.clone())
+                    .or_default()
+                    .insert(rule.to_string(), e);
+            }
+            None => {
+                if let Some(m) = g.rule_overrides.get_mut(org) {
+                    m.remove(rule);
+                    if m.is_empty() {
+                        g.rule_overrides.remove(org);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rule_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>> {
+        Ok(lock(&self.inner)
+            .rule_overrides
+            .get(org)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn mark_processed(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+        objects: &[ObjectRef],
+    ) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        lock(&self.inner)
+            .processed
+            .entry((org.clone(), plugin_id.to_string()))
+            .or_default()
+            .extend(objects.iter().cloned());
+        Ok(())
+    }
+
+    async fn processed(
+        &self,
+        org: &OrgCode,
+        plugin_id: &str,
+        among: Option<&[ObjectRef]>,
+    ) -> Result<BTreeSet<ObjectRef>> {
+        let g = lock(&self.inner);
+        let Some(set) = g.processed.get(&(org.clone(), plugin_id.to_string())) else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(match among {
+            None => set.clone(),
+            Some(refs) => refs.iter().filter(|r| set.contains(r)).cloned().collect(),
+        })
+    }
+
+    async fn clear_rule_state(&self, org: &OrgCode) -> Result<()> {
+        let mut g = lock(&self.inner);
+        g.rule_overrides.remove(org);
+        g.processed.retain(|(o, _), _| o != org);
+        Ok(())
     }
 }

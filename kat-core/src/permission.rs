@@ -71,6 +71,9 @@ pub enum Resource {
     ObjectSet,
     /// Plugins (`plugins.<action>_plugin`).
     Plugin,
+    /// Business rules (`plugins.<action>_businessrule`: the original keeps the model in its `plugins`
+    /// app).
+    BusinessRule,
     /// Organizations (`openkat.<action>_organization`).
     Organization,
     /// Objects' scan levels: only in [`PermissionName::SET_SCAN_LEVEL`].
@@ -86,6 +89,7 @@ impl Resource {
             Resource::Schedule => ("tasks", "schedule"),
             Resource::ObjectSet => ("tasks", "objectset"),
             Resource::Plugin => ("plugins", "plugin"),
+            Resource::BusinessRule => ("plugins", "businessrule"),
             Resource::Organization => ("openkat", "organization"),
             Resource::ScanLevel => ("objects", "scan_level"),
         }
@@ -145,6 +149,7 @@ impl PermissionName {
             Resource::Schedule,
             Resource::ObjectSet,
             Resource::Plugin,
+            Resource::BusinessRule,
             Resource::Organization,
         ]);
         let mut out = Vec::new();
@@ -209,6 +214,7 @@ impl FromStr for PermissionName {
             ("tasks", "schedule") => Resource::Schedule,
             ("tasks", "objectset") => Resource::ObjectSet,
             ("plugins", "plugin") => Resource::Plugin,
+            ("plugins", "businessrule") => Resource::BusinessRule,
             ("openkat", "organization") => Resource::Organization,
             _ => return Err(unknown()),
         };
@@ -718,7 +724,7 @@ mod tests {
     #[test]
     fn every_name_round_trips() {
         let all = PermissionName::all();
-        assert_eq!(all.len(), (ObjectType::ALL.len() + 6) * 4 + 1);
+        assert_eq!(all.len(), (ObjectType::ALL.len() + 7) * 4 + 1);
         assert!(all.contains(&PermissionName::SET_SCAN_LEVEL));
         for p in all {
             assert_eq!(p.to_string().parse::<PermissionName>().unwrap(), p);

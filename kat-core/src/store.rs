@@ -1,7 +1,7 @@
 //! The storage contracts: objects ([`ObjectStore`]), file contents ([`FileStore`]) and everything else
 //! that must survive a restart, one trait per concern: tasks and schedule claims ([`TaskQueue`]),
 //! schedules and object sets ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue
-//! ([`PluginCatalog`]) and revoked tokens ([`RevocationList`]). [`TaskStore`] is all five at once,
+//! ([`PluginCatalog`]), revoked tokens ([`RevocationList`]) and business rules' state ([`RuleCatalog`](crate::rules::RuleCatalog)). [`TaskStore`] is all six at once,
 //! implemented for every type that implements them.
 //!
 //! Checks every backend needs (query validation, empty key lists, the scan-level check, file names and
@@ -905,10 +905,11 @@ pub trait RevocationList: Send + Sync + fmt::Debug {
 }
 
 /// Everything else the engine keeps: tasks ([`TaskQueue`]), schedules and object sets
-/// ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue ([`PluginCatalog`]) and
-/// the token denylist ([`RevocationList`]).
+/// ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue ([`PluginCatalog`]),
+/// the token denylist ([`RevocationList`]) and business rules' state
+/// ([`RuleCatalog`](crate::rules::RuleCatalog): enablement per organization, processed objects).
 ///
-/// A backend implements the five traits (and can be tested against each one's conformance suite on
+/// A backend implements the six traits (and can be tested against each one's conformance suite on
 /// its own); this one follows from them. The engine and kat-http take an `Arc<dyn TaskStore>`; a
 /// part that needs one concern takes its trait, and an `Arc<dyn TaskStore>` converts into it:
 ///
@@ -920,10 +921,19 @@ pub trait RevocationList: Send + Sync + fmt::Debug {
 /// let denylist: Arc<dyn RevocationList> = store;
 /// # let _ = denylist;
 /// ```
-pub trait TaskStore: TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList {}
+pub trait TaskStore:
+    TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList + crate::rules::RuleCatalog
+{
+}
 
 impl<T> TaskStore for T where
-    T: TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList + ?Sized
+    T: TaskQueue
+        + ScheduleStore
+        + OrgStore
+        + PluginCatalog
+        + RevocationList
+        + crate::rules::RuleCatalog
+        + ?Sized
 {
 }
 

@@ -24,7 +24,7 @@ use kat_core::permission::{Action, PermissionName, Resource};
 use crate::body::ApiBody;
 use crate::error::{ApiError, ApiResult};
 use crate::query::decode_segment;
-use crate::routes::{Ctx, files, objects, orgs, plugins, schedules, schema, tasks};
+use crate::routes::{Ctx, files, objects, orgs, plugins, rules, schedules, schema, tasks};
 
 use Action::{Add, Change, Delete, View};
 use Permission::{BodyTypes, On, PathType, RecordTypes, Token};
@@ -338,6 +338,42 @@ pub(crate) static ROUTES: &[Route] = &[
         handler: handler!(|ctx, p| plugins::set_enabled(ctx, p.get("id")?, false)),
         permission: On(Change, Resource::Plugin),
         summary: "Disable a plugin",
+    },
+    // ------------------------------------------------------------------------ business rules
+    Route {
+        pattern: "/api/v1/business-rules/",
+        method: Method::GET,
+        handler: handler!(|ctx, _| rules::list(ctx)),
+        permission: On(View, Resource::BusinessRule),
+        summary: "List business rules, each with whether it runs for the caller's organization",
+    },
+    Route {
+        pattern: "/api/v1/business-rule-runs/",
+        method: Method::POST,
+        handler: handler!(|ctx, _| rules::run(ctx)),
+        permission: On(Change, Resource::BusinessRule),
+        summary: "Run every business rule over the caller's organization",
+    },
+    Route {
+        pattern: "/api/v1/business-rules/{id}/",
+        method: Method::GET,
+        handler: handler!(|ctx, p| rules::retrieve(ctx, p.get("id")?)),
+        permission: On(View, Resource::BusinessRule),
+        summary: "Get a business rule",
+    },
+    Route {
+        pattern: "/api/v1/business-rules/{id}/enable/",
+        method: Method::POST,
+        handler: handler!(|ctx, p| rules::set_enabled(ctx, p.get("id")?, true)),
+        permission: On(Change, Resource::BusinessRule),
+        summary: "Enable a business rule for the caller's organization",
+    },
+    Route {
+        pattern: "/api/v1/business-rules/{id}/disable/",
+        method: Method::POST,
+        handler: handler!(|ctx, p| rules::set_enabled(ctx, p.get("id")?, false)),
+        permission: On(Change, Resource::BusinessRule),
+        summary: "Disable a business rule for the caller's organization",
     },
     // ------------------------------------------------------------------------ organizations
     Route {

@@ -99,6 +99,7 @@ mod files;
 mod keys;
 mod objects;
 mod record;
+mod rules;
 mod tasks;
 
 use std::fmt;

@@ -8,6 +8,7 @@
 //! katd tasks | katd objects hostname | katd files | katd report
 //! katd sync    --data /var/lib/kat --plugins plugins/plugins.json   (while katd is not running)
 //! katd plan    --plugins plugins/plugins.json --target example.com  (no engine needed)
+//! katd rules   list | enable NAME | disable NAME | run [--data /var/lib/kat --rules FILE]
 //! ```
 //!
 //! `serve` runs a deployment of `kat::deploy` on the store and runtime chosen by `--store` / `KAT_STORE`
@@ -85,6 +86,61 @@ enum Command {
     Sync(SyncArgs),
     /// Validate plugin files and print how each plugin would run over example targets.
     Plan(PlanArgs),
+    /// Business rules: list them, enable or disable one for the token's organization, or run them
+    /// (over the token's organization, or with --data over every organization of a store no katd
+    /// is serving).
+    Rules(RulesArgs),
+}
+
+/// `katd rules`.
+#[derive(Debug, clap::Args)]
+struct RulesArgs {
+    #[command(subcommand)]
+    action: RulesAction,
+}
+
+/// What `katd rules` does.
+#[derive(Debug, Subcommand)]
+enum RulesAction {
+    /// List the rules, each with whether it runs for the token's organization.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Enable a rule for the token's organization.
+    Enable {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The rule's name.
+        name: String,
+    },
+    /// Disable a rule for the token's organization (its findings are retracted).
+    Disable {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The rule's name.
+        name: String,
+    },
+    /// Run every rule once over the token's organization (through the API), or with --data over
+    /// every organization of that store directly (katd serve must not be running on it).
+    Run(RulesRunArgs),
+}
+
+/// `katd rules run`.
+#[derive(Debug, clap::Args)]
+struct RulesRunArgs {
+    /// Run directly on this data directory's store, over every organization.
+    #[arg(long, requires = "rules")]
+    data: Option<PathBuf>,
+    /// The rules file (with --data).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The API's base URL.
+    #[arg(long, env = "KAT_API", default_value = "http://127.0.0.1:8000/api/v1")]
+    api: String,
+    /// An operator token (see `katd token`); not needed with --data.
+    #[arg(long, env = "KAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// `katd serve`.
@@ -115,6 +171,10 @@ struct ServeArgs {
     /// A finding_types.json to store in every organization.
     #[arg(long = "finding-types")]
     finding_types: Option<PathBuf>,
+    /// The business rules file [default: business_rules.json beside the first --plugins file, when
+    /// it exists; otherwise no rules].
+    #[arg(long, env = "KAT_RULES")]
+    rules: Option<PathBuf>,
     /// Organizations to create if missing (`code` or `code:Name`).
     #[arg(long = "org")]
     orgs: Vec<String>,
@@ -327,5 +387,6 @@ async fn dispatch(command: Command) -> Result<(), Error> {
         Command::Files(args) => cmd::files::run(args).await,
         Command::Sync(args) => cmd::sync::run(args).await,
         Command::Plan(args) => cmd::plan::run(args),
+        Command::Rules(args) => cmd::rules::run(args).await,
     }
 }

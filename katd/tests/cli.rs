@@ -19,6 +19,7 @@ fn help_lists_every_subcommand() {
     let help = String::from_utf8_lossy(&out.stdout);
     for sub in [
         "serve", "token", "declare", "run", "tasks", "objects", "report", "files", "sync", "plan",
+        "rules",
     ] {
         assert!(help.contains(&format!("  {sub} ")), "{sub} in {help}");
     }

@@ -696,5 +696,120 @@ pub async fn run_all(store: Arc<dyn TaskStore>) -> Result<()> {
     run_org_store(&*store).await?;
     run_plugin_catalog(&*store).await?;
     run_revocation_list(&*store).await?;
+    run_rule_catalog(&*store).await?;
+    Ok(())
+}
+
+/// Every [`RuleCatalog`](crate::rules::RuleCatalog) case.
+pub async fn run_rule_catalog(store: &dyn crate::rules::RuleCatalog) -> Result<()> {
+    rule_overrides(store).await?;
+    processed_objects(store).await?;
+    Ok(())
+}
+
+/// Rule enablement is per organization: an override for one organization only, cleared back to
+/// the file's default.
+pub async fn rule_overrides(store: &dyn crate::rules::RuleCatalog) -> Result<()> {
+    let (a, b) = (org("t-rov-a"), org("t-rov-b"));
+    assert!(store.rule_overrides(&a).await?.is_empty());
+    store
+        .set_rule_override(&a, "missing_spf", Some(false))
+        .await?;
+    store
+        .set_rule_override(&a, "missing_caa", Some(true))
+        .await?;
+    store
+        .set_rule_override(&b, "missing_spf", Some(true))
+        .await?;
+    assert_eq!(
+        store.rule_overrides(&a).await?,
+        [
+            ("missing_caa".to_string(), true),
+            ("missing_spf".to_string(), false)
+        ]
+        .into_iter()
+        .collect()
+    );
+    store
+        .set_rule_override(&a, "missing_spf", Some(true))
+        .await?;
+    assert_eq!(
+        store.rule_overrides(&a).await?.get("missing_spf"),
+        Some(&true),
+        "replaced"
+    );
+    store.set_rule_override(&a, "missing_spf", None).await?;
+    assert!(
+        !store.rule_overrides(&a).await?.contains_key("missing_spf"),
+        "cleared"
+    );
+    assert_eq!(
+        store.rule_overrides(&b).await?,
+        [("missing_spf".to_string(), true)].into_iter().collect(),
+        "another organization is untouched"
+    );
+    store.clear_rule_state(&a).await?;
+    assert!(store.rule_overrides(&a).await?.is_empty());
+    assert_eq!(store.rule_overrides(&b).await?.len(), 1);
+    store.clear_rule_state(&b).await?;
+    Ok(())
+}
+
+/// Processed records: per organization and plugin, looked up for given objects or all at once;
+/// marking twice is harmless.
+pub async fn processed_objects(store: &dyn crate::rules::RuleCatalog) -> Result<()> {
+    use crate::task::ObjectRef;
+    let (a, b) = (org("t-proc-a"), org("t-proc-b"));
+    let r = |ty: ObjectType, k: &str| ObjectRef {
+        object_type: ty,
+        key: k.parse::<NaturalKey>().expect("key"),
+    };
+    let h1 = r(ObjectType::Hostname, "internet|example.com");
+    let h2 = r(ObjectType::Hostname, "internet|b.example.com");
+    let ip = r(ObjectType::IpAddress, "internet|192.0.2.1");
+    assert!(store.processed(&a, "dns", None).await?.is_empty());
+    store
+        .mark_processed(&a, "dns", &[h1.clone(), ip.clone()])
+        .await?;
+    store
+        .mark_processed(&a, "dns", std::slice::from_ref(&h1))
+        .await?;
+    store
+        .mark_processed(&a, "portscan", std::slice::from_ref(&ip))
+        .await?;
+    store
+        .mark_processed(&b, "dns", std::slice::from_ref(&h2))
+        .await?;
+    store.mark_processed(&a, "dns", &[]).await?;
+    assert_eq!(
+        store.processed(&a, "dns", None).await?,
+        [h1.clone(), ip.clone()].into_iter().collect()
+    );
+    assert_eq!(
+        store
+            .processed(&a, "dns", Some(&[h1.clone(), h2.clone()]))
+            .await?,
+        [h1.clone()].into_iter().collect(),
+        "only the given objects, only those processed"
+    );
+    assert_eq!(
+        store.processed(&a, "portscan", None).await?,
+        [ip.clone()].into_iter().collect(),
+        "per plugin"
+    );
+    assert!(
+        store.processed(&a, "dn", None).await?.is_empty(),
+        "no prefix match"
+    );
+    assert_eq!(
+        store.processed(&b, "dns", None).await?,
+        [h2.clone()].into_iter().collect(),
+        "per organization"
+    );
+    store.clear_rule_state(&a).await?;
+    assert!(store.processed(&a, "dns", None).await?.is_empty());
+    assert!(store.processed(&a, "portscan", None).await?.is_empty());
+    assert_eq!(store.processed(&b, "dns", None).await?.len(), 1);
+    store.clear_rule_state(&b).await?;
     Ok(())
 }

@@ -579,6 +579,14 @@ pub struct Finding {
     pub address: Option<IpRef>,
     /// Free text from the plugin.
     pub description: Option<String>,
+    /// The business rules that assert this finding ([`crate::rules`]), sorted; empty for a finding
+    /// only tasks or operators wrote. Shown as `source_rules`; never taken from input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_rules: Vec<String>,
+    /// Whether only rules ever wrote it: a rule created it and no task or operator wrote it since.
+    /// Such a finding is deleted when its last rule retracts it; any other finding stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rule_only: bool,
 }
 
 /// The type-specific part of a DNS record.
@@ -938,6 +946,12 @@ impl Object {
             }
             (Object::Finding(old), Object::Finding(new)) => {
                 old.description = new.description.or(old.description.take());
+                for r in new.source_rules {
+                    if let Err(at) = old.source_rules.binary_search(&r) {
+                        old.source_rules.insert(at, r);
+                    }
+                }
+                old.rule_only = old.rule_only && new.rule_only;
             }
             (Object::Dns(old), Object::Dns(new)) => {
                 old.ttl = new.ttl.or(old.ttl.take());
@@ -1098,6 +1112,8 @@ impl Object {
                     hostname,
                     address,
                     description: f.opt_text("description", MAX_TEXT)?,
+                    source_rules: Vec::new(),
+                    rule_only: false,
                 })
             }
             dns => {
@@ -1253,6 +1269,7 @@ impl Object {
                 put("hostname", f.hostname.as_ref().map(|h| key(h.key())).into());
                 put("address", f.address.as_ref().map(|a| key(a.key())).into());
                 put("description", f.description.clone().into());
+                put("source_rules", f.source_rules.clone().into());
             }
             Object::Dns(r) => {
                 put("hostname", key(r.hostname.key()));
@@ -1374,7 +1391,7 @@ struct Fields<'a> {
 }
 
 /// Response-only fields accepted (and ignored) on input.
-const READ_ONLY: [&str; 10] = [
+const READ_ONLY: [&str; 11] = [
     "scan_level",
     "declared",
     "object_type",
@@ -1385,6 +1402,7 @@ const READ_ONLY: [&str; 10] = [
     "last_seen_by",
     "dns_records",
     "root",
+    "source_rules",
 ];
 
 impl<'a> Fields<'a> {

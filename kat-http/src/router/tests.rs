@@ -186,12 +186,15 @@ fn the_table_is_well_formed() {
 
 #[test]
 fn permissions_follow_the_methods_except_post_actions() {
-    // `POST .../cancel/`, `/enable/` and `/disable/` change their object; every other entry needs
+    // `POST .../cancel/`, `/enable/`, `/disable/` and a rules run change their object; every other entry needs
     // what kat_core::permission::required_for gives for its method.
     let actions = [
         "/api/v1/tasks/{id}/cancel/",
         "/api/v1/plugins/{id}/enable/",
         "/api/v1/plugins/{id}/disable/",
+        "/api/v1/business-rules/{id}/enable/",
+        "/api/v1/business-rules/{id}/disable/",
+        "/api/v1/business-rule-runs/",
     ];
     for r in ROUTES {
         let expected = |resource| {

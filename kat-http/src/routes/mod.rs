@@ -6,6 +6,7 @@ pub(crate) mod files;
 pub(crate) mod objects;
 pub(crate) mod orgs;
 pub(crate) mod plugins;
+pub(crate) mod rules;
 pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod tasks;

@@ -230,13 +230,13 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
         all.extend(objects);
     }
     // A finding's `object` may name an object written by the same request.
-    let written: BTreeSet<(ObjectType, NaturalKey)> = all
+    let in_request: BTreeSet<(ObjectType, NaturalKey)> = all
         .iter()
         .map(|o| (o.object_type(), o.natural_key()))
         .collect();
     let mut at = 0;
     for ((k, _, items), n) in groups.iter().zip(&sizes) {
-        check_objects_exist(ctx, items, &all[at..at + n], Some(k), &written).await?;
+        check_objects_exist(ctx, items, &all[at..at + n], Some(k), &in_request).await?;
         at += n;
     }
     let stored = if all.is_empty() {
@@ -247,6 +247,8 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
             .upsert(ctx.caller.org(), all, ctx.caller.task())
             .await?
     };
+    let touched: Vec<Object> = stored.iter().map(|s| s.object.clone()).collect();
+    written(ctx, &touched).await?;
     let mut out = Map::new();
     let mut it = objects_json(ctx, &stored).await?.into_iter();
     for ((k, _, _), n) in groups.iter().zip(sizes) {
@@ -299,6 +301,8 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
             .upsert(ctx.caller.org(), objects, ctx.caller.task())
             .await?
     };
+    let touched: Vec<Object> = stored.iter().map(|s| s.object.clone()).collect();
+    written(ctx, &touched).await?;
     if single {
         let first = match stored.first() {
             Some(o) => object_json(ctx, o).await?,
@@ -308,6 +312,40 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
     } else {
         Ok(created(&Value::Array(objects_json(ctx, &stored).await?)))
     }
+}
+
+/// Tell the engine which objects a write touched (their data as written, or as they were before a
+/// deletion), so that business rules' findings are up to date when the write is answered.
+async fn written(ctx: &Ctx<'_>, objects: &[Object]) -> ApiResult<()> {
+    if let Some(c) = &ctx.inner.control
+        && !objects.is_empty()
+    {
+        c.objects_written(ctx.caller.org(), objects).await?;
+    }
+    Ok(())
+}
+
+/// The objects about to be deleted, for [`written`] (nothing without an engine).
+async fn before_delete(
+    ctx: &Ctx<'_>,
+    ty: ObjectType,
+    keys: &[NaturalKey],
+) -> ApiResult<Vec<Object>> {
+    if ctx.inner.control.is_none() || keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
+    q.keys = Some(keys.to_vec());
+    q.limit = 0;
+    Ok(ctx
+        .inner
+        .objects
+        .query(&q)
+        .await?
+        .items
+        .into_iter()
+        .map(|s| s.object)
+        .collect())
 }
 
 /// `GET /objects/<type>/`.
@@ -446,10 +484,12 @@ pub(crate) async fn update(
         Some(o)
     };
     if let Some(o) = changed {
-        ctx.inner
+        let s = ctx
+            .inner
             .objects
             .replace(ctx.caller.org(), o, ctx.caller.task())
             .await?;
+        written(ctx, &[stored.object.clone(), s.object]).await?;
     }
     if let Some(profile) = scan {
         ctx.inner
@@ -470,6 +510,7 @@ pub(crate) async fn destroy(
     ctx.query.only(&[])?;
     let key = parse_key(ty, raw)?;
     ctx.require_pk(key.as_str())?;
+    let gone = before_delete(ctx, ty, std::slice::from_ref(&key)).await?;
     let n = ctx
         .inner
         .objects
@@ -478,6 +519,7 @@ pub(crate) async fn destroy(
     if n == 0 {
         return Err(ApiError::not_found(format!("No {ty} {:?}.", key.as_str())));
     }
+    written(ctx, &gone).await?;
     Ok(body::no_content())
 }
 
@@ -498,11 +540,13 @@ pub(crate) async fn delete_many(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<
     for k in &keys {
         ctx.require_pk(k.as_str())?;
     }
+    let gone = before_delete(ctx, ty, &keys).await?;
     let n = ctx
         .inner
         .objects
         .delete(ctx.caller.org(), ty, &keys)
         .await?;
+    written(ctx, &gone).await?;
     Ok(body::json(
         StatusCode::OK,
         &serde_json::json!({"deleted": n}),
@@ -580,11 +624,13 @@ pub(crate) async fn delete_dns_records(
             .map(|(_, k)| k.clone())
             .collect();
         if !keys.is_empty() {
+            let gone = before_delete(ctx, ty, &keys).await?;
             deleted += ctx
                 .inner
                 .objects
                 .delete(ctx.caller.org(), ty, &keys)
                 .await?;
+            written(ctx, &gone).await?;
         }
     }
     Ok(body::json(

@@ -209,5 +209,6 @@ async fn purge(ctx: &Ctx<'_>, code: &OrgCode) -> ApiResult<Purged> {
     }
     n.tasks = inner.tasks.delete_org_tasks(code).await?;
     inner.tasks.clear_plugin_overrides(code).await?;
+    inner.tasks.clear_rule_state(code).await?;
     Ok(n)
 }

@@ -360,6 +360,48 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
     ),
     (
         Method::GET,
+        "/api/v1/business-rules/",
+        Details {
+            query: &[
+                LIMIT,
+                OFFSET,
+                single("search", "Substring of name or description"),
+                single("enabled", "true or false (for the caller's organization)"),
+            ],
+            success: PAGE,
+            errors: &[400, 401, 403, 503],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::POST,
+        "/api/v1/business-rule-runs/",
+        Details {
+            success: OK,
+            errors: &[400, 401, 403, 503],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::POST,
+        "/api/v1/business-rules/{id}/enable/",
+        Details {
+            success: OK,
+            errors: &[400, 401, 403, 404, 503],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::POST,
+        "/api/v1/business-rules/{id}/disable/",
+        Details {
+            success: OK,
+            errors: &[400, 401, 403, 404, 503],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::GET,
         "/api/v1/organizations/",
         Details {
             query: &[LIMIT, OFFSET],
@@ -422,6 +464,15 @@ pub(crate) static PATH_PARAMS: &[(&str, &[(&str, &str)])] = &[
     ("/api/v1/plugins/{id}/", &[("id", "Plugin id")]),
     ("/api/v1/plugins/{id}/enable/", &[("id", "Plugin id")]),
     ("/api/v1/plugins/{id}/disable/", &[("id", "Plugin id")]),
+    ("/api/v1/business-rules/{id}/", &[("id", "Rule name")]),
+    (
+        "/api/v1/business-rules/{id}/enable/",
+        &[("id", "Rule name")],
+    ),
+    (
+        "/api/v1/business-rules/{id}/disable/",
+        &[("id", "Rule name")],
+    ),
     (
         "/api/v1/organizations/{code}/",
         &[("code", "Organization code")],

@@ -11,6 +11,7 @@ mod objects;
 mod orgs;
 mod permissions;
 mod rights;
+mod rules;
 mod slow;
 mod tasks;
 mod tokens;

@@ -66,6 +66,8 @@ pub struct Options {
     /// Run kat-core's real engine behind the API (not started: tasks stay queued, ticks are called
     /// by the test) instead of the recording double.
     pub engine: bool,
+    /// Give that engine the shipped business rules (`plugins/business_rules.json`).
+    pub rules: bool,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             config: ApiConfig::default(),
             files: None,
             engine: false,
+            rules: false,
         }
     }
 }
@@ -255,8 +258,18 @@ pub async fn start(opts: Options) -> Server {
         tasks.put_organization(o).await.unwrap();
     }
     let auth = Arc::new(authority(opts.alg, tasks.clone()));
+    let rules = opts.rules.then(|| {
+        Arc::new(
+            kat_core::rules::RuleSet::parse(
+                include_str!("../../../plugins/business_rules.json"),
+                "business_rules.json",
+            )
+            .unwrap(),
+        )
+    });
     let engine = opts.engine.then(|| {
         kat_core::engine::Engine::builder()
+            .rules(rules.clone().unwrap_or_default())
             .objects(objects.clone())
             .files(files.clone())
             .tasks(tasks.clone())

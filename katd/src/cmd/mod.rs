@@ -6,6 +6,7 @@ pub(crate) mod files;
 pub(crate) mod objects;
 pub(crate) mod plan;
 pub(crate) mod report;
+pub(crate) mod rules;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod sync;

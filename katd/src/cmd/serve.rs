@@ -57,6 +57,7 @@ fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     cfg.enable_new_plugins = !args.new_plugins_disabled;
     cfg.policy = policy;
     cfg.finding_types = args.finding_types;
+    cfg.rules_file = args.rules;
     cfg.organizations = args
         .orgs
         .iter()

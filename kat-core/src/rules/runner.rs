@@ -1,0 +1,548 @@
+//! Evaluating rules and keeping their findings: a full pass over an organization, or an incremental
+//! one over the subjects a write affected.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::condition::{Needs, Scope, Snapshot, other_field, relation_target};
+use super::{Rule, RuleCatalog, RuleSet};
+use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType};
+use crate::org::OrgCode;
+use crate::store::{ObjectQuery, ObjectStore};
+use crate::task::{ObjectRef, Task, TaskState};
+use crate::{Error, Result};
+
+/// Findings written per store call.
+const CHUNK: usize = 2000;
+/// Values per filtered query.
+const VALUES_PER_QUERY: usize = 2000;
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    /// Subjects (hostnames and addresses) evaluated.
+    pub subjects: usize,
+    /// Findings created by a rule.
+    pub created: usize,
+    /// Findings whose list of asserting rules changed.
+    pub updated: usize,
+    /// Findings deleted because their last rule retracted them.
+    pub deleted: usize,
+}
+
+/// Evaluates a [`RuleSet`] over an [`ObjectStore`] and keeps the rules' findings. Passes are
+/// serialised: one at a time per runner.
+#[derive(Debug)]
+pub struct RuleRunner {
+    rules: Arc<RuleSet>,
+    objects: Arc<dyn ObjectStore>,
+    catalog: Arc<dyn RuleCatalog>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn subject_object(r: &ObjectRef) -> Option<Object> {
+    match r.object_type {
+        ObjectType::Hostname => HostnameRef::parse(r.key.as_str())
+            .ok()
+            .map(Object::Hostname),
+        ObjectType::IpAddress => IpRef::parse(r.key.as_str()).ok().map(Object::IpAddress),
+        _ => None,
+    }
+}
+
+fn finding_for(rule: &Rule, subject: &Object) -> Option<Finding> {
+    let (hostname, address) = match subject {
+        Object::Hostname(h) => (Some(h.clone()), None),
+        Object::IpAddress(a) => (None, Some(a.clone())),
+        _ => return None,
+    };
+    Some(Finding {
+        finding_type: rule.finding_type.clone(),
+        hostname,
+        address,
+        description: None,
+        source_rules: Vec::new(),
+        rule_only: true,
+    })
+}
+
+fn subject_ref(o: &Object) -> Option<ObjectRef> {
+    matches!(o, Object::Hostname(_) | Object::IpAddress(_)).then(|| ObjectRef {
+        object_type: o.object_type(),
+        key: o.natural_key(),
+    })
+}
+
+impl RuleRunner {
+    /// A runner of `rules` over `objects`, with enablement and `requires` records in `catalog`.
+    pub fn new(
+        rules: Arc<RuleSet>,
+        objects: Arc<dyn ObjectStore>,
+        catalog: Arc<dyn RuleCatalog>,
+    ) -> Self {
+        RuleRunner {
+            rules,
+            objects,
+            catalog,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// A full pass over every hostname and address of `org`.
+    ///
+    /// Timings of its phases are logged at debug level.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn run_org(&self, org: &OrgCode) -> Result<PassReport> {
+        self.pass(org, None).await
+    }
+
+    /// Enable or disable a rule for `org` (`None`: back to the file's default), then bring its
+    /// findings up to date with a full pass.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown rule; the store's errors.
+    pub async fn set_enabled(
+        &self,
+        org: &OrgCode,
+        rule: &str,
+        enabled: Option<bool>,
+    ) -> Result<PassReport> {
+        if self.rules.get(rule).is_none() {
+            return Err(Error::not_found("rule", rule));
+        }
+        self.catalog.set_rule_override(org, rule, enabled).await?;
+        self.pass(org, None).await
+    }
+
+    /// A task ended: when it completed, record its targets as processed by its plugin and
+    /// evaluate them again (a rule that `requires` the plugin may apply now).
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn task_ended(&self, task: &Task) -> Result<PassReport> {
+        if task.state != TaskState::Completed || task.input.objects.is_empty() {
+            return Ok(PassReport::default());
+        }
+        self.catalog
+            .mark_processed(&task.org, &task.plugin_id, &task.input.objects)
+            .await?;
+        if !self
+            .rules
+            .iter()
+            .any(|r| r.requires.contains(&task.plugin_id))
+        {
+            return Ok(PassReport::default());
+        }
+        let subjects: BTreeSet<ObjectRef> = task
+            .input
+            .objects
+            .iter()
+            .filter(|r| matches!(r.object_type, ObjectType::Hostname | ObjectType::IpAddress))
+            .cloned()
+            .collect();
+        if subjects.is_empty() {
+            return Ok(PassReport::default());
+        }
+        self.pass(&task.org, Some(subjects)).await
+    }
+
+    /// Objects were written or deleted (`objects`: their data): evaluate the subjects they affect.
+    /// A hostname or address affects itself; any object affects the hostnames and addresses it
+    /// refers to (a record's owner and target, a port's address, a finding's subject); through a
+    /// rule's `target`, the subjects whose records point at an affected one (an AAAA record of a
+    /// name server affects the hostnames it serves); through `self_or_parents`, a record that
+    /// matches the relation affects the subdomains of its owner.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn objects_written(&self, org: &OrgCode, objects: &[Object]) -> Result<PassReport> {
+        if self.rules.is_empty() || objects.is_empty() {
+            return Ok(PassReport::default());
+        }
+        let mut subjects: BTreeSet<ObjectRef> = BTreeSet::new();
+        for o in objects {
+            subjects.extend(subject_ref(o));
+            subjects.extend(o.references().iter().filter_map(subject_ref));
+        }
+        // Relations with a target: a written object of a type the target condition looks at (an
+        // AAAA record of a name server) affects the far end it belongs to, and so the subjects whose
+        // records point at that far end (the hostnames the name server serves). Other writes that
+        // merely refer to a far end (a new NS record) affect their own owner, found above.
+        let mut parents: Vec<&super::condition::Has> = Vec::new();
+        for r in self.rules.iter() {
+            for h in r.condition.relations() {
+                if h.scope == Scope::SelfOrParents {
+                    parents.push(h);
+                }
+                let (Some(t), Some(f)) = (&h.target, other_field(h.object_type, h.via)) else {
+                    continue;
+                };
+                let far_keys: BTreeSet<String> = t
+                    .relations()
+                    .iter()
+                    .flat_map(|inner| {
+                        objects
+                            .iter()
+                            .filter(move |o| o.object_type() == inner.object_type)
+                            .filter_map(move |o| o.field(inner.via))
+                    })
+                    .map(|v| v.filter_text())
+                    .collect();
+                if far_keys.is_empty() {
+                    continue;
+                }
+                let keys: Vec<String> = far_keys.into_iter().collect();
+                for o in self.related(org, h.object_type, f, &keys).await? {
+                    if let Some(v) = o.field(h.via)
+                        && let Some(outer_ty) = relation_target(h.object_type, h.via)
+                    {
+                        subjects.insert(ObjectRef {
+                            object_type: outer_ty,
+                            key: NaturalKey::from_escaped_components([v.filter_text()]),
+                        });
+                    }
+                }
+            }
+        }
+        // Subdomains of owners of records that parent-scoped relations match.
+        for h in parents {
+            for o in objects {
+                if o.object_type() != h.object_type
+                    || !h
+                        .filter
+                        .iter()
+                        .all(|(f, p)| p.matches(o.field(f).map(|v| v.filter_text()).as_deref()))
+                {
+                    continue;
+                }
+                let Some(Object::Hostname(owner)) = o.field(h.via).and_then(|v| {
+                    HostnameRef::parse(&v.filter_text())
+                        .ok()
+                        .map(Object::Hostname)
+                }) else {
+                    continue;
+                };
+                let suffix = format!(".{}", owner.name);
+                let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+                q.search = Some(suffix.clone());
+                q.limit = 0;
+                for s in self.objects.query(&q).await?.items {
+                    if let Object::Hostname(c) = &s.object
+                        && c.network == owner.network
+                        && c.name.ends_with(&suffix)
+                    {
+                        subjects.insert(ObjectRef {
+                            object_type: ObjectType::Hostname,
+                            key: s.key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        self.pass(org, Some(subjects)).await
+    }
+
+    /// Objects of `ty` whose `field` is one of `keys`.
+    async fn related(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        field: &str,
+        keys: &[String],
+    ) -> Result<Vec<Object>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(VALUES_PER_QUERY) {
+            let mut q = ObjectQuery::new(org.clone(), ty);
+            q.filters.push((field.to_string(), chunk.to_vec()));
+            q.limit = 0;
+            out.extend(
+                self.objects
+                    .query(&q)
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|s| s.object),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn all_of(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+    ) -> Result<Vec<crate::store::StoredObject>> {
+        let mut q = ObjectQuery::new(org.clone(), ty);
+        q.limit = 0;
+        Ok(self.objects.query(&q).await?.items)
+    }
+
+    /// Evaluate every rule on `subjects` (all of the organization's when `None`) and write the
+    /// difference to the findings.
+    async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
+        let _one = self.lock.lock().await;
+        let started = std::time::Instant::now();
+        let mut report = PassReport::default();
+        if self.rules.is_empty() {
+            return Ok(report);
+        }
+        let overrides = self.catalog.rule_overrides(org).await?;
+        let enabled: Vec<&Rule> = self.rules.enabled_for(&overrides);
+        let subject_types: BTreeSet<ObjectType> =
+            self.rules.iter().map(|r| r.object_type).collect();
+
+        // The subjects that exist, as objects.
+        let mut subjects: Vec<(ObjectRef, Object)> = Vec::new();
+        let mut gone: Vec<(ObjectRef, Object)> = Vec::new();
+        let full = only.is_none();
+        match &only {
+            None => {
+                for &ty in &subject_types {
+                    for s in self.all_of(org, ty).await? {
+                        subjects.push((
+                            ObjectRef {
+                                object_type: ty,
+                                key: s.key,
+                            },
+                            s.object,
+                        ));
+                    }
+                }
+            }
+            Some(refs) => {
+                for &ty in &subject_types {
+                    let keys: Vec<NaturalKey> = refs
+                        .iter()
+                        .filter(|r| r.object_type == ty)
+                        .map(|r| r.key.clone())
+                        .collect();
+                    let mut found: HashMap<NaturalKey, Object> = HashMap::new();
+                    for chunk in keys.chunks(VALUES_PER_QUERY) {
+                        let mut q = ObjectQuery::new(org.clone(), ty);
+                        q.keys = Some(chunk.to_vec());
+                        q.limit = 0;
+                        for s in self.objects.query(&q).await?.items {
+                            found.insert(s.key, s.object);
+                        }
+                    }
+                    for k in keys {
+                        let r = ObjectRef {
+                            object_type: ty,
+                            key: k.clone(),
+                        };
+                        match found.remove(&k) {
+                            Some(o) => subjects.push((r, o)),
+                            None => {
+                                if let Some(o) = subject_object(&r) {
+                                    gone.push((r, o));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        report.subjects = subjects.len() + gone.len();
+
+        // What `requires` needs: the processed subjects of each required plugin.
+        let mut processed: HashMap<&str, HashSet<ObjectRef>> = HashMap::new();
+        let wanted_plugins: BTreeSet<&str> = enabled
+            .iter()
+            .flat_map(|r| r.requires.iter().map(String::as_str))
+            .collect();
+        let refs: Vec<ObjectRef> = subjects.iter().map(|(r, _)| r.clone()).collect();
+        for p in wanted_plugins {
+            let among = if full { None } else { Some(refs.as_slice()) };
+            let set = self.catalog.processed(org, p, among).await?;
+            processed.insert(p, set.into_iter().collect());
+        }
+
+        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
+        let mut snap = Snapshot::default();
+        if full {
+            let mut by_type: BTreeMap<ObjectType, BTreeSet<&'static str>> = BTreeMap::new();
+            for r in &enabled {
+                for h in r.condition.relations() {
+                    by_type.entry(h.object_type).or_default().insert(h.via);
+                }
+            }
+            for (ty, vias) in by_type {
+                let objects: Vec<Object> = self
+                    .all_of(org, ty)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.object)
+                    .collect();
+                for via in vias {
+                    snap.load_all(ty, via, &objects);
+                }
+            }
+        }
+
+        let loaded = started.elapsed();
+        // Evaluate until nothing is missing: one slot per subject and enabled rule.
+        let n = enabled.len();
+        let mut holds: Vec<Option<bool>> = vec![None; subjects.len() * n];
+        loop {
+            let mut needs = Needs::default();
+            for (i, (r, o)) in subjects.iter().enumerate() {
+                for (j, rule) in enabled.iter().enumerate() {
+                    let slot = i * n + j;
+                    if rule.object_type != r.object_type {
+                        holds[slot] = Some(false);
+                        continue;
+                    }
+                    if holds[slot].is_some() {
+                        continue;
+                    }
+                    if !rule
+                        .requires
+                        .iter()
+                        .all(|p| processed.get(p.as_str()).is_some_and(|s| s.contains(r)))
+                    {
+                        holds[slot] = Some(false);
+                        continue;
+                    }
+                    holds[slot] = rule.condition.eval(o, &r.key, &snap, &mut needs);
+                }
+            }
+            if needs.is_empty() {
+                break;
+            }
+            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
+            for (ty, via, key) in needs.related {
+                groups.entry((ty, via)).or_default().push(key);
+            }
+            for ((ty, via), keys) in groups {
+                let found = self.related(org, ty, via, &keys).await?;
+                snap.load_some(ty, via, &keys, found);
+            }
+        }
+
+        // The findings the rules want, by key, and the rules that want each. An incremental pass
+        // lists every finding a rule could assert on its subjects, wanted or not, to look them up.
+        let mut wanted: HashMap<NaturalKey, (Finding, BTreeSet<String>)> = HashMap::new();
+        let all_rules: Vec<&Rule> = self.rules.iter().collect();
+        let enabled_at: Vec<Option<usize>> = all_rules
+            .iter()
+            .map(|r| enabled.iter().position(|e| e.name == r.name))
+            .collect();
+        for (i, (r, o)) in subjects.iter().enumerate() {
+            for (a, rule) in all_rules.iter().enumerate() {
+                if rule.object_type != r.object_type {
+                    continue;
+                }
+                let holding = enabled_at[a].is_some_and(|j| holds[i * n + j] == Some(true));
+                if full && !holding {
+                    continue;
+                }
+                let Some(f) = finding_for(rule, o) else {
+                    continue;
+                };
+                let key = Object::Finding(f.clone()).natural_key();
+                let e = wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+                if holding {
+                    e.1.insert(rule.name.clone());
+                }
+            }
+        }
+        for (r, o) in &gone {
+            for rule in all_rules.iter().filter(|x| x.object_type == r.object_type) {
+                if let Some(f) = finding_for(rule, o) {
+                    let key = Object::Finding(f.clone()).natural_key();
+                    wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+                }
+            }
+        }
+
+        let evaluated = started.elapsed();
+        // The findings there are.
+        let mut existing: Vec<crate::store::StoredObject> = Vec::new();
+        if full {
+            let codes: BTreeSet<String> =
+                self.rules.iter().map(|r| r.finding_type.clone()).collect();
+            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+            q.filters
+                .push(("finding_type".into(), codes.into_iter().collect()));
+            q.limit = 0;
+            existing = self.objects.query(&q).await?.items;
+        } else {
+            let keys: Vec<NaturalKey> = wanted.keys().cloned().collect();
+            for chunk in keys.chunks(VALUES_PER_QUERY) {
+                let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+                q.keys = Some(chunk.to_vec());
+                q.limit = 0;
+                existing.extend(self.objects.query(&q).await?.items);
+            }
+        }
+
+        let read = started.elapsed();
+        // The difference.
+        let mut add: Vec<Object> = Vec::new();
+        let mut replace: Vec<Object> = Vec::new();
+        let mut delete: Vec<NaturalKey> = Vec::new();
+        for s in existing {
+            let Object::Finding(f) = s.object else {
+                continue;
+            };
+            let want = match wanted.remove(&s.key) {
+                Some((_, w)) => w,
+                // A full pass sees every rule finding: one of a subject that is gone, or of a type
+                // no rule of this subject's type asserts, has no rule that wants it.
+                None if full => BTreeSet::new(),
+                None => continue,
+            };
+            let have: BTreeSet<String> = f.source_rules.iter().cloned().collect();
+            if have == want {
+                continue;
+            }
+            if want.is_empty() && f.rule_only {
+                delete.push(s.key);
+            } else if want.is_superset(&have) {
+                let mut n = f.clone();
+                n.source_rules = want.into_iter().collect();
+                n.rule_only = true; // merged: stays what it was
+                n.description = None;
+                add.push(Object::Finding(n));
+            } else {
+                let mut n = f;
+                n.source_rules = want.into_iter().collect();
+                replace.push(Object::Finding(n));
+            }
+            report.updated += 1;
+        }
+        for (_, (mut f, want)) in wanted {
+            if want.is_empty() {
+                continue;
+            }
+            f.source_rules = want.into_iter().collect();
+            add.push(Object::Finding(f));
+            report.created += 1;
+        }
+        report.updated -= delete.len();
+        report.deleted = delete.len();
+        for chunk in add.chunks(CHUNK) {
+            self.objects.upsert(org, chunk.to_vec(), None).await?;
+        }
+        for o in replace {
+            match self.objects.replace(org, o, None).await {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for chunk in delete.chunks(CHUNK) {
+            self.objects.delete(org, ObjectType::Finding, chunk).await?;
+        }
+        debug!(org = %org, ?report, full, ?loaded, ?evaluated, ?read, total = ?started.elapsed(), "business rules evaluated");
+        Ok(report)
+    }
+}
