@@ -14,6 +14,8 @@
 //!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
 //!   `OrgStore`, `PluginCatalog`, `RevocationList`, and `TokenAuthority`).
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
+//! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
+//!   write (the graph algorithm every store backend shares).
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -31,6 +33,7 @@ pub mod control;
 pub mod engine;
 pub mod error;
 pub mod finding;
+pub mod levels;
 pub mod memory;
 pub mod object;
 pub mod org;
