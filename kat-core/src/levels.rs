@@ -111,10 +111,9 @@ pub fn relations(o: &Object) -> Vec<Relation> {
     };
     let owner = host(&r.hostname);
     match &r.data {
-        DnsData::A(a) | DnsData::Aaaa(a) => vec![
-            rel(owner.clone(), ip(a), None),
-            rel(ip(a), owner, None),
-        ],
+        DnsData::A(a) | DnsData::Aaaa(a) => {
+            vec![rel(owner.clone(), ip(a), None), rel(ip(a), owner, None)]
+        }
         DnsData::Cname(t) => vec![rel(owner, host(t), None)],
         DnsData::Ns(t) => vec![rel(owner, host(t), Some(CAPPED))],
         DnsData::Mx {
@@ -183,8 +182,10 @@ pub trait LevelGraph {
     ///
     /// # Errors
     /// The backend's.
-    fn in_edges(&mut self, n: &ObjectRef)
-    -> Result<Vec<(ObjectRef, Option<ScanLevel>)>, Self::Error>;
+    fn in_edges(
+        &mut self,
+        n: &ObjectRef,
+    ) -> Result<Vec<(ObjectRef, Option<ScanLevel>)>, Self::Error>;
     /// The edges out of `n`: each target and cap.
     ///
     /// # Errors
@@ -384,9 +385,9 @@ pub fn update<G: LevelGraph>(g: &mut G, changes: &Changes) -> Result<u64, G::Err
         stack.push(n.clone());
     }
     for e in &changes.removed {
-        let hit = w.get(&e.target)?.is_some_and(|s| {
-            !s.declared && s.inherited_from.as_ref() == Some(&e.source)
-        });
+        let hit = w
+            .get(&e.target)?
+            .is_some_and(|s| !s.declared && s.inherited_from.as_ref() == Some(&e.source));
         if hit && r.insert(e.target.clone()) {
             stack.push(e.target.clone());
         }
@@ -577,7 +578,10 @@ impl LevelGraph for MemoryGraph {
         Ok(())
     }
 
-    fn in_edges(&mut self, n: &ObjectRef) -> Result<Vec<(ObjectRef, Option<ScanLevel>)>, Infallible> {
+    fn in_edges(
+        &mut self,
+        n: &ObjectRef,
+    ) -> Result<Vec<(ObjectRef, Option<ScanLevel>)>, Infallible> {
         Ok(self.edges.in_edges(n))
     }
 

@@ -33,7 +33,9 @@ fn level(g: &mut MemoryGraph, i: usize) -> Option<u8> {
 }
 
 fn from(g: &mut MemoryGraph, i: usize) -> Option<ObjectRef> {
-    g.node(&n(i)).expect("infallible").and_then(|s| s.inherited_from)
+    g.node(&n(i))
+        .expect("infallible")
+        .and_then(|s| s.inherited_from)
 }
 
 /// A graph of `count` inherited nodes with `declared` ones set.
@@ -163,10 +165,16 @@ fn a_cycle_does_not_hold_a_level_up() {
     assert_eq!(level(&mut g, 3), Some(2));
     // Lowering the source lowers the whole cycle.
     set(&mut g, 0, NodeLevel::declared(lv(1)));
-    assert_eq!((level(&mut g, 1), level(&mut g, 2), level(&mut g, 3)), (Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (level(&mut g, 1), level(&mut g, 2), level(&mut g, 3)),
+        (Some(1), Some(1), Some(1))
+    );
     // Removing the way in leaves the cycle without a level.
     remove(&mut g, rel(0, 1, None));
-    assert_eq!((level(&mut g, 1), level(&mut g, 2), level(&mut g, 3)), (None, None, None));
+    assert_eq!(
+        (level(&mut g, 1), level(&mut g, 2), level(&mut g, 3)),
+        (None, None, None)
+    );
     assert_eq!(from(&mut g, 1), None);
 }
 

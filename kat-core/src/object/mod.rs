@@ -1289,9 +1289,10 @@ struct Fields<'a> {
 }
 
 /// Response-only fields accepted (and ignored) on input.
-const READ_ONLY: [&str; 10] = [
+const READ_ONLY: [&str; 11] = [
     "scan_level",
     "declared",
+    "inherited_from",
     "object_type",
     "organizations",
     "last_seen",
