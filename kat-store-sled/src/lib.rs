@@ -97,6 +97,7 @@
 mod error;
 mod files;
 mod keys;
+mod levels;
 mod objects;
 mod record;
 mod tasks;
@@ -123,7 +124,11 @@ use serde::de::DeserializeOwned;
 /// - 1: the first; object records as JSON, hostname names and address addresses indexed.
 /// - 2: compact object records (the key is not repeated in the value); a hostname's `name` and an
 ///   address's `address` are found from the key order, without index entries. Migrated from 1.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: scan levels inherited along DNS records: records carry `inherited_from`, and the edges of
+///   DNS records have their own keyspace (`e`, `r`). Migrated from 2 (and 1) by writing the edges of
+///   the stored records and marking the levels for a full recomputation, which a deployment runs at
+///   start ([`kat_core::store::ObjectStore::levels_need_recompute`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How long [`SledStore::open`] waits for a locked database before it fails.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -420,15 +425,21 @@ fn check_format(db: &sled::Db) -> SResult<()> {
             "unreadable format version {text:?} in the database; this build reads format version {FORMAT_VERSION}"
         )));
     };
-    if version == 1 {
+    if version == 1 || version == 2 {
         let started = std::time::Instant::now();
-        let changed = objects::migrate_v1(&db.open_tree(OBJECTS_TREE)?)?;
+        let tree = db.open_tree(OBJECTS_TREE)?;
+        let mut changed = 0;
+        if version == 1 {
+            changed += objects::migrate_v1(&tree)?;
+            db.flush()?;
+        }
+        changed += levels::migrate_v2(&tree)?;
         db.flush()?;
         db.open_tree(META_TREE)?
             .insert(VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())?;
         db.flush()?;
         tracing::info!(
-            from = 1,
+            from = version,
             to = FORMAT_VERSION,
             changed,
             ms = started.elapsed().as_millis() as u64,
