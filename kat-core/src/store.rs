@@ -138,7 +138,7 @@ impl StoredObject {
     }
 
     /// A field's value for filtering and ordering, including the stored ones (`id`, `scan_level`,
-    /// `created_at`, `last_seen`).
+    /// `declared`, `created_at`, `last_seen`).
     pub fn field(&self, name: &str) -> Option<crate::object::FieldValue> {
         use crate::object::FieldValue;
         match name {
@@ -147,6 +147,10 @@ impl StoredObject {
                 self.scan
                     .and_then(|p| p.level)
                     .map_or(FieldValue::Null, |l| FieldValue::Int(i64::from(l.get()))),
+            ),
+            "declared" => Some(
+                self.scan
+                    .map_or(FieldValue::Null, |p| FieldValue::Bool(p.declared)),
             ),
             "created_at" => Some(FieldValue::Int(self.created_at.as_millis())),
             "last_seen" => Some(FieldValue::Int(self.last_seen.as_millis())),
@@ -158,6 +162,28 @@ impl StoredObject {
 /// Fields every object query may order by besides the type's own.
 pub const COMMON_ORDER_FIELDS: [&str; 4] = ["id", "scan_level", "created_at", "last_seen"];
 
+/// Filters on what a store keeps beside an object's own fields, for types with scan levels
+/// ([`ObjectType::has_scan_level`]): the effective scan level (declared or inherited; `null` for
+/// none) and whether it is declared (`true`, `false`).
+pub const LEVEL_FILTERS: [&str; 2] = ["scan_level", "declared"];
+
+/// Every field a query of `ty` may filter by: [`ObjectType::fields`], and [`LEVEL_FILTERS`] for
+/// types with scan levels.
+///
+/// ```
+/// use kat_core::object::ObjectType;
+/// use kat_core::store::filter_fields;
+/// assert!(filter_fields(ObjectType::IpAddress).contains(&"scan_level"));
+/// assert!(!filter_fields(ObjectType::IpPort).contains(&"scan_level"));
+/// ```
+pub fn filter_fields(ty: ObjectType) -> Vec<&'static str> {
+    let mut out = ty.fields().to_vec();
+    if ty.has_scan_level() {
+        out.extend(LEVEL_FILTERS);
+    }
+    out
+}
+
 /// A query over objects of one type in one organization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectQuery {
@@ -165,7 +191,8 @@ pub struct ObjectQuery {
     pub org: OrgCode,
     /// The type.
     pub object_type: ObjectType,
-    /// Field filters: every listed field must equal one of its values (text form, relations by key).
+    /// Field filters: every listed field must equal one of its values (text form, relations by key);
+    /// the fields of [`filter_fields`].
     pub filters: Vec<(String, Vec<String>)>,
     /// Only these keys (the `id` filter, or a token's `pks`).
     pub keys: Option<Vec<NaturalKey>>,
@@ -212,14 +239,15 @@ impl ObjectQuery {
     /// [`Error::Invalid`] naming the unknown field and listing the known ones.
     pub fn validate(&self) -> Result<()> {
         let fields = self.object_type.fields();
+        let filters = filter_fields(self.object_type);
         for (f, values) in &self.filters {
-            if !fields.contains(&f.as_str()) {
+            if !filters.contains(&f.as_str()) {
                 return Err(Error::invalid(
                     f.as_str(),
                     format!(
                         "unknown filter {f:?} for {}; filters are {}, id, search, ordering, limit and offset",
                         self.object_type,
-                        fields.join(", ")
+                        filters.join(", ")
                     ),
                 ));
             }
@@ -269,8 +297,7 @@ impl ObjectQuery {
             return false;
         }
         self.filters.iter().all(|(f, values)| {
-            o.object
-                .field(f)
+            o.field(f)
                 .is_some_and(|v| values.iter().any(|want| *want == v.filter_text()))
         })
     }

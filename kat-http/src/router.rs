@@ -118,6 +118,13 @@ pub(crate) static ROUTES: &[Route] = &[
     },
     // ------------------------------------------------------------------------ objects
     Route {
+        pattern: "/api/v1/objects/recompute-levels/",
+        method: Method::POST,
+        handler: handler!(|ctx, _| objects::recompute_levels(ctx)),
+        permission: On(Action::CanSet, Resource::ScanLevel),
+        summary: "Recompute every inherited scan level of the caller's organization from the declared levels and the DNS relations (operators only); answers {\"changed\": n}, 0 when every write's incremental update was complete",
+    },
+    Route {
         pattern: "/api/v1/objects/",
         method: Method::POST,
         handler: handler!(|ctx, _| objects::bulk_create(ctx)),

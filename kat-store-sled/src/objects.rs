@@ -478,12 +478,15 @@ fn leading_parts(tree: &sled::Tree, prefix: &[u8]) -> SResult<Vec<String>> {
 
 /// Of the query's filters, the one with the fewest candidates: every filter's candidates are walked
 /// in turn, one step each, until one runs out, so the cost is (filters × the smallest count).
-fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
-    if q.filters.len() < 2 {
+fn most_selective(
+    inner: &Inner,
+    q: &ObjectQuery,
+    filters: &[&(String, Vec<String>)],
+) -> SResult<usize> {
+    if filters.len() < 2 {
         return Ok(0);
     }
-    let mut iters: Vec<_> = q
-        .filters
+    let mut iters: Vec<_> = filters
         .iter()
         .map(|(f, values)| candidates(inner, &q.org, q.object_type, f, values))
         .collect();
@@ -500,6 +503,14 @@ fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
 
 fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>> {
     let prefix = type_prefix(&q.org, q.object_type).into_vec();
+    // Filters on the object's own fields have candidates (an index or the key order); the level
+    // filters (`scan_level`, `declared`) are checked on each decoded object.
+    let own = q.object_type.fields();
+    let indexable: Vec<&(String, Vec<String>)> = q
+        .filters
+        .iter()
+        .filter(|(f, _)| own.contains(&f.as_str()))
+        .collect();
     // Candidates from point lookups: a key restriction, or the most selective filter's index.
     let candidates: Option<BTreeSet<Vec<u8>>> = if let Some(keys) = &q.keys {
         Some(
@@ -507,9 +518,9 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
                 .map(|k| Key::new(0).str(k.as_str()).into_vec()[1..].to_vec())
                 .collect(),
         )
-    } else if !q.filters.is_empty() {
-        let i = most_selective(inner, q)?;
-        let (field, values) = &q.filters[i];
+    } else if !indexable.is_empty() {
+        let i = most_selective(inner, q, &indexable)?;
+        let (field, values) = indexable[i];
         Some(candidates(inner, &q.org, q.object_type, field, values).collect::<SResult<_>>()?)
     } else {
         None
@@ -555,7 +566,7 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
                 }
             }
             let in_page = count >= q.offset as u64 && items.len() < limit;
-            if q.min_scan_level.is_some() {
+            if q.min_scan_level.is_some() || !q.filters.is_empty() {
                 let s = decode_at(&k, &v)?.o;
                 if !q.matches(&s) {
                     continue;

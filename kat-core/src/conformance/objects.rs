@@ -918,6 +918,54 @@ pub async fn levels_chains_and_caps(store: &dyn ObjectStore) -> Result<()> {
     let mut q = ObjectQuery::new(o.clone(), ObjectType::Hostname);
     q.min_scan_level = Some(ScanLevel::new(1)?);
     assert_eq!(store.query(&q).await?.count, 3);
+    // Filters on the effective level and on declared, alone and beside a field's filter.
+    let names = |q: ObjectQuery| async move {
+        Ok::<_, Error>(
+            store
+                .query(&q)
+                .await?
+                .items
+                .iter()
+                .map(|s| s.key.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let hosts = || ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    assert_eq!(
+        names(hosts().filter("scan_level", &["1"])).await?,
+        ["internet|mx.example.net", "internet|ns1.example.net"]
+    );
+    assert_eq!(
+        names(hosts().filter("scan_level", &["null"])).await?,
+        ["internet|192.0.2.1.example"]
+    );
+    assert_eq!(
+        names(hosts().filter("declared", &["true"])).await?,
+        ["internet|example.com"]
+    );
+    assert_eq!(
+        names(
+            hosts()
+                .filter("scan_level", &["1", "3"])
+                .filter("declared", &["false"])
+        )
+        .await?,
+        ["internet|mx.example.net", "internet|ns1.example.net"]
+    );
+    assert_eq!(
+        names(
+            ObjectQuery::new(o.clone(), ObjectType::IpAddress)
+                .filter("network", &["internet"])
+                .filter("scan_level", &["3"])
+        )
+        .await?,
+        ["internet|192.0.2.1"]
+    );
+    let e = store
+        .query(&ObjectQuery::new(o.clone(), ObjectType::IpPort).filter("scan_level", &["1"]))
+        .await
+        .expect_err("ports have no scan level to filter by");
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
     recomputation_agrees(store, &o).await
 }
 
