@@ -257,6 +257,14 @@ impl LevelGraph for SledGraph<'_> {
     }
 }
 
+/// Count one write's level work, begun at `started`.
+pub(crate) fn account(inner: &Inner, started: std::time::Instant) {
+    use std::sync::atomic::Ordering;
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    inner.levels_nanos.fetch_add(nanos, Ordering::Relaxed);
+    inner.levels_writes.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Give a stored object an inherited level.
 pub(crate) fn apply(s: &mut StoredObject, level: Option<ScanLevel>, from: Option<ObjectRef>) {
     s.scan = Some(ScanProfile {

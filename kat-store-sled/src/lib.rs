@@ -104,7 +104,7 @@ mod tasks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -212,6 +212,9 @@ pub(crate) struct Inner {
     pub(crate) state: sled::Tree,
     pub(crate) durability: Durability,
     pub(crate) max_batch_objects: AtomicUsize,
+    /// Time spent bringing scan levels up to date inside writes, in nanoseconds, and how many writes.
+    pub(crate) levels_nanos: AtomicU64,
+    pub(crate) levels_writes: AtomicU64,
     pub(crate) object_lock: Mutex<()>,
     pub(crate) file_lock: Mutex<()>,
     pub(crate) state_lock: Mutex<()>,
@@ -305,6 +308,8 @@ impl SledStore {
                 db,
                 durability: options.durability,
                 max_batch_objects: AtomicUsize::new(DEFAULT_MAX_BATCH_OBJECTS),
+                levels_nanos: AtomicU64::new(0),
+                levels_writes: AtomicU64::new(0),
                 object_lock: Mutex::new(()),
                 file_lock: Mutex::new(()),
                 state_lock: Mutex::new(()),
@@ -335,6 +340,17 @@ impl SledStore {
         self.inner
             .max_batch_objects
             .store(max.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// How many writes changed the level graph or a level, and the time they spent bringing the
+    /// scan levels up to date (the algorithm, reading edges and levels, and preparing the records
+    /// whose level changed; not the write of the batch), since the store was opened: for
+    /// benchmarks and operators.
+    pub fn levels_work(&self) -> (u64, Duration) {
+        (
+            self.inner.levels_writes.load(AtomicOrdering::Relaxed),
+            Duration::from_nanos(self.inner.levels_nanos.load(AtomicOrdering::Relaxed)),
+        )
     }
 
     /// The directory the store lives in.

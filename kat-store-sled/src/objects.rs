@@ -348,9 +348,11 @@ fn upsert_blocking(
         }
         planned.push((i, p));
     }
+    let levels_started = std::time::Instant::now();
     levels::update(&mut graph, &changes)?;
     let mut set = std::mem::take(&mut graph.set);
     drop(graph);
+    let levels_time = levels_started.elapsed();
     for (i, mut p) in planned {
         for k in p.index_remove {
             batch.remove(k);
@@ -375,7 +377,12 @@ fn upsert_blocking(
         batch.insert(p.pk.into_vec(), p.record.encode()?);
         stored[i] = Some(p.record.o);
     }
+    let now = std::time::Instant::now();
+    let levels_started = now.checked_sub(levels_time).unwrap_or(now);
     crate::levels::write_loaded(inner, org, set, &mut batch)?;
+    if !changes.is_empty() {
+        crate::levels::account(inner, levels_started);
+    }
     if let Some(t) = by
         && !first_seen.is_empty()
     {
@@ -638,10 +645,14 @@ fn delete_blocking(
         }
     }
     if n > 0 {
+        let levels_started = std::time::Instant::now();
         levels::update(&mut graph, &changes)?;
         let set = std::mem::take(&mut graph.set);
         drop(graph);
         crate::levels::write_loaded(inner, org, set, &mut batch)?;
+        if !changes.is_empty() {
+            crate::levels::account(inner, levels_started);
+        }
         inner.objects.apply_batch(batch)?;
     }
     Ok(n)
