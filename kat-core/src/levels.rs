@@ -335,18 +335,37 @@ impl<'g, G: LevelGraph> Work<'g, G> {
         Ok(settled)
     }
 
-    /// Propagate increases from `seeds`, highest level first, stopping where nothing improves.
-    fn raise(&mut self, seeds: Vec<ObjectRef>) -> Result<(), G::Error> {
+    /// Propagate increases from `seeds` and along `added` edges, highest level first, stopping
+    /// where nothing improves.
+    fn raise(&mut self, seeds: Vec<ObjectRef>, added: &[Relation]) -> Result<(), G::Error> {
         let mut heap: BinaryHeap<(ScanLevel, Reverse<ObjectRef>)> = BinaryHeap::new();
         for s in seeds {
             if let Some(l) = self.get(&s)?.and_then(|v| v.level) {
                 heap.push((l, Reverse(s)));
             }
         }
+        // An added edge can raise only its own target: no need to look at its source's other edges.
+        for e in added {
+            let Some(c) = contribution(self.get(&e.source)?.and_then(|v| v.level), e.cap) else {
+                continue;
+            };
+            let improves = self
+                .get(&e.target)?
+                .is_some_and(|s| !s.declared && s.level.is_none_or(|cur| c > cur));
+            if improves {
+                self.set(&e.target, Some(c), Some(e.source.clone()));
+                heap.push((c, Reverse(e.target.clone())));
+            }
+        }
+        let mut done: HashMap<ObjectRef, ScanLevel> = HashMap::new();
         while let Some((l, Reverse(x))) = heap.pop() {
             if self.get(&x)?.and_then(|v| v.level) != Some(l) {
                 continue; // stale
             }
+            if done.get(&x).is_some_and(|d| *d >= l) {
+                continue; // already propagated at this level
+            }
+            done.insert(x.clone(), l);
             for (w, cap) in self.g.out_edges(&x)? {
                 let Some(c) = contribution(Some(l), cap) else {
                     continue;
@@ -410,8 +429,7 @@ pub fn update<G: LevelGraph>(g: &mut G, changes: &Changes) -> Result<u64, G::Err
     let mut seeds = w.settle(&r)?;
     // 3. Increases.
     seeds.extend(changes.nodes.iter().cloned());
-    seeds.extend(changes.added.iter().map(|e| e.source.clone()));
-    w.raise(seeds)?;
+    w.raise(seeds, &changes.added)?;
     w.finish()
 }
 
@@ -433,6 +451,115 @@ pub fn recompute<G: LevelGraph>(
     }
     w.settle(&r)?;
     w.finish()
+}
+
+/// A full recomputation of a whole graph held in memory: what [`recompute`] gives, on integer ids
+/// instead of the [`LevelGraph`] interface (what a backend runs after loading every node and edge
+/// of an organization). Edges naming a node that is not in `nodes` are ignored. Returns the nodes
+/// whose level or `inherited_from` changed, with their new level, in node order.
+///
+/// ```
+/// use kat_core::levels::{NodeLevel, Relation, recompute_all};
+/// use kat_core::object::{NaturalKey, ObjectType, ScanLevel};
+/// use kat_core::task::ObjectRef;
+/// let node = |k: &str| ObjectRef { object_type: ObjectType::Hostname, key: NaturalKey::parse(k).unwrap() };
+/// let (a, b) = (node("internet|a.example"), node("internet|b.example"));
+/// let nodes = vec![
+///     (a.clone(), NodeLevel::declared(Some(ScanLevel::new(3).unwrap()))),
+///     (b.clone(), NodeLevel::default()),
+/// ];
+/// let changed = recompute_all(nodes, vec![Relation { source: a.clone(), target: b.clone(), cap: None }]);
+/// assert_eq!(changed, vec![(b, NodeLevel { level: Some(ScanLevel::new(3).unwrap()), declared: false, inherited_from: Some(a) })]);
+/// ```
+pub fn recompute_all(
+    mut nodes: Vec<(ObjectRef, NodeLevel)>,
+    edges: impl IntoIterator<Item = Relation>,
+) -> Vec<(ObjectRef, NodeLevel)> {
+    nodes.sort_by(|a, b| a.0.cmp(&b.0));
+    nodes.dedup_by(|a, b| a.0 == b.0);
+    let n = nodes.len();
+    let id: HashMap<&ObjectRef, u32> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    let mut inn: Vec<Vec<(u32, Option<ScanLevel>)>> = vec![Vec::new(); n];
+    let mut out: Vec<Vec<(u32, Option<ScanLevel>)>> = vec![Vec::new(); n];
+    for e in edges {
+        if let (Some(&s), Some(&t)) = (id.get(&e.source), id.get(&e.target)) {
+            inn[t as usize].push((s, e.cap));
+            out[s as usize].push((t, e.cap));
+        }
+    }
+    drop(id);
+    let declared: Vec<bool> = nodes.iter().map(|(_, l)| l.declared).collect();
+    let mut level: Vec<Option<ScanLevel>> = nodes
+        .iter()
+        .map(|(_, l)| if l.declared { l.level } else { None })
+        .collect();
+    let mut from: Vec<Option<u32>> = vec![None; n];
+    let mut tentative: Vec<Option<ScanLevel>> = vec![None; n];
+    let mut heap: BinaryHeap<(ScanLevel, Reverse<u32>, Reverse<u32>)> = BinaryHeap::new();
+    for r in 0..n {
+        if declared[r] {
+            continue;
+        }
+        let mut best: Option<(ScanLevel, u32)> = None;
+        for &(u, cap) in &inn[r] {
+            if !declared[u as usize] {
+                continue;
+            }
+            let Some(c) = contribution(level[u as usize], cap) else {
+                continue;
+            };
+            if best.is_none_or(|(b, bu)| c > b || (c == b && u < bu)) {
+                best = Some((c, u));
+            }
+        }
+        if let Some((c, u)) = best {
+            tentative[r] = Some(c);
+            heap.push((c, Reverse(r as u32), Reverse(u)));
+        }
+    }
+    let mut done = vec![false; n];
+    while let Some((c, Reverse(r), Reverse(u))) = heap.pop() {
+        let ri = r as usize;
+        if done[ri] {
+            continue;
+        }
+        done[ri] = true;
+        level[ri] = Some(c);
+        from[ri] = Some(u);
+        for &(w, cap) in &out[ri] {
+            let wi = w as usize;
+            if declared[wi] || done[wi] {
+                continue;
+            }
+            let Some(c2) = contribution(Some(c), cap) else {
+                continue;
+            };
+            if tentative[wi].is_none_or(|t| c2 > t) {
+                tentative[wi] = Some(c2);
+                heap.push((c2, Reverse(w), Reverse(r)));
+            }
+        }
+    }
+    let refs: Vec<ObjectRef> = nodes.iter().map(|(k, _)| k.clone()).collect();
+    nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (k, old))| {
+            if old.declared {
+                return None;
+            }
+            let new = NodeLevel {
+                level: level[i],
+                declared: false,
+                inherited_from: from[i].map(|f| refs[f as usize].clone()),
+            };
+            (new != old).then_some((k, new))
+        })
+        .collect()
 }
 
 /// Edges indexed both ways, each tagged with the record that creates it (so parallel edges of two

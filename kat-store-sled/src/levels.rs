@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kat_core::levels::{self, LevelGraph, MemoryGraph, NodeLevel, Relation};
+use kat_core::levels::{self, LevelGraph, NodeLevel, Relation};
 use kat_core::object::{NaturalKey, ObjectType, ScanLevel, ScanProfile};
 use kat_core::org::OrgCode;
 use kat_core::store::StoredObject;
@@ -320,14 +320,9 @@ fn orgs(inner: &Inner) -> SResult<Vec<OrgCode>> {
 
 /// Load one organization's whole graph: its nodes from the level bytes of their records, its
 /// edges from the `e` keyspace.
-fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<(MemoryGraph, Vec<ObjectRef>)> {
-    let mut g = MemoryGraph::default();
+fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<(Vec<(ObjectRef, NodeLevel)>, Vec<Relation>)> {
     let mut nodes = Vec::new();
-    for ty in [
-        ObjectType::Network,
-        ObjectType::Hostname,
-        ObjectType::IpAddress,
-    ] {
+    for ty in [ObjectType::Network, ObjectType::Hostname, ObjectType::IpAddress] {
         let prefix = type_prefix(org, ty).into_vec();
         for entry in inner.objects.scan_prefix(&prefix) {
             let (k, v) = entry?;
@@ -335,15 +330,17 @@ fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<(MemoryGraph, Vec<ObjectR
                 .ok_or_else(|| SledStoreError::decode("object key", "malformed"))?;
             let key = stored_key(key);
             if let Some(l) = node_level(org, key.clone(), &v)? {
-                let n = ObjectRef {
-                    object_type: ty,
-                    key,
-                };
-                g.add_node(n.clone(), l);
-                nodes.push(n);
+                nodes.push((
+                    ObjectRef {
+                        object_type: ty,
+                        key,
+                    },
+                    l,
+                ));
             }
         }
     }
+    let mut edges = Vec::new();
     let prefix = Key::new(T_OUT).str(org.as_str()).into_vec();
     for entry in inner.objects.scan_prefix(&prefix) {
         let (k, v) = entry?;
@@ -352,20 +349,16 @@ fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<(MemoryGraph, Vec<ObjectR
             let (ty, rest) = take_str(rest)?;
             let (key, rest) = take_str(rest)?;
             let source = obj_ref(&ty, key)?;
-            let (target, record, cap) = parse_edge(rest, &v)?;
-            Some((
-                record,
-                Relation {
-                    source,
-                    target,
-                    cap,
-                },
-            ))
+            let (target, _record, cap) = parse_edge(rest, &v)?;
+            Some(Relation {
+                source,
+                target,
+                cap,
+            })
         })();
-        let (record, rel) = parsed.ok_or_else(|| SledStoreError::decode("edge", "malformed"))?;
-        g.add_record_edge(&record, &rel);
+        edges.push(parsed.ok_or_else(|| SledStoreError::decode("edge", "malformed"))?);
     }
-    Ok((g, nodes))
+    Ok((nodes, edges))
 }
 
 /// A full recomputation of `org`'s levels (every organization's when `None`, which also clears the
@@ -378,26 +371,19 @@ pub(crate) fn recompute_blocking(inner: &Inner, org: Option<&OrgCode>) -> SResul
     };
     let mut changed = 0u64;
     for org in &orgs {
-        let (mut g, nodes) = load_graph(inner, org)?;
-        let n = match levels::recompute(&mut g, nodes) {
-            Ok(n) => n,
-            Err(never) => match never {},
-        };
-        changed += n;
-        let mut todo: Vec<ObjectRef> = std::mem::take(&mut g.changed);
-        todo.sort();
-        todo.dedup();
+        let (nodes, edges) = load_graph(inner, org)?;
+        let todo = levels::recompute_all(nodes, edges);
+        changed += todo.len() as u64;
         for chunk in todo.chunks(RECOMPUTE_BATCH) {
             let mut batch = sled::Batch::default();
-            let set = chunk.iter().filter_map(|n| {
-                let l = g.node(n).ok().flatten()?;
-                Some((n.clone(), (l.level, l.inherited_from)))
-            });
+            let set = chunk
+                .iter()
+                .map(|(n, l)| (n.clone(), (l.level, l.inherited_from.clone())));
             write_loaded(inner, org, set, &mut batch)?;
             inner.objects.apply_batch(batch)?;
         }
-        if n > 0 {
-            tracing::info!(org = %org, changed = n, "recomputed scan levels");
+        if !todo.is_empty() {
+            tracing::info!(org = %org, changed = todo.len(), "recomputed scan levels");
         }
     }
     if org.is_none() {

@@ -373,6 +373,18 @@ proptest! {
             let mut full = g.clone();
             let all: Vec<ObjectRef> = full.nodes().map(|(k, _)| k.clone()).collect();
             recompute(&mut full, all).expect("infallible");
+            // The integer-id recomputation gives exactly what the generic one gives, sources included.
+            let listed: Vec<(ObjectRef, NodeLevel)> =
+                g.nodes().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let rels: Vec<Relation> = edges.iter().map(|(_, e)| e.clone()).collect();
+            let mut compact = g.clone();
+            for (k, v) in recompute_all(listed, rels) {
+                compact.add_node(k, v);
+            }
+            for i in 0..NODES {
+                let (a, b) = (full.node(&n(i)).expect("infallible"), compact.node(&n(i)).expect("infallible"));
+                prop_assert_eq!(a, b, "node {} (generic vs integer ids)", i);
+            }
             for i in 0..NODES {
                 prop_assert_eq!(level(&mut g, i), level(&mut full, i), "node {} after {:?}", i, changes);
             }
