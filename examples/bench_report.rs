@@ -170,7 +170,10 @@ async fn levels_section() -> String {
             }
         }
         if objects.len() >= 2_000 {
-            store.upsert(&org, std::mem::take(&mut objects), None).await.unwrap();
+            store
+                .upsert(&org, std::mem::take(&mut objects), None)
+                .await
+                .unwrap();
         }
     }
     store.upsert(&org, objects, None).await.unwrap();
@@ -189,7 +192,9 @@ async fn levels_section() -> String {
         n
     };
     let mut inherited = kat::core::store::ObjectQuery::new(org.clone(), ObjectType::Hostname);
-    inherited.filters.push(("declared".into(), vec!["false".into()]));
+    inherited
+        .filters
+        .push(("declared".into(), vec!["false".into()]));
     inherited.min_scan_level = Some(ScanLevel::new(2).unwrap());
     let inherited = store.query(&inherited).await.unwrap().count;
     // Full recomputations of the consistent store.
@@ -226,7 +231,10 @@ async fn levels_section() -> String {
         }
         let (_, before) = store.levels_work();
         let t = Instant::now();
-        let out = store.upsert(&org, batch, Some(TaskId::new())).await.unwrap();
+        let out = store
+            .upsert(&org, batch, Some(TaskId::new()))
+            .await
+            .unwrap();
         upload.push(t.elapsed().as_secs_f64() * 1000.0);
         let (_, after) = store.levels_work();
         upload_levels.push((after - before).as_secs_f64() * 1000.0);
@@ -243,11 +251,18 @@ async fn levels_section() -> String {
         0,
         "the uploads' incremental updates were complete"
     );
-    let fmt = |s: &Stats| format!("{:.2} ms (min {:.2}, max {:.2}, n={})", s.median, s.min, s.max, s.n);
+    let fmt = |s: &Stats| {
+        format!(
+            "{:.2} ms (min {:.2}, max {:.2}, n={})",
+            s.median, s.min, s.max, s.n
+        )
+    };
     let mut md = String::new();
-    md.push_str("## 6. The discovery loop: scan levels
+    md.push_str(
+        "## 6. The discovery loop: scan levels
 
-");
+",
+    );
     md.push_str(&format!(
         "On the sled store (one process, flushed in the background): {HOSTS} hostnames in groups of {GROUP} that share an IP address, the first of each group declared at level 2; every hostname has an A record and an NS record (to one of {NAME_SERVERS} name servers), every address ports 22, 80 and 443: {stored} objects in all. Every other hostname inherits level 2 through its address ({inherited} do), the addresses inherit 2, the name servers 1. Ingest with the levels kept up to date by every write took {ingest:.1} s ({writes} writes spent {:.2} s of it on levels).
 

@@ -318,11 +318,18 @@ fn orgs(inner: &Inner) -> SResult<Vec<OrgCode>> {
     Ok(out)
 }
 
+/// An organization's nodes with their levels, and its edges.
+type WholeGraph = (Vec<(ObjectRef, NodeLevel)>, Vec<Relation>);
+
 /// Load one organization's whole graph: its nodes from the level bytes of their records, its
 /// edges from the `e` keyspace.
-fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<(Vec<(ObjectRef, NodeLevel)>, Vec<Relation>)> {
+fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<WholeGraph> {
     let mut nodes = Vec::new();
-    for ty in [ObjectType::Network, ObjectType::Hostname, ObjectType::IpAddress] {
+    for ty in [
+        ObjectType::Network,
+        ObjectType::Hostname,
+        ObjectType::IpAddress,
+    ] {
         let prefix = type_prefix(org, ty).into_vec();
         for entry in inner.objects.scan_prefix(&prefix) {
             let (k, v) = entry?;

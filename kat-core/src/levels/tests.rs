@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 fn n(i: usize) -> ObjectRef {
     ObjectRef {
-        object_type: if i % 2 == 0 {
+        object_type: if i.is_multiple_of(2) {
             ObjectType::Hostname
         } else {
             ObjectType::IpAddress
