@@ -412,7 +412,7 @@ async fn find_records(
     Ok(found)
 }
 
-/// `POST /objects/recompute-levels/`: a full recomputation of the caller's organization's inherited
+/// `POST /levels/recompute/`: a full recomputation of the caller's organization's inherited
 /// scan levels (`objects.can_set_scan_level`, unscoped; never a task's token). Answers
 /// `{"changed": n}`.
 pub(crate) async fn recompute_levels(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {

@@ -469,7 +469,7 @@ async fn nested_dns_record_delete() {
 
 /// Inherited scan levels over the API, on both stores: a plugin's bulk upload of DNS records gives
 /// the address the hostname's declared level at once, the JSON says where it comes from, a filter
-/// by `scan_level` sees it, lowering the hostname lowers it, and `POST /objects/recompute-levels/`
+/// by `scan_level` sees it, lowering the hostname lowers it, and `POST /levels/recompute/`
 /// (operators only) finds nothing left to change.
 #[tokio::test]
 async fn inherited_levels_and_the_recompute_route() {
@@ -550,37 +550,23 @@ async fn inherited_levels_and_the_recompute_route() {
         assert_eq!(ns["scan_level"], 0);
         // The recompute route.
         let r = s
-            .call("POST", "/api/v1/objects/recompute-levels/", Some(&op), None)
+            .call("POST", "/api/v1/levels/recompute/", Some(&op), None)
             .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
         assert_eq!(r.json(), json!({"changed": 0}));
         let r = s
-            .post(
-                "/api/v1/objects/recompute-levels/?org=other",
-                &op,
-                json!({}),
-            )
+            .post("/api/v1/levels/recompute/?org=other", &op, json!({}))
             .await;
         assert_eq!(r.status, 400, "unknown parameters are refused");
         assert_eq!(r.attr().as_deref(), Some("org"));
         let r = s
-            .call(
-                "POST",
-                "/api/v1/objects/recompute-levels/",
-                Some(&task),
-                None,
-            )
+            .call("POST", "/api/v1/levels/recompute/", Some(&task), None)
             .await;
         assert_eq!(r.status, 403, "a task token never recomputes levels");
         r.error_code();
         let viewer = s.operator("acme", json!({"objects.view_hostname": {}}));
         let r = s
-            .call(
-                "POST",
-                "/api/v1/objects/recompute-levels/",
-                Some(&viewer),
-                None,
-            )
+            .call("POST", "/api/v1/levels/recompute/", Some(&viewer), None)
             .await;
         assert_eq!(r.status, 403);
         assert!(
@@ -593,18 +579,13 @@ async fn inherited_levels_and_the_recompute_route() {
             json!({"objects.can_set_scan_level": {"pks": ["internet|example.com"]}}),
         );
         let r = s
-            .call(
-                "POST",
-                "/api/v1/objects/recompute-levels/",
-                Some(&scoped),
-                None,
-            )
+            .call("POST", "/api/v1/levels/recompute/", Some(&scoped), None)
             .await;
         assert_eq!(
             r.status, 403,
             "a token scoped to some objects cannot recompute all"
         );
-        let r = s.get("/api/v1/objects/recompute-levels/", &op).await;
+        let r = s.get("/api/v1/levels/recompute/", &op).await;
         assert_eq!(r.status, 405);
         s.stop().await;
     }

@@ -1,5 +1,5 @@
 //! `katd levels --recompute`: a full recomputation of the organization's inherited scan levels, through
-//! the API (`POST /objects/recompute-levels/`), so it works on a running deployment whatever its store.
+//! the API (`POST /levels/recompute/`), so it works on a running deployment whatever its store.
 
 use kat::core::Error;
 
@@ -10,9 +10,7 @@ use crate::client::Client;
 pub(crate) async fn run(args: LevelsArgs) -> Result<(), Error> {
     let c = Client::new(&args.api.api, &args.api.token)?;
     if args.recompute {
-        let v = c
-            .post("/objects/recompute-levels/", &serde_json::json!({}))
-            .await?;
+        let v = c.post("/levels/recompute/", &serde_json::json!({})).await?;
         let changed = v["changed"].as_u64().unwrap_or(0);
         println!("recomputed the inherited scan levels: {changed} object(s) changed");
     }
