@@ -365,6 +365,9 @@ pub struct Recovery {
     pub queued: usize,
     /// Tokens of interrupted attempts revoked (one per task left running that had one).
     pub revoked: usize,
+    /// When the object store said its scan levels needed a full recomputation (after a migration),
+    /// how many objects' levels the recomputation changed.
+    pub levels_recomputed: Option<u64>,
 }
 
 impl Engine {
@@ -462,13 +465,25 @@ impl Engine {
         Ok(mount.clone())
     }
 
-    /// End tasks left running by a previous process and remove orphan containers; queue what was queued.
+    /// End tasks left running by a previous process and remove orphan containers; queue what was
+    /// queued; recompute the scan levels when the object store says they need it
+    /// ([`ObjectStore::levels_need_recompute`]), before any schedule reads them.
     ///
     /// # Errors
     /// Store or runtime errors.
     pub async fn recover(&self) -> Result<Recovery> {
         let inner = &self.inner;
         let mut rec = Recovery::default();
+        if inner.objects.levels_need_recompute().await? {
+            let started = std::time::Instant::now();
+            let changed = inner.objects.recompute_levels(None).await?;
+            info!(
+                changed,
+                ms = started.elapsed().as_millis() as u64,
+                "recomputed every scan level at start"
+            );
+            rec.levels_recomputed = Some(changed);
+        }
         let q = TaskQuery {
             states: Some(vec![TaskState::Running]),
             ..TaskQuery::default()

@@ -16,6 +16,8 @@
 //! - [`rules`]: business rules: declarative conditions over the inventory that assert findings and
 //!   retract them when they stop holding.
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
+//! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
+//!   write (the graph algorithm every store backend shares).
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -33,6 +35,7 @@ pub mod control;
 pub mod engine;
 pub mod error;
 pub mod finding;
+pub mod levels;
 pub mod memory;
 pub mod object;
 pub mod org;

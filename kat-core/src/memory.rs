@@ -14,7 +14,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::object::{NaturalKey, Object, ObjectType, ScanProfile};
+use crate::levels::{self, Changes, EdgeIndex, LevelGraph, NodeLevel};
+use crate::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use crate::org::{OrgCode, Organization};
 use crate::plugin::PluginRecord;
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
@@ -46,6 +47,80 @@ struct ObjectsInner {
     /// it grows, which held the store's lock for about 0.4 s under bulk writes (docs/http-api.md).
     tasks_of: BTreeMap<ObjKey, Vec<TaskId>>,
     objects_of: HashMap<(OrgCode, TaskId), BTreeSet<ObjectRef>>,
+    /// The relations of each organization's DNS records ([`crate::levels`]).
+    edges: HashMap<OrgCode, EdgeIndex>,
+}
+
+/// One organization's level graph over the memory store's objects and edges.
+struct OrgGraph<'a> {
+    org: &'a OrgCode,
+    objects: &'a mut BTreeMap<ObjKey, StoredObject>,
+    edges: Option<&'a EdgeIndex>,
+}
+
+impl LevelGraph for OrgGraph<'_> {
+    type Error = std::convert::Infallible;
+
+    fn node(&mut self, n: &ObjectRef) -> std::result::Result<Option<NodeLevel>, Self::Error> {
+        Ok(self
+            .objects
+            .get(&(self.org.clone(), n.object_type, n.key.clone()))
+            .and_then(|s| {
+                s.scan.map(|p| NodeLevel {
+                    level: p.level,
+                    declared: p.declared,
+                    inherited_from: s.inherited_from.clone(),
+                })
+            }))
+    }
+
+    fn set_inherited(
+        &mut self,
+        n: &ObjectRef,
+        level: Option<ScanLevel>,
+        from: Option<ObjectRef>,
+    ) -> std::result::Result<(), Self::Error> {
+        if let Some(s) = self
+            .objects
+            .get_mut(&(self.org.clone(), n.object_type, n.key.clone()))
+        {
+            s.scan = Some(ScanProfile {
+                level,
+                declared: false,
+            });
+            s.inherited_from = from;
+        }
+        Ok(())
+    }
+
+    fn in_edges(
+        &mut self,
+        n: &ObjectRef,
+    ) -> std::result::Result<Vec<(ObjectRef, Option<ScanLevel>)>, Self::Error> {
+        Ok(self.edges.map(|e| e.in_edges(n)).unwrap_or_default())
+    }
+
+    fn out_edges(
+        &mut self,
+        n: &ObjectRef,
+    ) -> std::result::Result<Vec<(ObjectRef, Option<ScanLevel>)>, Self::Error> {
+        Ok(self.edges.map(|e| e.out_edges(n)).unwrap_or_default())
+    }
+}
+
+impl ObjectsInner {
+    /// Bring `org`'s levels up to date after a write.
+    fn update_levels(&mut self, org: &OrgCode, changes: &Changes) -> u64 {
+        let mut g = OrgGraph {
+            org,
+            objects: &mut self.objects,
+            edges: self.edges.get(org),
+        };
+        match levels::update(&mut g, changes) {
+            Ok(n) => n,
+            Err(never) => match never {},
+        }
+    }
 }
 
 /// The in-memory [`ObjectStore`].
@@ -187,6 +262,7 @@ pub fn merge_stored(
                 org: org.clone(),
                 key,
                 scan: ty.has_scan_level().then(ScanProfile::default),
+                inherited_from: None,
                 object: o,
                 created_at: now,
                 last_seen: now,
@@ -219,14 +295,30 @@ impl MemoryObjectStore {
             }
         }
         let mut written = Vec::with_capacity(batch.objects.len());
+        let mut changes = Changes::default();
         for (i, (key, o)) in batch.objects.into_iter().enumerate() {
             let k = (org.clone(), o.object_type(), key);
             let existing = inner.objects.remove(&k);
+            if existing.is_none() {
+                let here = ObjectRef {
+                    object_type: k.1,
+                    key: k.2.clone(),
+                };
+                let edges = inner.edges.entry(org.clone()).or_default();
+                for rel in levels::relations(&o) {
+                    if edges.insert(&here, &rel) {
+                        changes.added.push(rel);
+                    }
+                }
+                if k.1.has_scan_level() {
+                    changes.nodes.push(here);
+                }
+            }
             let stored = match existing {
                 Some(s) if target == Some(i) => replace_stored(s, o, by, now),
                 existing => merge_stored(existing, org, k.2.clone(), o, by, now),
             };
-            written.push(stored.clone());
+            written.push(k.clone());
             inner.objects.insert(k.clone(), stored);
             if let Some(t) = by {
                 let list = inner.tasks_of.entry(k.clone()).or_default();
@@ -243,11 +335,16 @@ impl MemoryObjectStore {
                     });
             }
         }
-        Ok(batch
+        inner.update_levels(org, &changes);
+        batch
             .requested
             .iter()
-            .map(|&i| written[i].clone())
-            .collect())
+            .map(|&i| {
+                inner.objects.get(&written[i]).cloned().ok_or_else(|| {
+                    Error::backend("memory", "an upserted object went missing", false)
+                })
+            })
+            .collect()
     }
 }
 
@@ -302,14 +399,25 @@ impl ObjectStore for MemoryObjectStore {
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64> {
         let mut g = lock(&self.inner);
         let mut n = 0;
+        let mut changes = Changes::default();
         for k in keys {
             let full = (org.clone(), ty, k.clone());
-            if g.objects.remove(&full).is_some() {
+            if let Some(gone) = g.objects.remove(&full) {
                 n += 1;
                 let r = ObjectRef {
                     object_type: ty,
                     key: k.clone(),
                 };
+                if let Some(edges) = g.edges.get_mut(org) {
+                    for rel in levels::relations(&gone.object) {
+                        if edges.remove(&r, &rel) {
+                            changes.removed.push(rel);
+                        }
+                    }
+                }
+                if ty.has_scan_level() {
+                    changes.nodes.push(r.clone());
+                }
                 for t in g.tasks_of.remove(&full).unwrap_or_default() {
                     if let Some(set) = g.objects_of.get_mut(&(org.clone(), t)) {
                         set.remove(&r);
@@ -317,6 +425,7 @@ impl ObjectStore for MemoryObjectStore {
                 }
             }
         }
+        g.update_levels(org, &changes);
         Ok(n)
     }
 
@@ -328,12 +437,31 @@ impl ObjectStore for MemoryObjectStore {
         profile: ScanProfile,
     ) -> Result<StoredObject> {
         let mut g = lock(&self.inner);
+        let k = (org.clone(), ty, key.clone());
         let o = g
             .objects
-            .get_mut(&(org.clone(), ty, key.clone()))
+            .get_mut(&k)
             .ok_or_else(|| Error::not_found("object", key.as_str()))?;
-        o.scan = Some(profile);
-        Ok(o.clone())
+        o.scan = Some(if profile.declared {
+            profile
+        } else {
+            ScanProfile::default()
+        });
+        o.inherited_from = None;
+        g.update_levels(
+            org,
+            &Changes {
+                nodes: vec![ObjectRef {
+                    object_type: ty,
+                    key: key.clone(),
+                }],
+                ..Changes::default()
+            },
+        );
+        g.objects
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| Error::not_found("object", key.as_str()))
     }
 
     async fn tasks_of(
@@ -355,6 +483,42 @@ impl ObjectStore for MemoryObjectStore {
             .get(&(org.clone(), task))
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn recompute_levels(&self, org: Option<&OrgCode>) -> Result<u64> {
+        let mut g = lock(&self.inner);
+        let inner = &mut *g;
+        let orgs: BTreeSet<OrgCode> = match org {
+            Some(o) => BTreeSet::from([o.clone()]),
+            None => inner.objects.keys().map(|k| k.0.clone()).collect(),
+        };
+        let mut changed = 0;
+        for org in &orgs {
+            let nodes: Vec<ObjectRef> = inner
+                .objects
+                .iter()
+                .filter(|(k, s)| &k.0 == org && s.scan.is_some())
+                .map(|(k, _)| ObjectRef {
+                    object_type: k.1,
+                    key: k.2.clone(),
+                })
+                .collect();
+            let mut graph = OrgGraph {
+                org,
+                objects: &mut inner.objects,
+                edges: inner.edges.get(org),
+            };
+            changed += match levels::recompute(&mut graph, nodes) {
+                Ok(n) => n,
+                Err(never) => match never {},
+            };
+        }
+        Ok(changed)
+    }
+
+    async fn levels_need_recompute(&self) -> Result<bool> {
+        // Every write updates levels under the store's lock: never interrupted half-way.
+        Ok(false)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use crate::org::{OrgCode, Organization};
 use crate::plugin::{PluginRecord, check_file_type};
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
-use crate::task::{Task, TaskId, TaskPatch, TaskState};
+use crate::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
 use crate::{Error, Result};
 
 /// A stream of bytes: file contents going in or out, never held whole in memory.
@@ -81,8 +81,13 @@ pub struct StoredObject {
     pub key: NaturalKey,
     /// The object.
     pub object: Object,
-    /// Its scan profile (networks, hostnames and addresses only).
+    /// Its scan profile (networks, hostnames and addresses only): the effective level, declared or
+    /// inherited ([`crate::levels`]).
     pub scan: Option<ScanProfile>,
+    /// For an inherited level, the object it comes from ([`crate::levels`]); `None` for a declared
+    /// level, no level, or a type without levels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<ObjectRef>,
     /// When it was first stored.
     pub created_at: Timestamp,
     /// When it was last written.
@@ -99,8 +104,10 @@ impl StoredObject {
         self.object.object_type()
     }
 
-    /// The API's JSON form: `id` (the natural key), the object's fields, the scan level, dates and the
-    /// tasks that created it and last wrote it (`created_by`, `last_seen_by`).
+    /// The API's JSON form: `id` (the natural key), the object's fields, the scan level (`scan_level`,
+    /// the effective one; `declared`; `inherited_from`, the source of an inherited level as
+    /// `{"object_type", "id"}` or `null`), dates and the tasks that created it and last wrote it
+    /// (`created_by`, `last_seen_by`).
     pub fn to_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("id".into(), self.key.as_str().into());
@@ -108,6 +115,14 @@ impl StoredObject {
         if let Some(p) = &self.scan {
             m.insert("scan_level".into(), p.level.map(ScanLevel::get).into());
             m.insert("declared".into(), p.declared.into());
+            m.insert(
+                "inherited_from".into(),
+                self.inherited_from
+                    .as_ref()
+                    .map_or(Value::Null, |r| {
+                        serde_json::json!({"object_type": r.object_type.as_str(), "id": r.key.as_str()})
+                    }),
+            );
         }
         m.insert("created_at".into(), self.created_at.to_string().into());
         m.insert("last_seen".into(), self.last_seen.to_string().into());
@@ -123,7 +138,7 @@ impl StoredObject {
     }
 
     /// A field's value for filtering and ordering, including the stored ones (`id`, `scan_level`,
-    /// `created_at`, `last_seen`).
+    /// `declared`, `created_at`, `last_seen`).
     pub fn field(&self, name: &str) -> Option<crate::object::FieldValue> {
         use crate::object::FieldValue;
         match name {
@@ -132,6 +147,10 @@ impl StoredObject {
                 self.scan
                     .and_then(|p| p.level)
                     .map_or(FieldValue::Null, |l| FieldValue::Int(i64::from(l.get()))),
+            ),
+            "declared" => Some(
+                self.scan
+                    .map_or(FieldValue::Null, |p| FieldValue::Bool(p.declared)),
             ),
             "created_at" => Some(FieldValue::Int(self.created_at.as_millis())),
             "last_seen" => Some(FieldValue::Int(self.last_seen.as_millis())),
@@ -143,6 +162,28 @@ impl StoredObject {
 /// Fields every object query may order by besides the type's own.
 pub const COMMON_ORDER_FIELDS: [&str; 4] = ["id", "scan_level", "created_at", "last_seen"];
 
+/// Filters on what a store keeps beside an object's own fields, for types with scan levels
+/// ([`ObjectType::has_scan_level`]): the effective scan level (declared or inherited; `null` for
+/// none) and whether it is declared (`true`, `false`).
+pub const LEVEL_FILTERS: [&str; 2] = ["scan_level", "declared"];
+
+/// Every field a query of `ty` may filter by: [`ObjectType::fields`], and [`LEVEL_FILTERS`] for
+/// types with scan levels.
+///
+/// ```
+/// use kat_core::object::ObjectType;
+/// use kat_core::store::filter_fields;
+/// assert!(filter_fields(ObjectType::IpAddress).contains(&"scan_level"));
+/// assert!(!filter_fields(ObjectType::IpPort).contains(&"scan_level"));
+/// ```
+pub fn filter_fields(ty: ObjectType) -> Vec<&'static str> {
+    let mut out = ty.fields().to_vec();
+    if ty.has_scan_level() {
+        out.extend(LEVEL_FILTERS);
+    }
+    out
+}
+
 /// A query over objects of one type in one organization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectQuery {
@@ -150,7 +191,8 @@ pub struct ObjectQuery {
     pub org: OrgCode,
     /// The type.
     pub object_type: ObjectType,
-    /// Field filters: every listed field must equal one of its values (text form, relations by key).
+    /// Field filters: every listed field must equal one of its values (text form, relations by key);
+    /// the fields of [`filter_fields`].
     pub filters: Vec<(String, Vec<String>)>,
     /// Only these keys (the `id` filter, or a token's `pks`).
     pub keys: Option<Vec<NaturalKey>>,
@@ -197,14 +239,15 @@ impl ObjectQuery {
     /// [`Error::Invalid`] naming the unknown field and listing the known ones.
     pub fn validate(&self) -> Result<()> {
         let fields = self.object_type.fields();
+        let filters = filter_fields(self.object_type);
         for (f, values) in &self.filters {
-            if !fields.contains(&f.as_str()) {
+            if !filters.contains(&f.as_str()) {
                 return Err(Error::invalid(
                     f.as_str(),
                     format!(
                         "unknown filter {f:?} for {}; filters are {}, id, search, ordering, limit and offset",
                         self.object_type,
-                        fields.join(", ")
+                        filters.join(", ")
                     ),
                 ));
             }
@@ -254,8 +297,7 @@ impl ObjectQuery {
             return false;
         }
         self.filters.iter().all(|(f, values)| {
-            o.object
-                .field(f)
+            o.field(f)
                 .is_some_and(|v| values.iter().any(|want| *want == v.filter_text()))
         })
     }
@@ -316,6 +358,11 @@ pub async fn scan_of_key(
 /// ([`Object::merge_from`]) and keeps its scan profile and creation data. Objects an object refers to
 /// (a record's hostname, a port's address, a finding's type) are created too when missing. A bulk
 /// write is atomic: all of it is stored or none.
+///
+/// Every write that changes a relation or a level (an upsert or replace that creates a DNS record
+/// or an object, a delete, [`ObjectStore::set_scan_profile`]) brings the inherited scan levels of
+/// its organization up to date before it returns ([`crate::levels::update`]), so the next read and
+/// the next scheduler tick see them; what a write returns shows the levels after it.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Upsert `objects` into `org`, attributed to `by` (the writing task, from its token). Returns the
@@ -406,7 +453,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Delete objects by key; returns how many existed.
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64>;
 
-    /// Set the scan profile of a network, hostname or address.
+    /// Set the scan profile of a network, hostname or address: a declared level (`declared: true`),
+    /// kept as set, or `declared: false` to make the level inherited again (its `level` is then
+    /// ignored and computed from the object's sources). The inherited levels that depend on it
+    /// follow.
     ///
     /// Provided: checks that `ty` has a scan level, then asks
     /// [`ObjectStore::set_scan_profile_valid`].
@@ -451,6 +501,17 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// The objects a task wrote.
     async fn objects_of(&self, org: &OrgCode, task: TaskId) -> Result<Vec<crate::task::ObjectRef>>;
+
+    /// Recompute every inherited scan level of `org` (of every organization when `None`) from the
+    /// declared levels and the relations ([`crate::levels::recompute`]), and clear the store's
+    /// "levels need recomputation" state. Returns how many objects' inherited level or source
+    /// changed: 0 when the incremental updates every write makes were complete.
+    async fn recompute_levels(&self, org: Option<&OrgCode>) -> Result<u64>;
+
+    /// Whether the inherited levels may be out of date and need [`ObjectStore::recompute_levels`]:
+    /// a write was interrupted between storing a relation and updating the levels, or the store
+    /// was migrated from a format without levels. A deployment asks at start.
+    async fn levels_need_recompute(&self) -> Result<bool>;
 }
 
 /// A file's id: a number, as the original's `{file/<id>}` references need.
@@ -990,6 +1051,12 @@ mod tests {
             unreachable!()
         }
         async fn objects_of(&self, _: &OrgCode, _: TaskId) -> Result<Vec<crate::task::ObjectRef>> {
+            unreachable!()
+        }
+        async fn recompute_levels(&self, _: Option<&OrgCode>) -> Result<u64> {
+            unreachable!()
+        }
+        async fn levels_need_recompute(&self) -> Result<bool> {
             unreachable!()
         }
     }

@@ -297,6 +297,12 @@ impl ObjectStore for NullObjects {
     ) -> kat_core::Result<Vec<kat_core::task::ObjectRef>> {
         Ok(vec![])
     }
+    async fn recompute_levels(&self, _org: Option<&OrgCode>) -> kat_core::Result<u64> {
+        Ok(0)
+    }
+    async fn levels_need_recompute(&self) -> kat_core::Result<bool> {
+        Ok(false)
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {

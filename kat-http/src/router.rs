@@ -116,6 +116,14 @@ pub(crate) static ROUTES: &[Route] = &[
         permission: Token,
         summary: "This OpenAPI document",
     },
+    // ------------------------------------------------------------------------ scan levels
+    Route {
+        pattern: "/api/v1/levels/recompute/",
+        method: Method::POST,
+        handler: handler!(|ctx, _| objects::recompute_levels(ctx)),
+        permission: On(Action::CanSet, Resource::ScanLevel),
+        summary: "Recompute every inherited scan level of the caller's organization from the declared levels and the DNS relations (operators only); answers {\"changed\": n}, 0 when every write's incremental update was complete",
+    },
     // ------------------------------------------------------------------------ objects
     Route {
         pattern: "/api/v1/objects/",

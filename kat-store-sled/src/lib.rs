@@ -97,6 +97,7 @@
 mod error;
 mod files;
 mod keys;
+mod levels;
 mod objects;
 mod record;
 mod rules;
@@ -104,7 +105,7 @@ mod tasks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -124,7 +125,11 @@ use serde::de::DeserializeOwned;
 /// - 1: the first; object records as JSON, hostname names and address addresses indexed.
 /// - 2: compact object records (the key is not repeated in the value); a hostname's `name` and an
 ///   address's `address` are found from the key order, without index entries. Migrated from 1.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: scan levels inherited along DNS records: records carry `inherited_from`, and the edges of
+///   DNS records have their own keyspace (`e`, `r`). Migrated from 2 (and 1) by writing the edges of
+///   the stored records and marking the levels for a full recomputation, which a deployment runs at
+///   start ([`kat_core::store::ObjectStore::levels_need_recompute`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How long [`SledStore::open`] waits for a locked database before it fails.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -208,6 +213,9 @@ pub(crate) struct Inner {
     pub(crate) state: sled::Tree,
     pub(crate) durability: Durability,
     pub(crate) max_batch_objects: AtomicUsize,
+    /// Time spent bringing scan levels up to date inside writes, in nanoseconds, and how many writes.
+    pub(crate) levels_nanos: AtomicU64,
+    pub(crate) levels_writes: AtomicU64,
     pub(crate) object_lock: Mutex<()>,
     pub(crate) file_lock: Mutex<()>,
     pub(crate) state_lock: Mutex<()>,
@@ -306,6 +314,8 @@ impl SledStore {
                 db,
                 durability: options.durability,
                 max_batch_objects: AtomicUsize::new(DEFAULT_MAX_BATCH_OBJECTS),
+                levels_nanos: AtomicU64::new(0),
+                levels_writes: AtomicU64::new(0),
                 object_lock: Mutex::new(()),
                 file_lock: Mutex::new(()),
                 state_lock: Mutex::new(()),
@@ -344,6 +354,17 @@ impl SledStore {
         self.inner
             .max_batch_objects
             .store(max.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// How many writes changed the level graph or a level, and the time they spent bringing the
+    /// scan levels up to date (the algorithm, reading edges and levels, and preparing the records
+    /// whose level changed; not the write of the batch), since the store was opened: for
+    /// benchmarks and operators.
+    pub fn levels_work(&self) -> (u64, Duration) {
+        (
+            self.inner.levels_writes.load(AtomicOrdering::Relaxed),
+            Duration::from_nanos(self.inner.levels_nanos.load(AtomicOrdering::Relaxed)),
+        )
     }
 
     /// The directory the store lives in.
@@ -434,15 +455,21 @@ fn check_format(db: &sled::Db) -> SResult<()> {
             "unreadable format version {text:?} in the database; this build reads format version {FORMAT_VERSION}"
         )));
     };
-    if version == 1 {
+    if version == 1 || version == 2 {
         let started = std::time::Instant::now();
-        let changed = objects::migrate_v1(&db.open_tree(OBJECTS_TREE)?)?;
+        let tree = db.open_tree(OBJECTS_TREE)?;
+        let mut changed = 0;
+        if version == 1 {
+            changed += objects::migrate_v1(&tree)?;
+            db.flush()?;
+        }
+        changed += levels::migrate_v2(&tree)?;
         db.flush()?;
         db.open_tree(META_TREE)?
             .insert(VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())?;
         db.flush()?;
         tracing::info!(
-            from = 1,
+            from = version,
             to = FORMAT_VERSION,
             changed,
             ms = started.elapsed().as_millis() as u64,

@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
+use kat_core::levels::{self, Changes, NodeLevel};
 use kat_core::memory::{expand_batch, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile, escape_part};
 use kat_core::org::OrgCode;
@@ -35,6 +36,7 @@ use sled::IVec;
 
 use crate::error::{SResult, SledStoreError};
 use crate::keys::{Key, take_id, take_str, u64_value};
+use crate::levels::SledGraph;
 use crate::record::{INLINE_TASKS, Record};
 use crate::{Inner, SledStore, from_json, lock, to_json};
 
@@ -43,11 +45,11 @@ const T_INDEX: u8 = b'i';
 const T_ATTR: u8 = b'a';
 const T_BY_TASK: u8 = b't';
 
-fn type_prefix(org: &OrgCode, ty: ObjectType) -> Key {
+pub(crate) fn type_prefix(org: &OrgCode, ty: ObjectType) -> Key {
     Key::new(T_OBJECT).str(org.as_str()).str(ty.as_str())
 }
 
-fn object_key(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key {
+pub(crate) fn object_key(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key {
     type_prefix(org, ty).str(key.as_str())
 }
 
@@ -134,7 +136,7 @@ fn index_keys(s: &StoredObject) -> Vec<Vec<u8>> {
 /// A natural key read back from the database, as it was written (it was valid then;
 /// `NaturalKey::parse` is not used because it refuses keys longer than 4096 bytes that
 /// `Object::natural_key` can produce).
-fn stored_key(s: String) -> NaturalKey {
+pub(crate) fn stored_key(s: String) -> NaturalKey {
     NaturalKey::from_escaped_components([s])
 }
 
@@ -196,9 +198,10 @@ struct Planned {
     pk: Key,
     ty: ObjectType,
     key: NaturalKey,
-    /// The encoded record.
-    value: Vec<u8>,
-    object: StoredObject,
+    /// The record to write.
+    record: Record,
+    /// Whether the object is new.
+    created: bool,
     index_remove: Vec<Vec<u8>>,
     index_insert: Vec<Vec<u8>>,
     /// An `a` entry to write (the record's inline list is full).
@@ -226,6 +229,7 @@ fn plan_one(
         Some(r) => (Some(r.o), r.t),
         None => (None, Vec::new()),
     };
+    let created = existing.is_none();
     let last_writer = existing.as_ref().and_then(|s| s.last_seen_by);
     let old_index = existing.as_ref().map(index_keys).unwrap_or_default();
     let new = match existing {
@@ -262,13 +266,12 @@ fn plan_one(
             }
         }
     }
-    let record = Record { o: new, t: tasks };
     Ok(Planned {
-        value: record.encode()?,
+        record: Record { o: new, t: tasks },
+        created,
         pk,
         ty,
         key,
-        object: record.o,
         index_remove,
         index_insert,
         overflow,
@@ -316,10 +319,44 @@ fn upsert_blocking(
     let mut batch = sled::Batch::default();
     let mut stored: Vec<Option<StoredObject>> = vec![None; work.len()];
     let mut first_seen = Vec::new();
+    let mut graph = SledGraph::new(inner, org);
+    let mut changes = Changes::default();
+    let mut planned = Vec::with_capacity(work.len());
     // One thread: reading on several was measured and made no difference (a read completes the node
     // splits the previous batch left, and that work serialises inside sled).
     for (i, w) in work {
         let p = plan_one(inner, org, w, by, now, target == Some(i))?;
+        if p.created {
+            let here = ObjectRef {
+                object_type: p.ty,
+                key: p.key.clone(),
+            };
+            let rels = levels::relations(&p.record.o.object);
+            crate::levels::insert_edges(&mut batch, org, &here, &rels);
+            for rel in rels {
+                graph.overlay_added(&rel);
+                changes.added.push(rel);
+            }
+            if let Some(scan) = p.record.o.scan {
+                graph.overlay_node(
+                    here.clone(),
+                    Some(NodeLevel {
+                        level: scan.level,
+                        declared: scan.declared,
+                        inherited_from: None,
+                    }),
+                );
+                changes.nodes.push(here);
+            }
+        }
+        planned.push((i, p));
+    }
+    let levels_started = std::time::Instant::now();
+    levels::update(&mut graph, &changes)?;
+    let mut set = std::mem::take(&mut graph.set);
+    drop(graph);
+    let levels_time = levels_started.elapsed();
+    for (i, mut p) in planned {
         for k in p.index_remove {
             batch.remove(k);
         }
@@ -329,11 +366,25 @@ fn upsert_blocking(
         if let Some(ak) = p.overflow {
             batch.insert(ak, &seq.to_be_bytes()[..]);
         }
+        if p.record.o.scan.is_some()
+            && let Some((level, from)) = set.remove(&ObjectRef {
+                object_type: p.ty,
+                key: p.key.clone(),
+            })
+        {
+            crate::levels::apply(&mut p.record.o, level, from);
+        }
         if p.first_seen {
             first_seen.push((p.ty, p.key));
         }
-        batch.insert(p.pk.into_vec(), p.value);
-        stored[i] = Some(p.object);
+        batch.insert(p.pk.into_vec(), p.record.encode()?);
+        stored[i] = Some(p.record.o);
+    }
+    let now = std::time::Instant::now();
+    let levels_started = now.checked_sub(levels_time).unwrap_or(now);
+    crate::levels::write_loaded(inner, org, set, &mut batch)?;
+    if !changes.is_empty() {
+        crate::levels::account(inner, levels_started);
     }
     if let Some(t) = by
         && !first_seen.is_empty()
@@ -437,12 +488,15 @@ fn leading_parts(tree: &sled::Tree, prefix: &[u8]) -> SResult<Vec<String>> {
 
 /// Of the query's filters, the one with the fewest candidates: every filter's candidates are walked
 /// in turn, one step each, until one runs out, so the cost is (filters × the smallest count).
-fn most_selective(inner: &Inner, q: &ObjectQuery) -> SResult<usize> {
-    if q.filters.len() < 2 {
+fn most_selective(
+    inner: &Inner,
+    q: &ObjectQuery,
+    filters: &[&(String, Vec<String>)],
+) -> SResult<usize> {
+    if filters.len() < 2 {
         return Ok(0);
     }
-    let mut iters: Vec<_> = q
-        .filters
+    let mut iters: Vec<_> = filters
         .iter()
         .map(|(f, values)| candidates(inner, &q.org, q.object_type, f, values))
         .collect();
@@ -502,6 +556,14 @@ fn query_keys_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Vec<NaturalKey
 
 fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>> {
     let prefix = type_prefix(&q.org, q.object_type).into_vec();
+    // Filters on the object's own fields have candidates (an index or the key order); the level
+    // filters (`scan_level`, `declared`) are checked on each decoded object.
+    let own = q.object_type.fields();
+    let indexable: Vec<&(String, Vec<String>)> = q
+        .filters
+        .iter()
+        .filter(|(f, _)| own.contains(&f.as_str()))
+        .collect();
     // Candidates from point lookups: a key restriction, or the most selective filter's index.
     let candidates: Option<BTreeSet<Vec<u8>>> = if let Some(keys) = &q.keys {
         Some(
@@ -509,9 +571,9 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
                 .map(|k| Key::new(0).str(k.as_str()).into_vec()[1..].to_vec())
                 .collect(),
         )
-    } else if !q.filters.is_empty() {
-        let i = most_selective(inner, q)?;
-        let (field, values) = &q.filters[i];
+    } else if !indexable.is_empty() {
+        let i = most_selective(inner, q, &indexable)?;
+        let (field, values) = indexable[i];
         Some(candidates(inner, &q.org, q.object_type, field, values).collect::<SResult<_>>()?)
     } else {
         None
@@ -557,7 +619,7 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
                 }
             }
             let in_page = count >= q.offset as u64 && items.len() < limit;
-            if q.min_scan_level.is_some() {
+            if q.min_scan_level.is_some() || !q.filters.is_empty() {
                 let s = decode_at(&k, &v)?.o;
                 if !q.matches(&s) {
                     continue;
@@ -597,12 +659,28 @@ fn delete_blocking(
     let _writer = lock(&inner.object_lock);
     let mut batch = sled::Batch::default();
     let mut n = 0;
+    let mut graph = SledGraph::new(inner, org);
+    let mut changes = Changes::default();
     for key in keys {
         let pk = object_key(org, ty, key);
         let Some(s) = load(inner, pk.as_slice())? else {
             continue;
         };
         n += 1;
+        let here = ObjectRef {
+            object_type: ty,
+            key: key.clone(),
+        };
+        let rels = levels::relations(&s.object);
+        crate::levels::remove_edges(&mut batch, org, &here, &rels);
+        for rel in rels {
+            graph.overlay_removed(&here, &rel);
+            changes.removed.push(rel);
+        }
+        if ty.has_scan_level() {
+            graph.overlay_node(here.clone(), None);
+            changes.nodes.push(here);
+        }
         batch.remove(pk.into_vec());
         for k in index_keys(&s) {
             batch.remove(k);
@@ -613,9 +691,68 @@ fn delete_blocking(
         }
     }
     if n > 0 {
+        let levels_started = std::time::Instant::now();
+        levels::update(&mut graph, &changes)?;
+        let set = std::mem::take(&mut graph.set);
+        drop(graph);
+        crate::levels::write_loaded(inner, org, set, &mut batch)?;
+        if !changes.is_empty() {
+            crate::levels::account(inner, levels_started);
+        }
         inner.objects.apply_batch(batch)?;
     }
     Ok(n)
+}
+
+/// Set a scan profile (declared, or back to inherited) and the levels that follow, in one batch.
+fn set_profile_blocking(
+    inner: &Inner,
+    org: &OrgCode,
+    ty: ObjectType,
+    key: &NaturalKey,
+    profile: ScanProfile,
+) -> SResult<Option<StoredObject>> {
+    let pk = object_key(org, ty, key).into_vec();
+    let _writer = lock(&inner.object_lock);
+    let Some(mut r) = load_record(inner, &pk)? else {
+        return Ok(None);
+    };
+    r.o.scan = Some(if profile.declared {
+        profile
+    } else {
+        ScanProfile::default()
+    });
+    r.o.inherited_from = None;
+    let here = ObjectRef {
+        object_type: ty,
+        key: key.clone(),
+    };
+    let mut graph = SledGraph::new(inner, org);
+    graph.overlay_node(
+        here.clone(),
+        r.o.scan.map(|p| NodeLevel {
+            level: p.level,
+            declared: p.declared,
+            inherited_from: None,
+        }),
+    );
+    levels::update(
+        &mut graph,
+        &Changes {
+            nodes: vec![here.clone()],
+            ..Changes::default()
+        },
+    )?;
+    let mut set = std::mem::take(&mut graph.set);
+    drop(graph);
+    if let Some((level, from)) = set.remove(&here) {
+        crate::levels::apply(&mut r.o, level, from);
+    }
+    let mut batch = sled::Batch::default();
+    batch.insert(pk, r.encode()?);
+    crate::levels::write_loaded(inner, org, set, &mut batch)?;
+    inner.objects.apply_batch(batch)?;
+    Ok(Some(r.o))
 }
 
 #[async_trait]
@@ -701,17 +838,9 @@ impl ObjectStore for SledStore {
         key: &NaturalKey,
         profile: ScanProfile,
     ) -> Result<StoredObject> {
-        let pk = object_key(org, ty, key).into_vec();
+        let (org2, key2) = (org.clone(), key.clone());
         let s = self
-            .blocking(move |inner| {
-                let _writer = lock(&inner.object_lock);
-                let Some(mut r) = load_record(inner, &pk)? else {
-                    return Ok(None);
-                };
-                r.o.scan = Some(profile);
-                inner.objects.insert(pk, r.encode()?)?;
-                Ok(Some(r.o))
-            })
+            .blocking(move |inner| set_profile_blocking(inner, &org2, ty, &key2, profile))
             .await?
             .ok_or_else(|| Error::not_found("object", key.as_str()))?;
         self.written().await?;
@@ -770,6 +899,19 @@ impl ObjectStore for SledStore {
             })
             .await?)
     }
+
+    async fn recompute_levels(&self, org: Option<&OrgCode>) -> Result<u64> {
+        let org = org.cloned();
+        let n = self
+            .blocking(move |inner| crate::levels::recompute_blocking(inner, org.as_ref()))
+            .await?;
+        self.written().await?;
+        Ok(n)
+    }
+
+    async fn levels_need_recompute(&self) -> Result<bool> {
+        Ok(self.blocking(crate::levels::needs_recompute).await?)
+    }
 }
 
 /// Bring the `objects` tree from format version 1 to 2: records become the compact encoding and the
@@ -821,7 +963,7 @@ pub(crate) fn migrate_v1(tree: &sled::Tree) -> SResult<u64> {
 }
 
 /// Entries rewritten per batch by [`migrate_v1`].
-const MIGRATION_BATCH: usize = 1_000;
+pub(crate) const MIGRATION_BATCH: usize = 1_000;
 
 /// What [`SledStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -833,6 +975,8 @@ pub struct VerifyReport {
     pub index_entries: u64,
     /// Attribution entries (object, task) pairs.
     pub attributions: u64,
+    /// Edges of DNS records found with both their entries (or missing them, as problems).
+    pub edges: u64,
     /// Stored files.
     pub files: u64,
     /// Inconsistencies found (at most [`VerifyReport::MAX_PROBLEMS`] are listed).
@@ -913,6 +1057,16 @@ fn verify_objects(inner: &Inner, r: &mut VerifyReport) -> SResult<()> {
         for ik in index_keys(&s) {
             if !inner.objects.contains_key(&ik)? {
                 r.problem(format!("object {} lacks index entry {}", s.key, show(&ik)));
+            }
+        }
+        let here = ObjectRef {
+            object_type: s.object_type(),
+            key: s.key.clone(),
+        };
+        for rel in levels::relations(&s.object) {
+            r.edges += 1;
+            if !crate::levels::has_edge(inner, &s.org, &here, &rel)? {
+                r.problem(format!("record {} lacks its edge entries", s.key));
             }
         }
     }

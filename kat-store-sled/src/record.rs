@@ -1,36 +1,42 @@
 //! The value of an object's `o` entry.
 //!
-//! Format version 2 writes a compact binary header followed by the object's JSON; the organization,
+//! Format version 3 writes a compact binary header followed by the object's JSON; the organization,
 //! type and natural key are not repeated (they are the entry's key):
 //!
 //! | bytes | what |
 //! | --- | --- |
-//! | 1 | `0x02`, the encoding |
+//! | 1 | `0x03`, the encoding |
 //! | 8 | `created_at`, milliseconds, big-endian `i64` |
 //! | 8 | `last_seen`, the same |
-//! | 1 | flags: `1` created_by, `2` last_seen_by, `4` a scan profile, `8` its level is declared |
-//! | 1 | the scan level, `0xFF` for none |
+//! | 1 | flags: `1` created_by, `2` last_seen_by, `4` a scan profile, `8` its level is declared, `16` an inherited_from follows |
+//! | 1 | the scan level (the effective one, declared or inherited), `0xFF` for none |
 //! | 1 | how many writing tasks follow inline (at most [`INLINE_TASKS`]) |
 //! | 16 each | created_by, last_seen_by (when flagged), then the inline tasks |
+//! | 1 + n, 2 + m | when flagged: inherited_from, its type's name (length byte, bytes) and natural key (big-endian `u16` length, bytes) |
 //! | rest | the object, as kat-core's serde JSON |
 //!
-//! Format version 1 stored `{"o": StoredObject, "t": [tasks]}` as JSON. Its values start with `{`,
-//! never with `0x02`, so both decode: a database half-way through the migration to version 2 reads
-//! correctly.
+//! The level, its flags and inherited_from are read without decoding the JSON ([`node_level`]).
+//!
+//! Format version 2 wrote the same with `0x02` and never an inherited_from; format version 1 stored
+//! `{"o": StoredObject, "t": [tasks]}` as JSON, whose values start with `{`. All three decode, so a
+//! database half-way through a migration reads correctly.
 
 use kat_core::clock::Timestamp;
-use kat_core::object::{NaturalKey, Object, ScanLevel, ScanProfile};
+use kat_core::levels::NodeLevel;
+use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use kat_core::org::OrgCode;
 use kat_core::store::StoredObject;
-use kat_core::task::TaskId;
+use kat_core::task::{ObjectRef, TaskId};
 
 use crate::error::{SResult, SledStoreError};
 
 /// How many writing tasks an object's record lists itself; later ones get `a` entries.
 pub(crate) const INLINE_TASKS: usize = 4;
 
-const COMPACT: u8 = 2;
+const COMPACT_V2: u8 = 2;
+const COMPACT: u8 = 3;
 const HEADER: usize = 20;
+const F_FROM: u8 = 16;
 const F_CREATED_BY: u8 = 1;
 const F_LAST_SEEN_BY: u8 = 2;
 const F_SCAN: u8 = 4;
@@ -69,6 +75,16 @@ impl Record {
                 flags |= F_DECLARED;
             }
         }
+        let from = s.inherited_from.as_ref().and_then(|r| {
+            let ty = r.object_type.as_str().as_bytes();
+            let key = r.key.as_str().as_bytes();
+            let ty_len = u8::try_from(ty.len()).ok()?;
+            let key_len = u16::try_from(key.len()).ok()?;
+            Some((ty_len, ty, key_len, key))
+        });
+        if from.is_some() {
+            flags |= F_FROM;
+        }
         out.push(flags);
         out.push(
             s.scan
@@ -83,6 +99,12 @@ impl Record {
         for t in &self.t[..tasks] {
             out.extend_from_slice(t.0.as_bytes());
         }
+        if let Some((ty_len, ty, key_len, key)) = from {
+            out.push(ty_len);
+            out.extend_from_slice(ty);
+            out.extend_from_slice(&key_len.to_be_bytes());
+            out.extend_from_slice(key);
+        }
         serde_json::to_writer(&mut out, &s.object).map_err(|source| SledStoreError::Encode {
             what: "object",
             source,
@@ -93,7 +115,7 @@ impl Record {
     /// Decode a stored value of either format; `org` and `key` come from the entry's key.
     pub(crate) fn decode(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Record> {
         match bytes.first() {
-            Some(&COMPACT) => decode_compact(org, key, bytes),
+            Some(&COMPACT | &COMPACT_V2) => decode_compact(org, key, bytes),
             Some(b'{') => crate::from_json("object", bytes),
             Some(b) => Err(SledStoreError::decode(
                 "object",
@@ -104,31 +126,42 @@ impl Record {
     }
 }
 
-/// The scan profile in a stored value's header, without decoding the object: `None` for a value of
-/// format version 1 (JSON), which has to be decoded whole.
-pub(crate) fn scan_of(bytes: &[u8]) -> SResult<Option<Option<ScanProfile>>> {
-    if bytes.first() != Some(&COMPACT) {
-        return Ok(None);
-    }
-    let bad = |why: &str| SledStoreError::decode("object", why.to_string());
-    let header = bytes
-        .get(..HEADER)
-        .ok_or_else(|| bad("record shorter than its header"))?;
-    let (flags, level) = (header[17], header[18]);
-    if flags & F_SCAN == 0 {
-        return Ok(Some(None));
-    }
-    let level = match level {
-        NO_LEVEL => None,
-        l => Some(ScanLevel::new(l).map_err(|_| bad("scan level out of range"))?),
-    };
-    Ok(Some(Some(ScanProfile {
-        level,
-        declared: flags & F_DECLARED != 0,
-    })))
+/// The parts of a compact record before the object's JSON.
+struct Head {
+    created_at: Timestamp,
+    last_seen: Timestamp,
+    created_by: Option<TaskId>,
+    last_seen_by: Option<TaskId>,
+    tasks: Vec<TaskId>,
+    scan: Option<ScanProfile>,
+    inherited_from: Option<ObjectRef>,
 }
 
-fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Record> {
+/// The level of an object from its stored value, without decoding its JSON: `None` for a type
+/// without levels.
+pub(crate) fn node_level(
+    org: &OrgCode,
+    key: NaturalKey,
+    bytes: &[u8],
+) -> SResult<Option<NodeLevel>> {
+    let (scan, from) = match bytes.first() {
+        Some(&COMPACT | &COMPACT_V2) => {
+            let (h, _) = decode_head(bytes)?;
+            (h.scan, h.inherited_from)
+        }
+        _ => {
+            let r = Record::decode(org, key, bytes)?;
+            (r.o.scan, r.o.inherited_from)
+        }
+    };
+    Ok(scan.map(|p| NodeLevel {
+        level: p.level,
+        declared: p.declared,
+        inherited_from: from,
+    }))
+}
+
+fn decode_head(bytes: &[u8]) -> SResult<(Head, &[u8])> {
     let bad = |why: &str| SledStoreError::decode("object", why.to_string());
     let header = bytes
         .get(..HEADER)
@@ -162,6 +195,34 @@ fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Recor
         None
     };
     let t = (0..tasks).map(|_| id()).collect::<SResult<Vec<_>>>()?;
+    let inherited_from = if flags & F_FROM != 0 {
+        let (&ty_len, tail) = rest
+            .split_first()
+            .ok_or_else(|| bad("record ends inside inherited_from"))?;
+        let ty = tail
+            .get(..usize::from(ty_len))
+            .ok_or_else(|| bad("record ends inside inherited_from"))?;
+        let object_type: ObjectType = std::str::from_utf8(ty)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad("inherited_from names an unknown type"))?;
+        let tail = &tail[usize::from(ty_len)..];
+        let (len, tail) = tail
+            .split_first_chunk::<2>()
+            .ok_or_else(|| bad("record ends inside inherited_from"))?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let k = tail
+            .get(..len)
+            .ok_or_else(|| bad("record ends inside inherited_from"))?;
+        let k = std::str::from_utf8(k).map_err(|_| bad("inherited_from's key is not UTF-8"))?;
+        rest = &tail[len..];
+        Some(ObjectRef {
+            object_type,
+            key: NaturalKey::from_escaped_components([k.to_string()]),
+        })
+    } else {
+        None
+    };
     let scan = if flags & F_SCAN != 0 {
         let level = match level {
             NO_LEVEL => None,
@@ -174,19 +235,60 @@ fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Recor
     } else {
         None
     };
+    Ok((
+        Head {
+            created_at,
+            last_seen,
+            created_by,
+            last_seen_by,
+            tasks: t,
+            scan,
+            inherited_from,
+        },
+        rest,
+    ))
+}
+
+/// The scan profile in a stored value's header, without decoding the object: `None` for a value of
+/// format version 1 (JSON), which has to be decoded whole.
+pub(crate) fn scan_of(bytes: &[u8]) -> SResult<Option<Option<ScanProfile>>> {
+    if !matches!(bytes.first(), Some(&COMPACT | &COMPACT_V2)) {
+        return Ok(None);
+    }
+    let bad = |why: &str| SledStoreError::decode("object", why.to_string());
+    let header = bytes
+        .get(..HEADER)
+        .ok_or_else(|| bad("record shorter than its header"))?;
+    let (flags, level) = (header[17], header[18]);
+    if flags & F_SCAN == 0 {
+        return Ok(Some(None));
+    }
+    let level = match level {
+        NO_LEVEL => None,
+        l => Some(ScanLevel::new(l).map_err(|_| bad("scan level out of range"))?),
+    };
+    Ok(Some(Some(ScanProfile {
+        level,
+        declared: flags & F_DECLARED != 0,
+    })))
+}
+
+fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Record> {
+    let (h, rest) = decode_head(bytes)?;
     let object: Object = crate::from_json("object", rest)?;
     Ok(Record {
         o: StoredObject {
             org: org.clone(),
             key,
             object,
-            scan,
-            created_at,
-            last_seen,
-            created_by,
-            last_seen_by,
+            scan: h.scan,
+            inherited_from: h.inherited_from,
+            created_at: h.created_at,
+            last_seen: h.last_seen,
+            created_by: h.created_by,
+            last_seen_by: h.last_seen_by,
         },
-        t,
+        t: h.tasks,
     })
 }
 
@@ -209,6 +311,7 @@ mod tests {
                 key: o.natural_key(),
                 object: o,
                 scan,
+                inherited_from: None,
                 created_at: Timestamp(-5),
                 last_seen: Timestamp(1_700_000_000_123),
                 created_by: by.then(|| t.first().copied().unwrap_or_else(TaskId::new)),
@@ -232,10 +335,22 @@ mod tests {
         ] {
             for by in [false, true] {
                 for tasks in 0..=INLINE_TASKS {
-                    let r = record(scan, by, tasks);
-                    let bytes = r.encode().expect("encode");
-                    let back = Record::decode(&r.o.org, r.o.key.clone(), &bytes).expect("decode");
-                    assert_eq!(back, r);
+                    for from in [None, Some("internet|source.example.com")] {
+                        let mut r = record(scan, by, tasks);
+                        r.o.inherited_from = from.map(|k| ObjectRef {
+                            object_type: ObjectType::Hostname,
+                            key: NaturalKey::parse(k).expect("key"),
+                        });
+                        let bytes = r.encode().expect("encode");
+                        let back =
+                            Record::decode(&r.o.org, r.o.key.clone(), &bytes).expect("decode");
+                        assert_eq!(back, r);
+                        let level = node_level(&r.o.org, r.o.key.clone(), &bytes).expect("level");
+                        assert_eq!(
+                            level.map(|l| (l.profile(), l.inherited_from)),
+                            r.o.scan.map(|p| (p, r.o.inherited_from.clone()))
+                        );
+                    }
                 }
             }
         }
@@ -271,8 +386,21 @@ mod tests {
     }
 
     #[test]
+    fn version_2_records_still_decode() {
+        let r = record(Some(ScanProfile::default()), true, 2);
+        let mut v2 = r.encode().expect("encode");
+        v2[0] = COMPACT_V2;
+        let back = Record::decode(&r.o.org, r.o.key.clone(), &v2).expect("decode");
+        assert_eq!(back, r);
+    }
+
+    #[test]
     fn damaged_records_are_errors_not_panics() {
-        let r = record(Some(ScanProfile::default()), true, 3);
+        let mut r = record(Some(ScanProfile::default()), true, 3);
+        r.o.inherited_from = Some(ObjectRef {
+            object_type: ObjectType::IpAddress,
+            key: NaturalKey::parse("internet|192.0.2.1").expect("key"),
+        });
         let bytes = r.encode().expect("encode");
         for cut in 0..bytes.len() {
             assert!(

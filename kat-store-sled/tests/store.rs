@@ -463,6 +463,102 @@ async fn a_version_1_database_is_migrated_on_open() {
     assert_eq!(&v[..], FORMAT_VERSION.to_string().as_bytes());
 }
 
+/// A database that format version 2 wrote (no edges, no inherited levels) is migrated when opened:
+/// the edges of its DNS records are written and the store asks for a full recomputation, which
+/// gives the inherited levels; the next open does not ask again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_gets_its_edges_and_a_recomputation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = org("v-two");
+    let a = Object::from_json(
+        ObjectType::DnsARecord,
+        &json!({"hostname": "example.com", "ip_address": "192.0.2.80"}),
+    )
+    .expect("record");
+    let ip_key = key("internet|192.0.2.80");
+    let ip_before = {
+        let s = open(dir.path());
+        s.upsert(&o, vec![host("example.com"), a], None)
+            .await
+            .expect("upsert");
+        s.set_scan_profile(
+            &o,
+            ObjectType::Hostname,
+            &key("internet|example.com"),
+            ScanProfile::declared(ScanLevel::new(2).expect("level")),
+        )
+        .await
+        .expect("declare");
+        let mut ip = s
+            .get(&o, ObjectType::IpAddress, &ip_key)
+            .await
+            .expect("get")
+            .expect("ip");
+        assert_eq!(ip.scan.and_then(|p| p.level), ScanLevel::new(2).ok());
+        // As version 2 stored it: no inherited level.
+        ip.scan = Some(ScanProfile::default());
+        ip.inherited_from = None;
+        ip
+    };
+    {
+        let db = raw_sled(dir.path());
+        let tree = db.open_tree("objects").expect("tree");
+        let mut edges = 0;
+        for entry in tree.iter() {
+            let (k, _) = entry.expect("entry");
+            if k[0] == b'e' || k[0] == b'r' {
+                tree.remove(&k).expect("remove");
+                edges += 1;
+            }
+        }
+        assert_eq!(edges, 4, "an A record's two edges, each stored both ways");
+        let mut pk = b"o".to_vec();
+        for c in [o.as_str(), "ipaddress", ip_key.as_str()] {
+            pk.extend(component(c));
+        }
+        // Version 1's JSON form still decodes; it stands in for a version 2 record here.
+        let v1 = json!({"o": serde_json::to_value(&ip_before).expect("json")});
+        assert!(
+            tree.get(&pk).expect("get").is_some(),
+            "the key layout is as assumed"
+        );
+        tree.insert(&pk, serde_json::to_vec(&v1).expect("json"))
+            .expect("insert");
+        db.open_tree("kat_meta")
+            .expect("meta")
+            .insert("format_version", &b"2"[..])
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    {
+        let s = SledStore::open(dir.path(), SledOptions::default()).expect("open");
+        let report = s.verify().await.expect("verify");
+        assert!(report.is_consistent(), "{:?}", report.problems);
+        assert_eq!(report.edges, 2, "the A record's edges are back");
+        assert!(s.levels_need_recompute().await.expect("ask"));
+        let got = s
+            .get(&o, ObjectType::IpAddress, &ip_key)
+            .await
+            .expect("get");
+        assert_eq!(got.and_then(|g| g.scan).and_then(|p| p.level), None);
+        assert_eq!(s.recompute_levels(None).await.expect("recompute"), 1);
+        assert!(!s.levels_need_recompute().await.expect("ask"));
+        let got = s
+            .get(&o, ObjectType::IpAddress, &ip_key)
+            .await
+            .expect("get")
+            .expect("ip");
+        assert_eq!(got.scan.and_then(|p| p.level), ScanLevel::new(2).ok());
+        assert_eq!(
+            got.inherited_from.map(|r| r.key.to_string()).as_deref(),
+            Some("internet|example.com")
+        );
+    }
+    let s = SledStore::open(dir.path(), SledOptions::default()).expect("open again");
+    assert!(!s.levels_need_recompute().await.expect("ask"));
+    assert_eq!(s.recompute_levels(None).await.expect("recompute"), 0);
+}
+
 /// A file record written before files carried a scan level (no `scan_level`, no `level_from`) reads
 /// as carrying none, `unrecorded`, in its metadata and in queries; the new fields are kept for new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

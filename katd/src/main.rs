@@ -6,6 +6,7 @@
 //! katd declare --type hostname example.com --scan-level 2        # KAT_API and KAT_TOKEN from the environment
 //! katd run     dns example.com                                   # queue a task and follow it
 //! katd tasks | katd objects hostname | katd files | katd report
+//! katd levels  --recompute                                       # recompute inherited scan levels
 //! katd sync    --data /var/lib/kat --plugins plugins/plugins.json   (while katd is not running)
 //! katd plan    --plugins plugins/plugins.json --target example.com  (no engine needed)
 //! katd rules   list | enable NAME | disable NAME | run [--data /var/lib/kat --rules FILE]
@@ -82,6 +83,10 @@ enum Command {
     Report(ReportArgs),
     /// List files.
     Files(FilesArgs),
+    /// Scan levels: `--recompute` recomputes every inherited level of the token's organization from
+    /// the declared ones and the DNS relations (needs objects.can_set_scan_level) and prints how many
+    /// changed.
+    Levels(LevelsArgs),
     /// Sync plugin files into a store directly (katd serve must not be running on it).
     Sync(SyncArgs),
     /// Validate plugin files and print how each plugin would run over example targets.
@@ -287,6 +292,17 @@ struct ReportArgs {
     api: ApiArgs,
 }
 
+/// `katd levels`.
+#[derive(Debug, clap::Args)]
+struct LevelsArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Recompute every inherited scan level of the organization (what every write already keeps up
+    /// to date; 0 changed means it was).
+    #[arg(long, required = true)]
+    recompute: bool,
+}
+
 /// `katd files`.
 #[derive(Debug, clap::Args)]
 struct FilesArgs {
@@ -385,6 +401,7 @@ async fn dispatch(command: Command) -> Result<(), Error> {
         Command::Objects(args) => cmd::objects::run(args).await,
         Command::Report(args) => cmd::report::run(args).await,
         Command::Files(args) => cmd::files::run(args).await,
+        Command::Levels(args) => cmd::levels::run(args).await,
         Command::Sync(args) => cmd::sync::run(args).await,
         Command::Plan(args) => cmd::plan::run(args),
         Command::Rules(args) => cmd::rules::run(args).await,

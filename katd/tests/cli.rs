@@ -18,8 +18,8 @@ fn help_lists_every_subcommand() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for sub in [
-        "serve", "token", "declare", "run", "tasks", "objects", "report", "files", "sync", "plan",
-        "rules",
+        "serve", "token", "declare", "run", "tasks", "objects", "report", "files", "levels",
+        "sync", "plan", "rules",
     ] {
         assert!(help.contains(&format!("  {sub} ")), "{sub} in {help}");
     }

@@ -250,3 +250,75 @@ async fn katd_token_refuses_an_organization_that_does_not_exist() {
         .expect("request");
     assert_eq!(resp.status().as_u16(), 401);
 }
+
+/// `katd levels --recompute` against a serving katd: levels inherited by the API's writes are
+/// complete (0 changed), and a token without `objects.can_set_scan_level` is refused.
+#[cfg(feature = "docker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn katd_levels_recompute_over_the_api() {
+    let Some(entrypoint) = support::docker_ready().await else {
+        return;
+    };
+    let k = serve(&entrypoint, &["--store", "memory"]).await;
+    let (s, v) = k
+        .call(
+            reqwest::Method::POST,
+            "/objects/",
+            Some(json!({
+                "hostname": [{"network": "internet", "name": "example.com"}],
+                "dnsarecord": [{"hostname": "internet|example.com", "ip_address": "internet|192.0.2.1"}],
+            })),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = k
+        .call(
+            reqwest::Method::PATCH,
+            "/objects/hostname/internet|example.com/",
+            Some(json!({"scan_level": 2})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, ip) = k
+        .call(
+            reqwest::Method::GET,
+            "/objects/ipaddress/internet|192.0.2.1/",
+            None,
+        )
+        .await;
+    assert_eq!(ip["scan_level"], 2, "{ip}");
+    let levels = |token: &str| {
+        katd()
+            .args(["levels", "--recompute", "--api", &k.api, "--token", token])
+            .output()
+            .expect("katd runs")
+    };
+    let out = levels(&k.token);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "recomputed the inherited scan levels: 0 object(s) changed"
+    );
+    let viewer = katd()
+        .args(["token", "--org", "acme", "--no-check", "--permissions"])
+        .arg(r#"{"objects.view_hostname": {}}"#)
+        .env("KAT_JWT_SECRET", "serve-test-secret-serve-test-secret!!")
+        .output()
+        .expect("katd runs");
+    assert!(viewer.status.success());
+    let viewer = String::from_utf8_lossy(&viewer.stdout).trim().to_string();
+    let out = levels(&viewer);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("objects.can_set_scan_level"), "{err}");
+    // Without --recompute there is nothing to do: clap refuses it.
+    let out = katd()
+        .args(["levels", "--api", &k.api, "--token", &k.token])
+        .output()
+        .expect("katd runs");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -811,6 +811,441 @@ pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
     Ok(())
 }
 
+fn record(ty: ObjectType, owner: &str, field: &str, value: &str) -> Object {
+    let mut v = json!({"hostname": owner, field: value});
+    if ty == ObjectType::DnsMxRecord {
+        v["preference"] = json!(10);
+    }
+    obj(ty, v)
+}
+
+fn a_record(owner: &str, ip: &str) -> Object {
+    record(ObjectType::DnsARecord, owner, "ip_address", ip)
+}
+
+fn ptr_record(name: &str, ip: &str) -> Object {
+    record(ObjectType::DnsPtrRecord, name, "ip_address", ip)
+}
+
+fn cname(owner: &str, target: &str) -> Object {
+    record(ObjectType::DnsCnameRecord, owner, "target", target)
+}
+
+fn ty_of(k: &str) -> ObjectType {
+    if k.rsplit('|')
+        .next()
+        .is_some_and(|last| last.parse::<std::net::IpAddr>().is_ok())
+    {
+        ObjectType::IpAddress
+    } else {
+        ObjectType::Hostname
+    }
+}
+
+/// The effective level of a hostname (`name`) or address (`192.0.2.1`) in the internet network,
+/// and where an inherited one comes from (the source's key).
+async fn level_of(
+    store: &dyn ObjectStore,
+    o: &OrgCode,
+    name: &str,
+) -> Result<(Option<u8>, bool, Option<String>)> {
+    let k = format!("internet|{name}");
+    let s = store
+        .get(o, ty_of(&k), &key(&k))
+        .await?
+        .ok_or_else(|| Error::not_found("object", k.clone()))?;
+    let p = s.scan.unwrap_or_default();
+    Ok((
+        p.level.map(ScanLevel::get),
+        p.declared,
+        s.inherited_from.map(|r| r.key.to_string()),
+    ))
+}
+
+async fn levels(store: &dyn ObjectStore, o: &OrgCode, names: &[&str]) -> Result<Vec<Option<u8>>> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(level_of(store, o, n).await?.0);
+    }
+    Ok(out)
+}
+
+async fn declare(
+    store: &dyn ObjectStore,
+    o: &OrgCode,
+    name: &str,
+    level: Option<u8>,
+) -> Result<()> {
+    let k = format!("internet|{name}");
+    let profile = match level {
+        Some(l) => ScanProfile::declared(ScanLevel::new(l)?),
+        None => ScanProfile::default(),
+    };
+    store
+        .set_scan_profile(o, ty_of(&k), &key(&k), profile)
+        .await?;
+    Ok(())
+}
+
+async fn delete_one(store: &dyn ObjectStore, o: &OrgCode, r: &Object) -> Result<()> {
+    assert_eq!(
+        store.delete(o, r.object_type(), &[r.natural_key()]).await?,
+        1
+    );
+    Ok(())
+}
+
+/// After the case's writes, a full recomputation changes nothing: the incremental updates were
+/// complete.
+async fn recomputation_agrees(store: &dyn ObjectStore, o: &OrgCode) -> Result<()> {
+    assert_eq!(
+        store.recompute_levels(Some(o)).await?,
+        0,
+        "a full recomputation of {o} found levels the writes left out of date"
+    );
+    Ok(())
+}
+
+/// Levels flow along a chain of A records; NS, MX and PTR give at most level 1; the API's JSON
+/// shows where an inherited level comes from; queries by scan level see inherited levels.
+pub async fn levels_chains_and_caps(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-lvl-chain");
+    store.upsert(&o, vec![host("example.com")], None).await?;
+    declare(store, &o, "example.com", Some(3)).await?;
+    let written = store
+        .upsert(
+            &o,
+            vec![
+                a_record("example.com", "192.0.2.1"),
+                record(
+                    ObjectType::DnsNsRecord,
+                    "example.com",
+                    "name_server",
+                    "ns1.example.net",
+                ),
+                record(
+                    ObjectType::DnsMxRecord,
+                    "example.com",
+                    "mail_server",
+                    "mx.example.net",
+                ),
+                a_record("ns1.example.net", "192.0.2.53"),
+                host("192.0.2.1.example"),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(written.len(), 5);
+    assert_eq!(
+        level_of(store, &o, "192.0.2.1").await?,
+        (Some(3), false, Some("internet|example.com".into())),
+        "an address inherits its hostname's level through an A record"
+    );
+    assert_eq!(
+        level_of(store, &o, "ns1.example.net").await?,
+        (Some(1), false, Some("internet|example.com".into())),
+        "a name server gets at most level 1"
+    );
+    assert_eq!(level_of(store, &o, "mx.example.net").await?.0, Some(1));
+    assert_eq!(
+        level_of(store, &o, "192.0.2.53").await?,
+        (Some(1), false, Some("internet|ns1.example.net".into())),
+    );
+    assert_eq!(
+        level_of(store, &o, "192.0.2.1.example").await?,
+        (None, false, None),
+        "an unrelated hostname has no level"
+    );
+    // The JSON an operator reads.
+    let ip = store
+        .get(&o, ObjectType::IpAddress, &key("internet|192.0.2.1"))
+        .await?
+        .ok_or_else(|| Error::not_found("object", "192.0.2.1"))?
+        .to_json();
+    assert_eq!(ip["scan_level"], json!(3));
+    assert_eq!(ip["declared"], json!(false));
+    assert_eq!(
+        ip["inherited_from"],
+        json!({"object_type": "hostname", "id": "internet|example.com"})
+    );
+    let root = store
+        .get(&o, ObjectType::Hostname, &key("internet|example.com"))
+        .await?
+        .ok_or_else(|| Error::not_found("object", "example.com"))?
+        .to_json();
+    assert_eq!(root["declared"], json!(true));
+    assert_eq!(root["inherited_from"], serde_json::Value::Null);
+    // What an upsert returns shows the levels after it.
+    let again = store
+        .upsert(
+            &o,
+            vec![obj(ObjectType::IpAddress, json!({"address": "192.0.2.1"}))],
+            None,
+        )
+        .await?;
+    assert_eq!(
+        again[0].scan.and_then(|p| p.level),
+        Some(ScanLevel::new(3)?)
+    );
+    // Queries by scan level and the ordering by it use the effective level.
+    let mut q = ObjectQuery::new(o.clone(), ObjectType::IpAddress);
+    q.min_scan_level = Some(ScanLevel::new(2)?);
+    let found: Vec<String> = store
+        .query(&q)
+        .await?
+        .items
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(found, ["internet|192.0.2.1"]);
+    let mut q = ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    q.min_scan_level = Some(ScanLevel::new(1)?);
+    assert_eq!(store.query(&q).await?.count, 3);
+    // Filters on the effective level and on declared, alone and beside a field's filter.
+    let names = |q: ObjectQuery| async move {
+        Ok::<_, Error>(
+            store
+                .query(&q)
+                .await?
+                .items
+                .iter()
+                .map(|s| s.key.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let hosts = || ObjectQuery::new(o.clone(), ObjectType::Hostname);
+    assert_eq!(
+        names(hosts().filter("scan_level", &["1"])).await?,
+        ["internet|mx.example.net", "internet|ns1.example.net"]
+    );
+    assert_eq!(
+        names(hosts().filter("scan_level", &["null"])).await?,
+        ["internet|192.0.2.1.example"]
+    );
+    assert_eq!(
+        names(hosts().filter("declared", &["true"])).await?,
+        ["internet|example.com"]
+    );
+    assert_eq!(
+        names(
+            hosts()
+                .filter("scan_level", &["1", "3"])
+                .filter("declared", &["false"])
+        )
+        .await?,
+        ["internet|mx.example.net", "internet|ns1.example.net"]
+    );
+    assert_eq!(
+        names(
+            ObjectQuery::new(o.clone(), ObjectType::IpAddress)
+                .filter("network", &["internet"])
+                .filter("scan_level", &["3"])
+        )
+        .await?,
+        ["internet|192.0.2.1"]
+    );
+    let e = store
+        .query(&ObjectQuery::new(o.clone(), ObjectType::IpPort).filter("scan_level", &["1"]))
+        .await
+        .expect_err("ports have no scan level to filter by");
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    recomputation_agrees(store, &o).await
+}
+
+/// Cycles (an A and a PTR record between the same two objects; a loop of CNAMEs) carry what a
+/// declared object gives them and nothing once it is gone.
+pub async fn levels_cycles(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-lvl-cycle");
+    store
+        .upsert(
+            &o,
+            vec![
+                a_record("h.example", "192.0.2.7"),
+                ptr_record("h.example", "192.0.2.7"),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(
+        levels(store, &o, &["h.example", "192.0.2.7"]).await?,
+        [None, None]
+    );
+    declare(store, &o, "h.example", Some(2)).await?;
+    assert_eq!(levels(store, &o, &["192.0.2.7"]).await?, [Some(2)]);
+    declare(store, &o, "h.example", None).await?;
+    assert_eq!(
+        levels(store, &o, &["h.example", "192.0.2.7"]).await?,
+        [None, None],
+        "an A and PTR cycle does not hold a level up by itself"
+    );
+    // Declared on the address: through the A record (no cap) the hostname gets all of it.
+    declare(store, &o, "192.0.2.7", Some(4)).await?;
+    assert_eq!(level_of(store, &o, "h.example").await?.0, Some(4));
+    // Without the A record only the PTR record (cap 1) remains.
+    delete_one(store, &o, &a_record("h.example", "192.0.2.7")).await?;
+    assert_eq!(
+        level_of(store, &o, "h.example").await?,
+        (Some(1), false, Some("internet|192.0.2.7".into()))
+    );
+    // A CNAME loop.
+    store
+        .upsert(
+            &o,
+            vec![
+                cname("a.example", "b.example"),
+                cname("b.example", "c.example"),
+                cname("c.example", "a.example"),
+            ],
+            None,
+        )
+        .await?;
+    let abc = ["a.example", "b.example", "c.example"];
+    assert_eq!(levels(store, &o, &abc).await?, [None, None, None]);
+    declare(store, &o, "b.example", Some(2)).await?;
+    assert_eq!(levels(store, &o, &abc).await?, [Some(2), Some(2), Some(2)]);
+    assert_eq!(
+        level_of(store, &o, "c.example").await?.2.as_deref(),
+        Some("internet|b.example")
+    );
+    assert_eq!(
+        level_of(store, &o, "a.example").await?.2.as_deref(),
+        Some("internet|c.example")
+    );
+    declare(store, &o, "b.example", Some(0)).await?;
+    assert_eq!(levels(store, &o, &abc).await?, [Some(0), Some(0), Some(0)]);
+    declare(store, &o, "b.example", None).await?;
+    assert_eq!(levels(store, &o, &abc).await?, [None, None, None]);
+    recomputation_agrees(store, &o).await
+}
+
+/// An inherited level is the maximum over its sources, and decays when a source's record is
+/// deleted, the source is lowered, or the source object is deleted.
+pub async fn levels_diamonds_and_decay(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-lvl-diamond");
+    store
+        .upsert(&o, vec![host("low.example"), host("high.example")], None)
+        .await?;
+    declare(store, &o, "low.example", Some(1)).await?;
+    declare(store, &o, "high.example", Some(3)).await?;
+    store
+        .upsert(
+            &o,
+            vec![
+                a_record("low.example", "192.0.2.9"),
+                a_record("high.example", "192.0.2.9"),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.9").await?,
+        (Some(3), false, Some("internet|high.example".into())),
+        "the maximum over the sources"
+    );
+    // The address passes its level on to its other hostname (A records go both ways).
+    assert_eq!(
+        level_of(store, &o, "low.example").await?,
+        (Some(1), true, None)
+    );
+    delete_one(store, &o, &a_record("high.example", "192.0.2.9")).await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.9").await?,
+        (Some(1), false, Some("internet|low.example".into())),
+        "deleting the record of the stronger source decays the level"
+    );
+    declare(store, &o, "low.example", Some(0)).await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.9").await?.0,
+        Some(0),
+        "lowering the source"
+    );
+    declare(store, &o, "low.example", Some(2)).await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.9").await?.0,
+        Some(2),
+        "raising it again"
+    );
+    store
+        .delete(&o, ObjectType::Hostname, &[key("internet|low.example")])
+        .await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.9").await?,
+        (None, false, None),
+        "deleting the source object"
+    );
+    // The record outlives its hostname: re-creating the hostname with a level gives it back.
+    store.upsert(&o, vec![host("low.example")], None).await?;
+    assert_eq!(level_of(store, &o, "low.example").await?.0, None);
+    declare(store, &o, "low.example", Some(2)).await?;
+    assert_eq!(level_of(store, &o, "192.0.2.9").await?.0, Some(2));
+    recomputation_agrees(store, &o).await
+}
+
+/// Declared objects keep their level whatever their sources give, also when a stronger source
+/// appears; set back to inherited, they take what their sources give.
+pub async fn levels_declared_untouched(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-lvl-declared");
+    store
+        .upsert(&o, vec![host("strong.example"), host("weak.example")], None)
+        .await?;
+    declare(store, &o, "weak.example", Some(1)).await?;
+    store
+        .upsert(&o, vec![a_record("weak.example", "192.0.2.20")], None)
+        .await?;
+    declare(store, &o, "strong.example", Some(4)).await?;
+    store
+        .upsert(&o, vec![cname("strong.example", "weak.example")], None)
+        .await?;
+    assert_eq!(
+        level_of(store, &o, "weak.example").await?,
+        (Some(1), true, None),
+        "a stronger source does not change a declared level"
+    );
+    assert_eq!(level_of(store, &o, "192.0.2.20").await?.0, Some(1));
+    // The CNAME's target inherits, never its owner: the original's query did the reverse.
+    declare(store, &o, "strong.example", Some(0)).await?;
+    assert_eq!(
+        level_of(store, &o, "weak.example").await?,
+        (Some(1), true, None)
+    );
+    declare(store, &o, "strong.example", Some(4)).await?;
+    declare(store, &o, "weak.example", None).await?;
+    assert_eq!(
+        level_of(store, &o, "weak.example").await?,
+        (Some(4), false, Some("internet|strong.example".into())),
+        "back to inherited"
+    );
+    assert_eq!(level_of(store, &o, "192.0.2.20").await?.0, Some(4));
+    recomputation_agrees(store, &o).await
+}
+
+/// Organizations are separate graphs: the same records in another organization inherit nothing.
+pub async fn levels_organizations_separate(store: &dyn ObjectStore) -> Result<()> {
+    let (a, b) = (org("c-lvl-org-a"), org("c-lvl-org-b"));
+    for o in [&a, &b] {
+        store
+            .upsert(o, vec![a_record("shared.example", "192.0.2.30")], None)
+            .await?;
+    }
+    declare(store, &a, "shared.example", Some(2)).await?;
+    assert_eq!(levels(store, &a, &["192.0.2.30"]).await?, [Some(2)]);
+    assert_eq!(
+        levels(store, &b, &["shared.example", "192.0.2.30"]).await?,
+        [None, None]
+    );
+    recomputation_agrees(store, &a).await?;
+    recomputation_agrees(store, &b).await
+}
+
+/// A full recomputation of every organization agrees with the incremental updates of everything
+/// the suite wrote, and a store in a steady state needs none.
+pub async fn levels_recomputation_agrees(store: &dyn ObjectStore) -> Result<()> {
+    assert_eq!(store.recompute_levels(None).await?, 0);
+    assert!(!store.levels_need_recompute().await?);
+    Ok(())
+}
+
+
 /// URLs: stored by their canonical natural key (`network|url`, a `|` in the URL escaped), found by
 /// key and by `network` and `url` filters in every network, and their host created as a referenced
 /// object; a URL has no scan level of its own ([`crate::store::scan_of`] reads its host's).
@@ -929,6 +1364,12 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     delete_by_keys(&*store).await?;
     bulk_writes(&*store).await?;
     urls(&*store).await?;
+    levels_chains_and_caps(&*store).await?;
+    levels_cycles(&*store).await?;
+    levels_diamonds_and_decay(&*store).await?;
+    levels_declared_untouched(&*store).await?;
+    levels_organizations_separate(&*store).await?;
+    levels_recomputation_agrees(&*store).await?;
     concurrent_writers(store).await?;
     Ok(())
 }

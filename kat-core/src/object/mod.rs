@@ -312,6 +312,10 @@ impl ScanLevel {
     /// The highest level.
     pub const MAX: ScanLevel = ScanLevel(4);
 
+    /// Level 1, the most a name server, a mail server or a PTR name inherits
+    /// ([`crate::levels`]).
+    pub const ONE: ScanLevel = ScanLevel(1);
+
     /// A level from 0 to 4.
     ///
     /// # Errors
@@ -1394,6 +1398,7 @@ struct Fields<'a> {
 const READ_ONLY: [&str; 11] = [
     "scan_level",
     "declared",
+    "inherited_from",
     "object_type",
     "organizations",
     "last_seen",

@@ -350,13 +350,14 @@ async fn before_delete(
 
 /// `GET /objects/<type>/`.
 pub(crate) async fn list(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Response<ApiBody>> {
-    let mut known: Vec<&str> = ty.fields().to_vec();
+    let filters = kat_core::store::filter_fields(ty);
+    let mut known: Vec<&str> = filters.clone();
     known.extend(["id", "search", "ordering", "limit", "offset"]);
     ctx.query.only(&known)?;
     let p = ctx.list_params()?;
     let scope = ctx.list_scope(&p)?;
     let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
-    for f in ty.fields() {
+    for f in &filters {
         let values = ctx.query.all(f);
         if !values.is_empty() {
             q.filters.push((
@@ -572,6 +573,24 @@ async fn find_records(
         found.extend(page.items.into_iter().map(|o| (ty, o.key)));
     }
     Ok(found)
+}
+
+/// `POST /levels/recompute/`: a full recomputation of the caller's organization's inherited
+/// scan levels (`objects.can_set_scan_level`, unscoped; never a task's token). Answers
+/// `{"changed": n}`.
+pub(crate) async fn recompute_levels(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&[])?;
+    if ctx.caller.task().is_some() {
+        return Err(ApiError::permission_denied(
+            "A task token can never recompute scan levels.",
+        ));
+    }
+    ctx.require_create()?;
+    let org = ctx.caller.org().clone();
+    let started = std::time::Instant::now();
+    let changed = ctx.inner.objects.recompute_levels(Some(&org)).await?;
+    tracing::info!(org = %org, changed, ms = started.elapsed().as_millis() as u64, "recomputed scan levels on request");
+    Ok(ok(&serde_json::json!({ "changed": changed })))
 }
 
 /// `DELETE /objects/hostname/<key>/dnsrecord/?record_id=a&record_id=b,c`: that hostname's records

@@ -793,3 +793,127 @@ async fn the_original_dns_plugins_writes_and_reads_work() {
     assert_eq!(r.status, 400);
     assert_eq!(r.attr().as_deref(), Some("dnsarecord[0].colour"));
 }
+
+/// Inherited scan levels over the API, on both stores: a plugin's bulk upload of DNS records gives
+/// the address the hostname's declared level at once, the JSON says where it comes from, a filter
+/// by `scan_level` sees it, lowering the hostname lowers it, and `POST /levels/recompute/`
+/// (operators only) finds nothing left to change.
+#[tokio::test]
+async fn inherited_levels_and_the_recompute_route() {
+    for backend in [Backend::Memory, Backend::Sled] {
+        let s = start(Options {
+            backend,
+            ..Options::default()
+        })
+        .await;
+        let op = s.operator("acme", all());
+        let r = s
+            .post("/api/v1/objects/", &op, hostnames(&["example.com"]))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        let r = s
+            .patch(
+                "/api/v1/objects/hostname/internet|example.com/",
+                &op,
+                json!({"scan_level": 2}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        let (task, _) = s.token_with_task("acme", all());
+        let body = json!({
+            "dnsarecord": [{"hostname": "internet|example.com", "ip_address": "internet|192.0.2.1"}],
+            "dnsnsrecord": [{"hostname": "internet|example.com", "name_server": "internet|ns1.example.net"}],
+        });
+        let r = s.post("/api/v1/objects/", &task, body).await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        let ip = s
+            .get("/api/v1/objects/ipaddress/internet|192.0.2.1/", &op)
+            .await
+            .json();
+        assert_eq!(ip["scan_level"], 2, "{backend:?}: {ip}");
+        assert_eq!(ip["declared"], false);
+        assert_eq!(
+            ip["inherited_from"],
+            json!({"object_type": "hostname", "id": "internet|example.com"})
+        );
+        let ns = s
+            .get("/api/v1/objects/hostname/internet|ns1.example.net/", &op)
+            .await
+            .json();
+        assert_eq!(
+            (ns["scan_level"].clone(), ns["declared"].clone()),
+            (json!(1), json!(false))
+        );
+        let root = s
+            .get("/api/v1/objects/hostname/internet|example.com/", &op)
+            .await
+            .json();
+        assert_eq!(root["inherited_from"], Value::Null);
+        // What a GET returns can be posted back (inherited_from is a response-only field).
+        let r = s.post("/api/v1/objects/ipaddress/", &op, ip.clone()).await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        // The objects a schedule's set would pick: filtering by scan level sees inherited levels.
+        let r = s.get("/api/v1/objects/hostname/?scan_level=1", &op).await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        assert_eq!(r.json()["count"], 1, "{}", r.json());
+        // Lowering the declared hostname lowers what it gave.
+        let r = s
+            .patch(
+                "/api/v1/objects/hostname/internet|example.com/",
+                &op,
+                json!({"scan_level": 0}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let ip = s
+            .get("/api/v1/objects/ipaddress/internet|192.0.2.1/", &op)
+            .await
+            .json();
+        assert_eq!(ip["scan_level"], 0);
+        let ns = s
+            .get("/api/v1/objects/hostname/internet|ns1.example.net/", &op)
+            .await
+            .json();
+        assert_eq!(ns["scan_level"], 0);
+        // The recompute route.
+        let r = s
+            .call("POST", "/api/v1/levels/recompute/", Some(&op), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+        assert_eq!(r.json(), json!({"changed": 0}));
+        let r = s
+            .post("/api/v1/levels/recompute/?org=other", &op, json!({}))
+            .await;
+        assert_eq!(r.status, 400, "unknown parameters are refused");
+        assert_eq!(r.attr().as_deref(), Some("org"));
+        let r = s
+            .call("POST", "/api/v1/levels/recompute/", Some(&task), None)
+            .await;
+        assert_eq!(r.status, 403, "a task token never recomputes levels");
+        r.error_code();
+        let viewer = s.operator("acme", json!({"objects.view_hostname": {}}));
+        let r = s
+            .call("POST", "/api/v1/levels/recompute/", Some(&viewer), None)
+            .await;
+        assert_eq!(r.status, 403);
+        assert!(
+            String::from_utf8_lossy(&r.bytes).contains("objects.can_set_scan_level"),
+            "{}",
+            String::from_utf8_lossy(&r.bytes)
+        );
+        let scoped = s.operator(
+            "acme",
+            json!({"objects.can_set_scan_level": {"pks": ["internet|example.com"]}}),
+        );
+        let r = s
+            .call("POST", "/api/v1/levels/recompute/", Some(&scoped), None)
+            .await;
+        assert_eq!(
+            r.status, 403,
+            "a token scoped to some objects cannot recompute all"
+        );
+        let r = s.get("/api/v1/levels/recompute/", &op).await;
+        assert_eq!(r.status, 405);
+        s.stop().await;
+    }
+}

@@ -3,6 +3,7 @@
 
 pub(crate) mod declare;
 pub(crate) mod files;
+pub(crate) mod levels;
 pub(crate) mod objects;
 pub(crate) mod plan;
 pub(crate) mod report;
