@@ -1395,7 +1395,7 @@ struct Fields<'a> {
 }
 
 /// Response-only fields accepted (and ignored) on input.
-const READ_ONLY: [&str; 11] = [
+const READ_ONLY: [&str; 12] = [
     "scan_level",
     "declared",
     "inherited_from",
