@@ -432,8 +432,8 @@ async fn main() {
     if arg("--only").as_deref() == Some("discovery") {
         let mut md = String::new();
         discovery_loop(&mut md).await;
-    eprintln!("scan levels at 100,000 hostnames");
-    md.push_str(&levels_section().await);
+        eprintln!("scan levels at 100,000 hostnames");
+        md.push_str(&levels_section().await);
         print!("{md}");
         return;
     }

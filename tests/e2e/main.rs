@@ -8,6 +8,7 @@
 mod harness;
 
 mod chain;
+mod discovery;
 mod lifecycle;
 mod manual;
 mod modes;

@@ -1245,7 +1245,6 @@ pub async fn levels_recomputation_agrees(store: &dyn ObjectStore) -> Result<()> 
     Ok(())
 }
 
-
 /// URLs: stored by their canonical natural key (`network|url`, a `|` in the URL escaped), found by
 /// key and by `network` and `url` filters in every network, and their host created as a referenced
 /// object; a URL has no scan level of its own ([`crate::store::scan_of`] reads its host's).

@@ -431,14 +431,16 @@ async fn apply_set(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut ObjectSet) -> 
         s.filters = out;
     }
     // Filters must name fields of the (possibly new) type.
+    // The effective scan level and `declared` count as fields of the types with levels.
+    let fields = kat_core::store::filter_fields(s.object_type);
     for (field, _) in &s.filters {
-        if !s.object_type.fields().contains(&field.as_str()) {
+        if !fields.contains(&field.as_str()) {
             return Err(ApiError::invalid(
                 format!("filters.{field}"),
                 format!(
                     "{} has no field {field:?}; fields: {}",
                     s.object_type,
-                    s.object_type.fields().join(", ")
+                    fields.join(", ")
                 ),
             ));
         }

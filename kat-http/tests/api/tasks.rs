@@ -183,6 +183,36 @@ async fn submit_list_get_and_cancel() {
     s.stop().await;
 }
 
+/// Object sets of types with scan levels filter on the effective level and on `declared`, as the
+/// discovery loop's schedules do ("addresses at level 2 or more").
+#[tokio::test]
+async fn object_sets_filter_on_scan_levels() {
+    let s = start(Options::default()).await;
+    let t = s.token("acme", all());
+    let r = s
+        .post("/api/v1/object-sets/", &t, json!({"name": "cleared", "object_type": "ipaddress", "filters": {"scan_level": ["2", "3", "4"], "declared": ["false"]}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    assert_eq!(
+        r.json()["filters"],
+        json!({"scan_level": ["2", "3", "4"], "declared": ["false"]})
+    );
+    let r = s
+        .post(
+            "/api/v1/object-sets/",
+            &t,
+            json!({"name": "bad", "object_type": "hostname", "filters": {"level": ["2"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.attr().as_deref(), Some("filters.level"));
+    assert!(
+        r.json().to_string().contains("scan_level"),
+        "the error lists the level filters: {}",
+        r.json()
+    );
+}
+
 #[tokio::test]
 async fn object_sets_and_schedules() {
     let s = start(Options::default()).await;
@@ -210,6 +240,11 @@ async fn object_sets_and_schedules() {
             json!({"name": "x", "object_type": "ipport", "filters": {"colour": ["red"]}}),
             400,
             "filters.colour",
+        ),
+        (
+            json!({"name": "x", "object_type": "ipport", "filters": {"scan_level": ["2"]}}),
+            400,
+            "filters.scan_level",
         ),
         (
             json!({"name": "x", "object_type": "hostname", "keys": ["internet|-bad"]}),
