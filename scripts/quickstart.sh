@@ -10,11 +10,18 @@
 # starts two small local services to find things in, both on 127.0.0.1 only (a TLS server on 443 with a
 # self-signed, soon-expiring certificate that still accepts TLS 1.0/1.1, and a listener on a database port:
 # MySQL's 3306, else the first free one of the other database ports the port rules report, never PostgreSQL's
-# 5432, where a real PostgreSQL listens by default), starts katd (sled + the engine + the API on 127.0.0.1),
-# declares 127.0.0.1 and localhost with scan level 2, runs the dns, portscan, tls and http-headers plugins
-# (portscan's output chains to parse-nmap), waits for every task, prints the findings and objects with the plugin
-# and task that found each, and checks that the demo's expected findings are among them. Running it again
-# restarts the demo on the same data; katd keeps serving afterwards so that the API can be explored.
+# 5432, where a real PostgreSQL listens by default), and starts katd (sled + the engine + the API on 127.0.0.1,
+# the scheduler ticking every 2 s, the shipped business rules) on a fresh data directory.
+#
+# Then the discovery loop: it declares ONE object, the hostname localhost at scan level 2, and schedules dns over
+# hostnames with a level, portscan over IP addresses at level 2 or more (its output chains to parse-nmap), and tls
+# and http-headers over hostnames at level 2 or more. Nobody declares 127.0.0.1: dns finds it, it inherits
+# localhost's level through the A record, and the next tick port-scans it. The business rules turn what was
+# found into findings (an open database port, no SPF record, ...). It waits for every task, prints the tasks,
+# the findings (each with the plugin task or the rules that found it), the scan levels (declared or inherited,
+# from where, and which plugins scanned each object) and the objects plugins wrote, and checks that the loop
+# happened and the demo's expected findings are there. katd keeps serving afterwards so that the API can be
+# explored.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
@@ -113,11 +120,11 @@ wait_until 20 test -s "$Q/db.port" || die "the database-port listener did not st
 DB_PORT="$(cat "$Q/db.port")"
 log "database-port listener on 127.0.0.1:$DB_PORT"
 
-step "katd serve on $API (runtime $RUNTIME)"
-rm -f "$Q/token"
+step "katd serve on $API (runtime $RUNTIME, a fresh data directory)"
+rm -rf "$Q/token" "$Q/data"
 setsid nohup "$katd" serve --data "$Q/data" --listen "127.0.0.1:$PORT" \
     --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
-    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" \
+    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" --tick 2 \
     >"$Q/katd.log" 2>&1 </dev/null &
 echo $! >"$Q/katd.pid"
 if ! wait_until 60 test -s "$Q/token"; then
@@ -126,20 +133,43 @@ if ! wait_until 60 test -s "$Q/token"; then
 fi
 export KAT_API="$API" KAT_TOKEN="$(cat "$Q/token")"
 
-step "declare the targets (scan level 2)"
-"$katd" declare --type ipaddress 127.0.0.1 --scan-level 2
+step "declare one hostname: localhost, scan level 2 (nothing else is declared)"
 "$katd" declare --type hostname localhost --scan-level 2
 
-step "run the plugins (portscan chains to parse-nmap)"
-"$katd" run dns localhost
-"$katd" run portscan 127.0.0.1
-"$katd" run tls localhost
-"$katd" run http-headers localhost
+step "schedules: dns over hostnames with a level, portscan over addresses at level 2+, tls and http-headers over hostnames at level 2+"
+python3 - "$API" "$KAT_TOKEN" <<'PY'
+import json, sys, urllib.request
+api, token = sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    req = urllib.request.Request(api + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Token " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+sets = {}
+for name, ty, levels in [("hostnames with a level", "hostname", ["1", "2", "3", "4"]),
+                         ("hostnames at level 2+", "hostname", ["2", "3", "4"]),
+                         ("addresses at level 2+", "ipaddress", ["2", "3", "4"])]:
+    sets[name] = call("POST", "/object-sets/", {"name": name, "object_type": ty, "filters": {"scan_level": levels}})["id"]
+for plugin, name in [("dns", "hostnames with a level"), ("portscan", "addresses at level 2+"),
+                     ("tls", "hostnames at level 2+"), ("http-headers", "hostnames at level 2+")]:
+    call("POST", "/schedules/", {"plugin_id": plugin, "object_set_id": sets[name], "interval": "PT1H", "enabled": True})
+    print(f"  {plugin:<13} every hour over the object set {name!r} (id {sets[name]})")
+PY
 pending() {
     curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/tasks/?state=queued&state=running&limit=1" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])'
 }
 no_pending() { [ "$(pending)" = 0 ]; }
+# The loop: dns on localhost finds 127.0.0.1, which inherits level 2; a later tick port-scans it.
+address_scanned() {
+    curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/tasks/?plugin_id=portscan&limit=1000" | python3 -c '
+import json, sys
+done = [t for t in json.load(sys.stdin)["results"]
+        if "internet|127.0.0.1" in t["data"]["input_data"] and t["state"] not in ("queued", "running")]
+sys.exit(0 if done else 1)'
+}
+step "waiting for the scheduler: dns on localhost, then a port scan of the address it found"
+wait_until 300 address_scanned || die "127.0.0.1 was not port-scanned within 5 minutes (see: $katd tasks, $Q/katd.log)"
 wait_until 300 no_pending || die "tasks still running after 5 minutes (see: $katd tasks)"
 
 step "tasks"
@@ -183,3 +213,20 @@ missing = [" on ".join(k) + (f" (naming {v})" if v else "") for k, v in want.ite
 if missing:
     sys.exit("quickstart.sh: error: expected findings missing: " + ", ".join(missing))
 ' "$DB_PORT"
+
+# The loop itself: 127.0.0.1 was never declared, has localhost's level through the A record, and rules wrote findings.
+curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/objects/ipaddress/internet%7C127.0.0.1/" | python3 -c '
+import json, sys
+ip = json.load(sys.stdin)
+if ip.get("declared") or ip.get("scan_level") != 2 or (ip.get("inherited_from") or {}).get("id") != "internet|localhost":
+    sys.exit("quickstart.sh: error: 127.0.0.1 did not inherit level 2 from localhost: " + json.dumps(ip))
+'
+curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/objects/finding/?limit=1000" | python3 -c '
+import json, sys
+ruled = sorted({(f["finding_type"], r) for f in json.load(sys.stdin)["results"] for r in f.get("source_rules") or []})
+if ("KAT-OPEN-DATABASE-PORT", "open_database_port") not in ruled:
+    sys.exit("quickstart.sh: error: the open_database_port rule did not report the database port: " + repr(ruled))
+print("\nThe loop: only localhost was declared; 127.0.0.1 inherited level 2 from it and was port-scanned;")
+print("findings from business rules: " + ", ".join(f"{code} ({rule})" for code, rule in ruled))
+'
+

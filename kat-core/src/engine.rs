@@ -45,7 +45,7 @@ use crate::runtime::{
     ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
     LABEL_DEPLOYMENT, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
 };
-use crate::schedule::{ObjectSet, Schedule};
+use crate::schedule::{ObjectSet, Schedule, ScheduleId};
 use crate::store::{
     FileId, FileMeta, FileStore, NewFile, ObjectQuery, ObjectStore, TaskQuery, TaskStore, scan_of,
     scan_of_key,
@@ -289,6 +289,7 @@ impl EngineBuilder {
                 queue: Mutex::new(std::collections::VecDeque::new()),
                 queued_set: Mutex::new(HashSet::new()),
                 open_batches: Mutex::new(HashMap::new()),
+                written_orgs: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -318,6 +319,9 @@ struct Inner {
     /// Per organization and file-consuming plugin, the file-triggered task that later files may
     /// still join while it is queued and has room (see [`Engine::join_batch`]).
     open_batches: Mutex<HashMap<(OrgCode, String), TaskId>>,
+    /// Organizations whose objects were written through the API since the last tick: their
+    /// schedules get a catch-up pass (see [`Engine::tick`]).
+    written_orgs: Mutex<HashSet<OrgCode>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -350,6 +354,11 @@ pub struct TickReport {
     /// Schedules disabled because their owner is gone (token revoked or expired, or no longer
     /// holding the plugin's permissions); each carries its reason.
     pub disabled: usize,
+    /// Schedules that were not due but ran a catch-up pass because objects of their organization
+    /// were written since the last tick: only targets not yet scheduled in the current interval get
+    /// tasks (an object found, or newly cleared, in the middle of an interval is scanned at the next
+    /// tick instead of an interval later).
+    pub caught_up: usize,
 }
 
 /// What restart recovery did.
@@ -832,12 +841,17 @@ impl Engine {
     /// Run the scheduler once at `now`: every due schedule creates tasks for the objects of its set
     /// that pass the plugin's scan level and were not scheduled in the current interval, batched;
     /// then it is due again one interval later. Costs what is due, not the number of schedules.
+    /// When objects were written through the API since the last tick ([`TaskControl::objects_written`]),
+    /// the schedules of their organizations that are not due also run a catch-up pass over their
+    /// sets, so what a plugin just found is scanned at the next tick, each target still at most
+    /// once per interval ([`TickReport::caught_up`]).
     ///
     /// # Errors
     /// Store errors.
     pub async fn tick(&self, now: Timestamp) -> Result<TickReport> {
         let mut report = TickReport::default();
         let due = self.inner.tasks.due_schedules(now, 1000).await?;
+        let mut ran = HashSet::new();
         for schedule in due {
             report.schedules += 1;
             let mut next = schedule.clone();
@@ -860,8 +874,54 @@ impl Engine {
             next.last_run_at = Some(now);
             next.next_run_at = now.plus_secs(schedule.interval.as_secs() as i64);
             self.inner.tasks.put_schedule(next).await?;
+            ran.insert(schedule.id);
         }
+        self.catch_up(now, &ran, &mut report).await?;
         Ok(report)
+    }
+
+    /// The catch-up pass: every enabled schedule over an object set that is not due, whose
+    /// organization had objects written through the API since the last tick, runs over its set as
+    /// a due one would; the per-interval claims leave it only the targets not yet scheduled in the
+    /// current interval (what a plugin just found, what just inherited or was given a level). Its
+    /// next run stays where it was. A tick after no writes costs nothing here.
+    async fn catch_up(
+        &self,
+        now: Timestamp,
+        ran: &HashSet<ScheduleId>,
+        report: &mut TickReport,
+    ) -> Result<()> {
+        let orgs: HashSet<OrgCode> = std::mem::take(&mut *lock(&self.inner.written_orgs));
+        if orgs.is_empty() {
+            return Ok(());
+        }
+        for schedule in self.inner.tasks.list_schedules(None).await? {
+            let relevant = schedule.enabled
+                && schedule.object_set.is_some()
+                && !ran.contains(&schedule.id)
+                && schedule.org.as_ref().is_none_or(|o| orgs.contains(o));
+            if !relevant {
+                continue;
+            }
+            // A schedule whose owner is gone is disabled by its next due tick; it runs nothing now.
+            match self.owner_gone(&schedule, now).await {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    warn!(schedule = %schedule.id, error = %e, "schedule could not catch up");
+                    continue;
+                }
+            }
+            report.caught_up += 1;
+            match self.run_schedule(&schedule, now).await {
+                Ok((created, skipped)) => {
+                    report.tasks += created;
+                    report.skipped += skipped;
+                }
+                Err(e) => warn!(schedule = %schedule.id, error = %e, "schedule could not catch up"),
+            }
+        }
+        Ok(())
     }
 
     /// Why a schedule may no longer run with its owner's rights, if it may not (see
@@ -1550,6 +1610,9 @@ impl TaskControl for Engine {
         org: &OrgCode,
         objects: &[crate::object::Object],
     ) -> Result<()> {
+        if !objects.is_empty() {
+            lock(&self.inner.written_orgs).insert(org.clone());
+        }
         self.inner
             .rules
             .objects_written(org, objects)

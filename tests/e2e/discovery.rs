@@ -1,8 +1,8 @@
 //! The discovery loop on the real engine: one declared hostname, schedules for `dns` and a port scan
-//! over object sets filtered by scan level. What `dns` finds inherits a level and is scanned on a later
-//! tick without anyone declaring it; a name server is capped at level 1 and never port-scanned; the
-//! business rules turn the inventory into findings; lowering the declared hostname makes the inherited
-//! levels decay and the scans stop.
+//! over object sets filtered by scan level. What `dns` finds inherits a level and is scanned at the
+//! next tick, in the same interval, without anyone declaring it; a name server is capped at level 1
+//! and never port-scanned; the business rules turn the inventory into findings; lowering the
+//! declared hostname makes the inherited levels decay and the scans stop.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::str::FromStr;
@@ -242,12 +242,24 @@ async fn one_declared_hostname_grows_into_a_scanned_surface_within_its_clearance
     );
     assert_eq!(nameserver["declared"], false);
 
-    // Tick 2 (the next interval): the inherited address is port-scanned (and the scan chains to
-    // parse-nmap); the name server is looked up at its level 1.
-    tick_and_settle(&k, t0.plus_secs(hour + 2)).await;
+    // Tick 2, a second later in the same interval: dns's write makes the schedules that are not due
+    // catch up on their new targets: the inherited address is port-scanned (and the scan chains
+    // to parse-nmap), the name server is looked up at its level 1.
+    let caught_up = k.d.engine().tick(t0.plus_secs(2)).await.expect("tick");
+    assert!(
+        caught_up.caught_up >= 2 && caught_up.tasks >= 2,
+        "{caught_up:?}"
+    );
+    settle(&k).await;
     assert_eq!(
         targets_of(&k, "portscan").await,
         vec!["internet|127.0.0.51"]
+    );
+    // The next interval: every due schedule runs again over its whole set.
+    tick_and_settle(&k, t0.plus_secs(hour + 2)).await;
+    assert_eq!(
+        targets_of(&k, "portscan").await,
+        vec!["internet|127.0.0.51"; 2]
     );
     assert!(
         targets_of(&k, "dns")
@@ -277,7 +289,7 @@ async fn one_declared_hostname_grows_into_a_scanned_surface_within_its_clearance
     let scanned = targets_of(&k, "portscan").await;
     assert_eq!(
         scanned,
-        vec!["internet|127.0.0.51", "internet|127.0.0.51"],
+        vec!["internet|127.0.0.51"; 3],
         "127.0.0.52 stays below the port scan's level"
     );
 

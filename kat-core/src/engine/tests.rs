@@ -354,6 +354,71 @@ async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -
     s.id
 }
 
+/// What is written through the API in the middle of an interval (a plugin's findings, a new level)
+/// is scanned at the next tick by a catch-up pass of the schedules that are not due; what was
+/// already scheduled in the interval is not scheduled again, and a tick after no writes runs
+/// nothing.
+#[tokio::test]
+async fn a_write_makes_the_next_tick_catch_up_on_new_targets() {
+    let f = fixture().await;
+    f.host("first.example", Some(1)).await;
+    let sid = schedule_over_all_hostnames(&f, "dns", 86_400).await;
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let r = f.engine.tick(t0).await.unwrap();
+    assert_eq!((r.schedules, r.tasks, r.caught_up), (1, 1, 0));
+    let next = f
+        .tasks
+        .get_schedule(sid)
+        .await
+        .unwrap()
+        .unwrap()
+        .next_run_at;
+    // A hostname written through the API (the route tells the engine) mid-interval.
+    f.host("found.example", Some(1)).await;
+    let found = Object::from_json(ObjectType::Hostname, &json!({"name": "found.example"})).unwrap();
+    f.engine.objects_written(&f.org, &[found]).await.unwrap();
+    let r = f.engine.tick(t0.plus_secs(60)).await.unwrap();
+    assert_eq!(
+        (r.schedules, r.caught_up, r.tasks, r.skipped),
+        (0, 1, 1, 1),
+        "only the new hostname gets a task"
+    );
+    let newest = f.all_tasks().await;
+    assert!(newest.iter().any(|t| {
+        t.input
+            .objects
+            .iter()
+            .any(|o| o.key.as_str() == "internet|found.example")
+    }),);
+    assert_eq!(
+        f.tasks
+            .get_schedule(sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_run_at,
+        next,
+        "a catch-up pass does not move the schedule's next run"
+    );
+    // No write since: nothing to catch up on.
+    let r = f.engine.tick(t0.plus_secs(120)).await.unwrap();
+    assert_eq!((r.caught_up, r.tasks), (0, 0));
+    // A write of nothing new: the pass runs and schedules nothing twice.
+    let again = Object::from_json(ObjectType::Hostname, &json!({"name": "first.example"})).unwrap();
+    f.engine.objects_written(&f.org, &[again]).await.unwrap();
+    let r = f.engine.tick(t0.plus_secs(180)).await.unwrap();
+    assert_eq!((r.caught_up, r.tasks, r.skipped), (1, 0, 2));
+    // Another organization's writes leave this organization's schedule alone.
+    let other = OrgCode::new("other-org").unwrap();
+    f.engine.objects_written(&other, &[]).await.unwrap();
+    let r = f.engine.tick(t0.plus_secs(240)).await.unwrap();
+    assert_eq!(r.caught_up, 0, "an empty write marks nothing");
+    let h = Object::from_json(ObjectType::Hostname, &json!({"name": "x.example"})).unwrap();
+    f.engine.objects_written(&other, &[h]).await.unwrap();
+    let r = f.engine.tick(t0.plus_secs(300)).await.unwrap();
+    assert_eq!(r.caught_up, 0, "{r:?}");
+}
+
 #[tokio::test]
 async fn schedules_gate_batch_and_dedup_within_an_interval() {
     let f = fixture().await;

@@ -499,6 +499,10 @@ pub(crate) async fn update(
             .await?;
     }
     let o = load(ctx, ty, &key).await?;
+    if scan.is_some() {
+        // A level given (or taken away) changes what schedules may scan, here and through inheritance.
+        written(ctx, std::slice::from_ref(&o.object)).await?;
+    }
     Ok(ok(&object_json(ctx, &o).await?))
 }
 
