@@ -149,8 +149,9 @@ pub trait TaskControl: Send + Sync + Debug {
 
     /// Objects of `org` were written or deleted through the API (`objects`: their data as written,
     /// or as they were before the deletion): bring the business rules' findings up to date
-    /// ([`crate::rules::RuleRunner::objects_written`]) before the write is answered. The default
-    /// does nothing (a control without rules).
+    /// ([`crate::rules::RuleRunner::objects_written`]) before the write is answered, and let the
+    /// next scheduler tick catch up on what the write made scannable ([`crate::engine::Engine::tick`]).
+    /// The default does nothing (a control without rules or schedules).
     async fn objects_written(&self, org: &OrgCode, objects: &[Object]) -> Result<()> {
         let _ = (org, objects);
         Ok(())
