@@ -16,7 +16,7 @@
 //! 9. The discovery loop: business rules over 100,000 hostnames with A and NS records and ports (a full
 //!    pass, and the rules part of a 1,000-object plugin upload), next to the original's cadence.
 //! 10. The discovery loop's scan levels on sled: 100,000 hostnames with A records, NS records and
-//!    ports; a full recomputation, and the levels part of a 1,000-object plugin upload.
+//!     ports; a full recomputation, and the levels part of a 1,000-object plugin upload.
 //!
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
@@ -650,6 +650,8 @@ async fn main() {
         .env(env::API, d.api_url())
         .env(env::TOKEN, &task_token)
         .env(env::PLUGIN_ID, "big")
+        // An upload without a task states the level its contents carry (docs/http-api.md).
+        .env(env::UPLOAD_URL, format!("{}/file/?scan_level=0", d.api_url()))
         .env(env::SPOOL_DIR, dir.path())
         .output()
         .unwrap();
