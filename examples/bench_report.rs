@@ -651,7 +651,10 @@ async fn main() {
         .env(env::TOKEN, &task_token)
         .env(env::PLUGIN_ID, "big")
         // An upload without a task states the level its contents carry (docs/http-api.md).
-        .env(env::UPLOAD_URL, format!("{}/file/?scan_level=0", d.api_url()))
+        .env(
+            env::UPLOAD_URL,
+            format!("{}/file/?scan_level=0", d.api_url()),
+        )
         .env(env::SPOOL_DIR, dir.path())
         .output()
         .unwrap();
