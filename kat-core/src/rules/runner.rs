@@ -10,7 +10,7 @@ use super::condition::{Needs, Scope, Snapshot, other_field, relation_target};
 use super::{Rule, RuleCatalog, RuleSet};
 use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType};
 use crate::org::OrgCode;
-use crate::store::{ObjectQuery, ObjectStore};
+use crate::store::{FindingRules, ObjectQuery, ObjectStore};
 use crate::task::{ObjectRef, Task, TaskState};
 use crate::{Error, Result};
 
@@ -306,15 +306,18 @@ impl RuleRunner {
         let full = only.is_none();
         match &only {
             None => {
+                // A hostname or an address is its key: read the keys alone, decoding nothing.
                 for &ty in &subject_types {
-                    for s in self.all_of(org, ty).await? {
-                        subjects.push((
-                            ObjectRef {
-                                object_type: ty,
-                                key: s.key,
-                            },
-                            s.object,
-                        ));
+                    let mut q = ObjectQuery::new(org.clone(), ty);
+                    q.limit = 0;
+                    for key in self.objects.query_keys(&q).await? {
+                        let r = ObjectRef {
+                            object_type: ty,
+                            key,
+                        };
+                        if let Some(o) = subject_object(&r) {
+                            subjects.push((r, o));
+                        }
                     }
                 }
             }
@@ -426,6 +429,24 @@ impl RuleRunner {
                 let found = self.related(org, ty, via, &keys).await?;
                 snap.load_some(ty, via, &keys, found);
             }
+            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
+            for (ty, via, key) in needs.counts {
+                groups.entry((ty, via)).or_default().push(key);
+            }
+            for ((ty, via), keys) in groups {
+                let at_most = enabled
+                    .iter()
+                    .flat_map(|r| r.condition.relations())
+                    .filter(|h| h.object_type == ty && h.via == via && h.is_plain())
+                    .map(|h| h.at_least as usize)
+                    .max()
+                    .unwrap_or(1);
+                let counts = self
+                    .objects
+                    .count_matching(org, ty, via, &keys, at_most)
+                    .await?;
+                snap.load_counts(ty, via, &keys, &counts);
+            }
         }
 
         // The findings the rules want, by key, and the rules that want each. An incremental pass
@@ -465,61 +486,101 @@ impl RuleRunner {
         }
 
         let evaluated = started.elapsed();
-        // The findings there are.
-        let mut existing: Vec<crate::store::StoredObject> = Vec::new();
+        // The findings there are: their rules' part (a full pass reads no more of each), and in an
+        // incremental pass the whole finding.
+        let mut existing: Vec<(FindingRules, Option<Finding>)> = Vec::new();
         if full {
-            let codes: BTreeSet<String> =
-                self.rules.iter().map(|r| r.finding_type.clone()).collect();
-            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
-            q.filters
-                .push(("finding_type".into(), codes.into_iter().collect()));
-            q.limit = 0;
-            existing = self.objects.query(&q).await?.items;
+            let codes: Vec<String> = self
+                .rules
+                .iter()
+                .map(|r| r.finding_type.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            existing = self
+                .objects
+                .finding_rules(org, &codes)
+                .await?
+                .into_iter()
+                .map(|r| (r, None))
+                .collect();
         } else {
             let keys: Vec<NaturalKey> = wanted.keys().cloned().collect();
             for chunk in keys.chunks(VALUES_PER_QUERY) {
                 let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
                 q.keys = Some(chunk.to_vec());
                 q.limit = 0;
-                existing.extend(self.objects.query(&q).await?.items);
+                for s in self.objects.query(&q).await?.items {
+                    if let Object::Finding(f) = s.object {
+                        let r = FindingRules {
+                            key: s.key,
+                            source_rules: f.source_rules.clone(),
+                            rule_only: f.rule_only,
+                        };
+                        existing.push((r, Some(f)));
+                    }
+                }
             }
         }
 
         let read = started.elapsed();
         // The difference.
         let mut add: Vec<Object> = Vec::new();
-        let mut replace: Vec<Object> = Vec::new();
+        let mut replace: Vec<(NaturalKey, BTreeSet<String>, Option<Finding>)> = Vec::new();
         let mut delete: Vec<NaturalKey> = Vec::new();
-        for s in existing {
-            let Object::Finding(f) = s.object else {
-                continue;
-            };
-            let want = match wanted.remove(&s.key) {
-                Some((_, w)) => w,
+        for (s, f) in existing {
+            let (wanted_finding, want) = match wanted.remove(&s.key) {
+                Some((wf, w)) => (Some(wf), w),
                 // A full pass sees every rule finding: one of a subject that is gone, or of a type
                 // no rule of this subject's type asserts, has no rule that wants it.
-                None if full => BTreeSet::new(),
+                None if full => (None, BTreeSet::new()),
                 None => continue,
             };
-            let have: BTreeSet<String> = f.source_rules.iter().cloned().collect();
+            let have: BTreeSet<String> = s.source_rules.iter().cloned().collect();
             if have == want {
                 continue;
             }
-            if want.is_empty() && f.rule_only {
+            if want.is_empty() && s.rule_only {
                 delete.push(s.key);
             } else if want.is_superset(&have) {
-                let mut n = f.clone();
-                n.source_rules = want.into_iter().collect();
-                n.rule_only = true; // merged: stays what it was
-                n.description = None;
-                add.push(Object::Finding(n));
+                // Merged into the stored finding by key: only its type and subject matter here
+                // (`want` is not empty, so the rules wanted it and `wanted_finding` is there).
+                if let Some(mut n) = f.or(wanted_finding) {
+                    n.source_rules = want.into_iter().collect();
+                    n.rule_only = true; // merged: stays what it was
+                    n.description = None;
+                    add.push(Object::Finding(n));
+                }
             } else {
-                let mut n = f;
-                n.source_rules = want.into_iter().collect();
-                replace.push(Object::Finding(n));
+                replace.push((s.key, want, f));
             }
             report.updated += 1;
         }
+        // A replace keeps the rest of the stored finding: read the ones a full pass did not.
+        let unread: Vec<NaturalKey> = replace
+            .iter()
+            .filter(|(_, _, f)| f.is_none())
+            .map(|(k, _, _)| k.clone())
+            .collect();
+        let mut read_now: HashMap<NaturalKey, Finding> = HashMap::new();
+        for chunk in unread.chunks(VALUES_PER_QUERY) {
+            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+            q.keys = Some(chunk.to_vec());
+            q.limit = 0;
+            for s in self.objects.query(&q).await?.items {
+                if let Object::Finding(f) = s.object {
+                    read_now.insert(s.key, f);
+                }
+            }
+        }
+        let replace: Vec<Object> = replace
+            .into_iter()
+            .filter_map(|(k, want, f)| {
+                let mut n = f.or_else(|| read_now.remove(&k))?;
+                n.source_rules = want.into_iter().collect();
+                Some(Object::Finding(n))
+            })
+            .collect();
         for (_, (mut f, want)) in wanted {
             if want.is_empty() {
                 continue;
