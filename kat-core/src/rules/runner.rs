@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::condition::{Needs, Scope, Snapshot, other_field, relation_target};
 use super::{Rule, RuleCatalog, RuleSet};
-use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType};
+use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType, escape_part};
 use crate::org::OrgCode;
 use crate::store::{FindingRules, ObjectQuery, ObjectStore};
 use crate::task::{ObjectRef, Task, TaskState};
@@ -66,6 +66,26 @@ fn finding_for(rule: &Rule, subject: &Object) -> Option<Finding> {
         source_rules: Vec::new(),
         rule_only: true,
     })
+}
+
+/// The key of `rule`'s finding on the subject `r` (`o`): [`Object::natural_key`] of
+/// [`finding_for`]'s finding, from the subject's key and the finding type's escaped code
+/// (`code_part`) without building the finding.
+fn finding_key(code_part: &str, rule: &Rule, r: &ObjectRef, o: &Object) -> Option<NaturalKey> {
+    let key = match r.object_type {
+        ObjectType::Hostname => NaturalKey::from_escaped_components([code_part, r.key.as_str()]),
+        ObjectType::IpAddress => {
+            NaturalKey::from_escaped_components([code_part, "", r.key.as_str()])
+        }
+        _ => return None,
+    };
+    debug_assert_eq!(
+        Some(&key),
+        finding_for(rule, o)
+            .map(|f| Object::Finding(f).natural_key())
+            .as_ref()
+    );
+    Some(key)
 }
 
 fn subject_ref(o: &Object) -> Option<ObjectRef> {
@@ -286,28 +306,27 @@ impl RuleRunner {
         Ok(self.objects.query(&q).await?.items)
     }
 
-    /// Evaluate every rule on `subjects` (all of the organization's when `None`) and write the
-    /// difference to the findings.
-    async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
-        let _one = self.lock.lock().await;
-        let started = std::time::Instant::now();
-        let mut report = PassReport::default();
-        if self.rules.is_empty() {
-            return Ok(report);
-        }
-        let overrides = self.catalog.rule_overrides(org).await?;
-        let enabled: Vec<&Rule> = self.rules.enabled_for(&overrides);
-        let subject_types: BTreeSet<ObjectType> =
-            self.rules.iter().map(|r| r.object_type).collect();
-
-        // The subjects that exist, as objects.
+    /// The subjects of a pass that exist (all of the organization's when `only` is `None`) and
+    /// those that are gone, as objects, and of each plugin an enabled rule requires, the subjects
+    /// it processed.
+    #[allow(clippy::type_complexity)]
+    async fn subjects(
+        &self,
+        org: &OrgCode,
+        enabled: &[&Rule],
+        subject_types: &BTreeSet<ObjectType>,
+        only: Option<&BTreeSet<ObjectRef>>,
+    ) -> Result<(
+        Vec<(ObjectRef, Object)>,
+        Vec<(ObjectRef, Object)>,
+        HashMap<String, HashSet<ObjectRef>>,
+    )> {
         let mut subjects: Vec<(ObjectRef, Object)> = Vec::new();
         let mut gone: Vec<(ObjectRef, Object)> = Vec::new();
-        let full = only.is_none();
-        match &only {
+        match only {
             None => {
                 // A hostname or an address is its key: read the keys alone, decoding nothing.
-                for &ty in &subject_types {
+                for &ty in subject_types {
                     let mut q = ObjectQuery::new(org.clone(), ty);
                     q.limit = 0;
                     for key in self.objects.query_keys(&q).await? {
@@ -322,7 +341,7 @@ impl RuleRunner {
                 }
             }
             Some(refs) => {
-                for &ty in &subject_types {
+                for &ty in subject_types {
                     let keys: Vec<NaturalKey> = refs
                         .iter()
                         .filter(|r| r.object_type == ty)
@@ -354,24 +373,62 @@ impl RuleRunner {
                 }
             }
         }
-        report.subjects = subjects.len() + gone.len();
-
         // What `requires` needs: the processed subjects of each required plugin.
-        let mut processed: HashMap<&str, HashSet<ObjectRef>> = HashMap::new();
+        let mut processed: HashMap<String, HashSet<ObjectRef>> = HashMap::new();
         let wanted_plugins: BTreeSet<&str> = enabled
             .iter()
             .flat_map(|r| r.requires.iter().map(String::as_str))
             .collect();
         let refs: Vec<ObjectRef> = subjects.iter().map(|(r, _)| r.clone()).collect();
         for p in wanted_plugins {
-            let among = if full { None } else { Some(refs.as_slice()) };
+            let among = if only.is_none() {
+                None
+            } else {
+                Some(refs.as_slice())
+            };
             let set = self.catalog.processed(org, p, among).await?;
-            processed.insert(p, set.into_iter().collect());
+            processed.insert(p.to_string(), set.into_iter().collect());
         }
+        Ok((subjects, gone, processed))
+    }
 
-        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
-        let mut snap = Snapshot::default();
-        if full {
+    /// Evaluate every rule on `subjects` (all of the organization's when `None`) and write the
+    /// difference to the findings.
+    async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
+        let _one = self.lock.lock().await;
+        let started = std::time::Instant::now();
+        let mut report = PassReport::default();
+        if self.rules.is_empty() {
+            return Ok(report);
+        }
+        let overrides = self.catalog.rule_overrides(org).await?;
+        let enabled: Vec<&Rule> = self.rules.enabled_for(&overrides);
+        let subject_types: BTreeSet<ObjectType> =
+            self.rules.iter().map(|r| r.object_type).collect();
+
+        let full = only.is_none();
+        // A full pass reads three independent things at once (the store answers each on its own
+        // thread): the subjects and what `requires` needs, every related object, and the rules'
+        // part of every rule finding.
+        let codes: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| r.finding_type.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let finding_rules = async {
+            if full {
+                self.objects.finding_rules(org, &codes).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let related_all = async {
+            let mut out: Vec<(ObjectType, BTreeSet<&'static str>, Vec<Object>)> = Vec::new();
+            if !full {
+                return Ok(out);
+            }
             let mut by_type: BTreeMap<ObjectType, BTreeSet<&'static str>> = BTreeMap::new();
             for r in &enabled {
                 for h in r.condition.relations() {
@@ -385,9 +442,21 @@ impl RuleRunner {
                     .into_iter()
                     .map(|s| s.object)
                     .collect();
-                for via in vias {
-                    snap.load_all(ty, via, &objects);
-                }
+                out.push((ty, vias, objects));
+            }
+            Ok::<_, Error>(out)
+        };
+        let subjects_read = self.subjects(org, &enabled, &subject_types, only.as_ref());
+        let (finding_rules, related_all, subjects_read) =
+            futures::join!(finding_rules, related_all, subjects_read);
+        let (subjects, gone, processed) = subjects_read?;
+        report.subjects = subjects.len() + gone.len();
+
+        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
+        let mut snap = Snapshot::default();
+        for (ty, vias, objects) in related_all? {
+            for via in vias {
+                snap.load_all(ty, via, &objects);
             }
         }
 
@@ -451,11 +520,16 @@ impl RuleRunner {
 
         // The findings the rules want, by key, and the rules that want each. An incremental pass
         // lists every finding a rule could assert on its subjects, wanted or not, to look them up.
-        let mut wanted: HashMap<NaturalKey, (Finding, BTreeSet<String>)> = HashMap::new();
+        // Keyed without building each finding: a finding is built only to be written.
+        let mut wanted: HashMap<NaturalKey, (&Rule, &Object, BTreeSet<&str>)> = HashMap::new();
         let all_rules: Vec<&Rule> = self.rules.iter().collect();
         let enabled_at: Vec<Option<usize>> = all_rules
             .iter()
             .map(|r| enabled.iter().position(|e| e.name == r.name))
+            .collect();
+        let code_parts: Vec<String> = all_rules
+            .iter()
+            .map(|r| escape_part(&r.finding_type))
             .collect();
         for (i, (r, o)) in subjects.iter().enumerate() {
             for (a, rule) in all_rules.iter().enumerate() {
@@ -466,21 +540,26 @@ impl RuleRunner {
                 if full && !holding {
                     continue;
                 }
-                let Some(f) = finding_for(rule, o) else {
+                let Some(key) = finding_key(&code_parts[a], rule, r, o) else {
                     continue;
                 };
-                let key = Object::Finding(f.clone()).natural_key();
-                let e = wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+                let e = wanted
+                    .entry(key)
+                    .or_insert_with(|| (*rule, o, BTreeSet::new()));
                 if holding {
-                    e.1.insert(rule.name.clone());
+                    e.2.insert(rule.name.as_str());
                 }
             }
         }
         for (r, o) in &gone {
-            for rule in all_rules.iter().filter(|x| x.object_type == r.object_type) {
-                if let Some(f) = finding_for(rule, o) {
-                    let key = Object::Finding(f.clone()).natural_key();
-                    wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+            for (a, rule) in all_rules.iter().enumerate() {
+                if rule.object_type != r.object_type {
+                    continue;
+                }
+                if let Some(key) = finding_key(&code_parts[a], rule, r, o) {
+                    wanted
+                        .entry(key)
+                        .or_insert_with(|| (*rule, o, BTreeSet::new()));
                 }
             }
         }
@@ -489,21 +568,8 @@ impl RuleRunner {
         // The findings there are: their rules' part (a full pass reads no more of each), and in an
         // incremental pass the whole finding.
         let mut existing: Vec<(FindingRules, Option<Finding>)> = Vec::new();
-        if full {
-            let codes: Vec<String> = self
-                .rules
-                .iter()
-                .map(|r| r.finding_type.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            existing = self
-                .objects
-                .finding_rules(org, &codes)
-                .await?
-                .into_iter()
-                .map(|r| (r, None))
-                .collect();
+        if let Some(rules) = finding_rules? {
+            existing = rules.into_iter().map(|r| (r, None)).collect();
         } else {
             let keys: Vec<NaturalKey> = wanted.keys().cloned().collect();
             for chunk in keys.chunks(VALUES_PER_QUERY) {
@@ -530,16 +596,18 @@ impl RuleRunner {
         let mut delete: Vec<NaturalKey> = Vec::new();
         for (s, f) in existing {
             let (wanted_finding, want) = match wanted.remove(&s.key) {
-                Some((wf, w)) => (Some(wf), w),
+                Some((rule, o, w)) => (finding_for(rule, o), w),
                 // A full pass sees every rule finding: one of a subject that is gone, or of a type
                 // no rule of this subject's type asserts, has no rule that wants it.
                 None if full => (None, BTreeSet::new()),
                 None => continue,
             };
-            let have: BTreeSet<String> = s.source_rules.iter().cloned().collect();
+            let have: BTreeSet<&str> = s.source_rules.iter().map(String::as_str).collect();
             if have == want {
                 continue;
             }
+            let want: BTreeSet<String> = want.into_iter().map(str::to_string).collect();
+            let have: BTreeSet<String> = have.into_iter().map(str::to_string).collect();
             if want.is_empty() && s.rule_only {
                 delete.push(s.key);
             } else if want.is_superset(&have) {
@@ -581,11 +649,14 @@ impl RuleRunner {
                 Some(Object::Finding(n))
             })
             .collect();
-        for (_, (mut f, want)) in wanted {
+        for (_, (rule, o, want)) in wanted {
             if want.is_empty() {
                 continue;
             }
-            f.source_rules = want.into_iter().collect();
+            let Some(mut f) = finding_for(rule, o) else {
+                continue;
+            };
+            f.source_rules = want.into_iter().map(str::to_string).collect();
             add.push(Object::Finding(f));
             report.created += 1;
         }
