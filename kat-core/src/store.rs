@@ -352,6 +352,17 @@ pub async fn scan_of_key(
     }
 }
 
+/// A stored finding's rules' part ([`ObjectStore::finding_rules`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRules {
+    /// The finding's natural key.
+    pub key: NaturalKey,
+    /// The rules that assert it ([`crate::object::Finding::source_rules`]).
+    pub source_rules: Vec<String>,
+    /// Whether only rules wrote it ([`crate::object::Finding::rule_only`]).
+    pub rule_only: bool,
+}
+
 /// Stores objects by natural key, per organization.
 ///
 /// Writes are upserts: writing an object whose key exists merges it into the stored one
@@ -447,6 +458,70 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
             .items
             .into_iter()
             .map(|o| o.key)
+            .collect())
+    }
+
+    /// For each of `values`, how many objects of `ty` have `field` equal to it, counting at most
+    /// `at_most` (in `values`' order): what a business rule's "has at least n" needs, without
+    /// loading every match (a name server's NS records can be thousands).
+    ///
+    /// Provided: one [`ObjectStore::query_keys`] per value, limited to `at_most`. A backend overrides
+    /// it when it can stop reading after `at_most` matches and answer all values at once.
+    ///
+    /// # Errors
+    /// As [`ObjectStore::query`].
+    async fn count_matching(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        field: &str,
+        values: &[String],
+        at_most: usize,
+    ) -> Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let mut q = ObjectQuery::new(org.clone(), ty);
+            q.filters.push((field.to_string(), vec![v.clone()]));
+            q.limit = at_most.max(1);
+            out.push(self.query_keys(&q).await?.len().min(at_most));
+        }
+        Ok(out)
+    }
+
+    /// The rules' part of every finding of `org` whose type is one of `finding_types`: its key, the
+    /// rules that assert it and whether only rules wrote it. What a full pass of the business rules
+    /// compares with what the rules want, without decoding every finding in full.
+    ///
+    /// Provided: from [`ObjectStore::query`]. A backend overrides it when it can read these parts
+    /// alone.
+    ///
+    /// # Errors
+    /// As [`ObjectStore::query`].
+    async fn finding_rules(
+        &self,
+        org: &OrgCode,
+        finding_types: &[String],
+    ) -> Result<Vec<FindingRules>> {
+        if finding_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+        q.filters
+            .push(("finding_type".into(), finding_types.to_vec()));
+        q.limit = 0;
+        Ok(self
+            .query(&q)
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|s| match s.object {
+                Object::Finding(f) => Some(FindingRules {
+                    key: s.key,
+                    source_rules: f.source_rules,
+                    rule_only: f.rule_only,
+                }),
+                _ => None,
+            })
             .collect())
     }
 

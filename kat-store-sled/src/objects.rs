@@ -29,7 +29,7 @@ use kat_core::levels::{self, Changes, NodeLevel};
 use kat_core::memory::{expand_batch, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile, escape_part};
 use kat_core::org::OrgCode;
-use kat_core::store::{ObjectQuery, ObjectStore, Page, StoredObject};
+use kat_core::store::{FindingRules, ObjectQuery, ObjectStore, Page, StoredObject};
 use kat_core::task::{ObjectRef, TaskId};
 use kat_core::{Error, Result};
 use sled::IVec;
@@ -649,6 +649,93 @@ fn query_blocking(inner: &Inner, q: &ObjectQuery) -> SResult<Page<StoredObject>>
     })
 }
 
+/// [`ObjectStore::count_matching`]: for each value, the candidates of the field's index or key
+/// order, each checked against the filter, until `at_most` match.
+fn count_blocking(
+    inner: &Inner,
+    org: &OrgCode,
+    ty: ObjectType,
+    field: &str,
+    values: &[String],
+    at_most: usize,
+) -> SResult<Vec<usize>> {
+    let prefix = type_prefix(org, ty).into_vec();
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        let mut q = ObjectQuery::new(org.clone(), ty);
+        q.filters.push((field.to_string(), vec![v.clone()]));
+        let mut n = 0;
+        for tail in candidates(inner, org, ty, field, std::slice::from_ref(v)) {
+            if n >= at_most {
+                break;
+            }
+            let mut pk = prefix.clone();
+            pk.extend_from_slice(&tail?);
+            if let Some(s) = load(inner, &pk)?
+                && q.matches(&s)
+            {
+                n += 1;
+            }
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// The parts of a finding's JSON [`ObjectStore::finding_rules`] reads; serde skips the rest.
+#[derive(serde::Deserialize)]
+enum FindingPart {
+    Finding {
+        #[serde(default)]
+        source_rules: Vec<String>,
+        #[serde(default)]
+        rule_only: bool,
+    },
+}
+
+/// [`ObjectStore::finding_rules`]: a scan of each finding type's part of the key order, reading
+/// each record's rules' part alone.
+fn finding_rules_blocking(
+    inner: &Inner,
+    org: &OrgCode,
+    codes: &[String],
+) -> SResult<Vec<FindingRules>> {
+    let ty = ObjectType::Finding;
+    let prefix = type_prefix(org, ty).into_vec();
+    let mut out = Vec::new();
+    for code in codes {
+        let p = escape_part(code);
+        let scan = type_prefix(org, ty).str_start(&p).into_vec();
+        for entry in inner.objects.scan_prefix(scan) {
+            let (k, v) = entry?;
+            let (key, _) = take_str(&k[prefix.len()..])
+                .ok_or_else(|| SledStoreError::decode("object key", "malformed"))?;
+            if !(key.len() == p.len() || key[p.len()..].starts_with('|')) {
+                continue;
+            }
+            let (source_rules, rule_only) = match crate::record::object_json(&v)? {
+                Some(json) => {
+                    let FindingPart::Finding {
+                        source_rules,
+                        rule_only,
+                    } = from_json("finding", json)?;
+                    (source_rules, rule_only)
+                }
+                None => match decode_at(&k, &v)?.o.object {
+                    Object::Finding(f) => (f.source_rules, f.rule_only),
+                    _ => continue,
+                },
+            };
+            out.push(FindingRules {
+                key: stored_key(key),
+                source_rules,
+                rule_only,
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn delete_blocking(
     inner: &Inner,
     org: &OrgCode,
@@ -813,6 +900,37 @@ impl ObjectStore for SledStore {
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_keys_blocking(inner, &q))
+            .await?)
+    }
+
+    async fn count_matching(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        field: &str,
+        values: &[String],
+        at_most: usize,
+    ) -> Result<Vec<usize>> {
+        if !ty.fields().contains(&field) {
+            return Err(Error::invalid(
+                "filter",
+                format!("{ty} has no field {field:?}"),
+            ));
+        }
+        let (org, field, values) = (org.clone(), field.to_string(), values.to_vec());
+        Ok(self
+            .blocking(move |inner| count_blocking(inner, &org, ty, &field, &values, at_most))
+            .await?)
+    }
+
+    async fn finding_rules(
+        &self,
+        org: &OrgCode,
+        finding_types: &[String],
+    ) -> Result<Vec<FindingRules>> {
+        let (org, codes) = (org.clone(), finding_types.to_vec());
+        Ok(self
+            .blocking(move |inner| finding_rules_blocking(inner, &org, &codes))
             .await?)
     }
 

@@ -273,6 +273,15 @@ pub(crate) fn scan_of(bytes: &[u8]) -> SResult<Option<Option<ScanProfile>>> {
     })))
 }
 
+/// The object's JSON in a compact record, without decoding the header's parts into a record;
+/// `None` for a format version 1 record (JSON throughout: decode it with [`Record::decode`]).
+pub(crate) fn object_json(bytes: &[u8]) -> SResult<Option<&[u8]>> {
+    match bytes.first() {
+        Some(&COMPACT | &COMPACT_V2) => Ok(Some(decode_head(bytes)?.1)),
+        _ => Ok(None),
+    }
+}
+
 fn decode_compact(org: &OrgCode, key: NaturalKey, bytes: &[u8]) -> SResult<Record> {
     let (h, rest) = decode_head(bytes)?;
     let object: Object = crate::from_json("object", rest)?;

@@ -539,6 +539,11 @@ impl Has {
         })
     }
 
+    /// Whether only the number of related objects matters: no `where`, `software` or `target`.
+    pub fn is_plain(&self) -> bool {
+        self.filter.is_empty() && self.software.is_none() && self.target.is_none()
+    }
+
     fn eval(
         &self,
         subject: &Object,
@@ -548,7 +553,29 @@ impl Has {
     ) -> Option<bool> {
         let mut count = 0u32;
         let mut unknown = false;
+        let plain = self.is_plain();
         for k in scope_keys(subject, key, self.scope) {
+            if plain
+                && snap
+                    .related(self.object_type, self.via, k.as_str())
+                    .is_none()
+            {
+                // Only how many there are matters: a count, when one was read.
+                match snap.count(self.object_type, self.via, k.as_str()) {
+                    Some(n) if n >= self.at_least as usize => return Some(true),
+                    Some(n) => count += n as u32,
+                    None => {
+                        needs
+                            .counts
+                            .insert((self.object_type, self.via, k.into_string()));
+                        unknown = true;
+                    }
+                }
+                if count >= self.at_least {
+                    return Some(true);
+                }
+                continue;
+            }
             let Some(related) = snap.related(self.object_type, self.via, k.as_str()) else {
                 needs
                     .related
@@ -612,12 +639,15 @@ fn software_matches(port: &Object, ps: &Predicates) -> bool {
 pub struct Needs {
     /// Lookups of related objects of a type whose field `via` is a key.
     pub related: BTreeSet<(ObjectType, &'static str, String)>,
+    /// Counts of related objects of a type whose field `via` is a key (for a relation whose
+    /// objects need not be looked at, [`Has::is_plain`]).
+    pub counts: BTreeSet<(ObjectType, &'static str, String)>,
 }
 
 impl Needs {
     /// Whether nothing is missing.
     pub fn is_empty(&self) -> bool {
-        self.related.is_empty()
+        self.related.is_empty() && self.counts.is_empty()
     }
 }
 
@@ -627,9 +657,37 @@ impl Needs {
 pub struct Snapshot {
     complete: HashSet<(ObjectType, &'static str)>,
     related: HashMap<(ObjectType, &'static str), HashMap<String, Vec<Object>>>,
+    counts: HashMap<(ObjectType, &'static str), HashMap<String, usize>>,
 }
 
 impl Snapshot {
+    /// How many objects of `ty` have `via` equal to `key` (capped at what was asked for when read
+    /// with [`Snapshot::load_counts`]), or `None` when unknown.
+    pub fn count(&self, ty: ObjectType, via: &'static str, key: &str) -> Option<usize> {
+        if let Some(r) = self.related(ty, via, key) {
+            return Some(r.len());
+        }
+        self.counts
+            .get(&(ty, via))
+            .and_then(|m| m.get(key))
+            .copied()
+    }
+
+    /// Record how many objects of `ty` have `via` equal to each of `keys` (`counts` in the same
+    /// order), each capped at no less than any relation on them asks for.
+    pub fn load_counts(
+        &mut self,
+        ty: ObjectType,
+        via: &'static str,
+        keys: &[String],
+        counts: &[usize],
+    ) {
+        let m = self.counts.entry((ty, via)).or_default();
+        for (k, n) in keys.iter().zip(counts) {
+            m.insert(k.clone(), *n);
+        }
+    }
+
     /// Objects of `ty` whose `via` is `key`, or `None` when not loaded.
     pub fn related(&self, ty: ObjectType, via: &'static str, key: &str) -> Option<&[Object]> {
         let m = self.related.get(&(ty, via));

@@ -8,9 +8,9 @@ use tracing::debug;
 
 use super::condition::{Needs, Scope, Snapshot, other_field, relation_target};
 use super::{Rule, RuleCatalog, RuleSet};
-use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType};
+use crate::object::{Finding, HostnameRef, IpRef, NaturalKey, Object, ObjectType, escape_part};
 use crate::org::OrgCode;
-use crate::store::{ObjectQuery, ObjectStore};
+use crate::store::{FindingRules, ObjectQuery, ObjectStore};
 use crate::task::{ObjectRef, Task, TaskState};
 use crate::{Error, Result};
 
@@ -66,6 +66,26 @@ fn finding_for(rule: &Rule, subject: &Object) -> Option<Finding> {
         source_rules: Vec::new(),
         rule_only: true,
     })
+}
+
+/// The key of `rule`'s finding on the subject `r` (`o`): [`Object::natural_key`] of
+/// [`finding_for`]'s finding, from the subject's key and the finding type's escaped code
+/// (`code_part`) without building the finding.
+fn finding_key(code_part: &str, rule: &Rule, r: &ObjectRef, o: &Object) -> Option<NaturalKey> {
+    let key = match r.object_type {
+        ObjectType::Hostname => NaturalKey::from_escaped_components([code_part, r.key.as_str()]),
+        ObjectType::IpAddress => {
+            NaturalKey::from_escaped_components([code_part, "", r.key.as_str()])
+        }
+        _ => return None,
+    };
+    debug_assert_eq!(
+        Some(&key),
+        finding_for(rule, o)
+            .map(|f| Object::Finding(f).natural_key())
+            .as_ref()
+    );
+    Some(key)
 }
 
 fn subject_ref(o: &Object) -> Option<ObjectRef> {
@@ -286,40 +306,42 @@ impl RuleRunner {
         Ok(self.objects.query(&q).await?.items)
     }
 
-    /// Evaluate every rule on `subjects` (all of the organization's when `None`) and write the
-    /// difference to the findings.
-    async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
-        let _one = self.lock.lock().await;
-        let started = std::time::Instant::now();
-        let mut report = PassReport::default();
-        if self.rules.is_empty() {
-            return Ok(report);
-        }
-        let overrides = self.catalog.rule_overrides(org).await?;
-        let enabled: Vec<&Rule> = self.rules.enabled_for(&overrides);
-        let subject_types: BTreeSet<ObjectType> =
-            self.rules.iter().map(|r| r.object_type).collect();
-
-        // The subjects that exist, as objects.
+    /// The subjects of a pass that exist (all of the organization's when `only` is `None`) and
+    /// those that are gone, as objects, and of each plugin an enabled rule requires, the subjects
+    /// it processed.
+    #[allow(clippy::type_complexity)]
+    async fn subjects(
+        &self,
+        org: &OrgCode,
+        enabled: &[&Rule],
+        subject_types: &BTreeSet<ObjectType>,
+        only: Option<&BTreeSet<ObjectRef>>,
+    ) -> Result<(
+        Vec<(ObjectRef, Object)>,
+        Vec<(ObjectRef, Object)>,
+        HashMap<String, HashSet<ObjectRef>>,
+    )> {
         let mut subjects: Vec<(ObjectRef, Object)> = Vec::new();
         let mut gone: Vec<(ObjectRef, Object)> = Vec::new();
-        let full = only.is_none();
-        match &only {
+        match only {
             None => {
-                for &ty in &subject_types {
-                    for s in self.all_of(org, ty).await? {
-                        subjects.push((
-                            ObjectRef {
-                                object_type: ty,
-                                key: s.key,
-                            },
-                            s.object,
-                        ));
+                // A hostname or an address is its key: read the keys alone, decoding nothing.
+                for &ty in subject_types {
+                    let mut q = ObjectQuery::new(org.clone(), ty);
+                    q.limit = 0;
+                    for key in self.objects.query_keys(&q).await? {
+                        let r = ObjectRef {
+                            object_type: ty,
+                            key,
+                        };
+                        if let Some(o) = subject_object(&r) {
+                            subjects.push((r, o));
+                        }
                     }
                 }
             }
             Some(refs) => {
-                for &ty in &subject_types {
+                for &ty in subject_types {
                     let keys: Vec<NaturalKey> = refs
                         .iter()
                         .filter(|r| r.object_type == ty)
@@ -351,24 +373,62 @@ impl RuleRunner {
                 }
             }
         }
-        report.subjects = subjects.len() + gone.len();
-
         // What `requires` needs: the processed subjects of each required plugin.
-        let mut processed: HashMap<&str, HashSet<ObjectRef>> = HashMap::new();
+        let mut processed: HashMap<String, HashSet<ObjectRef>> = HashMap::new();
         let wanted_plugins: BTreeSet<&str> = enabled
             .iter()
             .flat_map(|r| r.requires.iter().map(String::as_str))
             .collect();
         let refs: Vec<ObjectRef> = subjects.iter().map(|(r, _)| r.clone()).collect();
         for p in wanted_plugins {
-            let among = if full { None } else { Some(refs.as_slice()) };
+            let among = if only.is_none() {
+                None
+            } else {
+                Some(refs.as_slice())
+            };
             let set = self.catalog.processed(org, p, among).await?;
-            processed.insert(p, set.into_iter().collect());
+            processed.insert(p.to_string(), set.into_iter().collect());
         }
+        Ok((subjects, gone, processed))
+    }
 
-        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
-        let mut snap = Snapshot::default();
-        if full {
+    /// Evaluate every rule on `subjects` (all of the organization's when `None`) and write the
+    /// difference to the findings.
+    async fn pass(&self, org: &OrgCode, only: Option<BTreeSet<ObjectRef>>) -> Result<PassReport> {
+        let _one = self.lock.lock().await;
+        let started = std::time::Instant::now();
+        let mut report = PassReport::default();
+        if self.rules.is_empty() {
+            return Ok(report);
+        }
+        let overrides = self.catalog.rule_overrides(org).await?;
+        let enabled: Vec<&Rule> = self.rules.enabled_for(&overrides);
+        let subject_types: BTreeSet<ObjectType> =
+            self.rules.iter().map(|r| r.object_type).collect();
+
+        let full = only.is_none();
+        // A full pass reads three independent things at once (the store answers each on its own
+        // thread): the subjects and what `requires` needs, every related object, and the rules'
+        // part of every rule finding.
+        let codes: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| r.finding_type.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let finding_rules = async {
+            if full {
+                self.objects.finding_rules(org, &codes).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let related_all = async {
+            let mut out: Vec<(ObjectType, BTreeSet<&'static str>, Vec<Object>)> = Vec::new();
+            if !full {
+                return Ok(out);
+            }
             let mut by_type: BTreeMap<ObjectType, BTreeSet<&'static str>> = BTreeMap::new();
             for r in &enabled {
                 for h in r.condition.relations() {
@@ -382,9 +442,21 @@ impl RuleRunner {
                     .into_iter()
                     .map(|s| s.object)
                     .collect();
-                for via in vias {
-                    snap.load_all(ty, via, &objects);
-                }
+                out.push((ty, vias, objects));
+            }
+            Ok::<_, Error>(out)
+        };
+        let subjects_read = self.subjects(org, &enabled, &subject_types, only.as_ref());
+        let (finding_rules, related_all, subjects_read) =
+            futures::join!(finding_rules, related_all, subjects_read);
+        let (subjects, gone, processed) = subjects_read?;
+        report.subjects = subjects.len() + gone.len();
+
+        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
+        let mut snap = Snapshot::default();
+        for (ty, vias, objects) in related_all? {
+            for via in vias {
+                snap.load_all(ty, via, &objects);
             }
         }
 
@@ -426,15 +498,38 @@ impl RuleRunner {
                 let found = self.related(org, ty, via, &keys).await?;
                 snap.load_some(ty, via, &keys, found);
             }
+            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
+            for (ty, via, key) in needs.counts {
+                groups.entry((ty, via)).or_default().push(key);
+            }
+            for ((ty, via), keys) in groups {
+                let at_most = enabled
+                    .iter()
+                    .flat_map(|r| r.condition.relations())
+                    .filter(|h| h.object_type == ty && h.via == via && h.is_plain())
+                    .map(|h| h.at_least as usize)
+                    .max()
+                    .unwrap_or(1);
+                let counts = self
+                    .objects
+                    .count_matching(org, ty, via, &keys, at_most)
+                    .await?;
+                snap.load_counts(ty, via, &keys, &counts);
+            }
         }
 
         // The findings the rules want, by key, and the rules that want each. An incremental pass
         // lists every finding a rule could assert on its subjects, wanted or not, to look them up.
-        let mut wanted: HashMap<NaturalKey, (Finding, BTreeSet<String>)> = HashMap::new();
+        // Keyed without building each finding: a finding is built only to be written.
+        let mut wanted: HashMap<NaturalKey, (&Rule, &Object, BTreeSet<&str>)> = HashMap::new();
         let all_rules: Vec<&Rule> = self.rules.iter().collect();
         let enabled_at: Vec<Option<usize>> = all_rules
             .iter()
             .map(|r| enabled.iter().position(|e| e.name == r.name))
+            .collect();
+        let code_parts: Vec<String> = all_rules
+            .iter()
+            .map(|r| escape_part(&r.finding_type))
             .collect();
         for (i, (r, o)) in subjects.iter().enumerate() {
             for (a, rule) in all_rules.iter().enumerate() {
@@ -445,86 +540,123 @@ impl RuleRunner {
                 if full && !holding {
                     continue;
                 }
-                let Some(f) = finding_for(rule, o) else {
+                let Some(key) = finding_key(&code_parts[a], rule, r, o) else {
                     continue;
                 };
-                let key = Object::Finding(f.clone()).natural_key();
-                let e = wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+                let e = wanted
+                    .entry(key)
+                    .or_insert_with(|| (*rule, o, BTreeSet::new()));
                 if holding {
-                    e.1.insert(rule.name.clone());
+                    e.2.insert(rule.name.as_str());
                 }
             }
         }
         for (r, o) in &gone {
-            for rule in all_rules.iter().filter(|x| x.object_type == r.object_type) {
-                if let Some(f) = finding_for(rule, o) {
-                    let key = Object::Finding(f.clone()).natural_key();
-                    wanted.entry(key).or_insert_with(|| (f, BTreeSet::new()));
+            for (a, rule) in all_rules.iter().enumerate() {
+                if rule.object_type != r.object_type {
+                    continue;
+                }
+                if let Some(key) = finding_key(&code_parts[a], rule, r, o) {
+                    wanted
+                        .entry(key)
+                        .or_insert_with(|| (*rule, o, BTreeSet::new()));
                 }
             }
         }
 
         let evaluated = started.elapsed();
-        // The findings there are.
-        let mut existing: Vec<crate::store::StoredObject> = Vec::new();
-        if full {
-            let codes: BTreeSet<String> =
-                self.rules.iter().map(|r| r.finding_type.clone()).collect();
-            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
-            q.filters
-                .push(("finding_type".into(), codes.into_iter().collect()));
-            q.limit = 0;
-            existing = self.objects.query(&q).await?.items;
+        // The findings there are: their rules' part (a full pass reads no more of each), and in an
+        // incremental pass the whole finding.
+        let mut existing: Vec<(FindingRules, Option<Finding>)> = Vec::new();
+        if let Some(rules) = finding_rules? {
+            existing = rules.into_iter().map(|r| (r, None)).collect();
         } else {
             let keys: Vec<NaturalKey> = wanted.keys().cloned().collect();
             for chunk in keys.chunks(VALUES_PER_QUERY) {
                 let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
                 q.keys = Some(chunk.to_vec());
                 q.limit = 0;
-                existing.extend(self.objects.query(&q).await?.items);
+                for s in self.objects.query(&q).await?.items {
+                    if let Object::Finding(f) = s.object {
+                        let r = FindingRules {
+                            key: s.key,
+                            source_rules: f.source_rules.clone(),
+                            rule_only: f.rule_only,
+                        };
+                        existing.push((r, Some(f)));
+                    }
+                }
             }
         }
 
         let read = started.elapsed();
         // The difference.
         let mut add: Vec<Object> = Vec::new();
-        let mut replace: Vec<Object> = Vec::new();
+        let mut replace: Vec<(NaturalKey, BTreeSet<String>, Option<Finding>)> = Vec::new();
         let mut delete: Vec<NaturalKey> = Vec::new();
-        for s in existing {
-            let Object::Finding(f) = s.object else {
-                continue;
-            };
-            let want = match wanted.remove(&s.key) {
-                Some((_, w)) => w,
+        for (s, f) in existing {
+            let (wanted_finding, want) = match wanted.remove(&s.key) {
+                Some((rule, o, w)) => (finding_for(rule, o), w),
                 // A full pass sees every rule finding: one of a subject that is gone, or of a type
                 // no rule of this subject's type asserts, has no rule that wants it.
-                None if full => BTreeSet::new(),
+                None if full => (None, BTreeSet::new()),
                 None => continue,
             };
-            let have: BTreeSet<String> = f.source_rules.iter().cloned().collect();
+            let have: BTreeSet<&str> = s.source_rules.iter().map(String::as_str).collect();
             if have == want {
                 continue;
             }
-            if want.is_empty() && f.rule_only {
+            let want: BTreeSet<String> = want.into_iter().map(str::to_string).collect();
+            let have: BTreeSet<String> = have.into_iter().map(str::to_string).collect();
+            if want.is_empty() && s.rule_only {
                 delete.push(s.key);
             } else if want.is_superset(&have) {
-                let mut n = f.clone();
-                n.source_rules = want.into_iter().collect();
-                n.rule_only = true; // merged: stays what it was
-                n.description = None;
-                add.push(Object::Finding(n));
+                // Merged into the stored finding by key: only its type and subject matter here
+                // (`want` is not empty, so the rules wanted it and `wanted_finding` is there).
+                if let Some(mut n) = f.or(wanted_finding) {
+                    n.source_rules = want.into_iter().collect();
+                    n.rule_only = true; // merged: stays what it was
+                    n.description = None;
+                    add.push(Object::Finding(n));
+                }
             } else {
-                let mut n = f;
-                n.source_rules = want.into_iter().collect();
-                replace.push(Object::Finding(n));
+                replace.push((s.key, want, f));
             }
             report.updated += 1;
         }
-        for (_, (mut f, want)) in wanted {
+        // A replace keeps the rest of the stored finding: read the ones a full pass did not.
+        let unread: Vec<NaturalKey> = replace
+            .iter()
+            .filter(|(_, _, f)| f.is_none())
+            .map(|(k, _, _)| k.clone())
+            .collect();
+        let mut read_now: HashMap<NaturalKey, Finding> = HashMap::new();
+        for chunk in unread.chunks(VALUES_PER_QUERY) {
+            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+            q.keys = Some(chunk.to_vec());
+            q.limit = 0;
+            for s in self.objects.query(&q).await?.items {
+                if let Object::Finding(f) = s.object {
+                    read_now.insert(s.key, f);
+                }
+            }
+        }
+        let replace: Vec<Object> = replace
+            .into_iter()
+            .filter_map(|(k, want, f)| {
+                let mut n = f.or_else(|| read_now.remove(&k))?;
+                n.source_rules = want.into_iter().collect();
+                Some(Object::Finding(n))
+            })
+            .collect();
+        for (_, (rule, o, want)) in wanted {
             if want.is_empty() {
                 continue;
             }
-            f.source_rules = want.into_iter().collect();
+            let Some(mut f) = finding_for(rule, o) else {
+                continue;
+            };
+            f.source_rules = want.into_iter().map(str::to_string).collect();
             add.push(Object::Finding(f));
             report.created += 1;
         }
