@@ -811,6 +811,114 @@ pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
     Ok(())
 }
 
+/// The two reads a business-rules pass uses: [`ObjectStore::count_matching`] counts the objects with
+/// a field value, stopping at `at_most`, in the values' order; [`ObjectStore::finding_rules`] gives
+/// the rules' part of the findings of the asked types, and nothing of other organizations.
+pub async fn rule_reads(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-rule-reads");
+    let ns =
+        |owner: &str, server: &str| record(ObjectType::DnsNsRecord, owner, "name_server", server);
+    store
+        .upsert(
+            &o,
+            vec![
+                ns("a.example", "ns1.example.net"),
+                ns("b.example", "ns1.example.net"),
+                ns("c.example", "ns1.example.net"),
+                ns("d.example", "ns2.example.net"),
+            ],
+            None,
+        )
+        .await?;
+    let values: Vec<String> = ["ns1.example.net", "ns2.example.net", "ns3.example.net"]
+        .iter()
+        .map(|n| format!("internet|{n}"))
+        .collect();
+    // What a query says, as the reference.
+    let mut expected = Vec::new();
+    for v in &values {
+        let mut q = ObjectQuery::new(o.clone(), ObjectType::DnsNsRecord);
+        q.filters.push(("name_server".into(), vec![v.clone()]));
+        expected.push(store.query(&q).await?.count as usize);
+    }
+    assert_eq!(expected, [3, 1, 0], "the query filter on name_server");
+    assert_eq!(
+        store
+            .count_matching(&o, ObjectType::DnsNsRecord, "name_server", &values, 2)
+            .await?,
+        [2, 1, 0],
+        "counts stop at at_most"
+    );
+    assert_eq!(
+        store
+            .count_matching(&o, ObjectType::DnsNsRecord, "name_server", &values, 10)
+            .await?,
+        expected
+    );
+    let other = org("c-rule-reads-other");
+    assert_eq!(
+        store
+            .count_matching(&other, ObjectType::DnsNsRecord, "name_server", &values, 10)
+            .await?,
+        [0, 0, 0],
+        "organizations are separate"
+    );
+
+    // Findings: one asserted by rules alone, one a task wrote, one of a type not asked for.
+    let finding = |code: &str, host: &str, rules: &[&str], rule_only: bool| -> Result<Object> {
+        let mut f = obj(
+            ObjectType::Finding,
+            json!({"finding_type": code, "hostname": host}),
+        );
+        if let Object::Finding(ref mut inner) = f {
+            inner.source_rules = rules.iter().map(|r| r.to_string()).collect();
+            inner.rule_only = rule_only;
+        }
+        Ok(f)
+    };
+    store
+        .upsert(
+            &o,
+            vec![
+                finding("KAT-NO-SPF", "a.example", &["missing_spf"], true)?,
+                finding("KAT-NO-CAA", "b.example", &[], false)?,
+                finding("KAT-OTHER", "c.example", &["x"], true)?,
+            ],
+            None,
+        )
+        .await?;
+    let mut got = store
+        .finding_rules(&o, &["KAT-NO-SPF".into(), "KAT-NO-CAA".into()])
+        .await?;
+    got.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    let summary: Vec<(String, Vec<String>, bool)> = got
+        .into_iter()
+        .map(|r| (r.key.to_string(), r.source_rules, r.rule_only))
+        .collect();
+    let key_of = |code: &str, host: &str| -> Result<String> {
+        Ok(finding(code, host, &[], false)?.natural_key().to_string())
+    };
+    assert_eq!(
+        summary,
+        vec![
+            (key_of("KAT-NO-CAA", "b.example")?, vec![], false),
+            (
+                key_of("KAT-NO-SPF", "a.example")?,
+                vec!["missing_spf".to_string()],
+                true
+            ),
+        ]
+    );
+    assert!(store.finding_rules(&o, &[]).await?.is_empty());
+    assert!(
+        store
+            .finding_rules(&other, &["KAT-NO-SPF".into()])
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
 fn record(ty: ObjectType, owner: &str, field: &str, value: &str) -> Object {
     let mut v = json!({"hostname": owner, field: value});
     if ty == ObjectType::DnsMxRecord {
@@ -1369,6 +1477,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     levels_declared_untouched(&*store).await?;
     levels_organizations_separate(&*store).await?;
     levels_recomputation_agrees(&*store).await?;
+    rule_reads(&*store).await?;
     concurrent_writers(store).await?;
     Ok(())
 }
