@@ -21,7 +21,7 @@
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
 //!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE]
-//! bench_report --only discovery   (section 9 alone, printed; needs no engine)
+//! bench_report --only discovery   (sections 9 and 10, printed; needs no engine)
 //! bench_report --only levels --out FILE     (section 10 alone; needs no engine)
 //! ```
 
@@ -707,6 +707,8 @@ async fn main() {
     ));
     eprintln!("the discovery loop: business rules over 100,000 hostnames");
     discovery_loop(&mut md).await;
+    eprintln!("the discovery loop: scan levels at 100,000 hostnames");
+    md.push_str(&levels_section().await);
     d.shutdown().await;
 
     // ---- 6. sustained throughput ----
