@@ -83,6 +83,16 @@ impl Query {
         }
     }
 
+    /// A `true`/`false` parameter (`?enabled=true`); anything else is a 400 naming it.
+    pub(crate) fn flag(&self, name: &str) -> ApiResult<Option<bool>> {
+        match self.one(name)? {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::invalid(name, format!("{name} is true or false"))),
+        }
+    }
+
     fn number(&self, name: &str) -> ApiResult<Option<u64>> {
         self.one(name)?
             .map(|s| {

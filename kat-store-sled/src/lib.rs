@@ -388,6 +388,48 @@ impl SledStore {
         }
     }
 
+    /// Store `value` as JSON at `key` of the `state` tree, or remove the entry for `None`, durably:
+    /// an organization's override of a plugin's or a rule's enabled flag.
+    pub(crate) async fn set_state_entry<T: Serialize + Send + 'static>(
+        &self,
+        key: Vec<u8>,
+        what: &'static str,
+        value: Option<T>,
+    ) -> SResult<()> {
+        self.blocking(move |inner| {
+            match value {
+                Some(v) => {
+                    inner.state.insert(key, to_json(what, &v)?)?;
+                }
+                None => {
+                    inner.state.remove(key)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.written().await
+    }
+
+    /// Every JSON value under `prefix` of the `state` tree, in key order.
+    pub(crate) async fn state_entries<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: Vec<u8>,
+        what: &'static str,
+    ) -> SResult<Vec<T>> {
+        self.blocking(move |inner| {
+            inner
+                .state
+                .scan_prefix(&prefix)
+                .map(|e| {
+                    let (_, v) = e?;
+                    from_json(what, &v)
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// After a write: with [`Durability::FlushEachWrite`], wait until it is on disk.
     pub(crate) async fn written(&self) -> SResult<()> {
         if self.inner.durability == Durability::FlushEachWrite {

@@ -18,9 +18,9 @@ use kat_core::org::OrgCode;
 use kat_core::rules::RuleCatalog;
 use kat_core::task::ObjectRef;
 
+use crate::SledStore;
 use crate::error::SledStoreError;
 use crate::keys::{Key, take_str};
-use crate::{SledStore, from_json, to_json};
 
 const T_RULE_OVERRIDE: u8 = b'W';
 const T_PROCESSED: u8 = b'Y';
@@ -56,40 +56,18 @@ impl RuleCatalog for SledStore {
         enabled: Option<bool>,
     ) -> Result<()> {
         let k = override_prefix(org).str(rule).into_vec();
-        let rule = rule.to_string();
-        self.blocking(move |inner| {
-            match enabled {
-                Some(enabled) => {
-                    inner
-                        .state
-                        .insert(k, to_json("rule override", &Override { rule, enabled })?)?;
-                }
-                None => {
-                    inner.state.remove(k)?;
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        self.written().await?;
-        Ok(())
+        let value = enabled.map(|enabled| Override {
+            rule: rule.to_string(),
+            enabled,
+        });
+        Ok(self.set_state_entry(k, "rule override", value).await?)
     }
 
     async fn rule_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>> {
-        let prefix = override_prefix(org).into_vec();
-        Ok(self
-            .blocking(move |inner| {
-                inner
-                    .state
-                    .scan_prefix(&prefix)
-                    .map(|e| {
-                        let (_, v) = e?;
-                        let o: Override = from_json("rule override", &v)?;
-                        Ok((o.rule, o.enabled))
-                    })
-                    .collect()
-            })
-            .await?)
+        let all: Vec<Override> = self
+            .state_entries(override_prefix(org).into_vec(), "rule override")
+            .await?;
+        Ok(all.into_iter().map(|o| (o.rule, o.enabled)).collect())
     }
 
     async fn mark_processed(

@@ -746,41 +746,18 @@ impl PluginCatalog for SledStore {
         enabled: Option<bool>,
     ) -> Result<()> {
         let k = override_prefix(org).str(plugin_id).into_vec();
-        let plugin_id = plugin_id.to_string();
-        self.blocking(move |inner| {
-            match enabled {
-                Some(enabled) => {
-                    inner.state.insert(
-                        k,
-                        to_json("plugin override", &Override { plugin_id, enabled })?,
-                    )?;
-                }
-                None => {
-                    inner.state.remove(k)?;
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        self.written().await?;
-        Ok(())
+        let value = enabled.map(|enabled| Override {
+            plugin_id: plugin_id.to_string(),
+            enabled,
+        });
+        Ok(self.set_state_entry(k, "plugin override", value).await?)
     }
 
     async fn plugin_overrides(&self, org: &OrgCode) -> Result<BTreeMap<String, bool>> {
-        let prefix = override_prefix(org).into_vec();
-        Ok(self
-            .blocking(move |inner| {
-                inner
-                    .state
-                    .scan_prefix(&prefix)
-                    .map(|e| {
-                        let (_, v) = e?;
-                        let o: Override = from_json("plugin override", &v)?;
-                        Ok((o.plugin_id, o.enabled))
-                    })
-                    .collect()
-            })
-            .await?)
+        let all: Vec<Override> = self
+            .state_entries(override_prefix(org).into_vec(), "plugin override")
+            .await?;
+        Ok(all.into_iter().map(|o| (o.plugin_id, o.enabled)).collect())
     }
 }
 

@@ -32,12 +32,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     ctx.query.only(&["enabled", "search", "limit", "offset"])?;
     let p = ctx.list_params()?;
     let scope = ctx.list_scope(&p)?;
-    let enabled = match ctx.query.one("enabled")? {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(ApiError::invalid("enabled", "enabled is true or false")),
-    };
+    let enabled = ctx.query.flag("enabled")?;
     let search = p.search.as_ref().map(|s| s.to_lowercase());
     let overrides = ctx.inner.tasks.plugin_overrides(ctx.caller.org()).await?;
     let mut all = ctx.inner.tasks.list_plugins().await?;

@@ -237,12 +237,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     let p = ctx.list_params()?;
     let scope = ctx.list_scope(&p)?;
     let plugin = ctx.query.one("plugin_id")?.map(str::to_string);
-    let enabled = match ctx.query.one("enabled")? {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(ApiError::invalid("enabled", "enabled is true or false")),
-    };
+    let enabled = ctx.query.flag("enabled")?;
     let mut all = ctx
         .inner
         .tasks
