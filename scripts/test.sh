@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: formatting and the fast tier first (no engine needed), then
-# install and start the container engines, build the local test images and the static entrypoint, check lints,
+# install and start the container engines and a PostgreSQL server, build the local test images and the static entrypoint, check lints,
 # the docs (warnings are errors: every intra-doc link resolves) and every feature of the facade on its own, and
 # run every test of the workspace; the end-to-end suite (tests/e2e/) runs once on Docker and once on Podman.
 #
@@ -22,6 +22,8 @@ bash scripts/test-fast.sh
 
 step "container engines (docker, podman)"
 eval "$(scripts/engines.sh all)"
+step "PostgreSQL (scripts/postgres.sh: a cluster of our own on 127.0.0.1, for kat-store-postgres and the replicas)"
+eval "$(scripts/postgres.sh)"
 step "local test images and the first-party plugin image"
 scripts/test-images.sh
 scripts/plugin-image.sh

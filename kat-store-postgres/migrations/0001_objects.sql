@@ -1,0 +1,2 @@
+-- kat-store-postgres schema: objects (see src/migrate.rs).
+SELECT 1;
