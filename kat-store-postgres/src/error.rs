@@ -52,6 +52,9 @@ pub enum PgStoreError {
         /// The newest version this build has.
         known: i32,
     },
+    /// The body of an upload failed while it was read (the client went away): nothing was stored.
+    #[error("reading the upload failed: {0}")]
+    Body(#[source] std::io::Error),
     /// A blocking worker panicked or was cancelled.
     #[error("a storage worker failed: {0}")]
     Worker(#[source] BoxError),
@@ -99,6 +102,7 @@ impl From<PgStoreError> for kat_core::Error {
                 K::corrupt_source(e)
             }
             e @ PgStoreError::Pool(_) => K::unavailable_source("postgres", e),
+            PgStoreError::Body(e) => K::Io(e),
             e @ PgStoreError::Worker(_) => K::backend_source("postgres", e, true),
             e => match state {
                 Some(s) if s == SqlState::UNIQUE_VIOLATION => K::Conflict(e.to_string()),

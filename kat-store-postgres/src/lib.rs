@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod files;
 mod migrate;
 
 #[cfg(feature = "testing")]
