@@ -35,6 +35,7 @@
 mod error;
 mod files;
 mod migrate;
+mod tasks;
 
 #[cfg(feature = "testing")]
 pub mod testing;
