@@ -18,6 +18,7 @@
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
 //! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
 //!   write (the graph algorithm every store backend shares).
+//! - [`replica`]: the processes sharing one database, their roles and heartbeats.
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -43,6 +44,7 @@ pub mod permission;
 pub mod plan;
 pub mod plugin;
 pub mod policy;
+pub mod replica;
 pub mod rules;
 pub mod runtime;
 pub mod schedule;
