@@ -12,9 +12,16 @@ CREATE TABLE tasks (
     plugin_id   text NOT NULL,
     schedule    uuid,
     created_at  bigint NOT NULL,
+    -- The lease of a running task (Task::lease): who holds it, until when.
+    lease_worker text,
+    lease_until  bigint,
     record      json NOT NULL
 );
 CREATE INDEX tasks_newest ON tasks (created_at DESC, id DESC);
+-- What claim_tasks reads: the queued tasks, oldest first.
+CREATE INDEX tasks_queued ON tasks (created_at, id) WHERE state = 'queued';
+-- What recover_expired reads: the running tasks, by the end of their lease.
+CREATE INDEX tasks_running ON tasks (lease_until) WHERE state = 'running';
 CREATE INDEX tasks_by_org ON tasks (org, created_at DESC, id DESC);
 CREATE INDEX tasks_by_state ON tasks (state, created_at DESC, id DESC);
 CREATE INDEX tasks_by_schedule ON tasks (schedule, created_at DESC, id DESC) WHERE schedule IS NOT NULL;
@@ -79,6 +86,13 @@ CREATE TABLE revoked_tokens (
     exp  bigint NOT NULL
 );
 CREATE INDEX revoked_tokens_by_exp ON revoked_tokens (exp);
+
+-- The replicas' heartbeats (ReplicaRegistry).
+CREATE TABLE replicas (
+    id         text PRIMARY KEY,
+    last_seen  bigint NOT NULL,
+    record     jsonb NOT NULL
+);
 
 CREATE TABLE rule_overrides (
     org      text NOT NULL,

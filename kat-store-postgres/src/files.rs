@@ -327,6 +327,7 @@ impl PgStore {
             .query_opt("DELETE FROM files WHERE id = $1 RETURNING content", &[&id])
             .await?
         else {
+            tx.rollback().await?;
             return Ok(false);
         };
         let content: i64 = row.try_get(0)?;

@@ -1,6 +1,6 @@
-//! The six traits of [`TaskStore`](kat_core::store::TaskStore) on PostgreSQL: [`TaskQueue`],
-//! [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`] and [`RuleCatalog`]
-//! (tables in `migrations/0003_tasks.sql`).
+//! The seven traits of [`TaskStore`](kat_core::store::TaskStore) on PostgreSQL: [`TaskQueue`],
+//! [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`], [`RuleCatalog`] and
+//! [`ReplicaRegistry`] (tables in `migrations/0003_tasks.sql`).
 //!
 //! Records are kat-core's types as JSON, beside the columns queries filter and order on. What
 //! several replicas may do at once is made safe by the database:
@@ -8,6 +8,13 @@
 //! - [`TaskQueue::transition_task`] reads the task `FOR UPDATE`, applies the patch and writes it
 //!   back in one transaction: of concurrent transitions from the same state, one wins and the
 //!   others see the new state (a conflict).
+//! - [`TaskQueue::claim_tasks`] locks the oldest queued tasks `FOR UPDATE SKIP LOCKED` (a partial
+//!   index of the queued tasks), claims them and writes them back in one transaction: concurrent
+//!   claimers, in any process, take different tasks without waiting for each other.
+//!   [`TaskQueue::renew_lease`] and [`TaskQueue::finish_leased`] check the lease on the locked row.
+//!   [`TaskQueue::recover_expired`] locks the running tasks whose lease ended (the lease is kept
+//!   in columns too, with a partial index of the running tasks) `FOR UPDATE SKIP LOCKED`,
+//!   recovers them and revokes their tokens in one transaction: each is recovered once.
 //! - [`TaskQueue::claim_targets`] is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at <
 //!   since RETURNING`: a target is handed out by one call only, whichever replica makes it. Keys are
 //!   sent sorted, so concurrent calls lock their rows in the same order (no deadlocks).
@@ -24,12 +31,14 @@ use kat_core::clock::Timestamp;
 use kat_core::object::{NaturalKey, ObjectType};
 use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginRecord;
+use kat_core::replica::ReplicaInfo;
 use kat_core::rules::RuleCatalog;
 use kat_core::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    OrgStore, Page, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue, wrong_state,
+    OrgStore, Page, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore, TaskQuery,
+    TaskQueue, wrong_state,
 };
-use kat_core::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
+use kat_core::task::{Lease, ObjectRef, Task, TaskId, TaskPatch, TaskState};
 use kat_core::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,11 +119,70 @@ async fn number_for(
         .try_get(0)?)
 }
 
-/// What a transition found.
-enum Transition {
+/// What a change of one task found.
+enum Changed {
+    /// Changed, as now stored.
     Done(Box<Task>),
+    /// There is no such task.
     Missing,
-    WrongState(TaskState),
+    /// The change refused the task as it is (a wrong state, a lease not held): nothing written.
+    Refused(Error),
+}
+
+/// A task's lease columns.
+fn lease_columns(t: &Task) -> (Option<&str>, Option<i64>) {
+    match &t.lease {
+        Some(l) => (Some(l.worker.as_str()), Some(l.until.as_millis())),
+        None => (None, None),
+    }
+}
+
+/// Write a changed task back (its state, lease and record).
+async fn update_task(tx: &tokio_postgres::Transaction<'_>, t: &Task) -> PResult<()> {
+    let (worker, until) = lease_columns(t);
+    tx.execute(
+        "UPDATE tasks SET state = $2, lease_worker = $3, lease_until = $4, record = $5 \
+         WHERE id = $1",
+        &[
+            &t.id.0,
+            &t.state.as_str(),
+            &worker,
+            &until,
+            &to_json("task", t)?,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Write changed tasks back in one statement.
+async fn update_tasks(tx: &tokio_postgres::Transaction<'_>, tasks: &[Task]) -> PResult<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(tasks.len());
+    let mut states = Vec::with_capacity(tasks.len());
+    let mut workers = Vec::with_capacity(tasks.len());
+    let mut untils = Vec::with_capacity(tasks.len());
+    let mut recs = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let (worker, until) = lease_columns(t);
+        ids.push(t.id.0);
+        states.push(t.state.as_str());
+        workers.push(worker);
+        untils.push(until);
+        recs.push(to_json("task", t)?);
+    }
+    tx.execute(
+        "UPDATE tasks SET state = u.state, lease_worker = u.worker, lease_until = u.until, \
+            record = u.record \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::json[]) \
+            AS u(id, state, worker, until, record) \
+         WHERE tasks.id = u.id",
+        &[&ids, &states, &workers, &untils, &recs],
+    )
+    .await?;
+    Ok(())
 }
 
 impl PgStore {
@@ -125,8 +193,13 @@ impl PgStore {
         let mut plugins = Vec::with_capacity(tasks.len());
         let mut schedules = Vec::with_capacity(tasks.len());
         let mut created = Vec::with_capacity(tasks.len());
+        let mut workers = Vec::with_capacity(tasks.len());
+        let mut untils = Vec::with_capacity(tasks.len());
         let mut recs = Vec::with_capacity(tasks.len());
         for t in tasks {
+            let (worker, until) = lease_columns(t);
+            workers.push(worker);
+            untils.push(until);
             ids.push(t.id.0);
             orgs.push(t.org.as_str());
             states.push(t.state.as_str());
@@ -146,12 +219,14 @@ impl PgStore {
         Ok(())
     }
 
-    async fn transition_db(
+    /// Read a task under its row lock, let `change` check and change it, and write it back, in
+    /// one transaction: concurrent changes of one task take turns, each seeing the last one's
+    /// result.
+    async fn change_task(
         &self,
         id: TaskId,
-        from: &[TaskState],
-        patch: &TaskPatch,
-    ) -> PResult<Transition> {
+        change: impl FnOnce(&mut Task) -> Result<()> + Send,
+    ) -> PResult<Changed> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx
@@ -161,20 +236,113 @@ impl PgStore {
             )
             .await?
         else {
-            return Ok(Transition::Missing);
+            tx.rollback().await?;
+            return Ok(Changed::Missing);
         };
         let mut t: Task = from_json("task", row.try_get(0)?)?;
-        if !from.contains(&t.state) {
-            return Ok(Transition::WrongState(t.state));
+        if let Err(e) = change(&mut t) {
+            // Release the row now: a dropped transaction rolls back only when its connection
+            // gets to it, and until then a claimer would skip the row as taken.
+            tx.rollback().await?;
+            return Ok(Changed::Refused(e));
         }
-        patch.apply(&mut t);
-        tx.execute(
-            "UPDATE tasks SET state = $2, record = $3 WHERE id = $1",
-            &[&id.0, &t.state.as_str(), &to_json("task", &t)?],
-        )
-        .await?;
+        update_task(&tx, &t).await?;
         tx.commit().await?;
-        Ok(Transition::Done(Box::new(t)))
+        Ok(Changed::Done(Box::new(t)))
+    }
+
+    /// [`PgStore::change_task`] at the trait boundary.
+    async fn change(
+        &self,
+        id: TaskId,
+        change: impl FnOnce(&mut Task) -> Result<()> + Send,
+    ) -> Result<Task> {
+        match self.change_task(id, change).await? {
+            Changed::Done(t) => Ok(*t),
+            Changed::Missing => Err(Error::not_found("task", id.to_string())),
+            Changed::Refused(e) => Err(e),
+        }
+    }
+
+    async fn claim_tasks_db(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> PResult<Vec<Task>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // Rows another claimer holds are skipped, not waited for: concurrent claimers take
+        // different tasks.
+        let rows = tx
+            .query(
+                "SELECT record FROM tasks WHERE state = 'queued' ORDER BY created_at, id \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&db_int(limit)],
+            )
+            .await?;
+        let mut tasks: Vec<Task> = records("task", rows)?;
+        for t in &mut tasks {
+            t.claim(worker, now, until);
+        }
+        update_tasks(&tx, &tasks).await?;
+        tx.commit().await?;
+        if !tasks.is_empty() {
+            tracing::debug!(worker, tasks = tasks.len(), "claimed tasks");
+        }
+        Ok(tasks)
+    }
+
+    async fn recover_expired_db(
+        &self,
+        now: Timestamp,
+        requeue: &[String],
+        owner: Option<&str>,
+        limit: usize,
+    ) -> PResult<Vec<Task>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        // Locked rows are another recoverer's (or a renewal's): skipped, so that each task is
+        // recovered once; a row that changed meanwhile is checked again as it is now.
+        let rows = tx
+            .query(
+                "SELECT record FROM tasks WHERE state = 'running' \
+                   AND (lease_until IS NULL OR lease_until < $1 OR lease_worker = $2) \
+                 ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&now.as_millis(), &owner, &db_int(limit)],
+            )
+            .await?;
+        let found: Vec<Task> = records("task", rows)?;
+        let mut tasks = Vec::with_capacity(found.len());
+        let mut revoke = BTreeMap::new();
+        for mut t in found {
+            let Some(why) = t.lease_loss(now, owner) else {
+                continue;
+            };
+            if let Some(token) = t.recover(now, requeue, why) {
+                revoke.insert(token.jti, token.exp);
+            }
+            tasks.push(t);
+        }
+        update_tasks(&tx, &tasks).await?;
+        if !revoke.is_empty() {
+            let (jtis, exps): (Vec<String>, Vec<i64>) = revoke.into_iter().unzip();
+            tx.execute(
+                "INSERT INTO revoked_tokens (jti, exp) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (jti) DO UPDATE SET exp = EXCLUDED.exp",
+                &[&jtis, &exps],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if !tasks.is_empty() {
+            tracing::info!(
+                tasks = tasks.len(),
+                "recovered running tasks whose worker is gone"
+            );
+        }
+        Ok(tasks)
     }
 
     async fn list_tasks_db(&self, q: &TaskQuery) -> PResult<Page<Task>> {
@@ -515,11 +683,14 @@ impl TaskQueue for PgStore {
         from: &[TaskState],
         patch: TaskPatch,
     ) -> Result<Task> {
-        match self.transition_db(id, from, &patch).await? {
-            Transition::Done(t) => Ok(*t),
-            Transition::Missing => Err(Error::not_found("task", id.to_string())),
-            Transition::WrongState(state) => Err(wrong_state(id, state, from)),
-        }
+        self.change(id, |t| {
+            if !from.contains(&t.state) {
+                return Err(wrong_state(id, t.state, from));
+            }
+            patch.apply(t);
+            Ok(())
+        })
+        .await
     }
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Page<Task>> {
@@ -542,6 +713,99 @@ impl TaskQueue for PgStore {
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>> {
         Ok(self.claim_db(schedule, since, now, targets).await?)
+    }
+
+    async fn claim_tasks(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Task>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.claim_tasks_db(worker, limit, now, until).await?)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Task> {
+        self.change(id, |t| {
+            t.check_lease(worker, now)?;
+            t.lease = Some(Lease {
+                worker: worker.to_string(),
+                until,
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_leased(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        patch: TaskPatch,
+    ) -> Result<Task> {
+        self.change(id, |t| {
+            t.check_lease(worker, now)?;
+            patch.apply(t);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recover_expired(
+        &self,
+        now: Timestamp,
+        requeue: &[String],
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.recover_expired_db(now, requeue, owner, limit).await?)
+    }
+}
+
+#[async_trait]
+impl ReplicaRegistry for PgStore {
+    async fn heartbeat(&self, info: ReplicaInfo) -> Result<()> {
+        let rec = to_json("replica", &info)?;
+        self.exec(
+            "INSERT INTO replicas (id, last_seen, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, \
+                record = EXCLUDED.record",
+            &[&info.id, &info.last_seen.as_millis(), &rec],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_replicas(&self) -> Result<Vec<ReplicaInfo>> {
+        Ok(self
+            .fetch(
+                "replica",
+                "SELECT record FROM replicas ORDER BY id COLLATE \"C\"",
+                &[],
+            )
+            .await?)
+    }
+
+    async fn purge_replicas(&self, before: Timestamp) -> Result<u64> {
+        Ok(self
+            .exec(
+                "DELETE FROM replicas WHERE last_seen < $1",
+                &[&before.as_millis()],
+            )
+            .await?)
     }
 }
 

@@ -180,3 +180,93 @@ async fn task_records_keep_nul_characters() {
     drop(store);
     db.drop_database().await.expect("drop");
 }
+
+/// Leases across replicas: workers of two replicas claim 200 queued tasks in small batches (each
+/// task once), then, their leases expired, recoverers of both replicas race: each task is
+/// recovered once, and requeued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_claim_and_recover_each_task_once() {
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let (a, b) = (
+        db.store().await.expect("replica a"),
+        db.store().await.expect("replica b"),
+    );
+    let org = OrgCode::new("leases").expect("org");
+    let tasks: Vec<Task> = (0..200)
+        .map(|_| Task::queued(org.clone(), "dns", TaskInput::default()))
+        .collect();
+    a.create_tasks(tasks).await.expect("create");
+    let t0 = Timestamp::from_secs(2_000_000_000);
+    let until = t0.plus_secs(30);
+    let mut claimers = Vec::new();
+    for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        claimers.push(tokio::spawn(async move {
+            let worker = format!("w{n}");
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_tasks(&worker, 7, t0, until)
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for c in claimers {
+        claimed.extend(c.await.expect("claimer"));
+    }
+    let distinct: std::collections::BTreeSet<TaskId> = claimed.iter().copied().collect();
+    assert_eq!((claimed.len(), distinct.len()), (200, 200));
+    let after = until.plus_secs(1);
+    let requeue = vec!["dns".to_string()];
+    let mut recoverers = Vec::new();
+    for store in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        let requeue = requeue.clone();
+        recoverers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .recover_expired(after, &requeue, None, 9)
+                    .await
+                    .expect("recover");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut recovered = Vec::new();
+    for r in recoverers {
+        recovered.extend(r.await.expect("recoverer"));
+    }
+    let distinct: std::collections::BTreeSet<TaskId> = recovered.iter().copied().collect();
+    assert_eq!((recovered.len(), distinct.len()), (200, 200));
+    let queued = b
+        .list_tasks(&TaskQuery {
+            org: Some(org),
+            states: Some(vec![TaskState::Queued]),
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(queued.count, 200);
+    assert!(
+        queued
+            .items
+            .iter()
+            .all(|t| t.attempts == 1 && t.lease.is_none())
+    );
+    drop((a, b));
+    db.drop_database().await.expect("drop");
+}
