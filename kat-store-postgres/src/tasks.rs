@@ -13,7 +13,7 @@
 //!   claimers, in any process, take different tasks without waiting for each other.
 //!   [`TaskQueue::renew_lease`] and [`TaskQueue::finish_leased`] check the lease on the locked row.
 //!   [`TaskQueue::recover_expired`] locks the running tasks whose lease ended (the lease is kept
-//!   in columns too, with a partial index of the running tasks) `FOR UPDATE SKIP LOCKED`,
+//!   in columns too, filtered among the running tasks by the state index) `FOR UPDATE SKIP LOCKED`,
 //!   recovers them and revokes their tokens in one transaction: each is recovered once.
 //! - [`TaskQueue::claim_targets`] is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at <
 //!   since RETURNING`: a target is handed out by one call only, whichever replica makes it. Keys are

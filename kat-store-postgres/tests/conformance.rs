@@ -270,3 +270,79 @@ async fn two_replicas_claim_and_recover_each_task_once() {
     drop((a, b));
     db.drop_database().await.expect("drop");
 }
+
+/// Same contents are stored once and outlive all but their last file; a file deleted while it is
+/// read ends its stream with an error, not short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_contents_are_shared_and_collected() {
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use kat_core::store::{ByteStream, FileStore, LevelSource, NewFile};
+
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let store = db.store().await.expect("connect");
+    let data: Vec<u8> = (0..3 * (1 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    let new = || NewFile {
+        org: OrgCode::new("shared").expect("org"),
+        file_type: "raw".into(),
+        name: "stdout".into(),
+        task: None,
+        scan_level: None,
+        level_from: LevelSource::Operator,
+    };
+    let body = |d: &[u8]| -> ByteStream {
+        let pieces: Vec<std::io::Result<Bytes>> = d
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(pieces))
+    };
+    let (x, y) = tokio::join!(store.put(new(), body(&data)), store.put(new(), body(&data)));
+    let (x, y) = (x.expect("x"), y.expect("y"));
+    assert_eq!(x.sha256, y.sha256);
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let conn = tokio::spawn(conn);
+    let contents = |client: tokio_postgres::Client| async move {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM file_contents), (SELECT count(*) FROM file_chunks)",
+                &[],
+            )
+            .await
+            .expect("count");
+        (client, (row.get::<_, i64>(0), row.get::<_, i64>(1)))
+    };
+    let (client, counts) = contents(client).await;
+    assert_eq!(counts, (1, 4), "stored once, in four chunks");
+    assert!(store.delete(x.id).await.expect("delete x"));
+    let mut read = Vec::new();
+    let mut s = store.open(y.id).await.expect("open y");
+    while let Some(piece) = s.next().await {
+        read.extend_from_slice(&piece.expect("piece"));
+    }
+    assert!(read == data, "the other file keeps the contents");
+    // Deleted while read: the stream fails.
+    let mut s = store.open(y.id).await.expect("open y");
+    let first = s.next().await.expect("a piece").expect("read");
+    assert!(!first.is_empty());
+    assert!(store.delete(y.id).await.expect("delete y"));
+    let mut failed = false;
+    while let Some(piece) = s.next().await {
+        if piece.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "a file deleted while it is read ends with an error");
+    let (client, counts) = contents(client).await;
+    assert_eq!(counts, (0, 0), "the last delete removed the contents");
+    drop(client);
+    let _ = conn.await;
+    drop(store);
+    db.drop_database().await.expect("drop");
+}
