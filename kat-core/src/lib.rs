@@ -18,6 +18,7 @@
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
 //! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
 //!   write (the graph algorithm every store backend shares).
+//! - [`metrics`]: what a replica counts for `GET /metrics` (tasks, leases, containers, requests).
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod finding;
 pub mod levels;
 pub mod memory;
+pub mod metrics;
 pub mod object;
 pub mod org;
 pub mod permission;
