@@ -33,7 +33,9 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod levels;
 mod migrate;
+mod objects;
 
 #[cfg(feature = "testing")]
 pub mod testing;

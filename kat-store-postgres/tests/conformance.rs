@@ -1,6 +1,13 @@
 //! kat-core's conformance suites against `PgStore` on a real PostgreSQL server
 //! (`KAT_TEST_POSTGRES`, started by `scripts/postgres.sh`); each test on a database of its own.
 
+use std::sync::Arc;
+
+use kat_core::conformance::objects;
+use kat_core::object::{Object, ObjectType};
+use kat_core::org::OrgCode;
+use kat_core::store::{ObjectQuery, ObjectStore};
+use kat_core::task::TaskId;
 use kat_store_postgres::testing::{TestDatabase, server};
 
 /// Replicas starting together: the schema is applied once, and a second connect changes nothing.
@@ -17,5 +24,132 @@ async fn schema_is_applied_once_when_replicas_start_together() {
     let again = db.store().await.expect("connect again");
     assert_eq!(again.schema_version().await.expect("version"), v);
     drop((a, again));
+    db.drop_database().await.expect("drop");
+}
+
+/// kat-core's whole `ObjectStore` suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_objects_conformance() {
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let store = db.store().await.expect("connect");
+    objects::run_all(Arc::new(store))
+        .await
+        .expect("the object store conformance suite");
+    db.drop_database().await.expect("drop");
+}
+
+fn a_record(i: usize, ip: usize) -> Object {
+    Object::from_json(
+        ObjectType::DnsARecord,
+        &serde_json::json!({
+            "hostname": format!("h{i}.replicas.example"),
+            "ip_address": format!("10.0.{}.{}", ip / 250, ip % 250 + 1),
+        }),
+    )
+    .expect("an A record")
+}
+
+/// Two stores (two pools, like two katd replicas) upsert overlapping batches into one organization
+/// at the same time: every object is there once, every task's attribution is complete, and the
+/// levels the writes left are those a full recomputation gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_objects_replicas_write_concurrently() {
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let replicas: [Arc<dyn ObjectStore>; 2] = [
+        Arc::new(db.store().await.expect("connect a")),
+        Arc::new(db.store().await.expect("connect b")),
+    ];
+    let org = OrgCode::new("replicas").expect("org");
+    // A declared level that the records spread: h0 is declared at 2 before the writers start.
+    let first = replicas[0]
+        .upsert(&org, vec![a_record(0, 0)], None)
+        .await
+        .expect("first record");
+    drop(first);
+    replicas[0]
+        .set_scan_profile(
+            &org,
+            ObjectType::Hostname,
+            &"internet|h0.replicas.example".parse().expect("key"),
+            kat_core::object::ScanProfile::declared(
+                kat_core::object::ScanLevel::new(2).expect("level"),
+            ),
+        )
+        .await
+        .expect("declare");
+    let tasks: Vec<TaskId> = (0..20).map(|_| TaskId::new()).collect();
+    let mut handles = Vec::new();
+    for (n, t) in tasks.iter().copied().enumerate() {
+        let store = replicas[n % 2].clone();
+        let org = org.clone();
+        handles.push(tokio::spawn(async move {
+            // 200 hostnames per task, overlapping: task n covers n*50 .. n*50+200, and the
+            // addresses are shared between hostnames, which links the tasks' graphs.
+            let batch: Vec<Object> = (n * 50..n * 50 + 200).map(|i| a_record(i, i / 3)).collect();
+            store.upsert(&org, batch, Some(t)).await.map(|s| s.len())
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.expect("join").expect("upsert"), 200);
+    }
+    let hostnames = 19 * 50 + 200;
+    let count = |ty| {
+        let store = replicas[1].clone();
+        let org = org.clone();
+        async move {
+            let mut q = ObjectQuery::new(org, ty);
+            q.limit = 0;
+            store.query(&q).await.expect("query")
+        }
+    };
+    let hosts = count(ObjectType::Hostname).await;
+    assert_eq!(hosts.count, hostnames as u64);
+    assert_eq!(hosts.items.len(), hostnames);
+    assert_eq!(count(ObjectType::DnsARecord).await.count, hostnames as u64);
+    for (n, t) in tasks.iter().enumerate() {
+        let of = replicas[0].objects_of(&org, *t).await.expect("objects_of");
+        let records = of
+            .iter()
+            .filter(|r| r.object_type == ObjectType::DnsARecord)
+            .count();
+        assert_eq!(records, 200, "task {n}'s attribution");
+    }
+    // h100 was written by tasks 0, 1 and 2.
+    let tasks_of = replicas[1]
+        .tasks_of(
+            &org,
+            ObjectType::Hostname,
+            &"internet|h100.replicas.example".parse().expect("key"),
+        )
+        .await
+        .expect("tasks_of");
+    let mut want = vec![tasks[0], tasks[1], tasks[2]];
+    let mut got = tasks_of.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    // Some levels spread from h0 (its address is shared with h1 and h2).
+    let levelled = hosts
+        .items
+        .iter()
+        .filter(|s| s.scan.is_some_and(|p| p.level.is_some()))
+        .count();
+    assert!(levelled >= 3, "{levelled} hostnames have a level");
+    assert_eq!(
+        replicas[0]
+            .recompute_levels(Some(&org))
+            .await
+            .expect("recompute"),
+        0,
+        "the incremental levels were complete"
+    );
+    assert!(!replicas[1].levels_need_recompute().await.expect("flag"));
+    drop(replicas);
     db.drop_database().await.expect("drop");
 }
