@@ -177,23 +177,32 @@ fn columns<'a>(refs: impl IntoIterator<Item = &'a ObjectRef>) -> (Vec<&'a str>, 
         .unzip()
 }
 
+// The queries below look up each given node by index (`LATERAL … OFFSET 0` keeps the planner
+// from turning a few thousand lookups into a hash join over a whole table, which it otherwise
+// prefers when its estimate of the `unnest` rows meets a table of some 100,000 rows).
+
 const NODES: &str = "SELECT o.ty, o.key, o.scan_level, o.declared, o.inh_ty, o.inh_key \
      FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
-     JOIN kat_objects o ON o.org = $1 AND o.ty = t.ty AND o.key = t.key";
+     CROSS JOIN LATERAL (SELECT * FROM kat_objects o \
+         WHERE o.org = $1 AND o.ty = t.ty AND o.key = t.key OFFSET 0) o";
 
 /// Edges out of the given nodes, with their targets' levels.
 const OUT: &str = "SELECT e.src_ty, e.src_key, e.dst_ty, e.dst_key, e.cap, \
         o.scan_level, o.declared, o.inh_ty, o.inh_key \
      FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
-     JOIN kat_edges e ON e.org = $1 AND e.src_ty = t.ty AND e.src_key = t.key \
-     LEFT JOIN kat_objects o ON o.org = $1 AND o.ty = e.dst_ty AND o.key = e.dst_key";
+     CROSS JOIN LATERAL (SELECT * FROM kat_edges e \
+         WHERE e.org = $1 AND e.src_ty = t.ty AND e.src_key = t.key OFFSET 0) e \
+     LEFT JOIN LATERAL (SELECT * FROM kat_objects o \
+         WHERE o.org = $1 AND o.ty = e.dst_ty AND o.key = e.dst_key OFFSET 0) o ON true";
 
 /// Edges into the given nodes, with their sources' levels.
 const IN: &str = "SELECT e.dst_ty, e.dst_key, e.src_ty, e.src_key, e.cap, \
         o.scan_level, o.declared, o.inh_ty, o.inh_key \
      FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
-     JOIN kat_edges e ON e.org = $1 AND e.dst_ty = t.ty AND e.dst_key = t.key \
-     LEFT JOIN kat_objects o ON o.org = $1 AND o.ty = e.src_ty AND o.key = e.src_key";
+     CROSS JOIN LATERAL (SELECT * FROM kat_edges e \
+         WHERE e.org = $1 AND e.dst_ty = t.ty AND e.dst_key = t.key OFFSET 0) e \
+     LEFT JOIN LATERAL (SELECT * FROM kat_objects o \
+         WHERE o.org = $1 AND o.ty = e.src_ty AND o.key = e.src_key OFFSET 0) o ON true";
 
 impl Cache {
     /// Fetch what `want` names and the cache lacks.

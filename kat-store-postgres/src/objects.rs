@@ -227,7 +227,8 @@ async fn existing(
         .query(
             "SELECT o.ty, o.key, o.body, o.scan_level, o.declared, o.inh_ty, o.inh_key \
              FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
-             JOIN kat_objects o ON o.org = $1 AND o.ty = t.ty AND o.key = t.key",
+             CROSS JOIN LATERAL (SELECT * FROM kat_objects o \
+                 WHERE o.org = $1 AND o.ty = t.ty AND o.key = t.key OFFSET 0) o",
             &[&org.as_str(), &tys, &keys],
         )
         .await?;

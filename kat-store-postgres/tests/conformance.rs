@@ -153,3 +153,78 @@ async fn pg_objects_replicas_write_concurrently() {
     drop(replicas);
     db.drop_database().await.expect("drop");
 }
+
+/// How writes scale with the size of an organization (`cargo test -- --ignored --nocapture`):
+/// 100,000 hostnames with their A records, then small writes, which must not cost in proportion
+/// to the organization. With `KAT_TEST_KEEP` set, the database is kept (its name is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: minutes in a debug build"]
+async fn pg_objects_scale() {
+    use std::time::Instant;
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    eprintln!("database {}", db.name);
+    let store = db.store().await.expect("connect");
+    let org = OrgCode::new("scale").expect("org");
+    let started = Instant::now();
+    for chunk in 0..100 {
+        let batch: Vec<Object> = (chunk * 1000..chunk * 1000 + 1000)
+            .map(|i| a_record(i, i / 4))
+            .collect();
+        store
+            .upsert(&org, batch, Some(TaskId::new()))
+            .await
+            .expect("upsert");
+    }
+    eprintln!(
+        "100,000 A records in batches of 1,000: {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    store
+        .set_scan_profile(
+            &org,
+            ObjectType::Hostname,
+            &"internet|h0.replicas.example".parse().expect("key"),
+            kat_core::object::ScanProfile::declared(
+                kat_core::object::ScanLevel::new(2).expect("level"),
+            ),
+        )
+        .await
+        .expect("declare");
+    eprintln!("a declared level: {:?}", started.elapsed());
+    for round in 0..3 {
+        let started = Instant::now();
+        let batch: Vec<Object> = (0..10)
+            .map(|i| a_record(200_000 + round * 10 + i, 30_000 + i))
+            .collect();
+        store
+            .upsert(&org, batch, Some(TaskId::new()))
+            .await
+            .expect("upsert");
+        eprintln!("10 new A records: {:?}", started.elapsed());
+        let started = Instant::now();
+        let batch: Vec<Object> = (0..10).map(|i| a_record(i * 7, i * 7 / 4)).collect();
+        store
+            .upsert(&org, batch, Some(TaskId::new()))
+            .await
+            .expect("upsert");
+        eprintln!("10 existing A records: {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    let q = ObjectQuery::new(org.clone(), ObjectType::Hostname)
+        .filter("name", &["h777.replicas.example"]);
+    assert_eq!(store.query(&q).await.expect("query").count, 1);
+    eprintln!("a filter on name: {:?}", started.elapsed());
+    let started = Instant::now();
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    eprintln!("a full recomputation: {:?}", started.elapsed());
+    if std::env::var_os("KAT_TEST_KEEP").is_none() {
+        db.drop_database().await.expect("drop");
+    }
+}
