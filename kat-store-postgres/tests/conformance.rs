@@ -154,6 +154,48 @@ async fn pg_objects_replicas_write_concurrently() {
     db.drop_database().await.expect("drop");
 }
 
+/// A write whose caller stops waiting (a timeout, a dropped request) leaves nothing half-done:
+/// its connection is closed instead of going back to the pool inside a transaction, the server
+/// rolls back and releases the organization's lock, and the next write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_objects_cancelled_write_releases_the_organization() {
+    use std::time::Duration;
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let store = db.store().await.expect("connect");
+    let org = OrgCode::new("cancelled").expect("org");
+    let big: Vec<Object> = (0..5000).map(|i| a_record(i, i)).collect();
+    let first = tokio::time::timeout(
+        Duration::from_millis(30),
+        store.upsert(&org, big, Some(TaskId::new())),
+    )
+    .await;
+    let finished = matches!(first, Ok(Ok(_)));
+    eprintln!("the first write finished in time: {finished}");
+    let again = tokio::time::timeout(
+        Duration::from_secs(20),
+        store.upsert(&org, vec![a_record(9999, 9999)], None),
+    )
+    .await
+    .expect("the organization is not left locked")
+    .expect("upsert");
+    assert_eq!(again.len(), 1);
+    let mut q = ObjectQuery::new(org.clone(), ObjectType::Hostname);
+    q.limit = 1;
+    let n = store.query(&q).await.expect("query").count;
+    // All of the big batch or none of it (its COMMIT may have reached the server before the
+    // caller gave up).
+    assert!(n == 1 || n == 5001, "{n} hostnames (finished: {finished})");
+    if finished {
+        assert_eq!(n, 5001);
+    }
+    assert_eq!(store.recompute_levels(None).await.expect("recompute"), 0);
+    drop(store);
+    db.drop_database().await.expect("drop");
+}
+
 /// How writes scale with the size of an organization (`cargo test -- --ignored --nocapture`):
 /// 100,000 hostnames with their A records, then small writes, which must not cost in proportion
 /// to the organization. With `KAT_TEST_KEEP` set, the database is kept (its name is printed).
