@@ -52,8 +52,11 @@
 //!
 //! Done in Rust: a search that is not ASCII (every object of the type is read), and ordering by
 //! another field (every match is read, then [`ObjectQuery::sort`] and paging).
-//! [`ObjectStore::count_matching`] and [`ObjectStore::finding_rules`] use the trait's defaults,
-//! which go through the pushed-down filters.
+//!
+//! [`ObjectStore::count_matching`] on a field of the type's own is one statement for all values,
+//! each count stopping at `at_most` (`LIMIT`); on a level filter it is the trait's default.
+//! [`ObjectStore::finding_rules`] reads the rules' part of each finding out of its JSONB
+//! (`body #> '{object,Finding,…}'`), never decoding a finding whole.
 
 use std::collections::HashMap;
 
@@ -63,7 +66,7 @@ use kat_core::levels::{self, Changes, Relation};
 use kat_core::memory::{expand_batch, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile};
 use kat_core::org::OrgCode;
-use kat_core::store::{LEVEL_FILTERS, ObjectQuery, ObjectStore, Page, StoredObject};
+use kat_core::store::{FindingRules, LEVEL_FILTERS, ObjectQuery, ObjectStore, Page, StoredObject};
 use kat_core::task::{ObjectRef, TaskId};
 use kat_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -708,6 +711,93 @@ impl PgStore {
         Ok(s)
     }
 
+    /// [`ObjectStore::count_matching`] for a field of the type's own: one statement for every
+    /// value, each count stopping at `at_most`.
+    async fn count_own_field(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        field: &str,
+        values: &[String],
+        at_most: usize,
+    ) -> PResult<Vec<usize>> {
+        let c = self.conn().await?;
+        let wanted: Vec<Value> = values
+            .iter()
+            .map(|v| {
+                let mut m = Map::new();
+                m.insert(field.to_string(), Value::String(v.clone()));
+                Value::Object(m)
+            })
+            .collect();
+        let limit = i64::try_from(at_most).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM kat_objects \
+                     WHERE org = $1 AND ty = $2 AND fields @> u.w LIMIT $4) AS m) \
+                 FROM unnest($3::jsonb[]) WITH ORDINALITY AS u(w, i) ORDER BY u.i",
+                &[&org.as_str(), &ty.as_str(), &wanted, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(0)?;
+                Ok(usize::try_from(n).unwrap_or(0).min(at_most))
+            })
+            .collect()
+    }
+
+    /// [`ObjectStore::finding_rules`]: the rules' part of each finding read out of its JSONB,
+    /// never decoding a finding whole.
+    async fn finding_rules_of(
+        &self,
+        org: &OrgCode,
+        finding_types: &[String],
+    ) -> PResult<Vec<FindingRules>> {
+        let c = self.conn().await?;
+        let wanted: Vec<Value> = finding_types
+            .iter()
+            .map(|v| {
+                let mut m = Map::new();
+                m.insert("finding_type".to_string(), Value::String(v.clone()));
+                Value::Object(m)
+            })
+            .collect();
+        let rows = c
+            .query(
+                "SELECT key, body #> '{object,Finding,source_rules}', \
+                     body #> '{object,Finding,rule_only}' \
+                 FROM kat_objects WHERE org = $1 AND ty = $2 AND fields @> ANY($3::jsonb[]) \
+                 ORDER BY key",
+                &[&org.as_str(), &ObjectType::Finding.as_str(), &wanted],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let rules: Option<Value> = r.try_get(1)?;
+                let only: Option<Value> = r.try_get(2)?;
+                let source_rules = match rules {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(v) => {
+                        serde_json::from_value(v).map_err(|e| PgStoreError::decode("finding", e))?
+                    }
+                };
+                let rule_only = match only {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(v) => {
+                        return Err(PgStoreError::decode("finding", format!("rule_only {v}")));
+                    }
+                };
+                Ok(FindingRules {
+                    key: stored_key(r.try_get(0)?),
+                    source_rules,
+                    rule_only,
+                })
+            })
+            .collect()
+    }
+
     async fn recompute(&self, org: Option<&OrgCode>) -> PResult<u64> {
         let orgs: Vec<OrgCode> = match org {
             Some(o) => vec![o.clone()],
@@ -806,6 +896,41 @@ impl ObjectStore for PgStore {
         rows.iter()
             .map(|r| Ok(stored_key(r.try_get(0).map_err(PgStoreError::from)?)))
             .collect()
+    }
+
+    async fn count_matching(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        field: &str,
+        values: &[String],
+        at_most: usize,
+    ) -> Result<Vec<usize>> {
+        if ty.fields().contains(&field) && !LEVEL_FILTERS.contains(&field) {
+            return Ok(self
+                .count_own_field(org, ty, field, values, at_most)
+                .await?);
+        }
+        // The level filters, and the errors of an unknown field: as the trait's default.
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let mut q = ObjectQuery::new(org.clone(), ty);
+            q.filters.push((field.to_string(), vec![v.clone()]));
+            q.limit = at_most.max(1);
+            out.push(self.query_keys(&q).await?.len().min(at_most));
+        }
+        Ok(out)
+    }
+
+    async fn finding_rules(
+        &self,
+        org: &OrgCode,
+        finding_types: &[String],
+    ) -> Result<Vec<FindingRules>> {
+        if finding_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.finding_rules_of(org, finding_types).await?)
     }
 
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64> {
