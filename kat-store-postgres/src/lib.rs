@@ -88,6 +88,8 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// In-process gates of object writes, by organization ([`objects::OrgGates`]).
+    gates: std::sync::Arc<objects::OrgGates>,
 }
 
 impl fmt::Debug for PgStore {
@@ -124,7 +126,10 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(PgStoreError::Build)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            gates: std::sync::Arc::default(),
+        };
         migrate::apply(&store).await?;
         Ok(store)
     }

@@ -24,6 +24,11 @@
 //! organization's writes are serialised (each is a handful of round trips, independent of the
 //! batch size).
 //!
+//! Within a replica, writers of one organization first queue on an in-process gate
+//! ([`OrgGates`]), so that at most one of them holds a pooled connection while waiting for the
+//! server's lock and a burst of writes to one organization cannot take every connection readers
+//! need.
+//!
 //! A transaction that does not commit (an error, or a caller that stops waiting) detaches its
 //! connection from the pool and closes it: the server rolls back and releases the lock, and no
 //! half-done transaction goes back to the pool.
@@ -88,19 +93,49 @@ pub(crate) fn org_lock(org: &OrgCode) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
+/// How many in-process gates object writes are spread over.
+const GATES: usize = 64;
+
+/// In-process gates in front of the organizations' advisory locks: a write passes its
+/// organization's gate (one of [`GATES`], by the lock's hash) before it takes a connection, so
+/// that writers of one busy organization queue here, at most one of them per replica holding a
+/// connection while it waits for the server's lock, instead of emptying the pool that readers
+/// need.
+#[derive(Debug)]
+pub(crate) struct OrgGates(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for OrgGates {
+    fn default() -> Self {
+        OrgGates((0..GATES).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl OrgGates {
+    async fn pass(&self, org: &OrgCode) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let n = self.0.len().max(1) as u64;
+        let i = u64::from_ne_bytes(org_lock(org).to_ne_bytes()) % n;
+        let gate = self.0.get(usize::try_from(i).unwrap_or(0))?;
+        Some(gate.lock().await)
+    }
+}
+
 /// A transaction holding an organization's lock, on a connection of its own.
 ///
 /// Dropped without [`Tx::commit`] or [`Tx::rollback`] (an error, a cancelled caller), it takes the
 /// connection out of the pool and closes it: the server then rolls back and releases the lock.
-struct Tx {
+struct Tx<'a> {
     conn: Option<deadpool_postgres::Object>,
+    /// The organization's in-process gate, released after the connection.
+    _gate: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
-impl Tx {
+impl<'a> Tx<'a> {
     /// Begin, and take `org`'s lock.
-    async fn begin(store: &PgStore, org: &OrgCode) -> PResult<Tx> {
+    async fn begin(store: &'a PgStore, org: &OrgCode) -> PResult<Tx<'a>> {
+        let gate = store.gates.pass(org).await;
         let tx = Tx {
             conn: Some(store.conn().await?),
+            _gate: gate,
         };
         tx.c()?.batch_execute("BEGIN").await?;
         tx.c()?
@@ -132,7 +167,7 @@ impl Tx {
     }
 }
 
-impl Drop for Tx {
+impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             tracing::debug!("closing the connection of an unfinished transaction");
