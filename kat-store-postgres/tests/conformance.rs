@@ -196,6 +196,117 @@ async fn pg_objects_cancelled_write_releases_the_organization() {
     db.drop_database().await.expect("drop");
 }
 
+fn cname(from: usize, to: usize) -> Object {
+    Object::from_json(
+        ObjectType::DnsCnameRecord,
+        &serde_json::json!({
+            "hostname": format!("c{from}.chain.example"),
+            "target": format!("c{to}.chain.example"),
+        }),
+    )
+    .expect("a CNAME record")
+}
+
+async fn level_of(store: &dyn ObjectStore, org: &OrgCode, i: usize) -> Option<u8> {
+    let key = format!("internet|c{i}.chain.example").parse().expect("key");
+    store
+        .get(org, ObjectType::Hostname, &key)
+        .await
+        .expect("get")
+        .expect("the hostname is there")
+        .scan
+        .and_then(|p| p.level)
+        .map(|l| l.get())
+}
+
+/// Levels that reach far: a chain of 120 CNAME records written in shuffled batches, a level
+/// declared at its head and raised, a link deleted and written again. Each change reaches the
+/// whole chain (many rounds of the cached graph), and a full recomputation agrees every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_objects_levels_reach_along_a_long_chain() {
+    use kat_core::object::{ScanLevel, ScanProfile};
+    let Some(base) = server() else { return };
+    let db = TestDatabase::create(&base)
+        .await
+        .expect("create a database");
+    let store = db.store().await.expect("connect");
+    let org = OrgCode::new("chain").expect("org");
+    let n = 120;
+    // Links written out of order, in batches of 7.
+    let mut order: Vec<usize> = (0..n).map(|i| (i * 37) % n).collect();
+    order.dedup();
+    for chunk in order.chunks(7) {
+        let batch = chunk.iter().map(|&i| cname(i, i + 1)).collect();
+        store.upsert(&org, batch, None).await.expect("upsert");
+    }
+    let head: kat_core::object::NaturalKey = "internet|c0.chain.example".parse().expect("key");
+    let declare = |l: u8| {
+        let store = store.clone();
+        let org = org.clone();
+        let head = head.clone();
+        async move {
+            store
+                .set_scan_profile(
+                    &org,
+                    ObjectType::Hostname,
+                    &head,
+                    ScanProfile::declared(ScanLevel::new(l).expect("level")),
+                )
+                .await
+                .expect("declare")
+        }
+    };
+    declare(2).await;
+    assert_eq!(level_of(&store, &org, n).await, Some(2));
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    declare(3).await;
+    assert_eq!(level_of(&store, &org, n).await, Some(3));
+    assert_eq!(level_of(&store, &org, n / 2).await, Some(3));
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    // Cut the chain in the middle: everything after the cut loses its level.
+    let cut = cname(60, 61);
+    assert_eq!(
+        store
+            .delete(&org, ObjectType::DnsCnameRecord, &[cut.natural_key()])
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(level_of(&store, &org, 60).await, Some(3));
+    assert_eq!(level_of(&store, &org, 61).await, None);
+    assert_eq!(level_of(&store, &org, n).await, None);
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    // Mend it.
+    store.upsert(&org, vec![cut], None).await.expect("upsert");
+    assert_eq!(level_of(&store, &org, n).await, Some(3));
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    // Back to inherited at the head: nothing has a level any more.
+    store
+        .set_scan_profile(&org, ObjectType::Hostname, &head, ScanProfile::default())
+        .await
+        .expect("inherit");
+    assert_eq!(level_of(&store, &org, 0).await, None);
+    assert_eq!(level_of(&store, &org, n).await, None);
+    assert_eq!(
+        store.recompute_levels(Some(&org)).await.expect("recompute"),
+        0
+    );
+    drop(store);
+    db.drop_database().await.expect("drop");
+}
+
 /// How writes scale with the size of an organization (`cargo test -- --ignored --nocapture`):
 /// 100,000 hostnames with their A records, then small writes, which must not cost in proportion
 /// to the organization. With `KAT_TEST_KEEP` set, the database is kept (its name is printed).
