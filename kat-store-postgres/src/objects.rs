@@ -27,7 +27,8 @@
 //! Within a replica, writers of one organization first queue on an in-process gate
 //! ([`OrgGates`]), so that at most one of them holds a pooled connection while waiting for the
 //! server's lock and a burst of writes to one organization cannot take every connection readers
-//! need.
+//! need. The gates are 64, chosen by the organization's hash: two organizations that share one
+//! also take turns within a replica (not across replicas).
 //!
 //! A transaction that does not commit (an error, or a caller that stops waiting) detaches its
 //! connection from the pool and closes it: the server rolls back and releases the lock, and no
