@@ -25,6 +25,19 @@
 //! order, recorded in `kat_schema`. A database whose schema is newer than the build is refused
 //! ([`PgStoreError::SchemaTooNew`]).
 //!
+//! ## Objects
+//!
+//! [`ObjectStore`](kat_core::store::ObjectStore) keeps objects in `kat_objects` (the object as JSONB,
+//! its fields' filter texts as JSONB under a GIN index, its scan level in columns of their own), the
+//! level relations of DNS records in `kat_edges` and attribution in `kat_attribution`. Every object
+//! write is one transaction that first takes an advisory lock of its organization, so the writes of
+//! one organization run one at a time across replicas (nothing is lost, the levels algorithm sees a
+//! stable graph) while organizations and readers proceed in parallel. A batch costs a constant number
+//! of statements (`unnest` arrays in, `ON CONFLICT` upserts), and the inherited scan levels are
+//! brought up to date in the same transaction, so they are never stale
+//! (`levels_need_recompute` is always `false`). Queries push down the organization, type, keys,
+//! field equality filters, the level filters and, ordered by key, the paging.
+//!
 //! ## Durability
 //!
 //! A write returns `Ok` after its transaction committed, and PostgreSQL commits with
@@ -33,7 +46,9 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod levels;
 mod migrate;
+mod objects;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -73,6 +88,8 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// In-process gates of object writes, by organization ([`objects::OrgGates`]).
+    gates: std::sync::Arc<objects::OrgGates>,
 }
 
 impl fmt::Debug for PgStore {
@@ -109,7 +126,10 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(PgStoreError::Build)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            gates: std::sync::Arc::default(),
+        };
         migrate::apply(&store).await?;
         Ok(store)
     }

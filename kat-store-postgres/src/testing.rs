@@ -87,14 +87,29 @@ impl TestDatabase {
 
     /// Drop the database (every connection to it is closed first).
     ///
+    /// An autovacuum worker busy in the database makes `WITH (FORCE)` fail for a role that may not
+    /// signal it (the tests' role is no superuser); the drop is then tried again, for up to 30 s.
+    ///
     /// # Errors
     /// When the server refuses.
     pub async fn drop_database(self) -> Result<(), PgStoreError> {
-        admin(
-            &self.base,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        )
-        .await
+        use tokio_postgres::error::SqlState;
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let mut tries = 0;
+        loop {
+            match admin(&self.base, &sql).await {
+                Err(e)
+                    if tries < 300
+                        && e.sqlstate().is_some_and(|s| {
+                            *s == SqlState::INSUFFICIENT_PRIVILEGE || *s == SqlState::OBJECT_IN_USE
+                        }) =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                r => return r,
+            }
+        }
     }
 }
 
