@@ -19,6 +19,7 @@
 //! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
 //!   write (the graph algorithm every store backend shares).
 //! - [`replica`]: the processes sharing one database, their roles and heartbeats.
+//! - [`metrics`]: what a replica counts for `GET /metrics` (tasks, leases, containers, requests).
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod finding;
 pub mod levels;
 pub mod memory;
+pub mod metrics;
 pub mod object;
 pub mod org;
 pub mod permission;

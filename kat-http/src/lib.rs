@@ -169,6 +169,8 @@ pub(crate) struct Inner {
     pub(crate) config: ApiConfig,
     /// Serializes creating and deleting organizations (a check, then a write).
     pub(crate) org_admin: tokio::sync::Mutex<()>,
+    /// What `GET /metrics` shows; requests are counted into it.
+    pub(crate) metrics: Arc<kat_core::metrics::Metrics>,
 }
 
 /// The API: routes requests to the stores, the engine's [`TaskControl`] and the token authority.
@@ -213,8 +215,37 @@ impl Api {
                 control,
                 config,
                 org_admin: tokio::sync::Mutex::new(()),
+                metrics: Arc::new(kat_core::metrics::Metrics::new()),
             }),
         }
+    }
+
+    /// The same API counting into `metrics` (shared with the engine, so that `GET /metrics` shows
+    /// both). Call it on the API as [`Api::new`] returned it, before cloning it: clones made before
+    /// keep counting into the metrics they had.
+    pub fn with_metrics(mut self, metrics: Arc<kat_core::metrics::Metrics>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.metrics = metrics,
+            None => {
+                let i = &self.inner;
+                self.inner = Arc::new(Inner {
+                    objects: i.objects.clone(),
+                    files: i.files.clone(),
+                    tasks: i.tasks.clone(),
+                    tokens: i.tokens.clone(),
+                    control: i.control.clone(),
+                    config: i.config.clone(),
+                    org_admin: tokio::sync::Mutex::new(()),
+                    metrics,
+                });
+            }
+        }
+        self
+    }
+
+    /// The metrics this API counts into and `GET /metrics` shows.
+    pub fn metrics(&self) -> &Arc<kat_core::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// The settings in force.
@@ -264,7 +295,11 @@ impl Api {
             timed::TimedBody::new(b.map_err(Into::into).boxed_unsync(), limits, progress)
                 .boxed_unsync()
         });
-        let fut = routes::dispatch(&self.inner, req, &span);
+        if req.uri().path() == "/metrics" {
+            return self.metrics_response(req.method(), start).await;
+        }
+        let route = std::sync::OnceLock::new();
+        let fut = routes::dispatch(&self.inner, req, &span, &route);
         let mut response = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
             Ok(r) => r,
             Err(_) => {
@@ -274,6 +309,10 @@ impl Api {
         };
         let status = response.status().as_u16();
         let latency = start.elapsed();
+        let pattern = route.get().copied().unwrap_or("unmatched");
+        self.inner
+            .metrics
+            .request(pattern, method.as_str(), status, latency);
         span.record("status", status);
         span.record("latency_us", latency.as_micros() as u64);
         if response.status() == http::StatusCode::REQUEST_TIMEOUT {
@@ -293,5 +332,34 @@ impl Api {
             tracing::info!(parent: &span, "request");
         }
         response
+    }
+
+    /// `GET /metrics`: the metrics in the OpenMetrics text format, without a token (labels carry
+    /// plugin ids, route patterns and states, never an organization or an object; see
+    /// docs/decisions.md). The queue depth is read from the store first.
+    async fn metrics_response(&self, method: &http::Method, start: Instant) -> Response<ApiBody> {
+        let m = &self.inner.metrics;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let e = ApiError::method_not_allowed(method, &["GET", "HEAD"]);
+            m.request("/metrics", method.as_str(), 405, start.elapsed());
+            return body::error(&e);
+        }
+        let q = kat_core::store::TaskQuery {
+            states: Some(vec![kat_core::task::TaskState::Queued]),
+            limit: 1,
+            ..kat_core::store::TaskQuery::default()
+        };
+        match self.inner.tasks.list_tasks(&q).await {
+            Ok(page) => m.set_queued(page.count),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count the queued tasks"),
+        }
+        m.request("/metrics", method.as_str(), 200, start.elapsed());
+        let text = m.render();
+        let mut r = Response::new(body::full(Bytes::from(text)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(kat_core::metrics::CONTENT_TYPE),
+        );
+        r
     }
 }

@@ -25,6 +25,38 @@
 //! order, recorded in `kat_schema`. A database whose schema is newer than the build is refused
 //! ([`PgStoreError::SchemaTooNew`]).
 //!
+//! ## Objects
+//!
+//! [`ObjectStore`](kat_core::store::ObjectStore) keeps objects in `kat_objects` (the object as JSONB,
+//! its fields' filter texts as JSONB under a GIN index, its scan level in columns of their own), the
+//! level relations of DNS records in `kat_edges` and attribution in `kat_attribution`. Every object
+//! write is one transaction that first takes an advisory lock of its organization, so the writes of
+//! one organization run one at a time across replicas (nothing is lost, the levels algorithm sees a
+//! stable graph) while organizations and readers proceed in parallel. A batch costs a constant number
+//! of statements (`unnest` arrays in, `ON CONFLICT` upserts), and the inherited scan levels are
+//! brought up to date in the same transaction, so they are never stale
+//! (`levels_need_recompute` is always `false`). Queries push down the organization, type, keys,
+//! field equality filters, the level filters and, ordered by key, the paging.
+//!
+//! ## Files
+//!
+//! [`FileStore`](kat_core::store::FileStore) keeps file contents in the database, content-addressed:
+//! one `file_contents` row per distinct sha256, its bytes in 1 MiB `file_chunks` (`bytea`, stored
+//! uncompressed), reference-counted by the `files` rows (the metadata, ids from an identity
+//! column). An upload streams into chunks inside one transaction while it is hashed, then is
+//! deduplicated under an advisory lock of its hash; a failed upload rolls back and stores nothing.
+//! Reads fetch 256 KiB per query, each query on a connection of its own, so neither direction
+//! holds a file in memory (a 1 GiB round trip grows the process by about 7 MiB).
+//!
+//! ## Tasks
+//!
+//! [`TaskStore`](kat_core::store::TaskStore) keeps kat-core's records as JSON beside the columns it
+//! filters and orders on (tasks as `json`, whose stderr tails may hold NUL characters, the rest
+//! as `jsonb`). Transitions, lease renewals and leased writes lock the task's row; claims and
+//! recoveries lock rows `FOR UPDATE SKIP LOCKED`, so replicas never take the same task or recover
+//! it twice; schedule claims are one `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement;
+//! schedule and object-set numbers come from counter rows updated in the writing transaction.
+//!
 //! ## Durability
 //!
 //! A write returns `Ok` after its transaction committed, and PostgreSQL commits with
@@ -34,7 +66,9 @@
 
 mod error;
 mod files;
+mod levels;
 mod migrate;
+mod objects;
 mod tasks;
 
 #[cfg(feature = "testing")]
@@ -75,6 +109,8 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// In-process gates of object writes, by organization ([`objects::OrgGates`]).
+    gates: std::sync::Arc<objects::OrgGates>,
 }
 
 impl fmt::Debug for PgStore {
@@ -111,7 +147,10 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(PgStoreError::Build)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            gates: std::sync::Arc::default(),
+        };
         migrate::apply(&store).await?;
         Ok(store)
     }

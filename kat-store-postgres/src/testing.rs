@@ -87,30 +87,37 @@ impl TestDatabase {
 
     /// Drop the database (every connection to it is closed first).
     ///
-    /// `WITH (FORCE)` refuses a role that is not a superuser while an autovacuum worker is in the
-    /// database (it may not end that session: after a test that wrote and deleted much, this is
-    /// common); a plain `DROP DATABASE` ends autovacuum workers itself, and is tried then.
+    /// `WITH (FORCE)` fails for a role that may not signal an autovacuum worker busy in the
+    /// database (the tests' role is no superuser; after a test that wrote and deleted much, this is
+    /// common). A plain `DROP DATABASE` ends autovacuum workers itself: it is tried then, again
+    /// for up to 30 s while the database is still in use.
     ///
     /// # Errors
     /// When the server refuses.
     pub async fn drop_database(self) -> Result<(), PgStoreError> {
-        let forced = admin(
-            &self.base,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        )
-        .await;
-        match forced {
-            Err(e)
-                if e.sqlstate()
-                    == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
-            {
-                admin(
-                    &self.base,
-                    &format!("DROP DATABASE IF EXISTS {}", self.name),
-                )
-                .await
+        use tokio_postgres::error::SqlState;
+        let forced = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let plain = format!("DROP DATABASE IF EXISTS {}", self.name);
+        let mut tries = 0;
+        loop {
+            let r = match admin(&self.base, &forced).await {
+                Err(e) if e.sqlstate() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    admin(&self.base, &plain).await
+                }
+                r => r,
+            };
+            match r {
+                Err(e)
+                    if tries < 300
+                        && e.sqlstate().is_some_and(|s| {
+                            *s == SqlState::INSUFFICIENT_PRIVILEGE || *s == SqlState::OBJECT_IN_USE
+                        }) =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                r => return r,
             }
-            other => other,
         }
     }
 }

@@ -182,8 +182,9 @@ pub(crate) async fn dispatch(
     inner: &Inner,
     req: Request<ReqBody>,
     span: &tracing::Span,
+    route: &std::sync::OnceLock<&'static str>,
 ) -> Response<ApiBody> {
-    match run(inner, req, span).await {
+    match run(inner, req, span, route).await {
         Ok(r) => r,
         Err(e) => body::error(&e),
     }
@@ -193,10 +194,12 @@ async fn run(
     inner: &Inner,
     req: Request<ReqBody>,
     span: &tracing::Span,
+    route: &std::sync::OnceLock<&'static str>,
 ) -> ApiResult<Response<ApiBody>> {
     let (parts, body) = req.into_parts();
     let matched = router::match_path(parts.uri.path())?;
     span.record("route", matched.pattern.text);
+    let _ = route.set(matched.pattern.text);
     let route = matched.route(&parts.method)?;
     let query = Query::parse(parts.uri.query())?;
     let caller =

@@ -7,6 +7,7 @@ mod common;
 
 mod files;
 mod limits;
+mod metrics;
 mod objects;
 mod orgs;
 mod permissions;
