@@ -138,6 +138,48 @@ pub(crate) fn index_task_states(state: &sled::Tree) -> SResult<usize> {
     Ok(n)
 }
 
+/// Check the queued and running indexes against the tasks: every queued task has its `Q` entry and
+/// every running one its `U` entry, and every entry names a task in that state.
+pub(crate) fn verify_task_states(
+    inner: &Inner,
+    r: &mut crate::objects::VerifyReport,
+) -> SResult<()> {
+    let state = &inner.state;
+    let mut want = BTreeSet::new();
+    for e in state.scan_prefix([T_TASK]) {
+        let (_, v) = e?;
+        let t: Task = from_json("task", &v)?;
+        r.tasks += 1;
+        match t.state {
+            TaskState::Queued => {
+                want.insert(queued_key(&t));
+            }
+            TaskState::Running => {
+                want.insert(running_key(t.id));
+            }
+            _ => {}
+        }
+        if t.state != TaskState::Running && t.lease.is_some() {
+            r.problem(format!("task {} is {} but has a lease", t.id, t.state));
+        }
+    }
+    let mut have = BTreeSet::new();
+    for tag in [T_QUEUED, T_RUNNING] {
+        for e in state.scan_prefix([tag]) {
+            have.insert(e?.0.to_vec());
+        }
+    }
+    for k in want.difference(&have) {
+        r.problem(format!("task state index entry missing: {k:?}"));
+    }
+    for k in have.difference(&want) {
+        r.problem(format!(
+            "task state index entry names no task in that state: {k:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// The task a `Q` or `U` index entry names.
 fn indexed_task(state: &sled::Tree, id: &[u8]) -> SResult<Task> {
     let (id, _) =
