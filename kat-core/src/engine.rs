@@ -528,7 +528,6 @@ impl Engine {
     /// Store or runtime errors during recovery or entrypoint preparation.
     pub async fn start(&self) -> Result<Recovery> {
         let config = &self.inner.config;
-        self.check_worker_id_unused().await;
         let recovery = self.recover().await?;
         let worker = config.has_role(Role::Worker);
         if worker {
@@ -606,29 +605,6 @@ impl Engine {
             })
             .await?;
         Ok(mount.clone())
-    }
-
-    /// Warn when another live replica writes heartbeats under this engine's worker id: two
-    /// processes with one id would renew, finish and recover each other's tasks.
-    async fn check_worker_id_unused(&self) {
-        let config = &self.inner.config;
-        let recent = Timestamp::now().plus_millis(-(3 * duration_ms(config.heartbeat_interval)));
-        match self.inner.tasks.list_replicas().await {
-            Ok(replicas) => {
-                if let Some(other) = replicas.iter().find(|r| {
-                    r.id == config.worker_id
-                        && r.last_seen >= recent
-                        && r.started_at != self.inner.started_at
-                }) {
-                    warn!(
-                        worker = %config.worker_id,
-                        last_seen = %other.last_seen,
-                        "another replica with this worker id sent a heartbeat moments ago: give every replica its own KAT_WORKER_ID"
-                    );
-                }
-            }
-            Err(e) => warn!(error = %e, "could not read the replicas' heartbeats"),
-        }
     }
 
     /// Recover at start: recompute the scan levels when the object store says they need it
@@ -813,10 +789,22 @@ impl Engine {
         }
     }
 
+    /// Write the heartbeat every [`EngineConfig::heartbeat_interval`], and forget replicas silent
+    /// for [`FORGET_REPLICAS_AFTER`]. Before each heartbeat but the first, check that nobody else
+    /// wrote one under this worker id since the last: two processes with one id would renew,
+    /// finish and recover each other's tasks (the first is not checked: the record may be this
+    /// replica's previous process's).
     async fn heartbeat_loop(&self) {
+        let mut last: Option<Timestamp> = None;
         loop {
-            if let Err(e) = self.inner.tasks.heartbeat(self.replica_info()).await {
-                warn!(error = %e, "could not write the heartbeat");
+            if let Some(last) = last {
+                self.check_twin(last).await;
+            }
+            let info = self.replica_info();
+            let seen = info.last_seen;
+            match self.inner.tasks.heartbeat(info).await {
+                Ok(()) => last = Some(seen),
+                Err(e) => warn!(error = %e, "could not write the heartbeat"),
             }
             let forget = Timestamp::now().plus_millis(-duration_ms(FORGET_REPLICAS_AFTER));
             if let Err(e) = self.inner.tasks.purge_replicas(forget).await {
@@ -825,6 +813,31 @@ impl Engine {
             tokio::select! {
                 () = tokio::time::sleep(self.inner.config.heartbeat_interval) => {}
                 () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Warn (and say so) when the heartbeat under this worker id was written by another process
+    /// since `last`.
+    async fn check_twin(&self, last: Timestamp) -> bool {
+        let me = &self.inner.config.worker_id;
+        match self.inner.tasks.list_replicas().await {
+            Ok(all) => {
+                if let Some(other) = all.iter().find(|r| {
+                    &r.id == me && r.started_at != self.inner.started_at && r.last_seen > last
+                }) {
+                    warn!(
+                        worker = %me,
+                        other_started_at = %other.started_at,
+                        "another process writes heartbeats under this worker id: give every replica its own KAT_WORKER_ID, or they take each other's tasks"
+                    );
+                    return true;
+                }
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "could not read the replicas' heartbeats");
+                false
             }
         }
     }

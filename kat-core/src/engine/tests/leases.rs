@@ -468,3 +468,31 @@ fn replicas_are_configured_through_the_environment() {
         assert!(e.contains(var), "{var}: {e}");
     }
 }
+
+#[tokio::test]
+async fn two_processes_with_one_worker_id_are_noticed() {
+    let f = fixture().await;
+    let one = replica(
+        &f,
+        "twin",
+        &[Role::Worker],
+        Duration::from_secs(30),
+        Arc::new(NotStarted),
+        Arc::new(NotStarted),
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let two = replica(
+        &f,
+        "twin",
+        &[Role::Worker],
+        Duration::from_secs(30),
+        Arc::new(NotStarted),
+        Arc::new(NotStarted),
+    );
+    let mine = one.replica_info();
+    f.tasks.heartbeat(mine.clone()).await.unwrap();
+    assert!(!one.check_twin(mine.last_seen).await, "its own heartbeat");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    f.tasks.heartbeat(two.replica_info()).await.unwrap();
+    assert!(one.check_twin(mine.last_seen).await, "another process's");
+}
