@@ -1,4 +1,4 @@
-//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and the five traits of
+//! In-memory reference backends of [`ObjectStore`], [`FileStore`] and the seven traits of
 //! [`TaskStore`](crate::store::TaskStore): the executable meaning of the traits, for tests and for
 //! embedding without persistence. They pass the same conformance suites as the durable backends.
 //! File contents are held in memory here.
@@ -21,8 +21,8 @@ use crate::plugin::PluginRecord;
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use crate::store::{
     ByteStream, FileId, FileMeta, FileQuery, FileStore, NewFile, ObjectQuery, ObjectStore,
-    OrgStore, Page, PluginCatalog, RevocationList, ScheduleStore, StoredObject, TaskQuery,
-    TaskQueue, wrong_state,
+    OrgStore, Page, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore, StoredObject,
+    TaskQuery, TaskQueue, wrong_state,
 };
 use crate::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
 use crate::{Error, Result};
@@ -610,10 +610,57 @@ struct TasksInner {
     rule_overrides: BTreeMap<OrgCode, BTreeMap<String, bool>>,
     /// Per organization and plugin: the objects a completed task of the plugin had as targets.
     processed: HashMap<(OrgCode, String), BTreeSet<ObjectRef>>,
+    /// The queued tasks, oldest first: what [`TaskQueue::claim_tasks`] reads.
+    queued: BTreeSet<(Timestamp, TaskId)>,
+    /// The running tasks: what [`TaskQueue::recover_expired`] reads.
+    running: BTreeSet<TaskId>,
+    /// The replicas' heartbeats, by id.
+    replicas: BTreeMap<String, crate::replica::ReplicaInfo>,
+}
+
+impl TasksInner {
+    /// Store a task, keeping the state indexes.
+    fn put_task(&mut self, t: Task) {
+        if let Some(old) = self.tasks.get(&t.id) {
+            let key = (old.created_at, old.id);
+            self.queued.remove(&key);
+            self.running.remove(&old.id);
+        }
+        self.index(&t);
+        self.tasks.insert(t.id, t);
+    }
+
+    fn index(&mut self, t: &Task) {
+        match t.state {
+            TaskState::Queued => {
+                self.queued.insert((t.created_at, t.id));
+            }
+            TaskState::Running => {
+                self.running.insert(t.id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Apply `change` to a stored task and store it again; the changed task, or `None` when there
+    /// is no such task.
+    fn change<T>(
+        &mut self,
+        id: TaskId,
+        change: impl FnOnce(&mut Task) -> Result<T>,
+    ) -> Result<Option<Task>> {
+        let Some(mut t) = self.tasks.get(&id).cloned() else {
+            return Ok(None);
+        };
+        change(&mut t)?;
+        self.put_task(t.clone());
+        Ok(Some(t))
+    }
 }
 
 /// The in-memory [`TaskStore`](crate::store::TaskStore): every one of its traits ([`TaskQueue`],
-/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`]) on one lock.
+/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`], [`ReplicaRegistry`]) on one
+/// lock, so a claim, a renewal, a leased write and a lease recovery (with its revocations) are each atomic.
 #[derive(Debug, Default)]
 pub struct MemoryTaskStore {
     inner: Mutex<TasksInner>,
@@ -630,7 +677,7 @@ impl TaskQueue for MemoryTaskStore {
             }
         }
         for t in tasks {
-            g.tasks.insert(t.id, t);
+            g.put_task(t);
         }
         Ok(())
     }
@@ -643,6 +690,14 @@ impl TaskQueue for MemoryTaskStore {
         let mut g = lock(&self.inner);
         let before = g.tasks.len();
         g.tasks.retain(|_, t| t.org != *org);
+        let TasksInner {
+            tasks,
+            queued,
+            running,
+            ..
+        } = &mut *g;
+        queued.retain(|(_, id)| tasks.contains_key(id));
+        running.retain(|id| tasks.contains_key(id));
         Ok((before - g.tasks.len()) as u64)
     }
 
@@ -652,16 +707,15 @@ impl TaskQueue for MemoryTaskStore {
         from: &[TaskState],
         patch: TaskPatch,
     ) -> Result<Task> {
-        let mut g = lock(&self.inner);
-        let t = g
-            .tasks
-            .get_mut(&id)
-            .ok_or_else(|| Error::not_found("task", id.to_string()))?;
-        if !from.contains(&t.state) {
-            return Err(wrong_state(id, t.state, from));
-        }
-        patch.apply(t);
-        Ok(t.clone())
+        lock(&self.inner)
+            .change(id, |t| {
+                if !from.contains(&t.state) {
+                    return Err(wrong_state(id, t.state, from));
+                }
+                patch.apply(t);
+                Ok(())
+            })?
+            .ok_or_else(|| Error::not_found("task", id.to_string()))
     }
 
     async fn list_tasks(&self, q: &TaskQuery) -> Result<Page<Task>> {
@@ -696,6 +750,112 @@ impl TaskQueue for MemoryTaskStore {
             out.push(k);
         }
         Ok(out)
+    }
+
+    async fn claim_tasks(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Task>> {
+        let mut g = lock(&self.inner);
+        let ids: Vec<TaskId> = g.queued.iter().take(limit).map(|(_, id)| *id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(t) = g.change(id, |t| {
+                t.claim(worker, now, until);
+                Ok(())
+            })? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Task> {
+        lock(&self.inner)
+            .change(id, |t| {
+                t.check_lease(worker, now)?;
+                t.lease = Some(crate::task::Lease {
+                    worker: worker.to_string(),
+                    until,
+                });
+                Ok(())
+            })?
+            .ok_or_else(|| Error::not_found("task", id.to_string()))
+    }
+
+    async fn finish_leased(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        patch: TaskPatch,
+    ) -> Result<Task> {
+        lock(&self.inner)
+            .change(id, |t| {
+                t.check_lease(worker, now)?;
+                patch.apply(t);
+                Ok(())
+            })?
+            .ok_or_else(|| Error::not_found("task", id.to_string()))
+    }
+
+    async fn recover_expired(
+        &self,
+        now: Timestamp,
+        requeue: &[String],
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        let mut g = lock(&self.inner);
+        let lost: Vec<(TaskId, crate::task::LeaseLoss)> = g
+            .running
+            .iter()
+            .filter_map(|id| g.tasks.get(id))
+            .filter_map(|t| t.lease_loss(now, owner).map(|why| (t.id, why)))
+            .take(limit)
+            .collect();
+        let mut out = Vec::with_capacity(lost.len());
+        for (id, why) in lost {
+            let mut token = None;
+            if let Some(t) = g.change(id, |t| {
+                token = t.recover(now, requeue, why);
+                Ok(())
+            })? {
+                out.push(t);
+            }
+            if let Some(tok) = token {
+                g.revoked.insert(tok.jti, tok.exp);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ReplicaRegistry for MemoryTaskStore {
+    async fn heartbeat(&self, info: crate::replica::ReplicaInfo) -> Result<()> {
+        lock(&self.inner).replicas.insert(info.id.clone(), info);
+        Ok(())
+    }
+
+    async fn list_replicas(&self) -> Result<Vec<crate::replica::ReplicaInfo>> {
+        Ok(lock(&self.inner).replicas.values().cloned().collect())
+    }
+
+    async fn purge_replicas(&self, before: Timestamp) -> Result<u64> {
+        let mut g = lock(&self.inner);
+        let n = g.replicas.len();
+        g.replicas.retain(|_, r| r.last_seen >= before);
+        Ok((n - g.replicas.len()) as u64)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The storage contracts: objects ([`ObjectStore`]), file contents ([`FileStore`]) and everything else
 //! that must survive a restart, one trait per concern: tasks and schedule claims ([`TaskQueue`]),
 //! schedules and object sets ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue
-//! ([`PluginCatalog`]), revoked tokens ([`RevocationList`]) and business rules' state ([`RuleCatalog`](crate::rules::RuleCatalog)). [`TaskStore`] is all six at once,
+//! ([`PluginCatalog`]), revoked tokens ([`RevocationList`]), business rules' state ([`RuleCatalog`](crate::rules::RuleCatalog)) and replicas' heartbeats ([`ReplicaRegistry`]). [`TaskStore`] is all seven at once,
 //! implemented for every type that implements them.
 //!
 //! Checks every backend needs (query validation, empty key lists, the scan-level check, file names and
@@ -28,6 +28,7 @@ use crate::clock::Timestamp;
 use crate::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use crate::org::{OrgCode, Organization};
 use crate::plugin::{PluginRecord, check_file_type};
+use crate::replica::ReplicaInfo;
 use crate::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use crate::task::{ObjectRef, Task, TaskId, TaskPatch, TaskState};
 use crate::{Error, Result};
@@ -917,6 +918,64 @@ pub trait TaskQueue: Send + Sync + fmt::Debug {
         now: Timestamp,
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>>;
+
+    /// Claim up to `limit` queued tasks for `worker`, oldest first (by `created_at`, then id),
+    /// atomically: each becomes running, started at `now`, with one more attempt and a lease
+    /// `{worker, until}` ([`Task::claim`]). Two claimers, also two processes on one database, never
+    /// get the same task. Returns the claimed tasks as stored; none when nothing is queued or
+    /// `limit` is 0.
+    async fn claim_tasks(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Task>>;
+
+    /// Extend `worker`'s lease on a running task to `until`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the task is not running, is leased to another worker (or to none),
+    /// or the lease ended before `now` ([`Task::check_lease`]): the worker has lost the task (it was
+    /// cancelled, or recovered by another worker) and must stop it without writing its end.
+    /// [`Error::NotFound`] when there is no such task.
+    async fn renew_lease(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Task>;
+
+    /// Apply `patch` to a running task while `worker` holds an unexpired lease on it, atomically
+    /// (the token of the attempt, refused calls, the task's end); a patch to another state than
+    /// running clears the lease.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] as for [`TaskQueue::renew_lease`]; [`Error::NotFound`].
+    async fn finish_leased(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        patch: TaskPatch,
+    ) -> Result<Task>;
+
+    /// Recover up to `limit` running tasks whose worker is gone ([`Task::lease_loss`]): whose
+    /// lease ended before `now`, that have no lease (left by a version before leases), or whose
+    /// lease belongs to `owner` (a worker restarting: what it held died with it). Tasks of plugins
+    /// in `requeue` (the idempotent ones) are queued again, the others failed at `now`; the reason
+    /// says why, the lease is cleared ([`Task::recover`]), and the token of the interrupted attempt
+    /// ([`Task::token`]) is revoked in the same atomic write (the [`RevocationList`] is the same
+    /// store). Each task is recovered exactly once, however many callers race. Returns the
+    /// recovered tasks as stored.
+    async fn recover_expired(
+        &self,
+        now: Timestamp,
+        requeue: &[String],
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Task>>;
 }
 
 /// The [`Error::Conflict`] of [`TaskQueue::transition_task`] for a task in state `state`, not in one
@@ -1040,12 +1099,25 @@ pub trait RevocationList: Send + Sync + fmt::Debug {
     async fn purge_revoked(&self, now: i64) -> Result<u64>;
 }
 
+/// The replicas' heartbeats ([`ReplicaInfo`]): which processes share the database, what they
+/// run, and when each was last heard of.
+#[async_trait]
+pub trait ReplicaRegistry: Send + Sync + fmt::Debug {
+    /// Create or replace the replica's record (by [`ReplicaInfo::id`]).
+    async fn heartbeat(&self, info: ReplicaInfo) -> Result<()>;
+    /// Every replica's last heartbeat, by id.
+    async fn list_replicas(&self) -> Result<Vec<ReplicaInfo>>;
+    /// Forget replicas last seen before `before`; returns how many.
+    async fn purge_replicas(&self, before: Timestamp) -> Result<u64>;
+}
+
 /// Everything else the engine keeps: tasks ([`TaskQueue`]), schedules and object sets
 /// ([`ScheduleStore`]), organizations ([`OrgStore`]), the plugin catalogue ([`PluginCatalog`]),
-/// the token denylist ([`RevocationList`]) and business rules' state
-/// ([`RuleCatalog`](crate::rules::RuleCatalog): enablement per organization, processed objects).
+/// the token denylist ([`RevocationList`]), business rules' state
+/// ([`RuleCatalog`](crate::rules::RuleCatalog): enablement per organization, processed objects)
+/// and the replicas' heartbeats ([`ReplicaRegistry`]).
 ///
-/// A backend implements the six traits (and can be tested against each one's conformance suite on
+/// A backend implements the seven traits (and can be tested against each one's conformance suite on
 /// its own); this one follows from them. The engine and kat-http take an `Arc<dyn TaskStore>`; a
 /// part that needs one concern takes its trait, and an `Arc<dyn TaskStore>` converts into it:
 ///
@@ -1058,7 +1130,13 @@ pub trait RevocationList: Send + Sync + fmt::Debug {
 /// # let _ = denylist;
 /// ```
 pub trait TaskStore:
-    TaskQueue + ScheduleStore + OrgStore + PluginCatalog + RevocationList + crate::rules::RuleCatalog
+    TaskQueue
+    + ScheduleStore
+    + OrgStore
+    + PluginCatalog
+    + RevocationList
+    + crate::rules::RuleCatalog
+    + ReplicaRegistry
 {
 }
 
@@ -1069,6 +1147,7 @@ impl<T> TaskStore for T where
         + PluginCatalog
         + RevocationList
         + crate::rules::RuleCatalog
+        + ReplicaRegistry
         + ?Sized
 {
 }

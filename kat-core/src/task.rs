@@ -175,6 +175,36 @@ pub struct Task {
     /// Why its first refused call was refused (the 403's detail, with the method and route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_refusal: Option<String>,
+    /// The worker that runs it and until when, while it is [`TaskState::Running`] after a claim
+    /// ([`crate::store::TaskQueue::claim_tasks`]); `None` in every other state (every patch that
+    /// moves a task out of `running` clears it). A running task without one was started before
+    /// leases existed. Records written without it read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A worker's hold on a running task: the worker runs it while the lease lasts, renews it
+/// ([`crate::store::TaskQueue::renew_lease`]) well before `until`, and may write the task's end
+/// only while it holds it ([`crate::store::TaskQueue::finish_leased`]). A lease that ended before
+/// now is recovered by any worker ([`crate::store::TaskQueue::recover_expired`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker's id ([`crate::engine::EngineConfig::worker_id`]).
+    pub worker: String,
+    /// When the lease ends unless renewed.
+    pub until: crate::clock::Timestamp,
+}
+
+/// Why [`Task::recover`] ended or requeued a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLoss {
+    /// Its lease ended before now: its worker stopped renewing it (died, stalled, lost the store).
+    Expired,
+    /// It has no lease: it was left running by a version from before leases.
+    Unleased,
+    /// Its lease belongs to the worker that is recovering: that worker restarted, and what it
+    /// held died with it.
+    Restarted,
 }
 
 /// The id and expiry of a task's token (never the token itself).
@@ -211,7 +241,131 @@ impl Task {
             token: None,
             refused_calls: 0,
             first_refusal: None,
+            lease: None,
         }
+    }
+
+    /// Whether `worker` holds an unexpired lease on this running task at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] saying why not: the task is not running, it is leased to another worker
+    /// (or to none), or the lease ended before `now`.
+    pub fn check_lease(&self, worker: &str, now: crate::clock::Timestamp) -> Result<()> {
+        if self.state != TaskState::Running {
+            return Err(Error::Conflict(format!(
+                "task {} is {}, not running: worker {worker} holds no lease on it",
+                self.id, self.state
+            )));
+        }
+        match &self.lease {
+            None => Err(Error::Conflict(format!(
+                "task {} is running without a lease: worker {worker} holds none",
+                self.id
+            ))),
+            Some(l) if l.worker != worker => Err(Error::Conflict(format!(
+                "task {} is leased to worker {}, not {worker}",
+                self.id, l.worker
+            ))),
+            Some(l) if l.until < now => Err(Error::Conflict(format!(
+                "the lease of worker {worker} on task {} ended at {}",
+                self.id, l.until
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Claim this queued task for `worker` (no state check): running, started at `now`, one more
+    /// attempt, leased until `until`. What every backend's
+    /// [`crate::store::TaskQueue::claim_tasks`] does to each task it hands out.
+    ///
+    /// ```
+    /// use kat_core::clock::Timestamp;
+    /// use kat_core::org::OrgCode;
+    /// use kat_core::task::{Task, TaskInput, TaskState};
+    /// let mut t = Task::queued(OrgCode::new("acme").unwrap(), "dns", TaskInput::default());
+    /// t.claim("w1", Timestamp::from_secs(10), Timestamp::from_secs(40));
+    /// assert_eq!((t.state, t.attempts), (TaskState::Running, 1));
+    /// assert!(t.check_lease("w1", Timestamp::from_secs(40)).is_ok());
+    /// assert!(t.check_lease("w1", Timestamp::from_secs(41)).is_err());
+    /// assert!(t.check_lease("w2", Timestamp::from_secs(20)).is_err());
+    /// ```
+    pub fn claim(
+        &mut self,
+        worker: &str,
+        now: crate::clock::Timestamp,
+        until: crate::clock::Timestamp,
+    ) {
+        self.state = TaskState::Running;
+        self.started_at = Some(now);
+        self.attempts = self.attempts.saturating_add(1);
+        self.lease = Some(Lease {
+            worker: worker.to_string(),
+            until,
+        });
+    }
+
+    /// Whether [`crate::store::TaskQueue::recover_expired`] recovers this task at `now` for
+    /// `owner`, and why: a running task whose lease ended before `now`, that has no lease, or whose
+    /// lease belongs to `owner`.
+    pub fn lease_loss(
+        &self,
+        now: crate::clock::Timestamp,
+        owner: Option<&str>,
+    ) -> Option<LeaseLoss> {
+        if self.state != TaskState::Running {
+            return None;
+        }
+        match &self.lease {
+            None => Some(LeaseLoss::Unleased),
+            Some(l) if owner == Some(l.worker.as_str()) => Some(LeaseLoss::Restarted),
+            Some(l) if l.until < now => Some(LeaseLoss::Expired),
+            Some(_) => None,
+        }
+    }
+
+    /// Recover this running task (no check; see [`Task::lease_loss`]): queued again when its
+    /// plugin is in `requeue` (idempotent plugins), else failed at `now`; the lease is cleared and
+    /// the reason says what happened. Returns the token of the interrupted attempt, which the
+    /// backend revokes in the same atomic write.
+    ///
+    /// ```
+    /// use kat_core::clock::Timestamp;
+    /// use kat_core::org::OrgCode;
+    /// use kat_core::task::{LeaseLoss, Task, TaskInput, TaskState};
+    /// let mut t = Task::queued(OrgCode::new("acme").unwrap(), "dns", TaskInput::default());
+    /// t.claim("w1", Timestamp::from_secs(10), Timestamp::from_secs(40));
+    /// let now = Timestamp::from_secs(41);
+    /// assert_eq!(t.lease_loss(now, None), Some(LeaseLoss::Expired));
+    /// t.recover(now, &[], LeaseLoss::Expired);
+    /// assert_eq!((t.state, t.lease.is_none()), (TaskState::Failed, true));
+    /// assert!(t.reason.unwrap().contains("lease"));
+    /// ```
+    pub fn recover(
+        &mut self,
+        now: crate::clock::Timestamp,
+        requeue: &[String],
+        why: LeaseLoss,
+    ) -> Option<TaskToken> {
+        let lease = self.lease.take();
+        let cause = match (why, &lease) {
+            (LeaseLoss::Expired, Some(l)) => format!(
+                "the lease of worker {} expired at {} while the task was running (the worker stopped renewing it)",
+                l.worker, l.until
+            ),
+            (LeaseLoss::Restarted, Some(l)) => {
+                format!("worker {} restarted while the task was running", l.worker)
+            }
+            _ => "the engine restarted while the task was running".to_string(),
+        };
+        if requeue.contains(&self.plugin_id) {
+            self.state = TaskState::Queued;
+            self.reason = Some(format!("requeued: {cause}"));
+        } else {
+            self.state = TaskState::Failed;
+            self.ended_at = Some(now);
+            self.reason = Some(cause);
+        }
+        self.token.clone()
     }
 }
 
@@ -292,9 +446,13 @@ impl TaskPatch {
         p
     }
 
-    /// Apply to a task (no state check).
+    /// Apply to a task (no state check). A patch to any state but [`TaskState::Running`] clears
+    /// the task's [`Lease`].
     pub fn apply(&self, t: &mut Task) {
         t.state = self.state;
+        if self.state != TaskState::Running {
+            t.lease = None;
+        }
         if let Some(v) = self.started_at {
             t.started_at = Some(v);
         }

@@ -1,7 +1,8 @@
 //! The [`TaskStore`] conformance suite, one group of cases per trait: [`TaskQueue`]
 //! ([`run_task_queue`]), [`ScheduleStore`] ([`run_schedule_store`]), [`OrgStore`]
-//! ([`run_org_store`]), [`PluginCatalog`] ([`run_plugin_catalog`]) and [`RevocationList`]
-//! ([`run_revocation_list`]). A backend written one concern at a time runs the group of each trait
+//! ([`run_org_store`]), [`PluginCatalog`] ([`run_plugin_catalog`]), [`RevocationList`]
+//! ([`run_revocation_list`]) and [`ReplicaRegistry`] ([`run_replica_registry`]); the lease cases
+//! ([`run_leases`]) need a queue with its revocation list. A backend written one concern at a time runs the group of each trait
 //! it implements; a whole [`TaskStore`] runs [`run_all`].
 //!
 //! ```
@@ -22,7 +23,8 @@ use crate::org::{OrgCode, Organization};
 use crate::plugin::{PluginDef, PluginRecord};
 use crate::schedule::{Interval, ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use crate::store::{
-    OrgStore, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue, TaskStore,
+    OrgStore, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore, TaskQuery, TaskQueue,
+    TaskStore,
 };
 use crate::task::{Task, TaskInput, TaskPatch, TaskState};
 use crate::{Error, Result};
@@ -654,11 +656,428 @@ pub async fn refused_calls(store: Arc<dyn TaskQueue>) -> Result<()> {
     Ok(())
 }
 
+/// Fail every running task and cancel every queued one (left by earlier cases), so that the lease
+/// cases start from an empty queue.
+async fn drain(store: &dyn TaskQueue) -> Result<()> {
+    let now = Timestamp::now();
+    // Running tasks left by earlier cases (without leases) fail.
+    let end_of_days = Timestamp::from_secs(4_000_000_000);
+    while !store
+        .recover_expired(end_of_days, &[], None, 1000)
+        .await?
+        .is_empty()
+    {}
+    loop {
+        let got = store
+            .claim_tasks("drain", 100, now, now.plus_secs(60))
+            .await?;
+        if got.is_empty() {
+            return Ok(());
+        }
+        for t in got {
+            store
+                .finish_leased(t.id, "drain", now, TaskPatch::to(TaskState::Cancelled))
+                .await?;
+        }
+    }
+}
+
+/// Claims take the oldest queued tasks first, make them running for the claimer with a lease, one
+/// more attempt and `started_at`; renewals and leased writes are the holder's alone while the lease
+/// lasts; a write out of `running` clears the lease.
+pub async fn leases(store: &dyn TaskQueue) -> Result<()> {
+    drain(store).await?;
+    let o = org("t-lease");
+    let (a, b, c) = (
+        task(&o, "dns", 3_000),
+        task(&o, "dns", 1_000),
+        task(&o, "dns", 2_000),
+    );
+    store
+        .create_tasks(vec![a.clone(), b.clone(), c.clone()])
+        .await?;
+    let t0 = Timestamp::from_secs(2_000_000_000);
+    let until = t0.plus_secs(30);
+    assert!(store.claim_tasks("w1", 0, t0, until).await?.is_empty());
+    let got = store.claim_tasks("w1", 2, t0, until).await?;
+    let ids: Vec<_> = got.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![b.id, c.id], "oldest first");
+    for t in &got {
+        assert_eq!(
+            (t.state, t.attempts, t.started_at),
+            (TaskState::Running, 1, Some(t0))
+        );
+        assert_eq!(
+            t.lease,
+            Some(crate::task::Lease {
+                worker: "w1".into(),
+                until
+            })
+        );
+        assert_eq!(store.get_task(t.id).await?.as_ref(), Some(t), "as stored");
+    }
+    let got = store.claim_tasks("w2", 5, t0, until).await?;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a.id]);
+    assert!(store.claim_tasks("w2", 5, t0, until).await?.is_empty());
+
+    // Renewal: the holder's, before the end.
+    let later = t0.plus_secs(20);
+    let r = store
+        .renew_lease(b.id, "w1", later, later.plus_secs(30))
+        .await?;
+    assert_eq!(r.lease.map(|l| l.until), Some(later.plus_secs(30)));
+    let conflict = |r: Result<Task>, what: &str| match r {
+        Err(Error::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+        Ok(t) => panic!("{what}: expected a conflict, got {t:?}"),
+    };
+    conflict(
+        store
+            .renew_lease(b.id, "w2", later, later.plus_secs(30))
+            .await,
+        "another worker renews",
+    )?;
+    conflict(
+        store
+            .renew_lease(c.id, "w1", until.plus_secs(1), until.plus_secs(30))
+            .await,
+        "a renewal after the lease ended",
+    )?;
+    let e = store
+        .renew_lease(crate::task::TaskId::new(), "w1", t0, until)
+        .await
+        .expect_err("no such task");
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+
+    // Leased writes: the token, then the end, which clears the lease.
+    let mut p = TaskPatch::to(TaskState::Running);
+    p.token = Some(crate::task::TaskToken {
+        jti: "jti-lease-b".into(),
+        exp: 5,
+    });
+    conflict(
+        store.finish_leased(b.id, "w2", later, p.clone()).await,
+        "another worker writes",
+    )?;
+    let t = store.finish_leased(b.id, "w1", later, p).await?;
+    assert_eq!(t.token.map(|t| t.jti), Some("jti-lease-b".to_string()));
+    assert!(t.lease.is_some(), "a running patch keeps the lease");
+    conflict(
+        store
+            .finish_leased(
+                c.id,
+                "w1",
+                until.plus_secs(1),
+                TaskPatch::to(TaskState::Completed),
+            )
+            .await,
+        "a write after the lease ended",
+    )?;
+    let mut done = TaskPatch::to(TaskState::Completed);
+    done.ended_at = Some(later);
+    let t = store.finish_leased(b.id, "w1", later, done).await?;
+    assert_eq!((t.state, t.lease), (TaskState::Completed, None));
+    assert_eq!(store.get_task(b.id).await?.and_then(|t| t.lease), None);
+    conflict(
+        store
+            .renew_lease(b.id, "w1", later, later.plus_secs(30))
+            .await,
+        "a renewal of an ended task",
+    )?;
+    // Cancelled through the API (any state change out of running) ends the lease too.
+    let t = store
+        .transition_task(
+            a.id,
+            &[TaskState::Running],
+            TaskPatch::to(TaskState::Cancelled),
+        )
+        .await?;
+    assert_eq!(t.lease, None);
+    conflict(
+        store.renew_lease(a.id, "w2", t0, until).await,
+        "a renewal of a cancelled task",
+    )?;
+    // Clean up: c's lease ends, it is recovered by the next cases' recoveries otherwise.
+    store
+        .finish_leased(c.id, "w1", t0, TaskPatch::to(TaskState::Cancelled))
+        .await?;
+    Ok(())
+}
+
+/// Two workers claiming concurrently from 200 queued tasks never get the same task and together get
+/// all of them.
+pub async fn concurrent_claims(store: Arc<dyn TaskQueue>) -> Result<()> {
+    drain(&*store).await?;
+    let o = org("t-claimers");
+    let ts: Vec<Task> = (0..200).map(|i| task(&o, "dns", 10_000 + i)).collect();
+    store.create_tasks(ts.clone()).await?;
+    let now = Timestamp::now();
+    let mut handles = Vec::new();
+    for w in ["claimer-1", "claimer-2"] {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_tasks(w, 7, now, now.plus_secs(60)).await?;
+                if got.is_empty() {
+                    return Ok::<_, Error>(mine);
+                }
+                for t in got {
+                    assert_eq!(
+                        (t.state, t.lease.as_ref().map(|l| l.worker.as_str())),
+                        (TaskState::Running, Some(w))
+                    );
+                    mine.push(t.id);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            h.await
+                .map_err(|e| Error::backend_source("test", e, false))??,
+        );
+    }
+    let n = all.len();
+    let unique: std::collections::BTreeSet<_> = all.into_iter().collect();
+    assert_eq!(unique.len(), n, "no task was claimed twice");
+    let want: std::collections::BTreeSet<_> = ts.iter().map(|t| t.id).collect();
+    assert_eq!(unique, want, "together the claimers got every task");
+    for t in &ts {
+        let got = store.get_task(t.id).await?.expect("task");
+        assert_eq!(got.attempts, 1, "claimed once");
+    }
+    // Clean up.
+    for t in ts {
+        let got = store.get_task(t.id).await?.expect("task");
+        let w = got.lease.map(|l| l.worker).unwrap_or_default();
+        store
+            .finish_leased(t.id, &w, now, TaskPatch::to(TaskState::Cancelled))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Recovery: tasks whose lease ended (or that have none) are requeued (plugins in `requeue`) or
+/// failed, exactly once with several recoverers racing, their tokens revoked in the same write; the
+/// old holder can neither renew nor write the end afterwards; live leases of other workers are left
+/// alone, and a restarting owner gets back what it held.
+pub async fn lease_recovery(store: Arc<dyn TaskStore>) -> Result<()> {
+    drain(&*store).await?;
+    let o = org("t-recover");
+    let idem = "download".to_string();
+    let ts: Vec<Task> = (0..20)
+        .map(|i| task(&o, if i % 2 == 0 { "download" } else { "dns" }, 20_000 + i))
+        .collect();
+    store.create_tasks(ts.clone()).await?;
+    let t0 = Timestamp::from_secs(2_000_000_000);
+    let until = t0.plus_secs(30);
+    let claimed = store.claim_tasks("dead", 20, t0, until).await?;
+    assert_eq!(claimed.len(), 20);
+    for (i, t) in claimed.iter().enumerate() {
+        let mut p = TaskPatch::to(TaskState::Running);
+        p.token = Some(crate::task::TaskToken {
+            jti: format!("jti-recover-{i}"),
+            exp: 4_000_000_000,
+        });
+        store.finish_leased(t.id, "dead", t0, p).await?;
+    }
+    // Not yet: every lease lasts.
+    assert!(
+        store
+            .recover_expired(until, std::slice::from_ref(&idem), None, 100)
+            .await?
+            .is_empty(),
+        "a lease that ends at now has not ended before now"
+    );
+    let after = until.plus_secs(1);
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        let requeue = vec![idem.clone()];
+        handles.push(tokio::spawn(async move {
+            store.recover_expired(after, &requeue, None, 1000).await
+        }));
+    }
+    let mut recovered = Vec::new();
+    for h in handles {
+        recovered.extend(
+            h.await
+                .map_err(|e| Error::backend_source("test", e, false))??,
+        );
+    }
+    let ids: std::collections::BTreeSet<_> = recovered.iter().map(|t| t.id).collect();
+    assert_eq!(
+        (recovered.len(), ids.len()),
+        (20, 20),
+        "each expired lease recovered exactly once"
+    );
+    for t in &recovered {
+        assert_eq!(t.lease, None);
+        let reason = t.reason.clone().unwrap_or_default();
+        assert!(reason.contains("lease"), "{reason}");
+        if t.plugin_id == idem {
+            assert_eq!((t.state, t.ended_at), (TaskState::Queued, None));
+            assert!(reason.starts_with("requeued"), "{reason}");
+        } else {
+            assert_eq!((t.state, t.ended_at), (TaskState::Failed, Some(after)));
+        }
+        assert_eq!(store.get_task(t.id).await?.as_ref(), Some(t), "as stored");
+        let jti = t.token.as_ref().map(|k| k.jti.clone()).expect("a token");
+        assert!(store.is_token_revoked(&jti).await?, "{jti} revoked");
+    }
+    // The old holder lost them.
+    let old = &claimed[0];
+    let e = store
+        .renew_lease(old.id, "dead", t0, until)
+        .await
+        .expect_err("renewal after recovery");
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    for t in &claimed {
+        let e = store
+            .finish_leased(t.id, "dead", t0, TaskPatch::to(TaskState::Completed))
+            .await
+            .expect_err("the old holder writes no end");
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+    }
+    // Requeued tasks are claimed again: a second attempt.
+    let again = store
+        .claim_tasks("alive", 100, after, after.plus_secs(30))
+        .await?;
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|t| t.attempts == 2 && t.plugin_id == idem));
+    // A live lease of another worker stays; the same worker restarting gets its tasks back; a
+    // running task without a lease (before leases) is recovered.
+    let legacy = task(&o, "dns", 30_000);
+    store.create_tasks(vec![legacy.clone()]).await?;
+    store
+        .transition_task(
+            legacy.id,
+            &[TaskState::Queued],
+            TaskPatch::to(TaskState::Running),
+        )
+        .await?;
+    let got = store
+        .recover_expired(after, std::slice::from_ref(&idem), Some("other"), 100)
+        .await?;
+    assert_eq!(
+        got.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![legacy.id],
+        "only the task without a lease"
+    );
+    assert!(
+        got[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("restarted"),
+        "{:?}",
+        got[0].reason
+    );
+    let got = store
+        .recover_expired(after, std::slice::from_ref(&idem), Some("alive"), 3)
+        .await?;
+    assert_eq!(got.len(), 3, "at most limit");
+    let rest = store
+        .recover_expired(after, std::slice::from_ref(&idem), Some("alive"), 100)
+        .await?;
+    assert_eq!(rest.len(), 7);
+    for t in got.iter().chain(&rest) {
+        assert_eq!(t.state, TaskState::Queued);
+        let reason = t.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("alive restarted"), "{reason}");
+    }
+    // Clean up.
+    drain(&*store).await?;
+    Ok(())
+}
+
+/// Heartbeats are upserts by id, listed by id, and forgotten once silent before a time.
+pub async fn replicas(store: &dyn ReplicaRegistry) -> Result<()> {
+    use crate::replica::{ReplicaInfo, Role};
+    let t0 = Timestamp::from_secs(1_900_000_000);
+    let info = |id: &str, seen: i64, running: u32| ReplicaInfo {
+        id: id.into(),
+        roles: [Role::Worker, Role::Scheduler].into_iter().collect(),
+        started_at: t0,
+        last_seen: t0.plus_secs(seen),
+        running,
+        version: "0.1.0".into(),
+    };
+    store.heartbeat(info("r-b", 0, 1)).await?;
+    store.heartbeat(info("r-a", 0, 0)).await?;
+    let mut api = info("r-a", 5, 3);
+    api.roles = [Role::Api].into_iter().collect();
+    store.heartbeat(api.clone()).await?;
+    let all = store.list_replicas().await?;
+    assert_eq!(all, vec![api.clone(), info("r-b", 0, 1)], "upserted, by id");
+    assert_eq!(store.purge_replicas(t0.plus_secs(1)).await?, 1);
+    assert_eq!(store.list_replicas().await?, vec![api]);
+    assert_eq!(store.purge_replicas(t0.plus_secs(1)).await?, 0);
+    assert_eq!(store.purge_replicas(t0.plus_secs(6)).await?, 1);
+    assert!(store.list_replicas().await?.is_empty());
+    Ok(())
+}
+
+/// Every lease case ([`leases`], [`concurrent_claims`], [`lease_recovery`]): they need the
+/// revocation list beside the queue.
+pub async fn run_leases(store: Arc<dyn TaskStore>) -> Result<()> {
+    leases(&*store).await?;
+    concurrent_claims(store.clone()).await?;
+    lease_recovery(store).await?;
+    Ok(())
+}
+
+/// Every [`ReplicaRegistry`] case.
+pub async fn run_replica_registry(store: &dyn ReplicaRegistry) -> Result<()> {
+    replicas(store).await
+}
+
+/// Schedulers ticking side by side (replicas on one store): claims of the same targets for one
+/// schedule in one window, made concurrently, hand each target to exactly one claimer.
+pub async fn concurrent_target_claims(store: Arc<dyn TaskQueue>) -> Result<()> {
+    let s = ScheduleId::new();
+    let keys: Vec<NaturalKey> = (0..300)
+        .map(|i| NaturalKey::from_parts(["internet", &format!("c{i}.example")]))
+        .collect();
+    let t0 = Timestamp::from_secs(1_500_000);
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let store = store.clone();
+        // Overlapping halves, in different orders, at slightly different times.
+        let mut mine: Vec<NaturalKey> = keys.iter().skip(i * 50).take(200).cloned().collect();
+        if i % 2 == 1 {
+            mine.reverse();
+        }
+        let now = t0.plus_millis(i as i64 * 10);
+        handles.push(tokio::spawn(async move {
+            store
+                .claim_targets(s, now.plus_secs(-3599), now, mine)
+                .await
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            h.await
+                .map_err(|e| Error::backend_source("test", e, false))??,
+        );
+    }
+    let n = all.len();
+    let unique: std::collections::BTreeSet<NaturalKey> = all.into_iter().collect();
+    assert_eq!(unique.len(), n, "no target handed out twice in one window");
+    assert_eq!(n, 300, "every target once");
+    Ok(())
+}
+
 /// Every [`TaskQueue`] case.
 pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
+    concurrent_target_claims(store.clone()).await?;
     tokens_and_org_deletion(&*store).await?;
     refused_calls(store.clone()).await?;
     Ok(())
@@ -692,6 +1111,8 @@ pub async fn run_revocation_list(store: &dyn RevocationList) -> Result<()> {
 /// Run every case of every trait, in the order the suite always ran them.
 pub async fn run_all(store: Arc<dyn TaskStore>) -> Result<()> {
     run_task_queue(store.clone()).await?;
+    run_leases(store.clone()).await?;
+    run_replica_registry(&*store).await?;
     run_schedule_store(&*store).await?;
     run_org_store(&*store).await?;
     run_plugin_catalog(&*store).await?;
