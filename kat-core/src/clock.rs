@@ -46,6 +46,16 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
+    /// This time plus `ms` milliseconds.
+    ///
+    /// ```
+    /// use kat_core::clock::Timestamp;
+    /// assert_eq!(Timestamp::from_secs(1).plus_millis(-250).as_millis(), 750);
+    /// ```
+    pub fn plus_millis(self, ms: i64) -> Self {
+        Timestamp(self.0.saturating_add(ms))
+    }
+
     /// This time plus `secs` seconds.
     pub fn plus_secs(self, secs: i64) -> Self {
         Timestamp(self.0.saturating_add(secs.saturating_mul(1000)))

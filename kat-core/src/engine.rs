@@ -7,23 +7,44 @@
 //! - **Scan levels** gate every path: a target object must have a scan level at least the plugin's; for a
 //!   file-triggered task, the level the file carries from the objects its chain started from
 //!   ([`crate::chain`]) must, and every object the producing task ran on must still.
-//! - **Workers**: a bounded pool (`concurrency`) claims queued tasks (`queued → running` is a
-//!   compare-and-set, so a task runs once), plans it ([`crate::plan`]), stores mode 4's stdin as a
+//! - **The queue is the store.** Tasks are queued by writing them ([`TaskQueue::create_tasks`](crate::store::TaskQueue::create_tasks));
+//!   several engines (replicas, [`EngineConfig::roles`]) may share one store: API replicas queue and
+//!   cancel, workers run, schedulers tick.
+//! - **Workers**: a bounded pool (`concurrency`) claims as many queued tasks as it has free slots
+//!   ([`TaskQueue::claim_tasks`](crate::store::TaskQueue::claim_tasks): oldest first, atomically, so a task runs once
+//!   across replicas), when woken (a task queued by this engine, a slot freed) or every
+//!   [`EngineConfig::poll_interval`] (tasks queued by other replicas). A claimed task is running under
+//!   a lease of [`EngineConfig::lease`] held by [`EngineConfig::worker_id`], renewed every third of
+//!   it while the container runs. The worker plans the task ([`crate::plan`]), stores mode 4's stdin as a
 //!   temporary file, makes sure the image is present ([`ContainerRuntime::ensure_image`]), then mints a
-//!   token scoped to the task that expires at the deadline plus a grace, runs the container, records the
-//!   outcome, then revokes the token and deletes the temporary file.
+//!   token scoped to the task that expires at the deadline plus a grace, records the token's id on the
+//!   task, runs the container, records the outcome
+//!   ([`TaskQueue::finish_leased`](crate::store::TaskQueue::finish_leased): only while it holds the lease),
+//!   then revokes the token and deletes the temporary files.
+//! - **A lost lease** (a renewal refused: the task was cancelled through another replica, or recovered
+//!   by another worker after this one stalled) stops the container at once; the worker writes nothing
+//!   about the task.
 //! - **Privileges**: a plugin asking for a user or capabilities beyond what the operator's
 //!   [`Policy`] grants is refused at submit, skipped by schedules and chaining, and fails before its
 //!   container is created; a plugin asking for nothing gets its grant
 //!   ([`Policy::privileges`]: user, capabilities, writable paths, extra API permissions).
-//! - **Cancellation** kills the container, revokes the token and ends the task `cancelled`.
-//! - **Restart recovery** ([`Engine::start`]): tasks left running are failed with a reason, or requeued when
-//!   their plugin is idempotent, and containers of ours that no task owns are removed.
+//! - **Cancellation** ends the task `cancelled` in the store and revokes its token; the container stops at
+//!   once when it runs on this engine, else at its worker's next renewal (within a third of the lease).
+//! - **Lease recovery** (every worker, at start and every third of the lease): a running task whose
+//!   lease ended, that has no lease (left by a version before leases), or, at start, whose lease is this
+//!   worker's own (it died with the previous process) is failed with a reason, or requeued when its
+//!   plugin is idempotent, and its token revoked, in one store write, exactly once whoever runs it
+//!   ([`TaskQueue::recover_expired`](crate::store::TaskQueue::recover_expired)). Restart recovery is this, with
+//!   the restarted worker as the owner. Then the deployment's containers whose task no live lease
+//!   holds are removed, whichever worker sees them.
+//! - **Heartbeats**: every engine writes its [`ReplicaInfo`] every [`EngineConfig::heartbeat_interval`]
+//!   ([`ReplicaRegistry`](crate::store::ReplicaRegistry)).
 //!
-//! The embedding application owns the tokio runtime; [`Engine::start`] spawns the workers and the
-//! scheduler on it and [`Engine::shutdown`] stops them.
+//! The embedding application owns the tokio runtime; [`Engine::start`] spawns the loops of the
+//! engine's roles on it and [`Engine::shutdown`] stops them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +62,7 @@ use crate::org::OrgCode;
 use crate::plan::{self, PlanInput, Stdin, Target};
 use crate::plugin::{DEFAULT_BATCH_SIZE, PluginDef, PluginRecord};
 use crate::policy::Policy;
+use crate::replica::{ReplicaInfo, Role};
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, EndReason, EntrypointBinary, EntrypointMount, Hardening,
     LABEL_DEPLOYMENT, LABEL_ORG, LABEL_PLUGIN, LABEL_TASK, Limits, NetworkMode,
@@ -94,10 +116,33 @@ pub struct EngineConfig {
     /// label (made by versions before it existed) belong to
     /// [`DEFAULT_DEPLOYMENT`](crate::runtime::DEFAULT_DEPLOYMENT), the default.
     pub deployment: String,
-    /// Whether [`Engine::start`] removes this deployment's containers whose task is not running
-    /// here (left behind by a crash).
+    /// Whether a worker removes this deployment's containers whose task no live lease holds (left
+    /// behind by a crashed or stalled worker): at [`Engine::start`] and at every recovery pass.
     pub reap_at_start: bool,
+    /// This engine's id among the replicas sharing the store (`KAT_WORKER_ID`; default
+    /// [`DEFAULT_WORKER_ID`]): the holder of its leases and the id of its heartbeat. Stable across
+    /// restarts of one process (so that a restarted worker recovers what it held at once), and
+    /// distinct for every replica of one database.
+    pub worker_id: String,
+    /// How long a claimed task's lease lasts (`KAT_LEASE_SECONDS`; default 30 s). The worker renews
+    /// it every third of this; a worker silent for longer loses its tasks to recovery.
+    pub lease: Duration,
+    /// How often a worker looks for tasks other replicas queued (`KAT_POLL_MS`; default 250 ms).
+    /// Tasks this engine queues wake its worker at once.
+    pub poll_interval: Duration,
+    /// Which loops [`Engine::start`] runs (`KAT_ROLES`, e.g. `api,worker`; default all): a worker
+    /// claims and runs tasks, recovers expired leases and reaps; a scheduler ticks; an engine
+    /// without either (an API replica) only queues and cancels tasks.
+    pub roles: BTreeSet<Role>,
+    /// How often the engine writes its heartbeat ([`ReplicaInfo`]); default 5 s.
+    pub heartbeat_interval: Duration,
 }
+
+/// The default [`EngineConfig::worker_id`]: one process per data directory needs no other.
+pub const DEFAULT_WORKER_ID: &str = "local";
+
+/// How long a replica may be silent before the others forget its heartbeat.
+pub const FORGET_REPLICAS_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -115,6 +160,11 @@ impl Default for EngineConfig {
             stderr_tail_bytes: 8 * 1024,
             deployment: crate::runtime::DEFAULT_DEPLOYMENT.into(),
             reap_at_start: true,
+            worker_id: DEFAULT_WORKER_ID.into(),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+            roles: Role::ALL.into_iter().collect(),
+            heartbeat_interval: Duration::from_secs(5),
         }
     }
 }
@@ -122,7 +172,10 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Read the seed's environment variables over the defaults: `ENTRYPOINT_VOLUME`, `OPENKAT_HOST`
     /// (the API is `{OPENKAT_HOST}/api/v1`), `DOCKER_NETWORK`, `PLUGIN_TIMEOUT` (minutes, more than 0
-    /// and at most [`MAX_PLUGIN_TIMEOUT_MINUTES`]), and ours: `KAT_DEPLOYMENT`.
+    /// and at most [`MAX_PLUGIN_TIMEOUT_MINUTES`]), and ours: `KAT_DEPLOYMENT`, and for replicas
+    /// sharing one database `KAT_WORKER_ID` (1 to 128 letters, digits and `-_.:@`), `KAT_ROLES`
+    /// (comma-separated `api`, `worker`, `scheduler`), `KAT_LEASE_SECONDS` (3 to 3600) and
+    /// `KAT_POLL_MS` (10 to 60000).
     ///
     /// # Errors
     /// [`Error::Invalid`] naming a variable with a bad value.
@@ -160,8 +213,67 @@ impl EngineConfig {
                 .map_err(|e| Error::invalid("KAT_DEPLOYMENT", e.to_string()))?;
             c.deployment = v;
         }
+        if let Some(v) = var("KAT_WORKER_ID") {
+            check_worker_id(&v)?;
+            c.worker_id = v;
+        }
+        if let Some(v) = var("KAT_ROLES") {
+            c.roles = Role::parse_list(&v)?;
+        }
+        if let Some(v) = var("KAT_LEASE_SECONDS") {
+            c.lease = Duration::from_secs(parse_bounded("KAT_LEASE_SECONDS", &v, 3, 3600)?);
+        }
+        if let Some(v) = var("KAT_POLL_MS") {
+            c.poll_interval = Duration::from_millis(parse_bounded("KAT_POLL_MS", &v, 10, 60_000)?);
+        }
         Ok(c)
     }
+
+    /// Whether the engine has `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Check a worker id (`KAT_WORKER_ID`): 1 to 128 ASCII letters, digits and `-_.:@`.
+///
+/// ```
+/// use kat_core::engine::check_worker_id;
+/// assert!(check_worker_id("worker-2@host.example").is_ok());
+/// assert!(check_worker_id("").is_err());
+/// assert!(check_worker_id("a b").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::Invalid`] saying what is wrong.
+pub fn check_worker_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "KAT_WORKER_ID",
+            format!("{id:?} is not a worker id: 1 to 128 ASCII letters, digits and -_.:@"),
+        ))
+    }
+}
+
+/// An integer variable between `min` and `max`.
+fn parse_bounded(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            Error::invalid(
+                name,
+                format!("{name}={v:?} is not a whole number from {min} to {max}"),
+            )
+        })
 }
 
 /// The longest `PLUGIN_TIMEOUT`, in minutes: seven days, the same bound as a plugin's
@@ -263,6 +375,10 @@ impl EngineBuilder {
         if config.concurrency == 0 {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }
+        check_worker_id(&config.worker_id)?;
+        if config.lease < Duration::from_millis(30) {
+            return Err(Error::invalid("lease", "must be at least 30 ms"));
+        }
         crate::runtime::check_deployment(&config.deployment)?;
         let objects = self.objects.ok_or_else(|| missing("an object store"))?;
         let tasks = self.tasks.ok_or_else(|| missing("a task store"))?;
@@ -286,8 +402,7 @@ impl EngineBuilder {
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
                 mount: tokio::sync::OnceCell::new(),
-                queue: Mutex::new(std::collections::VecDeque::new()),
-                queued_set: Mutex::new(HashSet::new()),
+                started_at: Timestamp::now(),
                 open_batches: Mutex::new(HashMap::new()),
                 written_orgs: Mutex::new(HashSet::new()),
             }),
@@ -314,8 +429,8 @@ struct Inner {
     wake: Notify,
     shutdown: CancellationToken,
     mount: tokio::sync::OnceCell<Option<EntrypointMount>>,
-    queue: Mutex<std::collections::VecDeque<TaskId>>,
-    queued_set: Mutex<HashSet<TaskId>>,
+    /// When the engine was built (its heartbeat's `started_at`).
+    started_at: Timestamp,
     /// Per organization and file-consuming plugin, the file-triggered task that later files may
     /// still join while it is queued and has room (see [`Engine::join_batch`]).
     open_batches: Mutex<HashMap<(OrgCode, String), TaskId>>,
@@ -361,16 +476,16 @@ pub struct TickReport {
     pub caught_up: usize,
 }
 
-/// What restart recovery did.
+/// What the recovery at start ([`Engine::recover`]) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Tasks left running that were failed.
+    /// Tasks whose worker is gone (lease ended, no lease, or this worker's own) that were failed.
     pub failed: Vec<TaskId>,
-    /// Tasks left running that were queued again (idempotent plugins).
+    /// Such tasks queued again (idempotent plugins).
     pub requeued: Vec<TaskId>,
-    /// Orphan containers removed.
+    /// Containers removed because no live lease holds their task.
     pub reaped: Vec<String>,
-    /// Queued tasks picked up again.
+    /// Tasks queued in the store afterwards (every worker of the store may claim them).
     pub queued: usize,
     /// Tokens of interrupted attempts revoked (one per task left running that had one).
     pub revoked: usize,
@@ -405,22 +520,40 @@ impl Engine {
         &self.inner.tasks
     }
 
-    /// Recover from a previous run, prepare the entrypoint, and start the workers and the scheduler.
+    /// Recover from a previous run ([`Engine::recover`]), prepare the entrypoint, and start the loops
+    /// of the engine's roles ([`EngineConfig::roles`]): a worker's claims, lease renewals, recovery
+    /// passes and reaping; a scheduler's ticks; every engine's heartbeat.
     ///
     /// # Errors
     /// Store or runtime errors during recovery or entrypoint preparation.
     pub async fn start(&self) -> Result<Recovery> {
+        let config = &self.inner.config;
         let recovery = self.recover().await?;
-        self.prepare_entrypoint().await?;
+        let worker = config.has_role(Role::Worker);
+        if worker {
+            self.prepare_entrypoint().await?;
+            let me = self.clone();
+            tokio::spawn(
+                async move { me.dispatch_loop().await }.instrument(info_span!("kat.dispatch")),
+            );
+            let me = self.clone();
+            tokio::spawn(
+                async move { me.recovery_loop().await }.instrument(info_span!("kat.recovery")),
+            );
+        }
+        if config.has_role(Role::Scheduler) {
+            let me = self.clone();
+            tokio::spawn(
+                async move { me.schedule_loop().await }.instrument(info_span!("kat.scheduler")),
+            );
+        }
         let me = self.clone();
         tokio::spawn(
-            async move { me.dispatch_loop().await }.instrument(info_span!("kat.dispatch")),
-        );
-        let me = self.clone();
-        tokio::spawn(
-            async move { me.schedule_loop().await }.instrument(info_span!("kat.scheduler")),
+            async move { me.heartbeat_loop().await }.instrument(info_span!("kat.heartbeat")),
         );
         info!(
+            worker = %config.worker_id,
+            roles = ?config.roles,
             failed = recovery.failed.len(),
             requeued = recovery.requeued.len(),
             reaped = recovery.reaped.len(),
@@ -474,9 +607,14 @@ impl Engine {
         Ok(mount.clone())
     }
 
-    /// End tasks left running by a previous process and remove orphan containers; queue what was
-    /// queued; recompute the scan levels when the object store says they need it
-    /// ([`ObjectStore::levels_need_recompute`]), before any schedule reads them.
+    /// Recover at start: recompute the scan levels when the object store says they need it
+    /// ([`ObjectStore::levels_need_recompute`]), before any schedule reads them; then, for a worker,
+    /// the lease recovery every worker runs periodically, with this worker as the owner: every task
+    /// left running under this worker's id (it died with the process), under a lease that ended,
+    /// or without a lease (left by a version before leases) is failed, or requeued when its plugin
+    /// is idempotent, and its token revoked ([`TaskQueue::recover_expired`](crate::store::TaskQueue::recover_expired));
+    /// and this deployment's containers whose task no live lease holds are removed
+    /// ([`EngineConfig::reap_at_start`]). Restart recovery is lease recovery: no separate rule.
     ///
     /// # Errors
     /// Store or runtime errors.
@@ -493,72 +631,220 @@ impl Engine {
             );
             rec.levels_recomputed = Some(changed);
         }
+        if inner.config.has_role(Role::Worker) {
+            let owner = inner.config.worker_id.clone();
+            self.recover_leases(Some(&owner), &mut rec).await?;
+            if inner.config.reap_at_start {
+                rec.reaped = self.reap(true).await?;
+            }
+        }
+        let q = TaskQuery {
+            states: Some(vec![TaskState::Queued]),
+            limit: 1,
+            ..TaskQuery::default()
+        };
+        rec.queued = usize::try_from(inner.tasks.list_tasks(&q).await?.count).unwrap_or(usize::MAX);
+        Ok(rec)
+    }
+
+    /// One recovery pass ([`TaskQueue::recover_expired`](crate::store::TaskQueue::recover_expired)
+    /// at now, for `owner`), adding what it did to `rec`. The tokens of the interrupted attempts
+    /// are revoked by the store in the recovery's write, and again through the token authority
+    /// (for an authority that keeps its own list).
+    async fn recover_leases(&self, owner: Option<&str>, rec: &mut Recovery) -> Result<()> {
+        const PASS: usize = 500;
+        let inner = &self.inner;
+        let requeue: Vec<String> = inner
+            .tasks
+            .list_plugins()
+            .await?
+            .into_iter()
+            .filter(|p| p.def.idempotent)
+            .map(|p| p.def.plugin_id)
+            .collect();
+        loop {
+            let now = Timestamp::now();
+            let got = inner
+                .tasks
+                .recover_expired(now, &requeue, owner, PASS)
+                .await?;
+            let n = got.len();
+            for t in got {
+                if let Some(tok) = &t.token {
+                    rec.revoked += 1;
+                    if let Err(e) = inner.tokens.revoke(&tok.jti, tok.exp).await {
+                        warn!(task = %t.id, error = %e, "could not revoke the interrupted attempt's token");
+                    }
+                }
+                info!(task = %t.id, plugin = %t.plugin_id, state = %t.state, reason = ?t.reason, "recovered a task whose worker is gone");
+                if t.state == TaskState::Queued {
+                    rec.requeued.push(t.id);
+                } else {
+                    rec.failed.push(t.id);
+                }
+            }
+            if !rec.requeued.is_empty() {
+                inner.wake.notify_one();
+            }
+            if n < PASS {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Remove this deployment's containers whose task no live lease holds (a crashed or stalled
+    /// worker's, wherever it ran, as long as this engine sees the container engine). The runtime
+    /// is asked to reap only when the listing shows such a container, or when `always` (at start,
+    /// to remove helper containers too); what it keeps is every task running here and every task
+    /// the store has running under a live lease.
+    async fn reap(&self, always: bool) -> Result<Vec<String>> {
+        let inner = &self.inner;
+        let deployment = &inner.config.deployment;
+        let now = Timestamp::now();
+        let local =
+            |inner: &Inner| -> HashSet<TaskId> { lock(&inner.running).keys().copied().collect() };
+        let mut dead = always;
+        if !dead {
+            let here = local(inner);
+            for c in inner.runtime.list_managed().await? {
+                if !c.belongs_to(deployment) {
+                    continue;
+                }
+                let Some(id) = c.task else {
+                    dead = true;
+                    break;
+                };
+                if here.contains(&id) {
+                    continue;
+                }
+                let live = inner
+                    .tasks
+                    .get_task(id)
+                    .await?
+                    .is_some_and(|t| holds_live_lease(&t, now));
+                if !live {
+                    dead = true;
+                    break;
+                }
+            }
+        }
+        if !dead {
+            return Ok(Vec::new());
+        }
         let q = TaskQuery {
             states: Some(vec![TaskState::Running]),
             ..TaskQuery::default()
         };
-        let live: HashSet<TaskId> = lock(&inner.running).keys().copied().collect();
-        for t in inner.tasks.list_tasks(&q).await?.items {
-            if live.contains(&t.id) {
-                continue;
+        let now = Timestamp::now();
+        let mut live: HashSet<TaskId> = inner
+            .tasks
+            .list_tasks(&q)
+            .await?
+            .items
+            .into_iter()
+            .filter(|t| holds_live_lease(t, now))
+            .map(|t| t.id)
+            .collect();
+        live.extend(local(inner));
+        let reaped = inner.runtime.reap_orphans(deployment, &live).await?;
+        if !reaped.is_empty() {
+            info!(
+                reaped = reaped.len(),
+                "removed containers whose task no live lease holds"
+            );
+        }
+        Ok(reaped)
+    }
+
+    /// A worker's periodic pass, every third of the lease: recover expired leases, then reap.
+    async fn recovery_loop(&self) {
+        let every = self.inner.config.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.inner.shutdown.cancelled() => return,
             }
-            // The interrupted attempt's token dies with it, whether the task fails or runs again
-            // (a new attempt gets a new token).
-            if let Some(tok) = &t.token {
-                inner.tokens.revoke(&tok.jti, tok.exp).await?;
-                rec.revoked += 1;
+            let mut rec = Recovery::default();
+            if let Err(e) = self.recover_leases(None, &mut rec).await {
+                warn!(error = %e, "lease recovery failed");
             }
-            let idempotent = inner
-                .tasks
-                .get_plugin(&t.plugin_id)
-                .await?
-                .is_some_and(|p| p.def.idempotent);
-            if idempotent {
-                let mut p = TaskPatch::to(TaskState::Queued);
-                p.reason = Some("requeued: the engine restarted while it was running".into());
-                if inner
-                    .tasks
-                    .transition_task(t.id, &[TaskState::Running], p)
-                    .await
-                    .is_ok()
-                {
-                    rec.requeued.push(t.id);
+            if self.inner.config.reap_at_start
+                && let Err(e) = self.reap(false).await
+            {
+                warn!(error = %e, "reaping failed");
+            }
+        }
+    }
+
+    /// This engine's heartbeat, now.
+    fn replica_info(&self) -> ReplicaInfo {
+        let c = &self.inner.config;
+        ReplicaInfo {
+            id: c.worker_id.clone(),
+            roles: c.roles.clone(),
+            started_at: self.inner.started_at,
+            last_seen: Timestamp::now(),
+            running: u32::try_from(lock(&self.inner.running).len()).unwrap_or(u32::MAX),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Write the heartbeat every [`EngineConfig::heartbeat_interval`], and forget replicas silent
+    /// for [`FORGET_REPLICAS_AFTER`]. Before each heartbeat but the first, check that nobody else
+    /// wrote one under this worker id since the last: two processes with one id would renew,
+    /// finish and recover each other's tasks (the first is not checked: the record may be this
+    /// replica's previous process's).
+    async fn heartbeat_loop(&self) {
+        let mut last: Option<Timestamp> = None;
+        loop {
+            if let Some(last) = last {
+                self.check_twin(last).await;
+            }
+            let info = self.replica_info();
+            let seen = info.last_seen;
+            match self.inner.tasks.heartbeat(info).await {
+                Ok(()) => last = Some(seen),
+                Err(e) => warn!(error = %e, "could not write the heartbeat"),
+            }
+            let forget = Timestamp::now().plus_millis(-duration_ms(FORGET_REPLICAS_AFTER));
+            if let Err(e) = self.inner.tasks.purge_replicas(forget).await {
+                warn!(error = %e, "could not forget silent replicas");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.inner.config.heartbeat_interval) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Warn (and say so) when the heartbeat under this worker id was written by another process
+    /// since `last`.
+    async fn check_twin(&self, last: Timestamp) -> bool {
+        let me = &self.inner.config.worker_id;
+        match self.inner.tasks.list_replicas().await {
+            Ok(all) => {
+                if let Some(other) = all.iter().find(|r| {
+                    &r.id == me && r.started_at != self.inner.started_at && r.last_seen > last
+                }) {
+                    warn!(
+                        worker = %me,
+                        other_started_at = %other.started_at,
+                        "another process writes heartbeats under this worker id: give every replica its own KAT_WORKER_ID, or they take each other's tasks"
+                    );
+                    return true;
                 }
-            } else {
-                let mut p = TaskPatch::to(TaskState::Failed);
-                p.ended_at = Some(Timestamp::now());
-                p.reason = Some("the engine restarted while the task was running".into());
-                if inner
-                    .tasks
-                    .transition_task(t.id, &[TaskState::Running], p)
-                    .await
-                    .is_ok()
-                {
-                    rec.failed.push(t.id);
-                }
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "could not read the replicas' heartbeats");
+                false
             }
         }
-        if inner.config.reap_at_start {
-            rec.reaped = inner
-                .runtime
-                .reap_orphans(&inner.config.deployment, &live)
-                .await?;
-        }
-        let q = TaskQuery {
-            states: Some(vec![TaskState::Queued]),
-            ..TaskQuery::default()
-        };
-        let mut queued = inner.tasks.list_tasks(&q).await?.items;
-        queued.reverse(); // oldest first
-        rec.queued = queued.len();
-        for t in queued {
-            self.enqueue(t.id);
-        }
-        Ok(rec)
     }
 
     /// Store the id and expiry of a running task's token on its record before the container gets
-    /// the token, so that [`Engine::recover`] can revoke it after a crash.
+    /// the token, so that a recovery can revoke it after a crash. Only while this worker holds
+    /// the task's lease.
     async fn record_token(&self, id: TaskId, claims: &Claims) -> Result<()> {
         let mut p = TaskPatch::to(TaskState::Running);
         p.token = Some(TaskToken {
@@ -567,46 +853,62 @@ impl Engine {
         });
         self.inner
             .tasks
-            .transition_task(id, &[TaskState::Running], p)
+            .finish_leased(id, &self.inner.config.worker_id, Timestamp::now(), p)
             .await
             .map(|_| ())
     }
 
-    fn enqueue(&self, id: TaskId) {
-        if lock(&self.inner.queued_set).insert(id) {
-            lock(&self.inner.queue).push_back(id);
-            self.inner.wake.notify_one();
-        }
+    /// Claim up to `limit` queued tasks for this worker.
+    async fn claim(&self, limit: usize) -> Result<Vec<Task>> {
+        let now = Timestamp::now();
+        let until = now.plus_millis(duration_ms(self.inner.config.lease));
+        self.inner
+            .tasks
+            .claim_tasks(&self.inner.config.worker_id, limit, now, until)
+            .await
     }
 
+    /// The worker: claims as many queued tasks as it has free slots, when woken (a task queued
+    /// here, a slot freed, tasks requeued by a recovery) or every poll interval (tasks queued by
+    /// other replicas), and runs each.
     async fn dispatch_loop(&self) {
         loop {
-            let next = lock(&self.inner.queue).pop_front();
-            let Some(id) = next else {
-                tokio::select! {
-                    () = self.inner.wake.notified() => continue,
-                    () = self.inner.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                }
-            };
-            let permit = tokio::select! {
-                p = self.inner.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                () = self.inner.shutdown.cancelled() => return,
-            };
-            lock(&self.inner.queued_set).remove(&id);
-            let me = self.clone();
-            tokio::spawn(
-                async move {
-                    if let Err(e) = me.run_task(id).await {
-                        warn!(task = %id, error = %e, "task could not be run");
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            let free = self.inner.slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(tasks) => {
+                        claimed = tasks.len();
+                        for t in tasks {
+                            let permit = self.inner.slots.clone().try_acquire_owned().ok();
+                            let me = self.clone();
+                            let id = t.id;
+                            tokio::spawn(
+                                async move {
+                                    if let Err(e) = me.run_claimed(t).await {
+                                        warn!(task = %id, error = %e, "task could not be run");
+                                    }
+                                    drop(permit);
+                                    me.inner.wake.notify_one();
+                                }
+                                .instrument(info_span!("kat.task", task = %id)),
+                            );
+                        }
                     }
-                    drop(permit);
+                    Err(e) => warn!(error = %e, "could not claim tasks"),
                 }
-                .instrument(info_span!("kat.task", task = %id)),
-            );
+            }
+            if free > 0 && claimed == free {
+                continue; // there may be more
+            }
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
         }
     }
 
@@ -830,8 +1132,8 @@ impl Engine {
     async fn queue(&self, tasks: Vec<Task>) -> Result<Vec<Task>> {
         // All of them in one store call: one batch and one flush, however many.
         self.inner.tasks.create_tasks(tasks.clone()).await?;
-        for t in &tasks {
-            self.enqueue(t.id);
+        if !tasks.is_empty() {
+            self.inner.wake.notify_one();
         }
         Ok(tasks)
     }
@@ -1113,32 +1415,58 @@ impl Engine {
         Ok(meta.id)
     }
 
-    async fn finish(&self, id: TaskId, patch: TaskPatch) -> Result<()> {
+    /// Write a task's end while this worker holds its lease; whether it was written (not when the
+    /// lease was lost meanwhile: cancelled through the API, or recovered elsewhere).
+    async fn finish(&self, id: TaskId, patch: TaskPatch) -> Result<bool> {
         match self
             .inner
             .tasks
-            .transition_task(id, &[TaskState::Running], patch)
+            .finish_leased(id, &self.inner.config.worker_id, Timestamp::now(), patch)
             .await
         {
-            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(Error::Conflict(why)) => {
+                info!(task = %id, %why, "the task's end is not recorded: this worker no longer holds it");
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
 
-    async fn run_task(&self, id: TaskId) -> Result<()> {
+    /// Renew this worker's lease on a running task every third of the lease until the future is
+    /// dropped; when a renewal is refused (the task was cancelled, recovered elsewhere after a
+    /// stall, or deleted), mark it `lost` and cancel the task's container. Other errors (the store
+    /// out of reach) are retried at the next renewal: should the lease end meanwhile, that one is
+    /// refused.
+    async fn keep_lease(&self, id: TaskId, cancel: CancellationToken, lost: &AtomicBool) {
         let inner = &self.inner;
-        let mut start = TaskPatch::to(TaskState::Running);
-        start.started_at = Some(Timestamp::now());
-        start.bump_attempts = true;
-        let task = match inner
-            .tasks
-            .transition_task(id, &[TaskState::Queued], start)
-            .await
-        {
-            Ok(t) => t,
-            Err(Error::Conflict(_)) => return Ok(()), // cancelled while queued, or claimed elsewhere
-            Err(e) => return Err(e),
-        };
+        let every = inner.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = Timestamp::now();
+            let until = now.plus_millis(duration_ms(inner.config.lease));
+            match inner
+                .tasks
+                .renew_lease(id, &inner.config.worker_id, now, until)
+                .await
+            {
+                Ok(_) => debug!(task = %id, "lease renewed"),
+                Err(e @ (Error::Conflict(_) | Error::NotFound { .. })) => {
+                    warn!(task = %id, reason = %e, "lease lost: stopping the task's container, its end is not recorded here");
+                    lost.store(true, AtomicOrdering::SeqCst);
+                    cancel.cancel();
+                    return std::future::pending().await;
+                }
+                Err(e) => warn!(task = %id, error = %e, "could not renew the lease; trying again"),
+            }
+        }
+    }
+
+    /// Run a task this worker claimed ([`TaskQueue::claim_tasks`](crate::store::TaskQueue::claim_tasks)):
+    /// execute it while renewing its lease, and record its end unless the lease was lost.
+    async fn run_claimed(&self, task: Task) -> Result<()> {
+        let inner = &self.inner;
+        let id = task.id;
         let cancel = inner.shutdown.child_token();
         lock(&inner.running).insert(
             id,
@@ -1148,7 +1476,11 @@ impl Engine {
             },
         );
         let mut temp_files: Vec<FileId> = Vec::new();
-        let result = self.execute(&task, cancel, &mut temp_files).await;
+        let lost = AtomicBool::new(false);
+        let result = tokio::select! {
+            r = self.execute(&task, cancel.clone(), &mut temp_files) => r,
+            () = self.keep_lease(id, cancel, &lost) => unreachable!("keeping a lease never ends"),
+        };
         let entry = lock(&inner.running).remove(&id);
         if let Some((jti, exp)) = entry.and_then(|r| r.jti)
             && let Err(e) = inner.tokens.revoke(&jti, exp).await
@@ -1159,6 +1491,10 @@ impl Engine {
             if let Err(e) = inner.files.delete(f).await {
                 warn!(task = %id, file = %f, error = %e, "could not delete a temporary file of the task");
             }
+        }
+        if lost.load(AtomicOrdering::SeqCst) {
+            info!(task = %id, plugin = %task.plugin_id, "task stopped: its lease was lost");
+            return Ok(());
         }
         let patch = match result {
             Ok(p) => p,
@@ -1183,8 +1519,8 @@ impl Engine {
         }
         info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
         let state = patch.state;
-        self.finish(id, patch).await?;
-        if state == TaskState::Completed {
+        let written = self.finish(id, patch).await?;
+        if written && state == TaskState::Completed {
             let mut ended = task;
             ended.state = state;
             if let Err(e) = inner.rules.task_ended(&ended).await {
@@ -1380,6 +1716,16 @@ pub fn exit_reason(code: Option<i64>) -> String {
     }
 }
 
+/// A duration in whole milliseconds (saturating).
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether a task is running under a lease that has not ended at `now`.
+fn holds_live_lease(t: &Task, now: Timestamp) -> bool {
+    t.state == TaskState::Running && t.lease.as_ref().is_some_and(|l| l.until >= now)
+}
+
 /// Whether a task's target text is a bare URL (`https://...`) rather than a `network|url` key.
 fn is_bare_url(raw: &str) -> bool {
     let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
@@ -1549,14 +1895,22 @@ impl TaskControl for Engine {
             .tasks
             .transition_task(id, &[TaskState::Queued, TaskState::Running], p)
             .await?;
+        // Running here: stop the container now. Running on another replica: its worker's next
+        // renewal is refused (the task is no longer running) and it stops the container then.
         let running = lock(&self.inner.running)
             .get(&id)
             .map(|r| (r.cancel.clone(), r.jti.clone()));
-        if let Some((cancel, jti)) = running {
+        if let Some((cancel, _)) = &running {
             cancel.cancel();
-            if let Some((jti, exp)) = jti {
-                self.inner.tokens.revoke(&jti, exp).await?;
-            }
+        }
+        // The attempt's token dies now, wherever the container runs.
+        let jti = running.and_then(|(_, jti)| jti).or_else(|| {
+            (t.state == TaskState::Running)
+                .then(|| ended.token.as_ref().map(|k| (k.jti.clone(), k.exp)))
+                .flatten()
+        });
+        if let Some((jti, exp)) = jti {
+            self.inner.tokens.revoke(&jti, exp).await?;
         }
         Ok(ended)
     }

@@ -11,15 +11,15 @@
 //!   capabilities), checked at sync and before every container.
 //! - [`permission`]: scoped, Django-style permissions and the check shared by the API and the runner.
 //! - [`runtime`], [`store`], [`token`]: the traits a deployment implements (`ContainerRuntime`,
-//!   `ObjectStore`, `FileStore`, `TaskStore` with its five concerns `TaskQueue`, `ScheduleStore`,
-//!   `OrgStore`, `PluginCatalog`, `RevocationList`, and `TokenAuthority`).
+//!   `ObjectStore`, `FileStore`, `TaskStore` with its concerns `TaskQueue`, `ScheduleStore`,
+//!   `OrgStore`, `PluginCatalog`, `RevocationList`, `RuleCatalog` and `ReplicaRegistry`, and `TokenAuthority`).
 //! - [`rules`]: business rules: declarative conditions over the inventory that assert findings and
 //!   retract them when they stop holding.
 //! - [`chain`]: the scan level a file carries along a chain of plugins, and the gate on it.
 //! - [`levels`]: scan levels, declared and inherited along DNS relations, kept up to date by every
 //!   write (the graph algorithm every store backend shares).
-//! - [`replica`]: the processes sharing one database, their roles and heartbeats.
 //! - [`metrics`]: what a replica counts for `GET /metrics` (tasks, leases, containers, requests).
+//! - [`replica`]: the processes sharing one database, their roles and heartbeats.
 //! - [`memory`]: in-memory reference backends of the stores.
 //! - `conformance` (feature `conformance`): the behaviour every backend must show, as plain async
 //!   functions each backend's tests call.

@@ -659,7 +659,8 @@ impl TasksInner {
 }
 
 /// The in-memory [`TaskStore`](crate::store::TaskStore): every one of its traits ([`TaskQueue`],
-/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`]) on one lock.
+/// [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`], [`ReplicaRegistry`]) on one
+/// lock, so a claim, a renewal, a leased write and a lease recovery (with its revocations) are each atomic.
 #[derive(Debug, Default)]
 pub struct MemoryTaskStore {
     inner: Mutex<TasksInner>,

@@ -323,6 +323,14 @@ impl SledStore {
                 tmp_dir,
             }),
         };
+        let indexed = tasks::index_task_states(&store.inner.state)?;
+        if indexed > 0 {
+            store.inner.db.flush()?;
+            tracing::info!(
+                indexed,
+                "indexed the queued and running tasks of a database written before leases"
+            );
+        }
         let numbered = tasks::number_unnumbered(&store.inner.state)?;
         if numbered > 0 {
             store.inner.db.flush()?;

@@ -1097,6 +1097,8 @@ pub struct VerifyReport {
     pub edges: u64,
     /// Stored files.
     pub files: u64,
+    /// Stored tasks (their queued and running indexes are checked).
+    pub tasks: u64,
     /// Inconsistencies found (at most [`VerifyReport::MAX_PROBLEMS`] are listed).
     pub problems: Vec<String>,
 }
@@ -1268,6 +1270,7 @@ impl SledStore {
                 let mut r = VerifyReport::default();
                 verify_objects(inner, &mut r)?;
                 crate::files::verify_files(inner, &mut r)?;
+                crate::tasks::verify_task_states(inner, &mut r)?;
                 Ok(r)
             })
             .await?)

@@ -1,5 +1,10 @@
 //! The [`TaskStore`](kat_core::store::TaskStore) traits on the `state` tree: [`TaskQueue`],
-//! [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`] and [`RevocationList`], one `impl` each.
+//! [`ScheduleStore`], [`OrgStore`], [`PluginCatalog`], [`RevocationList`] and [`ReplicaRegistry`],
+//! one `impl` each (the rules' state is in `rules.rs`).
+//!
+//! Leases: a claim, a renewal, a leased write and a recovery each read and write under the state
+//! writer lock in one batch, so no two claimers get one task and each expired lease is recovered
+//! once; a recovery's revocations are in the same batch as the task.
 //!
 //! Key layout (`id` components are 16 uuid bytes; `~` marks a component stored inverted so that an
 //! ascending scan is newest first; times are order-preserving `i64` milliseconds or seconds):
@@ -19,6 +24,10 @@
 //! | `P` plugin_id | JSON [`PluginRecord`] | a plugin record |
 //! | `J` jti | `i64` exp | a revoked token |
 //! | `X` exp jti | empty | revoked tokens by expiry, so purging costs what expired |
+//! | `Q` created_at id | empty | queued tasks, oldest first: what claims read |
+//! | `U` id | empty | running tasks: what lease recovery reads |
+//! | `N` `Q` | `u64` 1 | the `Q` and `U` indexes are complete (built when a database written before them opens) |
+//! | `H` replica id | JSON [`ReplicaInfo`] | a replica's last heartbeat |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -28,11 +37,13 @@ use kat_core::clock::Timestamp;
 use kat_core::object::NaturalKey;
 use kat_core::org::{OrgCode, Organization};
 use kat_core::plugin::PluginRecord;
+use kat_core::replica::ReplicaInfo;
 use kat_core::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    OrgStore, Page, PluginCatalog, RevocationList, ScheduleStore, TaskQuery, TaskQueue, wrong_state,
+    OrgStore, Page, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore, TaskQuery,
+    TaskQueue, wrong_state,
 };
-use kat_core::task::{Task, TaskId, TaskPatch, TaskState};
+use kat_core::task::{Lease, Task, TaskId, TaskPatch, TaskState};
 use kat_core::{Error, Result};
 use sled::IVec;
 
@@ -54,6 +65,132 @@ const T_REVOKED: u8 = b'J';
 const T_EXPIRY: u8 = b'X';
 const T_PLUGIN_OVERRIDE: u8 = b'V';
 const T_NUMBER: u8 = b'N';
+const T_QUEUED: u8 = b'Q';
+const T_RUNNING: u8 = b'U';
+const T_REPLICA: u8 = b'H';
+
+/// The marker saying the `Q` and `U` indexes are complete.
+const STATE_INDEX_MARK: [u8; 2] = [T_NUMBER, T_QUEUED];
+
+fn queued_key(t: &Task) -> Vec<u8> {
+    Key::new(T_QUEUED)
+        .i64(t.created_at.as_millis())
+        .id(t.id.0.as_bytes())
+        .into_vec()
+}
+
+fn running_key(id: TaskId) -> Vec<u8> {
+    Key::new(T_RUNNING).id(id.0.as_bytes()).into_vec()
+}
+
+fn replica_key(id: &str) -> Vec<u8> {
+    Key::new(T_REPLICA).str(id).into_vec()
+}
+
+/// Write `new` (or delete `old` when `new` is `None`) into `batch` with its state indexes (`Q`,
+/// `U`); the other indexes never change after creation and are the caller's.
+fn put_task(batch: &mut sled::Batch, old: Option<&Task>, new: Option<&Task>) -> SResult<()> {
+    if let Some(o) = old {
+        match o.state {
+            TaskState::Queued => batch.remove(queued_key(o)),
+            TaskState::Running => batch.remove(running_key(o.id)),
+            _ => {}
+        }
+    }
+    match new {
+        Some(n) => {
+            match n.state {
+                TaskState::Queued => batch.insert(queued_key(n), IVec::default()),
+                TaskState::Running => batch.insert(running_key(n.id), IVec::default()),
+                _ => {}
+            }
+            batch.insert(task_key(n.id).into_vec(), to_json("task", n)?);
+        }
+        None => {
+            if let Some(o) = old {
+                batch.remove(task_key(o.id).into_vec());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Build the queued and running indexes (`Q`, `U`) of a database written before them, once. Run
+/// when the store opens; a no-op once the marker is there.
+pub(crate) fn index_task_states(state: &sled::Tree) -> SResult<usize> {
+    if state.contains_key(STATE_INDEX_MARK)? {
+        return Ok(0);
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for e in state.scan_prefix([T_TASK]) {
+        let (_, v) = e?;
+        let t: Task = from_json("task", &v)?;
+        match t.state {
+            TaskState::Queued => batch.insert(queued_key(&t), IVec::default()),
+            TaskState::Running => batch.insert(running_key(t.id), IVec::default()),
+            _ => continue,
+        }
+        n += 1;
+    }
+    batch.insert(STATE_INDEX_MARK.to_vec(), 1u64.to_be_bytes().to_vec());
+    state.apply_batch(batch)?;
+    Ok(n)
+}
+
+/// Check the queued and running indexes against the tasks: every queued task has its `Q` entry and
+/// every running one its `U` entry, and every entry names a task in that state.
+pub(crate) fn verify_task_states(
+    inner: &Inner,
+    r: &mut crate::objects::VerifyReport,
+) -> SResult<()> {
+    let state = &inner.state;
+    let mut want = BTreeSet::new();
+    for e in state.scan_prefix([T_TASK]) {
+        let (_, v) = e?;
+        let t: Task = from_json("task", &v)?;
+        r.tasks += 1;
+        match t.state {
+            TaskState::Queued => {
+                want.insert(queued_key(&t));
+            }
+            TaskState::Running => {
+                want.insert(running_key(t.id));
+            }
+            _ => {}
+        }
+        if t.state != TaskState::Running && t.lease.is_some() {
+            r.problem(format!("task {} is {} but has a lease", t.id, t.state));
+        }
+    }
+    let mut have = BTreeSet::new();
+    for tag in [T_QUEUED, T_RUNNING] {
+        for e in state.scan_prefix([tag]) {
+            have.insert(e?.0.to_vec());
+        }
+    }
+    for k in want.difference(&have) {
+        r.problem(format!("task state index entry missing: {k:?}"));
+    }
+    for k in have.difference(&want) {
+        r.problem(format!(
+            "task state index entry names no task in that state: {k:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The task a `Q` or `U` index entry names.
+fn indexed_task(state: &sled::Tree, id: &[u8]) -> SResult<Task> {
+    let (id, _) =
+        take_id(id).ok_or_else(|| SledStoreError::decode("task state index", "not a task id"))?;
+    get_json::<Task>(
+        state,
+        "task",
+        task_key(TaskId(uuid::Uuid::from_bytes(id))).as_slice(),
+    )?
+    .ok_or_else(|| SledStoreError::decode("task state index", "names a missing task"))
+}
 
 /// The key of the counter of integer ids of the records tagged `tag` (`T_SCHEDULE` or `T_SET`).
 fn number_key(tag: u8) -> [u8; 2] {
@@ -340,7 +477,7 @@ impl TaskQueue for SledStore {
                     if !seen.insert(t.id) || inner.state.contains_key(k.as_slice())? {
                         return Ok(Some(t.id));
                     }
-                    batch.insert(k.into_vec(), to_json("task", t)?);
+                    put_task(&mut batch, None, Some(t))?;
                     for ik in task_index_keys(t) {
                         batch.insert(ik, &t.id.0.as_bytes()[..]);
                     }
@@ -380,6 +517,7 @@ impl TaskQueue for SledStore {
                         for ik in task_index_keys(&t) {
                             batch.remove(ik);
                         }
+                        put_task(&mut batch, Some(&t), None)?;
                     }
                     batch.remove(k);
                     batch.remove(task_key(id).into_vec());
@@ -414,9 +552,13 @@ impl TaskQueue for SledStore {
                 if !from_states.contains(&t.state) {
                     return Ok(Transition::WrongState(t.state));
                 }
+                let old = t.clone();
                 patch.apply(&mut t);
-                // The patch never changes the organization or creation time, so the indexes stay.
-                inner.state.insert(k, to_json("task", &t)?)?;
+                // The patch never changes the organization or creation time, so only the state
+                // indexes move.
+                let mut batch = sled::Batch::default();
+                put_task(&mut batch, Some(&old), Some(&t))?;
+                inner.state.apply_batch(batch)?;
                 Ok(Transition::Done(Box::new(t)))
             })
             .await?;
@@ -499,6 +641,216 @@ impl TaskQueue for SledStore {
             self.written().await?;
         }
         Ok(out)
+    }
+
+    async fn claim_tasks(
+        &self,
+        worker: &str,
+        limit: usize,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Task>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let worker = worker.to_string();
+        let out = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut out = Vec::new();
+                for entry in inner.state.scan_prefix([T_QUEUED]) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, _) = entry?;
+                    // The id is the key's last 16 bytes (after the tag and the creation time).
+                    let mut t = indexed_task(&inner.state, k.get(9..).unwrap_or_default())?;
+                    if t.state != TaskState::Queued {
+                        return Err(SledStoreError::decode(
+                            "queued index",
+                            "names a task that is not queued",
+                        ));
+                    }
+                    let old = t.clone();
+                    t.claim(&worker, now, until);
+                    put_task(&mut batch, Some(&old), Some(&t))?;
+                    out.push(t);
+                }
+                if !out.is_empty() {
+                    inner.state.apply_batch(batch)?;
+                }
+                Ok(out)
+            })
+            .await?;
+        if !out.is_empty() {
+            self.written().await?;
+        }
+        Ok(out)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Task> {
+        let worker = worker.to_string();
+        self.leased_write(id, move |t| {
+            t.check_lease(&worker, now)?;
+            t.lease = Some(Lease { worker, until });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_leased(
+        &self,
+        id: TaskId,
+        worker: &str,
+        now: Timestamp,
+        patch: TaskPatch,
+    ) -> Result<Task> {
+        let worker = worker.to_string();
+        self.leased_write(id, move |t| {
+            t.check_lease(&worker, now)?;
+            patch.apply(t);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recover_expired(
+        &self,
+        now: Timestamp,
+        requeue: &[String],
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let requeue = requeue.to_vec();
+        let owner = owner.map(str::to_string);
+        let out = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut out = Vec::new();
+                let mut revoked = Vec::new();
+                for entry in inner.state.scan_prefix([T_RUNNING]) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, _) = entry?;
+                    let mut t = indexed_task(&inner.state, k.get(1..).unwrap_or_default())?;
+                    let Some(why) = t.lease_loss(now, owner.as_deref()) else {
+                        continue;
+                    };
+                    let old = t.clone();
+                    if let Some(tok) = t.recover(now, &requeue, why) {
+                        let rk = revoked_key(&tok.jti).into_vec();
+                        if let Some(v) = inner.state.get(&rk)? {
+                            batch.remove(
+                                expiry_key(i64_value("revocation", &v)?, &tok.jti).into_vec(),
+                            );
+                        }
+                        batch.insert(rk, &i64_bytes(tok.exp)[..]);
+                        batch.insert(expiry_key(tok.exp, &tok.jti).into_vec(), IVec::default());
+                        revoked.push(tok.jti);
+                    }
+                    put_task(&mut batch, Some(&old), Some(&t))?;
+                    out.push(t);
+                }
+                if !out.is_empty() {
+                    inner.state.apply_batch(batch)?;
+                    let mut memo = write(&inner.memo.revoked);
+                    memo.extend(revoked);
+                }
+                Ok(out)
+            })
+            .await?;
+        if !out.is_empty() {
+            self.written().await?;
+        }
+        Ok(out)
+    }
+}
+
+impl SledStore {
+    /// Read a task, let `change` check and change it, and write it back with its state indexes,
+    /// under the state writer lock. [`Error::NotFound`] when there is no such task; `change`'s
+    /// error (nothing written) when it refuses.
+    async fn leased_write(
+        &self,
+        id: TaskId,
+        change: impl FnOnce(&mut Task) -> Result<()> + Send + 'static,
+    ) -> Result<Task> {
+        let outcome = self
+            .blocking(move |inner| {
+                let k = task_key(id).into_vec();
+                let _writer = lock(&inner.state_lock);
+                let Some(mut t) = get_json::<Task>(&inner.state, "task", &k)? else {
+                    return Ok(None);
+                };
+                let old = t.clone();
+                if let Err(e) = change(&mut t) {
+                    return Ok(Some(Err(e)));
+                }
+                let mut batch = sled::Batch::default();
+                put_task(&mut batch, Some(&old), Some(&t))?;
+                inner.state.apply_batch(batch)?;
+                Ok(Some(Ok(t)))
+            })
+            .await?;
+        match outcome {
+            None => Err(Error::not_found("task", id.to_string())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(t)) => {
+                self.written().await?;
+                Ok(t)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplicaRegistry for SledStore {
+    async fn heartbeat(&self, info: ReplicaInfo) -> Result<()> {
+        Ok(self
+            .set_state_entry(replica_key(&info.id), "replica", Some(info))
+            .await?)
+    }
+
+    async fn list_replicas(&self) -> Result<Vec<ReplicaInfo>> {
+        Ok(self.state_entries(vec![T_REPLICA], "replica").await?)
+    }
+
+    async fn purge_replicas(&self, before: Timestamp) -> Result<u64> {
+        let n = self
+            .blocking(move |inner| {
+                let _writer = lock(&inner.state_lock);
+                let mut batch = sled::Batch::default();
+                let mut n = 0u64;
+                for entry in inner.state.scan_prefix([T_REPLICA]) {
+                    let (k, v) = entry?;
+                    let r: ReplicaInfo = from_json("replica", &v)?;
+                    if r.last_seen < before {
+                        batch.remove(k);
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    inner.state.apply_batch(batch)?;
+                }
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            self.written().await?;
+        }
+        Ok(n)
     }
 }
 
@@ -819,5 +1171,56 @@ impl RevocationList for SledStore {
             self.written().await?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SledOptions;
+    use kat_core::task::TaskInput;
+
+    /// A database written before leases has no `Q`/`U` entries and no marker: opening it builds
+    /// them, so its queued tasks are claimed and its running ones recovered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_leases_gets_its_state_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgCode::new("acme").unwrap();
+        let queued = Task::queued(org.clone(), "dns", TaskInput::default());
+        let running = Task::queued(org.clone(), "dns", TaskInput::default());
+        {
+            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            store
+                .create_tasks(vec![queued.clone(), running.clone()])
+                .await
+                .unwrap();
+            store
+                .transition_task(
+                    running.id,
+                    &[TaskState::Queued],
+                    TaskPatch::to(TaskState::Running),
+                )
+                .await
+                .unwrap();
+            // As an older version left it.
+            let state = &store.inner.state;
+            for tag in [T_QUEUED, T_RUNNING] {
+                for e in state.scan_prefix([tag]) {
+                    state.remove(e.unwrap().0).unwrap();
+                }
+            }
+            state.remove(STATE_INDEX_MARK).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let now = Timestamp::now();
+        let got = store
+            .claim_tasks("w", 10, now, now.plus_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), [queued.id]);
+        let got = store.recover_expired(now, &[], None, 10).await.unwrap();
+        assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), [running.id]);
+        assert_eq!(got[0].state, TaskState::Failed);
     }
 }

@@ -51,9 +51,15 @@ async fn sled_objects_conformance_periodic_durability() {
 async fn sled_tasks_conformance() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    tasks::run_all(Arc::new(open(&dir)))
+    let store = open(&dir);
+    tasks::run_all(Arc::new(store.clone()))
         .await
         .expect("task suite");
+    // After every claim, renewal, leased write and recovery, the queued and running indexes agree
+    // with the tasks.
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+    assert!(report.tasks > 200, "{report:?}");
 }
 
 /// The whole file suite with a 1 GiB file that must go in and out within 64 MiB of memory growth.

@@ -18,7 +18,9 @@
 //! `ENTRYPOINT_VOLUME`, `OPENKAT_HOST` (the API as containers reach it), `DOCKER_NETWORK`,
 //! `PLUGIN_TIMEOUT` (minutes, more than 0 and at most 7 days), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a secret is generated
 //! once into `<data>/jwt.secret`), and `KAT_DEPLOYMENT` (its containers' deployment label; default: named
-//! after the data directory, so katds sharing an engine reap only their own).
+//! after the data directory, so katds sharing an engine reap only their own). Replicas sharing one database
+//! set `KAT_WORKER_ID` (distinct, stable; default `local`) and `KAT_ROLES` (`api`, `worker`, `scheduler`;
+//! default all), and may tune `KAT_LEASE_SECONDS` and `KAT_POLL_MS` (docs/decisions.md D36).
 //!
 //! This file holds the command line (clap) and the dispatch; each subcommand is a module of [`cmd`], the
 //! API client of the operator subcommands is [`client`], and the JWT secret and private files are

@@ -1035,11 +1035,49 @@ pub async fn run_replica_registry(store: &dyn ReplicaRegistry) -> Result<()> {
     replicas(store).await
 }
 
+/// Schedulers ticking side by side (replicas on one store): claims of the same targets for one
+/// schedule in one window, made concurrently, hand each target to exactly one claimer.
+pub async fn concurrent_target_claims(store: Arc<dyn TaskQueue>) -> Result<()> {
+    let s = ScheduleId::new();
+    let keys: Vec<NaturalKey> = (0..300)
+        .map(|i| NaturalKey::from_parts(["internet", &format!("c{i}.example")]))
+        .collect();
+    let t0 = Timestamp::from_secs(1_500_000);
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let store = store.clone();
+        // Overlapping halves, in different orders, at slightly different times.
+        let mut mine: Vec<NaturalKey> = keys.iter().skip(i * 50).take(200).cloned().collect();
+        if i % 2 == 1 {
+            mine.reverse();
+        }
+        let now = t0.plus_millis(i as i64 * 10);
+        handles.push(tokio::spawn(async move {
+            store
+                .claim_targets(s, now.plus_secs(-3599), now, mine)
+                .await
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            h.await
+                .map_err(|e| Error::backend_source("test", e, false))??,
+        );
+    }
+    let n = all.len();
+    let unique: std::collections::BTreeSet<NaturalKey> = all.into_iter().collect();
+    assert_eq!(unique.len(), n, "no target handed out twice in one window");
+    assert_eq!(n, 300, "every target once");
+    Ok(())
+}
+
 /// Every [`TaskQueue`] case.
 pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
+    concurrent_target_claims(store.clone()).await?;
     tokens_and_org_deletion(&*store).await?;
     refused_calls(store.clone()).await?;
     Ok(())

@@ -44,6 +44,8 @@ pub(crate) fn task_json(t: &Task) -> Value {
         "attempts": t.attempts,
         "refused_calls": t.refused_calls,
         "first_refusal": t.first_refusal,
+        "worker": t.lease.as_ref().map(|l| l.worker.as_str()),
+        "lease_until": t.lease.as_ref().map(|l| l.until.to_string()),
     })
 }
 

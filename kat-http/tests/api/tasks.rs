@@ -628,3 +628,53 @@ async fn refused_calls_of_a_task_are_counted_on_it() {
         s.stop().await;
     }
 }
+
+/// A running task shows the worker that holds it and until when; a queued one shows neither.
+#[tokio::test]
+async fn a_running_task_shows_its_worker_and_lease() {
+    for backend in [Backend::Memory, Backend::Sled] {
+        let s = start(Options {
+            backend,
+            ..Options::default()
+        })
+        .await;
+        let queued = kat_core::task::Task::queued(
+            org("acme"),
+            "test-plugin",
+            kat_core::task::TaskInput::default(),
+        );
+        let mut running = queued.clone();
+        running.id = kat_core::task::TaskId::new();
+        running.created_at = kat_core::clock::Timestamp::from_millis(1);
+        s.tasks
+            .create_tasks(vec![queued.clone(), running.clone()])
+            .await
+            .unwrap();
+        let now = kat_core::clock::Timestamp::now();
+        let until = now.plus_secs(30);
+        let got = s
+            .tasks
+            .claim_tasks("worker-7", 1, now, until)
+            .await
+            .unwrap();
+        assert_eq!(got[0].id, running.id, "the oldest");
+        let op = s.operator("acme", all());
+        let got = s
+            .get(&format!("/api/v1/tasks/{}/", running.id), &op)
+            .await
+            .json();
+        assert_eq!(got["state"], "running");
+        assert_eq!(got["worker"], "worker-7", "{got}");
+        assert_eq!(got["lease_until"], until.to_string(), "{got}");
+        let got = s
+            .get(&format!("/api/v1/tasks/{}/", queued.id), &op)
+            .await
+            .json();
+        assert_eq!(
+            (&got["worker"], &got["lease_until"]),
+            (&Value::Null, &Value::Null),
+            "{got}"
+        );
+        s.stop().await;
+    }
+}
