@@ -317,9 +317,17 @@ pub struct EngineBuilder {
     config: EngineConfig,
     policy: Policy,
     rules: Option<Arc<crate::rules::RuleSet>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl EngineBuilder {
+    /// The metrics the engine counts into (default: its own); share them with the API so that
+    /// `GET /metrics` shows both.
+    pub fn metrics(mut self, m: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(m);
+        self
+    }
+
     /// The business rules (default: none). The engine evaluates them when the API writes objects
     /// ([`TaskControl::objects_written`]) and when a task completes (its targets count as
     /// processed by its plugin, for rules' `requires`).
@@ -403,6 +411,7 @@ impl EngineBuilder {
                 shutdown: CancellationToken::new(),
                 mount: tokio::sync::OnceCell::new(),
                 started_at: Timestamp::now(),
+                metrics: self.metrics.unwrap_or_default(),
                 open_batches: Mutex::new(HashMap::new()),
                 written_orgs: Mutex::new(HashSet::new()),
             }),
@@ -431,6 +440,8 @@ struct Inner {
     mount: tokio::sync::OnceCell<Option<EntrypointMount>>,
     /// When the engine was built (its heartbeat's `started_at`).
     started_at: Timestamp,
+    /// What this replica counts ([`crate::metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
     /// Per organization and file-consuming plugin, the file-triggered task that later files may
     /// still join while it is queued and has room (see [`Engine::join_batch`]).
     open_batches: Mutex<HashMap<(OrgCode, String), TaskId>>,
@@ -518,6 +529,11 @@ impl Engine {
     /// The task store.
     pub fn task_store(&self) -> &Arc<dyn TaskStore> {
         &self.inner.tasks
+    }
+
+    /// The metrics this engine counts into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// Recover from a previous run ([`Engine::recover`]), prepare the entrypoint, and start the loops
@@ -669,6 +685,7 @@ impl Engine {
                 .recover_expired(now, &requeue, owner, PASS)
                 .await?;
             let n = got.len();
+            inner.metrics.leases_expired(n as u64);
             for t in got {
                 if let Some(tok) = &t.token {
                     rec.revoked += 1;
@@ -1477,6 +1494,8 @@ impl Engine {
         );
         let mut temp_files: Vec<FileId> = Vec::new();
         let lost = AtomicBool::new(false);
+        let began = std::time::Instant::now();
+        inner.metrics.task_started(&task.plugin_id);
         let result = tokio::select! {
             r = self.execute(&task, cancel.clone(), &mut temp_files) => r,
             () = self.keep_lease(id, cancel, &lost) => unreachable!("keeping a lease never ends"),
@@ -1494,11 +1513,13 @@ impl Engine {
         }
         if lost.load(AtomicOrdering::SeqCst) {
             info!(task = %id, plugin = %task.plugin_id, "task stopped: its lease was lost");
+            inner.metrics.lease_lost();
             return Ok(());
         }
         let patch = match result {
             Ok(p) => p,
             Err(e) => {
+                inner.metrics.container_error(&task.plugin_id);
                 let mut p = TaskPatch::to(TaskState::Failed);
                 p.reason = Some(e.to_string());
                 p
@@ -1520,6 +1541,13 @@ impl Engine {
         info!(task = %id, plugin = %task.plugin_id, state = %patch.state, reason = ?patch.reason, "task ended");
         let state = patch.state;
         let written = self.finish(id, patch).await?;
+        if written {
+            inner
+                .metrics
+                .task_ended(&task.plugin_id, state, began.elapsed());
+        } else {
+            inner.metrics.lease_lost();
+        }
         if written && state == TaskState::Completed {
             let mut ended = task;
             ended.state = state;

@@ -227,9 +227,11 @@ impl Metrics {
         self.lease_expiries.inc_by(n);
     }
 
-    /// This replica lost the lease of a task whose container it ran.
+    /// This replica lost the lease of a task whose container it ran (the task no longer runs
+    /// here; its end is not this replica's to count).
     pub fn lease_lost(&self) {
         self.leases_lost.inc();
+        self.running.dec();
     }
 
     /// The container runtime failed a task's container.
