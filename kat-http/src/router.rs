@@ -233,6 +233,13 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "Queue a plugin run: {\"type\": \"plugin\", \"data\": {\"plugin_id\": \"dns\", \"input_data\": \"internet|example.com\"}} (input_data: string, list or null), or a list of them",
     },
     Route {
+        pattern: "/api/v1/replicas/",
+        method: Method::GET,
+        handler: handler!(|ctx, _| tasks::replicas(ctx)),
+        permission: On(View, Resource::Task),
+        summary: "The katd replicas sharing the store: roles, last heartbeat, running tasks",
+    },
+    Route {
         pattern: "/api/v1/tasks/{id}/",
         method: Method::GET,
         handler: handler!(|ctx, p| tasks::retrieve(ctx, p.get("id")?)),

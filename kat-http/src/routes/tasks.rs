@@ -230,6 +230,33 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
     Ok(ctx.page(&p, count, items.iter().map(task_json).collect()))
 }
 
+/// `GET /replicas/`: the katd processes sharing the store, from their heartbeats (id, roles,
+/// start, last heartbeat and its age in seconds, running tasks, version), by id. Deployment-wide:
+/// no organization's data is in it.
+pub(crate) async fn replicas(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
+    ctx.query.only(&["limit", "offset"])?;
+    let p = ctx.list_params()?;
+    let now = kat_core::clock::Timestamp::now();
+    let all = ctx.inner.tasks.list_replicas().await?;
+    let items: Vec<Value> = all
+        .iter()
+        .map(|r| {
+            let age_ms = (now.as_millis() - r.last_seen.as_millis()).max(0);
+            json!({
+                "id": r.id,
+                "roles": r.roles.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+                "started_at": r.started_at,
+                "last_seen": r.last_seen,
+                "last_seen_seconds_ago": age_ms as f64 / 1000.0,
+                "running": r.running,
+                "version": r.version,
+            })
+        })
+        .collect();
+    let (count, items) = page_of(items, &p);
+    Ok(ctx.page(&p, count, items))
+}
+
 async fn load(ctx: &Ctx<'_>, id: TaskId) -> ApiResult<Task> {
     match ctx.inner.tasks.get_task(id).await? {
         Some(t) if t.org == *ctx.caller.org() => Ok(t),
