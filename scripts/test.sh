@@ -43,7 +43,7 @@ step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps --all-features --quiet
 step "each feature of the facade crate (kat) and of katd on its own"
 cargo check --quiet -p kat --no-default-features --lib
-for feature in sled docker podman http; do
+for feature in sled postgres docker podman http; do
     echo "kat --features $feature"
     cargo check --quiet -p kat --no-default-features --features "$feature" --lib
 done

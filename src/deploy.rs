@@ -140,8 +140,8 @@ impl FromStr for RuntimeChoice {
 
 /// Where objects, files, tasks and the plugin catalogue live.
 ///
-/// Parsed by [`StoreChoice::parse`] from `sled` (in the data directory), `sled:<path>` or `memory` (as
-/// `katd serve --store` and `KAT_STORE` take it).
+/// Parsed by [`StoreChoice::parse`] from `sled` (in the data directory), `sled:<path>`, `memory` or a
+/// `postgres://` URL (as `katd serve --store` and `KAT_STORE` take it).
 ///
 /// ```
 /// use std::path::Path;
@@ -150,6 +150,8 @@ impl FromStr for RuntimeChoice {
 /// assert_eq!(StoreChoice::parse("memory", data).unwrap(), StoreChoice::Memory);
 /// assert_eq!(StoreChoice::parse("sled", data).unwrap(), StoreChoice::Sled(data.into()));
 /// assert_eq!(StoreChoice::parse("sled:/srv/kat", data).unwrap(), StoreChoice::Sled("/srv/kat".into()));
+/// let pg = StoreChoice::parse("postgres://kat:pw@db:5432/kat", data).unwrap();
+/// assert_eq!(pg.to_string(), "postgres://kat:***@db:5432/kat"); // never the password
 /// let e = StoreChoice::parse("postgres", data).unwrap_err().to_string();
 /// assert!(e.contains("\"postgres\"") && e.contains("memory"), "{e}");
 /// ```
@@ -160,6 +162,9 @@ pub enum StoreChoice {
     Sled(PathBuf),
     /// In memory: everything is gone when the deployment stops (demos, tests).
     Memory,
+    /// PostgreSQL at this URL (`postgres://user[:password]@host[:port]/database`); feature
+    /// `postgres`. Several deployments (replicas) may share one database.
+    Postgres(String),
 }
 
 impl StoreChoice {
@@ -174,6 +179,8 @@ impl StoreChoice {
             StoreChoice::Memory
         } else if wanted.eq_ignore_ascii_case("sled") {
             StoreChoice::Sled(data_dir.to_path_buf())
+        } else if wanted.starts_with("postgres://") || wanted.starts_with("postgresql://") {
+            StoreChoice::Postgres(wanted.to_string())
         } else if let Some(path) = wanted.strip_prefix("sled:") {
             if path.is_empty() {
                 return Err(Error::invalid(
@@ -194,12 +201,19 @@ impl StoreChoice {
         Ok(choice)
     }
 
-    /// Its kind: `sled` or `memory`; for sled also the name of the facade's feature that builds it in.
+    /// Its kind: `sled`, `memory` or `postgres`; for sled and postgres also the name of the facade's
+    /// feature that builds it in.
     pub fn name(&self) -> &'static str {
         match self {
             StoreChoice::Sled(_) => "sled",
             StoreChoice::Memory => "memory",
+            StoreChoice::Postgres(_) => "postgres",
         }
+    }
+
+    /// Whether several deployments (replicas) may share this store: only PostgreSQL.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreChoice::Postgres(_))
     }
 
     /// Whether this build has it (the memory store always; sled with the feature `sled`).
@@ -207,6 +221,7 @@ impl StoreChoice {
         match self {
             StoreChoice::Sled(_) => cfg!(feature = "sled"),
             StoreChoice::Memory => true,
+            StoreChoice::Postgres(_) => cfg!(feature = "postgres"),
         }
     }
 
@@ -217,6 +232,9 @@ impl StoreChoice {
             valid.extend(["sled (in the data directory)", "sled:<path>"]);
         }
         valid.push("memory");
+        if cfg!(feature = "postgres") {
+            valid.push("postgres://user@host:port/database");
+        }
         valid_list(&valid)
     }
 
@@ -239,8 +257,56 @@ impl fmt::Display for StoreChoice {
         match self {
             StoreChoice::Sled(path) => write!(f, "sled:{}", path.display()),
             StoreChoice::Memory => f.write_str("memory"),
+            StoreChoice::Postgres(url) => f.write_str(&redact_password(url)),
         }
     }
+}
+
+/// A connection URL with its password, if any (in the user part or as a `password=` parameter),
+/// replaced by `***`: what logs and errors show.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{rest}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// The deployment name of deployments sharing the database at `url` (user, host, port and database,
+/// never the password): `kat-` and 12 hex digits, as [`deployment_name`] makes for a data directory.
+/// Replicas on one database share it, so that any worker reaps the containers a dead one left.
+///
+/// ```
+/// let a = kat::deploy::shared_deployment_name("postgres://kat:one@db:5432/kat");
+/// assert_eq!(a, kat::deploy::shared_deployment_name("postgres://kat:two@db:5432/kat"));
+/// assert_ne!(a, kat::deploy::shared_deployment_name("postgres://kat@db:5432/other"));
+/// assert!(kat::core::runtime::check_deployment(&a).is_ok());
+/// ```
+pub fn shared_deployment_name(url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(redact_password(url).as_bytes());
+    format!("kat-{}", &hex::encode(digest)[..12])
 }
 
 /// `valid: a, b` or, with nothing built in, what to do about it.
@@ -351,6 +417,30 @@ struct Stores {
     sled: Option<SledStore>,
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Stores, Error> {
+    let store = kat_store_postgres::PgStore::connect(url, kat_store_postgres::PgOptions::default())
+        .await
+        .map_err(|e| match e {
+            e @ kat_store_postgres::PgStoreError::Config(_) => {
+                Error::invalid("store", format!("{} ({})", e, redact_password(url)))
+            }
+            e => Error::from(e),
+        })?;
+    Ok(Stores {
+        objects: Arc::new(store.clone()),
+        files: Arc::new(store.clone()),
+        tasks: Arc::new(store),
+        #[cfg(feature = "sled")]
+        sled: None,
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Stores, Error> {
+    Err(StoreChoice::Postgres(url.to_string()).not_built_in())
+}
+
 /// How to open a store, beyond the choice.
 #[derive(Debug, Clone, Default)]
 struct StoreOptions {
@@ -360,9 +450,10 @@ struct StoreOptions {
 
 impl Stores {
     /// Open the chosen store.
-    fn open(choice: &StoreChoice, options: &StoreOptions) -> Result<Self, Error> {
+    async fn open(choice: &StoreChoice, options: &StoreOptions) -> Result<Self, Error> {
         match choice {
             StoreChoice::Sled(path) => Self::open_sled(path, options),
+            StoreChoice::Postgres(url) => open_postgres(url).await,
             StoreChoice::Memory => Ok(Stores {
                 objects: Arc::new(MemoryObjectStore::default()),
                 files: Arc::new(MemoryFileStore::default()),
@@ -481,7 +572,7 @@ pub async fn sync_plugins(
             "a memory store lives only inside a running deployment; sync into a sled store",
         ));
     }
-    let stores = Stores::open(store, &StoreOptions::default())?;
+    let stores = Stores::open(store, &StoreOptions::default()).await?;
     let report = sync_catalogue(
         stores.tasks.as_ref(),
         plugin_files,
@@ -511,7 +602,7 @@ pub async fn run_rules(
         ));
     }
     let rules = Arc::new(kat_core::rules::RuleSet::load(rules_file)?);
-    let stores = Stores::open(store, &StoreOptions::default())?;
+    let stores = Stores::open(store, &StoreOptions::default()).await?;
     let runner =
         kat_core::rules::RuleRunner::new(rules, stores.objects.clone(), stores.tasks.clone());
     let mut out = Vec::new();
@@ -554,7 +645,7 @@ impl Deployment {
             #[cfg(feature = "sled")]
             sled: cfg.sled.clone(),
         };
-        let stores = Stores::open(&cfg.store, &options)?;
+        let stores = Stores::open(&cfg.store, &options).await?;
         let tokens = Arc::new(JwtAuthority::hs256(&cfg.jwt_secret, stores.tasks.clone())?);
         let runtime = connect_runtime(cfg.runtime).await?;
         let report = sync_catalogue(
@@ -596,6 +687,7 @@ impl Deployment {
             .tokens(tokens.clone())
             .config(engine_cfg)
             .policy(cfg.policy.clone())
+            .metrics(Arc::new(kat_core::metrics::Metrics::new()))
             .build()?;
         let mut api_cfg = cfg.api.clone();
         api_cfg.spool_dir = Some(spool_dir(&cfg));
@@ -609,7 +701,8 @@ impl Deployment {
             tokens.clone(),
             Some(Arc::new(engine.clone())),
             api_cfg,
-        );
+        )
+        .with_metrics(engine.metrics().clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let server = tokio::spawn(api.serve(listener, async move { stopped.cancelled().await }));
@@ -698,7 +791,7 @@ impl Deployment {
 /// Where a deployment spools uploads whose `type` comes after the file ([`ApiConfig::spool_dir`]):
 /// the configured directory, else `spool` in a sled store's directory, else (a memory store, which
 /// writes nothing to the data directory) `kat-spool-<deployment>` in the system's temporary
-/// directory. A directory of the deployment's own either way, so that a start may remove the spooled
+/// directory (on PostgreSQL `kat-spool-<deployment>-<worker id>`: one per replica). A directory of the deployment's own either way, so that a start may remove the spooled
 /// uploads a killed process left there.
 ///
 /// ```
@@ -715,6 +808,12 @@ pub fn spool_dir(cfg: &DeployConfig) -> PathBuf {
         StoreChoice::Memory => {
             std::env::temp_dir().join(format!("kat-spool-{}", cfg.engine.deployment))
         }
+        // Replicas of one database share the deployment name: each spools apart (a start clears
+        // its own spool only).
+        StoreChoice::Postgres(_) => std::env::temp_dir().join(format!(
+            "kat-spool-{}-{}",
+            cfg.engine.deployment, cfg.engine.worker_id
+        )),
     }
 }
 
@@ -880,16 +979,27 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_postgres_url_is_a_shared_store_shown_without_its_password() {
+        for url in [
+            "postgres://kat:s3cret@db:5432/kat",
+            "postgresql://kat:s3cret@db/kat?sslmode=disable&password=s3cret",
+        ] {
+            let choice = StoreChoice::parse(url, data()).expect(url);
+            assert!(choice.is_shared(), "{url}");
+            assert_eq!(choice.name(), "postgres");
+            let shown = choice.to_string();
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("@db"), "{shown}");
+        }
+        assert!(!StoreChoice::Memory.is_shared());
+    }
+
     #[cfg(feature = "sled")]
     #[test]
     fn an_unknown_store_is_named_with_the_valid_ones() {
-        for bad in [
-            "",
-            "postgres",
-            "sled/tmp",
-            "mem",
-            "postgres://localhost/kat",
-        ] {
+        for bad in ["", "postgres", "sled/tmp", "mem", "pg://localhost/kat"] {
             let e = StoreChoice::parse(bad, data()).expect_err(bad);
             assert!(
                 matches!(e, Error::Invalid { ref at, .. } if at == "store"),

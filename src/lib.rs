@@ -7,6 +7,7 @@
 //! - [`protocol`]: the entrypoint wire contract (environment variable names, exit codes, hostname and
 //!   natural-key rules) that the engine, the entrypoint and plugins share (always present).
 //! - `store_sled` (feature `sled`): objects, files, tasks and schedules on sled.
+//! - `store_postgres` (feature `postgres`): the same on PostgreSQL, shared by several replicas.
 //! - `runtime_docker` (feature `docker`): plugin containers on a Docker engine.
 //! - `runtime_podman` (feature `podman`): plugin containers on Podman's libpod service.
 //! - `http` (feature `http`): the API that plugin containers call with their scoped token.
@@ -28,5 +29,7 @@ pub use kat_http as http;
 pub use kat_runtime_docker as runtime_docker;
 #[cfg(feature = "podman")]
 pub use kat_runtime_podman as runtime_podman;
+#[cfg(feature = "postgres")]
+pub use kat_store_postgres as store_postgres;
 #[cfg(feature = "sled")]
 pub use kat_store_sled as store_sled;
