@@ -5,7 +5,7 @@
 //! katd token   --data /var/lib/kat --org acme --admin            # prints a token for curl (acme must exist)
 //! katd declare --type hostname example.com --scan-level 2        # KAT_API and KAT_TOKEN from the environment
 //! katd run     dns example.com                                   # queue a task and follow it
-//! katd tasks | katd objects hostname | katd files | katd report
+//! katd tasks | katd status | katd objects hostname | katd files | katd report
 //! katd levels  --recompute                                       # recompute inherited scan levels
 //! katd sync    --data /var/lib/kat --plugins plugins/plugins.json   (while katd is not running)
 //! katd plan    --plugins plugins/plugins.json --target example.com  (no engine needed)
@@ -13,14 +13,18 @@
 //! ```
 //!
 //! `serve` runs a deployment of `kat::deploy` on the store and runtime chosen by `--store` / `KAT_STORE`
-//! (`sled` in the data directory, `sled:<path>` or `memory`; default: sled in `--data`) and `--runtime` /
+//! (`sled` in the data directory, `sled:<path>`, `memory` or a `postgres://` URL that several replicas
+//! share, docs/scale-out.md; default: sled in `--data`) and `--runtime` /
 //! `KAT_RUNTIME` (`docker` or `podman`; default: docker). It reads the seed's variables:
 //! `ENTRYPOINT_VOLUME`, `OPENKAT_HOST` (the API as containers reach it), `DOCKER_NETWORK`,
 //! `PLUGIN_TIMEOUT` (minutes, more than 0 and at most 7 days), and `KAT_JWT_SECRET` / `KAT_JWT_SECRET_FILE` (else a secret is generated
 //! once into `<data>/jwt.secret`), and `KAT_DEPLOYMENT` (its containers' deployment label; default: named
-//! after the data directory, so katds sharing an engine reap only their own). Replicas sharing one database
-//! set `KAT_WORKER_ID` (distinct, stable; default `local`) and `KAT_ROLES` (`api`, `worker`, `scheduler`;
-//! default all), and may tune `KAT_LEASE_SECONDS` and `KAT_POLL_MS` (docs/decisions.md D36).
+//! after the data directory, so katds sharing an engine reap only their own; on PostgreSQL named after the
+//! database, so that replicas of one database reap what a dead one left). Replicas sharing one database
+//! set `KAT_WORKER_ID` / `--worker-id` (distinct, stable; default `local`) and `KAT_ROLES` / `--role`
+//! (`api`, `worker`, `scheduler`; default all), may set `KAT_API_URL` / `--api-url` (the API their
+//! containers call; default their own listener), and may tune `KAT_LEASE_SECONDS` and `KAT_POLL_MS`
+//! (docs/decisions.md D36). `katd status` lists the replicas and the running tasks' leases.
 //!
 //! This file holds the command line (clap) and the dispatch; each subcommand is a module of [`cmd`], the
 //! API client of the operator subcommands is [`client`], and the JWT secret and private files are
@@ -68,7 +72,7 @@ struct ApiArgs {
 enum Command {
     /// Serve the API and run plugins: a store, a container runtime and the HTTP API (default: sled +
     /// Docker), until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a token for a person or program, to use the API with curl; the organization must exist
     /// (asked of the API at --api / KAT_API unless --no-check).
     Token(TokenArgs),
@@ -78,6 +82,9 @@ enum Command {
     Run(RunArgs),
     /// List tasks.
     Tasks(TasksArgs),
+    /// The replicas sharing the store (roles, last heartbeat, running tasks) and the running tasks
+    /// with their workers and lease ends.
+    Status(ApiArgs),
     /// List objects of a type.
     Objects(ObjectsArgs),
     /// Print what was found: findings with their risk, and the objects plugins wrote, each with the
@@ -159,12 +166,25 @@ struct ServeArgs {
     /// The container runtime that runs plugins: docker or podman [default: docker].
     #[arg(long, env = "KAT_RUNTIME")]
     runtime: Option<String>,
-    /// The store: sled (in --data), sled:PATH or memory [default: sled].
+    /// The store: sled (in --data), sled:PATH, memory, or a PostgreSQL URL
+    /// (postgres://user@host:port/database) that several replicas share [default: sled].
     #[arg(long, env = "KAT_STORE")]
     store: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on (the API and /metrics; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
+    /// What this replica runs: a comma-separated list of api, worker, scheduler [default: all three].
+    /// Every replica serves HTTP on --listen (its containers' API and /metrics); `api` marks the
+    /// replicas meant for clients.
+    #[arg(long = "role", env = "KAT_ROLES")]
+    roles: Option<String>,
+    /// This replica's id among those sharing the store; distinct per replica [default: local].
+    #[arg(long, env = "KAT_WORKER_ID")]
+    worker_id: Option<String>,
+    /// The API URL plugin containers call (e.g. a load balancer's, ending in /api/v1) [default: this
+    /// replica's own listener].
+    #[arg(long, env = "KAT_API_URL")]
+    api_url: Option<String>,
     /// Plugin definition files, synced at start.
     #[arg(long = "plugins")]
     plugins: Vec<PathBuf>,
@@ -395,11 +415,12 @@ fn init_logging() {
 /// Run a subcommand.
 async fn dispatch(command: Command) -> Result<(), Error> {
     match command {
-        Command::Serve(args) => cmd::serve::run(args).await,
+        Command::Serve(args) => cmd::serve::run(*args).await,
         Command::Token(args) => cmd::token::run(args).await,
         Command::Declare(args) => cmd::declare::run(args).await,
         Command::Run(args) => cmd::run::run(args).await,
         Command::Tasks(args) => cmd::tasks::run(args).await,
+        Command::Status(args) => cmd::status::run(args).await,
         Command::Objects(args) => cmd::objects::run(args).await,
         Command::Report(args) => cmd::report::run(args).await,
         Command::Files(args) => cmd::files::run(args).await,

@@ -10,6 +10,7 @@ pub(crate) mod report;
 pub(crate) mod rules;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod tasks;
 pub(crate) mod token;

@@ -51,8 +51,8 @@ fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     let secret = load_or_create_secret(Some(&args.data))?;
     let mut cfg = DeployConfig::new(&args.data, args.listen, secret);
     cfg.runtime = runtime;
+    cfg.engine = engine_config(&args, &store)?;
     cfg.store = store;
-    cfg.engine = engine_config(&args)?;
     cfg.plugin_files = args.plugins;
     cfg.enable_new_plugins = !args.new_plugins_disabled;
     cfg.policy = policy;
@@ -82,17 +82,45 @@ fn store_choice(value: Option<&str>, data: &Path) -> Result<StoreChoice, Error> 
 
 /// The engine's settings: the seed's variables (`EngineConfig::from_env`), with what `serve` decides on
 /// top of them.
-fn engine_config(args: &ServeArgs) -> Result<EngineConfig, Error> {
+fn engine_config(args: &ServeArgs, store: &StoreChoice) -> Result<EngineConfig, Error> {
     let mut engine = EngineConfig::from_env()?;
     if std::env::var("KAT_DEPLOYMENT").is_err() {
-        // Named after the data directory: katds sharing an engine leave each other's containers alone.
-        engine.deployment = kat::deploy::deployment_name(&args.data);
+        engine.deployment = match store {
+            // Replicas of one database are one deployment: any worker reaps what a dead one left.
+            StoreChoice::Postgres(url) => kat::deploy::shared_deployment_name(url),
+            // Named after the data directory: katds sharing an engine leave each other's containers alone.
+            _ => kat::deploy::deployment_name(&args.data),
+        };
     }
     if std::env::var("OPENKAT_HOST")
         .map(|v| v.is_empty())
         .unwrap_or(true)
     {
         engine.api_url = String::new(); // derived from the listening address
+    }
+    if let Some(url) = args.api_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::invalid(
+                "--api-url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        engine.api_url = url.trim_end_matches('/').to_string();
+    }
+    if let Some(roles) = args.roles.as_deref() {
+        engine.roles = kat::core::replica::Role::parse_list(roles)
+            .map_err(|e| Error::invalid("--role", e.to_string()))?;
+    }
+    if let Some(id) = args.worker_id.as_deref() {
+        kat::core::engine::check_worker_id(id)
+            .map_err(|e| Error::invalid("--worker-id", e.to_string()))?;
+        engine.worker_id = id.to_string();
+    }
+    if store.is_shared() && engine.worker_id == EngineConfig::default().worker_id {
+        tracing::warn!(
+            worker_id = %engine.worker_id,
+            "a replica on a shared store with the default worker id: give each replica its own (--worker-id)"
+        );
     }
     engine.entrypoint_binary = args
         .entrypoint
