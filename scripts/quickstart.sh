@@ -3,7 +3,13 @@
 #
 #   scripts/quickstart.sh                      start (or restart) the demo on Docker and print what it found
 #   KAT_RUNTIME=podman scripts/quickstart.sh   the same on Podman
-#   scripts/quickstart.sh stop                 stop katd and the demo services
+#   KAT_QUICKSTART_STORE=postgres KAT_QUICKSTART_WORKERS=2 scripts/quickstart.sh
+#                                              the same on PostgreSQL, with one API + scheduler replica and 2 workers
+#   scripts/quickstart.sh stop                 stop katd (every replica) and the demo services
+#
+# Environment: KAT_RUNTIME (docker or podman), KAT_QUICKSTART_PORT (katd's port, 8000), KAT_QUICKSTART_STORE (sled,
+# the default: one katd on a fresh sled data directory; or postgres) and KAT_QUICKSTART_WORKERS (postgres only:
+# how many worker replicas, 1 to 8, default 2).
 #
 # It installs and starts the container engine (KAT_RUNTIME: docker, the default, or podman) when needed, builds
 # the static entrypoint, the first-party plugin image (FROM scratch, nothing pulled) in that engine and katd,
@@ -22,6 +28,16 @@
 # from where, and which plugins scanned each object) and the objects plugins wrote, and checks that the loop
 # happened and the demo's expected findings are there. katd keeps serving afterwards so that the API can be
 # explored.
+#
+# With KAT_QUICKSTART_STORE=postgres it starts PostgreSQL with scripts/postgres.sh (left running by `stop`),
+# creates a fresh database kat_quickstart in it, and runs katd as replicas of that one database (docs/scale-out.md):
+# `katd serve --role api,scheduler --worker-id api` on KAT_QUICKSTART_PORT and KAT_QUICKSTART_WORKERS replicas
+# `katd serve --role worker --worker-id wN` on the next ports (8001, 8002, ...), each with its own data directory
+# and all with the same token secret (KAT_JWT_SECRET_FILE, a fresh one in .kat/quickstart/jwt.secret). The
+# workers run every task; their containers call the API replica (--api-url), whose scheduler then sees what the
+# plugins wrote (the catch-up of a write is per process: a write to a worker's own listener would wait for the
+# schedule's next interval). The same checks follow, then `katd status` lists the replicas, and the script checks
+# that the workers ended the tasks (their /metrics).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
@@ -29,6 +45,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 Q="$(pwd)/.kat/quickstart"
 PORT="${KAT_QUICKSTART_PORT:-8000}"
 RUNTIME="${KAT_RUNTIME:-docker}"
+STORE="${KAT_QUICKSTART_STORE:-sled}"
+WORKERS="${KAT_QUICKSTART_WORKERS:-}"
+# The PostgreSQL database the quickstart creates afresh (dropping the one a previous run left).
+PG_DB=kat_quickstart
 # The database ports the demo's listener tries, in order: each is in portscan's default list and in the
 # open-database-port rule. PostgreSQL's 5432 is left out on purpose.
 DB_PORTS="3306 1433 1521 5984 6379 9042 9200 27017"
@@ -51,12 +71,42 @@ stop_all() {
 
 if [ "${1:-}" = stop ]; then
     stop_all
-    echo "stopped katd and the demo services (data kept in $Q/data)"
+    if [ "$(cat "$Q/store" 2>/dev/null)" = postgres ]; then
+        echo "stopped every katd replica and the demo services; PostgreSQL keeps running with the database $PG_DB" \
+            "(scripts/postgres.sh stop stops it)"
+    else
+        echo "stopped katd and the demo services (data kept in $Q/data)"
+    fi
     exit 0
 fi
 
+# The ports katd listens on: the API's, then one per worker replica.
+KATD_PORTS="$PORT"
+case "$STORE" in
+sled)
+    [ -z "$WORKERS" ] ||
+        die "KAT_QUICKSTART_WORKERS=$WORKERS: worker replicas share a PostgreSQL database;" \
+            "set KAT_QUICKSTART_STORE=postgres too (on sled katd is one process)"
+    ;;
+postgres)
+    WORKERS="${WORKERS:-2}"
+    case "$WORKERS" in
+    [1-8]) ;;
+    *) die "KAT_QUICKSTART_WORKERS=$WORKERS: give the number of worker replicas, a whole number from 1 to 8" ;;
+    esac
+    case "$PORT" in
+    '' | *[!0-9]*) die "KAT_QUICKSTART_PORT=$PORT: give a port number" ;;
+    esac
+    [ "$PORT" -ge 1 ] && [ "$((PORT + WORKERS))" -le 65535 ] ||
+        die "KAT_QUICKSTART_PORT=$PORT: katd needs it and the $WORKERS port(s) after it, up to 65535"
+    for i in $(seq 1 "$WORKERS"); do KATD_PORTS="$KATD_PORTS $((PORT + i))"; done
+    ;;
+*) die "KAT_QUICKSTART_STORE=$STORE: the quickstart runs on sled (the default) or postgres" ;;
+esac
+
 mkdir -p "$Q"
 stop_all
+echo "$STORE" >"$Q/store"
 
 case "$RUNTIME" in
 docker | podman) ;;
@@ -71,10 +121,19 @@ scripts/plugin-image.sh "$RUNTIME" >/dev/null
 step "katd"
 cargo build --quiet -p katd
 katd="$(pwd)/target/debug/katd"
+if [ "$STORE" = postgres ]; then
+    step "PostgreSQL (scripts/postgres.sh) and a fresh database $PG_DB"
+    eval "$(scripts/postgres.sh)"
+    STORE_URL="${KAT_TEST_POSTGRES%/*}/$PG_DB"
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$KAT_TEST_POSTGRES" \
+        -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" ||
+        die "cannot create the database $PG_DB ($KAT_TEST_POSTGRES)"
+    log "database $STORE_URL"
+fi
 
 step "demo services on 127.0.0.1: TLS on 443, a listener on a database port"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 443 "$PORT"; do
+for p in 443 $KATD_PORTS; do
     port_free "$p" || die "port $p on 127.0.0.1 is in use by another program; stop it (or set KAT_QUICKSTART_PORT for katd's port)"
 done
 if [ ! -s "$Q/cert.pem" ] || ! openssl x509 -in "$Q/cert.pem" -noout -checkend 86400 >/dev/null 2>&1; then
@@ -120,18 +179,55 @@ wait_until 20 test -s "$Q/db.port" || die "the database-port listener did not st
 DB_PORT="$(cat "$Q/db.port")"
 log "database-port listener on 127.0.0.1:$DB_PORT"
 
-step "katd serve on $API (runtime $RUNTIME, a fresh data directory)"
-rm -rf "$Q/token" "$Q/data"
-setsid nohup "$katd" serve --data "$Q/data" --listen "127.0.0.1:$PORT" \
-    --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
-    --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" --tick 2 \
-    >"$Q/katd.log" 2>&1 </dev/null &
-echo $! >"$Q/katd.pid"
+if [ "$STORE" = sled ]; then
+    step "katd serve on $API (runtime $RUNTIME, a fresh data directory)"
+    rm -rf "$Q/token" "$Q/data"
+    setsid nohup "$katd" serve --data "$Q/data" --listen "127.0.0.1:$PORT" \
+        --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
+        --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" --tick 2 \
+        >"$Q/katd.log" 2>&1 </dev/null &
+    echo $! >"$Q/katd.pid"
+else
+    step "katd on PostgreSQL: the API and the scheduler on $API, $WORKERS worker(s) on the next port(s)"
+    rm -rf "$Q/token" "$Q/data" "$Q"/data-w* "$Q"/katd-w*.log
+    # Every replica signs and checks tokens with the same secret: a fresh one, readable by its owner only.
+    (umask 077 && openssl rand -hex 32 >"$Q/jwt.secret")
+    KAT_JWT_SECRET_FILE="$Q/jwt.secret" setsid nohup "$katd" serve --store "$STORE_URL" \
+        --role api,scheduler --worker-id api --data "$Q/data" --listen "127.0.0.1:$PORT" \
+        --plugins plugins/plugins.json --finding-types plugins/finding_types.json \
+        --org demo:Demo --entrypoint "$ep" --token-out "$Q/token" --concurrency 4 --runtime "$RUNTIME" --tick 2 \
+        >"$Q/katd.log" 2>&1 </dev/null &
+    echo $! >"$Q/katd.pid"
+fi
 if ! wait_until 60 test -s "$Q/token"; then
     tail -n 20 "$Q/katd.log" >&2
     die "katd did not start (log: $Q/katd.log)"
 fi
 export KAT_API="$API" KAT_TOKEN="$(cat "$Q/token")"
+if [ "$STORE" = postgres ]; then
+    # The workers start once the API replica has created the schema and the organization. Their containers call
+    # the API replica: a scheduler catches up on the writes made through its own process only, so what dns finds
+    # is port-scanned at the next tick instead of at the schedule's next interval.
+    for i in $(seq 1 "$WORKERS"); do
+        KAT_JWT_SECRET_FILE="$Q/jwt.secret" setsid nohup "$katd" serve --store "$STORE_URL" \
+            --role worker --worker-id "w$i" --data "$Q/data-w$i" --listen "127.0.0.1:$((PORT + i))" --api-url "$API" \
+            --plugins plugins/plugins.json --entrypoint "$ep" --concurrency 4 --runtime "$RUNTIME" \
+            >"$Q/katd-w$i.log" 2>&1 </dev/null &
+        echo $! >"$Q/katd-w$i.pid"
+        log "worker w$i on 127.0.0.1:$((PORT + i)) (log: $Q/katd-w$i.log)"
+    done
+    # Every replica heartbeats into the database; GET /replicas/ lists them.
+    replicas_up() {
+        curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/replicas/?limit=1000" | python3 -c '
+import json, sys
+want = {"api"} | {f"w{i}" for i in range(1, int(sys.argv[1]) + 1)}
+sys.exit(0 if want <= {r["id"] for r in json.load(sys.stdin)["results"]} else 1)' "$WORKERS"
+    }
+    if ! wait_until 60 replicas_up; then
+        for i in $(seq 1 "$WORKERS"); do tail -n 5 "$Q/katd-w$i.log" >&2 || true; done
+        die "the $WORKERS worker replica(s) did not all start within 60 s (logs: $Q/katd-w*.log)"
+    fi
+fi
 
 step "declare one hostname: localhost, scan level 2 (nothing else is declared)"
 "$katd" declare --type hostname localhost --scan-level 2
@@ -179,6 +275,12 @@ failed="$(curl -fsS -H "Authorization: Token $KAT_TOKEN" "$API/tasks/?state=fail
 
 step "what was found"
 "$katd" report
+if [ "$STORE" = postgres ]; then
+    step "katd status: the replicas sharing $PG_DB"
+    # A replica's running count is the one in its last heartbeat (every 5 s): let one pass after the tasks ended.
+    sleep 6
+    "$katd" status
+fi
 
 cat <<TXT
 
@@ -192,6 +294,15 @@ Query it with the operator token in $Q/token, for example:
 
 Stop everything with:  scripts/quickstart.sh stop
 TXT
+if [ "$STORE" = postgres ]; then
+    printf '\nThe replicas share the PostgreSQL database %s:\n' "$STORE_URL"
+    printf '  %-4s %-15s %-34s log: %s\n' api api,scheduler "$API" "$Q/katd.log"
+    for i in $(seq 1 "$WORKERS"); do
+        printf '  %-4s %-15s %-34s log: %s\n' "w$i" worker "http://127.0.0.1:$((PORT + i))/api/v1" "$Q/katd-w$i.log"
+    done
+    printf '%s\n' "  $katd status   # the replicas, their last heartbeats and running tasks" \
+        "'scripts/quickstart.sh stop' stops every replica; PostgreSQL keeps running (scripts/postgres.sh stop stops it)."
+fi
 [ "$failed" = 0 ] || die "$failed task(s) failed; see '$katd tasks' and $Q/katd.log"
 
 # The demo's expected findings: its database port open on 127.0.0.1, and localhost's self-signed certificate
@@ -230,3 +341,18 @@ print("\nThe loop: only localhost was declared; 127.0.0.1 inherited level 2 from
 print("findings from business rules: " + ", ".join(f"{code} ({rule})" for code, rule in ruled))
 '
 
+# On PostgreSQL the workers ran the tasks, not the API replica: what each replica ended, from its own /metrics.
+if [ "$STORE" = postgres ]; then
+    python3 - "$PORT" "$WORKERS" <<'PY'
+import re, sys, urllib.request
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+def ended(p):
+    with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics") as r:
+        text = r.read().decode()
+    return int(sum(float(v) for v in re.findall(r"^kat_tasks_ended_total\{[^}]*\} (\S+)$", text, re.M)))
+counts = {"api": ended(port)} | {f"w{i}": ended(port + i) for i in range(1, workers + 1)}
+print("tasks ended per replica (their /metrics): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+if counts["api"] or sum(counts.values()) == 0:
+    sys.exit("quickstart.sh: error: the worker replicas did not run the tasks: " + repr(counts))
+PY
+fi
