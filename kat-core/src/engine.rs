@@ -414,6 +414,7 @@ impl EngineBuilder {
                 metrics: self.metrics.unwrap_or_default(),
                 open_batches: Mutex::new(HashMap::new()),
                 written_orgs: Mutex::new(HashSet::new()),
+                seen_marks: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -448,6 +449,10 @@ struct Inner {
     /// Organizations whose objects were written through the API since the last tick: their
     /// schedules get a catch-up pass (see [`Engine::tick`]).
     written_orgs: Mutex<HashSet<OrgCode>>,
+    /// The store's write marks as the last tick saw them ([`ScheduleStore::written_marks`](crate::store::ScheduleStore::written_marks)): on a
+    /// store shared by replicas, an organization whose mark changed was written through another
+    /// replica's API and gets a catch-up pass too.
+    seen_marks: Mutex<HashMap<OrgCode, i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1210,7 +1215,20 @@ impl Engine {
         ran: &HashSet<ScheduleId>,
         report: &mut TickReport,
     ) -> Result<()> {
-        let orgs: HashSet<OrgCode> = std::mem::take(&mut *lock(&self.inner.written_orgs));
+        let mut orgs: HashSet<OrgCode> = std::mem::take(&mut *lock(&self.inner.written_orgs));
+        match self.inner.tasks.written_marks().await {
+            Ok(Some(marks)) => {
+                let mut seen = lock(&self.inner.seen_marks);
+                for (org, mark) in marks {
+                    if seen.insert(org.clone(), mark) != Some(mark) {
+                        orgs.insert(org);
+                    }
+                }
+            }
+            Ok(None) => {}
+            // Writes through other replicas wait for the next tick (or their schedules' intervals).
+            Err(e) => warn!(error = %e, "the store's write marks could not be read"),
+        }
         if orgs.is_empty() {
             return Ok(());
         }
@@ -1994,6 +2012,11 @@ impl TaskControl for Engine {
     ) -> Result<()> {
         if !objects.is_empty() {
             lock(&self.inner.written_orgs).insert(org.clone());
+            // For the schedulers of other replicas sharing the store; the objects are stored
+            // already, so a failure here only delays their catch-up pass to their intervals.
+            if let Err(e) = self.inner.tasks.mark_written(org).await {
+                warn!(org = %org, error = %e, "the write mark could not be recorded");
+            }
         }
         self.inner
             .rules

@@ -1022,6 +1022,22 @@ pub trait ScheduleStore: Send + Sync + fmt::Debug {
     async fn delete_object_set(&self, id: ObjectSetId) -> Result<bool>;
     /// Object sets of an organization; all when `None`.
     async fn list_object_sets(&self, org: Option<&OrgCode>) -> Result<Vec<ObjectSet>>;
+
+    /// Record that objects of `org` were just written (through any replica's API), so that the
+    /// schedulers of every process sharing this store run their catch-up pass for it (see
+    /// [`ScheduleStore::written_marks`]). The default does nothing: a store that only one process
+    /// opens (memory, sled) needs no record beyond the engine's own.
+    async fn mark_written(&self, org: &OrgCode) -> Result<()> {
+        let _ = org;
+        Ok(())
+    }
+
+    /// Every organization's write mark: a number that changes whenever
+    /// [`ScheduleStore::mark_written`] is called for it, by any process. A scheduler compares them
+    /// with the marks it saw last. `None` (the default): this store is not shared between processes.
+    async fn written_marks(&self) -> Result<Option<Vec<(OrgCode, i64)>>> {
+        Ok(None)
+    }
 }
 
 /// Organizations.

@@ -7,6 +7,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "files", include_str!("../migrations/0002_files.sql")),
     (3, "tasks", include_str!("../migrations/0003_tasks.sql")),
+    (4, "written", include_str!("../migrations/0004_written.sql")),
 ];
 
 /// The advisory lock held while migrating (any number: the same in every build).

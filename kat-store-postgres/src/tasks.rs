@@ -890,6 +890,36 @@ impl ScheduleStore for PgStore {
             )
             .await?)
     }
+
+    async fn mark_written(&self, org: &OrgCode) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO kat_written (org, mark) VALUES ($1, nextval('kat_written_seq')) \
+             ON CONFLICT (org) DO UPDATE SET mark = EXCLUDED.mark",
+            &[&org.as_str()],
+        )
+        .await
+        .map_err(PgStoreError::from)?;
+        Ok(())
+    }
+
+    async fn written_marks(&self) -> Result<Option<Vec<(OrgCode, i64)>>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query("SELECT org, mark FROM kat_written", &[])
+            .await
+            .map_err(PgStoreError::from)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let org: String = r.try_get(0).map_err(PgStoreError::from)?;
+            let org = OrgCode::new(&org).map_err(|e| PgStoreError::Decode {
+                what: "write mark's organization",
+                source: e.to_string().into(),
+            })?;
+            out.push((org, r.try_get(1).map_err(PgStoreError::from)?));
+        }
+        Ok(Some(out))
+    }
 }
 
 #[async_trait]

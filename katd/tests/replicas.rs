@@ -112,18 +112,24 @@ impl Cluster {
     }
 
     fn start_worker(&mut self, id: &str) {
-        let child = base_command(
+        self.start_worker_calling(id, true);
+    }
+
+    /// A worker whose containers call the API replica (`api_replica`) or the worker's own listener.
+    fn start_worker_calling(&mut self, id: &str, api_replica: bool) {
+        let mut cmd = base_command(
             &self.db.url,
             &self.entrypoint,
             &self.plugins,
             &self.dir.path().join(id),
-        )
-        .args(["--role", "worker", "--concurrency", "4", "--worker-id", id])
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--api-url")
-        .arg(format!("http://127.0.0.1:{}/api/v1", self.api_port))
-        .spawn()
-        .expect("a worker starts");
+        );
+        cmd.args(["--role", "worker", "--concurrency", "4", "--worker-id", id])
+            .args(["--listen", "127.0.0.1:0"]);
+        if api_replica {
+            cmd.arg("--api-url")
+                .arg(format!("http://127.0.0.1:{}/api/v1", self.api_port));
+        }
+        let child = cmd.spawn().expect("a worker starts");
         self.workers.insert(id.to_string(), child);
     }
 
@@ -439,5 +445,87 @@ async fn sigkill_a_worker_mid_task_ten_times() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_worker_writes_through_its_own_listener_is_scanned_at_the_next_tick() {
+    // `resolve` writes an A record for its hostname through the API of the worker that runs it (no
+    // --api-url), so the scheduler replica hears of the write only through the store's write marks.
+    // The address inherits the hostname's level and `probe`'s hourly schedule over addresses must
+    // reach it at the next tick, not an hour later.
+    let write = "wget -q -O - --header 'Content-Type: application/json' --header \"Authorization: Token $OPENKAT_TOKEN\" --post-data '{\"dnsarecord\": [{\"hostname\": \"internet|{hostname}\", \"ip_address\": \"internet|127.0.0.9\"}]}' \"$OPENKAT_API/objects/\"";
+    let mut resolve = plugin(
+        "resolve",
+        1,
+        json!(["type:hostname"]),
+        json!(["sh", "-c", write]),
+    );
+    resolve["permissions"] = json!({"objects.add_dnsarecord": {}, "objects.add_ipaddress": {}});
+    let probe = plugin(
+        "probe",
+        1,
+        json!(["type:ipaddress"]),
+        json!(["echo", "{ipaddress}"]),
+    );
+    let Some(mut c) = Cluster::start(json!([resolve, probe]), &[]).await else {
+        return;
+    };
+    c.start_worker_calling("w1", false);
+    c.post(
+        "/objects/",
+        json!({"hostname": [{"name": "grow.replicas.test"}]}),
+    )
+    .await;
+    let r = c
+        .http
+        .patch(c.api("/objects/hostname/internet%7Cgrow.replicas.test/"))
+        .header("Authorization", format!("Token {}", c.token))
+        .json(&json!({"scan_level": 2}))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(r.status(), 200);
+    for (plugin, ty) in [("resolve", "hostname"), ("probe", "ipaddress")] {
+        let set = c
+            .post(
+                "/object-sets/",
+                json!({"name": format!("{ty} with a level"), "object_type": ty,
+                       "filters": {"scan_level": ["1", "2", "3", "4"]}}),
+            )
+            .await;
+        c.post(
+            "/schedules/",
+            json!({"plugin_id": plugin, "object_set_id": set["id"], "interval": "PT1H", "enabled": true}),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let tasks = c.tasks().await;
+        let done = |p: &str| {
+            tasks
+                .iter()
+                .any(|t| t["plugin_id"] == p && t["state"] == "completed")
+        };
+        if done("resolve") && done("probe") {
+            let probe = tasks
+                .iter()
+                .find(|t| t["plugin_id"] == "probe")
+                .expect("probe");
+            assert_eq!(probe["worker"], Value::Null, "ended: {probe}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probe never ran on the address resolve found: {tasks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let address = c.get("/objects/ipaddress/internet%7C127.0.0.9/").await;
+    assert!(
+        address["scan_level"].as_u64().is_some_and(|l| l >= 1),
+        "inherited: {address}"
+    );
     c.finish().await;
 }

@@ -1089,6 +1089,49 @@ pub async fn run_schedule_store(store: &dyn ScheduleStore) -> Result<()> {
     due_index(store).await?;
     object_sets(store).await?;
     integer_ids(store).await?;
+    written_marks(store).await?;
+    Ok(())
+}
+
+/// A store shared by several processes ([`ScheduleStore::written_marks`] is `Some`): marking an
+/// organization written changes its mark, every time, and no other organization's.
+pub async fn written_marks(store: &dyn ScheduleStore) -> Result<()> {
+    let (a, b) = (org("marks-a"), org("marks-b"));
+    store.mark_written(&b).await?;
+    let Some(before) = store.written_marks().await? else {
+        // Not shared: marking is allowed and changes nothing observable.
+        store.mark_written(&a).await?;
+        assert!(
+            store.written_marks().await?.is_none(),
+            "written_marks stays None"
+        );
+        return Ok(());
+    };
+    let mark =
+        |marks: &[(OrgCode, i64)], o: &OrgCode| marks.iter().find(|(m, _)| m == o).map(|(_, n)| *n);
+    store.mark_written(&a).await?;
+    let first = store.written_marks().await?.unwrap_or_default();
+    assert!(
+        mark(&first, &a).is_some(),
+        "a marked organization has a mark"
+    );
+    assert_ne!(
+        mark(&first, &a),
+        mark(&before, &a),
+        "marking changes the mark"
+    );
+    assert_eq!(
+        mark(&first, &b),
+        mark(&before, &b),
+        "marking one organization leaves another's mark"
+    );
+    store.mark_written(&a).await?;
+    let second = store.written_marks().await?.unwrap_or_default();
+    assert_ne!(
+        mark(&second, &a),
+        mark(&first, &a),
+        "marking again changes the mark again"
+    );
     Ok(())
 }
 
