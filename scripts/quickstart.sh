@@ -34,9 +34,8 @@
 # `katd serve --role api,scheduler --worker-id api` on KAT_QUICKSTART_PORT and KAT_QUICKSTART_WORKERS replicas
 # `katd serve --role worker --worker-id wN` on the next ports (8001, 8002, ...), each with its own data directory
 # and all with the same token secret (KAT_JWT_SECRET_FILE, a fresh one in .kat/quickstart/jwt.secret). The
-# workers run every task; their containers call the API replica (--api-url), whose scheduler then sees what the
-# plugins wrote (the catch-up of a write is per process: a write to a worker's own listener would wait for the
-# schedule's next interval). The same checks follow, then `katd status` lists the replicas, and the script checks
+# workers run every task; their containers call the API of the worker that runs them, and the scheduler replica
+# hears of what they wrote through the database (write marks, docs/decisions.md D36). The same checks follow, then `katd status` lists the replicas, and the script checks
 # that the workers ended the tasks (their /metrics).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -206,11 +205,10 @@ fi
 export KAT_API="$API" KAT_TOKEN="$(cat "$Q/token")"
 if [ "$STORE" = postgres ]; then
     # The workers start once the API replica has created the schema and the organization. Their containers call
-    # the API replica: a scheduler catches up on the writes made through its own process only, so what dns finds
-    # is port-scanned at the next tick instead of at the schedule's next interval.
+    # the worker's own listener; what dns finds there is port-scanned at the scheduler's next tick all the same.
     for i in $(seq 1 "$WORKERS"); do
         KAT_JWT_SECRET_FILE="$Q/jwt.secret" setsid nohup "$katd" serve --store "$STORE_URL" \
-            --role worker --worker-id "w$i" --data "$Q/data-w$i" --listen "127.0.0.1:$((PORT + i))" --api-url "$API" \
+            --role worker --worker-id "w$i" --data "$Q/data-w$i" --listen "127.0.0.1:$((PORT + i))" \
             --plugins plugins/plugins.json --entrypoint "$ep" --concurrency 4 --runtime "$RUNTIME" \
             >"$Q/katd-w$i.log" 2>&1 </dev/null &
         echo $! >"$Q/katd-w$i.pid"
