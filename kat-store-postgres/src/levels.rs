@@ -27,11 +27,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 
+use crate::Client;
 use kat_core::levels::{self, Changes, LevelGraph, NodeLevel, Relation};
 use kat_core::object::{NaturalKey, ObjectType, ScanLevel};
 use kat_core::org::OrgCode;
 use kat_core::task::ObjectRef;
-use tokio_postgres::Client;
 use tokio_postgres::Row;
 
 use crate::{PResult, PgStoreError};
@@ -214,7 +214,8 @@ impl Cache {
             .collect();
         if !nodes.is_empty() {
             let (tys, keys) = columns(&nodes);
-            for row in c.query(NODES, &[&org.as_str(), &tys, &keys]).await? {
+            let stmt = c.prepare_cached(NODES).await?;
+            for row in c.query(&stmt, &[&org.as_str(), &tys, &keys]).await? {
                 let n = stored_ref(row.try_get(0)?, row.try_get(1)?)?;
                 let level = node_at(&row, 2)?;
                 self.nodes.insert(n, level);
@@ -231,7 +232,8 @@ impl Cache {
             }
             let (tys, keys) = columns(&ends);
             let sql = if outgoing { OUT } else { IN };
-            let rows = c.query(sql, &[&org.as_str(), &tys, &keys]).await?;
+            let stmt = c.prepare_cached(sql).await?;
+            let rows = c.query(&stmt, &[&org.as_str(), &tys, &keys]).await?;
             let mut got: HashMap<ObjectRef, Adjacent> = HashMap::new();
             for row in rows {
                 let here = stored_ref(row.try_get(0)?, row.try_get(1)?)?;
@@ -320,15 +322,17 @@ pub(crate) async fn write(c: &Client, org: &OrgCode, set: &LevelSet) -> PResult<
         itys.push(from.as_ref().map(|f| f.object_type.as_str()));
         ikeys.push(from.as_ref().map(|f| f.key.as_str()));
     }
-    c.execute(
-        "UPDATE kat_objects o \
+    let stmt = c
+        .prepare_cached(
+            "UPDATE kat_objects o \
          SET scan_level = t.lvl, inh_ty = t.ity, inh_key = t.ikey \
          FROM unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::text[]) \
              AS t(ty, key, lvl, ity, ikey) \
          WHERE o.org = $1 AND o.ty = t.ty AND o.key = t.key AND o.declared = false",
-        &[&org.as_str(), &tys, &keys, &lvls, &itys, &ikeys],
-    )
-    .await?;
+        )
+        .await?;
+    c.execute(&stmt, &[&org.as_str(), &tys, &keys, &lvls, &itys, &ikeys])
+        .await?;
     Ok(())
 }
 

@@ -82,6 +82,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 #[allow(unused_imports)]
 pub(crate) use error::PResult;
+
+/// A pooled connection: tokio-postgres's client with deadpool's per-connection statement cache
+/// (`prepare_cached`), which the hot statements use so that each is parsed once per connection.
+pub(crate) type Client = deadpool_postgres::ClientWrapper;
 pub use error::PgStoreError;
 
 /// How to connect.

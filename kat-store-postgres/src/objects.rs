@@ -139,16 +139,18 @@ impl<'a> Tx<'a> {
             _gate: gate,
         };
         tx.c()?.batch_execute("BEGIN").await?;
-        tx.c()?
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock(org)])
-            .await?;
+        let c = tx.c()?;
+        c.execute(
+            &c.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?,
+            &[&org_lock(org)],
+        )
+        .await?;
         Ok(tx)
     }
 
-    fn c(&self) -> PResult<&tokio_postgres::Client> {
+    fn c(&self) -> PResult<&crate::Client> {
         self.conn
             .as_deref()
-            .map(|w| &**w)
             .ok_or_else(|| PgStoreError::Worker("the transaction's connection is gone".into()))
     }
 
@@ -257,20 +259,20 @@ fn not_found(key: &NaturalKey) -> Error {
 
 /// Read the existing rows of `keys` (type, key) in the transaction.
 async fn existing(
-    c: &tokio_postgres::Client,
+    c: &crate::Client,
     org: &OrgCode,
     tys: &[&str],
     keys: &[&str],
 ) -> PResult<HashMap<(ObjectType, NaturalKey), StoredObject>> {
-    let rows = c
-        .query(
+    let stmt = c
+        .prepare_cached(
             "SELECT o.ty, o.key, o.body, o.scan_level, o.declared, o.inh_ty, o.inh_key \
              FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
              CROSS JOIN LATERAL (SELECT * FROM kat_objects o \
                  WHERE o.org = $1 AND o.ty = t.ty AND o.key = t.key OFFSET 0) o",
-            &[&org.as_str(), &tys, &keys],
         )
         .await?;
+    let rows = c.query(&stmt, &[&org.as_str(), &tys, &keys]).await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let ty = crate::levels::stored_type(row.try_get(0)?)?;
@@ -282,11 +284,7 @@ async fn existing(
 
 /// Write the objects (insert, or update body and fields: the level columns of an existing row are
 /// the levels algorithm's).
-async fn write_objects(
-    c: &tokio_postgres::Client,
-    org: &OrgCode,
-    objects: &[StoredObject],
-) -> PResult<()> {
+async fn write_objects(c: &crate::Client, org: &OrgCode, objects: &[StoredObject]) -> PResult<()> {
     let n = objects.len();
     let (mut tys, mut keys, mut bodies, mut fields, mut lvls, mut decl) = (
         Vec::with_capacity(n),
@@ -304,12 +302,17 @@ async fn write_objects(
         lvls.push(level_column(s.scan.and_then(|p| p.level)));
         decl.push(s.scan.map(|p| p.declared));
     }
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO kat_objects (org, ty, key, body, fields, scan_level, declared) \
+             SELECT $1, t.ty, t.key, t.body, t.fields, t.lvl, t.decl \
+             FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int2[], $7::bool[]) \
+                 AS t(ty, key, body, fields, lvl, decl) \
+             ON CONFLICT (org, ty, key) DO UPDATE SET body = EXCLUDED.body, fields = EXCLUDED.fields",
+        )
+        .await?;
     c.execute(
-        "INSERT INTO kat_objects (org, ty, key, body, fields, scan_level, declared) \
-         SELECT $1, t.ty, t.key, t.body, t.fields, t.lvl, t.decl \
-         FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int2[], $7::bool[]) \
-             AS t(ty, key, body, fields, lvl, decl) \
-         ON CONFLICT (org, ty, key) DO UPDATE SET body = EXCLUDED.body, fields = EXCLUDED.fields",
+        &stmt,
         &[&org.as_str(), &tys, &keys, &bodies, &fields, &lvls, &decl],
     )
     .await?;
@@ -318,7 +321,7 @@ async fn write_objects(
 
 /// Insert the edges of new records.
 async fn write_edges(
-    c: &tokio_postgres::Client,
+    c: &crate::Client,
     org: &OrgCode,
     edges: &[(ObjectRef, Relation)],
 ) -> PResult<()> {
@@ -327,11 +330,16 @@ async fn write_edges(
     }
     let col = |f: fn(&(ObjectRef, Relation)) -> &str| edges.iter().map(f).collect::<Vec<&str>>();
     let caps: Vec<Option<i16>> = edges.iter().map(|(_, r)| level_column(r.cap)).collect();
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO kat_edges (org, rec_ty, rec_key, src_ty, src_key, dst_ty, dst_key, cap) \
+             SELECT $1, t.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::int2[]) AS t \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
     c.execute(
-        "INSERT INTO kat_edges (org, rec_ty, rec_key, src_ty, src_key, dst_ty, dst_key, cap) \
-         SELECT $1, t.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::int2[]) AS t \
-         ON CONFLICT DO NOTHING",
+        &stmt,
         &[
             &org.as_str(),
             &col(|(r, _)| r.object_type.as_str()),
@@ -349,7 +357,7 @@ async fn write_edges(
 
 /// Attribute objects to a task (those it wrote before keep their first-seen order).
 async fn write_attribution(
-    c: &tokio_postgres::Client,
+    c: &crate::Client,
     org: &OrgCode,
     task: TaskId,
     objects: &[&StoredObject],
@@ -359,13 +367,15 @@ async fn write_attribution(
     }
     let tys: Vec<&str> = objects.iter().map(|s| s.object_type().as_str()).collect();
     let keys: Vec<&str> = objects.iter().map(|s| s.key.as_str()).collect();
-    c.execute(
-        "INSERT INTO kat_attribution (org, ty, key, task) \
-         SELECT $1, t.ty, t.key, $4 FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
-         ON CONFLICT DO NOTHING",
-        &[&org.as_str(), &tys, &keys, &task.0],
-    )
-    .await?;
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO kat_attribution (org, ty, key, task) \
+             SELECT $1, t.ty, t.key, $4 FROM unnest($2::text[], $3::text[]) AS t(ty, key) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    c.execute(&stmt, &[&org.as_str(), &tys, &keys, &task.0])
+        .await?;
     Ok(())
 }
 
@@ -601,7 +611,9 @@ impl PgStore {
             let mut sql = Sql::new(&format!("SELECT {COLUMNS}, count(*) OVER ()"));
             where_clause(&mut sql, q);
             order_and_page(&mut sql, q);
-            let rows = c.query(&sql.text, &sql.refs()).await?;
+            let rows = c
+                .query(&c.prepare_cached(&sql.text).await?, &sql.refs())
+                .await?;
             let mut count = match rows.first() {
                 Some(r) => u64::try_from(r.try_get::<_, i64>(6)?).unwrap_or(0),
                 None => 0,
@@ -621,7 +633,9 @@ impl PgStore {
         }
         let mut sql = Sql::new(&format!("SELECT {COLUMNS}"));
         where_clause(&mut sql, q);
-        let rows = c.query(&sql.text, &sql.refs()).await?;
+        let rows = c
+            .query(&c.prepare_cached(&sql.text).await?, &sql.refs())
+            .await?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             let s = decode(&q.org, r, 0)?;
