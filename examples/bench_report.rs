@@ -17,15 +17,22 @@
 //!    pass, and the rules part of a 1,000-object plugin upload), next to the original's cadence.
 //! 10. The discovery loop's scan levels on sled: 100,000 hostnames with A records, NS records and
 //!     ports; a full recomputation, and the levels part of a 1,000-object plugin upload.
+//! 11. Several replicas on PostgreSQL (`bench/postgres.rs`): no-op tasks/s through 1, 2 and 3 worker
+//!     replicas (`katd` processes), and API ingest into PostgreSQL beside a raw `COPY` of the same rows.
+//!     Needs `--katd PATH` and `KAT_TEST_POSTGRES` (`scripts/postgres.sh`).
 //!
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
-//!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE]
+//!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE] [--katd PATH]
 //! bench_report --only discovery   (sections 9 and 10, printed; needs no engine)
+//! bench_report --only replicas --katd PATH --entrypoint PATH   (section 11, printed)
 //! bench_report --only levels --out FILE     (section 10 alone; needs no engine)
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "bench/postgres.rs"]
+mod postgres;
 
 // sled allocates on every write; glibc's malloc halves its throughput here (docs/store-sled.md).
 #[global_allocator]
@@ -233,6 +240,58 @@ fn docker_run_throughput(n: usize, parallel: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `total` new hostnames through the API of `d` (authenticated `POST /objects/` of `batch` per request,
+/// `conns` connections from this process, each 201 meaning on disk): objects per second and request
+/// latencies in ms.
+async fn api_ingest(
+    d: &Deployment,
+    org: &OrgCode,
+    total: usize,
+    batch: usize,
+    conns: usize,
+) -> (f64, Stats) {
+    let token = d.operator_token(org, Duration::from_secs(3600)).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/objects/", d.api_url());
+    let bodies: Vec<String> = (0..total / batch)
+        .map(|b| {
+            let list: Vec<serde_json::Value> = (0..batch)
+                .map(|i| json!({"name": format!("i{}.api.example", b * batch + i)}))
+                .collect();
+            json!({ "hostname": list }).to_string()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    let bodies = Arc::new(bodies);
+    for c in 0..conns {
+        let (http, url, token, bodies) = (http.clone(), url.clone(), token.clone(), bodies.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for body in bodies.iter().skip(c).step_by(conns) {
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("Authorization", format!("Token {token}"))
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+                let _ = r.bytes().await;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), stats(lat))
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
@@ -429,6 +488,22 @@ async fn main() {
         print!("{md}");
         return;
     }
+    if arg("--only").as_deref() == Some("replicas") {
+        let server = kat_store_postgres::testing::server().expect("KAT_TEST_POSTGRES");
+        let md = postgres::section(postgres::Inputs {
+            katd: Path::new(&arg("--katd").expect("--katd PATH")),
+            entrypoint: Path::new(&arg("--entrypoint").expect("--entrypoint PATH")),
+            server: &server,
+            tasks: arg("--throughput-tasks")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200),
+            sled_api_rate: None,
+            ingest: (100_000, 1000, 4),
+        })
+        .await;
+        print!("{md}");
+        return;
+    }
     if arg("--only").as_deref() == Some("discovery") {
         let mut md = String::new();
         discovery_loop(&mut md).await;
@@ -550,49 +625,9 @@ async fn main() {
     eprintln!("3/6 API bulk ingest vs sled");
     let total = 100_000usize;
     let batch = 1000usize;
-    let token = d.operator_token(&org, Duration::from_secs(3600)).unwrap();
-    let http = reqwest::Client::new();
-    let url = format!("{}/objects/", d.api_url());
-    let bodies: Vec<String> = (0..total / batch)
-        .map(|b| {
-            let list: Vec<serde_json::Value> = (0..batch)
-                .map(|i| json!({"name": format!("i{}.api.example", b * batch + i)}))
-                .collect();
-            json!({ "hostname": list }).to_string()
-        })
-        .collect();
-    let start = Instant::now();
     let conns = 4;
-    let mut handles = Vec::new();
-    let bodies = Arc::new(bodies);
-    for c in 0..conns {
-        let (http, url, token, bodies) = (http.clone(), url.clone(), token.clone(), bodies.clone());
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            for body in bodies.iter().skip(c).step_by(conns) {
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("Authorization", format!("Token {token}"))
-                    .header("Content-Type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 201);
-                let _ = r.bytes().await;
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for h in handles {
-        lat.extend(h.await.unwrap());
-    }
-    let api_secs = start.elapsed().as_secs_f64();
-    let api_rate = total as f64 / api_secs;
-    let lat = stats(lat);
+    let (api_rate, lat) = api_ingest(&d, &org, total, batch, conns).await;
+    let sled_api_rate = api_rate;
     // The same records through the store directly, and as a raw sled batch insert.
     let sdir = tempfile::tempdir().unwrap();
     let store = SledStore::open(sdir.path(), SledOptions::default()).unwrap();
@@ -737,8 +772,33 @@ async fn main() {
         ));
     }
     md.push_str(&format!(
-        "\nTarget: at least 15 tasks/s: {} (best {best:.1} tasks/s).\n\nLoad average at the end (1, 5, 15 min): {}.\n",
+        "\nTarget: at least 15 tasks/s: {} (best {best:.1} tasks/s).\n\n",
         met(best >= 15.0),
+    ));
+
+    // ---- 11. replicas on PostgreSQL ----
+    eprintln!("11 several replicas on PostgreSQL");
+    match (
+        arg("--katd"),
+        kat_store_postgres::testing::server(),
+    ) {
+        (Some(katd), Some(server)) => {
+            md.push_str(
+                &postgres::section(postgres::Inputs {
+                    katd: Path::new(&katd),
+                    entrypoint: &entrypoint,
+                    server: &server,
+                    tasks: throughput_tasks,
+                    sled_api_rate: Some(sled_api_rate),
+                    ingest: (total, batch, conns),
+                })
+                .await,
+            );
+        }
+        _ => md.push_str("## 11. Several replicas on PostgreSQL\n\n(not run: needs --katd PATH and KAT_TEST_POSTGRES)\n\n"),
+    }
+    md.push_str(&format!(
+        "Load average at the end (1, 5, 15 min): {}.\n",
         sh("cut -d' ' -f1-3 /proc/loadavg")
     ));
     std::fs::write(&out, &md).unwrap();
