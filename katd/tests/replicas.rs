@@ -23,7 +23,8 @@ use support::{VOLUME, docker_ready, free_port, katd, plugin, wait_up};
 const SECRET: &str = "replicas-secret-replicas-secret-replicas!!";
 /// Short leases, so that a killed worker's tasks are recovered within seconds.
 const LEASE_SECONDS: &str = "3";
-/// Tasks of the kill test: enough work (2 s each, 8 slots) to outlast ten kills.
+/// Tasks of the kill test: enough work (4 s each, 8 slots: 75 s) to outlast ten kills (about 30 s), so that
+/// every kill finds its worker running tasks.
 const TASKS: usize = 150;
 
 /// The cluster: its database, its directory, the API replica and the workers by id.
@@ -66,10 +67,30 @@ fn base_command(
         .env("KAT_JWT_SECRET", SECRET)
         .env("KAT_LEASE_SECONDS", LEASE_SECONDS)
         .env("ENTRYPOINT_VOLUME", VOLUME)
-        .env("RUST_LOG", "warn")
+        .env("KAT_LOG", "warn,katd=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log_file(data));
     c
+}
+
+/// The log of the replica whose data directory is `data` (appended to across restarts), beside it.
+fn log_path(data: &Path) -> PathBuf {
+    data.with_extension("log")
+}
+
+fn log_file(data: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(data))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The last lines of a replica's log, for a failure message.
+fn log_tail(data: &Path) -> String {
+    let text = std::fs::read_to_string(log_path(data)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl Cluster {
@@ -347,7 +368,7 @@ async fn sigkill_a_worker_mid_task_ten_times() {
         "work",
         0,
         json!(["type:hostname"]),
-        json!(["sh", "-c", format!("sleep 2 && {write}")]),
+        json!(["sh", "-c", format!("sleep 4 && {write}")]),
     );
     p["idempotent"] = json!(true);
     p["permissions"] = json!({"objects.add_hostname": {}});
@@ -378,10 +399,17 @@ async fn sigkill_a_worker_mid_task_ten_times() {
             if !held.is_empty() {
                 break held;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {victim} ran no task within a minute"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let exited = c
+                    .workers
+                    .get_mut(victim)
+                    .map(|w| w.try_wait().ok().flatten());
+                panic!(
+                    "round {round}: {victim} ran no task within a minute (exited: {exited:?}); \
+                     running: {running}; its log:\n{}",
+                    log_tail(&c.dir.path().join(victim))
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         c.sigkill(victim);
