@@ -14,9 +14,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use kat_core::runtime::{ENTRYPOINT_DIR, LABEL_DEPLOYMENT};
-use kat_runtime_engine::{
-    HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
-};
+use kat_runtime_engine::{HELPER_IMAGE, LABEL_HELPER, binary_path, helper_image_tar};
 use tracing::info;
 
 use crate::error::{DockerError, server_status};
@@ -68,7 +66,7 @@ pub(crate) async fn create_helper(
     volume: &str,
     deployment: &str,
 ) -> Result<String, DockerError> {
-    let name = container_name("kat-volume-helper");
+    let name = kat_runtime_engine::helper_name();
     let body = ContainerCreateBody {
         image: Some(HELPER_IMAGE.to_string()),
         cmd: Some(vec![binary_path()]),

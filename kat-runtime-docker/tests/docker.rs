@@ -120,7 +120,7 @@ async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
         .await
         .expect("prepare");
     // What a prepare killed between its create and its remove leaves: one per deployment.
-    let leftover = |deployment: String| {
+    let leftover = |deployment: String, name: String| {
         let docker = rt.docker().clone();
         async move {
             let body = ContainerCreateBody {
@@ -132,7 +132,6 @@ async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
                 ])),
                 ..Default::default()
             };
-            let name = format!("{deployment}-helper");
             docker
                 .create_container(
                     Some(CreateContainerOptionsBuilder::new().name(&name).build()),
@@ -143,8 +142,21 @@ async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
                 .id
         }
     };
-    let stale = leftover(mine.clone()).await;
-    let foreign = leftover(other.clone()).await;
+    let now = kat_runtime_engine::unix_now_secs();
+    let stale = leftover(mine.clone(), format!("{mine}-helper")).await;
+    let foreign = leftover(other.clone(), format!("{other}-helper")).await;
+    // Named as helpers are: one older than the grace (left by a killed process), one younger (another
+    // replica of the deployment may be preparing with it right now).
+    let old = leftover(
+        mine.clone(),
+        format!("kat-volume-helper-{}-{}a", now - 1000, std::process::id()),
+    )
+    .await;
+    let young = leftover(
+        mine.clone(),
+        format!("kat-volume-helper-{now}-{}b", std::process::id()),
+    )
+    .await;
     let exists = |id: String| {
         let docker = rt.docker().clone();
         async move {
@@ -158,11 +170,31 @@ async fn a_leftover_volume_helper_is_reaped_by_its_deployment() {
     let reaped = rt.reap_orphans(&mine, &HashSet::new()).await.expect("reap");
     assert!(reaped.contains(&stale), "{reaped:?}");
     assert!(!exists(stale).await, "the leftover helper is removed");
+    assert!(reaped.contains(&old), "{reaped:?}");
+    assert!(
+        !exists(old).await,
+        "a helper older than the grace is removed"
+    );
+    assert!(!reaped.contains(&young), "{reaped:?}");
+    assert!(
+        exists(young.clone()).await,
+        "a helper in its grace (another replica's prepare) is left alone"
+    );
     assert!(
         exists(foreign.clone()).await,
         "another deployment's helper is left alone"
     );
     assert!(!reaped.contains(&foreign));
+    let _ = rt
+        .docker()
+        .remove_container(
+            &young,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
     let _ = rt
         .docker()
         .remove_container(

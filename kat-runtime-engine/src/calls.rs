@@ -366,8 +366,9 @@ pub async fn prepare_entrypoint<E: EngineCalls>(
 
 /// [`ContainerRuntime::reap_orphans`](kat_core::runtime::ContainerRuntime::reap_orphans) on `engine`: remove
 /// every managed container of `deployment` whose task is not in `live` (or does not parse), and every
-/// helper container of `deployment` (left by a process killed during [`prepare_entrypoint`]), trying
-/// all of them.
+/// helper container of `deployment` older than [`HELPER_GRACE_SECS`](crate::HELPER_GRACE_SECS) (left by
+/// a process killed during [`prepare_entrypoint`]; a younger one may be another replica's prepare in
+/// progress), trying all of them.
 ///
 /// ```no_run
 /// # async fn demo<E: kat_runtime_engine::EngineCalls>(engine: E) -> Result<(), E::Error> {
@@ -386,8 +387,13 @@ pub async fn reap_orphans<E: EngineCalls>(
     live: &HashSet<TaskId>,
 ) -> Result<Vec<String>, E::Error> {
     let mut containers = engine.list_managed().await?;
-    // Helpers have no task: every one of the deployment's is left over from a killed process.
-    containers.extend(engine.list_helpers().await?);
+    // Helpers have no task: one of the deployment's is left over from a killed process once it is older
+    // than a prepare takes (a younger one may be another replica's prepare in progress).
+    let now = crate::spec::unix_now_secs();
+    containers.extend(engine.list_helpers().await?.into_iter().filter(|h| {
+        crate::spec::helper_age_secs(&h.name, now)
+            .is_none_or(|age| age >= crate::spec::HELPER_GRACE_SECS)
+    }));
     let reaped = reap_each(containers, deployment, live, |id| async move {
         engine.remove(&id).await
     })

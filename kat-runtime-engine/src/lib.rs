@@ -67,9 +67,10 @@ pub use host::{error_chain, io_error_kind, is_unreachable_kind, unix_socket_from
 pub use pull::pull_image;
 pub use runtime::EngineRuntime;
 pub use spec::{
-    EngineLimits, MAX_CONTAINER_NAME, SpecError, check_spec, check_volume_name, container_labels,
-    container_name, listed_container, managed_container, pull_reference, tmpfs_options,
-    valid_capability, valid_volume_name,
+    EngineLimits, HELPER_GRACE_SECS, MAX_CONTAINER_NAME, SpecError, check_spec, check_volume_name,
+    container_labels, container_name, helper_age_secs, helper_name, listed_container,
+    managed_container, pull_reference, tmpfs_options, unix_now_secs, valid_capability,
+    valid_volume_name,
 };
 pub use supervise::{
     Bounded, CleanupGuard, DRAIN_GRACE, KILL_GRACE, Output, REMOVAL_WAIT, Reaped, RemoveAttempt,

@@ -85,6 +85,46 @@ pub fn container_name(requested: &str) -> String {
     format!("{base}-{suffix}")
 }
 
+/// How old a volume helper container must be before a reaper takes it for one that a process killed
+/// during `prepare_entrypoint` left behind. A prepare takes seconds; replicas sharing a deployment (and so
+/// its helpers' label) must not remove the helper another replica is still using.
+pub const HELPER_GRACE_SECS: u64 = 120;
+
+/// The name of a new volume helper container: `kat-volume-helper-<unix seconds>-<random>`, so that a
+/// reaper can tell its age ([`helper_age_secs`]).
+///
+/// ```
+/// let name = kat_runtime_engine::helper_name();
+/// assert_eq!(kat_runtime_engine::helper_age_secs(&name, kat_runtime_engine::unix_now_secs()), Some(0));
+/// ```
+pub fn helper_name() -> String {
+    container_name(&format!("kat-volume-helper-{}", unix_now_secs()))
+}
+
+/// Seconds since the Unix epoch, by this machine's clock.
+pub fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How old a helper named by [`helper_name`] is at `now` (Unix seconds); `None` for a name without a
+/// creation time (a helper of an older version, or another name).
+///
+/// ```
+/// use kat_runtime_engine::helper_age_secs;
+/// assert_eq!(helper_age_secs("/kat-volume-helper-1000-0123456789ab", 1120), Some(120));
+/// assert_eq!(helper_age_secs("kat-volume-helper-0123456789ab", 1120), None);
+/// ```
+pub fn helper_age_secs(name: &str, now: u64) -> Option<u64> {
+    let rest = name
+        .trim_start_matches('/')
+        .strip_prefix("kat-volume-helper-")?;
+    let (created, _) = rest.split_once('-')?;
+    let created: u64 = created.parse().ok()?;
+    Some(now.saturating_sub(created))
+}
+
 /// Whether `name` is a valid volume name for Docker and Podman: 2 to 255 characters, letters, digits and
 /// `_.-`, starting with a letter or digit.
 ///

@@ -4,9 +4,7 @@
 
 use futures::StreamExt;
 use kat_core::runtime::{ENTRYPOINT_DIR, LABEL_DEPLOYMENT};
-use kat_runtime_engine::{
-    HELPER_IMAGE, LABEL_HELPER, binary_path, container_name, helper_image_tar,
-};
+use kat_runtime_engine::{HELPER_IMAGE, LABEL_HELPER, binary_path, helper_image_tar};
 use podman_api::opts::{ImageImportOpts, VolumeCreateOpts};
 use serde_json::json;
 use tracing::info;
@@ -70,7 +68,7 @@ pub(crate) async fn create_helper(
     deployment: &str,
 ) -> Result<String, PodmanError> {
     let body = json!({
-        "name": container_name("kat-volume-helper"),
+        "name": kat_runtime_engine::helper_name(),
         "image": HELPER_IMAGE,
         "command": [binary_path()],
         "labels": { LABEL_HELPER: "entrypoint", LABEL_DEPLOYMENT: deployment },
