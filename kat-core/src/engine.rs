@@ -415,6 +415,7 @@ impl EngineBuilder {
                 open_batches: Mutex::new(HashMap::new()),
                 written_orgs: Mutex::new(HashSet::new()),
                 seen_marks: Mutex::new(HashMap::new()),
+                set_memos: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -453,6 +454,36 @@ struct Inner {
     /// store shared by replicas, an organization whose mark changed was written through another
     /// replica's API and gets a catch-up pass too.
     seen_marks: Mutex<HashMap<OrgCode, i64>>,
+    /// Per schedule and organization, what the last enumeration of its object set found
+    /// ([`SetMemo`]).
+    set_memos: Mutex<HashMap<(ScheduleId, OrgCode), SetMemo>>,
+}
+
+/// What the scheduler remembers of an object set it enumerated and claimed in full: while the
+/// object store's change mark ([`ObjectStore::change_mark`]) is what it was before that
+/// enumeration, the set's definition and the plugin's level are the same, and the current window
+/// has not passed the oldest of the targets' claims, enumerating the set again would find every
+/// target claimed. A schedule that runs again in the same interval, or catches up after writes
+/// elsewhere, then costs a hash lookup instead of a scan of the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetMemo {
+    fingerprint: u64,
+    mark: u64,
+    /// The oldest claim among the targets; `None` when the set had no target (nothing can expire).
+    oldest: Option<Timestamp>,
+    targets: usize,
+}
+
+/// Memos kept at most; beyond, they are forgotten (and the sets enumerated again).
+const MAX_SET_MEMOS: usize = 10_000;
+
+/// What a [`SetMemo`] is about: the set's definition and the plugin's scan level.
+fn set_fingerprint(set: &ObjectSet, plugin: &PluginDef) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(set).unwrap_or_default().hash(&mut h);
+    plugin.scan_level.hash(&mut h);
+    h.finish()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1318,11 +1349,47 @@ impl Engine {
                 ),
                 None => None,
             };
+            // The mark is read before the set: a write that lands during the enumeration changes
+            // it, and the next run enumerates again.
+            let memo_key = (schedule.id, org.clone());
+            let memo_of = set.as_ref().and_then(|set| {
+                let mark = self.inner.objects.change_mark(&org)?;
+                Some((set_fingerprint(set, &plugin), mark))
+            });
+            if let Some((fingerprint, mark)) = memo_of {
+                let memo = lock(&self.inner.set_memos).get(&memo_key).cloned();
+                if let Some(m) = memo
+                    && m.fingerprint == fingerprint
+                    && m.mark == mark
+                    && m.oldest.is_none_or(|o| o >= window_start)
+                {
+                    skipped += m.targets;
+                    continue;
+                }
+            }
+            let remember = |targets: usize, oldest: Option<Timestamp>| {
+                if let Some((fingerprint, mark)) = memo_of {
+                    let mut memos = lock(&self.inner.set_memos);
+                    if memos.len() >= MAX_SET_MEMOS {
+                        memos.clear();
+                    }
+                    memos.insert(
+                        memo_key.clone(),
+                        SetMemo {
+                            fingerprint,
+                            mark,
+                            oldest,
+                            targets,
+                        },
+                    );
+                }
+            };
             let targets: Vec<ObjectRef> = match &set {
                 Some(set) => self.objects_of_set(&org, set, &plugin).await?,
                 None => Vec::new(),
             };
             if set.is_some() && targets.is_empty() {
+                remember(0, None);
                 continue;
             }
             let keys: Vec<NaturalKey> = if targets.is_empty() {
@@ -1336,15 +1403,18 @@ impl Engine {
             // One claim for the whole set: one store round trip (and one flush) per schedule and
             // organization, however many targets.
             let total = keys.len();
-            let fresh: HashSet<NaturalKey> = self
+            let claimed = self
                 .inner
                 .tasks
-                .claim_targets(schedule.id, window_start, now, keys.clone())
-                .await?
-                .into_iter()
-                .collect();
+                .claim_targets_oldest(schedule.id, window_start, now, keys.clone())
+                .await?;
+            let oldest = claimed.oldest;
+            let fresh: HashSet<NaturalKey> = claimed.fresh.into_iter().collect();
             skipped += total - fresh.len();
             if fresh.is_empty() {
+                if oldest.is_some() {
+                    remember(total, oldest);
+                }
                 continue;
             }
             let chosen: Vec<ObjectRef> = targets
@@ -1359,6 +1429,9 @@ impl Engine {
             }
             created += tasks.len();
             self.queue(tasks).await?;
+            if oldest.is_some() {
+                remember(total, oldest);
+            }
         }
         Ok((created, skipped))
     }

@@ -49,6 +49,8 @@ struct ObjectsInner {
     objects_of: HashMap<(OrgCode, TaskId), BTreeSet<ObjectRef>>,
     /// The relations of each organization's DNS records ([`crate::levels`]).
     edges: HashMap<OrgCode, EdgeIndex>,
+    /// One more after every object write of any organization ([`ObjectStore::change_mark`]).
+    writes: u64,
 }
 
 /// One organization's level graph over the memory store's objects and edges.
@@ -287,6 +289,7 @@ impl MemoryObjectStore {
         let now = Timestamp::now();
         let mut g = lock(&self.inner);
         let inner = &mut *g;
+        inner.writes += 1;
         let target = replace.then(|| batch.requested.first().copied()).flatten();
         if let Some((key, o)) = target.and_then(|i| batch.objects.get(i)) {
             let k = (org.clone(), o.object_type(), key.clone());
@@ -398,6 +401,7 @@ impl ObjectStore for MemoryObjectStore {
 
     async fn delete(&self, org: &OrgCode, ty: ObjectType, keys: &[NaturalKey]) -> Result<u64> {
         let mut g = lock(&self.inner);
+        g.writes += 1;
         let mut n = 0;
         let mut changes = Changes::default();
         for k in keys {
@@ -437,6 +441,7 @@ impl ObjectStore for MemoryObjectStore {
         profile: ScanProfile,
     ) -> Result<StoredObject> {
         let mut g = lock(&self.inner);
+        g.writes += 1;
         let k = (org.clone(), ty, key.clone());
         let o = g
             .objects
@@ -488,6 +493,7 @@ impl ObjectStore for MemoryObjectStore {
     async fn recompute_levels(&self, org: Option<&OrgCode>) -> Result<u64> {
         let mut g = lock(&self.inner);
         let inner = &mut *g;
+        inner.writes += 1;
         let orgs: BTreeSet<OrgCode> = match org {
             Some(o) => BTreeSet::from([o.clone()]),
             None => inner.objects.keys().map(|k| k.0.clone()).collect(),
@@ -519,6 +525,11 @@ impl ObjectStore for MemoryObjectStore {
     async fn levels_need_recompute(&self) -> Result<bool> {
         // Every write updates levels under the store's lock: never interrupted half-way.
         Ok(false)
+    }
+
+    fn change_mark(&self, _org: &OrgCode) -> Option<u64> {
+        // Store-wide: a write to any organization changes every organization's mark.
+        Some(lock(&self.inner).writes)
     }
 }
 
@@ -739,17 +750,35 @@ impl TaskQueue for MemoryTaskStore {
         now: Timestamp,
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>> {
+        Ok(self
+            .claim_targets_oldest(schedule, since, now, targets)
+            .await?
+            .fresh)
+    }
+
+    async fn claim_targets_oldest(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<crate::store::Claimed> {
         let mut g = lock(&self.inner);
         let mut out = Vec::new();
+        let mut oldest: Option<Timestamp> = None;
         for k in targets {
             let slot = (schedule, k.clone());
-            if g.claims.get(&slot).is_some_and(|t| *t >= since) {
-                continue;
-            }
-            g.claims.insert(slot, now);
-            out.push(k);
+            let at = match g.claims.get(&slot) {
+                Some(t) if *t >= since => *t,
+                _ => {
+                    g.claims.insert(slot, now);
+                    out.push(k);
+                    now
+                }
+            };
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
         }
-        Ok(out)
+        Ok(crate::store::Claimed::new(out, oldest))
     }
 
     async fn claim_tasks(

@@ -588,6 +588,54 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// a write was interrupted between storing a relation and updating the levels, or the store
     /// was migrated from a format without levels. A deployment asks at start.
     async fn levels_need_recompute(&self) -> Result<bool>;
+
+    /// A number that is different after any write that changed `org`'s objects or scan levels
+    /// (an upsert, a replace, a delete, a scan profile set, a recomputation), and the same when
+    /// nothing of `org` was written in between: equal marks at two moments mean that every query
+    /// over `org` answers the same. A backend may change it more often (on any write to any
+    /// organization, say), never less. The scheduler skips enumerating an object set whose
+    /// organization has the mark it had when every target of the set was last claimed.
+    ///
+    /// `None`, the default, when the backend cannot tell, for example because other processes
+    /// write to the same database: callers then assume that anything may have changed.
+    ///
+    /// ```
+    /// use kat_core::memory::MemoryObjectStore;
+    /// use kat_core::object::{Object, ObjectType};
+    /// use kat_core::org::OrgCode;
+    /// use kat_core::store::ObjectStore;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryObjectStore::default();
+    /// let org = OrgCode::new("acme").unwrap();
+    /// let before = store.change_mark(&org);
+    /// let host = Object::from_json(ObjectType::Hostname, &serde_json::json!({"name": "example.com"})).unwrap();
+    /// store.upsert(&org, vec![host], None).await.unwrap();
+    /// assert_ne!(store.change_mark(&org), before);
+    /// # });
+    /// ```
+    fn change_mark(&self, org: &OrgCode) -> Option<u64> {
+        let _ = org;
+        None
+    }
+}
+
+/// What [`TaskQueue::claim_targets_oldest`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// The targets claimed now (not claimed since the window's start), in input order.
+    pub fresh: Vec<NaturalKey>,
+    /// The oldest claim among all the targets, as they are after the call (the fresh ones' is
+    /// `now`); `None` when there were no targets or the backend cannot tell.
+    pub oldest: Option<Timestamp>,
+}
+
+impl Claimed {
+    /// A result from its parts (for backends outside this crate).
+    #[must_use]
+    pub fn new(fresh: Vec<NaturalKey>, oldest: Option<Timestamp>) -> Claimed {
+        Claimed { fresh, oldest }
+    }
 }
 
 /// A file's id: a number, as the original's `{file/<id>}` references need.
@@ -918,6 +966,27 @@ pub trait TaskQueue: Send + Sync + fmt::Debug {
         now: Timestamp,
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>>;
+
+    /// [`TaskQueue::claim_targets`], and also the oldest claim among all of `targets` after it
+    /// ([`Claimed::oldest`]): until a window starts after it, none of them can be claimed again.
+    ///
+    /// Provided: [`TaskQueue::claim_targets`], with `oldest` known only when every target was
+    /// claimed now. A backend that keeps its claims' times overrides it to tell it always.
+    ///
+    /// # Errors
+    /// As [`TaskQueue::claim_targets`].
+    async fn claim_targets_oldest(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<Claimed> {
+        let n = targets.len();
+        let fresh = self.claim_targets(schedule, since, now, targets).await?;
+        let oldest = (fresh.len() == n && n > 0).then_some(now);
+        Ok(Claimed { fresh, oldest })
+    }
 
     /// Claim up to `limit` queued tasks for `worker`, oldest first (by `created_at`, then id),
     /// atomically: each becomes running, started at `now`, with one more attempt and a lease

@@ -20,11 +20,11 @@ use kat_core::org::OrgCode;
 use kat_core::store::StoredObject;
 use kat_core::task::ObjectRef;
 
+use crate::Inner;
 use crate::error::{SResult, SledStoreError};
 use crate::keys::{Key, take_str};
 use crate::objects::{object_key, stored_key, type_prefix};
 use crate::record::{Record, node_level};
-use crate::{Inner, lock};
 
 const T_OUT: u8 = b'e';
 const T_IN: u8 = b'r';
@@ -371,7 +371,7 @@ fn load_graph(inner: &Inner, org: &OrgCode) -> SResult<WholeGraph> {
 /// A full recomputation of `org`'s levels (every organization's when `None`, which also clears the
 /// marker). Holds the object writer lock throughout. Returns how many objects changed.
 pub(crate) fn recompute_blocking(inner: &Inner, org: Option<&OrgCode>) -> SResult<u64> {
-    let _writer = lock(&inner.object_lock);
+    let _writer = inner.object_writer();
     let orgs = match org {
         Some(o) => vec![o.clone()],
         None => orgs(inner)?,

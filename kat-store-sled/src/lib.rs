@@ -217,6 +217,9 @@ pub(crate) struct Inner {
     pub(crate) levels_nanos: AtomicU64,
     pub(crate) levels_writes: AtomicU64,
     pub(crate) object_lock: Mutex<()>,
+    /// Object writes so far, counted when each releases [`Inner::object_writer`]
+    /// ([`kat_core::store::ObjectStore::change_mark`]).
+    pub(crate) object_writes: AtomicU64,
     pub(crate) file_lock: Mutex<()>,
     pub(crate) state_lock: Mutex<()>,
     pub(crate) blob_dir: PathBuf,
@@ -240,6 +243,31 @@ impl fmt::Debug for SledStore {
 
 /// Lock a writer mutex; a panic while holding it leaves the database consistent (every write is one
 /// atomic batch), so a poisoned lock is still usable.
+/// The object writer lock, held for the whole of one object write. Releasing it counts the write in
+/// [`Inner::object_writes`], after the write's batch was applied: whoever reads the count before
+/// enumerating objects and finds it unchanged later knows that no write landed in between.
+pub(crate) struct ObjectWriter<'a> {
+    writes: &'a AtomicU64,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for ObjectWriter<'_> {
+    fn drop(&mut self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Inner {
+    /// Take the object writer lock ([`ObjectWriter`]).
+    pub(crate) fn object_writer(&self) -> ObjectWriter<'_> {
+        ObjectWriter {
+            writes: &self.object_writes,
+            _guard: lock(&self.object_lock),
+        }
+    }
+}
+
 pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -317,6 +345,7 @@ impl SledStore {
                 levels_nanos: AtomicU64::new(0),
                 levels_writes: AtomicU64::new(0),
                 object_lock: Mutex::new(()),
+                object_writes: AtomicU64::new(0),
                 file_lock: Mutex::new(()),
                 state_lock: Mutex::new(()),
                 blob_dir,

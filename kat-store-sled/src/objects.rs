@@ -38,7 +38,7 @@ use crate::error::{SResult, SledStoreError};
 use crate::keys::{Key, take_id, take_str, u64_value};
 use crate::levels::SledGraph;
 use crate::record::{INLINE_TASKS, Record};
-use crate::{Inner, SledStore, from_json, lock, to_json};
+use crate::{Inner, SledStore, from_json, to_json};
 
 const T_OBJECT: u8 = b'o';
 const T_INDEX: u8 = b'i';
@@ -311,7 +311,7 @@ fn upsert_blocking(
         .enumerate()
         .collect();
     work.sort_by(|a, b| a.1.0.as_slice().cmp(b.1.0.as_slice()));
-    let _writer = lock(&inner.object_lock);
+    let _writer = inner.object_writer();
     let seq = match by {
         Some(_) => inner.db.generate_id()?,
         None => 0,
@@ -743,7 +743,7 @@ fn delete_blocking(
     keys: &[NaturalKey],
 ) -> SResult<u64> {
     let keys: BTreeSet<&NaturalKey> = keys.iter().collect();
-    let _writer = lock(&inner.object_lock);
+    let _writer = inner.object_writer();
     let mut batch = sled::Batch::default();
     let mut n = 0;
     let mut graph = SledGraph::new(inner, org);
@@ -800,7 +800,7 @@ fn set_profile_blocking(
     profile: ScanProfile,
 ) -> SResult<Option<StoredObject>> {
     let pk = object_key(org, ty, key).into_vec();
-    let _writer = lock(&inner.object_lock);
+    let _writer = inner.object_writer();
     let Some(mut r) = load_record(inner, &pk)? else {
         return Ok(None);
     };
@@ -1029,6 +1029,16 @@ impl ObjectStore for SledStore {
 
     async fn levels_need_recompute(&self) -> Result<bool> {
         Ok(self.blocking(crate::levels::needs_recompute).await?)
+    }
+
+    fn change_mark(&self, _org: &OrgCode) -> Option<u64> {
+        // Store-wide: the database is this process's, and every object write of any organization
+        // holds the one object writer lock and counts when it lets go.
+        Some(
+            self.inner
+                .object_writes
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 }
 

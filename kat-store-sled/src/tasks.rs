@@ -40,8 +40,8 @@ use kat_core::plugin::PluginRecord;
 use kat_core::replica::ReplicaInfo;
 use kat_core::schedule::{ObjectSet, ObjectSetId, Schedule, ScheduleId};
 use kat_core::store::{
-    OrgStore, Page, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore, TaskQuery,
-    TaskQueue, wrong_state,
+    Claimed, OrgStore, Page, PluginCatalog, ReplicaRegistry, RevocationList, ScheduleStore,
+    TaskQuery, TaskQueue, wrong_state,
 };
 use kat_core::task::{Lease, Task, TaskId, TaskPatch, TaskState};
 use kat_core::{Error, Result};
@@ -586,10 +586,23 @@ impl TaskQueue for SledStore {
         now: Timestamp,
         targets: Vec<NaturalKey>,
     ) -> Result<Vec<NaturalKey>> {
+        Ok(self
+            .claim_targets_oldest(schedule, since, now, targets)
+            .await?
+            .fresh)
+    }
+
+    async fn claim_targets_oldest(
+        &self,
+        schedule: ScheduleId,
+        since: Timestamp,
+        now: Timestamp,
+        targets: Vec<NaturalKey>,
+    ) -> Result<Claimed> {
         if targets.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
-        let out = self
+        let (out, oldest) = self
             .blocking(move |inner| {
                 let _writer = lock(&inner.state_lock);
                 let bk = claims_key(schedule).into_vec();
@@ -617,15 +630,16 @@ impl TaskQueue for SledStore {
                 };
                 let (since, now) = (since.as_millis(), now.as_millis());
                 let mut out = Vec::new();
+                let mut oldest = i64::MAX;
                 for k in targets {
                     let last = claims
                         .entry(k.as_str().as_bytes().to_vec())
                         .or_insert(i64::MIN);
-                    if *last >= since {
-                        continue;
+                    if *last < since {
+                        *last = now;
+                        out.push(k);
                     }
-                    *last = now;
-                    out.push(k);
+                    oldest = oldest.min(*last);
                 }
                 if !out.is_empty() {
                     // Claims from before this window block nothing any more: dropped, so that the
@@ -634,13 +648,13 @@ impl TaskQueue for SledStore {
                     batch.insert(bk, encode_claims(&claims));
                     inner.state.apply_batch(batch)?;
                 }
-                Ok(out)
+                Ok((out, oldest))
             })
             .await?;
         if !out.is_empty() {
             self.written().await?;
         }
-        Ok(out)
+        Ok(Claimed::new(out, Some(Timestamp::from_millis(oldest))))
     }
 
     async fn claim_tasks(

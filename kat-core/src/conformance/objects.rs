@@ -1455,6 +1455,60 @@ pub async fn urls(store: &dyn ObjectStore) -> Result<()> {
     Ok(())
 }
 
+/// [`ObjectStore::change_mark`]: when the store gives marks, every kind of write changes its
+/// organization's mark and reads leave it alone. A store without marks (`None`) must say so
+/// always.
+pub async fn change_marks(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-marks");
+    let Some(start) = store.change_mark(&o) else {
+        store.upsert(&o, vec![host("marks.example")], None).await?;
+        assert_eq!(
+            store.change_mark(&o),
+            None,
+            "a store without marks has none after writes"
+        );
+        return Ok(());
+    };
+    let written = store.upsert(&o, vec![host("marks.example")], None).await?;
+    let k = written[0].key.clone();
+    let after_upsert = store.change_mark(&o);
+    assert_ne!(after_upsert, Some(start), "an upsert changes the mark");
+    store.get(&o, ObjectType::Hostname, &k).await?;
+    store
+        .query(&ObjectQuery::new(o.clone(), ObjectType::Hostname))
+        .await?;
+    store
+        .query_keys(&ObjectQuery::new(o.clone(), ObjectType::Hostname))
+        .await?;
+    assert_eq!(
+        store.change_mark(&o),
+        after_upsert,
+        "reads leave the mark alone"
+    );
+    store
+        .set_scan_profile(
+            &o,
+            ObjectType::Hostname,
+            &k,
+            ScanProfile::declared(
+                ScanLevel::new(2).map_err(|e| Error::invalid("level", e.to_string()))?,
+            ),
+        )
+        .await?;
+    let after_level = store.change_mark(&o);
+    assert_ne!(after_level, after_upsert, "a scan profile changes the mark");
+    store.replace(&o, host("marks.example"), None).await?;
+    let after_replace = store.change_mark(&o);
+    assert_ne!(after_replace, after_level, "a replace changes the mark");
+    assert_eq!(store.delete(&o, ObjectType::Hostname, &[k]).await?, 1);
+    assert_ne!(
+        store.change_mark(&o),
+        after_replace,
+        "a delete changes the mark"
+    );
+    Ok(())
+}
+
 /// Run every case against one store.
 pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     upsert_is_idempotent(&*store).await?;
@@ -1478,6 +1532,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     levels_organizations_separate(&*store).await?;
     levels_recomputation_agrees(&*store).await?;
     rule_reads(&*store).await?;
+    change_marks(&*store).await?;
     concurrent_writers(store).await?;
     Ok(())
 }

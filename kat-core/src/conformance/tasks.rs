@@ -205,6 +205,44 @@ pub async fn claim_targets(store: &dyn TaskQueue) -> Result<()> {
     Ok(())
 }
 
+/// [`TaskQueue::claim_targets_oldest`]: the same claims as [`TaskQueue::claim_targets`], and an
+/// oldest claim that, when the backend tells it, is the oldest of the targets' claims.
+pub async fn claim_targets_oldest(store: &dyn TaskQueue) -> Result<()> {
+    let s = ScheduleId::new();
+    let keys: Vec<NaturalKey> = (0..10)
+        .map(|i| NaturalKey::from_parts(["internet", &format!("o{i}.example")]))
+        .collect();
+    let t0 = Timestamp::from_secs(2_000_000);
+    let first = store
+        .claim_targets_oldest(s, t0, t0, keys[..5].to_vec())
+        .await?;
+    assert_eq!(first.fresh, keys[..5].to_vec());
+    assert!(first.oldest.is_none_or(|o| o == t0), "{first:?}");
+    // Five more an hour later: the oldest claim is still the first one's.
+    let t1 = t0.plus_secs(3600);
+    let second = store.claim_targets_oldest(s, t0, t1, keys.clone()).await?;
+    assert_eq!(second.fresh, keys[5..].to_vec());
+    assert!(second.oldest.is_none_or(|o| o == t0), "{second:?}");
+    // Nothing fresh: still the oldest.
+    let third = store
+        .claim_targets_oldest(s, t0, t1.plus_secs(1), keys.clone())
+        .await?;
+    assert!(third.fresh.is_empty());
+    assert!(third.oldest.is_none_or(|o| o == t0), "{third:?}");
+    // A window that starts after the first claims: those are claimed again now, the later ones
+    // are still the oldest.
+    let t2 = t0.plus_secs(86_400);
+    let fourth = store
+        .claim_targets_oldest(s, t0.plus_secs(60), t2, keys.clone())
+        .await?;
+    assert_eq!(fourth.fresh, keys[..5].to_vec());
+    assert!(fourth.oldest.is_none_or(|o| o == t1), "{fourth:?}");
+    // No targets, nothing claimed and no oldest.
+    let none = store.claim_targets_oldest(s, t0, t2, Vec::new()).await?;
+    assert!(none.fresh.is_empty() && none.oldest.is_none());
+    Ok(())
+}
+
 fn schedule(o: Option<&OrgCode>, next_secs: i64, enabled: bool) -> Result<Schedule> {
     Ok(Schedule {
         id: ScheduleId::new(),
@@ -1077,6 +1115,7 @@ pub async fn run_task_queue(store: Arc<dyn TaskQueue>) -> Result<()> {
     create_get_list(&*store).await?;
     transitions(store.clone()).await?;
     claim_targets(&*store).await?;
+    claim_targets_oldest(&*store).await?;
     concurrent_target_claims(store.clone()).await?;
     tokens_and_org_deletion(&*store).await?;
     refused_calls(store.clone()).await?;

@@ -2009,3 +2009,4 @@ async fn many_commands_travel_in_a_temporary_file_the_token_may_read() {
 }
 
 mod leases;
+mod set_memo;
