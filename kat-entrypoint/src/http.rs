@@ -231,6 +231,9 @@ impl<R: BufRead> Response<R> {
     }
 }
 
+/// The buffer a request is written through, in bytes.
+const SEND_BUFFER: usize = 64 * 1024;
+
 /// Sends one request (`Connection: close`) and returns the response once its head has arrived.
 pub(crate) fn send(
     method: &str,
@@ -258,11 +261,18 @@ pub(crate) fn send(
     }
     head.push_str("\r\n");
 
-    let mut writer = &stream;
-    let sent = writer.write_all(head.as_bytes()).and_then(|()| match body {
-        Some(body) => body.write_to(&mut writer),
-        None => Ok(()),
-    });
+    // Through one buffer: a small upload (head, multipart parts and content) leaves in one write,
+    // so the server reads the whole request at once instead of waking up for each piece.
+    let mut writer = io::BufWriter::with_capacity(SEND_BUFFER, &stream);
+    let sent = writer
+        .write_all(head.as_bytes())
+        .and_then(|()| match body {
+            Some(body) => body.write_to(&mut writer),
+            None => Ok(()),
+        })
+        .and_then(|()| writer.flush());
+    // What could not be sent is dropped with the request, never written later.
+    let _ = writer.into_parts();
     if let Err(send_error) = sent {
         // The server may have answered early (401, 413, ...) and closed: prefer its answer.
         let _ = reader_half.set_read_timeout(Some(Duration::from_secs(5)));
@@ -272,7 +282,6 @@ pub(crate) fn send(
         };
     }
     // No write shutdown here: some servers (hyper without half_close) drop the response when they see EOF.
-    let _ = writer.flush();
     read_response(
         BufReader::with_capacity(64 * 1024, reader_half),
         method == "HEAD",

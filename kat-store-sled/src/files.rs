@@ -1,7 +1,10 @@
 //! [`FileStore`]: contents in a content-addressed directory, metadata and indexes in the `files` tree.
 //!
-//! An upload streams into `files/tmp/<n>.tmp` while it is hashed (memory stays at one chunk), is
-//! fsynced (with [`Durability::FlushEachWrite`]), then renamed to `files/<aa>/<sha256>`; identical
+//! An upload up to 256 KiB (a plugin's output, mostly) is received in memory, then written to
+//! `files/tmp/<n>.tmp`, fsynced, committed and the database flushed in one call on the blocking
+//! pool; a larger one streams into `files/tmp/<n>.tmp` while it is hashed (memory stays at one
+//! chunk past the first 256 KiB). Either is fsynced (with [`Durability::FlushEachWrite`]), then
+//! renamed to `files/<aa>/<sha256>`; identical
 //! contents are stored once and reference-counted. A failing stream, or an upload dropped half-way,
 //! removes its temporary file and stores nothing.
 //!
@@ -108,6 +111,87 @@ impl Drop for TempFile {
         {
             tracing::warn!(path = %p.display(), error = %e, "cannot remove a temporary upload");
         }
+    }
+}
+
+/// Uploads of at most this many bytes are received in memory, then written and committed in one
+/// blocking call ([`put_small`]); larger ones stream to disk as they arrive.
+const SMALL_FILE: usize = 256 * 1024;
+
+/// A file whose whole content is in `chunks`: write it to a temporary file, sync it, commit it
+/// ([`commit_upload`]) and, with [`Durability::FlushEachWrite`], flush the database, all on the
+/// calling thread (one hop to the blocking pool for the whole upload instead of one per step).
+fn put_small(inner: &Inner, new: NewFile, chunks: &[bytes::Bytes]) -> SResult<FileMeta> {
+    use std::io::Write;
+    let n = inner.db.generate_id()?;
+    let path = inner.tmp_dir.join(format!("{n}.tmp"));
+    let temp = TempFile(Some(path.clone()));
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let mut file =
+        std::fs::File::create(&path).map_err(|e| SledStoreError::io(ctx("creating"), e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for chunk in chunks {
+        hasher.update(chunk);
+        size += chunk.len() as u64;
+        file.write_all(chunk)
+            .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
+    }
+    if inner.durability == Durability::FlushEachWrite {
+        file.sync_all()
+            .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
+    }
+    drop(file);
+    let meta = commit_upload(inner, temp, new, size, hex::encode(hasher.finalize()))?;
+    if inner.durability == Durability::FlushEachWrite {
+        inner.db.flush()?;
+    }
+    Ok(meta)
+}
+
+impl SledStore {
+    /// A file larger than [`SMALL_FILE`]: `head` (what was received so far), then the rest of
+    /// `body`, streamed to a temporary file, then committed.
+    async fn put_streaming(
+        &self,
+        new: NewFile,
+        head: Vec<bytes::Bytes>,
+        body: ByteStream,
+    ) -> Result<FileMeta> {
+        let n = self.inner.db.generate_id().map_err(SledStoreError::from)?;
+        let path = self.inner.tmp_dir.join(format!("{n}.tmp"));
+        let temp = TempFile(Some(path.clone()));
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| SledStoreError::io(ctx("creating"), e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut rest = futures::stream::iter(head.into_iter().map(Ok)).chain(body);
+        while let Some(chunk) = rest.next().await {
+            // A failing stream drops `temp`, which removes the partial upload.
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
+        if self.inner.durability == Durability::FlushEachWrite {
+            file.sync_all()
+                .await
+                .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
+        }
+        drop(file);
+        let sha256 = hex::encode(hasher.finalize());
+        let meta = self
+            .blocking(move |inner| commit_upload(inner, temp, new, size, sha256))
+            .await?;
+        self.written().await?;
+        Ok(meta)
     }
 }
 
@@ -289,38 +373,30 @@ fn query_blocking(inner: &Inner, q: &FileQuery) -> SResult<Page<FileMeta>> {
 #[async_trait]
 impl FileStore for SledStore {
     async fn put_valid(&self, new: NewFile, mut body: ByteStream) -> Result<FileMeta> {
-        let n = self.inner.db.generate_id().map_err(SledStoreError::from)?;
-        let path = self.inner.tmp_dir.join(format!("{n}.tmp"));
-        let temp = TempFile(Some(path.clone()));
-        let ctx = |what: &str| format!("{what} {}", path.display());
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| SledStoreError::io(ctx("creating"), e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            // A failing stream drops `temp`, which removes the partial upload.
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
+        // Receive up to SMALL_FILE in memory: a file that ends within it (a plugin's output, mostly)
+        // is written, synced, committed and flushed in one trip to the blocking pool.
+        let mut head: Vec<bytes::Bytes> = Vec::new();
+        let mut held = 0usize;
+        let mut ended = false;
+        while held <= SMALL_FILE {
+            match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    held += chunk.len();
+                    head.push(chunk);
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
         }
-        file.flush()
-            .await
-            .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
-        if self.inner.durability == Durability::FlushEachWrite {
-            file.sync_all()
-                .await
-                .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
-        }
-        drop(file);
-        let sha256 = hex::encode(hasher.finalize());
-        let meta = self
-            .blocking(move |inner| commit_upload(inner, temp, new, size, sha256))
-            .await?;
-        self.written().await?;
+        let meta = if ended {
+            self.blocking(move |inner| put_small(inner, new, &head))
+                .await?
+        } else {
+            self.put_streaming(new, head, body).await?
+        };
         tracing::debug!(id = %meta.id, size = meta.size, "stored a file");
         Ok(meta)
     }

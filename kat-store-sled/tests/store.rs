@@ -1311,3 +1311,75 @@ async fn per_target_claims_of_an_older_database_still_count() {
         "the next window hands out everything"
     );
 }
+
+/// Uploads on both sides of the size below which a file is received in memory and written in one
+/// go: each reads back whole, and one that fails after that size (streamed to a temporary file by
+/// then) or before it leaves no temporary file and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_streamed_uploads_and_their_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let o = org("sizes");
+    let new = |name: &str| NewFile {
+        org: o.clone(),
+        file_type: "raw".into(),
+        name: name.into(),
+        task: None,
+        scan_level: Some(ScanLevel::new(1).expect("level")),
+        level_from: LevelSource::Objects,
+    };
+    let tmp = dir.path().join("files").join("tmp");
+    assert!(tmp.is_dir(), "uploads are spooled in {}", tmp.display());
+    let leftovers = || std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    for size in [0usize, 1, 256 * 1024, 256 * 1024 + 1, 3 * 1024 * 1024 + 17] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        // In chunks of 64 KiB, as a request body arrives.
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let meta = store
+            .put(
+                new(&format!("f{size}")),
+                Box::pin(futures::stream::iter(chunks)),
+            )
+            .await
+            .expect("put");
+        assert_eq!(meta.size, size as u64);
+        assert_eq!(
+            read_all(&store, meta.id).await.expect("read"),
+            data,
+            "{size} bytes"
+        );
+    }
+    assert_eq!(leftovers(), 0);
+    for before_error in [10 * 1024usize, 1024 * 1024] {
+        let mut chunks: Vec<std::io::Result<Bytes>> = vec![0u8; before_error]
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        chunks.push(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )));
+        let before = FileStore::query(&store, &FileQuery::new(o.clone()))
+            .await
+            .expect("list")
+            .count;
+        assert!(
+            store
+                .put(new("broken"), Box::pin(futures::stream::iter(chunks)))
+                .await
+                .is_err()
+        );
+        assert_eq!(leftovers(), 0, "{before_error} bytes before the error");
+        assert_eq!(
+            FileStore::query(&store, &FileQuery::new(o.clone()))
+                .await
+                .expect("list")
+                .count,
+            before,
+            "a failed upload stores nothing"
+        );
+    }
+}
