@@ -680,11 +680,12 @@ async fn main() {
     md.push_str("## 2. Mode 3: 50 targets in one container vs one target\n\n");
     md.push_str("`echo {hostname}` over 50 hostnames as ONE task (mode 3: the entrypoint runs the 50 commands in one container and uploads 50 files), next to one single-target task, and next to the original's way: 50 single-target tasks, one container each (concurrency 1, as the original's per-target loop).\n\n");
     md.push_str(&format!(
-        "| | median (min, max) |\n|---|---|\n| one task, 50 targets (mode 3, 50 output files) | {} |\n| one task, 1 target | {} |\n| 50 single-target tasks | {} |\n| mode 3 / one target | **{:.2}x** (target: under 2x) |\n| 50 tasks / mode 3 | {:.1}x |\n\n",
+        "| | median (min, max) |\n|---|---|\n| one task, 50 targets (mode 3, 50 output files) | {} |\n| one task, 1 target | {} |\n| 50 single-target tasks | {} |\n| mode 3 / one target | **{:.2}x** (target: within 1.5x: {}) |\n| 50 tasks / mode 3 | {:.1}x |\n\n",
         fmt_ms(&m3),
         fmt_ms(&single),
         fmt_ms(&fifty),
         m3.median / single.median,
+        met(m3.median / single.median <= 1.5),
         fifty.median / m3.median
     ));
 
@@ -737,11 +738,16 @@ async fn main() {
     md.push_str("## 3. Bulk ingest\n\n");
     md.push_str(&format!("{total} hostnames in requests of {batch}: through the API (authenticated `POST /objects/`, {conns} connections from this process, each 201 meaning on disk), through the sled store's `upsert` directly (indexes, attribution, flush per batch), and as a raw sled batch insert of the same records (key and JSON value only, flush per batch).\n\n"));
     md.push_str(&format!(
-        "| | objects/s |\n|---|---|\n| API `POST /objects/` | **{api_rate:.0}** (target: at least 100,000); request latency median {:.0} ms, max {:.0} ms |\n| `SledStore::upsert` | {store_rate:.0} |\n| raw sled `apply_batch` + flush | {raw_rate:.0} |\n| API / raw sled | {:.2}x |\n\n",
+        "| | objects/s |\n|---|---|\n| API `POST /objects/` | **{api_rate:.0}** (target: at least 100,000: {}); request latency median {:.0} ms, max {:.0} ms |\n| `SledStore::upsert` | {store_rate:.0} |\n| raw sled `apply_batch` + flush | {raw_rate:.0} |\n| API / raw sled | {:.2}x (target: at least 0.6x: {}) |\n\n",
+        met(api_rate >= 100_000.0),
         lat.median,
         lat.max,
-        api_rate / raw_rate
+        api_rate / raw_rate,
+        met(api_rate / raw_rate >= 0.6),
     ));
+    if api_rate < 100_000.0 {
+        md.push_str("Where the time goes (a call-graph profile of the server): docs/performance.md, \"API ingest\". In short, the store's write of a request runs under its one object writer lock and is the serial part; `SledStore::upsert` alone, with no HTTP at all, is the second row.\n\n");
+    }
 
     // ---- 4. entrypoint 1 GiB ----
     eprintln!("4/6 entrypoint: 1 GiB of stdout");
