@@ -24,6 +24,7 @@
 //! ```text
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
 //!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE] [--katd PATH]
+//! bench_report --only tasks --entrypoint PATH   (sections 1 and 2, printed)
 //! bench_report --only discovery   (sections 9 and 10, printed; needs no engine)
 //! bench_report --only replicas --katd PATH --entrypoint PATH   (section 11, printed)
 //! bench_report --only levels --out FILE     (section 10 alone; needs no engine)
@@ -688,6 +689,13 @@ async fn main() {
         met(m3.median / single.median <= 1.5),
         fifty.median / m3.median
     ));
+
+    if arg("--only").as_deref() == Some("tasks") {
+        // Sections 1 and 2 alone, printed (to compare builds side by side).
+        d.shutdown().await;
+        print!("{md}");
+        return;
+    }
 
     // ---- 3. ingest ----
     eprintln!("3/6 API bulk ingest vs sled");

@@ -2040,10 +2040,21 @@ impl TaskControl for Engine {
         }
         let mut out = Vec::new();
         let mut joined = Vec::new();
+        let consumers: Vec<_> = self
+            .inner
+            .tasks
+            .list_plugins()
+            .await?
+            .into_iter()
+            .filter(|rec| rec.def.consumed_files().contains(file.file_type.as_str()))
+            .collect();
+        if consumers.is_empty() {
+            // Most outputs of a plugin nothing consumes: no override to read, nothing to queue.
+            return Ok(Vec::new());
+        }
         let overrides = self.inner.tasks.plugin_overrides(&file.org).await?;
-        for rec in self.inner.tasks.list_plugins().await? {
-            let enabled = rec.enabled_with(overrides.get(&rec.def.plugin_id).copied());
-            if !enabled || !rec.def.consumed_files().contains(file.file_type.as_str()) {
+        for rec in consumers {
+            if !rec.enabled_with(overrides.get(&rec.def.plugin_id).copied()) {
                 continue;
             }
             if let Some(why) = self.inner.policy.refusal(&rec.def) {

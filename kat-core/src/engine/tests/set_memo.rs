@@ -183,6 +183,25 @@ impl Setup {
         self.tasks.put_schedule(s).await.unwrap();
     }
 
+    async fn all_tasks(&self) -> Vec<Task> {
+        let mut q = TaskQuery::default();
+        q.limit = 0;
+        self.tasks.list_tasks(&q).await.unwrap().items
+    }
+
+    async fn task_ids(&self) -> HashSet<TaskId> {
+        self.all_tasks().await.into_iter().map(|t| t.id).collect()
+    }
+
+    /// The tasks not in `before`.
+    async fn new_tasks(&self, before: &HashSet<TaskId>) -> Vec<Task> {
+        self.all_tasks()
+            .await
+            .into_iter()
+            .filter(|t| !before.contains(&t.id))
+            .collect()
+    }
+
     fn enumerations(&self) -> usize {
         self.objects.enumerations.load(Ordering::SeqCst)
     }
@@ -209,19 +228,14 @@ async fn an_unchanged_set_is_not_enumerated_again_in_the_same_interval() {
     // A write: the set is read again and the new hostname alone gets a task.
     s.host("late.example", 1).await;
     s.due(sid, t0.plus_secs(120)).await;
+    let before = s.task_ids().await;
     let r = s.engine.tick(t0.plus_secs(120)).await.unwrap();
     assert_eq!((r.tasks, r.skipped, s.enumerations()), (1, 3, 2));
-    let late: Vec<Task> = s
-        .tasks
-        .list_tasks(&TaskQuery::default())
-        .await
-        .unwrap()
-        .items;
-    assert!(
-        late[0].input.objects[0]
-            .key
-            .as_str()
-            .ends_with("late.example")
+    let late = s.new_tasks(&before).await;
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        late[0].input.objects[0].key.as_str(),
+        "internet|late.example"
     );
 
     // An edit of the set (here a filter that leaves one hostname) is a different set.
@@ -256,14 +270,11 @@ async fn the_memo_ends_when_the_window_passes_the_oldest_claim() {
     // One interval after the first claims, before the late one's: the first three are due again
     // (nothing was written in between), the late one is not.
     s.due(sid, t0.plus_secs(86_400 + 5)).await;
+    let before = s.task_ids().await;
     let r = s.engine.tick(t0.plus_secs(86_400 + 5)).await.unwrap();
     assert_eq!((r.schedules, r.tasks, r.skipped), (1, 1, 1), "{r:?}");
-    let newest = s
-        .tasks
-        .list_tasks(&TaskQuery::default())
-        .await
-        .unwrap()
-        .items;
+    let newest = s.new_tasks(&before).await;
+    assert_eq!(newest.len(), 1);
     let mut keys: Vec<&str> = newest[0]
         .input
         .objects
