@@ -123,17 +123,31 @@ const SMALL_FILE: usize = 256 * 1024;
 /// calling thread (one hop to the blocking pool for the whole upload instead of one per step).
 fn put_small(inner: &Inner, new: NewFile, chunks: &[bytes::Bytes]) -> SResult<FileMeta> {
     use std::io::Write;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for chunk in chunks {
+        hasher.update(chunk);
+        size += chunk.len() as u64;
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    // Contents stored before (a scan whose output did not change): no temporary file to write
+    // and sync, only the metadata.
+    let new = match commit_existing(inner, new, size, &sha256)? {
+        Ok(meta) => {
+            if inner.durability == Durability::FlushEachWrite {
+                inner.db.flush()?;
+            }
+            return Ok(meta);
+        }
+        Err(new) => new,
+    };
     let n = inner.db.generate_id()?;
     let path = inner.tmp_dir.join(format!("{n}.tmp"));
     let temp = TempFile(Some(path.clone()));
     let ctx = |what: &str| format!("{what} {}", path.display());
     let mut file =
         std::fs::File::create(&path).map_err(|e| SledStoreError::io(ctx("creating"), e))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
     for chunk in chunks {
-        hasher.update(chunk);
-        size += chunk.len() as u64;
         file.write_all(chunk)
             .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
     }
@@ -142,7 +156,7 @@ fn put_small(inner: &Inner, new: NewFile, chunks: &[bytes::Bytes]) -> SResult<Fi
             .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
     }
     drop(file);
-    let meta = commit_upload(inner, temp, new, size, hex::encode(hasher.finalize()))?;
+    let meta = commit_upload(inner, temp, new, size, sha256)?;
     if inner.durability == Durability::FlushEachWrite {
         inner.db.flush()?;
     }
@@ -229,6 +243,30 @@ fn commit_upload(
         }
     }
     drop(temp);
+    record_meta(inner, new, size, sha256)
+}
+
+/// When contents with `sha256` and `size` are stored already, record a new file of them (its
+/// metadata, indexes and one more reference) and return it; otherwise hand `new` back.
+fn commit_existing(
+    inner: &Inner,
+    new: NewFile,
+    size: u64,
+    sha256: &str,
+) -> SResult<std::result::Result<FileMeta, NewFile>> {
+    let blob = blob_path(&inner.blob_dir, sha256);
+    let _writer = lock(&inner.file_lock);
+    // The reference count, not only the blob: a blob whose last file is being deleted may still
+    // be on disk for a moment, but its count is gone.
+    let counted = inner.files.contains_key(refs_key(sha256))?;
+    if counted && std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == size) {
+        return Ok(Ok(record_meta(inner, new, size, sha256.to_owned())?));
+    }
+    Ok(Err(new))
+}
+
+/// Record a file whose contents are at their content address (the caller holds the file lock).
+fn record_meta(inner: &Inner, new: NewFile, size: u64, sha256: String) -> SResult<FileMeta> {
     let id = match inner.files.get([T_COUNTER])? {
         Some(v) => {
             u64_value(&v).ok_or_else(|| SledStoreError::decode("file id counter", "not a u64"))?

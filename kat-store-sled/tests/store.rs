@@ -1383,3 +1383,55 @@ async fn small_and_streamed_uploads_and_their_failures() {
         );
     }
 }
+
+/// Identical contents are stored once and counted: a second file of them writes no new blob,
+/// deleting one leaves the other readable, deleting the last removes the contents, and the same
+/// contents uploaded after that are stored afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_contents_are_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let o = org("dedup");
+    let new = |name: &str| NewFile {
+        org: o.clone(),
+        file_type: "raw".into(),
+        name: name.into(),
+        task: None,
+        scan_level: Some(ScanLevel::new(1).expect("level")),
+        level_from: LevelSource::Objects,
+    };
+    let blobs = || {
+        let mut n = 0;
+        for d in std::fs::read_dir(dir.path().join("files")).expect("files dir") {
+            let d = d.expect("entry").path();
+            if d.is_dir() && d.file_name().is_some_and(|n| n != "tmp") {
+                n += std::fs::read_dir(&d).expect("blob dir").count();
+            }
+        }
+        n
+    };
+    let a = store
+        .put(new("a"), body(b"same output\n"))
+        .await
+        .expect("a");
+    let b = store
+        .put(new("b"), body(b"same output\n"))
+        .await
+        .expect("b");
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(blobs(), 1, "one copy of the contents");
+    assert!(FileStore::delete(&store, a.id).await.expect("delete a"));
+    assert_eq!(read_all(&store, b.id).await.expect("b"), b"same output\n");
+    assert_eq!(blobs(), 1);
+    assert!(FileStore::delete(&store, b.id).await.expect("delete b"));
+    assert_eq!(blobs(), 0, "the last file took its contents");
+    let c = store
+        .put(new("c"), body(b"same output\n"))
+        .await
+        .expect("c");
+    assert_eq!(read_all(&store, c.id).await.expect("c"), b"same output\n");
+    assert_eq!(blobs(), 1);
+    let report = store.verify().await.expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
