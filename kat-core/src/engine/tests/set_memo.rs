@@ -184,8 +184,10 @@ impl Setup {
     }
 
     async fn all_tasks(&self) -> Vec<Task> {
-        let mut q = TaskQuery::default();
-        q.limit = 0;
+        let q = TaskQuery {
+            limit: 0,
+            ..TaskQuery::default()
+        };
         self.tasks.list_tasks(&q).await.unwrap().items
     }
 
