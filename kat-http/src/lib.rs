@@ -171,7 +171,22 @@ pub(crate) struct Inner {
     pub(crate) org_admin: tokio::sync::Mutex<()>,
     /// What `GET /metrics` shows; requests are counted into it.
     pub(crate) metrics: Arc<kat_core::metrics::Metrics>,
+    /// The scan level a task's outputs carry, by task, with the object store's change mark it was
+    /// computed at (see `routes::files::upload_level`): a mode 3 task uploads one file per target,
+    /// and each would otherwise read every input object's level again.
+    pub(crate) output_levels:
+        std::sync::Mutex<std::collections::HashMap<kat_core::task::TaskId, OutputLevel>>,
 }
+
+/// A task's output level ([`kat_core::chain::level_of_output`]) and the object store's change mark
+/// it was read at.
+pub(crate) type OutputLevel = (
+    u64,
+    (
+        Option<kat_core::object::ScanLevel>,
+        kat_core::store::LevelSource,
+    ),
+);
 
 /// The API: routes requests to the stores, the engine's [`TaskControl`] and the token authority.
 /// Cheap to clone (one `Arc`).
@@ -216,6 +231,7 @@ impl Api {
                 config,
                 org_admin: tokio::sync::Mutex::new(()),
                 metrics: Arc::new(kat_core::metrics::Metrics::new()),
+                output_levels: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -237,6 +253,7 @@ impl Api {
                     config: i.config.clone(),
                     org_admin: tokio::sync::Mutex::new(()),
                     metrics,
+                    output_levels: std::sync::Mutex::new(std::collections::HashMap::new()),
                 });
             }
         }

@@ -319,17 +319,52 @@ async fn upload_level(
         ));
     }
     let inner = ctx.inner;
+    // The objects' levels as of this mark (read before them: a write while they are read changes
+    // it, and the next upload reads them again).
+    let mark = inner.objects.change_mark(ctx.caller.org());
+    let cached = |inner: &crate::Inner| {
+        let levels = inner
+            .output_levels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        levels
+            .get(&task)
+            .filter(|(at, _)| Some(*at) == mark)
+            .map(|(_, level)| *level)
+    };
+    if let Some(level) = cached(inner) {
+        return Ok(level);
+    }
     match inner.tasks.get_task(task).await? {
-        Some(t) => Ok(kat_core::chain::level_of_output(
-            inner.objects.as_ref(),
-            inner.files.as_ref(),
-            inner.tasks.as_ref(),
-            &t,
-        )
-        .await?),
+        Some(t) => {
+            let level = kat_core::chain::level_of_output(
+                inner.objects.as_ref(),
+                inner.files.as_ref(),
+                inner.tasks.as_ref(),
+                &t,
+            )
+            .await?;
+            // Only a level read from objects: that of input files is the files' own.
+            if let Some(at) = mark
+                && t.input.files.is_empty()
+            {
+                let mut levels = inner
+                    .output_levels
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if levels.len() >= OUTPUT_LEVELS_KEPT {
+                    levels.clear();
+                }
+                levels.insert(task, (at, level));
+            }
+            Ok(level)
+        }
         None => Ok((None, kat_core::store::LevelSource::Unrecorded)),
     }
 }
+
+/// Tasks whose output level [`upload_level`] keeps at most (beyond, it forgets them all).
+const OUTPUT_LEVELS_KEPT: usize = 4096;
 
 /// `POST /file/`: multipart with a `file` part and an optional `type` field (before or after it).
 /// The file is streamed into the store frame by frame; org and task come from the token; a task

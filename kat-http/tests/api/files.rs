@@ -488,7 +488,7 @@ async fn smoke_on_memory_stores() {
 /// its chain: a task's the lowest level of its input objects, an operator's the level they state.
 #[tokio::test]
 async fn tasks_upload_only_their_own_type_and_files_carry_a_scan_level() {
-    use kat_core::object::{ObjectType, ScanLevel, ScanProfile};
+    use kat_core::object::{NaturalKey, ObjectType, ScanLevel, ScanProfile};
     use kat_core::store::FileQuery;
     use kat_core::task::{ObjectRef, Task, TaskInput};
     let s = start(Options::default()).await;
@@ -612,6 +612,37 @@ async fn tasks_upload_only_their_own_type_and_files_carry_a_scan_level() {
             "{m}"
         );
     }
+    // An input's level changes while the task runs: the next file carries the new lowest level
+    // (each upload sees the levels as they are, whatever it remembered of the last one).
+    for (level, carried) in [(0u8, 0u64), (2, 2), (4, 3)] {
+        s.objects
+            .set_scan_profile(
+                &acme,
+                ObjectType::Hostname,
+                &NaturalKey::from_parts(["internet", "low.example"]),
+                ScanProfile::declared(ScanLevel::new(level).unwrap()),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let r = s
+                .upload(
+                    &t,
+                    "/api/v1/file/",
+                    &[
+                        ("type", None, b"test-plugin"),
+                        ("file", Some("stdout"), b"x"),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status, 201);
+            assert_eq!(
+                r.json()["scan_level"].as_u64(),
+                Some(carried),
+                "low at {level}"
+            );
+        }
+    }
     // An operator states the level: required, 0 to 4.
     let op = s.operator("acme", all());
     let part = [
@@ -648,6 +679,10 @@ async fn tasks_upload_only_their_own_type_and_files_carry_a_scan_level() {
         )
         .await;
     assert_eq!(r.status, 403);
-    assert_eq!(count().await, 4);
+    assert_eq!(
+        count().await,
+        10,
+        "3 + 6 of the task's, 1 of the operator's"
+    );
     s.stop().await;
 }
