@@ -1092,17 +1092,16 @@ impl PluginCatalog for SledStore {
         Ok(())
     }
 
+    // The catalogue is read on every stored file (chaining) and task start: a point read or a
+    // scan of a few dozen cached records, cheaper on the calling thread than a trip to the
+    // blocking pool (as the object reads).
     async fn get_plugin(&self, plugin_id: &str) -> Result<Option<PluginRecord>> {
         let k = plugin_key(plugin_id).into_vec();
-        Ok(self
-            .blocking(move |inner| get_json(&inner.state, "plugin record", &k))
-            .await?)
+        Ok(get_json(&self.inner.state, "plugin record", &k)?)
     }
 
     async fn list_plugins(&self) -> Result<Vec<PluginRecord>> {
-        Ok(self
-            .blocking(|inner| scan_json(&inner.state, "plugin record", T_PLUGIN))
-            .await?)
+        Ok(scan_json(&self.inner.state, "plugin record", T_PLUGIN)?)
     }
 
     async fn set_plugin_override(
