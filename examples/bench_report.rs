@@ -25,6 +25,7 @@
 //! bench_report --entrypoint PATH --out docs/bench-report.md [--load-output FILE] [--rounds 15]
 //!     [--throughput-tasks 200] [--scheduler-output FILE] [--reads-output FILE] [--katd PATH]
 //! bench_report --only tasks --entrypoint PATH   (sections 1 and 2, printed)
+//! bench_report --only throughput --entrypoint PATH [--throughput-tasks 200]   (section 6, printed)
 //! bench_report --only discovery   (sections 9 and 10, printed; needs no engine)
 //! bench_report --only replicas --katd PATH --entrypoint PATH   (section 11, printed)
 //! bench_report --only levels --out FILE     (section 10 alone; needs no engine)
@@ -360,6 +361,53 @@ async fn api_ingest(
     (total as f64 / start.elapsed().as_secs_f64(), stats(lat))
 }
 
+/// Section 6: `n` no-op tasks through the engine at concurrency 2, 4 and 8, beside bare bollard cycles and
+/// `docker run --rm` at the same parallelism, with the machine's CPU use.
+async fn throughput_section(
+    plugins: &Path,
+    entrypoint: &Path,
+    org: &OrgCode,
+    docker_client: &kat::runtime_docker::DockerRuntime,
+    n: usize,
+) -> String {
+    let mut md = String::new();
+    eprintln!(
+        "6/6 sustained throughput: {n} no-op tasks at concurrency 2, 4, 8 vs docker run --rm"
+    );
+    let mut rows = Vec::new();
+    let sequential = docker_run_throughput(n, 1);
+    for concurrency in [2usize, 4, 8] {
+        let tdir = tempfile::tempdir().unwrap();
+        let td = deployment(tdir.path(), plugins, entrypoint, org, concurrency).await;
+        run_plugin(&td, org, "noop", vec![]).await; // warm-up
+        let before = cpu_now();
+        let ours = task_throughput(&td, org, n).await;
+        let (busy, share) = cpu_share(before, cpu_now());
+        td.shutdown().await;
+        let before = cpu_now();
+        let bare = bollard_throughput(docker_client.docker(), n, concurrency).await;
+        let (bare_busy, _) = cpu_share(before, cpu_now());
+        let cli = docker_run_throughput(n, concurrency);
+        rows.push((concurrency, ours, bare, cli, busy, share, bare_busy));
+    }
+    let best = rows.iter().map(|r| r.1).fold(0.0, f64::max);
+    let best_bare = rows.iter().map(|r| r.2).fold(0.0, f64::max);
+    md.push_str("## 6. Sustained task throughput\n\n");
+    md.push_str(&format!("{n} no-op tasks (`true` in `kat-busybox:latest`) submitted at once to a deployment with that many workers (`concurrency`), timed from the first submission to the last task's end; beside it, at the same parallelism (that many at a time, each starting the next when it ends), {n} bare bollard cycles (create, start, wait, remove `true` on the host network, as in section 1: the engine's own floor) and {n} `docker run --rm kat-busybox:latest true`, and the CLI one after the other. The CPU columns are shares of the whole machine (2 cores = 100%) while the tasks ran: all of it busy, and the part of it that was this process (the engine with its store, its HTTP listener and the benchmark's client); the rest is the container engine (dockerd, containerd, the shims and runc) and the containers.\n\n| parallelism | kat-rs tasks/s | bare bollard cycles/s | `docker run --rm`/s | kat-rs / bollard | machine busy (bollard) | kat-rs process |\n|---|---|---|---|---|---|---|\n| 1 (`docker run --rm` one after the other) | | | {sequential:.1} | | | |\n"));
+    for (c, ours, bare, cli, busy, share, bare_busy) in &rows {
+        md.push_str(&format!(
+            "| {c} | **{ours:.1}** | {bare:.1} | {cli:.1} | {:.2}x | {busy:.0}% ({bare_busy:.0}%) | {share:.0}% |\n",
+            ours / bare
+        ));
+    }
+    md.push_str(&format!(
+        "\nTarget: at least 15 tasks/s: {} (best {best:.1} tasks/s; the bare bollard cycle, with nothing of ours, reaches {best_bare:.1}/s at best on this machine).\n\n",
+        met(best >= 15.0),
+    ));
+
+    md
+}
+
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
@@ -612,6 +660,20 @@ async fn main() {
     let docker_client = kat::runtime_docker::DockerRuntime::connect()
         .await
         .expect("docker");
+    if arg("--only").as_deref() == Some("throughput") {
+        // Section 6 alone, printed.
+        d.shutdown().await;
+        let md = throughput_section(
+            &plugins,
+            &entrypoint,
+            &org,
+            &docker_client,
+            throughput_tasks,
+        )
+        .await;
+        print!("{md}");
+        return;
+    }
     let hosts: Vec<String> = (0..50).map(|i| format!("h{i}.bench.example")).collect();
     let objs: Vec<Object> = hosts
         .iter()
@@ -828,40 +890,16 @@ async fn main() {
     d.shutdown().await;
 
     // ---- 6. sustained throughput ----
-    let n = throughput_tasks;
-    eprintln!(
-        "6/6 sustained throughput: {n} no-op tasks at concurrency 2, 4, 8 vs docker run --rm"
+    md.push_str(
+        &throughput_section(
+            &plugins,
+            &entrypoint,
+            &org,
+            &docker_client,
+            throughput_tasks,
+        )
+        .await,
     );
-    let mut rows = Vec::new();
-    let sequential = docker_run_throughput(n, 1);
-    for concurrency in [2usize, 4, 8] {
-        let tdir = tempfile::tempdir().unwrap();
-        let td = deployment(tdir.path(), &plugins, &entrypoint, &org, concurrency).await;
-        run_plugin(&td, &org, "noop", vec![]).await; // warm-up
-        let before = cpu_now();
-        let ours = task_throughput(&td, &org, n).await;
-        let (busy, share) = cpu_share(before, cpu_now());
-        td.shutdown().await;
-        let before = cpu_now();
-        let bare = bollard_throughput(docker_client.docker(), n, concurrency).await;
-        let (bare_busy, _) = cpu_share(before, cpu_now());
-        let cli = docker_run_throughput(n, concurrency);
-        rows.push((concurrency, ours, bare, cli, busy, share, bare_busy));
-    }
-    let best = rows.iter().map(|r| r.1).fold(0.0, f64::max);
-    let best_bare = rows.iter().map(|r| r.2).fold(0.0, f64::max);
-    md.push_str("## 6. Sustained task throughput\n\n");
-    md.push_str(&format!("{n} no-op tasks (`true` in `kat-busybox:latest`) submitted at once to a deployment with that many workers (`concurrency`), timed from the first submission to the last task's end; beside it, at the same parallelism (that many at a time, each starting the next when it ends), {n} bare bollard cycles (create, start, wait, remove `true` on the host network, as in section 1: the engine's own floor) and {n} `docker run --rm kat-busybox:latest true`, and the CLI one after the other. The CPU columns are shares of the whole machine (2 cores = 100%) while the tasks ran: all of it busy, and the part of it that was this process (the engine with its store, its HTTP listener and the benchmark's client); the rest is the container engine (dockerd, containerd, the shims and runc) and the containers.\n\n| parallelism | kat-rs tasks/s | bare bollard cycles/s | `docker run --rm`/s | kat-rs / bollard | machine busy (bollard) | kat-rs process |\n|---|---|---|---|---|---|---|\n| 1 (`docker run --rm` one after the other) | | | {sequential:.1} | | | |\n"));
-    for (c, ours, bare, cli, busy, share, bare_busy) in &rows {
-        md.push_str(&format!(
-            "| {c} | **{ours:.1}** | {bare:.1} | {cli:.1} | {:.2}x | {busy:.0}% ({bare_busy:.0}%) | {share:.0}% |\n",
-            ours / bare
-        ));
-    }
-    md.push_str(&format!(
-        "\nTarget: at least 15 tasks/s: {} (best {best:.1} tasks/s; the bare bollard cycle, with nothing of ours, reaches {best_bare:.1}/s at best on this machine).\n\n",
-        met(best >= 15.0),
-    ));
 
     // ---- 11. replicas on PostgreSQL ----
     eprintln!("11 several replicas on PostgreSQL");
