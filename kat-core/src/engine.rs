@@ -477,13 +477,14 @@ struct SetMemo {
 /// Memos kept at most; beyond, they are forgotten (and the sets enumerated again).
 const MAX_SET_MEMOS: usize = 10_000;
 
-/// What a [`SetMemo`] is about: the set's definition and the plugin's scan level.
-fn set_fingerprint(set: &ObjectSet, plugin: &PluginDef) -> u64 {
+/// What a [`SetMemo`] is about: the set's definition and the plugin's scan level. `None` (no memo)
+/// if the set cannot be serialized.
+fn set_fingerprint(set: &ObjectSet, plugin: &PluginDef) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(set).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(set).ok()?.hash(&mut h);
     plugin.scan_level.hash(&mut h);
-    h.finish()
+    Some(h.finish())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1354,7 +1355,7 @@ impl Engine {
             let memo_key = (schedule.id, org.clone());
             let memo_of = set.as_ref().and_then(|set| {
                 let mark = self.inner.objects.change_mark(&org)?;
-                Some((set_fingerprint(set, &plugin), mark))
+                Some((set_fingerprint(set, &plugin)?, mark))
             });
             if let Some((fingerprint, mark)) = memo_of {
                 let memo = lock(&self.inner.set_memos).get(&memo_key).cloned();
