@@ -132,31 +132,27 @@ fn put_small(inner: &Inner, new: NewFile, chunks: &[bytes::Bytes]) -> SResult<Fi
     let sha256 = hex::encode(hasher.finalize());
     // Contents stored before (a scan whose output did not change): no temporary file to write
     // and sync, only the metadata.
-    let new = match commit_existing(inner, new, size, &sha256)? {
-        Ok(meta) => {
-            if inner.durability == Durability::FlushEachWrite {
-                inner.db.flush()?;
+    let meta = match commit_existing(inner, new, size, &sha256)? {
+        Ok(meta) => meta,
+        Err(new) => {
+            let n = inner.db.generate_id()?;
+            let path = inner.tmp_dir.join(format!("{n}.tmp"));
+            let temp = TempFile(Some(path.clone()));
+            let ctx = |what: &str| format!("{what} {}", path.display());
+            let mut file =
+                std::fs::File::create(&path).map_err(|e| SledStoreError::io(ctx("creating"), e))?;
+            for chunk in chunks {
+                file.write_all(chunk)
+                    .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
             }
-            return Ok(meta);
+            if inner.durability == Durability::FlushEachWrite {
+                file.sync_all()
+                    .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
+            }
+            drop(file);
+            commit_upload(inner, temp, new, size, sha256)?
         }
-        Err(new) => new,
     };
-    let n = inner.db.generate_id()?;
-    let path = inner.tmp_dir.join(format!("{n}.tmp"));
-    let temp = TempFile(Some(path.clone()));
-    let ctx = |what: &str| format!("{what} {}", path.display());
-    let mut file =
-        std::fs::File::create(&path).map_err(|e| SledStoreError::io(ctx("creating"), e))?;
-    for chunk in chunks {
-        file.write_all(chunk)
-            .map_err(|e| SledStoreError::io(ctx("writing"), e))?;
-    }
-    if inner.durability == Durability::FlushEachWrite {
-        file.sync_all()
-            .map_err(|e| SledStoreError::io(ctx("syncing"), e))?;
-    }
-    drop(file);
-    let meta = commit_upload(inner, temp, new, size, sha256)?;
     if inner.durability == Durability::FlushEachWrite {
         inner.db.flush()?;
     }

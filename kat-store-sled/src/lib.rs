@@ -241,8 +241,6 @@ impl fmt::Debug for SledStore {
     }
 }
 
-/// Lock a writer mutex; a panic while holding it leaves the database consistent (every write is one
-/// atomic batch), so a poisoned lock is still usable.
 /// The object writer lock, held for the whole of one object write. Releasing it counts the write in
 /// [`Inner::object_writes`], after the write's batch was applied: whoever reads the count before
 /// enumerating objects and finds it unchanged later knows that no write landed in between.
@@ -268,6 +266,8 @@ impl Inner {
     }
 }
 
+/// Lock a writer mutex; a panic while holding it leaves the database consistent (every write is one
+/// atomic batch), so a poisoned lock is still usable.
 pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

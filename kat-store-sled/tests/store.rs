@@ -1312,6 +1312,18 @@ async fn per_target_claims_of_an_older_database_still_count() {
     );
 }
 
+/// A new file of type `raw` named `name`, carrying level 1.
+fn raw_file(o: &OrgCode, name: &str) -> NewFile {
+    NewFile {
+        org: o.clone(),
+        file_type: "raw".into(),
+        name: name.into(),
+        task: None,
+        scan_level: Some(ScanLevel::new(1).expect("level")),
+        level_from: LevelSource::Objects,
+    }
+}
+
 /// Uploads on both sides of the size below which a file is received in memory and written in one
 /// go: each reads back whole, and one that fails after that size (streamed to a temporary file by
 /// then) or before it leaves no temporary file and stores nothing.
@@ -1320,14 +1332,7 @@ async fn small_and_streamed_uploads_and_their_failures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let o = org("sizes");
-    let new = |name: &str| NewFile {
-        org: o.clone(),
-        file_type: "raw".into(),
-        name: name.into(),
-        task: None,
-        scan_level: Some(ScanLevel::new(1).expect("level")),
-        level_from: LevelSource::Objects,
-    };
+    let new = |name: &str| raw_file(&o, name);
     let tmp = dir.path().join("files").join("tmp");
     assert!(tmp.is_dir(), "uploads are spooled in {}", tmp.display());
     let leftovers = || std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
@@ -1392,14 +1397,7 @@ async fn identical_contents_are_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let o = org("dedup");
-    let new = |name: &str| NewFile {
-        org: o.clone(),
-        file_type: "raw".into(),
-        name: name.into(),
-        task: None,
-        scan_level: Some(ScanLevel::new(1).expect("level")),
-        level_from: LevelSource::Objects,
-    };
+    let new = |name: &str| raw_file(&o, name);
     let blobs = || {
         let mut n = 0;
         for d in std::fs::read_dir(dir.path().join("files")).expect("files dir") {

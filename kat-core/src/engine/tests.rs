@@ -339,22 +339,35 @@ async fn manual_input_is_batched() {
 }
 
 async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -> ScheduleId {
+    all_hostnames_schedule(&f.tasks, &f.org, plugin, interval)
+        .await
+        .0
+}
+
+/// A schedule of `plugin` every `interval` seconds over a new set of every hostname of `org`, due
+/// at once; its id and the set.
+async fn all_hostnames_schedule(
+    tasks: &MemoryTaskStore,
+    org: &OrgCode,
+    plugin: &str,
+    interval: u64,
+) -> (ScheduleId, ObjectSet) {
     let set = ObjectSet {
         id: ObjectSetId::new(),
         number: 0,
         name: "All hostnames".into(),
         description: String::new(),
-        org: f.org.clone(),
+        org: org.clone(),
         object_type: ObjectType::Hostname,
         all: true,
         filters: vec![],
         keys: vec![],
     };
-    f.tasks.put_object_set(set.clone()).await.unwrap();
+    tasks.put_object_set(set.clone()).await.unwrap();
     let s = Schedule {
         id: ScheduleId::new(),
         number: 0,
-        org: Some(f.org.clone()),
+        org: Some(org.clone()),
         plugin_id: plugin.into(),
         object_set: Some(set.id),
         interval: Interval::from_secs(interval).unwrap(),
@@ -365,8 +378,8 @@ async fn schedule_over_all_hostnames(f: &Fixture, plugin: &str, interval: u64) -
         owner: None,
         disabled_reason: None,
     };
-    f.tasks.put_schedule(s.clone()).await.unwrap();
-    s.id
+    tasks.put_schedule(s.clone()).await.unwrap();
+    (s.id, set)
 }
 
 /// What is written through the API in the middle of an interval (a plugin's findings, a new level)

@@ -322,17 +322,14 @@ async fn upload_level(
     // The objects' levels as of this mark (read before them: a write while they are read changes
     // it, and the next upload reads them again).
     let mark = inner.objects.change_mark(ctx.caller.org());
-    let cached = |inner: &crate::Inner| {
-        let levels = inner
-            .output_levels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        levels
-            .get(&task)
-            .filter(|(at, _)| Some(*at) == mark)
-            .map(|(_, level)| *level)
-    };
-    if let Some(level) = cached(inner) {
+    let cached = inner
+        .output_levels
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&task)
+        .filter(|(at, _)| Some(*at) == mark)
+        .map(|(_, level)| *level);
+    if let Some(level) = cached {
         return Ok(level);
     }
     match inner.tasks.get_task(task).await? {

@@ -144,36 +144,9 @@ impl Setup {
             .unwrap();
     }
 
-    /// A schedule of `dns` over every hostname, its set, and the set's id.
+    /// A daily schedule of `dns` over every hostname, and its set.
     async fn schedule(&self) -> (ScheduleId, ObjectSet) {
-        let set = ObjectSet {
-            id: ObjectSetId::new(),
-            number: 0,
-            name: "All hostnames".into(),
-            description: String::new(),
-            org: self.org.clone(),
-            object_type: ObjectType::Hostname,
-            all: true,
-            filters: vec![],
-            keys: vec![],
-        };
-        self.tasks.put_object_set(set.clone()).await.unwrap();
-        let s = Schedule {
-            id: ScheduleId::new(),
-            number: 0,
-            org: Some(self.org.clone()),
-            plugin_id: "dns".into(),
-            object_set: Some(set.id),
-            interval: Interval::from_secs(86_400).unwrap(),
-            enabled: true,
-            next_run_at: Timestamp::from_secs(0),
-            last_run_at: None,
-            created_at: Timestamp::from_secs(0),
-            owner: None,
-            disabled_reason: None,
-        };
-        self.tasks.put_schedule(s.clone()).await.unwrap();
-        (s.id, set)
+        all_hostnames_schedule(&self.tasks, &self.org, "dns", 86_400).await
     }
 
     /// Make the schedule due at `at` (as an operator moving its next run does).
