@@ -97,6 +97,43 @@ impl AsRef<[u8]> for Key {
     }
 }
 
+/// The entries under each of `prefixes` (ascending, prefix-free as every encoded key here is), in
+/// that order. A seek from one prefix returns the first stored key past its entries, and that key
+/// answers every following prefix sorting below it (none of them has entries): prefixes with no
+/// entries between two stored keys cost one seek together, not one each.
+pub(crate) fn entries_under(
+    tree: &sled::Tree,
+    prefixes: &[&[u8]],
+) -> crate::error::SResult<Vec<Vec<(sled::IVec, sled::IVec)>>> {
+    let mut out = Vec::with_capacity(prefixes.len());
+    // What the last seek saw after its prefix's entries: `None` before any seek, `Some(None)` at
+    // the end of the tree.
+    let mut next: Option<Option<sled::IVec>> = None;
+    for &p in prefixes {
+        let passed = match &next {
+            Some(None) => true,
+            Some(Some(k)) => k.as_ref() > p && !k.starts_with(p),
+            None => false,
+        };
+        if passed {
+            out.push(Vec::new());
+            continue;
+        }
+        let mut found = Vec::new();
+        next = Some(None);
+        for entry in tree.range(p..) {
+            let (k, v) = entry?;
+            if !k.starts_with(p) {
+                next = Some(Some(k));
+                break;
+            }
+            found.push((k, v));
+        }
+        out.push(found);
+    }
+    Ok(out)
+}
+
 fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     out.reserve(s.len() + 2);
     for &b in s {
@@ -227,5 +264,49 @@ mod tests {
         let long = "v".repeat(MAX_INDEXED_VALUE + 1);
         let k = Key::new(b'i').index_value(&long).into_vec();
         assert_eq!(k.len(), 1 + 1 + 16, "long values are hashed");
+    }
+
+    #[test]
+    fn entries_under_answers_every_prefix_as_a_scan_would() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        // Nodes 0..60: every third has two entries, every fifth one; others none. Keys of another
+        // tag before and after, so a seek can run off the nodes' keys both ways.
+        let node = |i: usize| Key::new(b'r').str("org").str(&format!("n{i:02}"));
+        tree.insert(Key::new(b'a').str("before").into_vec(), &b"x"[..])
+            .expect("insert");
+        tree.insert(Key::new(b's').str("after").into_vec(), &b"x"[..])
+            .expect("insert");
+        for i in 0..60 {
+            let entries = match i {
+                i if i % 3 == 0 => 2,
+                i if i % 5 == 0 => 1,
+                _ => 0,
+            };
+            for e in 0..entries {
+                let k = node(i).str(&format!("edge{e}")).into_vec();
+                tree.insert(k, vec![i as u8]).expect("insert");
+            }
+        }
+        // Nodes stored and not (60..70 sort after every stored node), in several selections.
+        let selections: Vec<Vec<usize>> = vec![
+            (0..70).collect(),
+            (1..70).step_by(7).collect(),
+            vec![1, 2, 4, 7],
+            vec![65, 69],
+            vec![3],
+            vec![],
+        ];
+        for sel in selections {
+            let prefixes: Vec<Vec<u8>> = sel.iter().map(|&i| node(i).into_vec()).collect();
+            let refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
+            let got = entries_under(&tree, &refs).expect("entries");
+            assert_eq!(got.len(), refs.len());
+            for (p, entries) in refs.iter().zip(&got) {
+                let want: Vec<(sled::IVec, sled::IVec)> =
+                    tree.scan_prefix(p).collect::<Result<_, _>>().expect("scan");
+                assert_eq!(entries, &want, "prefix {p:?} in selection {sel:?}");
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{SResult, SledStoreError};
 use crate::keys::{Key, take_str};
 use crate::objects::{object_key, stored_key, type_prefix};
 use crate::record::{Record, node_level};
+use sled::IVec;
 
 const T_OUT: u8 = b'e';
 const T_IN: u8 = b'r';
@@ -130,23 +131,28 @@ fn parse_edge(rest: &[u8], value: &[u8]) -> Option<(ObjectRef, ObjectRef, Option
     Some((obj_ref(&ty, key)?, obj_ref(&rty, rkey)?, cap))
 }
 
-/// The edges stored under `tag` (`e` or `r`) for node `n`: the other end, the record, the cap.
-fn stored_edges(
-    inner: &Inner,
-    tag: u8,
-    org: &OrgCode,
-    n: &ObjectRef,
-) -> SResult<Vec<(ObjectRef, ObjectRef, Option<ScanLevel>)>> {
+/// A stored edge seen from one of its nodes: the other end, the record, the cap.
+type StoredEdge = (ObjectRef, ObjectRef, Option<ScanLevel>);
+
+/// Parse the entries under one node's prefix.
+fn parse_edges(prefix_len: usize, entries: Vec<(IVec, IVec)>) -> SResult<Vec<StoredEdge>> {
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            parse_edge(&k[prefix_len..], &v)
+                .ok_or_else(|| SledStoreError::decode("edge", "malformed"))
+        })
+        .collect()
+}
+
+/// The edges stored under `tag` (`e` or `r`) for node `n`.
+fn stored_edges(inner: &Inner, tag: u8, org: &OrgCode, n: &ObjectRef) -> SResult<Vec<StoredEdge>> {
     let prefix = node_prefix(tag, org, n).into_vec();
-    let mut out = Vec::new();
-    for entry in inner.objects.scan_prefix(&prefix) {
-        let (k, v) = entry?;
-        out.push(
-            parse_edge(&k[prefix.len()..], &v)
-                .ok_or_else(|| SledStoreError::decode("edge", "malformed"))?,
-        );
-    }
-    Ok(out)
+    let entries = inner
+        .objects
+        .scan_prefix(&prefix)
+        .collect::<Result<Vec<_>, _>>()?;
+    parse_edges(prefix.len(), entries)
 }
 
 /// One organization's level graph during a write: the tree as it is, with what the write changes
@@ -160,6 +166,9 @@ pub(crate) struct SledGraph<'a> {
     in_added: HashMap<ObjectRef, Vec<(ObjectRef, Option<ScanLevel>)>>,
     /// Removed edges: (record, source, target).
     removed: HashSet<(ObjectRef, ObjectRef, ObjectRef)>,
+    /// Stored edges already read, by node (the tree does not change while the write is planned).
+    stored_out: HashMap<ObjectRef, Vec<StoredEdge>>,
+    stored_in: HashMap<ObjectRef, Vec<StoredEdge>>,
     /// What the algorithm set: node → (level, inherited_from).
     pub(crate) set: BTreeMap<ObjectRef, (Option<ScanLevel>, Option<ObjectRef>)>,
 }
@@ -173,7 +182,87 @@ impl<'a> SledGraph<'a> {
             out_added: HashMap::new(),
             in_added: HashMap::new(),
             removed: HashSet::new(),
+            stored_out: HashMap::new(),
+            stored_in: HashMap::new(),
             set: BTreeMap::new(),
+        }
+    }
+
+    /// The stored edges under `tag` of each of `nodes` (distinct; answers in their order), read in
+    /// key order with [`crate::keys::entries_under`].
+    fn read_stored(&self, tag: u8, nodes: &[&ObjectRef]) -> SResult<Vec<Vec<StoredEdge>>> {
+        let mut keyed: Vec<(Vec<u8>, usize)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (node_prefix(tag, self.org, n).into_vec(), i))
+            .collect();
+        keyed.sort();
+        let prefixes: Vec<&[u8]> = keyed.iter().map(|(p, _)| p.as_slice()).collect();
+        let found = crate::keys::entries_under(&self.inner.objects, &prefixes)?;
+        let mut out = vec![Vec::new(); nodes.len()];
+        for ((p, i), entries) in keyed.iter().zip(found) {
+            if let Some(slot) = out.get_mut(*i) {
+                *slot = parse_edges(p.len(), entries)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read the stored edges of `nodes` both ways in one ordered pass each, for the algorithm to
+    /// find without reading again.
+    pub(crate) fn prefetch<'n>(
+        &mut self,
+        nodes: impl IntoIterator<Item = &'n ObjectRef>,
+    ) -> SResult<()> {
+        let mut nodes: Vec<&ObjectRef> = nodes.into_iter().collect();
+        nodes.sort();
+        nodes.dedup();
+        for tag in [T_OUT, T_IN] {
+            let todo: Vec<&ObjectRef> = nodes
+                .iter()
+                .copied()
+                .filter(|n| !self.cached(tag).contains_key(*n))
+                .collect();
+            let found = self.read_stored(tag, &todo)?;
+            for (n, edges) in todo.into_iter().zip(found) {
+                self.cache(tag).insert(n.clone(), edges);
+            }
+        }
+        Ok(())
+    }
+
+    /// Those of `nodes` (distinct) that have stored edges either way (their edges kept for the
+    /// algorithm), in one ordered pass each way: a write's new objects, which mostly have none, cost a seek per
+    /// stretch of them rather than two per object.
+    pub(crate) fn with_stored_edges(&mut self, nodes: Vec<ObjectRef>) -> SResult<Vec<ObjectRef>> {
+        let refs: Vec<&ObjectRef> = nodes.iter().collect();
+        let outs = self.read_stored(T_OUT, &refs)?;
+        let ins = self.read_stored(T_IN, &refs)?;
+        let mut keep = Vec::new();
+        for ((n, out), r#in) in nodes.into_iter().zip(outs).zip(ins) {
+            if out.is_empty() && r#in.is_empty() {
+                continue;
+            }
+            self.stored_out.insert(n.clone(), out);
+            self.stored_in.insert(n.clone(), r#in);
+            keep.push(n);
+        }
+        Ok(keep)
+    }
+
+    fn cached(&self, tag: u8) -> &HashMap<ObjectRef, Vec<StoredEdge>> {
+        if tag == T_OUT {
+            &self.stored_out
+        } else {
+            &self.stored_in
+        }
+    }
+
+    fn cache(&mut self, tag: u8) -> &mut HashMap<ObjectRef, Vec<StoredEdge>> {
+        if tag == T_OUT {
+            &mut self.stored_out
+        } else {
+            &mut self.stored_in
         }
     }
 
@@ -200,18 +289,24 @@ impl<'a> SledGraph<'a> {
             .insert((record.clone(), rel.source.clone(), rel.target.clone()));
     }
 
-    fn edges(&self, tag: u8, n: &ObjectRef) -> SResult<Vec<(ObjectRef, Option<ScanLevel>)>> {
-        let mut out: Vec<(ObjectRef, Option<ScanLevel>)> =
-            stored_edges(self.inner, tag, self.org, n)?
-                .into_iter()
-                .filter(|(other, record, _)| {
-                    let (s, t) = if tag == T_OUT { (n, other) } else { (other, n) };
-                    !self
-                        .removed
-                        .contains(&(record.clone(), s.clone(), t.clone()))
-                })
-                .map(|(other, _, cap)| (other, cap))
-                .collect();
+    fn edges(&mut self, tag: u8, n: &ObjectRef) -> SResult<Vec<(ObjectRef, Option<ScanLevel>)>> {
+        if !self.cache(tag).contains_key(n) {
+            let edges = stored_edges(self.inner, tag, self.org, n)?;
+            self.cache(tag).insert(n.clone(), edges);
+        }
+        let mut out: Vec<(ObjectRef, Option<ScanLevel>)> = self
+            .cached(tag)
+            .get(n)
+            .into_iter()
+            .flatten()
+            .filter(|(other, record, _)| {
+                let (s, t) = if tag == T_OUT { (n, other) } else { (other, n) };
+                !self
+                    .removed
+                    .contains(&(record.clone(), s.clone(), t.clone()))
+            })
+            .map(|(other, _, cap)| (other.clone(), *cap))
+            .collect();
         let added = if tag == T_OUT {
             &self.out_added
         } else {

@@ -21,7 +21,7 @@
 //! The `t` lists are written once per upsert instead of once per object; reading them skips objects
 //! that were deleted since (their `a` entry is gone).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -279,6 +279,18 @@ fn plan_one(
     })
 }
 
+/// Read the stored edges of every node a write changes, or adds or removes an edge of, in one
+/// ordered pass: the level algorithm starts from each of them.
+fn prefetch_edges(graph: &mut SledGraph<'_>, changes: &Changes) -> SResult<()> {
+    let edges = changes.added.iter().chain(&changes.removed);
+    graph.prefetch(
+        changes
+            .nodes
+            .iter()
+            .chain(edges.flat_map(|e| [&e.source, &e.target])),
+    )
+}
+
 /// Upsert `objects` in one atomic batch; with `replace`, the first requested object replaces its
 /// stored version (which must exist, else nothing is written) instead of merging into it.
 fn upsert_blocking(
@@ -322,6 +334,8 @@ fn upsert_blocking(
     let mut graph = SledGraph::new(inner, org);
     let mut changes = Changes::default();
     let mut planned = Vec::with_capacity(work.len());
+    // New objects with no level.
+    let mut quiet = Vec::new();
     // One thread: reading on several was measured and made no difference (a read completes the node
     // splits the previous batch left, and that work serialises inside sled).
     for (i, w) in work {
@@ -337,21 +351,44 @@ fn upsert_blocking(
                 graph.overlay_added(&rel);
                 changes.added.push(rel);
             }
-            if let Some(scan) = p.record.o.scan {
-                graph.overlay_node(
-                    here.clone(),
-                    Some(NodeLevel {
-                        level: scan.level,
-                        declared: scan.declared,
-                        inherited_from: None,
-                    }),
-                );
-                changes.nodes.push(here);
+            match p.record.o.scan {
+                // No level: it changes no level unless an edge this write adds or a stored one
+                // (left by a record naming it) reaches it; seen below.
+                Some(scan) if !scan.declared && scan.level.is_none() => {
+                    quiet.push(here);
+                }
+                Some(scan) => {
+                    graph.overlay_node(
+                        here.clone(),
+                        Some(NodeLevel {
+                            level: scan.level,
+                            declared: scan.declared,
+                            inherited_from: None,
+                        }),
+                    );
+                    changes.nodes.push(here);
+                }
+                None => {}
             }
         }
         planned.push((i, p));
     }
     let levels_started = std::time::Instant::now();
+    let touched: HashSet<&ObjectRef> = changes
+        .added
+        .iter()
+        .flat_map(|e| [&e.source, &e.target])
+        .collect();
+    let (reached, maybe): (Vec<ObjectRef>, Vec<ObjectRef>) =
+        quiet.into_iter().partition(|n| touched.contains(n));
+    drop(touched);
+    let mut linked = graph.with_stored_edges(maybe)?;
+    linked.extend(reached);
+    for here in linked {
+        graph.overlay_node(here.clone(), Some(NodeLevel::default()));
+        changes.nodes.push(here);
+    }
+    prefetch_edges(&mut graph, &changes)?;
     levels::update(&mut graph, &changes)?;
     let mut set = std::mem::take(&mut graph.set);
     drop(graph);
@@ -779,6 +816,7 @@ fn delete_blocking(
     }
     if n > 0 {
         let levels_started = std::time::Instant::now();
+        prefetch_edges(&mut graph, &changes)?;
         levels::update(&mut graph, &changes)?;
         let set = std::mem::take(&mut graph.set);
         drop(graph);

@@ -19,6 +19,13 @@ fn obj(ty: ObjectType, v: serde_json::Value) -> Object {
     Object::from_json(ty, &v).expect("valid object")
 }
 
+fn ip(address: &str) -> Object {
+    obj(
+        ObjectType::IpAddress,
+        json!({"network": "internet", "address": address}),
+    )
+}
+
 fn host(name: &str) -> Object {
     obj(
         ObjectType::Hostname,
@@ -1327,6 +1334,75 @@ pub async fn levels_declared_untouched(store: &dyn ObjectStore) -> Result<()> {
     recomputation_agrees(store, &o).await
 }
 
+/// An object deleted while a record naming it stays comes back with the level that record gives
+/// it, also among new objects that have no relation at all (a store may pass over those).
+pub async fn levels_recreated_objects(store: &dyn ObjectStore) -> Result<()> {
+    let o = org("c-lvl-recreated");
+    store
+        .upsert(&o, vec![host("keep.example"), ip("192.0.2.9")], None)
+        .await?;
+    declare(store, &o, "keep.example", Some(2)).await?;
+    declare(store, &o, "192.0.2.9", Some(3)).await?;
+    store
+        .upsert(
+            &o,
+            vec![
+                a_record("keep.example", "192.0.2.7"),
+                a_record("back.example", "192.0.2.9"),
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(
+        levels(store, &o, &["192.0.2.7", "back.example"]).await?,
+        [Some(2), Some(3)]
+    );
+    // Both ends the records name go; the records stay.
+    assert_eq!(
+        store
+            .delete(&o, ObjectType::IpAddress, &[key("internet|192.0.2.7")])
+            .await?,
+        1
+    );
+    assert_eq!(
+        store
+            .delete(&o, ObjectType::Hostname, &[key("internet|back.example")])
+            .await?,
+        1
+    );
+    let mut batch: Vec<Object> = (0..20)
+        .map(|i| host(&format!("new{i:02}.example")))
+        .collect();
+    batch.push(ip("192.0.2.7"));
+    batch.push(host("back.example"));
+    batch.push(ip("192.0.2.8"));
+    store.upsert(&o, batch, None).await?;
+    assert_eq!(
+        level_of(store, &o, "192.0.2.7").await?,
+        (Some(2), false, Some("internet|keep.example".into())),
+        "an address created again inherits through the A record that stayed"
+    );
+    assert_eq!(
+        level_of(store, &o, "back.example").await?,
+        (Some(3), false, Some("internet|192.0.2.9".into())),
+        "a hostname created again inherits through the A record that stayed"
+    );
+    assert_eq!(
+        levels(store, &o, &["new00.example", "new19.example", "192.0.2.8"]).await?,
+        [None, None, None]
+    );
+    // Alone in a write, too.
+    assert_eq!(
+        store
+            .delete(&o, ObjectType::IpAddress, &[key("internet|192.0.2.7")])
+            .await?,
+        1
+    );
+    store.upsert(&o, vec![ip("192.0.2.7")], None).await?;
+    assert_eq!(level_of(store, &o, "192.0.2.7").await?.0, Some(2));
+    recomputation_agrees(store, &o).await
+}
+
 /// Organizations are separate graphs: the same records in another organization inherit nothing.
 pub async fn levels_organizations_separate(store: &dyn ObjectStore) -> Result<()> {
     let (a, b) = (org("c-lvl-org-a"), org("c-lvl-org-b"));
@@ -1529,6 +1605,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     levels_cycles(&*store).await?;
     levels_diamonds_and_decay(&*store).await?;
     levels_declared_untouched(&*store).await?;
+    levels_recreated_objects(&*store).await?;
     levels_organizations_separate(&*store).await?;
     levels_recomputation_agrees(&*store).await?;
     rule_reads(&*store).await?;
