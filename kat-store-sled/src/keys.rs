@@ -97,39 +97,93 @@ impl AsRef<[u8]> for Key {
     }
 }
 
-/// The entries under each of `prefixes` (ascending, prefix-free as every encoded key here is), in
-/// that order. A seek from one prefix returns the first stored key past its entries, and that key
-/// answers every following prefix sorting below it (none of them has entries): prefixes with no
-/// entries between two stored keys cost one seek together, not one each.
+/// The entries under each of `prefixes` (ascending; one may extend another, and one may come
+/// twice), prefix by prefix, each tagged with its prefix's index, read lazily.
+///
+/// A seek from one prefix runs through its entries to the first key past them, and that key
+/// answers every following prefix that sorts below it and does not extend the sought one: none of
+/// those has entries. So prefixes without entries between two stored keys cost one seek together,
+/// not one each: the new keys of a write, or filter values that match nothing, are mostly such.
+pub(crate) struct EntriesUnder {
+    tree: sled::Tree,
+    prefixes: Vec<Vec<u8>>,
+    /// The prefix being read or considered.
+    at: usize,
+    /// The open scan of `prefixes[at]`.
+    scan: Option<sled::Iter>,
+    /// The prefix of the last seek, and the first key past its entries (`None`: the tree's end).
+    passed: Option<(usize, Option<sled::IVec>)>,
+}
+
+impl EntriesUnder {
+    pub(crate) fn new(tree: sled::Tree, prefixes: Vec<Vec<u8>>) -> Self {
+        EntriesUnder {
+            tree,
+            prefixes,
+            at: 0,
+            scan: None,
+            passed: None,
+        }
+    }
+
+    /// Whether what the last seek saw shows that `p` has no entries.
+    fn known_empty(&self, p: &[u8]) -> bool {
+        let Some((sought, next)) = &self.passed else {
+            return false;
+        };
+        // Entries of a prefix extending the sought one were read (and passed) as the sought one's.
+        if self.prefixes.get(*sought).is_none_or(|s| p.starts_with(s)) {
+            return false;
+        }
+        next.as_ref()
+            .is_none_or(|k| k.as_ref() > p && !k.starts_with(p))
+    }
+}
+
+impl Iterator for EntriesUnder {
+    type Item = crate::error::SResult<(usize, sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(scan) = &mut self.scan {
+                let p = self.prefixes.get(self.at)?;
+                let next = match scan.next() {
+                    Some(Ok((k, v))) if k.starts_with(p) => return Some(Ok((self.at, k, v))),
+                    Some(Ok((k, _))) => Some(k),
+                    None => None,
+                    Some(Err(e)) => {
+                        self.scan = None;
+                        self.at = self.prefixes.len();
+                        return Some(Err(e.into()));
+                    }
+                };
+                self.passed = Some((self.at, next));
+                self.scan = None;
+                self.at += 1;
+                continue;
+            }
+            let p = self.prefixes.get(self.at)?;
+            if self.known_empty(p) {
+                self.at += 1;
+                continue;
+            }
+            self.scan = Some(self.tree.range(p.as_slice()..));
+        }
+    }
+}
+
+/// The entries under each of `prefixes` (ascending), in that order ([`EntriesUnder`]).
 pub(crate) fn entries_under(
     tree: &sled::Tree,
     prefixes: &[&[u8]],
 ) -> crate::error::SResult<Vec<Vec<(sled::IVec, sled::IVec)>>> {
-    let mut out = Vec::with_capacity(prefixes.len());
-    // What the last seek saw after its prefix's entries: `None` before any seek, `Some(None)` at
-    // the end of the tree.
-    let mut next: Option<Option<sled::IVec>> = None;
-    for &p in prefixes {
-        let passed = match &next {
-            Some(None) => true,
-            Some(Some(k)) => k.as_ref() > p && !k.starts_with(p),
-            None => false,
-        };
-        if passed {
-            out.push(Vec::new());
-            continue;
+    let mut out = vec![Vec::new(); prefixes.len()];
+    let owned = prefixes.iter().map(|p| p.to_vec()).collect();
+    for entry in EntriesUnder::new(tree.clone(), owned) {
+        let (i, k, v) = entry?;
+        if let Some(slot) = out.get_mut(i) {
+            slot.push((k, v));
         }
-        let mut found = Vec::new();
-        next = Some(None);
-        for entry in tree.range(p..) {
-            let (k, v) = entry?;
-            if !k.starts_with(p) {
-                next = Some(Some(k));
-                break;
-            }
-            found.push((k, v));
-        }
-        out.push(found);
     }
     Ok(out)
 }
@@ -306,6 +360,37 @@ mod tests {
                 let want: Vec<(sled::IVec, sled::IVec)> =
                     tree.scan_prefix(p).collect::<Result<_, _>>().expect("scan");
                 assert_eq!(entries, &want, "prefix {p:?} in selection {sel:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn entries_under_handles_prefixes_that_extend_others_and_repeats() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        for name in ["a", "ab", "ab1", "abc", "ac", "b", "ba", "bb2", "c"] {
+            tree.insert(Key::new(b'o').str(name).into_vec(), name.as_bytes())
+                .expect("insert");
+        }
+        // Beginnings of names (no terminator), so "a" is a prefix of "ab" and "abc".
+        let start = |s: &str| Key::new(b'o').str_start(s).into_vec();
+        let sets: Vec<Vec<&str>> = vec![
+            vec!["a", "ab", "abc", "ac", "b", "bb", "c"],
+            vec!["a", "a", "ab", "ab"],
+            vec!["aa", "ab", "abd", "ad", "bc", "bb", "d"],
+            vec!["", "a"],
+            vec!["abz", "ac", "b"],
+        ];
+        for mut set in sets {
+            let mut prefixes: Vec<Vec<u8>> = set.iter().map(|s| start(s)).collect();
+            prefixes.sort();
+            set.sort_by_key(|s| start(s));
+            let refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
+            let got = entries_under(&tree, &refs).expect("entries");
+            for ((name, p), entries) in set.iter().zip(&refs).zip(&got) {
+                let want: Vec<(sled::IVec, sled::IVec)> =
+                    tree.scan_prefix(p).collect::<Result<_, _>>().expect("scan");
+                assert_eq!(entries, &want, "beginning {name:?} in {set:?}");
             }
         }
     }

@@ -35,7 +35,7 @@ use kat_core::{Error, Result};
 use sled::IVec;
 
 use crate::error::{SResult, SledStoreError};
-use crate::keys::{Key, take_id, take_str, u64_value};
+use crate::keys::{EntriesUnder, Key, take_id, take_str, u64_value};
 use crate::levels::SledGraph;
 use crate::record::{INLINE_TASKS, Record};
 use crate::{Inner, SledStore, from_json, to_json};
@@ -444,8 +444,6 @@ fn upsert_blocking(
         .collect()
 }
 
-type Entries = Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>>;
-
 /// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
 /// prefix in an `o` key), from the field's index or, for a key-leading field, the `o` prefix.
 fn candidates(
@@ -469,34 +467,38 @@ fn candidates(
                 .collect::<Vec<_>>()
         }));
     }
+    // Each value's entries in key order (EntriesUnder): values that match nothing, between two
+    // stored keys, cost one seek together.
     if is_key_leading(ty, field) {
         let type_len = type_prefix(org, ty).as_slice().len();
-        let scans: Vec<(Vec<u8>, String)> = values
+        let mut scans: Vec<(Vec<u8>, String)> = values
             .iter()
             .filter_map(|v| key_prefix(ty, field, v))
             .map(|p| (type_prefix(org, ty).str_start(&p).into_vec(), p))
             .collect();
-        Box::new(scans.into_iter().flat_map(move |(scan, p)| {
-            let entries: Entries = Box::new(tree.scan_prefix(scan));
-            entries.filter_map(move |e| match e {
-                Err(e) => Some(Err(e.into())),
-                Ok((k, _)) => {
-                    let tail = &k[type_len..];
-                    let key = take_str(tail)?.0;
-                    let whole_part = key.len() == p.len() || key[p.len()..].starts_with('|');
-                    whole_part.then(|| Ok(tail.to_vec()))
-                }
-            })
+        scans.sort();
+        let (scans, parts): (Vec<Vec<u8>>, Vec<String>) = scans.into_iter().unzip();
+        Box::new(EntriesUnder::new(tree, scans).filter_map(move |e| {
+            let (i, k, _) = match e {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
+            let p = parts.get(i)?;
+            let tail = &k[type_len..];
+            let key = take_str(tail)?.0;
+            let whole_part = key.len() == p.len() || key[p.len()..].starts_with('|');
+            whole_part.then(|| Ok(tail.to_vec()))
         }))
     } else {
-        let prefixes: Vec<Vec<u8>> = values
+        let mut prefixes: Vec<Vec<u8>> = values
             .iter()
             .map(|v| index_prefix(org, ty, field, v).into_vec())
             .collect();
-        Box::new(prefixes.into_iter().flat_map(move |p| {
-            let n = p.len();
-            let entries: Entries = Box::new(tree.scan_prefix(p));
-            entries.map(move |e| e.map(|(k, _)| k[n..].to_vec()).map_err(Into::into))
+        prefixes.sort();
+        let lens: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        Box::new(EntriesUnder::new(tree, prefixes).map(move |e| {
+            let (i, k, _) = e?;
+            Ok(k[lens.get(i).copied().unwrap_or(k.len())..].to_vec())
         }))
     }
 }

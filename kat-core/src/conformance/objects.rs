@@ -405,6 +405,19 @@ pub async fn query_keys_agree_with_query(store: &dyn ObjectStore) -> Result<()> 
     Ok(())
 }
 
+/// The keys a query finds, sorted.
+async fn sorted_keys(store: &dyn ObjectStore, q: &ObjectQuery) -> Result<Vec<String>> {
+    let mut found: Vec<String> = store
+        .query(q)
+        .await?
+        .items
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
 /// Field filters (repeated values are an OR; relations by key), search, key restriction, and
 /// unknown filters refused.
 pub async fn filters_and_search(store: &dyn ObjectStore) -> Result<()> {
@@ -438,6 +451,56 @@ pub async fn filters_and_search(store: &dyn ObjectStore) -> Result<()> {
         "different fields are an AND"
     );
     assert_eq!(store.query(&q("port", &["9"])).await?.count, 0);
+    assert_eq!(
+        store
+            .query(&q("port", &["1", "80", "9999", "22", "80", "23", "8080"]))
+            .await?
+            .count,
+        4,
+        "many values, most matching nothing, one repeated"
+    );
+    // A relation filter with many values: names that begin other names, names between them that
+    // match nothing, repeats.
+    let mut records = Vec::new();
+    for (name, ip) in [
+        ("a.example", "192.0.2.10"),
+        ("a.example", "192.0.2.11"),
+        ("a.example.com", "192.0.2.12"),
+        ("a.example.com.evil", "192.0.2.13"),
+        ("b.example", "192.0.2.14"),
+        ("c.example", "192.0.2.15"),
+    ] {
+        records.push(a_record(name, ip));
+    }
+    store.upsert(&o, records, None).await?;
+    let owners =
+        |v: &[&str]| ObjectQuery::new(o.clone(), ObjectType::DnsARecord).filter("hostname", v);
+    assert_eq!(
+        sorted_keys(
+            store,
+            &owners(&[
+                "internet|c.example",
+                "internet|a.example",
+                "internet|a.example.co",
+                "internet|a.example.com",
+                "internet|a.exampl",
+                "internet|b",
+                "internet|a.example",
+                "internet|zzz.example",
+            ])
+        )
+        .await?,
+        [
+            "internet|a.example.com|internet|192.0.2.12",
+            "internet|a.example|internet|192.0.2.10",
+            "internet|a.example|internet|192.0.2.11",
+            "internet|c.example|internet|192.0.2.15",
+        ]
+    );
+    assert_eq!(
+        sorted_keys(store, &owners(&["internet|a.example.com.evil"])).await?,
+        ["internet|a.example.com.evil|internet|192.0.2.13"]
+    );
     let e = store
         .query(&q("pk", &["x"]))
         .await
