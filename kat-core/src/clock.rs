@@ -136,13 +136,34 @@ impl fmt::Display for Timestamp {
         let secs = self.0.div_euclid(1000);
         let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            (sod % 3600) / 60,
-            sod % 60
-        )
+        if !(0..=9999).contains(&y) {
+            return write!(
+                f,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+                sod / 3600,
+                (sod % 3600) / 60,
+                sod % 60
+            );
+        }
+        // Digits into a buffer: every stored object's JSON carries timestamps, and `write!` with
+        // padding cost more than the rest of an object's serialization.
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                if let Some(c) = b.get_mut(i) {
+                    *c = b'0' + (v % 10) as u8;
+                }
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, sod / 3600);
+        put(14, 2, (sod % 3600) / 60);
+        put(17, 2, sod % 60);
+        put(20, 3, ms);
+        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -154,6 +175,15 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(253_402_300_799_999).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp(253_402_300_800_000).to_string(),
+            "10000-01-01T00:00:00.000Z",
+            "years past 9999 keep every digit"
+        );
         assert_eq!(
             Timestamp::from_secs(951_782_400).to_string(),
             "2000-02-29T00:00:00.000Z"
@@ -179,7 +209,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn display_parse_round_trip(ms in 0i64..32_503_680_000_000) {
+        fn display_parse_round_trip(ms in -62_167_219_200_000i64..253_402_300_800_000) {
             let t = Timestamp(ms);
             prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Some(t));
         }

@@ -54,11 +54,15 @@ pub(crate) fn object_key(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key
 }
 
 fn index_prefix(org: &OrgCode, ty: ObjectType, field: &str, value: &str) -> Key {
+    index_field_prefix(org, ty, field).index_value(value)
+}
+
+/// What every index entry of `ty`'s `field` starts with.
+fn index_field_prefix(org: &OrgCode, ty: ObjectType, field: &str) -> Key {
     Key::new(T_INDEX)
         .str(org.as_str())
         .str(ty.as_str())
         .str(field)
-        .index_value(value)
 }
 
 fn attr_prefix(org: &OrgCode, ty: ObjectType, key: &NaturalKey) -> Key {
@@ -470,11 +474,12 @@ fn candidates(
     // Each value's entries in key order (EntriesUnder): values that match nothing, between two
     // stored keys, cost one seek together.
     if is_key_leading(ty, field) {
-        let type_len = type_prefix(org, ty).as_slice().len();
+        let types = type_prefix(org, ty);
+        let type_len = types.as_slice().len();
         let mut scans: Vec<(Vec<u8>, String)> = values
             .iter()
             .filter_map(|v| key_prefix(ty, field, v))
-            .map(|p| (type_prefix(org, ty).str_start(&p).into_vec(), p))
+            .map(|p| (types.clone().str_start(&p).into_vec(), p))
             .collect();
         scans.sort();
         let (scans, parts): (Vec<Vec<u8>>, Vec<String>) = scans.into_iter().unzip();
@@ -490,9 +495,10 @@ fn candidates(
             whole_part.then(|| Ok(tail.to_vec()))
         }))
     } else {
+        let fields = index_field_prefix(org, ty, field);
         let mut prefixes: Vec<Vec<u8>> = values
             .iter()
-            .map(|v| index_prefix(org, ty, field, v).into_vec())
+            .map(|v| fields.clone().index_value(v).into_vec())
             .collect();
         prefixes.sort();
         let lens: Vec<usize> = prefixes.iter().map(Vec::len).collect();
