@@ -283,16 +283,12 @@ fn plan_one(
     })
 }
 
-/// Read the stored edges of every node a write changes, or adds or removes an edge of, in one
-/// ordered pass: the level algorithm starts from each of them.
+/// Read the stored edges of every node a write creates, deletes or gives a new profile, in one
+/// ordered pass: the level algorithm starts from each of them. Not those of the far ends of the
+/// write's edges: the algorithm reads their edges only when their level changes, and a far end
+/// such as a name server can have thousands.
 fn prefetch_edges(graph: &mut SledGraph<'_>, changes: &Changes) -> SResult<()> {
-    let edges = changes.added.iter().chain(&changes.removed);
-    graph.prefetch(
-        changes
-            .nodes
-            .iter()
-            .chain(edges.flat_map(|e| [&e.source, &e.target])),
-    )
+    graph.prefetch(&changes.nodes)
 }
 
 /// Upsert `objects` in one atomic batch; with `replace`, the first requested object replaces its
