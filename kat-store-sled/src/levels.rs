@@ -145,16 +145,6 @@ fn parse_edges(prefix_len: usize, entries: Vec<(IVec, IVec)>) -> SResult<Vec<Sto
         .collect()
 }
 
-/// The edges stored under `tag` (`e` or `r`) for node `n`.
-fn stored_edges(inner: &Inner, tag: u8, org: &OrgCode, n: &ObjectRef) -> SResult<Vec<StoredEdge>> {
-    let prefix = node_prefix(tag, org, n).into_vec();
-    let entries = inner
-        .objects
-        .scan_prefix(&prefix)
-        .collect::<Result<Vec<_>, _>>()?;
-    parse_edges(prefix.len(), entries)
-}
-
 /// One organization's level graph during a write: the tree as it is, with what the write changes
 /// (objects written or deleted, edges added or removed) laid over it.
 pub(crate) struct SledGraph<'a> {
@@ -232,8 +222,8 @@ impl<'a> SledGraph<'a> {
     }
 
     /// Those of `nodes` (distinct) that have stored edges either way (their edges kept for the
-    /// algorithm), in one ordered pass each way: a write's new objects, which mostly have none, cost a seek per
-    /// stretch of them rather than two per object.
+    /// algorithm), in one ordered pass each way: a write's new objects, which mostly have none,
+    /// cost a seek per stretch of them rather than two per object.
     pub(crate) fn with_stored_edges(&mut self, nodes: Vec<ObjectRef>) -> SResult<Vec<ObjectRef>> {
         let refs: Vec<&ObjectRef> = nodes.iter().collect();
         let outs = self.read_stored(T_OUT, &refs)?;
@@ -291,7 +281,7 @@ impl<'a> SledGraph<'a> {
 
     fn edges(&mut self, tag: u8, n: &ObjectRef) -> SResult<Vec<(ObjectRef, Option<ScanLevel>)>> {
         if !self.cache(tag).contains_key(n) {
-            let edges = stored_edges(self.inner, tag, self.org, n)?;
+            let edges = self.read_stored(tag, &[n])?.pop().unwrap_or_default();
             self.cache(tag).insert(n.clone(), edges);
         }
         let mut out: Vec<(ObjectRef, Option<ScanLevel>)> = self
