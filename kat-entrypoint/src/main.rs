@@ -32,6 +32,7 @@ mod config;
 mod http;
 mod log;
 mod placeholder;
+mod progress;
 mod run;
 mod supervise;
 mod transfer;

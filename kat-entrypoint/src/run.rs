@@ -19,6 +19,7 @@ use crate::config::{Config, Output};
 use crate::http::Url;
 use crate::log::log;
 use crate::placeholder;
+use crate::progress::{Progress, Running};
 use crate::supervise::{self, Spawned, Supervisor};
 use crate::transfer::{BUF_SIZE, Client, TransferError};
 
@@ -171,9 +172,12 @@ struct Uploader {
 }
 
 /// The upload thread: take jobs in order until the queue closes; `true` when every upload
-/// succeeded.
-fn upload_jobs(client: &Client, url: &Url, jobs: &mpsc::Receiver<UploadJob>) -> bool {
+/// succeeded. `quiet` (several commands): a successful upload is not logged on its own; one line
+/// at the end counts them all. Failures and retries are logged either way.
+fn upload_jobs(client: &Client, url: &Url, jobs: &mpsc::Receiver<UploadJob>, quiet: bool) -> bool {
     let mut all_ok = true;
+    // Outputs uploaded, their bytes, and the time spent uploading them.
+    let mut uploaded = (0usize, 0u64, Duration::ZERO);
     for UploadJob {
         label,
         mut file,
@@ -186,12 +190,15 @@ fn upload_jobs(client: &Client, url: &Url, jobs: &mpsc::Receiver<UploadJob>) -> 
         let what = format!("{label}: upload of {filename}");
         match client.upload(url, &mut file, len, filename, &file_type, &what) {
             Ok(done) => {
+                uploaded = (uploaded.0 + 1, uploaded.1 + len, uploaded.2 + done.elapsed);
                 let secs = done.elapsed.as_secs_f64();
-                log!(
-                    "{label}: uploaded {filename} ({len} bytes, type={file_type}) -> {} in {secs:.2} s ({:.1} MB/s)",
-                    done.status,
-                    len as f64 / 1e6 / secs.max(1e-6)
-                );
+                if !quiet {
+                    log!(
+                        "{label}: uploaded {filename} ({len} bytes, type={file_type}) -> {} in {secs:.2} s ({:.1} MB/s)",
+                        done.status,
+                        len as f64 / 1e6 / secs.max(1e-6)
+                    );
+                }
             }
             Err(e) => {
                 log!("{label}: upload of {filename} ({len} bytes) failed: {e}");
@@ -201,6 +208,14 @@ fn upload_jobs(client: &Client, url: &Url, jobs: &mpsc::Receiver<UploadJob>) -> 
         drop(file);
         let _ = fs::remove_file(&path);
     }
+    let (files, bytes, spent) = uploaded;
+    if quiet && files > 0 {
+        log!(
+            "uploaded {files} output{} ({bytes} bytes) in {:.2} s",
+            if files == 1 { "" } else { "s" },
+            spent.as_secs_f64()
+        );
+    }
     all_ok
 }
 
@@ -208,12 +223,13 @@ fn upload_jobs(client: &Client, url: &Url, jobs: &mpsc::Receiver<UploadJob>) -> 
 const UPLOAD_QUEUE: usize = 2;
 
 impl Uploader {
-    fn start(client: Client, url: Url) -> Result<Uploader, Fatal> {
+    /// `quiet`: see [`upload_jobs`].
+    fn start(client: Client, url: Url, quiet: bool) -> Result<Uploader, Fatal> {
         let (queue, jobs) = mpsc::sync_channel::<UploadJob>(UPLOAD_QUEUE);
         let thread = std::thread::Builder::new()
             .name("upload".to_owned())
             .stack_size(STACK)
-            .spawn(move || upload_jobs(&client, &url, &jobs))
+            .spawn(move || upload_jobs(&client, &url, &jobs, quiet))
             .map_err(io_context("cannot start the upload thread".to_owned()))?;
         Ok(Uploader {
             queue: Some(queue),
@@ -444,8 +460,18 @@ impl Runner {
 
         // Declared after `work`, so dropped (every upload finished) before the work directory goes.
         let uploader = match &self.config.output {
-            Output::Upload(url) => Some(Uploader::start(self.client()?.clone(), url.clone())?),
+            Output::Upload(url) => Some(Uploader::start(
+                self.client()?.clone(),
+                url.clone(),
+                total > 1,
+            )?),
             Output::PassThrough => None,
+        };
+        // With several commands, one line per quick command (see `progress`).
+        let progress = if total > 1 {
+            Some(Progress::start(STACK).map_err(io_context("cannot start the progress thread"))?)
+        } else {
+            None
         };
         let mut summary = Summary::default();
         for (index, argv) in commands.iter().enumerate() {
@@ -461,6 +487,7 @@ impl Runner {
                 &work_path,
                 index,
                 uploader.as_ref(),
+                progress.as_ref(),
                 &mut summary,
             )?;
             let skipped = total - index - usize::from(started);
@@ -531,6 +558,7 @@ impl Runner {
         work: &Path,
         index: usize,
         uploader: Option<&Uploader>,
+        progress: Option<&Progress>,
         summary: &mut Summary,
     ) -> Result<bool, Fatal> {
         let upload = uploader.is_some();
@@ -570,7 +598,17 @@ impl Runner {
             (None, None)
         };
 
-        log!("{label}: running {}", quote(argv));
+        let shown = quote(argv);
+        let watch = match progress {
+            None => {
+                log!("{label}: running {shown}");
+                None
+            }
+            Some(p) => Some(p.running(format!(
+                "{label}: running {shown} (started {} s ago)",
+                crate::progress::SLOW.as_secs()
+            ))),
+        };
         let started = Instant::now();
         let mut child = match self.supervisor.spawn(&mut command) {
             Ok(Spawned::Child(child)) => child,
@@ -648,6 +686,8 @@ impl Runner {
             .supervisor
             .wait(&mut child)
             .map_err(io_context(format!("{label}: waiting for the command")))?;
+        // Single command: its start was logged before it started.
+        let start_logged = watch.is_none_or(Running::end);
         let code = status
             .code()
             .or_else(|| status.signal().map(|sig| exit::SIGNAL_BASE + sig))
@@ -720,28 +760,36 @@ impl Runner {
             _ => {}
         }
         let elapsed = started.elapsed().as_secs_f64();
+        // The end's line names the command when its start was not logged (several commands, a
+        // quick one).
+        let head = if start_logged {
+            format!("{label}:")
+        } else {
+            format!("{label}: {shown}")
+        };
         let (out_len, err_len) = match (out_len, err_len) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(stream), _) | (_, Err(stream)) => {
                 log!(
-                    "{label}: {stream} exceeded KAT_OUTPUT_LIMIT ({} bytes): command killed (exit {code}) after {elapsed:.2} s, nothing uploaded",
+                    "{head} {stream} exceeded KAT_OUTPUT_LIMIT ({} bytes): command killed (exit {code}) after {elapsed:.2} s, nothing uploaded",
                     self.config.output_limit
                 );
                 summary.limit_exceeded = true;
                 return Ok(true);
             }
         };
-        if upload {
-            log!(
-                "{label}: exited {code} after {elapsed:.2} s (stdout {out_len} bytes, stderr {err_len} bytes)"
-            );
+        let mut ended = if upload {
+            format!(
+                "{head} exited {code} after {elapsed:.2} s (stdout {out_len} bytes, stderr {err_len} bytes)"
+            )
         } else {
-            log!("{label}: exited {code} after {elapsed:.2} s");
-        }
+            format!("{head} exited {code} after {elapsed:.2} s")
+        };
         if code != 0 {
             summary.failed(code);
         }
         let Some(uploader) = uploader else {
+            log!("{ended}");
             return Ok(true);
         };
         // stdout goes up after a success, stderr after a failure; the other spool file goes now.
@@ -768,11 +816,18 @@ impl Runner {
         let file = match file {
             Some(file) if len > 0 => file,
             _ => {
-                log!("{label}: no {filename}, nothing to upload");
+                if progress.is_some() {
+                    ended.push_str(&format!("; no {filename}, nothing to upload"));
+                    log!("{ended}");
+                } else {
+                    log!("{ended}");
+                    log!("{label}: no {filename}, nothing to upload");
+                }
                 let _ = fs::remove_file(&path);
                 return Ok(true);
             }
         };
+        log!("{ended}");
         let job = UploadJob {
             label: label.to_owned(),
             file,

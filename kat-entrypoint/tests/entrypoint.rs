@@ -541,13 +541,31 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
         "{}",
         out.stderr
     );
-    for n in 1..=3 {
+    // With several commands, a quick command has one line, when it ends, naming it; the uploads
+    // are counted in one line at the end.
+    for (n, named, code) in [
+        (1, r#""sh" "-c" "echo one""#, 0),
+        (2, r#""sh" "-c" "echo two-err >&2; exit 3""#, 3),
+        (3, r#""cat" ""#, 0),
+    ] {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("kat-entrypoint: command {n}/3: ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("command {n}/3: running")),
+            lines[0].starts_with(&format!("kat-entrypoint: command {n}/3: {named}"))
+                && lines[0].contains(&format!(" exited {code} after ")),
             "{}",
             out.stderr
         );
     }
+    assert!(
+        out.stderr.contains("kat-entrypoint: uploaded 3 outputs ("),
+        "{}",
+        out.stderr
+    );
     // Uploads overlap the next commands but keep command order: the order is how a reader of the
     // task's files tells which output belongs to which target.
     let uploads: Vec<(String, String, String)> = f
@@ -566,6 +584,50 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
         ),
     ];
     assert_eq!(uploads, expected);
+    f.check_clean();
+}
+
+#[test]
+fn kat_commands_log_a_slow_command_while_it_runs_and_an_empty_output_on_its_line() {
+    let f = Fixture::new();
+    let commands = r#"[["sh","-c","sleep 1.5; echo slow"],["true"],["echo","quick"]]"#;
+    let out = run(&["ignored"], &f.env_with(&[("KAT_COMMANDS", commands)]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}: {}", out.stderr))
+    };
+    // The slow command's start is logged while it runs (before its end), and its end line does
+    // not repeat the command.
+    let running = at(
+        r#"kat-entrypoint: command 1/3: running "sh" "-c" "sleep 1.5; echo slow" (started 1 s ago)"#,
+    );
+    let ended = at("kat-entrypoint: command 1/3: exited 0 after 1.");
+    assert!(running < ended, "{}", out.stderr);
+    // Quick commands: one line each, an empty output said on it.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("kat-entrypoint: command 2/3: "))
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    at(r#"kat-entrypoint: command 2/3: "true" exited 0"#);
+    assert!(
+        lines[at("kat-entrypoint: command 2/3: ")].ends_with("; no stdout, nothing to upload"),
+        "{}",
+        out.stderr
+    );
+    at(r#"kat-entrypoint: command 3/3: "echo" "quick" exited 0"#);
+    at("kat-entrypoint: uploaded 2 outputs (");
+    assert!(!out.stderr.contains("uploaded stdout"), "{}", out.stderr);
+    let got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
+    assert_eq!(got, vec!["slow\n".to_owned(), "quick\n".to_owned()]);
     f.check_clean();
 }
 
