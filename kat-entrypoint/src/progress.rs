@@ -17,13 +17,18 @@ pub(crate) const SLOW: Duration = Duration::from_secs(1);
 struct Current {
     /// The line to log once it is slow.
     line: String,
+    /// When it started.
     since: Instant,
+    /// Whether `line` was logged.
     logged: bool,
 }
 
+/// What the watching thread and the commands share, under one mutex.
 #[derive(Default)]
 struct State {
+    /// The running command, if one is watched.
     current: Option<Current>,
+    /// Set when [`Progress`] is dropped: the thread ends.
     stop: bool,
 }
 
@@ -43,7 +48,8 @@ pub(crate) struct Progress {
 /// A command started through [`Progress::running`]; dropping it without [`Running::end`] also
 /// ends the watch.
 pub(crate) struct Running<'a> {
-    progress: &'a Progress,
+    /// `None` once ended.
+    progress: Option<&'a Progress>,
 }
 
 impl Progress {
@@ -69,7 +75,9 @@ impl Progress {
             logged: false,
         });
         self.shared.1.notify_all();
-        Running { progress: self }
+        Running {
+            progress: Some(self),
+        }
     }
 
     fn clear(&self) -> bool {
@@ -78,15 +86,18 @@ impl Progress {
 }
 
 impl Running<'_> {
-    /// The command ended: `true` when its "running" line was logged.
-    pub(crate) fn end(self) -> bool {
-        self.progress.clear()
+    /// The command ended: `true` when its "running" line was logged. After this returns, that
+    /// line can no longer be logged.
+    pub(crate) fn end(mut self) -> bool {
+        self.progress.take().is_some_and(Progress::clear)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.progress.clear();
+        if let Some(progress) = self.progress.take() {
+            progress.clear();
+        }
     }
 }
 
@@ -100,6 +111,9 @@ impl Drop for Progress {
     }
 }
 
+/// The watching thread: waits until the current command has run for [`SLOW`], then logs its line
+/// once. It logs while it holds the lock, and [`Progress::clear`] takes the lock to end a watch,
+/// so a line is never logged for a command that has ended.
 fn watch(shared: &Shared) {
     let mut state = lock(shared);
     loop {
@@ -138,7 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_slow_command_is_logged_and_once() {
+    fn a_slow_command_is_logged_a_quick_one_not() {
         let progress = Progress::start(256 * 1024).expect("thread");
         let quick = progress.running("quick".into());
         assert!(!quick.end(), "a quick command's start is not logged");

@@ -467,8 +467,9 @@ impl Runner {
             )?),
             Output::PassThrough => None,
         };
-        // With several commands, one line per quick command (see `progress`).
-        let progress = if total > 1 {
+        // With several commands uploading, one line per quick command (see `progress`). In
+        // pass-through mode a command's output follows its `running` line, which says whose it is.
+        let progress = if total > 1 && matches!(self.config.output, Output::Upload(_)) {
             Some(Progress::start(STACK).map_err(io_context("cannot start the progress thread"))?)
         } else {
             None
@@ -627,10 +628,13 @@ impl Runner {
                 } else {
                     "command not executable"
                 };
-                log!(
-                    "{label}: {what}: {:?}: {e} (exit {code})",
-                    argv[0].to_string_lossy()
-                );
+                // Named whole when its start was not logged (several commands).
+                let named = if watch.is_none_or(Running::end) {
+                    format!("{:?}", argv[0].to_string_lossy())
+                } else {
+                    shown
+                };
+                log!("{label}: {what}: {named}: {e} (exit {code})");
                 summary.failed(code);
                 return Ok(true);
             }
@@ -686,8 +690,14 @@ impl Runner {
             .supervisor
             .wait(&mut child)
             .map_err(io_context(format!("{label}: waiting for the command")))?;
-        // Single command: its start was logged before it started.
-        let start_logged = watch.is_none_or(Running::end);
+        // Every later line of this command starts with `head`, which names the command when its
+        // start was not logged (several commands, a quick one; a single command's was, before it
+        // started).
+        let head = if watch.is_none_or(Running::end) {
+            format!("{label}:")
+        } else {
+            format!("{label}: {shown}")
+        };
         let code = status
             .code()
             .or_else(|| status.signal().map(|sig| exit::SIGNAL_BASE + sig))
@@ -711,7 +721,7 @@ impl Runner {
                 }
                 Err(RecvTimeoutError::Timeout) if !killed => {
                     log!(
-                        "{label}: exited {code} but processes it left behind keep its pipes open: killing process group {group}"
+                        "{head} exited {code} but processes it left behind keep its pipes open: killing process group {group}"
                     );
                     supervise::kill_group(group);
                     killed = true;
@@ -721,7 +731,7 @@ impl Runner {
                     let only_stdin = !upload || (stdout.is_some() && stderr.is_some());
                     if only_stdin {
                         log!(
-                            "{label}: abandoning the stdin writer (stdin held open by an escaped process)"
+                            "{head} abandoning the stdin writer (stdin held open by an escaped process)"
                         );
                         break;
                     }
@@ -750,7 +760,7 @@ impl Runner {
             }
         }
         match stdin_result {
-            Some(Ok((bytes, true))) => log!("{label}: closed its stdin after {bytes} bytes"),
+            Some(Ok((bytes, true))) => log!("{head} closed its stdin after {bytes} bytes"),
             Some(Err(e)) => {
                 return Err(Fatal::Io {
                     context: format!("{label}: streaming IN_FILE to stdin"),
@@ -760,13 +770,6 @@ impl Runner {
             _ => {}
         }
         let elapsed = started.elapsed().as_secs_f64();
-        // The end's line names the command when its start was not logged (several commands, a
-        // quick one).
-        let head = if start_logged {
-            format!("{label}:")
-        } else {
-            format!("{label}: {shown}")
-        };
         let (out_len, err_len) = match (out_len, err_len) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(stream), _) | (_, Err(stream)) => {

@@ -525,6 +525,27 @@ fn sigint_is_forwarded_to_a_child_without_a_trap() {
     f.check_clean();
 }
 
+/// The log lines of command `nth` ("2/3") of several: one, when it ends, naming it (`named`, the
+/// quoted start of its argv) and its exit `code`; or, for a command that ran for over a second (a
+/// loaded machine), its `running` line naming it, then its end.
+fn assert_one_line_per_quick_command(stderr: &str, nth: &str, named: &str, code: i32) {
+    let prefix = format!("kat-entrypoint: command {nth}: ");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&prefix)).collect();
+    let ended = format!(" exited {code} after ");
+    match lines.as_slice() {
+        [one] => assert!(
+            one.starts_with(&format!("{prefix}{named}")) && one.contains(&ended),
+            "{stderr}"
+        ),
+        [running, end] => assert!(
+            running.starts_with(&format!("{prefix}running {named}"))
+                && end.starts_with(&format!("{prefix}exited {code} after ")),
+            "{stderr}"
+        ),
+        _ => panic!("command {nth}: {} lines: {stderr}", lines.len()),
+    }
+}
+
 #[test]
 fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
     let f = Fixture::new();
@@ -548,18 +569,7 @@ fn kat_commands_run_in_sequence_and_a_failure_does_not_stop_the_rest() {
         (2, r#""sh" "-c" "echo two-err >&2; exit 3""#, 3),
         (3, r#""cat" ""#, 0),
     ] {
-        let lines: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with(&format!("kat-entrypoint: command {n}/3: ")))
-            .collect();
-        assert_eq!(lines.len(), 1, "{}", out.stderr);
-        assert!(
-            lines[0].starts_with(&format!("kat-entrypoint: command {n}/3: {named}"))
-                && lines[0].contains(&format!(" exited {code} after ")),
-            "{}",
-            out.stderr
-        );
+        assert_one_line_per_quick_command(&out.stderr, &format!("{n}/3"), named, code);
     }
     assert!(
         out.stderr.contains("kat-entrypoint: uploaded 3 outputs ("),
@@ -605,29 +615,97 @@ fn kat_commands_log_a_slow_command_while_it_runs_and_an_empty_output_on_its_line
     let running = at(
         r#"kat-entrypoint: command 1/3: running "sh" "-c" "sleep 1.5; echo slow" (started 1 s ago)"#,
     );
-    let ended = at("kat-entrypoint: command 1/3: exited 0 after 1.");
+    let ended = at("kat-entrypoint: command 1/3: exited 0 after ");
     assert!(running < ended, "{}", out.stderr);
     // Quick commands: one line each, an empty output said on it.
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.starts_with("kat-entrypoint: command 2/3: "))
-            .count(),
-        1,
-        "{}",
-        out.stderr
-    );
-    at(r#"kat-entrypoint: command 2/3: "true" exited 0"#);
+    assert_one_line_per_quick_command(&out.stderr, "2/3", r#""true""#, 0);
     assert!(
-        lines[at("kat-entrypoint: command 2/3: ")].ends_with("; no stdout, nothing to upload"),
+        out.stderr.contains("; no stdout, nothing to upload"),
         "{}",
         out.stderr
     );
-    at(r#"kat-entrypoint: command 3/3: "echo" "quick" exited 0"#);
+    assert_one_line_per_quick_command(&out.stderr, "3/3", r#""echo" "quick""#, 0);
     at("kat-entrypoint: uploaded 2 outputs (");
     assert!(!out.stderr.contains("uploaded stdout"), "{}", out.stderr);
     let got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
     assert_eq!(got, vec!["slow\n".to_owned(), "quick\n".to_owned()]);
+    f.check_clean();
+}
+
+/// What only one command, or pass-through mode, logs is unchanged by several commands' quieter
+/// log: a `running` line before the command runs (in pass-through mode it says whose output
+/// follows), and each upload's own line.
+#[test]
+fn one_kat_command_and_pass_through_commands_log_their_start_first() {
+    let f = Fixture::new();
+    let out = run(
+        &["ignored"],
+        &f.env_with(&[("KAT_COMMANDS", r#"[["echo","only"]]"#)]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(r#"kat-entrypoint: command 1/1: running "echo" "only""#)
+            && out.stderr.contains("command 1/1: uploaded stdout (5 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("outputs ("), "{}", out.stderr);
+
+    let env = vec![
+        ("UPLOAD_URL".to_owned(), OsString::from("/dev/null")),
+        (
+            "KAT_COMMANDS".to_owned(),
+            OsString::from(r#"[["sh","-c","echo err-a >&2"],["sh","-c","echo err-b >&2"]]"#),
+        ),
+        (
+            "KAT_SPOOL_DIR".to_owned(),
+            f.spool.path().as_os_str().to_owned(),
+        ),
+    ];
+    let out = run(&["ignored"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line || l.starts_with(line))
+            .unwrap_or_else(|| panic!("no line {line:?}: {}", out.stderr))
+    };
+    assert!(at("kat-entrypoint: command 1/2: running ") < at("err-a"));
+    assert!(at("err-a") < at("kat-entrypoint: command 2/2: running "));
+    assert!(at("kat-entrypoint: command 2/2: running ") < at("err-b"));
+    f.check_clean();
+}
+
+/// Among several commands, one that cannot start is named whole, as one that exceeds the output
+/// limit is; the others still run. Uploads that all fail are not counted as uploaded.
+#[test]
+fn kat_commands_name_a_command_that_cannot_start_or_exceeds_the_limit() {
+    let f = Fixture::new();
+    let commands = r#"[["no-such-command-kat","arg-x"],["sh","-c","yes"],["echo","after"]]"#;
+    let out = run(
+        &["ignored"],
+        &f.env_with(&[("KAT_COMMANDS", commands), ("KAT_OUTPUT_LIMIT", "1000")]),
+    );
+    assert_eq!(out.code, OUTPUT_LIMIT, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            r#"kat-entrypoint: command 1/3: command not found: "no-such-command-kat" "arg-x": "#
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            r#"kat-entrypoint: command 2/3: "sh" "-c" "yes" stdout exceeded KAT_OUTPUT_LIMIT"#
+        ),
+        "{}",
+        out.stderr
+    );
+    let got: Vec<String> = f.server.accepted().iter().map(|u| u.text()).collect();
+    assert_eq!(got, vec!["after\n".to_owned()]);
+    assert!(out.stderr.contains("uploaded 1 output ("), "{}", out.stderr);
     f.check_clean();
 }
 
@@ -707,6 +785,8 @@ fn kat_commands_with_failing_uploads_run_every_command_and_exit_123() {
             out.stderr
         );
     }
+    // Nothing was uploaded, so nothing is counted as uploaded.
+    assert!(!out.stderr.contains("outputs ("), "{}", out.stderr);
     f.check_clean();
 }
 
