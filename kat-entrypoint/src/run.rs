@@ -469,7 +469,7 @@ impl Runner {
         };
         // With several commands uploading, one line per quick command (see `progress`). In
         // pass-through mode a command's output follows its `running` line, which says whose it is.
-        let progress = if total > 1 && matches!(self.config.output, Output::Upload(_)) {
+        let progress = if total > 1 && uploader.is_some() {
             Some(Progress::start(STACK).map_err(io_context("cannot start the progress thread"))?)
         } else {
             None
@@ -781,7 +781,7 @@ impl Runner {
                 return Ok(true);
             }
         };
-        let mut ended = if upload {
+        let ended = if upload {
             format!(
                 "{head} exited {code} after {elapsed:.2} s (stdout {out_len} bytes, stderr {err_len} bytes)"
             )
@@ -819,12 +819,13 @@ impl Runner {
         let file = match file {
             Some(file) if len > 0 => file,
             _ => {
+                // On the end's line with several commands, a line of its own with one.
+                let none = format!("no {filename}, nothing to upload");
                 if progress.is_some() {
-                    ended.push_str(&format!("; no {filename}, nothing to upload"));
-                    log!("{ended}");
+                    log!("{ended}; {none}");
                 } else {
                     log!("{ended}");
-                    log!("{label}: no {filename}, nothing to upload");
+                    log!("{label}: {none}");
                 }
                 let _ = fs::remove_file(&path);
                 return Ok(true);
