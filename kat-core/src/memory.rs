@@ -176,35 +176,97 @@ pub struct ExpandedBatch {
 /// ```
 pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
     type At = HashMap<(ObjectType, NaturalKey), usize>;
-    fn add(o: Object, out: &mut Vec<(NaturalKey, Object)>, at: &mut At) -> usize {
-        for r in o.references() {
-            add(r, out, at);
-        }
-        match at.entry((o.object_type(), o.natural_key())) {
-            Entry::Occupied(e) => {
-                let i = *e.get();
-                out[i].1.merge_from(o);
-                i
+    struct Expand {
+        out: Vec<(NaturalKey, Object)>,
+        at: At,
+        /// The last referenced object added and its slot, while nothing else was merged into that
+        /// slot since: the same reference again (every hostname of a batch names the same network)
+        /// would merge an equal object into it, which changes nothing, so it is skipped without
+        /// computing its key.
+        last_ref: Option<(Object, usize)>,
+    }
+    impl Expand {
+        fn add(&mut self, o: Object) -> usize {
+            for r in o.references() {
+                if self.last_ref.as_ref().is_some_and(|(last, _)| *last == r) {
+                    continue;
+                }
+                let keep = r.clone();
+                let i = self.add(r);
+                self.last_ref = Some((keep, i));
             }
-            Entry::Vacant(e) => {
-                let i = out.len();
-                out.push((e.key().1.clone(), o));
-                e.insert(i);
-                i
+            let i = match self.at.entry((o.object_type(), o.natural_key())) {
+                Entry::Occupied(e) => {
+                    let i = *e.get();
+                    self.out[i].1.merge_from(o);
+                    i
+                }
+                Entry::Vacant(e) => {
+                    let i = self.out.len();
+                    self.out.push((e.key().1.clone(), o));
+                    e.insert(i);
+                    i
+                }
+            };
+            if self.last_ref.as_ref().is_some_and(|(_, at)| *at == i) {
+                self.last_ref = None;
             }
+            i
         }
     }
     let mut requested = Vec::with_capacity(objects.len());
     // Most objects refer to one shared network: one slot more is the usual size.
-    let mut out = Vec::with_capacity(objects.len() + 1);
-    let mut at = At::with_capacity(objects.len() + 1);
+    let mut e = Expand {
+        out: Vec::with_capacity(objects.len() + 1),
+        at: At::with_capacity(objects.len() + 1),
+        last_ref: None,
+    };
     for o in objects {
-        requested.push(add(o, &mut out, &mut at));
+        requested.push(e.add(o));
     }
     ExpandedBatch {
         requested,
-        objects: out,
+        objects: e.out,
     }
+}
+
+/// A batch's answer in request order: `requested` holds, for each requested object, its index in
+/// `written` (as [`ExpandedBatch::requested`] does), and an index may come more than once. Each
+/// written value is moved out at its last mention and cloned only for earlier ones. `Err` names an
+/// index with nothing in `written`. Shared by backends.
+///
+/// ```
+/// use kat_core::memory::in_request_order;
+/// let written = vec![Some("network".to_string()), Some("host".to_string()), None];
+/// assert_eq!(
+///     in_request_order(&[1, 1, 0], written.clone()),
+///     Ok(vec!["host".into(), "host".into(), "network".into()])
+/// );
+/// assert_eq!(in_request_order(&[0, 2], written.clone()), Err(2));
+/// assert_eq!(in_request_order(&[3], written), Err(3));
+/// ```
+pub fn in_request_order<T: Clone>(
+    requested: &[usize],
+    mut written: Vec<Option<T>>,
+) -> Result<Vec<T>, usize> {
+    let mut mentions = vec![0u32; written.len()];
+    for &i in requested {
+        *mentions.get_mut(i).ok_or(i)? += 1;
+    }
+    requested
+        .iter()
+        .map(|&i| {
+            let left = mentions.get_mut(i).ok_or(i)?;
+            *left -= 1;
+            let slot = written.get_mut(i).ok_or(i)?;
+            if *left == 0 {
+                slot.take()
+            } else {
+                slot.clone()
+            }
+            .ok_or(i)
+        })
+        .collect()
 }
 
 /// Replace what is stored with a new version of the object (see [`ObjectStore::replace`]). Shared by
@@ -1145,5 +1207,117 @@ impl crate::rules::RuleCatalog for MemoryTaskStore {
         g.rule_overrides.remove(org);
         g.processed.retain(|(o, _), _| o != org);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The expansion without skipping repeated references: every reference added and merged.
+    fn naive(objects: Vec<Object>) -> ExpandedBatch {
+        fn add(
+            o: Object,
+            out: &mut Vec<(NaturalKey, Object)>,
+            at: &mut HashMap<(ObjectType, NaturalKey), usize>,
+        ) -> usize {
+            for r in o.references() {
+                add(r, out, at);
+            }
+            let k = (o.object_type(), o.natural_key());
+            if let Some(&i) = at.get(&k) {
+                out[i].1.merge_from(o);
+                return i;
+            }
+            out.push((k.1.clone(), o));
+            at.insert(k, out.len() - 1);
+            out.len() - 1
+        }
+        let (mut out, mut at) = (Vec::new(), HashMap::new());
+        let requested = objects
+            .into_iter()
+            .map(|o| add(o, &mut out, &mut at))
+            .collect();
+        ExpandedBatch {
+            requested,
+            objects: out,
+        }
+    }
+
+    fn obj(ty: ObjectType, v: serde_json::Value) -> Object {
+        Object::from_json(ty, &v).expect("valid object")
+    }
+
+    #[test]
+    fn expand_batch_skips_repeated_references_without_changing_the_result() {
+        let host =
+            |n: &str, net: &str| obj(ObjectType::Hostname, json!({"name": n, "network": net}));
+        let typed = |def: bool| {
+            let mut v = json!({"code": "KAT-X"});
+            if def {
+                v["name"] = json!("X");
+                v["risk"] = json!("high");
+            }
+            obj(ObjectType::FindingType, v)
+        };
+        let finding = |h: &str| {
+            obj(
+                ObjectType::Finding,
+                json!({"finding_type": "KAT-X", "hostname": h, "description": h}),
+            )
+        };
+        let port = |a: &str, p: u16, service: Option<&str>| {
+            let mut v = json!({"address": a, "port": p});
+            if let Some(s) = service {
+                v["service"] = json!(s);
+            }
+            obj(ObjectType::IpPort, v)
+        };
+        let batches: Vec<Vec<Object>> = vec![
+            // One network named by every hostname, then another, then the first again.
+            (0..5)
+                .map(|i| host(&format!("h{i}.example"), "internet"))
+                .chain([host("a.example", "lab"), host("b.example", "lab")])
+                .chain([
+                    host("c.example", "internet"),
+                    host("h0.example", "internet"),
+                ])
+                .collect(),
+            // The referenced object sent itself between objects referring to it, with and
+            // without its optional fields.
+            vec![
+                finding("a.example"),
+                typed(true),
+                finding("b.example"),
+                typed(false),
+                finding("c.example"),
+                finding("a.example"),
+            ],
+            // Ports of one address, the address sent itself, a port repeated with more fields.
+            vec![
+                port("192.0.2.1", 80, None),
+                port("192.0.2.1", 443, Some("https")),
+                obj(ObjectType::IpAddress, json!({"address": "192.0.2.1"})),
+                port("192.0.2.1", 80, Some("http")),
+                port("192.0.2.2", 22, None),
+                port("192.0.2.1", 8080, None),
+            ],
+            // URLs (a reference with a reference of its own) and the hostname they name.
+            vec![
+                obj(ObjectType::Url, json!({"url": "https://a.example/x"})),
+                obj(ObjectType::Url, json!({"url": "https://a.example/y"})),
+                host("a.example", "internet"),
+                obj(ObjectType::Url, json!({"url": "https://a.example/z"})),
+                obj(ObjectType::Url, json!({"url": "https://b.example/"})),
+            ],
+            Vec::new(),
+        ];
+        for batch in batches {
+            let want = naive(batch.clone());
+            let got = expand_batch(batch.clone());
+            assert_eq!(got.requested, want.requested, "indexes for {batch:?}");
+            assert_eq!(got.objects, want.objects, "objects for {batch:?}");
+        }
     }
 }

@@ -38,7 +38,7 @@ pub fn escape_part(part: &str) -> String {
 /// ```
 pub fn push_escaped_part(out: &mut String, part: &str) {
     let mut rest = part;
-    while let Some(at) = rest.find(['%', '|']) {
+    while let Some(at) = rest.bytes().position(|b| b == b'%' || b == b'|') {
         out.push_str(&rest[..at]);
         out.push_str(if rest.as_bytes()[at] == b'%' {
             "%25"
@@ -60,7 +60,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let mut out = String::new();
+    // Room for most keys (a network and a name), so that building one rarely grows it.
+    let mut out = String::with_capacity(64);
     for (i, p) in parts.into_iter().enumerate() {
         if i > 0 {
             out.push(SEPARATOR);

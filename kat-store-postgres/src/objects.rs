@@ -69,7 +69,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
 use kat_core::levels::{self, Changes, Relation};
-use kat_core::memory::{expand_batch, merge_stored, replace_stored};
+use kat_core::memory::{expand_batch, in_request_order, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile};
 use kat_core::org::OrgCode;
 use kat_core::store::{FindingRules, LEVEL_FILTERS, ObjectQuery, ObjectStore, Page, StoredObject};
@@ -474,16 +474,11 @@ impl PgStore {
         let set = crate::levels::update(c, org, &changes).await?;
         apply_levels(&mut stored, &set);
         tx.commit().await?;
-        batch
-            .requested
-            .iter()
-            .map(|&i| {
-                stored.get(i).cloned().ok_or_else(|| {
-                    PgStoreError::Worker(format!("upserted object number {i} went missing").into())
-                })
-            })
-            .collect::<PResult<Vec<_>>>()
+        in_request_order(&batch.requested, stored.into_iter().map(Some).collect())
             .map(Some)
+            .map_err(|i| {
+                PgStoreError::Worker(format!("upserted object number {i} went missing").into())
+            })
     }
 }
 

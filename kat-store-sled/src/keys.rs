@@ -175,17 +175,44 @@ impl Iterator for EntriesUnder {
 /// The entries under each of `prefixes` (ascending), in that order ([`EntriesUnder`]).
 pub(crate) fn entries_under(
     tree: &sled::Tree,
-    prefixes: &[&[u8]],
+    prefixes: Vec<Vec<u8>>,
 ) -> crate::error::SResult<Vec<Vec<(sled::IVec, sled::IVec)>>> {
     let mut out = vec![Vec::new(); prefixes.len()];
-    let owned = prefixes.iter().map(|p| p.to_vec()).collect();
-    for entry in EntriesUnder::new(tree.clone(), owned) {
+    for entry in EntriesUnder::new(tree.clone(), prefixes) {
         let (i, k, v) = entry?;
         if let Some(slot) = out.get_mut(i) {
             slot.push((k, v));
         }
     }
     Ok(out)
+}
+
+/// Whether `tree` holds a key from `lowest` up to the last key starting with `highest`: one seek
+/// that answers for every prefix between the two at once.
+pub(crate) fn any_between(
+    tree: &sled::Tree,
+    lowest: &[u8],
+    highest: &[u8],
+) -> crate::error::SResult<bool> {
+    use std::ops::Bound;
+    // The first key past every key starting with `highest`: its last byte below 0xFF, raised.
+    let mut end = highest.to_vec();
+    let upper = loop {
+        match end.pop() {
+            Some(0xFF) => continue,
+            Some(b) => {
+                end.push(b + 1);
+                break Bound::Excluded(end);
+            }
+            None => break Bound::Unbounded,
+        }
+    };
+    let range = (Bound::Included(lowest.to_vec()), upper);
+    Ok(tree
+        .range::<Vec<u8>, _>(range)
+        .next()
+        .transpose()?
+        .is_some())
 }
 
 fn push_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -354,13 +381,40 @@ mod tests {
         for sel in selections {
             let prefixes: Vec<Vec<u8>> = sel.iter().map(|&i| node(i).into_vec()).collect();
             let refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
-            let got = entries_under(&tree, &refs).expect("entries");
+            let got = entries_under(&tree, prefixes.clone()).expect("entries");
             assert_eq!(got.len(), refs.len());
             for (p, entries) in refs.iter().zip(&got) {
                 let want: Vec<(sled::IVec, sled::IVec)> =
                     tree.scan_prefix(p).collect::<Result<_, _>>().expect("scan");
                 assert_eq!(entries, &want, "prefix {p:?} in selection {sel:?}");
             }
+        }
+    }
+
+    #[test]
+    fn any_between_sees_keys_from_the_lowest_to_the_end_of_the_highest_prefix() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        for k in [&b"a"[..], b"c\xff\xff", b"e\x01x", b"g"] {
+            tree.insert(k, &b""[..]).expect("insert");
+        }
+        let cases: [(&[u8], &[u8], bool); 9] = [
+            (b"a", b"a", true),
+            (b"a0", b"b", false),
+            (b"b", b"c", true),
+            (b"c\xff\xff", b"c\xff\xff", true),
+            (b"c\xff\xff\x00", b"d", false),
+            (b"d", b"e", true),
+            (b"e\x01y", b"f", false),
+            (b"f", b"\xff\xff", true),
+            (b"h", b"\xff", false),
+        ];
+        for (lowest, highest, want) in cases {
+            assert_eq!(
+                any_between(&tree, lowest, highest).expect("range"),
+                want,
+                "{lowest:?}..{highest:?}"
+            );
         }
     }
 
@@ -386,7 +440,7 @@ mod tests {
             prefixes.sort();
             set.sort_by_key(|s| start(s));
             let refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
-            let got = entries_under(&tree, &refs).expect("entries");
+            let got = entries_under(&tree, prefixes.clone()).expect("entries");
             for ((name, p), entries) in set.iter().zip(&refs).zip(&got) {
                 let want: Vec<(sled::IVec, sled::IVec)> =
                     tree.scan_prefix(p).collect::<Result<_, _>>().expect("scan");

@@ -181,18 +181,35 @@ impl<'a> SledGraph<'a> {
     /// The stored edges under `tag` of each of `nodes` (distinct; answers in their order), read in
     /// key order with [`crate::keys::entries_under`].
     fn read_stored(&self, tag: u8, nodes: &[&ObjectRef]) -> SResult<Vec<Vec<StoredEdge>>> {
+        let mut out = vec![Vec::new(); nodes.len()];
+        // The nodes' prefixes sort as their (type, key) pairs do. A write's new objects mostly
+        // have no edges at all: when no key lies between the lowest node's prefix and the end of
+        // the highest's, one seek answers for all of them and no prefix is built.
+        let order = |a: &&&ObjectRef, b: &&&ObjectRef| {
+            (a.object_type.as_str(), a.key.as_str()).cmp(&(b.object_type.as_str(), b.key.as_str()))
+        };
+        let (Some(lowest), Some(highest)) =
+            (nodes.iter().min_by(order), nodes.iter().max_by(order))
+        else {
+            return Ok(out);
+        };
+        let lowest = node_prefix(tag, self.org, lowest);
+        let highest = node_prefix(tag, self.org, highest);
+        if !crate::keys::any_between(&self.inner.objects, lowest.as_slice(), highest.as_slice())? {
+            return Ok(out);
+        }
         let mut keyed: Vec<(Vec<u8>, usize)> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (node_prefix(tag, self.org, n).into_vec(), i))
             .collect();
         keyed.sort();
-        let prefixes: Vec<&[u8]> = keyed.iter().map(|(p, _)| p.as_slice()).collect();
-        let found = crate::keys::entries_under(&self.inner.objects, &prefixes)?;
-        let mut out = vec![Vec::new(); nodes.len()];
-        for ((p, i), entries) in keyed.iter().zip(found) {
-            if let Some(slot) = out.get_mut(*i) {
-                *slot = parse_edges(p.len(), entries)?;
+        let (prefixes, at): (Vec<Vec<u8>>, Vec<usize>) = keyed.into_iter().unzip();
+        let lens: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        let found = crate::keys::entries_under(&self.inner.objects, prefixes)?;
+        for ((len, i), entries) in lens.into_iter().zip(at).zip(found) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = parse_edges(len, entries)?;
             }
         }
         Ok(out)

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashSet};
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
 use kat_core::levels::{self, Changes, NodeLevel};
-use kat_core::memory::{expand_batch, merge_stored, replace_stored};
+use kat_core::memory::{expand_batch, in_request_order, merge_stored, replace_stored};
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanProfile, escape_part};
 use kat_core::org::OrgCode;
 use kat_core::store::{FindingRules, ObjectQuery, ObjectStore, Page, StoredObject};
@@ -433,15 +433,9 @@ fn upsert_blocking(
     }
     inner.objects.apply_batch(batch)?;
     drop(_writer);
-    expanded
-        .requested
-        .iter()
-        .map(|&i| {
-            stored.get(i).cloned().flatten().ok_or_else(|| {
-                SledStoreError::Worker(format!("upserted object number {i} went missing").into())
-            })
-        })
-        .collect()
+    in_request_order(&expanded.requested, stored).map_err(|i| {
+        SledStoreError::Worker(format!("upserted object number {i} went missing").into())
+    })
 }
 
 /// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
