@@ -247,10 +247,10 @@ async fn pg_api_ingest(i: &Inputs<'_>) -> (f64, Stats) {
         .await
         .expect("deployment on PostgreSQL");
     let (total, batch, conns) = i.ingest;
-    let out = api_ingest(&d, &org, total, batch, conns).await;
+    let (rate, lat) = api_ingest(&d, &org, 0, total, batch, conns).await;
     d.shutdown().await;
     db.drop_database().await.expect("drop the database");
-    out
+    (rate, stats(lat))
 }
 
 /// Where [`raw_copy`] writes the rows.
