@@ -881,6 +881,77 @@ pub async fn concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
     Ok(())
 }
 
+/// Writers racing over the same objects keep the levels right: A records raise their addresses'
+/// levels (a write that changes the records of objects it was not given) while other writers write
+/// those addresses and hostnames again and declare levels; at the end every address has the level
+/// its hostname gives it, and a full recomputation changes nothing.
+pub async fn levels_concurrent_writers(store: Arc<dyn ObjectStore>) -> Result<()> {
+    let o = org("c-lvl-conc");
+    const HOSTS: usize = 40;
+    let name = |i: usize| format!("h{i:02}.race.example");
+    let addr = |i: usize| format!("198.51.100.{}", i + 1);
+    store
+        .upsert(&o, (0..HOSTS).map(|i| host(&name(i))).collect(), None)
+        .await?;
+    for i in (0..HOSTS).step_by(2) {
+        declare(&*store, &o, &name(i), Some(2)).await?;
+    }
+    let mut handles = Vec::new();
+    // The A records, five at a time.
+    {
+        let (store, o) = (store.clone(), o.clone());
+        handles.push(tokio::spawn(async move {
+            for chunk in (0..HOSTS).collect::<Vec<_>>().chunks(5) {
+                let batch = chunk
+                    .iter()
+                    .map(|&i| a_record(&name(i), &addr(i)))
+                    .collect();
+                store.upsert(&o, batch, Some(TaskId::new())).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    // The addresses and hostnames again, all of them, by three writers.
+    for _ in 0..3 {
+        let (store, o) = (store.clone(), o.clone());
+        handles.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let batch = (0..HOSTS)
+                    .flat_map(|i| [ip(&addr(i)), host(&name(i))])
+                    .collect();
+                store.upsert(&o, batch, Some(TaskId::new())).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    // The odd hostnames declared at 3.
+    {
+        let (store, o) = (store.clone(), o.clone());
+        handles.push(tokio::spawn(async move {
+            for i in (1..HOSTS).step_by(2) {
+                declare(&*store, &o, &name(i), Some(3)).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for h in handles {
+        h.await
+            .map_err(|e| Error::backend_source("test", e, false))??;
+    }
+    for i in 0..HOSTS {
+        let want = if i % 2 == 0 { 2 } else { 3 };
+        assert_eq!(
+            level_of(&*store, &o, &addr(i)).await?,
+            (Some(want), false, Some(format!("internet|{}", name(i)))),
+            "the address of {} after the race",
+            name(i)
+        );
+    }
+    recomputation_agrees(&*store, &o).await
+}
+
 /// The two reads a business-rules pass uses: [`ObjectStore::count_matching`] counts the objects with
 /// a field value, stopping at `at_most`, in the values' order; [`ObjectStore::finding_rules`] gives
 /// the rules' part of the findings of the asked types, and nothing of other organizations.
@@ -1673,6 +1744,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) -> Result<()> {
     levels_recomputation_agrees(&*store).await?;
     rule_reads(&*store).await?;
     change_marks(&*store).await?;
-    concurrent_writers(store).await?;
+    concurrent_writers(store.clone()).await?;
+    levels_concurrent_writers(store).await?;
     Ok(())
 }
