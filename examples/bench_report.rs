@@ -450,7 +450,7 @@ async fn ingest_section(d: &Deployment, org: &OrgCode) -> (String, f64) {
         each(&alone, 0),
         each(&raw, 0),
         met(ratio >= 0.6),
-        each(&ratios.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(), 2),
+        each(&ratios, 2),
     ));
     if api_rate < 100_000.0 || ratio < 0.6 {
         md.push_str("Where the time goes (a call-graph profile of the server): docs/performance.md, \"API ingest\". In short, the store's write of a request runs under its one object writer lock and is the serial part; `SledStore::upsert` alone, with no HTTP at all, is the second row.");

@@ -179,23 +179,24 @@ pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
     struct Expand {
         out: Vec<(NaturalKey, Object)>,
         at: At,
-        /// The last referenced object added and its slot, while nothing else was merged into that
-        /// slot since: the same reference again (every hostname of a batch names the same network)
-        /// would merge an equal object into it, which changes nothing, so it is skipped without
-        /// computing its key.
-        last_ref: Option<(Object, usize)>,
+        /// The slot of the last reference added. A reference equal to the object in that slot has
+        /// its key, and merging an equal object changes nothing: it is skipped without computing
+        /// its key (every hostname of a batch names the same network).
+        last_ref: Option<usize>,
     }
     impl Expand {
         fn add(&mut self, o: Object) -> usize {
             for r in o.references() {
-                if self.last_ref.as_ref().is_some_and(|(last, _)| *last == r) {
+                if self
+                    .last_ref
+                    .and_then(|i| self.out.get(i))
+                    .is_some_and(|(_, last)| *last == r)
+                {
                     continue;
                 }
-                let keep = r.clone();
-                let i = self.add(r);
-                self.last_ref = Some((keep, i));
+                self.last_ref = Some(self.add(r));
             }
-            let i = match self.at.entry((o.object_type(), o.natural_key())) {
+            match self.at.entry((o.object_type(), o.natural_key())) {
                 Entry::Occupied(e) => {
                     let i = *e.get();
                     self.out[i].1.merge_from(o);
@@ -207,11 +208,7 @@ pub fn expand_batch(objects: Vec<Object>) -> ExpandedBatch {
                     e.insert(i);
                     i
                 }
-            };
-            if self.last_ref.as_ref().is_some_and(|(_, at)| *at == i) {
-                self.last_ref = None;
             }
-            i
         }
     }
     let mut requested = Vec::with_capacity(objects.len());
