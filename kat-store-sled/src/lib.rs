@@ -102,6 +102,7 @@ mod objects;
 mod record;
 mod rules;
 mod tasks;
+mod work;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,7 @@ pub use error::SledStoreError;
 pub use objects::VerifyReport;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+pub use work::UpsertWork;
 
 /// The on-disk format this build writes and reads.
 ///
@@ -216,6 +218,8 @@ pub(crate) struct Inner {
     /// Time spent bringing scan levels up to date inside writes, in nanoseconds, and how many writes.
     pub(crate) levels_nanos: AtomicU64,
     pub(crate) levels_writes: AtomicU64,
+    /// Where upserts spend their time ([`SledStore::upsert_work`]).
+    pub(crate) upsert_clock: work::UpsertClock,
     pub(crate) object_lock: Mutex<()>,
     /// Object writes so far, counted when each releases [`Inner::object_writer`]
     /// ([`kat_core::store::ObjectStore::change_mark`]).
@@ -344,6 +348,7 @@ impl SledStore {
                 max_batch_objects: AtomicUsize::new(DEFAULT_MAX_BATCH_OBJECTS),
                 levels_nanos: AtomicU64::new(0),
                 levels_writes: AtomicU64::new(0),
+                upsert_clock: work::UpsertClock::default(),
                 object_lock: Mutex::new(()),
                 object_writes: AtomicU64::new(0),
                 file_lock: Mutex::new(()),
@@ -402,6 +407,12 @@ impl SledStore {
             self.inner.levels_writes.load(AtomicOrdering::Relaxed),
             Duration::from_nanos(self.inner.levels_nanos.load(AtomicOrdering::Relaxed)),
         )
+    }
+
+    /// Where the store's upserts have spent their time since it was opened, phase by phase (sled's
+    /// own batch write apart from the store's work around it): for benchmarks and operators.
+    pub fn upsert_work(&self) -> UpsertWork {
+        self.inner.upsert_clock.read()
     }
 
     /// The directory the store lives in.

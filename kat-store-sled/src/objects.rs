@@ -22,6 +22,7 @@
 //! that were deleted since (their `a` entry is gone).
 
 use std::collections::{BTreeSet, HashSet};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use kat_core::clock::Timestamp;
@@ -300,6 +301,9 @@ fn upsert_blocking(
     by: Option<TaskId>,
     replace: bool,
 ) -> SResult<Vec<StoredObject>> {
+    use crate::work::Phase;
+    let clock = &inner.upsert_clock;
+    let lap = Instant::now();
     let expanded = expand_batch(objects);
     let target = replace
         .then(|| expanded.requested.first().copied())
@@ -323,7 +327,10 @@ fn upsert_blocking(
         .enumerate()
         .collect();
     work.sort_by(|a, b| a.1.0.as_slice().cmp(b.1.0.as_slice()));
+    clock.lap(Phase::Expanding, lap);
     let _writer = inner.object_writer();
+    // Waiting for the lock counts as neither phase.
+    let mut lap = Instant::now();
     let seq = match by {
         Some(_) => inner.db.generate_id()?,
         None => 0,
@@ -333,6 +340,7 @@ fn upsert_blocking(
     let mut first_seen = Vec::new();
     let mut graph = SledGraph::new(inner, org);
     let mut changes = Changes::default();
+    let planned_objects = work.len();
     let mut planned = Vec::with_capacity(work.len());
     // New objects with no level.
     let mut quiet = Vec::new();
@@ -373,6 +381,7 @@ fn upsert_blocking(
         }
         planned.push((i, p));
     }
+    lap = clock.lap(Phase::Merging, lap);
     let levels_started = std::time::Instant::now();
     let touched: HashSet<&ObjectRef> = changes
         .added
@@ -431,7 +440,10 @@ fn upsert_blocking(
             to_json("task attribution", &Attributed(first_seen))?,
         );
     }
+    lap = clock.lap(Phase::Preparing, lap);
     inner.objects.apply_batch(batch)?;
+    clock.lap(Phase::Applying, lap);
+    clock.count(planned_objects);
     drop(_writer);
     in_request_order(&expanded.requested, stored).map_err(|i| {
         SledStoreError::Worker(format!("upserted object number {i} went missing").into())
@@ -878,6 +890,20 @@ fn set_profile_blocking(
     Ok(Some(r.o))
 }
 
+impl SledStore {
+    /// After an upsert: [`SledStore::written`], timed as its flushing when there is one.
+    async fn upserted(&self) -> SResult<()> {
+        if self.inner.durability == crate::Durability::FlushEachWrite {
+            let flushing = Instant::now();
+            self.written().await?;
+            self.inner
+                .upsert_clock
+                .lap(crate::work::Phase::Flushing, flushing);
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ObjectStore for SledStore {
     async fn upsert(
@@ -893,7 +919,7 @@ impl ObjectStore for SledStore {
         let out = self
             .blocking(move |inner| upsert_blocking(inner, &org, objects, by, false))
             .await?;
-        self.written().await?;
+        self.upserted().await?;
         Ok(out)
     }
 
@@ -907,7 +933,7 @@ impl ObjectStore for SledStore {
         let mut out = self
             .blocking(move |inner| upsert_blocking(inner, &org, vec![object], by, true))
             .await?;
-        self.written().await?;
+        self.upserted().await?;
         Ok(out
             .pop()
             .ok_or_else(|| SledStoreError::Worker("a replace returned nothing".into()))?)

@@ -1433,3 +1433,63 @@ async fn identical_contents_are_stored_once() {
     let report = store.verify().await.expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_work_counts_each_upsert_and_its_phases() {
+    let o = org("work");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    assert_eq!(store.upsert_work(), Default::default());
+    let batch: Vec<Object> = (0..500)
+        .map(|i| host(&format!("h{i}.work.example")))
+        .collect();
+    store
+        .upsert(&o, batch, Some(TaskId::new()))
+        .await
+        .expect("upsert");
+    let first = store.upsert_work();
+    // 500 hostnames and the network they name.
+    assert_eq!((first.upserts, first.objects), (1, 501));
+    assert!(first.applying > Duration::ZERO, "{first:?}");
+    assert!(first.merging > Duration::ZERO, "{first:?}");
+    // A flush per write (the default) is waited for and counted.
+    assert!(first.flushing > Duration::ZERO, "{first:?}");
+    assert_eq!(
+        first.serial(),
+        first.merging + first.preparing + first.applying
+    );
+    assert_eq!(
+        first.total(),
+        first.expanding + first.serial() + first.flushing
+    );
+    store
+        .replace(&o, host("h1.work.example"), None)
+        .await
+        .expect("replace");
+    let spent = store.upsert_work().since(&first);
+    assert_eq!((spent.upserts, spent.objects), (1, 2));
+    // A batch over the limit writes nothing and counts no upsert.
+    store.set_max_batch_objects(10);
+    let big: Vec<Object> = (0..20)
+        .map(|i| host(&format!("x{i}.work.example")))
+        .collect();
+    assert!(store.upsert(&o, big, None).await.is_err());
+    assert_eq!(store.upsert_work().upserts, 2);
+
+    // Periodic durability waits for no flush, and counts none.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let periodic = SledStore::open(
+        dir.path(),
+        SledOptions {
+            durability: Durability::Periodic(Duration::from_secs(1)),
+            ..SledOptions::default()
+        },
+    )
+    .expect("open");
+    periodic
+        .upsert(&o, vec![host("a.work.example")], None)
+        .await
+        .expect("upsert");
+    let w = periodic.upsert_work();
+    assert_eq!((w.upserts, w.flushing), (1, Duration::ZERO));
+}
