@@ -520,7 +520,7 @@ async fn ingest_section(d: &Deployment, org: &OrgCode) -> (String, f64) {
         let hostnames = (total * INGEST_ROUNDS) as f64;
         let cap = hostnames / serial.max(f64::EPSILON);
         md.push_str(&format!(
-            " The API's requests take turns for the store's serial part (reading and merging, preparing, sled's `apply_batch`: {:.0} ms per 100,000 hostnames in the table above), which caps the API at {cap:.0} objects/s in this run ({:.2}x raw sled); the rest of a request (HTTP, parsing, the answer, the flush) runs beside it and shares the machine's two cores with it. Of that part, sled's `apply_batch` of the store's batches took {:.0} ms, {:.2}x its apply of the raw records (the store's keys carry the organization and the type, and each batch also rewrites the network record and writes the task's attribution), and reading each stored record and merging into it {:.0} ms.",
+            " The API's requests take turns for the store's serial part (reading and merging, preparing, sled's `apply_batch`: {:.0} ms per 100,000 hostnames in the table above), which caps the API at {cap:.0} objects/s in this run ({:.2}x raw sled); the rest of a request (HTTP, parsing, the answer, the flush) runs beside it and shares the machine's two cores with it. Of that part, sled's `apply_batch` of the store's batches took {:.0} ms, {:.2}x its apply of the raw records (the store's keys carry the organization and the type, which costs raw sled's apply about 8 %, and each batch also rewrites the network record and writes the task's attribution; docs/performance.md), and reading each stored record and merging into it {:.0} ms.",
             per(work.serial()),
             cap / raw_rate,
             per(work.applying),
