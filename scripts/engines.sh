@@ -38,7 +38,9 @@ ensure_docker() {
     if ! dockerd_running; then
         # A fresh log per start, so that the tail shown on failure is about this start.
         : >"$KAT_DOCKERD_LOG"
-        as_root setsid nohup dockerd >>"$KAT_DOCKERD_LOG" 2>&1 </dev/null &
+        # From /: a daemon keeps the directory it was started in, and its children (the shims, conmon)
+        # fail once that directory is deleted (a clone the script ran from, say).
+        (cd / && as_root setsid nohup dockerd) >>"$KAT_DOCKERD_LOG" 2>&1 </dev/null &
         started=1
     fi
     if ! wait_until "$KAT_ENGINE_TIMEOUT" docker info; then
@@ -71,10 +73,20 @@ ensure_podman() {
     ensure_packages podman runc busybox-static curl
     write_containers_conf
     export CONTAINERS_CONF="$KAT_CONTAINERS_CONF"
+    # A service started from a directory that has since been deleted answers its socket, but every
+    # container it starts fails ("Failed to get working directory" from conmon): start it again.
+    local pid
+    for pid in $(pgrep -f "podman system service .*$KAT_PODMAN_SOCK" || true); do
+        if [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" == *" (deleted)" ]]; then
+            log "the Podman service (pid $pid) runs in a deleted directory; starting it again"
+            as_root kill "$pid" 2>/dev/null || true
+            wait_until "$KAT_ENGINE_TIMEOUT" sh -c "! kill -0 $pid 2>/dev/null" || true
+        fi
+    done
     if ! podman_socket_ok; then
         : >"$KAT_PODMAN_LOG"
-        as_root env CONTAINERS_CONF="$KAT_CONTAINERS_CONF" setsid nohup \
-            podman system service --time=0 "unix://$KAT_PODMAN_SOCK" >>"$KAT_PODMAN_LOG" 2>&1 </dev/null &
+        (cd / && as_root env CONTAINERS_CONF="$KAT_CONTAINERS_CONF" setsid nohup \
+            podman system service --time=0 "unix://$KAT_PODMAN_SOCK") >>"$KAT_PODMAN_LOG" 2>&1 </dev/null &
         if ! wait_until "$KAT_ENGINE_TIMEOUT" podman_socket_ok; then
             log "last lines of $KAT_PODMAN_LOG:"
             tail -n 40 "$KAT_PODMAN_LOG" >&2 || true
