@@ -407,8 +407,8 @@ async fn ingest_section(d: &Deployment, org: &OrgCode) -> (String, f64) {
                     .collect()
             })
             .collect();
-        // Each round starts with another of the three, so that none always runs right after the
-        // same other one (and its databases' background work: sled's log writes, segment cleaning).
+        // Each round starts with another of the three (the order turns round), so each runs first
+        // once, before any other's background work (sled's log writes, segment cleaning).
         for step in 0..3 {
             match (round + step) % 3 {
                 0 => {
@@ -465,7 +465,7 @@ async fn ingest_section(d: &Deployment, org: &OrgCode) -> (String, f64) {
             .join(", ")
     };
     md.push_str("## 3. Bulk ingest\n\n");
-    md.push_str(&format!("{total} hostnames in requests of {batch}: through the API (authenticated `POST /objects/`, {conns} connections from this process, each 201 meaning on disk), through the sled store's `upsert` directly (indexes, attribution, flush per batch), and as a raw sled batch insert of the same records (key and JSON value only, flush per batch). {INGEST_ROUNDS} rounds, each writing new hostnames the three ways one after the other (each round starting with another of the three) into databases that keep the earlier rounds' objects; a rate moves by up to ±20 % between minutes on this machine, so the targets are read from the medians, the ratio from the median of the rounds' own ratios.\n\n"));
+    md.push_str(&format!("{total} hostnames in requests of {batch}: through the API (authenticated `POST /objects/`, {conns} connections from this process, each 201 meaning on disk), through the sled store's `upsert` directly (indexes, attribution, flush per batch), and as a raw sled batch insert of the same records (key and JSON value only, flush per batch). {INGEST_ROUNDS} rounds, each writing new hostnames the three ways one after the other (the order turning round, so that each runs first in one round) into databases that keep the earlier rounds' objects; a rate moves by up to ±20 % between minutes on this machine, so the targets are read from the medians, the ratio from the median of the rounds' own ratios.\n\n"));
     md.push_str(&format!(
         "| | objects/s, median | the rounds |\n|---|---|---|\n| API `POST /objects/` | **{api_rate:.0}** (target: at least 100,000: {}) | {}; request latency median {:.0} ms, max {:.0} ms |\n| `SledStore::upsert` | {store_rate:.0} | {} |\n| raw sled `apply_batch` + flush | {raw_rate:.0} | {} |\n| API / raw sled | {ratio:.2}x (target: at least 0.6x: {}) | {} |\n\n",
         met(api_rate >= 100_000.0),
@@ -481,7 +481,7 @@ async fn ingest_section(d: &Deployment, org: &OrgCode) -> (String, f64) {
     let per = |t: Duration| t.as_secs_f64() * 1e3 * 100_000.0 / (total * INGEST_ROUNDS) as f64;
     let raw_all = raw_build + raw_apply + raw_flush;
     md.push_str(&format!(
-        "Where the store's and raw sled's time went (`SledStore::upsert_work`, clocks around raw sled's three steps), in ms per 100,000 hostnames over the {INGEST_ROUNDS} rounds:\n\n| | `SledStore::upsert` | raw sled |\n|---|---|---|\n| expanding the batch (the network each hostname names), keys, sorting | {:.0} | |\n| reading each object's stored record (sled `get`) and merging into it | {:.0} | |\n| levels, index keys, encoding the records, building sled's batch | {:.0} | {:.0} (keys and JSON values) |\n| sled `apply_batch` | {:.0} | {:.0} |\n| flush and fsync | {:.0} | {:.0} |\n| all | {:.0} | {:.0} |\n\n",
+        "Where the store's and raw sled's time went (`SledStore::upsert_work`, clocks around raw sled's three steps), in ms per 100,000 hostnames over the {INGEST_ROUNDS} rounds:\n\n| | `SledStore::upsert` | raw sled |\n|---|---|---|\n| expanding the batch (the network each hostname names), keys, sorting | {:.0} | |\n| reading each object's stored record (sled `get`), merging into it, its index keys and attribution | {:.0} | |\n| levels, encoding the records, building sled's batch | {:.0} | {:.0} (keys and JSON values) |\n| sled `apply_batch` | {:.0} | {:.0} |\n| flush and fsync | {:.0} | {:.0} |\n| all | {:.0} | {:.0} |\n\n",
         per(work.expanding),
         per(work.merging),
         per(work.preparing),

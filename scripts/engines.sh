@@ -70,17 +70,18 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]'
 }
 
 ensure_podman() {
-    ensure_packages podman runc busybox-static curl
+    ensure_packages podman runc busybox-static curl procps
     write_containers_conf
     export CONTAINERS_CONF="$KAT_CONTAINERS_CONF"
     # A service started from a directory that has since been deleted answers its socket, but every
     # container it starts fails ("Failed to get working directory" from conmon): start it again.
     local pid
     for pid in $(pgrep -f "podman system service .*$KAT_PODMAN_SOCK" || true); do
-        if [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" == *" (deleted)" ]]; then
+        # As root: another user cannot read a root service's working directory or signal it.
+        if [[ "$(as_root readlink "/proc/$pid/cwd" 2>/dev/null || true)" == *" (deleted)" ]]; then
             log "the Podman service (pid $pid) runs in a deleted directory; starting it again"
             as_root kill "$pid" 2>/dev/null || true
-            wait_until "$KAT_ENGINE_TIMEOUT" sh -c "! kill -0 $pid 2>/dev/null" || true
+            wait_until "$KAT_ENGINE_TIMEOUT" as_root sh -c "! kill -0 $pid 2>/dev/null" || true
         fi
     done
     if ! podman_socket_ok; then

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 ///
 /// The phases of one upsert, in order: `expanding` (outside the store's one object writer lock:
 /// adding the objects the batch refers to, computing and sorting keys), then the serial part,
-/// under that lock: `merging` (reading each object's stored record and merging the new one into
-/// it), `preparing` (scan levels, index keys, encoding the records and building sled's batch) and
-/// `applying` (sled's `apply_batch` of that one atomic batch), then, outside the lock again,
+/// under that lock: `merging` (for each object: reading its stored record, merging the new one
+/// into it, its index keys, attribution and edges), `preparing` (scan levels, encoding the records
+/// and building sled's batch) and `applying` (sled's `apply_batch` of that one atomic batch), then,
+/// outside the lock again,
 /// `flushing` (waiting until the write is on disk, with `Durability::FlushEachWrite`).
 ///
 /// ```
@@ -47,9 +48,10 @@ pub struct UpsertWork {
     pub objects: u64,
     /// Before the lock: expanding the batch, computing its keys, sorting them.
     pub expanding: Duration,
-    /// Under the lock: reading each object's stored record (sled's `get`) and merging into it.
+    /// Under the lock, object by object: reading its stored record (sled's `get`), merging into it,
+    /// its index keys, attribution and edges.
     pub merging: Duration,
-    /// Under the lock: scan levels, index keys, encoding the records, building the batch.
+    /// Under the lock: scan levels, encoding the records, building sled's batch.
     pub preparing: Duration,
     /// Under the lock: sled's `apply_batch` of the write's one atomic batch.
     pub applying: Duration,
