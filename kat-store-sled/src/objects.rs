@@ -382,7 +382,7 @@ fn upsert_blocking(
         planned.push((i, p));
     }
     lap = clock.lap(Phase::Merging, lap);
-    let levels_started = std::time::Instant::now();
+    let levels_started = Instant::now();
     let touched: HashSet<&ObjectRef> = changes
         .added
         .iter()
@@ -426,7 +426,7 @@ fn upsert_blocking(
         batch.insert(p.pk.into_vec(), p.record.encode()?);
         stored[i] = Some(p.record.o);
     }
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     let levels_started = now.checked_sub(levels_time).unwrap_or(now);
     crate::levels::write_loaded(inner, org, set, &mut batch)?;
     if !changes.is_empty() {
@@ -825,7 +825,7 @@ fn delete_blocking(
         }
     }
     if n > 0 {
-        let levels_started = std::time::Instant::now();
+        let levels_started = Instant::now();
         prefetch_edges(&mut graph, &changes)?;
         levels::update(&mut graph, &changes)?;
         let set = std::mem::take(&mut graph.set);

@@ -74,14 +74,24 @@ impl UpsertWork {
 
     /// What was spent between `earlier` and this reading (both of the same store).
     pub fn since(&self, earlier: &UpsertWork) -> UpsertWork {
+        self.zip(earlier, u64::saturating_sub, Duration::saturating_sub)
+    }
+
+    /// Each count and each phase of the two, combined by `count` and `time`.
+    fn zip(
+        &self,
+        other: &UpsertWork,
+        count: fn(u64, u64) -> u64,
+        time: fn(Duration, Duration) -> Duration,
+    ) -> UpsertWork {
         UpsertWork {
-            upserts: self.upserts.saturating_sub(earlier.upserts),
-            objects: self.objects.saturating_sub(earlier.objects),
-            expanding: self.expanding.saturating_sub(earlier.expanding),
-            merging: self.merging.saturating_sub(earlier.merging),
-            preparing: self.preparing.saturating_sub(earlier.preparing),
-            applying: self.applying.saturating_sub(earlier.applying),
-            flushing: self.flushing.saturating_sub(earlier.flushing),
+            upserts: count(self.upserts, other.upserts),
+            objects: count(self.objects, other.objects),
+            expanding: time(self.expanding, other.expanding),
+            merging: time(self.merging, other.merging),
+            preparing: time(self.preparing, other.preparing),
+            applying: time(self.applying, other.applying),
+            flushing: time(self.flushing, other.flushing),
         }
     }
 }
@@ -91,15 +101,7 @@ impl std::ops::Add for UpsertWork {
     type Output = UpsertWork;
 
     fn add(self, other: UpsertWork) -> UpsertWork {
-        UpsertWork {
-            upserts: self.upserts.saturating_add(other.upserts),
-            objects: self.objects.saturating_add(other.objects),
-            expanding: self.expanding.saturating_add(other.expanding),
-            merging: self.merging.saturating_add(other.merging),
-            preparing: self.preparing.saturating_add(other.preparing),
-            applying: self.applying.saturating_add(other.applying),
-            flushing: self.flushing.saturating_add(other.flushing),
-        }
+        self.zip(&other, u64::saturating_add, Duration::saturating_add)
     }
 }
 
