@@ -34,8 +34,7 @@ impl Key {
     /// Append the encoding of a text component's beginning (no terminator): every component starting
     /// with `s` starts with these bytes.
     pub(crate) fn str_start(mut self, s: &str) -> Self {
-        push_str(&mut self.0, s.as_bytes());
-        self.0.truncate(self.0.len() - 2);
+        push_str_start(&mut self.0, s.as_bytes());
         self
     }
 
@@ -225,6 +224,12 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
         }
     }
     out.extend_from_slice(&[0, 1]);
+}
+
+/// Append the encoding of a text component's beginning to `out` ([`Key::str_start`]).
+pub(crate) fn push_str_start(out: &mut Vec<u8>, s: &[u8]) {
+    push_str(out, s);
+    out.truncate(out.len() - 2);
 }
 
 /// Order-preserving unsigned form of a signed number.

@@ -21,6 +21,7 @@
 //! The `t` lists are written once per upsert instead of once per object; reading them skips objects
 //! that were deleted since (their `a` entry is gone).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use kat_core::{Error, Result};
 use sled::IVec;
 
 use crate::error::{SResult, SledStoreError};
-use crate::keys::{EntriesUnder, Key, take_id, take_str, u64_value};
+use crate::keys::{EntriesUnder, Key, push_str_start, take_id, take_str, u64_value};
 use crate::levels::SledGraph;
 use crate::record::{INLINE_TASKS, Record};
 use crate::{Inner, SledStore, from_json, to_json};
@@ -105,7 +106,7 @@ struct Attributed(Vec<(ObjectType, NaturalKey)>);
 
 /// For a key-leading field, the natural-key prefix that objects whose `field` is `value` have: their
 /// key is that prefix or starts with it followed by `|`.
-fn key_prefix(ty: ObjectType, field: &str, value: &str) -> Option<String> {
+fn key_prefix<'v>(ty: ObjectType, field: &str, value: &'v str) -> Option<Cow<'v, str>> {
     use ObjectType as T;
     match (ty, field) {
         (T::Network, "name")
@@ -114,10 +115,10 @@ fn key_prefix(ty: ObjectType, field: &str, value: &str) -> Option<String> {
         | (T::Finding, "finding_type")
         | (T::Hostname, "network")
         | (T::IpAddress, "network")
-        | (T::Url, "network") => Some(escape_part(value)),
+        | (T::Url, "network") => Some(Cow::Owned(escape_part(value))),
         // These values are natural keys already (escaped parts joined by `|`).
-        (T::IpPort, "address") => Some(value.to_string()),
-        (t, "hostname") if t.is_dns_record() => Some(value.to_string()),
+        (T::IpPort, "address") => Some(Cow::Borrowed(value)),
+        (t, "hostname") if t.is_dns_record() => Some(Cow::Borrowed(value)),
         _ => None,
     }
 }
@@ -452,6 +453,15 @@ fn upsert_blocking(
 
 /// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
 /// prefix in an `o` key), from the field's index or, for a key-leading field, the `o` prefix.
+/// Whether any entry's key starts with `prefix` (one seek).
+fn any_under(tree: &sled::Tree, prefix: &[u8]) -> SResult<bool> {
+    match tree.range(prefix..).next() {
+        Some(Ok((k, _))) => Ok(k.starts_with(prefix)),
+        Some(Err(e)) => Err(e.into()),
+        None => Ok(false),
+    }
+}
+
 fn candidates(
     inner: &Inner,
     org: &OrgCode,
@@ -476,24 +486,37 @@ fn candidates(
     // Each value's entries in key order (EntriesUnder): values that match nothing, between two
     // stored keys, cost one seek together.
     if is_key_leading(ty, field) {
-        let types = type_prefix(org, ty);
-        let type_len = types.as_slice().len();
-        let mut scans: Vec<(Vec<u8>, String)> = values
+        let types = type_prefix(org, ty).into_vec();
+        let type_len = types.len();
+        // One seek first: when the organization has no object of the type, no value has
+        // candidates, and none is encoded.
+        match any_under(&tree, &types) {
+            Ok(true) => {}
+            Ok(false) => return Box::new(std::iter::empty()),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        }
+        // Each value's scan prefix in one allocation, beside the length of its key part.
+        let mut scans: Vec<(Vec<u8>, usize)> = values
             .iter()
             .filter_map(|v| key_prefix(ty, field, v))
-            .map(|p| (types.clone().str_start(&p).into_vec(), p))
+            .map(|p| {
+                let mut scan = Vec::with_capacity(type_len + p.len() + 2);
+                scan.extend_from_slice(&types);
+                push_str_start(&mut scan, p.as_bytes());
+                (scan, p.len())
+            })
             .collect();
-        scans.sort();
-        let (scans, parts): (Vec<Vec<u8>>, Vec<String>) = scans.into_iter().unzip();
+        scans.sort_unstable();
+        let (scans, lens): (Vec<Vec<u8>>, Vec<usize>) = scans.into_iter().unzip();
         Box::new(EntriesUnder::new(tree, scans).filter_map(move |e| {
             let (i, k, _) = match e {
                 Ok(entry) => entry,
                 Err(e) => return Some(Err(e)),
             };
-            let p = parts.get(i)?;
+            let len = *lens.get(i)?;
             let tail = &k[type_len..];
             let key = take_str(tail)?.0;
-            let whole_part = key.len() == p.len() || key[p.len()..].starts_with('|');
+            let whole_part = key.len() == len || key[len..].starts_with('|');
             whole_part.then(|| Ok(tail.to_vec()))
         }))
     } else {
@@ -952,6 +975,16 @@ impl ObjectStore for SledStore {
     }
 
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
+        // On the calling thread, as `get`: when the organization has no object of the type (the
+        // DNS records of a write's new hostnames, which its answer looks up, say), one seek
+        // answers, without copying the query to the blocking pool and back.
+        let prefix = type_prefix(&query.org, query.object_type);
+        if !any_under(&self.inner.objects, prefix.as_slice())? {
+            return Ok(Page {
+                count: 0,
+                items: Vec::new(),
+            });
+        }
         let q = query.clone();
         Ok(self
             .blocking(move |inner| query_blocking(inner, &q))

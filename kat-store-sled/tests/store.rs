@@ -1066,6 +1066,14 @@ async fn key_leading_filters_agree_with_the_reference() {
         q(ObjectType::Software, "name", &["nginx"]).filter("version", &["null"]),
         q(ObjectType::IpPort, "address", &["internet|192.0.2.1"]),
         q(ObjectType::FindingType, "code", &["KAT-X"]),
+        // Types the organization has no object of (a write's answer looks up all nine record
+        // types of its hostnames), and an organization with no objects at all.
+        q(ObjectType::DnsAaaaRecord, "hostname", &["internet|a.example"]),
+        q(ObjectType::DnsMxRecord, "hostname", &["internet|a.example"]),
+        ObjectQuery::new(o.clone(), ObjectType::DnsCnameRecord),
+        ObjectQuery::new(org("leading-empty"), ObjectType::DnsARecord)
+            .filter("hostname", &["internet|a.example"]),
+        ObjectQuery::new(org("leading-empty"), ObjectType::Hostname),
     ];
     for q in queries {
         let a = ObjectStore::query(&s, &q).await.expect("sled query");

@@ -29,14 +29,16 @@ async fn objects_json(ctx: &Ctx<'_>, objects: &[StoredObject]) -> ApiResult<Vec<
         .collect();
     let mut records: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     if !hosts.is_empty() {
+        // One query, its type changed for each record type: the hostnames are not copied again.
+        let mut q = ObjectQuery::new(ctx.caller.org().clone(), ObjectType::Hostname);
+        q.filters.push(("hostname".into(), hosts));
+        q.limit = 0;
         for ty in ObjectType::DNS_RECORDS {
             let view = PermissionName::new(Action::View, Resource::Object(ty));
             if !ctx.caller.has(&view) {
                 continue;
             }
-            let mut q = ObjectQuery::new(ctx.caller.org().clone(), ty);
-            q.filters.push(("hostname".into(), hosts.clone()));
-            q.limit = 0;
+            q.object_type = ty;
             for r in ctx.inner.objects.query(&q).await?.items {
                 if ctx.caller.require_pk(view, r.key.as_str()).is_err() {
                     continue;
