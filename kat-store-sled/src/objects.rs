@@ -451,8 +451,6 @@ fn upsert_blocking(
     })
 }
 
-/// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
-/// prefix in an `o` key), from the field's index or, for a key-leading field, the `o` prefix.
 /// Whether any entry's key starts with `prefix` (one seek).
 fn any_under(tree: &sled::Tree, prefix: &[u8]) -> SResult<bool> {
     match tree.range(prefix..).next() {
@@ -462,6 +460,8 @@ fn any_under(tree: &sled::Tree, prefix: &[u8]) -> SResult<bool> {
     }
 }
 
+/// The objects whose `field` may be one of `values`, as encoded key tails (what follows the type
+/// prefix in an `o` key), from the field's index or, for a key-leading field, the `o` prefix.
 fn candidates(
     inner: &Inner,
     org: &OrgCode,
@@ -488,13 +488,6 @@ fn candidates(
     if is_key_leading(ty, field) {
         let types = type_prefix(org, ty).into_vec();
         let type_len = types.len();
-        // One seek first: when the organization has no object of the type, no value has
-        // candidates, and none is encoded.
-        match any_under(&tree, &types) {
-            Ok(true) => {}
-            Ok(false) => return Box::new(std::iter::empty()),
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        }
         // Each value's scan prefix in one allocation, beside the length of its key part.
         let mut scans: Vec<(Vec<u8>, usize)> = values
             .iter()
@@ -730,6 +723,10 @@ fn count_blocking(
     at_most: usize,
 ) -> SResult<Vec<usize>> {
     let prefix = type_prefix(org, ty).into_vec();
+    // One seek: with no object of the type, every count is 0.
+    if !any_under(&inner.objects, &prefix)? {
+        return Ok(vec![0; values.len()]);
+    }
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         let mut q = ObjectQuery::new(org.clone(), ty);
@@ -977,7 +974,8 @@ impl ObjectStore for SledStore {
     async fn query_valid(&self, query: &ObjectQuery) -> Result<Page<StoredObject>> {
         // On the calling thread, as `get`: when the organization has no object of the type (the
         // DNS records of a write's new hostnames, which its answer looks up, say), one seek
-        // answers, without copying the query to the blocking pool and back.
+        // answers, without copying the query to the blocking pool and back. Like `get`, the seek
+        // waits while another write's `apply_batch` holds sled's process-wide lock.
         let prefix = type_prefix(&query.org, query.object_type);
         if !any_under(&self.inner.objects, prefix.as_slice())? {
             return Ok(Page {

@@ -1068,7 +1068,11 @@ async fn key_leading_filters_agree_with_the_reference() {
         q(ObjectType::FindingType, "code", &["KAT-X"]),
         // Types the organization has no object of (a write's answer looks up all nine record
         // types of its hostnames), and an organization with no objects at all.
-        q(ObjectType::DnsAaaaRecord, "hostname", &["internet|a.example"]),
+        q(
+            ObjectType::DnsAaaaRecord,
+            "hostname",
+            &["internet|a.example"],
+        ),
         q(ObjectType::DnsMxRecord, "hostname", &["internet|a.example"]),
         ObjectQuery::new(o.clone(), ObjectType::DnsCnameRecord),
         ObjectQuery::new(org("leading-empty"), ObjectType::DnsARecord)
@@ -1085,7 +1089,46 @@ async fn key_leading_filters_agree_with_the_reference() {
                 .collect::<Vec<_>>()
         };
         assert_eq!((a.count, keys(&a)), (b.count, keys(&b)), "{q:?}");
+        let (ka, kb) = (
+            ObjectStore::query_keys(&s, &q).await.expect("sled keys"),
+            m.query_keys(&q).await.expect("memory keys"),
+        );
+        assert_eq!(ka, kb, "{q:?}");
     }
+    // Counts by a key-leading field (what business rules ask), also of a type the organization has
+    // none of, and in organizations whose codes begin one another's.
+    let hosts: Vec<String> = [
+        "internet|a.example",
+        "internet|b.example",
+        "internet|c.example",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (o, ty) in [
+        (o.clone(), ObjectType::DnsARecord),
+        (o.clone(), ObjectType::DnsAaaaRecord),
+        (org("lead"), ObjectType::DnsARecord),
+        (org("leading-empty"), ObjectType::DnsTxtRecord),
+    ] {
+        let a = s
+            .count_matching(&o, ty, "hostname", &hosts, 5)
+            .await
+            .expect("sled count");
+        let b = m
+            .count_matching(&o, ty, "hostname", &hosts, 5)
+            .await
+            .expect("memory count");
+        assert_eq!(a, b, "{o} {ty}");
+    }
+    let a = s
+        .count_matching(&o, ObjectType::DnsARecord, "hostname", &hosts, 5)
+        .await
+        .expect("sled count");
+    assert_eq!(
+        a,
+        vec![1, 1, 0],
+        "the organization's own A records are counted"
+    );
 }
 
 /// Upserts read before they take the writer lock; writers that overlap in time on the same objects
