@@ -232,10 +232,10 @@ async fn task_throughput(d: &Deployment, org: &OrgCode, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `n` runs of `cycle`, `parallel` at a time; runs per second. `cycle` gets the run's number.
+/// `n` runs of `cycle`, `parallel` at a time; runs per second.
 async fn parallel_cycles<F, Fut>(n: usize, parallel: usize, cycle: F) -> f64
 where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
@@ -244,12 +244,8 @@ where
     for _ in 0..parallel {
         let (cycle, next) = (cycle.clone(), next.clone());
         handles.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                cycle(i).await;
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                cycle().await;
             }
         }));
     }
@@ -262,7 +258,7 @@ where
 /// `n` bare bollard cycles ([`bollard_cycle`]), `parallel` at a time; cycles per second.
 async fn bollard_throughput(docker: &bollard::Docker, n: usize, parallel: usize) -> f64 {
     let docker = docker.clone();
-    parallel_cycles(n, parallel, move |_| {
+    parallel_cycles(n, parallel, move || {
         let docker = docker.clone();
         async move {
             bollard_cycle(&docker).await;
@@ -286,7 +282,7 @@ async fn runtime_throughput(
     };
     static RUN: AtomicUsize = AtomicUsize::new(0);
     let (runtime, mount) = (runtime.clone(), mount.clone());
-    parallel_cycles(n, parallel, move |_| {
+    parallel_cycles(n, parallel, move || {
         let (runtime, mount) = (runtime.clone(), mount.clone());
         async move {
             let run = RUN.fetch_add(1, Ordering::Relaxed);
