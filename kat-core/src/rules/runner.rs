@@ -447,167 +447,86 @@ impl RuleRunner {
             Ok::<_, Error>(out)
         };
         let subjects_read = self.subjects(org, &enabled, &subject_types, only.as_ref());
-        let (finding_rules, related_all, subjects_read) =
-            futures::join!(finding_rules, related_all, subjects_read);
-        let (subjects, gone, processed) = subjects_read?;
+        // Evaluating needs the subjects and the related objects, not the findings: it runs while
+        // the store is still reading those.
+        let evaluate = async {
+            let (related_all, subjects_read) = futures::join!(related_all, subjects_read);
+            let (subjects, gone, processed) = subjects_read?;
+            // The related objects: all of each type a rule looks at (full pass), or loaded on
+            // demand.
+            let mut snap = Snapshot::default();
+            for (ty, vias, objects) in related_all? {
+                for via in vias {
+                    snap.load_all(ty, via, &objects);
+                }
+            }
+            let holds = self
+                .evaluate(org, &enabled, &subjects, &processed, &mut snap)
+                .await?;
+            Ok::<_, Error>((subjects, gone, holds))
+        };
+        let (finding_rules, evaluated) = futures::join!(finding_rules, evaluate);
+        let (subjects, gone, holds) = evaluated?;
         report.subjects = subjects.len() + gone.len();
-
-        // The related objects: all of each type a rule looks at (full pass), or loaded on demand.
-        let mut snap = Snapshot::default();
-        for (ty, vias, objects) in related_all? {
-            for via in vias {
-                snap.load_all(ty, via, &objects);
-            }
-        }
-
-        let loaded = started.elapsed();
-        // Evaluate until nothing is missing: one slot per subject and enabled rule.
-        let n = enabled.len();
-        let mut holds: Vec<Option<bool>> = vec![None; subjects.len() * n];
-        loop {
-            let mut needs = Needs::default();
-            for (i, (r, o)) in subjects.iter().enumerate() {
-                for (j, rule) in enabled.iter().enumerate() {
-                    let slot = i * n + j;
-                    if rule.object_type != r.object_type {
-                        holds[slot] = Some(false);
-                        continue;
-                    }
-                    if holds[slot].is_some() {
-                        continue;
-                    }
-                    if !rule
-                        .requires
-                        .iter()
-                        .all(|p| processed.get(p.as_str()).is_some_and(|s| s.contains(r)))
-                    {
-                        holds[slot] = Some(false);
-                        continue;
-                    }
-                    holds[slot] = rule.condition.eval(o, &r.key, &snap, &mut needs);
-                }
-            }
-            if needs.is_empty() {
-                break;
-            }
-            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
-            for (ty, via, key) in needs.related {
-                groups.entry((ty, via)).or_default().push(key);
-            }
-            for ((ty, via), keys) in groups {
-                let found = self.related(org, ty, via, &keys).await?;
-                snap.load_some(ty, via, &keys, found);
-            }
-            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
-            for (ty, via, key) in needs.counts {
-                groups.entry((ty, via)).or_default().push(key);
-            }
-            for ((ty, via), keys) in groups {
-                let at_most = enabled
-                    .iter()
-                    .flat_map(|r| r.condition.relations())
-                    .filter(|h| h.object_type == ty && h.via == via && h.is_plain())
-                    .map(|h| h.at_least as usize)
-                    .max()
-                    .unwrap_or(1);
-                let counts = self
-                    .objects
-                    .count_matching(org, ty, via, &keys, at_most)
-                    .await?;
-                snap.load_counts(ty, via, &keys, &counts);
-            }
-        }
-
-        // The findings the rules want, by key, and the rules that want each. An incremental pass
-        // lists every finding a rule could assert on its subjects, wanted or not, to look them up.
-        // Keyed without building each finding: a finding is built only to be written.
-        let mut wanted: HashMap<NaturalKey, (&Rule, &Object, BTreeSet<&str>)> = HashMap::new();
-        let all_rules: Vec<&Rule> = self.rules.iter().collect();
-        let enabled_at: Vec<Option<usize>> = all_rules
-            .iter()
-            .map(|r| enabled.iter().position(|e| e.name == r.name))
-            .collect();
-        let code_parts: Vec<String> = all_rules
-            .iter()
-            .map(|r| escape_part(&r.finding_type))
-            .collect();
-        for (i, (r, o)) in subjects.iter().enumerate() {
-            for (a, rule) in all_rules.iter().enumerate() {
-                if rule.object_type != r.object_type {
-                    continue;
-                }
-                let holding = enabled_at[a].is_some_and(|j| holds[i * n + j] == Some(true));
-                if full && !holding {
-                    continue;
-                }
-                let Some(key) = finding_key(&code_parts[a], rule, r, o) else {
-                    continue;
-                };
-                let e = wanted
-                    .entry(key)
-                    .or_insert_with(|| (*rule, o, BTreeSet::new()));
-                if holding {
-                    e.2.insert(rule.name.as_str());
-                }
-            }
-        }
-        for (r, o) in &gone {
-            for (a, rule) in all_rules.iter().enumerate() {
-                if rule.object_type != r.object_type {
-                    continue;
-                }
-                if let Some(key) = finding_key(&code_parts[a], rule, r, o) {
-                    wanted
-                        .entry(key)
-                        .or_insert_with(|| (*rule, o, BTreeSet::new()));
-                }
-            }
-        }
-
         let evaluated = started.elapsed();
+
+        // Which rules want which finding. A finding's key is its type's escaped code and its
+        // subject's key (`finding_key`), so a stored finding is matched to its subject and the
+        // rules of its type by splitting its key, without keying every finding the rules want.
+        let wants = Wants::new(&self.rules, &enabled, &subjects, &gone, holds);
+
         // The findings there are: their rules' part (a full pass reads no more of each), and in an
-        // incremental pass the whole finding.
-        let mut existing: Vec<(FindingRules, Option<Finding>)> = Vec::new();
-        if let Some(rules) = finding_rules? {
-            existing = rules.into_iter().map(|r| (r, None)).collect();
-        } else {
-            let keys: Vec<NaturalKey> = wanted.keys().cloned().collect();
-            for chunk in keys.chunks(VALUES_PER_QUERY) {
-                let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
-                q.keys = Some(chunk.to_vec());
-                q.limit = 0;
-                for s in self.objects.query(&q).await?.items {
-                    if let Object::Finding(f) = s.object {
-                        let r = FindingRules {
-                            key: s.key,
-                            source_rules: f.source_rules.clone(),
-                            rule_only: f.rule_only,
-                        };
-                        existing.push((r, Some(f)));
+        // incremental pass the whole finding, read by the keys of every finding a rule could
+        // assert on its subjects.
+        let existing: Box<dyn Iterator<Item = (FindingRules, Option<Finding>)> + Send> =
+            if let Some(rules) = finding_rules? {
+                Box::new(rules.into_iter().map(|r| (r, None)))
+            } else {
+                let keys = wants.every_key();
+                let mut found = Vec::new();
+                for chunk in keys.chunks(VALUES_PER_QUERY) {
+                    let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
+                    q.keys = Some(chunk.to_vec());
+                    q.limit = 0;
+                    for s in self.objects.query(&q).await?.items {
+                        if let Object::Finding(f) = s.object {
+                            let r = FindingRules {
+                                key: s.key,
+                                source_rules: f.source_rules.clone(),
+                                rule_only: f.rule_only,
+                            };
+                            found.push((r, Some(f)));
+                        }
                     }
                 }
-            }
-        }
+                Box::new(found.into_iter())
+            };
 
         let read = started.elapsed();
         // The difference.
+        let mut seen = vec![false; wants.slots()];
+        let mut want: Vec<&str> = Vec::new();
         let mut add: Vec<Object> = Vec::new();
         let mut replace: Vec<(NaturalKey, BTreeSet<String>, Option<Finding>)> = Vec::new();
         let mut delete: Vec<NaturalKey> = Vec::new();
         for (s, f) in existing {
-            let (wanted_finding, want) = match wanted.remove(&s.key) {
-                Some((rule, o, w)) => (finding_for(rule, o), w),
+            want.clear();
+            let wanted_finding = match wants.of_key(s.key.as_str()) {
+                Some(slot) => {
+                    seen[slot.index] = true;
+                    wants.names(&slot, &mut want);
+                    wants.finding(&slot)
+                }
                 // A full pass sees every rule finding: one of a subject that is gone, or of a type
                 // no rule of this subject's type asserts, has no rule that wants it.
-                None if full => (None, BTreeSet::new()),
+                None if full => None,
                 None => continue,
             };
-            let have: BTreeSet<&str> = s.source_rules.iter().map(String::as_str).collect();
-            if have == want {
+            if same_names(&s.source_rules, &want) {
                 continue;
             }
-            let want: BTreeSet<String> = want.into_iter().map(str::to_string).collect();
-            let have: BTreeSet<String> = have.into_iter().map(str::to_string).collect();
+            let want: BTreeSet<String> = want.iter().map(|n| (*n).to_string()).collect();
+            let have: BTreeSet<String> = s.source_rules.into_iter().collect();
             if want.is_empty() && s.rule_only {
                 delete.push(s.key);
             } else if want.is_superset(&have) {
@@ -649,14 +568,17 @@ impl RuleRunner {
                 Some(Object::Finding(n))
             })
             .collect();
-        for (_, (rule, o, want)) in wanted {
+        // The findings the rules want that are not there yet.
+        for slot in wants.unseen(&seen) {
+            want.clear();
+            wants.names(&slot, &mut want);
             if want.is_empty() {
                 continue;
             }
-            let Some(mut f) = finding_for(rule, o) else {
+            let Some(mut f) = wants.finding(&slot) else {
                 continue;
             };
-            f.source_rules = want.into_iter().map(str::to_string).collect();
+            f.source_rules = want.iter().map(|n| (*n).to_string()).collect();
             add.push(Object::Finding(f));
             report.created += 1;
         }
@@ -674,7 +596,251 @@ impl RuleRunner {
         for chunk in delete.chunks(CHUNK) {
             self.objects.delete(org, ObjectType::Finding, chunk).await?;
         }
-        debug!(org = %org, ?report, full, ?loaded, ?evaluated, ?read, total = ?started.elapsed(), "business rules evaluated");
+        debug!(org = %org, ?report, full, ?evaluated, ?read, total = ?started.elapsed(), "business rules evaluated");
         Ok(report)
     }
+
+    /// Whether each enabled rule holds on each subject (`holds[i * enabled.len() + j]`), reading
+    /// what the conditions need that `snap` lacks until nothing is missing.
+    async fn evaluate(
+        &self,
+        org: &OrgCode,
+        enabled: &[&Rule],
+        subjects: &[(ObjectRef, Object)],
+        processed: &HashMap<String, HashSet<ObjectRef>>,
+        snap: &mut Snapshot,
+    ) -> Result<Vec<Option<bool>>> {
+        // One slot per subject and enabled rule.
+        let n = enabled.len();
+        let mut holds: Vec<Option<bool>> = vec![None; subjects.len() * n];
+        loop {
+            let mut needs = Needs::default();
+            for (i, (r, o)) in subjects.iter().enumerate() {
+                for (j, rule) in enabled.iter().enumerate() {
+                    let slot = i * n + j;
+                    if rule.object_type != r.object_type {
+                        holds[slot] = Some(false);
+                        continue;
+                    }
+                    if holds[slot].is_some() {
+                        continue;
+                    }
+                    if !rule
+                        .requires
+                        .iter()
+                        .all(|p| processed.get(p.as_str()).is_some_and(|s| s.contains(r)))
+                    {
+                        holds[slot] = Some(false);
+                        continue;
+                    }
+                    holds[slot] = rule.condition.eval(o, &r.key, snap, &mut needs);
+                }
+            }
+            if needs.is_empty() {
+                return Ok(holds);
+            }
+            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
+            for (ty, via, key) in needs.related {
+                groups.entry((ty, via)).or_default().push(key);
+            }
+            for ((ty, via), keys) in groups {
+                let found = self.related(org, ty, via, &keys).await?;
+                snap.load_some(ty, via, &keys, found);
+            }
+            let mut groups: BTreeMap<(ObjectType, &'static str), Vec<String>> = BTreeMap::new();
+            for (ty, via, key) in needs.counts {
+                groups.entry((ty, via)).or_default().push(key);
+            }
+            for ((ty, via), keys) in groups {
+                let at_most = enabled
+                    .iter()
+                    .flat_map(|r| r.condition.relations())
+                    .filter(|h| h.object_type == ty && h.via == via && h.is_plain())
+                    .map(|h| h.at_least as usize)
+                    .max()
+                    .unwrap_or(1);
+                let counts = self
+                    .objects
+                    .count_matching(org, ty, via, &keys, at_most)
+                    .await?;
+                snap.load_counts(ty, via, &keys, &counts);
+            }
+        }
+    }
+}
+
+/// A finding the rules of a pass could assert: on subject `subject` (the pass's subjects, then
+/// the gone ones), of finding type `code`; `index` is its place in a pass's `seen` list.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    index: usize,
+    subject: usize,
+    code: usize,
+}
+
+/// Which enabled rules hold on which subject, by finding type: what a pass compares the stored
+/// findings with. A stored finding is found by its key, which is its type's escaped code and its
+/// subject's key ([`finding_key`]), so nothing is keyed per wanted finding.
+struct Wants<'a> {
+    /// Every rule, enabled or not, and where each is among the enabled ones (`holds`' columns).
+    rules: Vec<&'a Rule>,
+    enabled_at: Vec<Option<usize>>,
+    enabled: usize,
+    /// The finding types' escaped codes, each with the rules (indices into `rules`) asserting it.
+    codes: BTreeMap<String, usize>,
+    code_parts: Vec<String>,
+    rules_of: Vec<Vec<usize>>,
+    /// The subjects, then the gone ones (whose findings no rule wants any more).
+    subjects: Vec<&'a (ObjectRef, Object)>,
+    live: usize,
+    hostnames: HashMap<&'a str, usize>,
+    addresses: HashMap<&'a str, usize>,
+    holds: Vec<Option<bool>>,
+}
+
+impl<'a> Wants<'a> {
+    fn new(
+        rules: &'a RuleSet,
+        enabled: &[&'a Rule],
+        subjects: &'a [(ObjectRef, Object)],
+        gone: &'a [(ObjectRef, Object)],
+        holds: Vec<Option<bool>>,
+    ) -> Wants<'a> {
+        let rules: Vec<&Rule> = rules.iter().collect();
+        let enabled_at = rules
+            .iter()
+            .map(|r| enabled.iter().position(|e| e.name == r.name))
+            .collect();
+        let code_parts: Vec<String> = rules
+            .iter()
+            .map(|r| escape_part(&r.finding_type))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let codes: BTreeMap<String, usize> = code_parts
+            .iter()
+            .enumerate()
+            .map(|(c, p)| (p.clone(), c))
+            .collect();
+        let mut rules_of = vec![Vec::new(); code_parts.len()];
+        for (a, r) in rules.iter().enumerate() {
+            if let Some(&c) = codes.get(escape_part(&r.finding_type).as_str()) {
+                rules_of[c].push(a);
+            }
+        }
+        let all: Vec<&(ObjectRef, Object)> = subjects.iter().chain(gone).collect();
+        let mut hostnames = HashMap::new();
+        let mut addresses = HashMap::new();
+        for (i, (r, _)) in all.iter().enumerate() {
+            match r.object_type {
+                ObjectType::Hostname => hostnames.insert(r.key.as_str(), i),
+                ObjectType::IpAddress => addresses.insert(r.key.as_str(), i),
+                _ => None,
+            };
+        }
+        Wants {
+            rules,
+            enabled_at,
+            enabled: enabled.len(),
+            codes,
+            code_parts,
+            rules_of,
+            subjects: all,
+            live: subjects.len(),
+            hostnames,
+            addresses,
+            holds,
+        }
+    }
+
+    /// The length of a `seen` list: one place per subject and finding type.
+    fn slots(&self) -> usize {
+        self.subjects.len() * self.code_parts.len()
+    }
+
+    fn slot(&self, subject: usize, code: usize) -> Slot {
+        Slot {
+            index: subject * self.code_parts.len() + code,
+            subject,
+            code,
+        }
+    }
+
+    /// Whether a rule of finding type `code` has subjects of type `ty`.
+    fn applies(&self, code: usize, ty: ObjectType) -> bool {
+        self.rules_of[code]
+            .iter()
+            .any(|&a| self.rules[a].object_type == ty)
+    }
+
+    /// The finding `key` names, when it is one a rule could assert on a subject of this pass.
+    fn of_key(&self, key: &str) -> Option<Slot> {
+        let (code_part, subject) = key.split_once('|')?;
+        let &code = self.codes.get(code_part)?;
+        // An address's finding has an empty part before the address (a network is never empty).
+        let &i = match subject.strip_prefix('|') {
+            Some(address) => self.addresses.get(address)?,
+            None => self.hostnames.get(subject)?,
+        };
+        self.applies(code, self.subjects[i].0.object_type)
+            .then(|| self.slot(i, code))
+    }
+
+    /// The names of the enabled rules that hold and assert `slot`'s finding, sorted, into `out`.
+    fn names(&self, slot: &Slot, out: &mut Vec<&'a str>) {
+        if slot.subject >= self.live {
+            return;
+        }
+        let ty = self.subjects[slot.subject].0.object_type;
+        for &a in &self.rules_of[slot.code] {
+            let rule = self.rules[a];
+            let holds = self.enabled_at[a]
+                .is_some_and(|j| self.holds[slot.subject * self.enabled + j] == Some(true));
+            if rule.object_type == ty && holds {
+                out.push(rule.name.as_str());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// `slot`'s finding, as a rule would write it (without its rules).
+    fn finding(&self, slot: &Slot) -> Option<Finding> {
+        let &a = self.rules_of[slot.code].first()?;
+        finding_for(self.rules[a], &self.subjects[slot.subject].1)
+    }
+
+    /// The findings on the pass's (existing) subjects not marked in `seen`.
+    fn unseen<'s>(&'s self, seen: &'s [bool]) -> impl Iterator<Item = Slot> + 's {
+        (0..self.live).flat_map(move |i| {
+            let ty = self.subjects[i].0.object_type;
+            (0..self.code_parts.len())
+                .map(move |c| self.slot(i, c))
+                .filter(move |s| !seen[s.index] && self.applies(s.code, ty))
+        })
+    }
+
+    /// The key of every finding a rule could assert on the pass's subjects, gone ones included.
+    fn every_key(&self) -> Vec<NaturalKey> {
+        let mut keys = Vec::new();
+        for (r, o) in &self.subjects {
+            for (c, part) in self.code_parts.iter().enumerate() {
+                let Some(&a) = self.rules_of[c]
+                    .iter()
+                    .find(|&&a| self.rules[a].object_type == r.object_type)
+                else {
+                    continue;
+                };
+                keys.extend(finding_key(part, self.rules[a], r, o));
+            }
+        }
+        keys
+    }
+}
+
+/// Whether a stored finding's rules (`have`, possibly repeating one) are the rules `want`
+/// (sorted, each once), as sets.
+fn same_names(have: &[String], want: &[&str]) -> bool {
+    have.iter().all(|h| want.binary_search(&h.as_str()).is_ok())
+        && want.iter().all(|w| have.iter().any(|h| h == w))
 }
