@@ -170,6 +170,10 @@ struct ServeArgs {
     /// (postgres://user@host:port/database) that several replicas share [default: sled].
     #[arg(long, env = "KAT_STORE")]
     store: Option<String>,
+    /// sled's page cache in MiB, with the sled store [default: 256]. Reads that miss it decode pages
+    /// from disk again: size it to the data a business rules full pass reads (docs/store-sled.md).
+    #[arg(long, env = "KAT_SLED_CACHE_MIB")]
+    sled_cache_mib: Option<String>,
     /// Address to listen on (the API and /metrics; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,

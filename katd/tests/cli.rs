@@ -39,6 +39,8 @@ fn serve_help_names_the_runtime_and_store_flags_and_variables() {
         "KAT_STORE",
         "podman",
         "memory",
+        "--sled-cache-mib",
+        "KAT_SLED_CACHE_MIB",
     ] {
         assert!(help.contains(s), "{s} in {help}");
     }
@@ -65,6 +67,40 @@ fn an_unknown_runtime_is_refused_before_anything_is_written() {
         assert!(err.contains("valid: docker, podman"), "{err}");
     }
     assert!(!data.exists(), "nothing written for a refused runtime");
+}
+
+#[test]
+fn a_bad_sled_cache_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    for (args, env, why) in [
+        (&["--sled-cache-mib", "0"][..], None, "from 1 to"),
+        (&[][..], Some("lots"), "from 1 to"),
+        (
+            &["--sled-cache-mib", "512", "--store", "memory"][..],
+            None,
+            "not sled",
+        ),
+    ] {
+        let mut cmd = katd();
+        cmd.args(["serve", "--data"]).arg(&data).args(args);
+        cmd.env_remove("KAT_RUNTIME")
+            .env_remove("KAT_STORE")
+            .env_remove("KAT_JWT_SECRET")
+            .env_remove("KAT_SLED_CACHE_MIB");
+        if let Some(v) = env {
+            cmd.env("KAT_SLED_CACHE_MIB", v);
+        }
+        let out = cmd.output().expect("katd runs");
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("katd: error: invalid input at --sled-cache-mib: ")
+                && err.contains(why),
+            "{err}"
+        );
+        assert!(!data.exists(), "nothing written for a refused cache size");
+    }
 }
 
 #[test]

@@ -36,6 +36,8 @@ fn spawn(
         .arg(entrypoint)
         .env("ENTRYPOINT_VOLUME", VOLUME)
         .env("KAT_JWT_SECRET", "restart-secret-restart-secret-restart!!")
+        // A cache size other than the default, through the variable.
+        .env("KAT_SLED_CACHE_MIB", "64")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
