@@ -417,11 +417,13 @@ impl RuleRunner {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Each read's end, for the log: `findings_read` (a full pass), `evaluated`.
         let finding_rules = async {
             if full {
-                self.objects.finding_rules(org, &codes).await.map(Some)
+                let rules = self.objects.finding_rules(org, &codes).await;
+                (rules.map(Some), Some(started.elapsed()))
             } else {
-                Ok(None)
+                (Ok(None), None)
             }
         };
         let related_all = async {
@@ -463,12 +465,11 @@ impl RuleRunner {
             let holds = self
                 .evaluate(org, &enabled, &subjects, &processed, &mut snap)
                 .await?;
-            Ok::<_, Error>((subjects, gone, holds))
+            Ok::<_, Error>((subjects, gone, holds, started.elapsed()))
         };
-        let (finding_rules, evaluated) = futures::join!(finding_rules, evaluate);
-        let (subjects, gone, holds) = evaluated?;
+        let ((finding_rules, findings_read), evaluated) = futures::join!(finding_rules, evaluate);
+        let (subjects, gone, holds, evaluated) = evaluated?;
         report.subjects = subjects.len() + gone.len();
-        let evaluated = started.elapsed();
 
         // Which rules want which finding. A finding's key is its type's escaped code and its
         // subject's key (`finding_key`), so a stored finding is matched to its subject and the
@@ -502,6 +503,7 @@ impl RuleRunner {
                 Box::new(found.into_iter())
             };
 
+        // Both reads are in: what follows is the difference and the writes.
         let read = started.elapsed();
         // The difference.
         let mut seen = vec![false; wants.slots()];
@@ -560,14 +562,21 @@ impl RuleRunner {
                 }
             }
         }
-        let replace: Vec<Object> = replace
-            .into_iter()
-            .filter_map(|(k, want, f)| {
-                let mut n = f.or_else(|| read_now.remove(&k))?;
-                n.source_rules = want.into_iter().collect();
-                Some(Object::Finding(n))
-            })
-            .collect();
+        // A finding no rule wants any more that a task wrote stays. When its subject is gone it is
+        // not written either: writing an object writes the objects it refers to, and that would
+        // bring back the subject someone deleted.
+        let mut replaced: Vec<Object> = Vec::new();
+        for (k, want, f) in replace {
+            let Some(mut n) = f.or_else(|| read_now.remove(&k)) else {
+                continue;
+            };
+            if want.is_empty() && !self.subject_exists(org, &n).await? {
+                report.updated -= 1;
+                continue;
+            }
+            n.source_rules = want.into_iter().collect();
+            replaced.push(Object::Finding(n));
+        }
         // The findings the rules want that are not there yet.
         for slot in wants.unseen(&seen) {
             want.clear();
@@ -587,7 +596,7 @@ impl RuleRunner {
         for chunk in add.chunks(CHUNK) {
             self.objects.upsert(org, chunk.to_vec(), None).await?;
         }
-        for o in replace {
+        for o in replaced {
             match self.objects.replace(org, o, None).await {
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -596,8 +605,23 @@ impl RuleRunner {
         for chunk in delete.chunks(CHUNK) {
             self.objects.delete(org, ObjectType::Finding, chunk).await?;
         }
-        debug!(org = %org, ?report, full, ?evaluated, ?read, total = ?started.elapsed(), "business rules evaluated");
+        debug!(org = %org, ?report, full, ?evaluated, ?findings_read, ?read, total = ?started.elapsed(), "business rules evaluated");
         Ok(report)
+    }
+
+    /// Whether the subject of finding `f` is stored.
+    async fn subject_exists(&self, org: &OrgCode, f: &Finding) -> Result<bool> {
+        let subject = match (&f.hostname, &f.address) {
+            (Some(h), None) => (ObjectType::Hostname, h.key()),
+            (None, Some(a)) => (ObjectType::IpAddress, a.key()),
+            // Not a finding a rule asserts (no subject, or both): nothing is brought back.
+            _ => return Ok(true),
+        };
+        Ok(self
+            .objects
+            .get(org, subject.0, &subject.1)
+            .await?
+            .is_some())
     }
 
     /// Whether each enabled rule holds on each subject (`holds[i * enabled.len() + j]`), reading
@@ -729,6 +753,8 @@ impl<'a> Wants<'a> {
             }
         }
         let all: Vec<&(ObjectRef, Object)> = subjects.iter().chain(gone).collect();
+        // `of_key` tells an address's finding by the empty part before the address.
+        debug_assert!(all.iter().all(|(r, _)| !r.key.as_str().starts_with('|')));
         let mut hostnames = HashMap::new();
         let mut addresses = HashMap::new();
         for (i, (r, _)) in all.iter().enumerate() {

@@ -520,6 +520,47 @@ async fn a_finding_a_task_wrote_stays_when_the_rule_retracts() {
 }
 
 #[tokio::test]
+async fn a_deleted_subject_is_not_brought_back_by_the_findings_on_it() {
+    let w = world();
+    w.processed_by_dns(&["example.com"]).await;
+    w.write(vec![host("example.com")]).await;
+    let caa = "KAT-NO-CAA|internet|example.com";
+    assert_eq!(w.finding(caa).await, Some(vec!["missing_caa".to_string()]));
+    // A plugin reports the same finding: it is the task's now, and the rule's too.
+    let f = obj(
+        ObjectType::Finding,
+        json!({"finding_type": "KAT-NO-CAA", "hostname": "example.com"}),
+    );
+    w.objects
+        .upsert(&w.org, vec![f.clone()], Some(TaskId::new()))
+        .await
+        .unwrap();
+    w.runner.objects_written(&w.org, &[f]).await.unwrap();
+    assert_eq!(w.finding(caa).await, Some(vec!["missing_caa".to_string()]));
+    w.delete(host("example.com")).await;
+    let gone = || async {
+        w.objects
+            .get(
+                &w.org,
+                ObjectType::Hostname,
+                &host("example.com").natural_key(),
+            )
+            .await
+            .unwrap()
+    };
+    assert!(gone().await.is_none(), "the hostname stays deleted");
+    let findings = w.findings().await;
+    assert_eq!(
+        findings.keys().collect::<Vec<_>>(),
+        vec![caa],
+        "the rules' own findings go, the task's stays: {findings:?}"
+    );
+    let r = w.runner.run_org(&w.org).await.unwrap();
+    assert_eq!((r.created, r.updated, r.deleted), (0, 0, 0));
+    assert!(gone().await.is_none(), "a full pass does not bring it back");
+}
+
+#[tokio::test]
 async fn a_name_servers_records_reach_the_hostnames_it_serves() {
     let w = world();
     let ns = |n: &str| {
@@ -750,10 +791,15 @@ fn random_objects(g: &mut Lcg, n: usize) -> Vec<Object> {
                 ObjectType::DnsCaaRecord,
                 json!({"hostname": h, "flags": 0, "tag": "issue", "value": "ca.example"}),
             ),
-            6 => obj(ObjectType::Software, json!({"name": "mysql"})),
+            6 => {
+                let name = ["mysql", "OpenSSH", "pgsql"][g.below(3) as usize];
+                obj(ObjectType::Software, json!({ "name": name }))
+            }
             7 => {
                 let port = [22, 443, 3306, 3389, 8080][g.below(5) as usize];
-                let sw: &[&str] = if g.below(2) == 0 { &["mysql"] } else { &[] };
+                // Several detection rules share KAT-EXPOSED-SOFTWARE.
+                let sw: &[&str] =
+                    [&[][..], &["mysql"], &["mysql", "OpenSSH"], &["pgsql"]][g.below(4) as usize];
                 obj(
                     ObjectType::IpPort,
                     json!({"address": a, "protocol": "TCP", "port": port, "software": sw}),
@@ -771,23 +817,34 @@ async fn incremental_passes_and_a_full_pass_agree_on_random_worlds() {
     for seed in 0..40u64 {
         let mut g = Lcg(seed);
         let w = world();
-        w.processed_by_dns(&["a.example", "c.a.example", "example"])
-            .await;
+        // b.example always, so that a rule asserts the finding a task wrote there (merged).
+        let processed: Vec<&str> = ["a.example", "c.a.example", "example", "ns.example"]
+            .into_iter()
+            .filter(|_| g.below(4) != 0)
+            .chain(["b.example"])
+            .collect();
+        w.processed_by_dns(&processed).await;
         // A finding a task wrote, on a subject a rule also asserts it on.
         let task_finding = obj(
             ObjectType::Finding,
             json!({"finding_type": "KAT-NO-CAA", "hostname": "b.example"}),
         );
         w.objects
-            .upsert(&w.org, vec![task_finding], Some(TaskId::new()))
+            .upsert(&w.org, vec![task_finding.clone()], Some(TaskId::new()))
+            .await
+            .unwrap();
+        w.runner
+            .objects_written(&w.org, &[task_finding])
             .await
             .unwrap();
         let mut written: Vec<Object> = Vec::new();
-        let off = if g.below(2) == 0 {
-            "missing_caa"
-        } else {
-            "open_sysadmin_port"
-        };
+        // A rule with a finding type of its own, or one of those sharing one.
+        let off = [
+            "missing_caa",
+            "open_sysadmin_port",
+            "mysql_detection",
+            "openssh_detection",
+        ][g.below(4) as usize];
         for step in 0..6 {
             if step == 3 {
                 w.runner
@@ -844,5 +901,62 @@ async fn incremental_passes_and_a_full_pass_agree_on_random_worlds() {
         let r = w.runner.run_org(&w.org).await.unwrap();
         assert_eq!(w.findings().await, before, "seed {seed}");
         assert_eq!(r.created, rules_own.len(), "seed {seed}");
+        // Rule findings no rule wants any more, and one whose rules are wrong: a full pass deletes
+        // the first two and puts the right rules back on the third.
+        let rule_finding = |v: Value, rule: &str| match obj(ObjectType::Finding, v) {
+            Object::Finding(mut f) => {
+                f.rule_only = true;
+                f.source_rules = vec![rule.to_string()];
+                Object::Finding(f)
+            }
+            _ => unreachable!(),
+        };
+        let orphan = rule_finding(
+            json!({"finding_type": "KAT-NO-SPF", "hostname": "orphan.example"}),
+            "missing_spf",
+        );
+        let wrong_type = rule_finding(
+            json!({"finding_type": "KAT-NO-CAA", "address": "192.0.2.9"}),
+            "missing_caa",
+        );
+        w.objects
+            .upsert(&w.org, vec![orphan, wrong_type], None)
+            .await
+            .unwrap();
+        w.objects
+            .delete(
+                &w.org,
+                ObjectType::Hostname,
+                &[host("orphan.example").natural_key()],
+            )
+            .await
+            .unwrap();
+        let mut q = ObjectQuery::new(w.org.clone(), ObjectType::Finding);
+        q.limit = 0;
+        let wrong_rules = w
+            .objects
+            .query(&q)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find_map(|s| match s.object {
+                Object::Finding(mut f) if f.rule_only && !f.source_rules.is_empty() => {
+                    f.source_rules = vec!["zz_not_a_rule".into()];
+                    Some(Object::Finding(f))
+                }
+                _ => None,
+            });
+        if let Some(f) = &wrong_rules {
+            w.objects.replace(&w.org, f.clone(), None).await.unwrap();
+        }
+        assert_eq!(w.findings().await.len(), before.len() + 2, "seed {seed}");
+        let r = w.runner.run_org(&w.org).await.unwrap();
+        assert_eq!(w.findings().await, before, "seed {seed}");
+        assert_eq!(
+            (r.created, r.updated, r.deleted),
+            (0, usize::from(wrong_rules.is_some()), 2),
+            "seed {seed}"
+        );
     }
 }
