@@ -595,6 +595,28 @@ pub async fn run_rules(
     store: &StoreChoice,
     rules_file: &Path,
 ) -> Result<Vec<(OrgCode, kat_core::rules::PassReport)>, Error> {
+    run_rules_in(store, rules_file, &StoreOptions::default()).await
+}
+
+/// [`run_rules`] with sled opened with `sled` (`katd rules run --data --sled-cache-mib`: a cache
+/// that holds what a full pass reads makes it several times faster, docs/store-sled.md).
+///
+/// # Errors
+/// As [`run_rules`].
+#[cfg(feature = "sled")]
+pub async fn run_rules_with_sled(
+    store: &StoreChoice,
+    rules_file: &Path,
+    sled: SledOptions,
+) -> Result<Vec<(OrgCode, kat_core::rules::PassReport)>, Error> {
+    run_rules_in(store, rules_file, &StoreOptions { sled }).await
+}
+
+async fn run_rules_in(
+    store: &StoreChoice,
+    rules_file: &Path,
+    options: &StoreOptions,
+) -> Result<Vec<(OrgCode, kat_core::rules::PassReport)>, Error> {
     if *store == StoreChoice::Memory {
         return Err(Error::invalid(
             "store",
@@ -602,7 +624,7 @@ pub async fn run_rules(
         ));
     }
     let rules = Arc::new(kat_core::rules::RuleSet::load(rules_file)?);
-    let stores = Stores::open(store, &StoreOptions::default()).await?;
+    let stores = Stores::open(store, options).await?;
     let runner =
         kat_core::rules::RuleRunner::new(rules, stores.objects.clone(), stores.tasks.clone());
     let mut out = Vec::new();

@@ -149,6 +149,9 @@ struct RulesRunArgs {
     /// The rules file (with --data).
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// sled's page cache in MiB (with --data) [default: 256]: see `katd serve --help`.
+    #[arg(long, env = "KAT_SLED_CACHE_MIB")]
+    sled_cache_mib: Option<String>,
     /// The API's base URL.
     #[arg(long, env = "KAT_API", default_value = "http://127.0.0.1:8000/api/v1")]
     api: String,

@@ -69,6 +69,7 @@ fn an_unknown_runtime_is_refused_before_anything_is_written() {
     assert!(!data.exists(), "nothing written for a refused runtime");
 }
 
+#[cfg(feature = "sled")]
 #[test]
 fn a_bad_sled_cache_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -214,4 +214,24 @@ fn rules_run_on_a_store_directly_needs_a_rules_file_and_reports_each_organizatio
         "no organizations yet: {}",
         text(&out.stdout)
     );
+    // The store opened with a page cache of its own size, and a bad size refused.
+    for (mib, ok) in [("64", true), ("0", false)] {
+        let out = katd()
+            .args(["rules", "run", "--data"])
+            .arg(&data)
+            .arg("--rules")
+            .arg(shipped("business_rules.json"))
+            .args(["--sled-cache-mib", mib])
+            .env_remove("KAT_SLED_CACHE_MIB")
+            .output()
+            .expect("katd runs");
+        assert_eq!(out.status.success(), ok, "{mib}: {}", text(&out.stderr));
+        if !ok {
+            assert!(
+                text(&out.stderr).contains("invalid input at --sled-cache-mib: \"0\""),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
 }

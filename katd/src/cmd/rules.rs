@@ -31,10 +31,22 @@ pub(crate) async fn run(args: RulesArgs) -> Result<(), Error> {
         RulesAction::Run(r) => match r.data {
             Some(data) => {
                 let store = kat::deploy::StoreChoice::parse("sled", &data)?;
+                let cache = crate::cmd::sled_cache_mib(r.sled_cache_mib.as_deref(), &store)?;
                 let rules = r
                     .rules
                     .ok_or_else(|| Error::invalid("rules", "--data needs --rules FILE"))?;
-                for (org, report) in kat::deploy::run_rules(&store, &rules).await? {
+                let reports = match cache {
+                    #[cfg(feature = "sled")]
+                    Some(mib) => {
+                        let sled = kat::store_sled::SledOptions {
+                            cache_capacity_bytes: mib << 20,
+                            ..kat::store_sled::SledOptions::default()
+                        };
+                        kat::deploy::run_rules_with_sled(&store, &rules, sled).await?
+                    }
+                    _ => kat::deploy::run_rules(&store, &rules).await?,
+                };
+                for (org, report) in reports {
                     println!(
                         "{org}: {}",
                         summary(&serde_json::to_value(&report).unwrap_or_default())

@@ -47,7 +47,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Error> {
 fn deploy_config(args: ServeArgs) -> Result<DeployConfig, Error> {
     let runtime = runtime_choice(args.runtime.as_deref())?;
     let store = store_choice(args.store.as_deref(), &args.data)?;
-    let sled_cache = sled_cache_mib(args.sled_cache_mib.as_deref(), &store)?;
+    let sled_cache = crate::cmd::sled_cache_mib(args.sled_cache_mib.as_deref(), &store)?;
     let policy = crate::cmd::load_policy(args.policy.as_deref())?;
     let secret = load_or_create_secret(Some(&args.data))?;
     let mut cfg = DeployConfig::new(&args.data, args.listen, secret);
@@ -85,29 +85,6 @@ fn runtime_choice(value: Option<&str>) -> Result<RuntimeChoice, Error> {
 fn store_choice(value: Option<&str>, data: &Path) -> Result<StoreChoice, Error> {
     let value = value.filter(|v| !v.trim().is_empty()).unwrap_or("sled");
     StoreChoice::parse(value, data)
-}
-
-/// The most `--sled-cache-mib` accepts: 1 TiB.
-const SLED_CACHE_MAX_MIB: u64 = 1 << 20;
-
-/// `--sled-cache-mib` / `KAT_SLED_CACHE_MIB`: unset or empty, sled's default of the deployment; a
-/// whole number of MiB from 1 to 1 TiB, and only with the sled store.
-fn sled_cache_mib(value: Option<&str>, store: &StoreChoice) -> Result<Option<u64>, Error> {
-    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    let bad = |why: String| Error::invalid("--sled-cache-mib", why);
-    if !matches!(store, StoreChoice::Sled(_)) {
-        return Err(bad(format!(
-            "{v:?} sizes the sled store's cache, and this deployment's store is not sled"
-        )));
-    }
-    match v.parse::<u64>() {
-        Ok(n) if (1..=SLED_CACHE_MAX_MIB).contains(&n) => Ok(Some(n)),
-        _ => Err(bad(format!(
-            "{v:?} is not a whole number of MiB from 1 to {SLED_CACHE_MAX_MIB}"
-        ))),
-    }
 }
 
 /// The engine's settings: the seed's variables (`EngineConfig::from_env`), with what `serve` decides on
@@ -269,25 +246,6 @@ mod tests {
             .expect_err("redis")
             .to_string();
         assert!(e.contains("\"redis\"") && e.contains("memory"), "{e}");
-    }
-
-    #[test]
-    fn the_sled_cache_is_a_whole_number_of_mib_for_the_sled_store_only() {
-        let sled = StoreChoice::Sled("/srv/kat".into());
-        assert_eq!(sled_cache_mib(None, &sled).ok(), Some(None));
-        assert_eq!(sled_cache_mib(Some(" "), &sled).ok(), Some(None));
-        assert_eq!(sled_cache_mib(Some("1024"), &sled).ok(), Some(Some(1024)));
-        for bad in ["0", "-1", "1.5", "1GiB", "1048577"] {
-            let e = sled_cache_mib(Some(bad), &sled).expect_err(bad).to_string();
-            assert!(
-                e.contains("--sled-cache-mib") && e.contains(&format!("{bad:?}")),
-                "{e}"
-            );
-        }
-        let e = sled_cache_mib(Some("512"), &StoreChoice::Memory)
-            .expect_err("memory")
-            .to_string();
-        assert!(e.contains("not sled"), "{e}");
     }
 
     #[test]
