@@ -149,7 +149,8 @@ struct RulesRunArgs {
     /// The rules file (with --data).
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// sled's page cache in MiB (with --data) [default: 256]: see `katd serve --help`.
+    /// sled's page cache in MiB, with --data [default: 256]; through the API the server's own
+    /// cache applies (`katd serve --help`).
     #[arg(long, env = "KAT_SLED_CACHE_MIB")]
     sled_cache_mib: Option<String>,
     /// The API's base URL.

@@ -583,8 +583,10 @@ pub struct Finding {
     pub address: Option<IpRef>,
     /// Free text from the plugin.
     pub description: Option<String>,
-    /// The business rules that assert this finding ([`crate::rules`]), sorted; empty for a finding
-    /// only tasks or operators wrote. Shown as `source_rules`; never taken from input.
+    /// The business rules that asserted this finding when its subject was last evaluated
+    /// ([`crate::rules`]), sorted; empty for a finding only tasks or operators wrote. A finding a
+    /// task wrote keeps them while its subject is deleted (writing it would bring the subject
+    /// back). Shown as `source_rules`; never taken from input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_rules: Vec<String>,
     /// Whether only rules ever wrote it: a rule created it and no task or operator wrote it since.

@@ -564,10 +564,13 @@ impl RuleRunner {
         }
         // A finding no rule wants any more that a task wrote stays. When its subject is gone it is
         // not written either: writing an object writes the objects it refers to, and that would
-        // bring back the subject someone deleted.
+        // bring back the subject someone deleted. (A subject deleted after this check, while the
+        // pass writes, can still come back: the store's write does not look.)
         let mut replaced: Vec<Object> = Vec::new();
         for (k, want, f) in replace {
             let Some(mut n) = f.or_else(|| read_now.remove(&k)) else {
+                // Deleted since the pass read it: nothing to update.
+                report.updated -= 1;
                 continue;
             };
             if want.is_empty() && !self.subject_exists(org, &n).await? {

@@ -523,41 +523,83 @@ async fn a_finding_a_task_wrote_stays_when_the_rule_retracts() {
 async fn a_deleted_subject_is_not_brought_back_by_the_findings_on_it() {
     let w = world();
     w.processed_by_dns(&["example.com"]).await;
-    w.write(vec![host("example.com")]).await;
-    let caa = "KAT-NO-CAA|internet|example.com";
-    assert_eq!(w.finding(caa).await, Some(vec!["missing_caa".to_string()]));
-    // A plugin reports the same finding: it is the task's now, and the rule's too.
-    let f = obj(
-        ObjectType::Finding,
-        json!({"finding_type": "KAT-NO-CAA", "hostname": "example.com"}),
+    let ip = obj(ObjectType::IpAddress, json!({"address": "192.0.2.7"}));
+    let port = obj(
+        ObjectType::IpPort,
+        json!({"address": "192.0.2.7", "protocol": "TCP", "port": 22}),
     );
+    w.write(vec![host("example.com"), port]).await;
+    let caa = "KAT-NO-CAA|internet|example.com";
+    let ssh = "KAT-OPEN-SYSADMIN-PORT||internet|192.0.2.7";
+    assert_eq!(w.finding(caa).await, Some(vec!["missing_caa".to_string()]));
+    assert_eq!(
+        w.finding(ssh).await,
+        Some(vec!["open_sysadmin_port".to_string()])
+    );
+    // A plugin reports the same findings: they are the task's now, and the rules' too.
+    let reported = vec![
+        obj(
+            ObjectType::Finding,
+            json!({"finding_type": "KAT-NO-CAA", "hostname": "example.com"}),
+        ),
+        obj(
+            ObjectType::Finding,
+            json!({"finding_type": "KAT-OPEN-SYSADMIN-PORT", "address": "192.0.2.7"}),
+        ),
+    ];
     w.objects
-        .upsert(&w.org, vec![f.clone()], Some(TaskId::new()))
+        .upsert(&w.org, reported.clone(), Some(TaskId::new()))
         .await
         .unwrap();
-    w.runner.objects_written(&w.org, &[f]).await.unwrap();
-    assert_eq!(w.finding(caa).await, Some(vec!["missing_caa".to_string()]));
-    w.delete(host("example.com")).await;
-    let gone = || async {
-        w.objects
-            .get(
-                &w.org,
-                ObjectType::Hostname,
-                &host("example.com").natural_key(),
-            )
-            .await
-            .unwrap()
+    w.runner.objects_written(&w.org, &reported).await.unwrap();
+    let before = w.findings().await;
+    let stored = |ty: ObjectType, o: Object| {
+        let w = &w;
+        async move {
+            w.objects
+                .get(&w.org, ty, &o.natural_key())
+                .await
+                .unwrap()
+                .is_some()
+        }
     };
-    assert!(gone().await.is_none(), "the hostname stays deleted");
-    let findings = w.findings().await;
+    for (subject, kept) in [(host("example.com"), caa), (ip.clone(), ssh)] {
+        let ty = subject.object_type();
+        let rules = before[kept].clone();
+        let n = w
+            .objects
+            .delete(&w.org, ty, &[subject.natural_key()])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let r = w
+            .runner
+            .objects_written(&w.org, std::slice::from_ref(&subject))
+            .await
+            .unwrap();
+        assert!(!stored(ty, subject.clone()).await, "{ty:?} stays deleted");
+        assert_eq!(r.updated, 0, "{ty:?}: the task's finding is not written");
+        assert_eq!(
+            w.finding(kept).await,
+            Some(rules),
+            "the task's finding keeps its rules while its subject is gone"
+        );
+        let r = w.runner.run_org(&w.org).await.unwrap();
+        assert_eq!((r.created, r.updated, r.deleted), (0, 0, 0));
+        assert!(
+            !stored(ty, subject).await,
+            "a full pass does not bring it back"
+        );
+    }
+    let left = w.findings().await;
     assert_eq!(
-        findings.keys().collect::<Vec<_>>(),
-        vec![caa],
-        "the rules' own findings go, the task's stays: {findings:?}"
+        left.keys().collect::<Vec<_>>(),
+        vec![caa, ssh],
+        "the rules' own findings go, the tasks' stay: {left:?}"
     );
-    let r = w.runner.run_org(&w.org).await.unwrap();
-    assert_eq!((r.created, r.updated, r.deleted), (0, 0, 0));
-    assert!(gone().await.is_none(), "a full pass does not bring it back");
+    // The subjects come back: so do the rules' findings, as they were.
+    w.write(vec![host("example.com"), ip]).await;
+    assert_eq!(w.findings().await, before);
 }
 
 #[tokio::test]
