@@ -186,7 +186,8 @@ pub enum Durability {
 pub struct SledOptions {
     /// When writes reach the disk.
     pub durability: Durability,
-    /// sled's page cache size in bytes.
+    /// sled's page cache size in bytes: a limit, not an allocation (default 1 GiB, sled's own
+    /// default; docs/store-sled.md, "The page cache").
     pub cache_capacity_bytes: u64,
 }
 
@@ -194,7 +195,7 @@ impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
             durability: Durability::FlushEachWrite,
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 1 << 30,
         }
     }
 }

@@ -149,7 +149,7 @@ struct RulesRunArgs {
     /// The rules file (with --data).
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// sled's page cache in MiB, with --data [default: 256]; through the API the server's own
+    /// sled's page cache in MiB, with --data [default: 1024]; through the API the server's own
     /// cache applies (`katd serve --help`).
     #[arg(long, env = "KAT_SLED_CACHE_MIB")]
     sled_cache_mib: Option<String>,
@@ -174,7 +174,7 @@ struct ServeArgs {
     /// (postgres://user@host:port/database) that several replicas share [default: sled].
     #[arg(long, env = "KAT_STORE")]
     store: Option<String>,
-    /// sled's page cache in MiB, with the sled store [default: 256]. Reads that miss it decode pages
+    /// sled's page cache in MiB, with the sled store [default: 1024]. Reads that miss it decode pages
     /// from disk again: size it to the data a business rules full pass reads (docs/store-sled.md).
     #[arg(long, env = "KAT_SLED_CACHE_MIB")]
     sled_cache_mib: Option<String>,
