@@ -296,6 +296,23 @@ impl RuleRunner {
         Ok(out)
     }
 
+    /// The objects of `ty` with these keys (those that exist), read in batches.
+    async fn by_keys(
+        &self,
+        org: &OrgCode,
+        ty: ObjectType,
+        keys: &[NaturalKey],
+    ) -> Result<Vec<crate::store::StoredObject>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(VALUES_PER_QUERY) {
+            let mut q = ObjectQuery::new(org.clone(), ty);
+            q.keys = Some(chunk.to_vec());
+            q.limit = 0;
+            out.extend(self.objects.query(&q).await?.items);
+        }
+        Ok(out)
+    }
+
     async fn all_of(
         &self,
         org: &OrgCode,
@@ -347,15 +364,12 @@ impl RuleRunner {
                         .filter(|r| r.object_type == ty)
                         .map(|r| r.key.clone())
                         .collect();
-                    let mut found: HashMap<NaturalKey, Object> = HashMap::new();
-                    for chunk in keys.chunks(VALUES_PER_QUERY) {
-                        let mut q = ObjectQuery::new(org.clone(), ty);
-                        q.keys = Some(chunk.to_vec());
-                        q.limit = 0;
-                        for s in self.objects.query(&q).await?.items {
-                            found.insert(s.key, s.object);
-                        }
-                    }
+                    let mut found: HashMap<NaturalKey, Object> = self
+                        .by_keys(org, ty, &keys)
+                        .await?
+                        .into_iter()
+                        .map(|s| (s.key, s.object))
+                        .collect();
                     for k in keys {
                         let r = ObjectRef {
                             object_type: ty,
@@ -483,24 +497,20 @@ impl RuleRunner {
             if let Some(rules) = finding_rules? {
                 Box::new(rules.into_iter().map(|r| (r, None)))
             } else {
-                let keys = wants.every_key();
-                let mut found = Vec::new();
-                for chunk in keys.chunks(VALUES_PER_QUERY) {
-                    let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
-                    q.keys = Some(chunk.to_vec());
-                    q.limit = 0;
-                    for s in self.objects.query(&q).await?.items {
-                        if let Object::Finding(f) = s.object {
-                            let r = FindingRules {
-                                key: s.key,
-                                source_rules: f.source_rules.clone(),
-                                rule_only: f.rule_only,
-                            };
-                            found.push((r, Some(f)));
-                        }
+                let stored = self
+                    .by_keys(org, ObjectType::Finding, &wants.every_key())
+                    .await?;
+                Box::new(stored.into_iter().filter_map(|s| match s.object {
+                    Object::Finding(f) => {
+                        let r = FindingRules {
+                            key: s.key,
+                            source_rules: f.source_rules.clone(),
+                            rule_only: f.rule_only,
+                        };
+                        Some((r, Some(f)))
                     }
-                }
-                Box::new(found.into_iter())
+                    _ => None,
+                }))
             };
 
         // Both reads are in: what follows is the difference and the writes.
@@ -551,17 +561,15 @@ impl RuleRunner {
             .filter(|(_, _, f)| f.is_none())
             .map(|(k, _, _)| k.clone())
             .collect();
-        let mut read_now: HashMap<NaturalKey, Finding> = HashMap::new();
-        for chunk in unread.chunks(VALUES_PER_QUERY) {
-            let mut q = ObjectQuery::new(org.clone(), ObjectType::Finding);
-            q.keys = Some(chunk.to_vec());
-            q.limit = 0;
-            for s in self.objects.query(&q).await?.items {
-                if let Object::Finding(f) = s.object {
-                    read_now.insert(s.key, f);
-                }
-            }
-        }
+        let mut read_now: HashMap<NaturalKey, Finding> = self
+            .by_keys(org, ObjectType::Finding, &unread)
+            .await?
+            .into_iter()
+            .filter_map(|s| match s.object {
+                Object::Finding(f) => Some((s.key, f)),
+                _ => None,
+            })
+            .collect();
         // A finding no rule wants any more that a task wrote stays. When its subject is gone it is
         // not written either: writing an object writes the objects it refers to, and that would
         // bring back the subject someone deleted. (A subject deleted after this check, while the
@@ -713,8 +721,8 @@ struct Wants<'a> {
     rules: Vec<&'a Rule>,
     enabled_at: Vec<Option<usize>>,
     enabled: usize,
-    /// The finding types' escaped codes, each with the rules (indices into `rules`) asserting it.
-    codes: BTreeMap<String, usize>,
+    /// The finding types' escaped codes, sorted, each with the rules (indices into `rules`)
+    /// asserting it.
     code_parts: Vec<String>,
     rules_of: Vec<Vec<usize>>,
     /// The subjects, then the gone ones (whose findings no rule wants any more).
@@ -744,14 +752,9 @@ impl<'a> Wants<'a> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let codes: BTreeMap<String, usize> = code_parts
-            .iter()
-            .enumerate()
-            .map(|(c, p)| (p.clone(), c))
-            .collect();
         let mut rules_of = vec![Vec::new(); code_parts.len()];
         for (a, r) in rules.iter().enumerate() {
-            if let Some(&c) = codes.get(escape_part(&r.finding_type).as_str()) {
+            if let Ok(c) = code_parts.binary_search(&escape_part(&r.finding_type)) {
                 rules_of[c].push(a);
             }
         }
@@ -771,7 +774,6 @@ impl<'a> Wants<'a> {
             rules,
             enabled_at,
             enabled: enabled.len(),
-            codes,
             code_parts,
             rules_of,
             subjects: all,
@@ -805,7 +807,10 @@ impl<'a> Wants<'a> {
     /// The finding `key` names, when it is one a rule could assert on a subject of this pass.
     fn of_key(&self, key: &str) -> Option<Slot> {
         let (code_part, subject) = key.split_once('|')?;
-        let &code = self.codes.get(code_part)?;
+        let code = self
+            .code_parts
+            .binary_search_by(|p| p.as_str().cmp(code_part))
+            .ok()?;
         // An address's finding has an empty part before the address (a network is never empty).
         let &i = match subject.strip_prefix('|') {
             Some(address) => self.addresses.get(address)?,

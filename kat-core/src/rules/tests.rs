@@ -276,8 +276,8 @@ impl World {
         self.runner.task_ended(&t).await.unwrap();
     }
 
-    /// Findings by key: their source rules.
-    async fn findings(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+    /// Every stored finding, with its key.
+    async fn stored_findings(&self) -> Vec<(NaturalKey, crate::object::Finding)> {
         let mut q = ObjectQuery::new(self.org.clone(), ObjectType::Finding);
         q.limit = 0;
         self.objects
@@ -287,9 +287,18 @@ impl World {
             .items
             .into_iter()
             .map(|s| match s.object {
-                Object::Finding(f) => (s.key.into_string(), f.source_rules),
+                Object::Finding(f) => (s.key, f),
                 _ => unreachable!(),
             })
+            .collect()
+    }
+
+    /// Findings by key: their source rules.
+    async fn findings(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.stored_findings()
+            .await
+            .into_iter()
+            .map(|(k, f)| (k.into_string(), f.source_rules))
             .collect()
     }
 
@@ -924,17 +933,12 @@ async fn incremental_passes_and_a_full_pass_agree_on_random_worlds() {
         }
         // A full pass from none of the rules' own findings reaches the same findings.
         let before = w.findings().await;
-        let mut q = ObjectQuery::new(w.org.clone(), ObjectType::Finding);
-        q.limit = 0;
         let rules_own: Vec<NaturalKey> = w
-            .objects
-            .query(&q)
+            .stored_findings()
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .filter(|s| matches!(&s.object, Object::Finding(f) if f.rule_only))
-            .map(|s| s.key)
+            .filter(|(_, f)| f.rule_only)
+            .map(|(k, _)| k)
             .collect();
         w.objects
             .delete(&w.org, ObjectType::Finding, &rules_own)
@@ -973,21 +977,15 @@ async fn incremental_passes_and_a_full_pass_agree_on_random_worlds() {
             )
             .await
             .unwrap();
-        let mut q = ObjectQuery::new(w.org.clone(), ObjectType::Finding);
-        q.limit = 0;
         let wrong_rules = w
-            .objects
-            .query(&q)
+            .stored_findings()
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .find_map(|s| match s.object {
-                Object::Finding(mut f) if f.rule_only && !f.source_rules.is_empty() => {
+            .find_map(|(_, mut f)| {
+                (f.rule_only && !f.source_rules.is_empty()).then(|| {
                     f.source_rules = vec!["zz_not_a_rule".into()];
-                    Some(Object::Finding(f))
-                }
-                _ => None,
+                    Object::Finding(f)
+                })
             });
         if let Some(f) = &wrong_rules {
             w.objects.replace(&w.org, f.clone(), None).await.unwrap();
