@@ -138,6 +138,37 @@ impl StoredObject {
         m
     }
 
+    /// [`StoredObject::to_json`]'s JSON as a [`Serialize`] value, written without building a map of
+    /// [`Value`]s for the stored fields first (the API answers with up to thousands of objects at
+    /// once), followed by `extra` entries: an entry replaces a field of the same name, as
+    /// [`Map::insert`] after `to_json` would. Serialized, it is the same bytes as `to_json` with
+    /// `extra` inserted, keys in the same (sorted) order.
+    ///
+    /// ```
+    /// use kat_core::clock::Timestamp;
+    /// use kat_core::memory::merge_stored;
+    /// use kat_core::object::{Object, ObjectType};
+    /// use kat_core::org::OrgCode;
+    /// use serde_json::{Value, json};
+    ///
+    /// let o = Object::from_json(ObjectType::Hostname, &json!({"name": "a.example"})).unwrap();
+    /// let org = OrgCode::new("acme").unwrap();
+    /// let stored = merge_stored(None, &org, o.natural_key(), o, None, Timestamp::now());
+    /// let extra = [("dns_records", json!([]))];
+    /// let mut map = stored.to_json();
+    /// map.insert("dns_records".into(), json!([]));
+    /// assert_eq!(
+    ///     serde_json::to_string(&stored.json(&extra)).unwrap(),
+    ///     serde_json::to_string(&Value::Object(map)).unwrap(),
+    /// );
+    /// ```
+    pub fn json<'a>(&'a self, extra: &'a [(&'a str, Value)]) -> StoredObjectJson<'a> {
+        StoredObjectJson {
+            stored: self,
+            extra,
+        }
+    }
+
     /// A field's value for filtering and ordering, including the stored ones (`id`, `scan_level`,
     /// `declared`, `created_at`, `last_seen`).
     pub fn field(&self, name: &str) -> Option<crate::object::FieldValue> {
@@ -157,6 +188,92 @@ impl StoredObject {
             "last_seen" => Some(FieldValue::Int(self.last_seen.as_millis())),
             other => self.object.field(other),
         }
+    }
+}
+
+/// A [`StoredObject`]'s API JSON with extra entries, serialized directly ([`StoredObject::json`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredObjectJson<'a> {
+    stored: &'a StoredObject,
+    extra: &'a [(&'a str, Value)],
+}
+
+/// One value of [`StoredObjectJson`].
+enum JsonField<'a> {
+    Value(&'a Value),
+    Str(&'a str),
+    Level(Option<u8>),
+    Bool(bool),
+    Time(Timestamp),
+    Task(Option<TaskId>),
+    From(Option<&'a ObjectRef>),
+}
+
+impl Serialize for JsonField<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            JsonField::Value(v) => v.serialize(s),
+            JsonField::Str(v) => s.serialize_str(v),
+            JsonField::Level(Some(l)) => s.serialize_u8(*l),
+            JsonField::Bool(b) => s.serialize_bool(*b),
+            JsonField::Time(t) => s.collect_str(t),
+            JsonField::Task(Some(t)) => s.collect_str(t),
+            JsonField::From(Some(r)) => {
+                // `{"object_type", "id"}` with its keys in a map's (sorted) order.
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("id", r.key.as_str())?;
+                m.serialize_entry("object_type", r.object_type.as_str())?;
+                m.end()
+            }
+            JsonField::Level(None) | JsonField::Task(None) | JsonField::From(None) => {
+                s.serialize_unit()
+            }
+        }
+    }
+}
+
+/// Add `name` to `fields`, or replace the value of the entry of that name (a map's insert).
+fn put_field<'f>(fields: &mut Vec<(&'f str, JsonField<'f>)>, name: &'f str, value: JsonField<'f>) {
+    match fields.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = value,
+        None => fields.push((name, value)),
+    }
+}
+
+impl Serialize for StoredObjectJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let o = self.stored;
+        let own = o.object.to_json();
+        let mut f: Vec<(&str, JsonField<'_>)> =
+            Vec::with_capacity(own.len() + 9 + self.extra.len());
+        // In `to_json`'s order of insertion: a later entry replaces an earlier one of its name.
+        put_field(&mut f, "id", JsonField::Str(o.key.as_str()));
+        for (name, value) in &own {
+            put_field(&mut f, name, JsonField::Value(value));
+        }
+        if let Some(p) = &o.scan {
+            let level = p.level.map(ScanLevel::get);
+            put_field(&mut f, "scan_level", JsonField::Level(level));
+            put_field(&mut f, "declared", JsonField::Bool(p.declared));
+            let from = o.inherited_from.as_ref();
+            put_field(&mut f, "inherited_from", JsonField::From(from));
+        }
+        put_field(&mut f, "created_at", JsonField::Time(o.created_at));
+        put_field(&mut f, "last_seen", JsonField::Time(o.last_seen));
+        put_field(&mut f, "created_by", JsonField::Task(o.created_by));
+        put_field(&mut f, "last_seen_by", JsonField::Task(o.last_seen_by));
+        for (name, value) in self.extra {
+            put_field(&mut f, name, JsonField::Value(value));
+        }
+        // A JSON object's keys in byte order, as `Map` (a `BTreeMap<String, _>`) keeps them.
+        f.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(f.len()))?;
+        for (name, value) in &f {
+            m.serialize_entry(name, value)?;
+        }
+        m.end()
     }
 }
 
@@ -1240,6 +1357,58 @@ impl<T> TaskStore for T where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `json` writes exactly what `to_json` with the extra entries inserted serializes to, for every
+    /// object type, with and without levels, their source, the writing tasks, and extra entries
+    /// that add a field or replace one.
+    #[test]
+    fn json_is_to_json_written_directly() {
+        let org = OrgCode::new("acme").expect("org");
+        let task = TaskId::new();
+        let from = ObjectRef {
+            object_type: ObjectType::IpAddress,
+            key: "internet|10.0.0.1".parse().expect("key"),
+        };
+        let extras: [Vec<(&str, Value)>; 4] = [
+            vec![],
+            vec![("dns_records", serde_json::json!([{"id": "r", "ttl": 60}]))],
+            vec![("id", Value::Null), ("name", serde_json::json!(1.5))],
+            vec![
+                ("zz", Value::Bool(true)),
+                ("created_at", serde_json::json!("x\"y")),
+            ],
+        ];
+        let mut checked = 0;
+        for object in crate::object::tests::sample_objects() {
+            let key = object.natural_key();
+            for variant in 0..4 {
+                let mut s = crate::memory::merge_stored(
+                    None,
+                    &org,
+                    key.clone(),
+                    object.clone(),
+                    (variant % 2 == 1).then_some(task),
+                    Timestamp::from_millis(1_700_000_000_123 + variant),
+                );
+                if let Some(p) = &mut s.scan {
+                    p.level = (variant > 1).then(|| ScanLevel::new(2).expect("level"));
+                    p.declared = variant == 2;
+                    s.inherited_from = (variant == 3).then(|| from.clone());
+                }
+                for extra in &extras {
+                    let mut expected = s.to_json();
+                    for (name, value) in extra {
+                        expected.insert((*name).to_string(), value.clone());
+                    }
+                    let expected = serde_json::to_string(&Value::Object(expected)).expect("json");
+                    let direct = serde_json::to_string(&s.json(extra)).expect("json");
+                    assert_eq!(direct, expected, "{} {variant}", s.object_type());
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, (ObjectType::ALL.len() + 1) * 4 * 4);
+    }
 
     /// A backend that must never be reached: the provided methods refuse invalid input first.
     #[derive(Debug)]

@@ -35,7 +35,7 @@ pub(crate) fn empty() -> ApiBody {
 }
 
 /// A JSON response.
-pub(crate) fn json(status: StatusCode, v: &Value) -> Response<ApiBody> {
+pub(crate) fn json<T: serde::Serialize + ?Sized>(status: StatusCode, v: &T) -> Response<ApiBody> {
     let bytes = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(full(bytes));
     *r.status_mut() = status;

@@ -1551,4 +1551,4 @@ impl<'a> Fields<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

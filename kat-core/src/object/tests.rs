@@ -146,9 +146,9 @@ fn values_with_pipes_and_slashes_round_trip_through_keys() {
     assert_eq!(again, o);
 }
 
-#[test]
-fn to_json_round_trips_for_every_type() {
-    let samples = [
+/// One object of every type as JSON (two MX records: one of them the null MX).
+pub(crate) fn samples() -> Vec<(ObjectType, Value)> {
+    vec![
         (ObjectType::Network, json!({"name": "internet"})),
         (ObjectType::Hostname, json!({"name": "a.com"})),
         (ObjectType::IpAddress, json!({"address": "::1"})),
@@ -212,7 +212,17 @@ fn to_json_round_trips_for_every_type() {
             ObjectType::Url,
             json!({"network": "internet", "url": "HTTPS://A.com:443/x?y#z"}),
         ),
-    ];
+    ]
+}
+
+/// [`samples`], parsed.
+pub(crate) fn sample_objects() -> Vec<Object> {
+    samples().into_iter().map(|(ty, v)| obj(ty, v)).collect()
+}
+
+#[test]
+fn to_json_round_trips_for_every_type() {
+    let samples = samples();
     assert_eq!(samples.len(), ObjectType::ALL.len() + 1);
     for (ty, v) in samples {
         let o = obj(ty, v);

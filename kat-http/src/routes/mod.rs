@@ -12,7 +12,7 @@ pub(crate) mod schema;
 pub(crate) mod tasks;
 
 use http::{HeaderMap, Request, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use kat_core::object::ObjectType;
 use kat_core::permission::PermissionName;
@@ -83,16 +83,29 @@ impl Ctx<'_> {
     }
 
     /// `{"count", "next", "previous", "results"}`.
-    pub(crate) fn page(
+    pub(crate) fn page<T: serde::Serialize>(
         &self,
         p: &ListParams,
         count: u64,
-        results: Vec<Value>,
+        results: Vec<T>,
     ) -> Response<ApiBody> {
+        /// A page, its keys in the order of a JSON map's.
+        #[derive(serde::Serialize)]
+        struct PageOut<T> {
+            count: u64,
+            next: Option<String>,
+            previous: Option<String>,
+            results: Vec<T>,
+        }
         let (next, previous) = page_links(&self.base_url(), &self.path, &self.query, p, count);
         body::json(
             StatusCode::OK,
-            &json!({"count": count, "next": next, "previous": previous, "results": results}),
+            &PageOut {
+                count,
+                next,
+                previous,
+                results,
+            },
         )
     }
 
@@ -169,11 +182,11 @@ pub(crate) fn only_fields(m: &Map<String, Value>, known: &[&str]) -> ApiResult<(
     Ok(())
 }
 
-pub(crate) fn created(v: &Value) -> Response<ApiBody> {
+pub(crate) fn created<T: serde::Serialize + ?Sized>(v: &T) -> Response<ApiBody> {
     body::json(StatusCode::CREATED, v)
 }
 
-pub(crate) fn ok(v: &Value) -> Response<ApiBody> {
+pub(crate) fn ok<T: serde::Serialize + ?Sized>(v: &T) -> Response<ApiBody> {
     body::json(StatusCode::OK, v)
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use http::{Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use kat_core::object::{NaturalKey, Object, ObjectType, ScanLevel, ScanProfile};
 use kat_core::permission::{Action, PermissionName, Resource};
@@ -18,10 +18,27 @@ fn to_json(o: &StoredObject) -> Value {
     Value::Object(o.to_json())
 }
 
-/// The JSON of stored objects, with `dns_records` on every hostname as the original serializes it:
-/// the hostname's DNS records (each with its `id`, fields, `hostname`, `ttl` and `object_type`), those
-/// of the record types (and keys) the caller may view. One query per record type for the whole list.
-async fn objects_json(ctx: &Ctx<'_>, objects: &[StoredObject]) -> ApiResult<Vec<Value>> {
+/// A stored object as the API answers with it: its JSON ([`StoredObject::json`], written straight
+/// into the response) with `dns_records` on a hostname.
+struct ObjectOut<'a> {
+    object: &'a StoredObject,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl serde::Serialize for ObjectOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.object.json(&self.extra).serialize(s)
+    }
+}
+
+/// The answer for stored objects, with `dns_records` on every hostname as the original serializes
+/// it: the hostname's DNS records (each with its `id`, fields, `hostname`, `ttl` and `object_type`),
+/// those of the record types (and keys) the caller may view. One query per record type for the
+/// whole list.
+async fn objects_json<'a>(
+    ctx: &Ctx<'_>,
+    objects: &'a [StoredObject],
+) -> ApiResult<Vec<ObjectOut<'a>>> {
     let hosts: Vec<String> = objects
         .iter()
         .filter(|o| o.object_type() == ObjectType::Hostname)
@@ -54,26 +71,44 @@ async fn objects_json(ctx: &Ctx<'_>, objects: &[StoredObject]) -> ApiResult<Vec<
     Ok(objects
         .iter()
         .map(|o| {
-            let mut m = o.to_json();
+            let mut extra = Vec::new();
             if o.object_type() == ObjectType::Hostname {
                 let mut list = records.remove(o.key.as_str()).unwrap_or_default();
                 list.sort_by(|a, b| {
                     (a["object_type"].as_str(), a["id"].as_str())
                         .cmp(&(b["object_type"].as_str(), b["id"].as_str()))
                 });
-                m.insert("dns_records".into(), Value::Array(list));
+                extra.push(("dns_records", Value::Array(list)));
             }
-            Value::Object(m)
+            ObjectOut { object: o, extra }
         })
         .collect())
 }
 
+/// The answer to a bulk write: each type's objects under its name, the names in a JSON map's
+/// (sorted) order.
+struct ByType<'a>(Vec<(&'a str, Vec<ObjectOut<'a>>)>);
+
+impl serde::Serialize for ByType<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut sorted: Vec<&(&str, Vec<ObjectOut<'_>>)> = self.0.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(sorted.len()))?;
+        for (name, objects) in sorted {
+            m.serialize_entry(name, objects)?;
+        }
+        m.end()
+    }
+}
+
 /// [`objects_json`] of one object.
-async fn object_json(ctx: &Ctx<'_>, o: &StoredObject) -> ApiResult<Value> {
-    Ok(objects_json(ctx, std::slice::from_ref(o))
-        .await?
-        .pop()
-        .unwrap_or(Value::Null))
+async fn object_json<'a>(ctx: &Ctx<'_>, o: &'a StoredObject) -> ApiResult<ObjectOut<'a>> {
+    let mut all = objects_json(ctx, std::slice::from_ref(o)).await?;
+    Ok(all.pop().unwrap_or(ObjectOut {
+        object: o,
+        extra: Vec::new(),
+    }))
 }
 
 fn parse_key(ty: ObjectType, raw: &str) -> ApiResult<NaturalKey> {
@@ -251,13 +286,12 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
     };
     let touched: Vec<Object> = stored.iter().map(|s| s.object.clone()).collect();
     written(ctx, &touched).await?;
-    let mut out = Map::new();
     let mut it = objects_json(ctx, &stored).await?.into_iter();
+    let mut out: Vec<(&str, Vec<ObjectOut<'_>>)> = Vec::with_capacity(groups.len());
     for ((k, _, _), n) in groups.iter().zip(sizes) {
-        let items: Vec<Value> = it.by_ref().take(n).collect();
-        out.insert(k.clone(), Value::Array(items));
+        out.push((k, it.by_ref().take(n).collect()));
     }
-    Ok(created(&Value::Object(out)))
+    Ok(created(&ByType(out)))
 }
 
 /// `POST /objects/<type>/`: one object or a list, answered in the same shape.
@@ -307,12 +341,12 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, ty: ObjectType) -> ApiResult<Respo
     written(ctx, &touched).await?;
     if single {
         let first = match stored.first() {
-            Some(o) => object_json(ctx, o).await?,
-            None => Value::Null,
+            Some(o) => Some(object_json(ctx, o).await?),
+            None => None,
         };
         Ok(created(&first))
     } else {
-        Ok(created(&Value::Array(objects_json(ctx, &stored).await?)))
+        Ok(created(&objects_json(ctx, &stored).await?))
     }
 }
 
