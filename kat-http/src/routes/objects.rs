@@ -266,11 +266,16 @@ pub(crate) async fn bulk_create(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody
         sizes.push(objects.len());
         all.extend(objects);
     }
-    // A finding's `object` may name an object written by the same request.
-    let in_request: BTreeSet<(ObjectType, NaturalKey)> = all
-        .iter()
-        .map(|o| (o.object_type(), o.natural_key()))
-        .collect();
+    // A finding's `object` may name an object written by the same request (only findings name
+    // one: a request without them computes no keys here).
+    let in_request: BTreeSet<(ObjectType, NaturalKey)> =
+        if groups.iter().any(|(_, ty, _)| *ty == ObjectType::Finding) {
+            all.iter()
+                .map(|o| (o.object_type(), o.natural_key()))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
     let mut at = 0;
     for ((k, _, items), n) in groups.iter().zip(&sizes) {
         check_objects_exist(ctx, items, &all[at..at + n], Some(k), &in_request).await?;
