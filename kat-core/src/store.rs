@@ -247,7 +247,7 @@ impl Serialize for StoredObjectJson<'_> {
         let o = self.stored;
         let own = o.object.to_json();
         let mut f: Vec<(&str, JsonField<'_>)> =
-            Vec::with_capacity(own.len() + 9 + self.extra.len());
+            Vec::with_capacity(own.len() + 8 + self.extra.len());
         // In `to_json`'s order of insertion: a later entry replaces an earlier one of its name.
         put_field(&mut f, "id", JsonField::Str(o.key.as_str()));
         for (name, value) in &own {
@@ -1390,6 +1390,9 @@ mod tests {
                     (variant % 2 == 1).then_some(task),
                     Timestamp::from_millis(1_700_000_000_123 + variant),
                 );
+                // Every stored field its own value: a swapped pair would show.
+                s.last_seen = Timestamp::from_millis(1_800_000_000_456 + variant);
+                s.last_seen_by = (variant >= 2).then(TaskId::new);
                 if let Some(p) = &mut s.scan {
                     p.level = (variant > 1).then(|| ScanLevel::new(2).expect("level"));
                     p.declared = variant == 2;

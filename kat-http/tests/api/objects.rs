@@ -652,6 +652,65 @@ async fn findings_may_name_their_subject_with_object_as_the_manual_does() {
     assert_eq!(r.status, 201, "{}", r.json());
 }
 
+/// Every answer with objects is canonical JSON: parsed and serialized again (a map's keys sorted,
+/// no key twice) it is the same bytes, for a bulk write of several types (a hostname with its DNS
+/// record), a PATCH, a single create, a list create, a list and a detail (with an inherited level).
+#[tokio::test]
+async fn object_answers_are_canonical_json() {
+    let s = start(Options::default()).await;
+    let (t, _) = s.token_with_task("acme", all());
+    let canonical = |what: &str, r: &Resp| {
+        assert!(r.status.is_success(), "{what}: {:?} {}", r.status, r.json());
+        let raw = std::str::from_utf8(&r.bytes).expect("UTF-8");
+        assert_eq!(raw, serde_json::to_string(&r.json()).unwrap(), "{what}");
+    };
+    let body = json!({
+        "ipaddress": [{"network": "internet", "address": "192.0.2.7"}],
+        "hostname": [{"name": "b.example"}, {"name": "a.example"}],
+        "dnsarecord": [{"hostname": "internet|a.example", "ip_address": "internet|192.0.2.7", "ttl": 60}],
+    });
+    let r = s.post("/api/v1/objects/", &t, body).await;
+    canonical("bulk write", &r);
+    let v = r.json();
+    assert_eq!(v["hostname"][1]["dns_records"][0]["ttl"], 60, "{v}");
+    // A level declared on the address reaches the hostname through its A record.
+    let r = s
+        .patch(
+            "/api/v1/objects/ipaddress/internet%7C192.0.2.7/",
+            &t,
+            json!({"scan_level": 2}),
+        )
+        .await;
+    canonical("patch", &r);
+    let r = s
+        .post(
+            "/api/v1/objects/hostname/",
+            &t,
+            json!({"name": "c.example"}),
+        )
+        .await;
+    canonical("single create", &r);
+    let r = s
+        .post(
+            "/api/v1/objects/hostname/",
+            &t,
+            json!([{"name": "d.example"}]),
+        )
+        .await;
+    canonical("list create", &r);
+    canonical(
+        "list",
+        &s.get("/api/v1/objects/hostname/?limit=2", &t).await,
+    );
+    let r = s
+        .get("/api/v1/objects/hostname/internet%7Ca.example/", &t)
+        .await;
+    canonical("detail", &r);
+    let v = r.json();
+    assert_eq!(v["inherited_from"]["object_type"], "ipaddress", "{v}");
+    assert_eq!(v["dns_records"][0]["ttl"], 60, "{v}");
+}
+
 #[tokio::test]
 async fn the_original_dns_plugins_writes_and_reads_work() {
     let s = start(Options::default()).await;
