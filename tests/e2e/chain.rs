@@ -205,6 +205,16 @@ async fn a_plugin_below_the_objects_scan_level_is_refused_on_every_path() {
             .await
             .unwrap();
     assert_eq!(report.tasks, 1, "{report:?}");
+    // It ends before the test does: a container still being created when the deployment is
+    // dropped would outlive this process.
+    let deep = k.tasks_of("deep").await;
+    assert_eq!(deep.len(), 1);
+    let id = deep[0]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("task id");
+    assert_eq!(k.wait(id).await["state"], "completed");
 }
 
 /// A plugin that prints the file it was given: its output (of its own type) is the next hop.
