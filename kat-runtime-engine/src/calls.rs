@@ -189,6 +189,29 @@ pub fn removal_guard<E: EngineCalls>(engine: E, id: String) -> CleanupGuard {
     })
 }
 
+/// When a removal by name is tried again after a create request was dropped in flight: the engine
+/// may finish the create after the request's future is gone.
+const LATE_CREATE_RETRIES_MS: [u64; 4] = [0, 250, 1000, 3000];
+
+/// A guard for a create request in flight: dropped armed, it removes the container `name` from a
+/// thread of its own, at once and again over the next few seconds ([`LATE_CREATE_RETRIES_MS`]),
+/// since a removal before the engine has finished the create finds nothing (which counts as
+/// removed).
+fn late_create_guard<E: EngineCalls>(engine: E, name: String) -> CleanupGuard {
+    CleanupGuard::new(
+        format!("container {name} (create in flight)"),
+        move || async move {
+            for wait in LATE_CREATE_RETRIES_MS {
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                // An engine still busy creating it may refuse: the next try comes later.
+                if let Err(e) = engine.remove(&name).await {
+                    warn!(container = %name, error = %e, "could not remove the container (yet)");
+                }
+            }
+        },
+    )
+}
+
 /// [`ContainerRuntime::run`](kat_core::runtime::ContainerRuntime::run) on `engine`: create (pulling a missing
 /// image once), attach, start, then [`supervise`] until the exit, the spec's timeout or `cancel` (the last two
 /// SIGKILL the container), and remove the container on every path.
@@ -236,7 +259,12 @@ async fn lifecycle<E: EngineCalls>(
     if stop.fired_now().is_some() {
         return Err(E::Error::cancelled());
     }
-    let id = engine.create(&name, &spec, &stop).await?;
+    // Until the create answers only the name identifies the container: if this task is dropped with
+    // the request in flight (its runtime shutting down), the engine may still create it.
+    let pending = late_create_guard(engine.clone(), name.clone());
+    let created = engine.create(&name, &spec, &stop).await;
+    pending.disarm();
+    let id = created?;
     tracing::Span::current().record("container", id.as_str());
     debug!(name = %name, elapsed_ms = t0.elapsed().as_millis() as u64, "created");
     let guard = removal_guard(engine.clone(), id.clone());
@@ -438,6 +466,9 @@ mod tests {
         exit: i64,
         runs_for: Duration,
         fail: Option<&'static str>,
+        /// The create request never answers; the container appears 100 ms after it was sent (an
+        /// engine finishing a create whose client went away).
+        create_lands_late: bool,
     }
 
     #[derive(Debug, Default)]
@@ -448,6 +479,8 @@ mod tests {
         /// Helper containers (also in `containers`) and their deployment.
         helpers: BTreeMap<String, String>,
         killed: bool,
+        /// A late create (`Script::create_lands_late`) has added its container.
+        landed: bool,
     }
 
     #[derive(Debug, Clone)]
@@ -520,6 +553,16 @@ mod tests {
             _stop: &StopSignal,
         ) -> Result<String, FakeError> {
             self.call("create")?;
+            if self.script.create_lands_late {
+                let (state, name) = (Arc::clone(&self.state), name.to_string());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                    s.containers.insert(name, false);
+                    s.landed = true;
+                });
+                std::future::pending::<()>().await;
+            }
             self.state().containers.insert(name.to_string(), false);
             Ok(name.to_string())
         }
@@ -817,5 +860,48 @@ mod tests {
             fake.state().helpers.keys().cloned().collect::<Vec<_>>(),
             ["helper-green"]
         );
+    }
+
+    /// A runtime shut down while the create request is in flight: the engine creates the container
+    /// after the request's future is gone, and the guard of the request removes it by name once it
+    /// lands.
+    #[test]
+    fn a_container_created_after_its_runtime_stopped_is_removed() {
+        let fake = Fake::new(Script {
+            create_lands_late: true,
+            ..Script::default()
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let f = fake.clone();
+        rt.spawn(async move {
+            let spec = ContainerSpec::new("late", "kat-busybox:latest", ["true"]);
+            let _ = run_container(f, spec, CancellationToken::new()).await;
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !fake.calls().contains(&"create".to_string()) {
+            assert!(std::time::Instant::now() < deadline, "no create");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The request is in flight; the runtime goes away before it answers.
+        drop(rt);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let landed = fake.state().landed;
+            let live = fake.live_containers();
+            if landed && live == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the late container is still there: landed {landed}, live {live}, calls {:?}",
+                fake.calls()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(fake.calls().contains(&"remove".to_string()));
     }
 }
