@@ -85,20 +85,13 @@ async fn objects_json<'a>(
         .collect())
 }
 
-/// The answer to a bulk write: each type's objects under its name, the names in a JSON map's
-/// (sorted) order.
+/// The answer to a bulk write: each type's objects under its name, in the order of the request
+/// body's names (a JSON map's, which the answer's map had too).
 struct ByType<'a>(Vec<(&'a str, Vec<ObjectOut<'a>>)>);
 
 impl serde::Serialize for ByType<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut sorted: Vec<&(&str, Vec<ObjectOut<'_>>)> = self.0.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let mut m = s.serialize_map(Some(sorted.len()))?;
-        for (name, objects) in sorted {
-            m.serialize_entry(name, objects)?;
-        }
-        m.end()
+        s.collect_map(self.0.iter().map(|(name, objects)| (name, objects)))
     }
 }
 
