@@ -176,6 +176,26 @@ async fn serve_with_runtime_podman_runs_plugins_on_podman() {
         .await;
     assert!(s == 200 || s == 202, "cancel: {s} {v}");
     assert_eq!(k.ended(&slow).await["state"], "cancelled");
+    // The cancelled task's container is removed, not only killed (and not left behind when this
+    // test's katd is killed right after).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ours = podman
+            .list_managed()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.task == Some(id))
+            .count();
+        if ours == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancelled task's container is still in Podman"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(feature = "docker")]
