@@ -15,6 +15,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CI="${CI:-true}"
 step() { printf '\n==> %s\n' "$*"; }
 
+step "free disk"
+# A build from scratch writes about 4 GiB under target/; the engines' images take about 1.5 GiB more.
+df -h . /var/lib || true
+avail_gib="$(df --output=avail -B1G . | tail -1 | tr -d ' ')"
+if [ "${avail_gib:-0}" -lt 6 ] 2>/dev/null; then
+    log "warning: ${avail_gib} GiB free here; a build from scratch needs about 4 GiB and the images about 1.5 GiB"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "the fast tier (scripts/test-fast.sh: no root, no container engine)"
