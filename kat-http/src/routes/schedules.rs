@@ -24,12 +24,13 @@ enum IdRef {
 }
 
 impl IdRef {
-    /// From a path segment or a string field: digits are an integer id, else a UUID.
+    /// From a path segment or a string field: digits are an integer id, else a UUID. `what` names
+    /// the thing with its article ("a schedule").
     fn parse(raw: &str, what: &str, attr: &str) -> ApiResult<IdRef> {
         let bad = || {
             ApiError::invalid(
                 attr,
-                format!("not a {what} id (an integer such as 123, or a UUID): {raw:?}"),
+                format!("not {what} id (a positive integer such as 123, or a UUID): {raw:?}"),
             )
         };
         if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -48,7 +49,7 @@ impl IdRef {
                 Some(n) if n > 0 => Ok(IdRef::Number(n)),
                 _ => Err(ApiError::invalid(
                     attr,
-                    format!("not a {what} id (a positive integer, or a UUID string): {n}"),
+                    format!("not {what} id (a positive integer, or a UUID string): {n}"),
                 )),
             },
             Value::String(raw) => IdRef::parse(raw, what, attr),
@@ -167,7 +168,7 @@ async fn apply_schedule(ctx: &Ctx<'_>, m: &Map<String, Value>, s: &mut Schedule)
         s.object_set = match v {
             Value::Null => None,
             v => {
-                let r = IdRef::from_json(v, "object set", "object_set_id")?;
+                let r = IdRef::from_json(v, "an object set", "object_set_id")?;
                 match find_set(ctx, r).await? {
                     Some(set) => Some(set.id),
                     None => {
@@ -261,7 +262,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>> {
 
 /// The caller's schedule `raw`, checked against the route's permission.
 async fn load_schedule(ctx: &Ctx<'_>, raw: &str) -> ApiResult<Schedule> {
-    let r = IdRef::parse(raw, "schedule", "id")?;
+    let r = IdRef::parse(raw, "a schedule", "id")?;
     let org = ctx.caller.org();
     let found = match r {
         IdRef::Uuid(u) => ctx.inner.tasks.get_schedule(ScheduleId(u)).await?,
@@ -540,7 +541,7 @@ pub(crate) async fn list_sets(ctx: &mut Ctx<'_>) -> ApiResult<Response<ApiBody>>
 
 /// The caller's object set `raw`, checked against the route's permission.
 async fn load_set(ctx: &Ctx<'_>, raw: &str) -> ApiResult<ObjectSet> {
-    match find_set(ctx, IdRef::parse(raw, "object set", "id")?).await? {
+    match find_set(ctx, IdRef::parse(raw, "an object set", "id")?).await? {
         Some(s) => {
             pk_allows(ctx, s.number, &s.id.to_string())?;
             Ok(s)

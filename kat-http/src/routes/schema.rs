@@ -34,6 +34,44 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
+/// What values a parameter takes, as the API checks them (a value outside it is a 400 naming the
+/// parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Any text.
+    Text,
+    /// A whole number of at least this much.
+    AtLeast(u64),
+    /// `true` or `false`.
+    Flag,
+    /// A scan level, 0 to 4.
+    Level,
+    /// A UUID.
+    Uuid,
+    /// A positive integer (the `id` the API shows) or a UUID (the `uuid` it shows).
+    IdOrUuid,
+    /// A natural key with two `|`-separated parts (`network|name`).
+    TwoPartKey,
+}
+
+impl Kind {
+    /// The parameter's OpenAPI schema.
+    pub(crate) fn schema(self) -> Value {
+        match self {
+            Kind::Text => json!({"type": "string"}),
+            Kind::AtLeast(min) => json!({"type": "integer", "format": "int64", "minimum": min}),
+            Kind::Flag => json!({"type": "boolean"}),
+            Kind::Level => json!({"type": "integer", "minimum": 0, "maximum": 4}),
+            Kind::Uuid => json!({"type": "string", "format": "uuid"}),
+            Kind::IdOrUuid => json!({"oneOf": [
+                {"type": "integer", "format": "int64", "minimum": 1},
+                {"type": "string", "format": "uuid"},
+            ]}),
+            Kind::TwoPartKey => json!({"type": "string", "pattern": "^[^|]+[|][^|]+$"}),
+        }
+    }
+}
+
 /// One query parameter of an operation.
 #[derive(Debug)]
 struct QueryParam {
@@ -41,13 +79,19 @@ struct QueryParam {
     description: &'static str,
     /// Takes repeated values (`?id=a&id=b`).
     repeated: bool,
+    kind: Kind,
 }
 
 const fn single(name: &'static str, description: &'static str) -> QueryParam {
+    typed(name, description, Kind::Text)
+}
+
+const fn typed(name: &'static str, description: &'static str, kind: Kind) -> QueryParam {
     QueryParam {
         name,
         description,
         repeated: false,
+        kind,
     }
 }
 
@@ -56,6 +100,7 @@ const fn repeated(name: &'static str, description: &'static str) -> QueryParam {
         name,
         description,
         repeated: true,
+        kind: Kind::Text,
     }
 }
 
@@ -65,6 +110,8 @@ enum RequestBody {
     None,
     /// JSON, described by an example or a sentence.
     Json(&'static str),
+    /// A JSON object, described by a sentence, and the fields it must have.
+    Fields(&'static str, &'static [&'static str]),
     /// A file upload: part `file`, optional field `type`.
     Multipart,
 }
@@ -94,12 +141,13 @@ impl Details {
     };
 }
 
-const LIMIT_CAPPED: QueryParam = single("limit", "Page size (default 100, capped)");
-const OFFSET_ITEMS: QueryParam = single("offset", "Items to skip");
+const LIMIT_CAPPED: QueryParam =
+    typed("limit", "Page size (default 100, capped)", Kind::AtLeast(1));
+const OFFSET_ITEMS: QueryParam = typed("offset", "Items to skip", Kind::AtLeast(0));
 const SEARCH: QueryParam = single("search", "Case-insensitive substring");
 const ORDERING: QueryParam = single("ordering", "Field, '-field' for descending");
-const LIMIT: QueryParam = single("limit", "Page size");
-const OFFSET: QueryParam = single("offset", "Skip");
+const LIMIT: QueryParam = typed("limit", "Page size", Kind::AtLeast(1));
+const OFFSET: QueryParam = typed("offset", "Skip", Kind::AtLeast(0));
 const WITH_BODY_ERRORS: &[u16] = &[400, 401, 403, 404, 413];
 const WITH_ENGINE_ERRORS: &[u16] = &[400, 401, 403, 404, 503];
 const PAGE: Option<(u16, &str, Option<&str>)> = Some((200, "OK", Some("Page")));
@@ -197,7 +245,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
                 SEARCH,
                 ORDERING,
                 single("type", "File type"),
-                single("task_id", "Producing task"),
+                typed("task_id", "Producing task", Kind::Uuid),
                 repeated("id", "File ids"),
             ],
             success: PAGE,
@@ -208,13 +256,14 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/file/",
         Details {
-            query: &[single(
+            query: &[typed(
                 "scan_level",
                 "The scan level (0 to 4) the file carries; required without a task, refused with one",
+                Kind::Level,
             )],
             body: RequestBody::Multipart,
             success: Some((201, "Created", Some("File"))),
-            errors: WITH_BODY_ERRORS,
+            errors: &[400, 401, 403, 404, 413, 415],
             ..Details::DEFAULT
         },
     ),
@@ -279,7 +328,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
                 LIMIT,
                 OFFSET,
                 single("plugin_id", "Plugin"),
-                single("enabled", "true or false"),
+                typed("enabled", "true or false", Kind::Flag),
             ],
             success: PAGE,
             ..Details::DEFAULT
@@ -290,7 +339,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         "/api/v1/schedules/",
         Details {
             permission_note: ", and every permission the plugin declares (scopes included)",
-            body: RequestBody::Json("A schedule"),
+            body: RequestBody::Fields("A schedule", &["plugin_id"]),
             ..Details::DEFAULT
         },
     ),
@@ -316,7 +365,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::POST,
         "/api/v1/object-sets/",
         Details {
-            body: RequestBody::Json("An object set"),
+            body: RequestBody::Fields("An object set", &["name", "object_type"]),
             ..Details::DEFAULT
         },
     ),
@@ -336,7 +385,7 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
                 LIMIT,
                 OFFSET,
                 single("search", "Substring of id or name"),
-                single("enabled", "true or false"),
+                typed("enabled", "true or false", Kind::Flag),
             ],
             success: PAGE,
             ..Details::DEFAULT
@@ -366,10 +415,22 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
                 LIMIT,
                 OFFSET,
                 single("search", "Substring of name or description"),
-                single("enabled", "true or false (for the caller's organization)"),
+                typed(
+                    "enabled",
+                    "true or false (for the caller's organization)",
+                    Kind::Flag,
+                ),
             ],
             success: PAGE,
             errors: &[400, 401, 403, 503],
+            ..Details::DEFAULT
+        },
+    ),
+    (
+        Method::POST,
+        "/api/v1/levels/recompute/",
+        Details {
+            success: Some((200, "{\"changed\": n}", None)),
             ..Details::DEFAULT
         },
     ),
@@ -414,7 +475,10 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         "/api/v1/organizations/",
         Details {
             permission_note: " (never a task token)",
-            body: RequestBody::Json("An organization: code (a-z 0-9 - _, up to 32) and name"),
+            body: RequestBody::Fields(
+                "An organization: code (a-z 0-9 - _, up to 32) and name",
+                &["code"],
+            ),
             errors: &[400, 401, 403, 409],
             ..Details::DEFAULT
         },
@@ -429,53 +493,76 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
     ),
 ];
 
-/// The descriptions of each pattern's path parameters, by pattern of the table.
-pub(crate) static PATH_PARAMS: &[(&str, &[(&str, &str)])] = &[
+/// A path parameter: its name, description and kind.
+pub(crate) type PathParam = (&'static str, &'static str, Kind);
+
+/// The description and kind of each pattern's path parameters, by pattern of the table.
+pub(crate) static PATH_PARAMS: &[(&str, &[PathParam])] = &[
     (
         "/api/v1/objects/{type}/",
         &[(
             "type",
             "Object type: network, hostname, ipaddress, ipport, software, findingtype, finding, dns{a,aaaa,cname,mx,ns,ptr,txt,caa,srv}record, url",
+            Kind::Text,
         )],
     ),
     (
         "/api/v1/objects/{type}/{key}/",
         &[
-            ("type", "Object type"),
-            ("key", "Natural key, URL-encoded ('/' as %2F)"),
+            ("type", "Object type", Kind::Text),
+            ("key", "Natural key, URL-encoded ('/' as %2F)", Kind::Text),
         ],
     ),
     (
         "/api/v1/objects/hostname/{key}/dnsrecord/",
-        &[("key", "The hostname's natural key")],
+        &[("key", "The hostname's natural key", Kind::TwoPartKey)],
     ),
-    ("/api/v1/file/{id}/", &[("id", "File id")]),
-    ("/api/v1/file/{id}/download/", &[("id", "File id")]),
-    ("/api/v1/tasks/{id}/", &[("id", "Task id (UUID)")]),
-    ("/api/v1/tasks/{id}/cancel/", &[("id", "Task id (UUID)")]),
+    ("/api/v1/file/{id}/", &[("id", "File id", Kind::AtLeast(0))]),
+    (
+        "/api/v1/file/{id}/download/",
+        &[("id", "File id", Kind::AtLeast(0))],
+    ),
+    ("/api/v1/tasks/{id}/", &[("id", "Task id", Kind::Uuid)]),
+    (
+        "/api/v1/tasks/{id}/cancel/",
+        &[("id", "Task id", Kind::Uuid)],
+    ),
     (
         "/api/v1/schedules/{id}/",
-        &[("id", "Schedule id: an integer, or its UUID")],
+        &[("id", "Schedule id: an integer, or its UUID", Kind::IdOrUuid)],
     ),
     (
         "/api/v1/object-sets/{id}/",
-        &[("id", "Object set id: an integer, or its UUID")],
+        &[(
+            "id",
+            "Object set id: an integer, or its UUID",
+            Kind::IdOrUuid,
+        )],
     ),
-    ("/api/v1/plugins/{id}/", &[("id", "Plugin id")]),
-    ("/api/v1/plugins/{id}/enable/", &[("id", "Plugin id")]),
-    ("/api/v1/plugins/{id}/disable/", &[("id", "Plugin id")]),
-    ("/api/v1/business-rules/{id}/", &[("id", "Rule name")]),
+    ("/api/v1/plugins/{id}/", &[("id", "Plugin id", Kind::Text)]),
+    (
+        "/api/v1/plugins/{id}/enable/",
+        &[("id", "Plugin id", Kind::Text)],
+    ),
+    (
+        "/api/v1/plugins/{id}/disable/",
+        &[("id", "Plugin id", Kind::Text)],
+    ),
+    (
+        "/api/v1/business-rules/{id}/",
+        &[("id", "Rule name", Kind::Text)],
+    ),
     (
         "/api/v1/business-rules/{id}/enable/",
-        &[("id", "Rule name")],
+        &[("id", "Rule name", Kind::Text)],
     ),
     (
         "/api/v1/business-rules/{id}/disable/",
-        &[("id", "Rule name")],
+        &[("id", "Rule name", Kind::Text)],
     ),
     (
         "/api/v1/organizations/{code}/",
-        &[("code", "Organization code")],
+        &[("code", "Organization code", Kind::Text)],
     ),
 ];
 
@@ -495,6 +582,7 @@ fn error_description(status: u16) -> &'static str {
         404 => "Not found",
         409 => "Conflict (it exists, or its state forbids the change)",
         413 => "Body too large",
+        415 => "Not multipart/form-data",
         503 => "No task engine",
         _ => "Error",
     }
@@ -554,7 +642,7 @@ fn operation(route: &Route) -> Value {
                     "in": "query",
                     "required": false,
                     "description": q.description,
-                    "schema": {"type": "string"},
+                    "schema": q.kind.schema(),
                 });
                 if q.repeated {
                     v["schema"] = json!({"type": "array", "items": {"type": "string"}});
@@ -572,6 +660,13 @@ fn operation(route: &Route) -> Value {
             op["requestBody"] = json!({
                 "required": true,
                 "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": description,
+            });
+        }
+        RequestBody::Fields(description, required) => {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"type": "object", "required": required}}},
                 "description": description,
             });
         }
@@ -604,16 +699,16 @@ fn path_parameters(pattern: &'static str) -> Vec<Value> {
             Segment::Literal(_) => None,
         })
         .map(|name| {
-            let description = described
+            let (description, kind) = described
                 .iter()
-                .find(|(n, _)| *n == name)
-                .map_or("", |(_, d)| *d);
+                .find(|(n, _, _)| *n == name)
+                .map_or(("", Kind::Text), |(_, d, k)| (*d, *k));
             json!({
                 "name": name,
                 "in": "path",
                 "required": true,
                 "description": description,
-                "schema": {"type": "string"},
+                "schema": kind.schema(),
             })
         })
         .collect()
