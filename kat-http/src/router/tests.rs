@@ -533,6 +533,9 @@ fn fits(schema: &Value, value: &str) -> bool {
     if let Some(options) = schema["oneOf"].as_array() {
         return options.iter().any(|o| fits(o, value));
     }
+    if let Some(names) = schema["enum"].as_array() {
+        return names.iter().any(|n| n == value);
+    }
     match schema["type"].as_str() {
         Some("integer") => value.parse::<u64>().is_ok_and(|n| {
             n >= schema["minimum"].as_u64().unwrap_or(0)
@@ -560,6 +563,9 @@ fn outside(schema: &Value) -> Option<&'static str> {
     if schema["oneOf"].is_array() || schema["format"] == "uuid" || schema.get("pattern").is_some() {
         return Some("0");
     }
+    if schema["enum"].is_array() {
+        return Some("nosuchtype");
+    }
     match schema["type"].as_str() {
         Some("integer") if schema["minimum"].as_u64().unwrap_or(0) > 0 => Some("0"),
         Some("integer") => Some("x"),
@@ -569,8 +575,8 @@ fn outside(schema: &Value) -> Option<&'static str> {
 }
 
 /// The parameter kinds the served document states are what the API checks: the walk's real path
-/// values fit them, a value outside one is a 400 naming the value (path) or the parameter (query),
-/// and a value inside one is accepted.
+/// values fit them, a value outside one is a 400 naming the value (path; a 404 for an unknown object
+/// type) or the parameter (query), and a value inside one is accepted.
 #[tokio::test]
 async fn the_documents_parameter_schemas_are_what_the_api_checks() {
     let w = world().await;
@@ -599,12 +605,13 @@ async fn the_documents_parameter_schemas_are_what_the_api_checks() {
             let path = segments.join("/");
             let (status, _, bytes) = w.call(r.method.clone(), &path, None).await;
             let body = String::from_utf8_lossy(&bytes);
-            assert_eq!(
-                status,
-                StatusCode::BAD_REQUEST,
-                "{} {path}: {body}",
-                r.method
-            );
+            // An unknown object type names no collection: a 404, as any unknown path.
+            let refused = if schema["enum"].is_array() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            assert_eq!(status, refused, "{} {path}: {body}", r.method);
             assert!(
                 body.contains(&format!("\\\"{bad}\\\"")),
                 "{} {path}: {body}",
@@ -629,9 +636,10 @@ async fn the_documents_parameter_schemas_are_what_the_api_checks() {
                 "GET {real}?{name}={bad}: {v}"
             );
             assert_eq!(v["errors"][0]["attr"], name, "GET {real}?{name}={bad}: {v}");
-            let good = match schema["type"].as_str() {
-                Some("integer") => schema["minimum"].as_u64().unwrap_or(0).to_string(),
-                Some("boolean") => "true".to_string(),
+            let good = match (schema["type"].as_str(), &schema["enum"]) {
+                (_, Value::Array(names)) => names[0].as_str().unwrap().to_string(),
+                (Some("integer"), _) => schema["minimum"].as_u64().unwrap_or(0).to_string(),
+                (Some("boolean"), _) => "true".to_string(),
                 _ => w.task.clone(),
             };
             assert!(fits(schema, &good));

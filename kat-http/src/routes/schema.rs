@@ -52,6 +52,8 @@ pub(crate) enum Kind {
     IdOrUuid,
     /// A natural key with two `|`-separated parts (`network|name`).
     TwoPartKey,
+    /// An object type's name (`hostname`).
+    ObjectType,
 }
 
 impl Kind {
@@ -68,6 +70,10 @@ impl Kind {
                 {"type": "string", "format": "uuid"},
             ]}),
             Kind::TwoPartKey => json!({"type": "string", "pattern": "^[^|]+[|][^|]+$"}),
+            Kind::ObjectType => json!({
+                "type": "string",
+                "enum": kat_core::object::ObjectType::ALL.map(kat_core::object::ObjectType::as_str),
+            }),
         }
     }
 }
@@ -356,7 +362,11 @@ pub(crate) static DETAILS: &[(Method, &str, Details)] = &[
         Method::GET,
         "/api/v1/object-sets/",
         Details {
-            query: &[LIMIT, OFFSET, single("object_type", "Object type")],
+            query: &[
+                LIMIT,
+                OFFSET,
+                typed("object_type", "Object type", Kind::ObjectType),
+            ],
             success: PAGE,
             ..Details::DEFAULT
         },
@@ -500,16 +510,12 @@ pub(crate) type PathParam = (&'static str, &'static str, Kind);
 pub(crate) static PATH_PARAMS: &[(&str, &[PathParam])] = &[
     (
         "/api/v1/objects/{type}/",
-        &[(
-            "type",
-            "Object type: network, hostname, ipaddress, ipport, software, findingtype, finding, dns{a,aaaa,cname,mx,ns,ptr,txt,caa,srv}record, url",
-            Kind::Text,
-        )],
+        &[("type", "Object type", Kind::ObjectType)],
     ),
     (
         "/api/v1/objects/{type}/{key}/",
         &[
-            ("type", "Object type", Kind::Text),
+            ("type", "Object type", Kind::ObjectType),
             ("key", "Natural key, URL-encoded ('/' as %2F)", Kind::Text),
         ],
     ),
