@@ -149,16 +149,18 @@ async fn serve_with_runtime_podman_runs_plugins_on_podman() {
     let podman = kat::runtime_podman::PodmanRuntime::connect()
         .await
         .expect("podman");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let ours = podman
+    let ours = || async {
+        podman
             .list_managed()
             .await
             .expect("list")
             .into_iter()
             .filter(|c| c.task == Some(id))
-            .count();
-        if ours > 0 {
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if ours().await > 0 {
             break;
         }
         assert!(
@@ -180,14 +182,7 @@ async fn serve_with_runtime_podman_runs_plugins_on_podman() {
     // test's katd is killed right after).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let ours = podman
-            .list_managed()
-            .await
-            .expect("list")
-            .into_iter()
-            .filter(|c| c.task == Some(id))
-            .count();
-        if ours == 0 {
+        if ours().await == 0 {
             break;
         }
         assert!(

@@ -662,19 +662,9 @@ fn operation(route: &Route) -> Value {
     }
     match d.body {
         RequestBody::None => {}
-        RequestBody::Json(description) => {
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-                "description": description,
-            });
-        }
+        RequestBody::Json(description) => op["requestBody"] = json_body(description, &[]),
         RequestBody::Fields(description, required) => {
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": {"type": "object", "required": required}}},
-                "description": description,
-            });
+            op["requestBody"] = json_body(description, required);
         }
         RequestBody::Multipart => {
             op["requestBody"] = json!({
@@ -691,6 +681,20 @@ fn operation(route: &Route) -> Value {
         }
     }
     op
+}
+
+/// A JSON object request body with these required fields (none: the key is left out, as OpenAPI 3.0
+/// wants a non-empty list there).
+fn json_body(description: &str, required: &[&str]) -> Value {
+    let mut schema = json!({"type": "object"});
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    json!({
+        "required": true,
+        "content": {"application/json": {"schema": schema}},
+        "description": description,
+    })
 }
 
 fn path_parameters(pattern: &'static str) -> Vec<Value> {
